@@ -1,0 +1,1 @@
+//! sdsim-bench: benchmarks and peers.

@@ -1,0 +1,18 @@
+//! sdsim-core: the shard-per-core runtime every sdsim role runs on.
+//!
+//! Layout:
+//! - [`shard`]: one pinned monoio runtime per CPU ([`shard::ShardId`], [`shard::Runtime`]),
+//!   shard-local state reached through a typed handle, the instrumented spawn.
+//! - [`mesh`]: the cross-shard mesh, N×(N-1) bounded SPSC rings with `submit_to` and `broadcast`.
+//! - [`stall`]: the stall detector that logs and counts tasks holding a shard too long.
+//! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).
+//! - [`metrics`]: per-shard counters and HDR histograms, merged at scrape time.
+//! - [`config`]: the configuration types, loading, overrides and validation.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+pub mod mesh;
+pub mod metrics;
+pub mod shard;
+pub mod shutdown;
+pub mod stall;

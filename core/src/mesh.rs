@@ -1,0 +1,1 @@
+//! Cross-shard mesh (being written).

@@ -1,0 +1,1 @@
+//! sdsim-loadtest (being written).

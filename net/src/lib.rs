@@ -1,0 +1,1 @@
+//! sdsim-net (being written).

@@ -1,0 +1,1 @@
+//! sdsim-gateway (being written).

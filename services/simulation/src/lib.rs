@@ -1,0 +1,1 @@
+//! sdsim-simulation (being written).
