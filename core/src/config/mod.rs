@@ -1,0 +1,592 @@
+//! Configuration: documented serde structs with defaults, loading with overrides, validation.
+//!
+//! Sources, later ones winning: built-in defaults → the TOML file (`--config`) →
+//! `SDSIM__SECTION__KEY` environment variables → `--set section.key=value` flags. Unknown keys
+//! are errors, and [`Config::validate`] names the key and the bad value of every problem.
+//! `config/default.toml` in the repository lists every key with a comment.
+
+mod duration;
+mod load;
+
+pub use duration::{format as format_duration, parse as parse_duration};
+pub use load::{ConfigError, Overrides};
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The roles one process can run; all of them by default.
+pub const ROLES: [&str; 4] = ["gateway", "auth", "project", "simulation"];
+
+/// The whole configuration of one sdsim process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which roles this process runs (`gateway`, `auth`, `project`, `simulation`).
+    pub roles: Vec<String>,
+    /// Shards, CPUs, driver and stall detection.
+    pub runtime: RuntimeConfig,
+    /// Connection limits and graceful shutdown.
+    pub server: ServerConfig,
+    /// HTTP/1.1 limits and timeouts.
+    pub http: HttpConfig,
+    /// The gateway role's listener.
+    pub gateway: GatewayConfig,
+    /// The auth role's listeners.
+    pub auth: ServiceListen,
+    /// The project role's listeners.
+    pub project: ServiceListen,
+    /// The simulation role's listeners.
+    pub simulation: ServiceListen,
+    /// Per-client rate limiting.
+    pub ratelimit: RateLimitConfig,
+    /// Response compression.
+    pub compression: CompressionConfig,
+    /// Cross-origin resource sharing.
+    pub cors: CorsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// TLS for every listener when both `cert` and `key` are set.
+    pub tls: TlsConfig,
+    /// Where data is stored.
+    pub storage: StorageConfig,
+    /// Redis, for cross-instance events and the service registry.
+    pub redis: RedisConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            roles: ROLES.iter().map(|r| r.to_string()).collect(),
+            runtime: RuntimeConfig::default(),
+            server: ServerConfig::default(),
+            http: HttpConfig::default(),
+            gateway: GatewayConfig::default(),
+            auth: ServiceListen::new(9000, 9001),
+            project: ServiceListen::new(10000, 10001),
+            simulation: ServiceListen::new(11000, 11001),
+            ratelimit: RateLimitConfig::default(),
+            compression: CompressionConfig::default(),
+            cors: CorsConfig::default(),
+            log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            storage: StorageConfig::default(),
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+/// Which I/O driver the shards use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only; start-up fails when it is unavailable.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+/// `[runtime]`: shards, CPUs, driver and stall detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Number of shards; 0 = one per CPU in `cpus` (or in the process affinity mask).
+    pub shards: usize,
+    /// CPUs to pin shards to, in order; empty = the CPUs of the process affinity mask.
+    pub cpus: Vec<usize>,
+    /// I/O driver.
+    pub driver: DriverKind,
+    /// A task that holds its shard longer than this is logged and counted as a stall.
+    #[serde(with = "duration")]
+    pub stall_threshold: Duration,
+    /// Capacity of each cross-shard ring (messages); a full ring makes the sender wait.
+    pub mesh_ring_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 0,
+            cpus: Vec::new(),
+            driver: DriverKind::Auto,
+            stall_threshold: Duration::from_millis(10),
+            mesh_ring_capacity: 1024,
+        }
+    }
+}
+
+/// `[server]`: connection limits and graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish; then connections are closed.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Most connections open at once across all shards; further accepts are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_timeout: Duration::from_secs(15),
+            max_connections: 200_000,
+        }
+    }
+}
+
+/// `[http]`: HTTP/1.1 limits and timeouts (seeds 000/001).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request (head and body) must arrive within this time once it has started.
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// A response must be written within this time.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this time.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger → 431.
+    pub max_head_bytes: usize,
+    /// Largest request body in bytes; larger → 413.
+    pub max_body_bytes: usize,
+    /// Longest request target in bytes; longer → 414.
+    pub max_uri_bytes: usize,
+    /// Most header fields in one request; more → 431.
+    pub max_headers: usize,
+    /// Requests slower than this are logged as slow.
+    #[serde(with = "duration")]
+    pub slow_request: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            max_head_bytes: 1024 * 1024,
+            max_body_bytes: 25 * 1024 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_headers: 100,
+            slow_request: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[gateway]`: the public HTTP/WebSocket listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the gateway listens on (one SO_REUSEPORT socket per shard).
+    pub listen: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "0.0.0.0:8000".into(),
+        }
+    }
+}
+
+/// `[auth]`, `[project]`, `[simulation]`: a service's gRPC and HTTP listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceListen {
+    /// gRPC listener address.
+    pub grpc_listen: String,
+    /// HTTP listener address.
+    pub http_listen: String,
+}
+
+impl ServiceListen {
+    fn new(grpc_port: u16, http_port: u16) -> Self {
+        ServiceListen {
+            grpc_listen: format!("0.0.0.0:{grpc_port}"),
+            http_listen: format!("0.0.0.0:{http_port}"),
+        }
+    }
+}
+
+/// One multi-window tier: at most `limit` requests per `window` (seed 002).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowTier {
+    /// The window length, e.g. `"1m"`.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Requests allowed per window.
+    pub limit: u32,
+}
+
+/// A token bucket for one route, applied in addition to the per-client bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimit {
+    /// The router pattern, e.g. `"/api/auth/login"`.
+    pub route: String,
+    /// Token refill rate per client for this route.
+    pub rate_per_s: f64,
+    /// Bucket size for this route.
+    pub burst: u32,
+}
+
+/// `[ratelimit]`: per-client-IP limits; the limit holds across shards (one owner shard per IP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `false` turns rate limiting off.
+    pub enabled: bool,
+    /// Token refill rate per client IP, requests per second.
+    pub rate_per_s: f64,
+    /// Token bucket size per client IP.
+    pub burst: u32,
+    /// Optional multi-window tiers, e.g. `[{window = "1m", limit = 100}]`.
+    pub tiers: Vec<WindowTier>,
+    /// Optional per-route buckets.
+    pub routes: Vec<RouteLimit>,
+    /// Paths starting with one of these are never limited (load balancers poll health).
+    pub exempt_prefixes: Vec<String>,
+    /// Clients tracked per shard; idle entries are evicted beyond it.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            rate_per_s: 100.0,
+            burst: 200,
+            tiers: Vec::new(),
+            routes: Vec::new(),
+            exempt_prefixes: vec!["/health".into()],
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// `[compression]`: gzip / brotli responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// `false` sends every body as is.
+    pub enabled: bool,
+    /// Bodies of this many bytes or fewer are sent as is.
+    pub min_bytes: usize,
+    /// gzip level, 1 (fast) to 9 (small).
+    pub gzip_level: u32,
+    /// Offer brotli to clients that accept it.
+    pub brotli: bool,
+    /// brotli quality, 0 to 11.
+    pub brotli_quality: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: true,
+            min_bytes: 1024,
+            gzip_level: 6,
+            brotli: true,
+            brotli_quality: 4,
+        }
+    }
+}
+
+/// `[cors]`: cross-origin resource sharing; off while `allowed_origins` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`"https://app.example.com"`), or `["*"]` for any.
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for.
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for.
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    pub exposed_headers: Vec<String>,
+    /// Allow cookies / credentials (never with `*`).
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allowed_methods: strings(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            allowed_headers: strings(&["authorization", "content-type", "x-request-id"]),
+            exposed_headers: strings(&[
+                "x-request-id",
+                "x-response-time",
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "retry-after",
+            ]),
+            allow_credentials: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `tracing` syntax: `info`, `debug`, `sdsim_net=debug,info`.
+    pub level: String,
+    /// One access-log line per request (method, path, status, bytes, duration, request id).
+    pub access: bool,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            access: true,
+            format: "text".into(),
+        }
+    }
+}
+
+/// `[tls]`: PEM files; TLS is on when both are set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: Option<String>,
+    /// Private key (PEM).
+    pub key: Option<String>,
+}
+
+/// `[storage]`: where data lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite://data/sdsim.db` (relative to the working directory), `sqlite:///abs.db` or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: "sqlite://data/sdsim.db".into(),
+        }
+    }
+}
+
+/// `[redis]`: unset by default (single instance, in-process bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: Option<String>,
+}
+
+impl Config {
+    /// Every problem of this configuration, each naming its key and the bad value.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, value: String, why: &str| {
+            problems.push(ConfigError::Invalid {
+                key: key.to_string(),
+                value,
+                reason: why.to_string(),
+            })
+        };
+        if self.roles.is_empty() {
+            bad("roles", "[]".into(), "at least one role is needed");
+        }
+        for role in &self.roles {
+            if !ROLES.contains(&role.as_str()) {
+                bad(
+                    "roles",
+                    role.clone(),
+                    "unknown role (gateway, auth, project, simulation)",
+                );
+            }
+        }
+        let listeners = [
+            ("gateway.listen", &self.gateway.listen),
+            ("auth.grpc_listen", &self.auth.grpc_listen),
+            ("auth.http_listen", &self.auth.http_listen),
+            ("project.grpc_listen", &self.project.grpc_listen),
+            ("project.http_listen", &self.project.http_listen),
+            ("simulation.grpc_listen", &self.simulation.grpc_listen),
+            ("simulation.http_listen", &self.simulation.http_listen),
+        ];
+        for (key, addr) in listeners {
+            if addr.parse::<SocketAddr>().is_err() {
+                bad(key, addr.clone(), "not an IP:port address");
+            }
+        }
+        if self.runtime.shards > 1024 {
+            bad(
+                "runtime.shards",
+                self.runtime.shards.to_string(),
+                "at most 1024 shards",
+            );
+        }
+        if !self.runtime.cpus.is_empty() && self.runtime.shards > self.runtime.cpus.len() {
+            bad(
+                "runtime.shards",
+                self.runtime.shards.to_string(),
+                "more shards than CPUs listed in runtime.cpus",
+            );
+        }
+        if self.runtime.mesh_ring_capacity < 2 || self.runtime.mesh_ring_capacity > 1 << 20 {
+            bad(
+                "runtime.mesh_ring_capacity",
+                self.runtime.mesh_ring_capacity.to_string(),
+                "must be between 2 and 1048576",
+            );
+        }
+        let positive = [
+            ("runtime.stall_threshold", self.runtime.stall_threshold),
+            ("server.shutdown_timeout", self.server.shutdown_timeout),
+            ("http.read_timeout", self.http.read_timeout),
+            ("http.write_timeout", self.http.write_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+        ];
+        for (key, d) in positive {
+            if d.is_zero() {
+                bad(key, format_duration(d), "must be greater than zero");
+            }
+        }
+        if self.server.max_connections == 0 {
+            bad("server.max_connections", "0".into(), "must be at least 1");
+        }
+        let sizes = [
+            ("http.max_head_bytes", self.http.max_head_bytes, 1024),
+            ("http.max_uri_bytes", self.http.max_uri_bytes, 64),
+            ("http.max_headers", self.http.max_headers, 8),
+        ];
+        for (key, value, min) in sizes {
+            if value < min {
+                bad(key, value.to_string(), &format!("must be at least {min}"));
+            }
+        }
+        let rl = &self.ratelimit;
+        if !(rl.rate_per_s.is_finite() && rl.rate_per_s > 0.0) {
+            bad(
+                "ratelimit.rate_per_s",
+                rl.rate_per_s.to_string(),
+                "must be a positive number",
+            );
+        }
+        if rl.burst == 0 {
+            bad("ratelimit.burst", "0".into(), "must be at least 1");
+        }
+        for (i, tier) in rl.tiers.iter().enumerate() {
+            if tier.window.is_zero() || tier.limit == 0 {
+                bad(
+                    &format!("ratelimit.tiers[{i}]"),
+                    format!("{}/{}", tier.limit, format_duration(tier.window)),
+                    "window and limit must be greater than zero",
+                );
+            }
+        }
+        for (i, route) in rl.routes.iter().enumerate() {
+            if !route.route.starts_with('/') {
+                bad(
+                    &format!("ratelimit.routes[{i}].route"),
+                    route.route.clone(),
+                    "must start with /",
+                );
+            }
+            if !(route.rate_per_s.is_finite() && route.rate_per_s > 0.0) || route.burst == 0 {
+                bad(
+                    &format!("ratelimit.routes[{i}]"),
+                    format!("{}/s burst {}", route.rate_per_s, route.burst),
+                    "rate_per_s and burst must be positive",
+                );
+            }
+        }
+        if rl.max_clients == 0 {
+            bad("ratelimit.max_clients", "0".into(), "must be at least 1");
+        }
+        if !(1..=9).contains(&self.compression.gzip_level) {
+            bad(
+                "compression.gzip_level",
+                self.compression.gzip_level.to_string(),
+                "must be 1 to 9",
+            );
+        }
+        if self.compression.brotli_quality > 11 {
+            bad(
+                "compression.brotli_quality",
+                self.compression.brotli_quality.to_string(),
+                "must be 0 to 11",
+            );
+        }
+        if self.cors.allow_credentials && self.cors.allowed_origins.iter().any(|o| o == "*") {
+            bad(
+                "cors.allow_credentials",
+                "true".into(),
+                "cannot be combined with origin \"*\"",
+            );
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            bad(
+                "log.format",
+                self.log.format.clone(),
+                "must be \"text\" or \"json\"",
+            );
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => bad(
+                "tls.key",
+                "(unset)".into(),
+                "tls.cert is set, so tls.key is needed",
+            ),
+            (None, Some(_)) => bad(
+                "tls.cert",
+                "(unset)".into(),
+                "tls.key is set, so tls.cert is needed",
+            ),
+            _ => {}
+        }
+        let url = &self.storage.url;
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            bad(
+                "storage.url",
+                url.clone(),
+                "must start with sqlite:// or postgres://",
+            );
+        }
+        if let Some(redis) = &self.redis.url {
+            if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+                bad(
+                    "redis.url",
+                    redis.clone(),
+                    "must start with redis:// or rediss://",
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether this process runs `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
