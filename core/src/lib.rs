@@ -1,8 +1,9 @@
 //! sdsim-core: the shard-per-core runtime every sdsim role runs on.
 //!
 //! Layout:
-//! - [`shard`]: one pinned monoio runtime per CPU ([`shard::ShardId`], [`shard::Runtime`]),
-//!   shard-local state reached through a typed handle, the instrumented spawn.
+//! - [`shard`]: [`shard::ShardId`] and CPU placement (the process affinity mask).
+//! - [`runtime`]: one pinned monoio runtime per CPU ([`runtime::Runtime`]); the typed shard handle
+//!   [`runtime::Shard`] with shard-local state and the instrumented spawn.
 //! - [`mesh`]: the cross-shard mesh, N×(N-1) bounded SPSC rings with `submit_to` and `broadcast`.
 //! - [`stall`]: the stall detector that logs and counts tasks holding a shard too long.
 //! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).
