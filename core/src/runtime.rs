@@ -34,6 +34,8 @@ pub struct RuntimeSpec {
     pub ring_capacity: usize,
     /// Whether to pin each shard thread to its CPU (tests may run unpinned).
     pub pin: bool,
+    /// Where the shards' stall detectors count stalls.
+    pub stalls: Arc<StallStats>,
 }
 
 impl RuntimeSpec {
@@ -58,6 +60,7 @@ impl RuntimeSpec {
             stall_threshold: cfg.stall_threshold,
             ring_capacity: cfg.mesh_ring_capacity,
             pin: true,
+            stalls: Arc::new(StallStats::default()),
         }
     }
 
@@ -72,6 +75,7 @@ struct ShardInner {
     cpu: usize,
     driver: &'static str,
     mesh: MeshEndpoint,
+    mesh_all: Arc<Mesh>,
     stall: Rc<StallDetector>,
     state: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
@@ -125,6 +129,11 @@ impl Shard {
         &self.inner.mesh
     }
 
+    /// The whole mesh (queue depths and totals for metrics).
+    pub fn mesh_all(&self) -> &Arc<Mesh> {
+        &self.inner.mesh_all
+    }
+
     /// Stores a shard-local value of type `T` (replacing any earlier one) and returns it.
     pub fn insert<T: 'static>(&self, value: T) -> Rc<T> {
         let value = Rc::new(value);
@@ -168,7 +177,7 @@ impl Runtime {
     {
         let shards = spec.shards();
         let mesh = Mesh::new(shards, spec.ring_capacity);
-        let stalls = Arc::new(StallStats::default());
+        let stalls = Arc::clone(&spec.stalls);
         let main = Arc::new(main);
         let running = Arc::new(AtomicUsize::new(shards));
         let mut threads = Vec::with_capacity(shards);
@@ -246,6 +255,7 @@ where
                     cpu,
                     driver,
                     mesh: endpoint.clone(),
+                    mesh_all: Arc::clone(&mesh),
                     stall: StallDetector::new(id.index(), threshold, stalls),
                     state: RefCell::new(HashMap::new()),
                 }),

@@ -321,3 +321,17 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod default_file {
+    use super::super::Config;
+
+    /// config/default.toml must load, list the defaults exactly, and stay valid.
+    #[test]
+    fn default_toml_matches_the_built_in_defaults() {
+        let text = include_str!("../../../config/default.toml");
+        let parsed = Config::from_toml(text).expect("config/default.toml parses");
+        assert_eq!(parsed, Config::default());
+        parsed.validate().expect("defaults are valid");
+    }
+}

@@ -1,1 +1,12 @@
-fn main() {}
+//! The `sdsim` binary: command line, configuration, logging, and the roles of this process.
+
+mod cli;
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,172 @@
+//! Health endpoints. Load balancers poll them, so the rate limiter exempts `/health*`.
+//!
+//! - `/health`: liveness — the shard answers.
+//! - `/health/ready`: readiness — 503 once the server drains, or when storage is down.
+//! - `/health/database`, `/health/redis`, `/health/services`: one component each, saying what is
+//!   true of this build and configuration (a component that is not configured says so).
+
+use crate::server::Globals;
+use http::StatusCode;
+use sdsim_core::shutdown::Phase;
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{json, Request, Response};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Registers the health routes.
+pub fn register(router: &mut Router, globals: &Arc<Globals>) {
+    let add = |router: &mut Router, path: &str, f: fn(&Globals) -> Response| {
+        let g = Arc::clone(globals);
+        router
+            .route(http::Method::GET, path, move |_req: Request| std::future::ready(f(&g)))
+            .expect("health routes do not conflict");
+    };
+    add(router, "/health", |_| json(StatusCode::OK, &Status { status: "ok" }));
+    add(router, "/health/ready", ready);
+    add(router, "/health/database", |g| component_response(storage_check(g)));
+    add(router, "/health/redis", |g| component_response(redis_check(g)));
+    add(router, "/health/services", services);
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+/// The state of one component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    /// `up`, `down`, `not_configured`.
+    pub status: &'static str,
+    /// What it is (`sqlite`, `postgres`, `redis`).
+    pub kind: &'static str,
+    /// A sentence for a person.
+    pub detail: String,
+}
+
+impl Component {
+    fn healthy(&self) -> bool {
+        self.status != "down"
+    }
+}
+
+fn component_response(c: Component) -> Response {
+    let status = if c.healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, &c)
+}
+
+/// Storage: for SQLite, the database directory must exist and be writable.
+pub fn storage_check(g: &Globals) -> Component {
+    let url = &g.config.storage.url;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let dir = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Component {
+                status: "up",
+                kind: "sqlite",
+                detail: format!("embedded SQLite at {path}; directory {} is writable", dir.display()),
+            },
+            Ok(_) => Component {
+                status: "down",
+                kind: "sqlite",
+                detail: format!("{} is not a writable directory", dir.display()),
+            },
+            Err(e) => Component {
+                status: "down",
+                kind: "sqlite",
+                detail: format!("{}: {e}", dir.display()),
+            },
+        }
+    } else {
+        Component {
+            status: "down",
+            kind: "postgres",
+            detail: "storage.url names PostgreSQL, whose backend this build does not include yet".into(),
+        }
+    }
+}
+
+/// Redis: unset by default (one instance, in-process bus).
+pub fn redis_check(g: &Globals) -> Component {
+    match &g.config.redis.url {
+        None => Component {
+            status: "not_configured",
+            kind: "redis",
+            detail: "redis.url is unset: events stay in this process (in-process bus)".into(),
+        },
+        Some(_) => Component {
+            status: "down",
+            kind: "redis",
+            detail: "redis.url is set, but this build has no Redis bridge yet".into(),
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    phase: &'static str,
+    shards: usize,
+    open_connections: usize,
+    uptime_s: f64,
+    storage: Component,
+    redis: Component,
+}
+
+fn ready(g: &Globals) -> Response {
+    let phase = g.shutdown.phase();
+    let storage = storage_check(g);
+    let redis = redis_check(g);
+    let is_ready = phase == Phase::Accepting && storage.healthy() && redis.healthy();
+    let body = Ready {
+        status: if is_ready { "ready" } else { "not_ready" },
+        phase: phase.name(),
+        shards: g.shards,
+        open_connections: g.shutdown.open_connections(),
+        uptime_s: g.started.elapsed().as_secs_f64(),
+        storage,
+        redis,
+    };
+    let code = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(code, &body)
+}
+
+#[derive(Serialize)]
+struct ServiceState {
+    name: &'static str,
+    configured: bool,
+    status: &'static str,
+    detail: &'static str,
+}
+
+#[derive(Serialize)]
+struct Services {
+    status: &'static str,
+    services: Vec<ServiceState>,
+}
+
+fn services(g: &Globals) -> Response {
+    let mut list = Vec::new();
+    for name in sdsim_core::config::ROLES {
+        let configured = g.config.has_role(name);
+        let (status, detail) = match (name, configured) {
+            (_, false) => ("not_configured", "this process does not run the role"),
+            ("gateway", true) => ("up", "served in this process on every shard"),
+            (_, true) => ("not_built", "the role is configured but not part of this build yet"),
+        };
+        list.push(ServiceState {
+            name,
+            configured,
+            status,
+            detail,
+        });
+    }
+    json(
+        StatusCode::OK,
+        &Services {
+            status: "ok",
+            services: list,
+        },
+    )
+}

@@ -1,0 +1,178 @@
+//! `/metrics` and `/api/monitoring/performance`.
+//!
+//! Every shard keeps its own [`Metrics`]; a scrape asks each shard for a snapshot through the
+//! mesh (one message per shard), merges them (HDR histograms add exactly), and adds the
+//! process-wide figures: open connections per shard, mesh queue depths, stalls, forced closes.
+
+use crate::server::Globals;
+use bytes::Bytes;
+use http::StatusCode;
+use sdsim_core::metrics::{Key, LabelValue, Metrics, Snapshot};
+use sdsim_core::runtime::Shard;
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{json, with_body, Request, Response};
+use sdsim_net::middleware::{REQUEST_DURATION, REQUESTS_TOTAL};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Registers `/metrics` and `/api/monitoring/performance`.
+pub fn register(router: &mut Router, globals: &Arc<Globals>) {
+    let g = Arc::clone(globals);
+    router
+        .route(http::Method::GET, "/metrics", move |_req: Request| {
+            let g = Arc::clone(&g);
+            async move { prometheus(&g).await }
+        })
+        .expect("metrics route does not conflict");
+    let g = Arc::clone(globals);
+    router
+        .route(http::Method::GET, "/api/monitoring/performance", move |_req: Request| {
+            let g = Arc::clone(&g);
+            async move { performance(&g).await }
+        })
+        .expect("monitoring route does not conflict");
+}
+
+/// Merges the metrics of every shard.
+pub async fn gather() -> Snapshot {
+    let shard = Shard::current();
+    let parts = shard
+        .mesh()
+        .broadcast(|| Shard::current().get::<Metrics>().map(|m| m.snapshot()))
+        .await;
+    let mut merged = Snapshot::default();
+    for part in parts.into_iter().flatten().flatten() {
+        merged.merge(part);
+    }
+    merged
+}
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "sdsim_http_requests_total" => "HTTP requests by route pattern, method and status.",
+        "sdsim_http_request_duration_seconds" => "HTTP request latency by route pattern (from per-shard HDR histograms).",
+        "sdsim_http_response_bytes_total" => "Response body bytes by route pattern.",
+        "sdsim_ratelimit_rejected_total" => "Requests rejected with 429 by the rate limiter.",
+        "sdsim_ratelimit_unavailable_total" => "Rate-limit checks whose owner shard was unreachable (allowed).",
+        "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
+        "sdsim_connections_open" => "Open client connections per shard.",
+        "sdsim_connections_accepted_total" => "Connections accepted.",
+        "sdsim_connections_refused_total" => "Connections closed at accept because server.max_connections were open.",
+        "sdsim_shutdown_forced_closes_total" => "Connections closed by the shutdown deadline.",
+        "sdsim_mesh_queue_depth" => "Messages waiting in each cross-shard ring.",
+        "sdsim_mesh_messages_total" => "Messages sent through the cross-shard mesh.",
+        "sdsim_mesh_full_waits_total" => "Times a sender waited on a full cross-shard ring.",
+        "sdsim_stalls_total" => "Task polls that held a shard longer than runtime.stall_threshold.",
+        "sdsim_stall_seconds_total" => "Time spent in such polls (milliseconds resolution in seconds).",
+        "sdsim_uptime_seconds" => "Seconds since the server started.",
+        _ => "sdsim metric.",
+    }
+}
+
+async fn prometheus(g: &Globals) -> Response {
+    let mut snapshot = gather().await;
+    let shard = Shard::current();
+    for i in 0..g.shards {
+        snapshot.gauges.insert(
+            Key::with1("sdsim_connections_open", ("shard", LabelValue::Int(i as u64))),
+            g.shutdown.open_on(i) as i64,
+        );
+    }
+    let mesh = shard.mesh_all();
+    for (from, to, depth) in mesh.queue_depths() {
+        snapshot.gauges.insert(
+            Key::with2(
+                "sdsim_mesh_queue_depth",
+                ("from", LabelValue::Int(from.index() as u64)),
+                ("to", LabelValue::Int(to.index() as u64)),
+            ),
+            depth as i64,
+        );
+    }
+    let stats = mesh.stats();
+    let counters = [
+        ("sdsim_mesh_messages_total", stats.sent),
+        ("sdsim_mesh_full_waits_total", stats.full_waits),
+        ("sdsim_connections_accepted_total", g.conn_stats.accepted.load(Ordering::Relaxed)),
+        ("sdsim_connections_refused_total", g.conn_stats.refused_over_limit.load(Ordering::Relaxed)),
+        ("sdsim_shutdown_forced_closes_total", g.shutdown.forced_closes()),
+        ("sdsim_stalls_total", g.stalls.count()),
+    ];
+    for (name, value) in counters {
+        snapshot.counters.insert(Key::plain(name), value);
+    }
+    snapshot.gauges.insert(Key::plain("sdsim_uptime_seconds"), g.started.elapsed().as_secs() as i64);
+    let mut text = snapshot.render_prometheus(help);
+    text.push_str(&format!(
+        "# HELP sdsim_stall_seconds_total {}\n# TYPE sdsim_stall_seconds_total counter\nsdsim_stall_seconds_total {}\n",
+        help("sdsim_stall_seconds_total"),
+        g.stalls.total().as_secs_f64()
+    ));
+    with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text))
+}
+
+#[derive(Serialize)]
+struct RouteFigures {
+    route: String,
+    requests: u64,
+    errors_5xx: u64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    mean_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Performance {
+    uptime_s: f64,
+    shards: usize,
+    open_connections: usize,
+    requests: u64,
+    routes: Vec<RouteFigures>,
+}
+
+async fn performance(g: &Globals) -> Response {
+    let snapshot = gather().await;
+    let mut routes = Vec::new();
+    let mut total = 0;
+    for (key, hist) in &snapshot.histograms {
+        if key.name != REQUEST_DURATION {
+            continue;
+        }
+        let route = key.label("route").map(|v| v.to_string()).unwrap_or_default();
+        let errors_5xx = snapshot
+            .counters
+            .iter()
+            .filter(|(k, _)| {
+                k.name == REQUESTS_TOTAL
+                    && k.label("route") == key.label("route")
+                    && matches!(k.label("status"), Some(LabelValue::Int(s)) if *s >= 500)
+            })
+            .map(|(_, v)| *v)
+            .sum();
+        let ms = |us: u64| us as f64 / 1e3;
+        total += hist.len();
+        routes.push(RouteFigures {
+            route,
+            requests: hist.len(),
+            errors_5xx,
+            p50_ms: ms(hist.value_at_quantile(0.50)),
+            p95_ms: ms(hist.value_at_quantile(0.95)),
+            p99_ms: ms(hist.value_at_quantile(0.99)),
+            max_ms: ms(hist.max()),
+            mean_ms: hist.mean() / 1e3,
+        });
+    }
+    json(
+        StatusCode::OK,
+        &Performance {
+            uptime_s: g.started.elapsed().as_secs_f64(),
+            shards: g.shards,
+            open_connections: g.shutdown.open_connections(),
+            requests: total,
+            routes,
+        },
+    )
+}

@@ -1,0 +1,188 @@
+//! The `sdsim` binary as a user runs it: start, shards pinned, one listener per shard, SIGTERM
+//! exits 0, configuration errors name the key.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
+
+struct Running {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+fn spawn(args: &[&str], dir: &std::path::Path) -> Running {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("server printed its address");
+        if let Some(rest) = line.split("local_addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    Running { child, port, lines }
+}
+
+fn health(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn sigterm_and_wait(mut r: Running) -> (i32, Vec<String>) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let lines: Vec<String> = r.lines.try_iter().collect();
+    (status.code().unwrap_or(-1), lines)
+}
+
+fn listening_sockets(pid: u32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let t = target.to_string_lossy().to_string();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(cols[1].rsplit(':').next().unwrap(), 16).unwrap();
+            local_port == port && cols[3] == "0A" && inodes.contains(cols[9])
+        })
+        .count()
+}
+
+fn shard_threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if !comm.starts_with("sdsim-shard-") {
+            continue;
+        }
+        let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
+        // SAFETY: reading another thread's affinity into a zeroed cpu_set_t of the right size.
+        let cpus = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+        };
+        out.push((comm, cpus));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn two_shards_each_pinned_with_its_own_listener_and_sigterm_exits_zero() {
+    let dir = tempdir("two-shards");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let r = spawn(&["serve", "--set", "runtime.shards=2"], &dir);
+    assert!(health(r.port).ends_with(r#"{"status":"ok"}"#));
+    let pid = r.child.id();
+    assert_eq!(listening_sockets(pid, r.port), 2, "one SO_REUSEPORT listener per shard");
+    let threads = shard_threads(pid);
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    for (name, set) in &threads {
+        assert_eq!(set.len(), 1, "{name} pinned to one CPU: {set:?}");
+    }
+    if cpus >= 2 {
+        assert_ne!(threads[0].1, threads[1].1, "shards on different CPUs");
+    }
+    assert!(dir.join("data").is_dir(), "the embedded default's data directory exists");
+    let (code, lines) = sigterm_and_wait(r);
+    assert_eq!(code, 0, "{lines:?}");
+    let all = lines.join("\n");
+    assert!(all.contains("draining"), "{all}");
+    assert!(all.contains("stopped"), "{all}");
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_exit_2() {
+    let dir = tempdir("bad-config");
+    let cases: [(&[&str], &str); 4] = [
+        (&["serve", "--set", "ratelimit.burst=0"], "ratelimit.burst"),
+        (&["serve", "--set", "ratelimit.brust=5"], "ratelimit.brust"),
+        (&["serve", "--set", "runtime.shards=many"], "runtime.shards"),
+        (&["serve", "--config", "/nonexistent/sdsim.toml"], "/nonexistent/sdsim.toml"),
+    ];
+    for (args, key) in cases {
+        let out = Command::new(BIN).args(args).current_dir(&dir).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{args:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["config", "--set", "runtime.shards=3"])
+        .env("SDSIM__RATELIMIT__BURST", "77")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("shards = 3"), "{text}");
+    assert!(text.contains("burst = 77"), "{text}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["serve", "--set", &format!("gateway.listen=127.0.0.1:{port}")])
+        .current_dir(tempdir("in-use"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sdsim-serve-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
