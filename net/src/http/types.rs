@@ -71,22 +71,3 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) ->
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
-
-/// Parses a JSON request body, or answers 400/415 naming what is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Response> {
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false);
-    if !is_json {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON with content-type: application/json",
-        ));
-    }
-    sonic_rs::from_slice(req.body())
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_json", &format!("invalid JSON body: {e}")))
-}

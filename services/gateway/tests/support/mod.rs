@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use sdsim_core::config::{Config, Overrides};
 use sdsim_gateway::Server;
 use sdsim_net::http::router::Router;
-use sdsim_net::http::types::{with_body, Request, Response};
+use sdsim_net::http::types::{with_body, Request};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -45,6 +45,13 @@ pub fn test_routes(router: &mut Router) {
                 .unwrap_or(0);
             monoio::time::sleep(Duration::from_millis(ms)).await;
             with_body(StatusCode::OK, "text/plain", Bytes::from(format!("slept {ms}")))
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/block", |_req: Request| async move {
+            // Breaks DESIGN rule 5 on purpose: blocks the shard for 40 ms.
+            std::thread::sleep(Duration::from_millis(40));
+            with_body(StatusCode::OK, "text/plain", Bytes::from_static(b"blocked"))
         })
         .unwrap();
     router
