@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod mesh;
+pub mod runtime;
 pub mod metrics;
 pub mod shard;
 pub mod shutdown;
