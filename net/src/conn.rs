@@ -3,7 +3,7 @@
 //! into one write), and enforces the read, write and idle timeouts and graceful drain.
 
 use crate::http::codec::{Limits, RequestDecoder};
-use crate::http::encode::{encode_response, encode_simple_error, HttpDate};
+use crate::http::encode::{encode_response, encode_simple_error, HttpDate, ResponseFraming};
 use crate::middleware::App;
 use crate::transport::Transport;
 use bytes::BytesMut;
@@ -83,11 +83,13 @@ pub async fn serve_connection<T: Transport>(
                 Ok(Some(decoded)) => {
                     request_started = None;
                     let head = decoded.request.method() == Method::HEAD;
+                    let version = decoded.request.version();
                     let response = app.handle(decoded.request, &info).await;
                     let keep_alive = decoded.keep_alive
                         && *phase.borrow() == Phase::Accepting
                         && !asks_close(&response);
-                    encode_response(&response, head, keep_alive, date.borrow_mut().now(), &mut out);
+                    let framing = ResponseFraming::for_request(version, head, keep_alive);
+                    encode_response(&response, framing, date.borrow_mut().now(), &mut out);
                     if !keep_alive {
                         close_after_flush = Some(ConnEnd::Close);
                         break;
@@ -101,7 +103,8 @@ pub async fn serve_connection<T: Transport>(
                 }
                 Err(error) => {
                     tracing::debug!(peer = %info.peer, status = error.status().as_u16(), %error, "rejected request");
-                    encode_simple_error(error.status(), error.message(), false, &mut out);
+                    let mut date = date.borrow_mut();
+                    encode_simple_error(error.status(), &error.message(), false, date.now(), &mut out);
                     close_after_flush = Some(ConnEnd::BadRequest);
                     break;
                 }
