@@ -13,8 +13,8 @@
 
 pub mod config;
 pub mod mesh;
-pub mod runtime;
 pub mod metrics;
+pub mod runtime;
 pub mod shard;
 pub mod shutdown;
 pub mod stall;

@@ -285,7 +285,7 @@ impl MeshEndpoint {
                     // The receiver is behind: make sure it is awake, then let it catch up,
                     // yielding to this shard's other tasks; sleep if it stays behind.
                     mesh.inboxes[target.index()].waker.wake();
-                    if waited % 256 == 0 {
+                    if waited.is_multiple_of(256) {
                         monoio::time::sleep(Duration::from_millis(1)).await;
                     } else {
                         yield_now().await;

@@ -104,7 +104,13 @@ pub async fn serve_connection<T: Transport>(
                 Err(error) => {
                     tracing::debug!(peer = %info.peer, status = error.status().as_u16(), %error, "rejected request");
                     let mut date = date.borrow_mut();
-                    encode_simple_error(error.status(), &error.message(), false, date.now(), &mut out);
+                    encode_simple_error(
+                        error.status(),
+                        &error.message(),
+                        false,
+                        date.now(),
+                        &mut out,
+                    );
                     close_after_flush = Some(ConnEnd::BadRequest);
                     break;
                 }

@@ -36,7 +36,10 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: i32) -> io::Resul
     if addr.port() != 0 {
         // A plain bind fails if anyone listens there, with or without SO_REUSEPORT.
         if let Err(e) = std::net::TcpListener::bind(addr) {
-            return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr}: {e}"),
+            ));
         }
     }
     let mut fds = Vec::with_capacity(count);
@@ -172,8 +175,17 @@ pub async fn accept_loop(shard: &Shard, listener: TcpListener, ctx: Rc<ListenerC
         let date = Rc::clone(&date);
         shard.spawn("http-connection", async move {
             let _open = guard;
-            let end = serve_one(stream, peer, &ctx, date, phase).await;
-            tracing::trace!(%peer, ?end, "connection ended");
+            let mut closed = phase.clone();
+            // At the shutdown deadline the connection is dropped wherever it is (mid-handler
+            // included), which closes its socket.
+            monoio::select! {
+                end = serve_one(stream, peer, &ctx, date, phase) => {
+                    tracing::trace!(%peer, ?end, "connection ended");
+                }
+                _ = closed.wait_for(|p| *p == Phase::Closed) => {
+                    ctx.shutdown.record_forced(1);
+                }
+            }
         });
     }
     tracing::debug!(shard = shard.id().index(), "listener closed");
@@ -195,7 +207,8 @@ async fn serve_one(
         }
         Some(acceptor) => {
             let poll_io = stream.into_poll_io().ok()?;
-            let handshake = monoio::time::timeout(settings.read_timeout, acceptor.accept(poll_io)).await;
+            let handshake =
+                monoio::time::timeout(settings.read_timeout, acceptor.accept(poll_io)).await;
             match handshake {
                 Ok(Ok(tls)) => {
                     let info = ConnInfo { peer, tls: true };
@@ -211,18 +224,23 @@ async fn serve_one(
     }
 }
 
-/// Waits until this shard has no open connections, or the shutdown deadline; connections still
-/// open at the deadline are counted as forced closes (they are dropped when the shard stops).
+/// Waits until the shutdown reaches `Closed` (the coordinator closes once every shard's
+/// connections have gone, or at the deadline), then gives this shard's connection tasks a moment
+/// to see it: those still open drop their sockets and count themselves as forced closes.
 pub async fn drain_shard(shard: &Shard, shutdown: &Arc<Shutdown>) {
     let me = shard.id().index();
-    loop {
+    while shutdown.phase() != Phase::Closed {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..200 {
         if shutdown.open_on(me) == 0 {
-            return;
-        }
-        if shutdown.phase() == Phase::Closed {
-            shutdown.record_forced(shutdown.open_on(me));
             return;
         }
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    tracing::warn!(
+        shard = me,
+        open = shutdown.open_on(me),
+        "connections still open after close"
+    );
 }

@@ -29,7 +29,11 @@ pub enum TlsError {
 }
 
 /// Builds an acceptor from PEM files, offering `alpn` protocols in order.
-pub fn load_acceptor(cert_path: &str, key_path: &str, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
+pub fn load_acceptor(
+    cert_path: &str,
+    key_path: &str,
+    alpn: &[&[u8]],
+) -> Result<TlsAcceptor, TlsError> {
     let read = |path: &str| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_string(),

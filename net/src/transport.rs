@@ -3,6 +3,7 @@
 //! monoio-rustls panics as an h2 client, so one TLS stack serves both roles).
 
 use bytes::BytesMut;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::io;
@@ -20,7 +21,10 @@ pub trait Transport {
 
 impl Transport for TcpStream {
     async fn read_into(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        self.read(buf).await
+        // monoio reads into a BytesMut from its start; a slice from `len` appends instead.
+        let (len, capacity) = (buf.len(), buf.capacity());
+        let (result, slice) = self.read(buf.slice_mut(len..capacity)).await;
+        (result, slice.into_inner())
     }
 
     async fn write_all_from(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {

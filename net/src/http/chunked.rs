@@ -63,7 +63,10 @@ impl ChunkedDecoder {
     /// A decoder that refuses bodies larger than `limit` bytes.
     pub fn new(limit: usize) -> ChunkedDecoder {
         ChunkedDecoder {
-            state: State::Size { value: 0, digits: 0 },
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
             decoded: 0,
             limit,
         }
@@ -76,14 +79,22 @@ impl ChunkedDecoder {
 
     /// Consumes what it can of `input`, appending chunk data to `body`. Returns `Ok(true)` once
     /// the body is complete; the bytes after it stay in `input`.
-    pub fn decode(&mut self, input: &mut BytesMut, body: &mut BytesMut) -> Result<bool, ChunkError> {
+    pub fn decode(
+        &mut self,
+        input: &mut BytesMut,
+        body: &mut BytesMut,
+    ) -> Result<bool, ChunkError> {
         while !input.is_empty() {
             if let State::Data { remaining } = self.state {
                 let take = (remaining as usize).min(input.len());
                 body.extend_from_slice(&input[..take]);
                 input.advance(take);
                 let remaining = remaining - take as u64;
-                self.state = if remaining == 0 { State::DataCr } else { State::Data { remaining } };
+                self.state = if remaining == 0 {
+                    State::DataCr
+                } else {
+                    State::Data { remaining }
+                };
                 continue;
             }
             let byte = input[0];
@@ -118,7 +129,10 @@ impl ChunkedDecoder {
                 b'\r' => State::SizeLf { value },
                 b'\n' => return Err(ChunkError::MissingCrlf),
                 _ if len >= MAX_EXTENSION => return Err(ChunkError::ExtensionTooLong),
-                _ => State::Extension { value, len: len + 1 },
+                _ => State::Extension {
+                    value,
+                    len: len + 1,
+                },
             },
             State::SizeLf { value } => {
                 if byte != b'\n' {
@@ -127,7 +141,9 @@ impl ChunkedDecoder {
                 if value == 0 {
                     State::Trailer { line: 0, total: 0 }
                 } else {
-                    let total = (self.decoded as u64).checked_add(value).ok_or(ChunkError::TooLarge)?;
+                    let total = (self.decoded as u64)
+                        .checked_add(value)
+                        .ok_or(ChunkError::TooLarge)?;
                     if total > self.limit as u64 {
                         return Err(ChunkError::TooLarge);
                     }
@@ -137,14 +153,20 @@ impl ChunkedDecoder {
             }
             State::Data { .. } => unreachable!("data is copied in bulk by decode"),
             State::DataCr if byte == b'\r' => State::DataLf,
-            State::DataLf if byte == b'\n' => State::Size { value: 0, digits: 0 },
+            State::DataLf if byte == b'\n' => State::Size {
+                value: 0,
+                digits: 0,
+            },
             State::DataCr | State::DataLf => return Err(ChunkError::MissingCrlf),
             State::Trailer { line, total } => {
                 if total >= MAX_TRAILERS {
                     return Err(ChunkError::TrailersTooLong);
                 }
                 match byte {
-                    b'\r' => State::TrailerLf { line, total: total + 1 },
+                    b'\r' => State::TrailerLf {
+                        line,
+                        total: total + 1,
+                    },
                     b'\n' => return Err(ChunkError::MissingCrlf),
                     _ => State::Trailer {
                         line: line + 1,
@@ -159,7 +181,10 @@ impl ChunkedDecoder {
                 if line == 0 {
                     State::Done
                 } else {
-                    State::Trailer { line: 0, total: total + 1 }
+                    State::Trailer {
+                        line: 0,
+                        total: total + 1,
+                    }
                 }
             }
             State::Done => State::Done,
@@ -182,7 +207,11 @@ mod tests {
 
     #[test]
     fn decodes_sizes_extensions_trailers() {
-        let (body, rest) = decode_all(b"5\r\nhello\r\nA;x=1\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT", 100).unwrap();
+        let (body, rest) = decode_all(
+            b"5\r\nhello\r\nA;x=1\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT",
+            100,
+        )
+        .unwrap();
         assert_eq!(body, b"hello0123456789");
         assert_eq!(rest, b"NEXT");
     }

@@ -9,7 +9,9 @@
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+};
 use http::{Method, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 
@@ -88,9 +90,13 @@ impl DecodeError {
     /// The response status for this rejection.
     pub fn status(&self) -> StatusCode {
         match self {
-            DecodeError::HeadTooLarge(_) | DecodeError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            DecodeError::HeadTooLarge(_) | DecodeError::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             DecodeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
-            DecodeError::BodyTooLarge(_) | DecodeError::Chunked(ChunkError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            DecodeError::BodyTooLarge(_) | DecodeError::Chunked(ChunkError::TooLarge) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             DecodeError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             DecodeError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             DecodeError::Expectation => StatusCode::EXPECTATION_FAILED,
@@ -115,8 +121,17 @@ pub struct Decoded {
 
 enum State {
     Head,
-    Fixed { parts: http::request::Parts, keep_alive: bool, length: usize },
-    Chunked { parts: http::request::Parts, keep_alive: bool, decoder: ChunkedDecoder, body: BytesMut },
+    Fixed {
+        parts: http::request::Parts,
+        keep_alive: bool,
+        length: usize,
+    },
+    Chunked {
+        parts: http::request::Parts,
+        keep_alive: bool,
+        decoder: ChunkedDecoder,
+        body: BytesMut,
+    },
 }
 
 /// Decodes the requests of one connection.
@@ -163,15 +178,26 @@ impl RequestDecoder {
         let complete = match &mut self.state {
             State::Head => return Ok(None),
             State::Fixed { length, .. } => buf.len() >= *length,
-            State::Chunked { decoder, body, .. } => decoder.decode(buf, body).map_err(DecodeError::Chunked)?,
+            State::Chunked { decoder, body, .. } => {
+                decoder.decode(buf, body).map_err(DecodeError::Chunked)?
+            }
         };
         if !complete {
             return Ok(None);
         }
         self.send_continue = false;
         let (parts, keep_alive, body) = match std::mem::replace(&mut self.state, State::Head) {
-            State::Fixed { parts, keep_alive, length } => (parts, keep_alive, buf.split_to(length).freeze()),
-            State::Chunked { parts, keep_alive, body, .. } => (parts, keep_alive, body.freeze()),
+            State::Fixed {
+                parts,
+                keep_alive,
+                length,
+            } => (parts, keep_alive, buf.split_to(length).freeze()),
+            State::Chunked {
+                parts,
+                keep_alive,
+                body,
+                ..
+            } => (parts, keep_alive, body.freeze()),
             State::Head => unreachable!("checked above"),
         };
         Ok(Some(Decoded {
@@ -186,9 +212,11 @@ impl RequestDecoder {
             return Ok(None);
         }
         let limits = &self.limits;
-        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+            [const { MaybeUninit::uninit() }; STACK_HEADERS];
         let mut heap = Vec::new();
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
+        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS
+        {
             &mut stack[..limits.max_headers]
         } else {
             heap.resize_with(limits.max_headers, MaybeUninit::uninit);
@@ -208,24 +236,35 @@ impl RequestDecoder {
                 }
                 return Ok(None);
             }
-            Err(httparse::Error::TooManyHeaders) => return Err(DecodeError::TooManyHeaders(limits.max_headers)),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(DecodeError::TooManyHeaders(limits.max_headers))
+            }
             Err(httparse::Error::Version) => return Err(DecodeError::Version),
             Err(e) => return Err(DecodeError::Syntax(syntax_reason(e))),
         };
         if head_len > limits.max_head_bytes {
             return Err(DecodeError::HeadTooLarge(limits.max_head_bytes));
         }
-        let path = req.path.ok_or(DecodeError::Syntax("missing request target"))?;
+        let path = req
+            .path
+            .ok_or(DecodeError::Syntax("missing request target"))?;
         if path.len() > limits.max_uri_bytes {
             return Err(DecodeError::UriTooLong(limits.max_uri_bytes));
         }
-        let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| DecodeError::Syntax("invalid method"))?;
-        let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+            .map_err(|_| DecodeError::Syntax("invalid method"))?;
+        let version = if req.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
         let uri: Uri = path.parse().map_err(|_| DecodeError::BadUri)?;
         let mut headers = HeaderMap::with_capacity(req.headers.len());
         for h in req.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| DecodeError::BadHeader(h.name.to_string()))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| DecodeError::BadHeader(h.name.to_string()))?;
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| DecodeError::BadHeader(h.name.to_string()))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| DecodeError::BadHeader(h.name.to_string()))?;
             headers.append(name, value);
         }
         let framing = body_framing(&headers, version, limits.max_body_bytes)?;
@@ -240,11 +279,16 @@ impl RequestDecoder {
         let keep_alive = keep_alive(&headers, version);
         let _ = buf.split_to(head_len);
 
-        let mut builder = http::Request::builder().method(method).uri(uri).version(version);
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .version(version);
         if let Some(h) = builder.headers_mut() {
             *h = headers;
         }
-        let request = builder.body(()).map_err(|_| DecodeError::Syntax("invalid request"))?;
+        let request = builder
+            .body(())
+            .map_err(|_| DecodeError::Syntax("invalid request"))?;
         let (parts, ()) = request.into_parts();
         self.state = match framing {
             Framing::None => {
@@ -253,7 +297,11 @@ impl RequestDecoder {
                     keep_alive,
                 }))
             }
-            Framing::Length(length) => State::Fixed { parts, keep_alive, length },
+            Framing::Length(length) => State::Fixed {
+                parts,
+                keep_alive,
+                length,
+            },
             Framing::Chunked => State::Chunked {
                 parts,
                 keep_alive,
@@ -272,12 +320,20 @@ enum Framing {
     Chunked,
 }
 
-fn body_framing(headers: &HeaderMap, version: Version, max_body: usize) -> Result<Framing, DecodeError> {
+fn body_framing(
+    headers: &HeaderMap,
+    version: Version,
+    max_body: usize,
+) -> Result<Framing, DecodeError> {
     let has_te = headers.contains_key(TRANSFER_ENCODING);
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         // A list ("5, 5") is allowed when every member is the same number (RFC 9110 §8.6).
-        for part in value.to_str().map_err(|_| DecodeError::BadContentLength)?.split(',') {
+        for part in value
+            .to_str()
+            .map_err(|_| DecodeError::BadContentLength)?
+            .split(',')
+        {
             let part = part.trim();
             if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(DecodeError::BadContentLength);
@@ -294,11 +350,15 @@ fn body_framing(headers: &HeaderMap, version: Version, max_body: usize) -> Resul
             return Err(DecodeError::AmbiguousLength);
         }
         if version == Version::HTTP_10 {
-            return Err(DecodeError::Syntax("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(DecodeError::Syntax(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         let mut codings = Vec::new();
         for value in headers.get_all(TRANSFER_ENCODING) {
-            let text = value.to_str().map_err(|_| DecodeError::UnsupportedTransferEncoding)?;
+            let text = value
+                .to_str()
+                .map_err(|_| DecodeError::UnsupportedTransferEncoding)?;
             codings.extend(text.split(',').map(|c| c.trim().to_ascii_lowercase()));
         }
         return if codings == ["chunked"] {

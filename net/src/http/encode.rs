@@ -37,7 +37,12 @@ impl ResponseFraming {
 }
 
 /// Appends `resp` to `out` as HTTP/1.1 bytes.
-pub fn encode_response(resp: &http::Response<Bytes>, framing: ResponseFraming, date: &[u8], out: &mut BytesMut) {
+pub fn encode_response(
+    resp: &http::Response<Bytes>,
+    framing: ResponseFraming,
+    date: &[u8],
+    out: &mut BytesMut,
+) {
     let status = resp.status();
     let body = resp.body();
     out.reserve(128 + resp.headers().len() * 48 + if framing.head { 0 } else { body.len() });
@@ -54,7 +59,9 @@ pub fn encode_response(resp: &http::Response<Bytes>, framing: ResponseFraming, d
     out.put_slice(b"date: ");
     out.put_slice(date);
     out.put_slice(b"\r\n");
-    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     if !bodiless {
         out.put_slice(b"content-length: ");
         put_decimal(body.len() as u64, out);
@@ -109,7 +116,13 @@ pub fn error_code(status: StatusCode) -> &'static str {
 }
 
 /// Appends a JSON error response `{"error":{"code":..,"message":..}}` for a codec rejection.
-pub fn encode_simple_error(status: StatusCode, message: &str, keep_alive: bool, date: &[u8], out: &mut BytesMut) {
+pub fn encode_simple_error(
+    status: StatusCode,
+    message: &str,
+    keep_alive: bool,
+    date: &[u8],
+    out: &mut BytesMut,
+) {
     let body = format!(
         r#"{{"error":{{"code":"{}","message":"{}"}}}}"#,
         error_code(status),
@@ -117,8 +130,10 @@ pub fn encode_simple_error(status: StatusCode, message: &str, keep_alive: bool, 
     );
     let mut resp = http::Response::new(Bytes::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     let framing = ResponseFraming {
         head: false,
         keep_alive,
@@ -142,7 +157,9 @@ impl HttpDate {
 
     /// The current date, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
     pub fn now(&mut self) -> &[u8] {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         if secs != self.second || self.text.is_empty() {
             self.second = secs;
             self.text = imf_fixdate(secs).into_bytes();
@@ -154,7 +171,9 @@ impl HttpDate {
 /// Formats seconds since the Unix epoch as an IMF-fixdate.
 pub fn imf_fixdate(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -194,10 +213,14 @@ mod tests {
     fn encodes_head_close_and_bodiless() {
         let mut resp = http::Response::new(Bytes::from_static(b"hello"));
         resp.headers_mut().insert("x-a", "1".parse().unwrap());
-        resp.headers_mut().insert("content-length", "999".parse().unwrap());
+        resp.headers_mut()
+            .insert("content-length", "999".parse().unwrap());
         let mut out = BytesMut::new();
         encode_response(&resp, ResponseFraming::keep_alive(), b"D", &mut out);
-        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: D\r\ncontent-length: 5\r\n\r\nhello");
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: D\r\ncontent-length: 5\r\n\r\nhello"
+        );
         out.clear();
         let framing = ResponseFraming::for_request(Version::HTTP_10, true, false);
         encode_response(&resp, framing, b"D", &mut out);
@@ -206,6 +229,9 @@ mod tests {
         *resp.status_mut() = StatusCode::NO_CONTENT;
         let framing = ResponseFraming::for_request(Version::HTTP_10, false, true);
         encode_response(&resp, framing, b"D", &mut out);
-        assert_eq!(&out[..], b"HTTP/1.1 204 No Content\r\nx-a: 1\r\ndate: D\r\nconnection: keep-alive\r\n\r\n");
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 204 No Content\r\nx-a: 1\r\ndate: D\r\nconnection: keep-alive\r\n\r\n"
+        );
     }
 }

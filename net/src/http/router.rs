@@ -62,7 +62,12 @@ impl Router {
     }
 
     /// Registers `handler` for `method` on `pattern`.
-    pub fn route<F, Fut>(&mut self, method: Method, pattern: &str, handler: F) -> Result<&mut Self, RouteError>
+    pub fn route<F, Fut>(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        handler: F,
+    ) -> Result<&mut Self, RouteError>
     where
         F: Fn(Request) -> Fut + 'static,
         Fut: Future<Output = Response> + 'static,
@@ -99,8 +104,18 @@ impl Router {
             return Lookup::NotFound;
         };
         let route = &self.routes[*found.value];
-        let pick = |m: &Method| route.methods.iter().find(|(rm, _)| rm == m).map(|(_, h)| h.clone());
-        let handler = pick(method).or_else(|| (*method == Method::HEAD).then(|| pick(&Method::GET)).flatten());
+        let pick = |m: &Method| {
+            route
+                .methods
+                .iter()
+                .find(|(rm, _)| rm == m)
+                .map(|(_, h)| h.clone())
+        };
+        let handler = pick(method).or_else(|| {
+            (*method == Method::HEAD)
+                .then(|| pick(&Method::GET))
+                .flatten()
+        });
         match handler {
             Some(handler) => Lookup::Found {
                 handler,
@@ -135,23 +150,36 @@ mod tests {
     use http::StatusCode;
 
     fn ok(text: &'static str) -> impl Fn(Request) -> std::future::Ready<Response> {
-        move |_| std::future::ready(with_body(StatusCode::OK, "text/plain", Bytes::from_static(text.as_bytes())))
+        move |_| {
+            std::future::ready(with_body(
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from_static(text.as_bytes()),
+            ))
+        }
     }
 
     #[test]
     fn params_methods_and_fallbacks() {
         let mut r = Router::new();
-        r.route(Method::GET, "/api/projects/{id}", ok("get")).unwrap();
-        r.route(Method::PUT, "/api/projects/{id}", ok("put")).unwrap();
+        r.route(Method::GET, "/api/projects/{id}", ok("get"))
+            .unwrap();
+        r.route(Method::PUT, "/api/projects/{id}", ok("put"))
+            .unwrap();
         r.route(Method::GET, "/files/{*path}", ok("file")).unwrap();
         match r.lookup(&Method::GET, "/api/projects/42") {
-            Lookup::Found { pattern, params, .. } => {
+            Lookup::Found {
+                pattern, params, ..
+            } => {
                 assert_eq!(pattern, "/api/projects/{id}");
                 assert_eq!(params.get("id"), Some("42"));
             }
             _ => panic!("expected a match"),
         }
-        assert!(matches!(r.lookup(&Method::HEAD, "/api/projects/1"), Lookup::Found { .. }));
+        assert!(matches!(
+            r.lookup(&Method::HEAD, "/api/projects/1"),
+            Lookup::Found { .. }
+        ));
         match r.lookup(&Method::DELETE, "/api/projects/1") {
             Lookup::MethodNotAllowed { allow, .. } => assert_eq!(allow, "GET, PUT, HEAD"),
             _ => panic!("expected 405"),
@@ -167,7 +195,10 @@ mod tests {
     fn conflicting_patterns_are_reported() {
         let mut r = Router::new();
         r.route(Method::GET, "/a/{x}", ok("1")).unwrap();
-        let err = r.route(Method::GET, "/a/{y}", ok("2")).err().expect("conflict");
+        let err = r
+            .route(Method::GET, "/a/{y}", ok("2"))
+            .err()
+            .expect("conflict");
         assert_eq!(err.pattern, "/a/{y}");
     }
 }

@@ -17,7 +17,10 @@ pub struct PathParams(pub Vec<(String, String)>);
 impl PathParams {
     /// The value of parameter `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -59,7 +62,9 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = sonic_rs::to_vec(&Outer {
         error: Inner { code, message },
     })
-    .unwrap_or_else(|_| br#"{"error":{"code":"internal_error","message":"unprintable error"}}"#.to_vec());
+    .unwrap_or_else(|_| {
+        br#"{"error":{"code":"internal_error","message":"unprintable error"}}"#.to_vec()
+    });
     with_body(status, "application/json", body.into())
 }
 

@@ -3,7 +3,9 @@
 //! archives, fonts already compressed, or bodies that already have a `Content-Encoding`.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY,
+};
 use sdsim_core::config::CompressionConfig;
 use std::io::Write;
 
@@ -39,7 +41,12 @@ pub fn negotiate(accept_encoding: &str, brotli_enabled: bool) -> Option<Encoding
         for param in parts {
             if let Some((k, v)) = param.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("q") {
-                    q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0);
                 }
             }
         }
@@ -51,7 +58,11 @@ pub fn negotiate(accept_encoding: &str, brotli_enabled: bool) -> Option<Encoding
         }
     }
     let gzip_q = gzip.or(star).unwrap_or(0.0);
-    let br_q = if brotli_enabled { br.or(star).unwrap_or(0.0) } else { 0.0 };
+    let br_q = if brotli_enabled {
+        br.or(star).unwrap_or(0.0)
+    } else {
+        0.0
+    };
     if br_q > 0.0 && br_q >= gzip_q {
         Some(Encoding::Brotli)
     } else if gzip_q > 0.0 {
@@ -64,7 +75,12 @@ pub fn negotiate(accept_encoding: &str, brotli_enabled: bool) -> Option<Encoding
 /// Whether a body of this content type gains from compression.
 pub fn is_compressible(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if ct.starts_with("text/") {
         return true;
     }
@@ -95,17 +111,20 @@ pub fn compress_response(
         return None;
     }
     let status = resp.status();
-    if status.is_informational() || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+    if status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
         return None;
     }
     let headers = resp.headers();
     if headers.contains_key(CONTENT_ENCODING) {
         return None;
     }
-    let no_transform = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("no-transform")));
+    let no_transform = headers.get_all(CACHE_CONTROL).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.to_ascii_lowercase().contains("no-transform"))
+    });
     if no_transform || !is_compressible(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
         return None;
     }
@@ -114,7 +133,10 @@ pub fn compress_response(
     let encoding = negotiate(accept_encoding?.to_str().ok()?, cfg.brotli)?;
     let compressed = match encoding {
         Encoding::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(resp.body().len() / 3), flate2::Compression::new(cfg.gzip_level));
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(resp.body().len() / 3),
+                flate2::Compression::new(cfg.gzip_level),
+            );
             enc.write_all(resp.body()).ok()?;
             enc.finish().ok()?
         }
@@ -139,11 +161,14 @@ pub fn compress_response(
 
 fn add_vary(resp: &mut http::Response<Bytes>) {
     let present = resp.headers().get_all(VARY).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*"))
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
+        })
     });
     if !present {
-        resp.headers_mut().append(VARY, HeaderValue::from_static("accept-encoding"));
+        resp.headers_mut()
+            .append(VARY, HeaderValue::from_static("accept-encoding"));
     }
 }
 
@@ -181,7 +206,8 @@ mod tests {
 
     fn response(ct: &str, body: Vec<u8>) -> http::Response<Bytes> {
         let mut r = http::Response::new(Bytes::from(body));
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         r
     }
 
@@ -190,32 +216,60 @@ mod tests {
         let cfg = CompressionConfig::default();
         let text = "{\"k\":\"value\"},".repeat(200).into_bytes();
         let mut r = response("application/json", text.clone());
-        assert_eq!(compress_response(&mut r, Some(&HeaderValue::from_static("gzip")), &cfg), Some(Encoding::Gzip));
+        assert_eq!(
+            compress_response(&mut r, Some(&HeaderValue::from_static("gzip")), &cfg),
+            Some(Encoding::Gzip)
+        );
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&r.body()[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&r.body()[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, text);
         assert_eq!(r.headers()[VARY], "accept-encoding");
 
         let mut r = response("text/html; charset=utf-8", text.clone());
-        assert_eq!(compress_response(&mut r, Some(&HeaderValue::from_static("br")), &cfg), Some(Encoding::Brotli));
+        assert_eq!(
+            compress_response(&mut r, Some(&HeaderValue::from_static("br")), &cfg),
+            Some(Encoding::Brotli)
+        );
         let mut out = Vec::new();
-        brotli::Decompressor::new(&r.body()[..], 4096).read_to_end(&mut out).unwrap();
+        brotli::Decompressor::new(&r.body()[..], 4096)
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, text);
 
         let skip = |ct: &str, body: Vec<u8>| {
             let mut r = response(ct, body);
             compress_response(&mut r, Some(&HeaderValue::from_static("gzip")), &cfg)
         };
-        assert_eq!(skip("application/json", vec![b'a'; 1024]), None, "1 KiB or less");
+        assert_eq!(
+            skip("application/json", vec![b'a'; 1024]),
+            None,
+            "1 KiB or less"
+        );
         assert_eq!(skip("image/png", vec![b'a'; 5000]), None);
         assert_eq!(skip("application/zip", vec![b'a'; 5000]), None);
         assert_eq!(skip("application/octet-stream", vec![b'a'; 5000]), None);
         let mut encoded = response("text/plain", vec![b'a'; 5000]);
-        encoded.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(compress_response(&mut encoded, Some(&HeaderValue::from_static("gzip")), &cfg), None);
+        encoded
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(
+            compress_response(&mut encoded, Some(&HeaderValue::from_static("gzip")), &cfg),
+            None
+        );
         let mut no_transform = response("text/plain", vec![b'a'; 5000]);
-        no_transform.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-transform"));
-        assert_eq!(compress_response(&mut no_transform, Some(&HeaderValue::from_static("gzip")), &cfg), None);
+        no_transform
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-transform"));
+        assert_eq!(
+            compress_response(
+                &mut no_transform,
+                Some(&HeaderValue::from_static("gzip")),
+                &cfg
+            ),
+            None
+        );
         // Incompressible bytes stay as they are.
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let noise: Vec<u8> = (0..5000)

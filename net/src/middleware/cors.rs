@@ -3,9 +3,10 @@
 use crate::http::types::error;
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+    HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+    VARY,
 };
 use http::{Method, StatusCode};
 use sdsim_core::config::CorsConfig;
@@ -32,12 +33,26 @@ impl Cors {
         let join = |items: &[String]| HeaderValue::from_str(&items.join(", ")).ok();
         Some(Cors {
             any_origin: cfg.allowed_origins.iter().any(|o| o == "*"),
-            origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
-            methods: cfg.allowed_methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-            headers: cfg.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            origins: cfg
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+            methods: cfg
+                .allowed_methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
+            headers: cfg
+                .allowed_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             allow_methods: join(&cfg.allowed_methods)?,
             allow_headers: join(&cfg.allowed_headers)?,
-            expose: (!cfg.exposed_headers.is_empty()).then(|| join(&cfg.exposed_headers)).flatten(),
+            expose: (!cfg.exposed_headers.is_empty())
+                .then(|| join(&cfg.exposed_headers))
+                .flatten(),
             credentials: cfg.allow_credentials,
             max_age: HeaderValue::from(cfg.max_age.as_secs()),
         })
@@ -63,7 +78,12 @@ impl Cors {
             return forbidden(&format!("method {method} is not allowed"));
         }
         if let Some(asked) = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
-            for header in asked.to_str().unwrap_or("").split(',').map(|h| h.trim().to_ascii_lowercase()) {
+            for header in asked
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+            {
                 if !header.is_empty() && !self.headers.contains(&header) {
                     return forbidden(&format!("request header {header} is not allowed"));
                 }
@@ -80,7 +100,8 @@ impl Cors {
 
     /// Adds the CORS response headers for a request from `origin`.
     pub fn apply(&self, origin: Option<&HeaderValue>, resp: &mut http::Response<Bytes>) {
-        resp.headers_mut().append(VARY, HeaderValue::from_static("origin"));
+        resp.headers_mut()
+            .append(VARY, HeaderValue::from_static("origin"));
         let Some(origin) = origin else { return };
         let Ok(text) = origin.to_str() else { return };
         if !self.allows(text) {
@@ -93,7 +114,10 @@ impl Cors {
             h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         }
         if self.credentials {
-            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(expose) = &self.expose {
             h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
@@ -134,9 +158,18 @@ mod tests {
     #[test]
     fn preflight_table() {
         let c = cors(&["https://app.example.com"], false);
-        let ok = c.preflight(&preflight("https://app.example.com", "PUT", Some("Content-Type, Authorization"))).unwrap();
+        let ok = c
+            .preflight(&preflight(
+                "https://app.example.com",
+                "PUT",
+                Some("Content-Type, Authorization"),
+            ))
+            .unwrap();
         assert_eq!(ok.status(), 204);
-        assert!(ok.headers()[ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("PUT"));
+        assert!(ok.headers()[ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("PUT"));
         assert_eq!(ok.headers()[ACCESS_CONTROL_MAX_AGE], "600");
         let rows = [
             ("https://evil.example.com", "GET", None),
@@ -147,7 +180,11 @@ mod tests {
             let resp = c.preflight(&preflight(origin, method, headers)).unwrap();
             assert_eq!(resp.status(), 403, "{origin} {method} {headers:?}");
         }
-        let plain_options = http::Request::builder().method(Method::OPTIONS).uri("/").body(Bytes::new()).unwrap();
+        let plain_options = http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/")
+            .body(Bytes::new())
+            .unwrap();
         assert!(c.preflight(&plain_options).is_none());
     }
 
@@ -155,11 +192,20 @@ mod tests {
     fn apply_echoes_allowed_origins_only() {
         let c = cors(&["https://app.example.com"], true);
         let mut r = http::Response::new(Bytes::new());
-        c.apply(Some(&HeaderValue::from_static("https://app.example.com")), &mut r);
-        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        c.apply(
+            Some(&HeaderValue::from_static("https://app.example.com")),
+            &mut r,
+        );
+        assert_eq!(
+            r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
         assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         let mut r = http::Response::new(Bytes::new());
-        c.apply(Some(&HeaderValue::from_static("https://evil.example.com")), &mut r);
+        c.apply(
+            Some(&HeaderValue::from_static("https://evil.example.com")),
+            &mut r,
+        );
         assert!(!r.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(r.headers()[VARY], "origin");
         let any = cors(&["*"], false);

@@ -95,7 +95,12 @@ impl App {
             }
         };
 
-        stack.finish(&mut response, origin.as_ref(), accept_encoding.as_ref(), decision.as_ref());
+        stack.finish(
+            &mut response,
+            origin.as_ref(),
+            accept_encoding.as_ref(),
+            decision.as_ref(),
+        );
         let elapsed = started.elapsed();
         let headers = response.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -104,14 +109,29 @@ impl App {
         if let Ok(v) = HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1e3)) {
             headers.insert(X_RESPONSE_TIME, v);
         }
-        stack.observe(&method, &path, pattern, &response, elapsed, &request_id, conn);
+        stack.observe(
+            &method,
+            &path,
+            pattern,
+            &response,
+            elapsed,
+            &request_id,
+            conn,
+        );
         response
     }
 }
 
-async fn dispatch(lookup: Lookup, mut req: Request, metrics: &Metrics, request_id: &str) -> Response {
+async fn dispatch(
+    lookup: Lookup,
+    mut req: Request,
+    metrics: &Metrics,
+    request_id: &str,
+) -> Response {
     match lookup {
-        Lookup::Found { handler, params, .. } => {
+        Lookup::Found {
+            handler, params, ..
+        } => {
             req.extensions_mut().insert(params);
             match AssertUnwindSafe(handler(req)).catch_unwind().await {
                 Ok(response) => response,
@@ -123,7 +143,11 @@ async fn dispatch(lookup: Lookup, mut req: Request, metrics: &Metrics, request_i
                         .unwrap_or_else(|| "non-string panic".into());
                     tracing::error!(request_id, panic = %what, "handler panicked");
                     metrics.inc(Key::plain(HANDLER_PANICS), 1);
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle this request")
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        "the server failed to handle this request",
+                    )
                 }
             }
         }
@@ -131,7 +155,10 @@ async fn dispatch(lookup: Lookup, mut req: Request, metrics: &Metrics, request_i
             let mut resp = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                &format!("method {} is not allowed here; allowed: {allow}", req.method()),
+                &format!(
+                    "method {} is not allowed here; allowed: {allow}",
+                    req.method()
+                ),
             );
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(ALLOW, v);
@@ -193,7 +220,9 @@ impl Stack {
             let bytes = incoming.as_bytes();
             let sane = !bytes.is_empty()
                 && bytes.len() <= 128
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
             if sane {
                 return String::from_utf8_lossy(bytes).into_owned();
             }
@@ -246,7 +275,8 @@ impl Stack {
             "rate_limited",
             &format!("too many requests from this client; retry in {secs} s"),
         );
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         resp
     }
 
@@ -292,8 +322,12 @@ impl Stack {
             ),
             1,
         );
-        self.metrics.record_us(Key::with1(REQUEST_DURATION, route.clone()), elapsed.as_micros() as u64);
-        self.metrics.inc(Key::with1(RESPONSE_BYTES, route), bytes as u64);
+        self.metrics.record_us(
+            Key::with1(REQUEST_DURATION, route.clone()),
+            elapsed.as_micros() as u64,
+        );
+        self.metrics
+            .inc(Key::with1(RESPONSE_BYTES, route), bytes as u64);
         let duration_ms = elapsed.as_secs_f64() * 1e3;
         if self.access_log {
             tracing::info!(
@@ -309,7 +343,14 @@ impl Stack {
             );
         }
         if elapsed > self.slow_request {
-            tracing::warn!(method = method_label, path, status, duration_ms, request_id, "slow request");
+            tracing::warn!(
+                method = method_label,
+                path,
+                status,
+                duration_ms,
+                request_id,
+                "slow request"
+            );
         }
     }
 }

@@ -52,9 +52,18 @@ impl Decision {
     pub fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
         let reset = ceil_secs(self.reset);
         [
-            (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(self.limit)),
-            (HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(self.remaining)),
-            (HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(reset)),
+            (
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderValue::from(self.limit),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(self.remaining),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderValue::from(reset),
+            ),
         ]
     }
 }
@@ -65,7 +74,9 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// Whether `path` is exempt from limiting (`ratelimit.exempt_prefixes`).
 pub fn is_exempt(cfg: &RateLimitConfig, path: &str) -> bool {
-    cfg.exempt_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    cfg.exempt_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()))
 }
 
 /// The key of a client: IPv4 addresses as themselves, IPv6 by /64.
@@ -115,7 +126,11 @@ impl Bucket {
     fn report(&self, rate: f64, burst: u32, limiter: Limiter) -> Decision {
         let remaining = self.tokens.floor().max(0.0) as u32;
         let missing = f64::from(burst) - self.tokens;
-        let retry = if self.tokens >= 1.0 { None } else { Some(secs((1.0 - self.tokens) / rate)) };
+        let retry = if self.tokens >= 1.0 {
+            None
+        } else {
+            Some(secs((1.0 - self.tokens) / rate))
+        };
         Decision {
             allowed: self.tokens >= 1.0,
             limit: burst,
@@ -201,7 +216,12 @@ impl RateLimiter {
     pub fn new(cfg: &RateLimitConfig) -> RateLimiter {
         RateLimiter {
             cfg: cfg.clone(),
-            route_index: cfg.routes.iter().enumerate().map(|(i, r)| (r.route.clone(), i)).collect(),
+            route_index: cfg
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.route.clone(), i))
+                .collect(),
             clients: HashMap::new(),
         }
     }
@@ -235,7 +255,11 @@ impl RateLimiter {
         state.seen = now;
         state.bucket.refill(cfg.rate_per_s, cfg.burst, now);
         let mut decisions = Vec::with_capacity(2 + cfg.tiers.len());
-        decisions.push(state.bucket.report(cfg.rate_per_s, cfg.burst, Limiter::Bucket));
+        decisions.push(
+            state
+                .bucket
+                .report(cfg.rate_per_s, cfg.burst, Limiter::Bucket),
+        );
         for (i, (window, tier)) in state.windows.iter_mut().zip(&cfg.tiers).enumerate() {
             window.advance(tier.window, now);
             decisions.push(window.report(tier.window, tier.limit, now, i));
@@ -265,7 +289,9 @@ impl RateLimiter {
             }
         }
         // Report the rule with the fewest requests left now that this one is counted.
-        let mut report = state.bucket.report(cfg.rate_per_s, cfg.burst, Limiter::Bucket);
+        let mut report = state
+            .bucket
+            .report(cfg.rate_per_s, cfg.burst, Limiter::Bucket);
         for (i, (window, tier)) in state.windows.iter().zip(&cfg.tiers).enumerate() {
             let d = window.report(tier.window, tier.limit, now, i);
             if d.remaining < report.remaining {
@@ -274,7 +300,9 @@ impl RateLimiter {
         }
         if let Some(i) = route_slot {
             let limit = &cfg.routes[i];
-            if let Some(d) = state.routes[i].map(|b| b.report(limit.rate_per_s, limit.burst, Limiter::Route)) {
+            if let Some(d) =
+                state.routes[i].map(|b| b.report(limit.rate_per_s, limit.burst, Limiter::Route))
+            {
                 if d.remaining < report.remaining {
                     report = d;
                 }
@@ -356,7 +384,10 @@ mod tests {
         let denied = rl.check(A, "/x", t0);
         assert!(!denied.allowed);
         assert_eq!(denied.retry_after, Some(Duration::from_millis(100)));
-        assert!(rl.check(B, "/x", t0).allowed, "other clients are independent");
+        assert!(
+            rl.check(B, "/x", t0).allowed,
+            "other clients are independent"
+        );
         assert!(!rl.check(A, "/x", t0 + Duration::from_millis(99)).allowed);
         assert!(rl.check(A, "/x", t0 + Duration::from_millis(200)).allowed);
         let h = rl.check(B, "/x", t0 + Duration::from_secs(10)).headers();
@@ -431,7 +462,10 @@ mod tests {
             rl.check(ip, "/", t0 + Duration::from_millis(1));
             assert!(rl.tracked_clients() <= 100);
         }
-        assert!(!rl.check(A, "/", t0 + Duration::from_millis(2)).allowed, "A is still limited");
+        assert!(
+            !rl.check(A, "/", t0 + Duration::from_millis(2)).allowed,
+            "A is still limited"
+        );
     }
 
     #[test]
@@ -449,7 +483,10 @@ mod tests {
         for i in 0..4000u32 {
             counts[owner_shard(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 4)] += 1;
         }
-        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(owner_shard(mapped, 7), owner_shard(A, 7));
     }

@@ -19,13 +19,21 @@ pub fn register(router: &mut Router, globals: &Arc<Globals>) {
     let add = |router: &mut Router, path: &str, f: fn(&Globals) -> Response| {
         let g = Arc::clone(globals);
         router
-            .route(http::Method::GET, path, move |_req: Request| std::future::ready(f(&g)))
+            .route(http::Method::GET, path, move |_req: Request| {
+                std::future::ready(f(&g))
+            })
             .expect("health routes do not conflict");
     };
-    add(router, "/health", |_| json(StatusCode::OK, &Status { status: "ok" }));
+    add(router, "/health", |_| {
+        json(StatusCode::OK, &Status { status: "ok" })
+    });
     add(router, "/health/ready", ready);
-    add(router, "/health/database", |g| component_response(storage_check(g)));
-    add(router, "/health/redis", |g| component_response(redis_check(g)));
+    add(router, "/health/database", |g| {
+        component_response(storage_check(g))
+    });
+    add(router, "/health/redis", |g| {
+        component_response(redis_check(g))
+    });
     add(router, "/health/services", services);
 }
 
@@ -52,7 +60,11 @@ impl Component {
 }
 
 fn component_response(c: Component) -> Response {
-    let status = if c.healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if c.healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json(status, &c)
 }
 
@@ -60,12 +72,18 @@ fn component_response(c: Component) -> Response {
 pub fn storage_check(g: &Globals) -> Component {
     let url = &g.config.storage.url;
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let dir = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Component {
                 status: "up",
                 kind: "sqlite",
-                detail: format!("embedded SQLite at {path}; directory {} is writable", dir.display()),
+                detail: format!(
+                    "embedded SQLite at {path}; directory {} is writable",
+                    dir.display()
+                ),
             },
             Ok(_) => Component {
                 status: "down",
@@ -82,7 +100,8 @@ pub fn storage_check(g: &Globals) -> Component {
         Component {
             status: "down",
             kind: "postgres",
-            detail: "storage.url names PostgreSQL, whose backend this build does not include yet".into(),
+            detail: "storage.url names PostgreSQL, whose backend this build does not include yet"
+                .into(),
         }
     }
 }
@@ -128,7 +147,11 @@ fn ready(g: &Globals) -> Response {
         storage,
         redis,
     };
-    let code = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if is_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json(code, &body)
 }
 
@@ -153,7 +176,10 @@ fn services(g: &Globals) -> Response {
         let (status, detail) = match (name, configured) {
             (_, false) => ("not_configured", "this process does not run the role"),
             ("gateway", true) => ("up", "served in this process on every shard"),
-            (_, true) => ("not_built", "the role is configured but not part of this build yet"),
+            (_, true) => (
+                "not_built",
+                "the role is configured but not part of this build yet",
+            ),
         };
         list.push(ServiceState {
             name,

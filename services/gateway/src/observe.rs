@@ -11,7 +11,7 @@ use sdsim_core::metrics::{Key, LabelValue, Metrics, Snapshot};
 use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{json, with_body, Request, Response};
-use sdsim_net::middleware::{REQUEST_DURATION, REQUESTS_TOTAL};
+use sdsim_net::middleware::{REQUESTS_TOTAL, REQUEST_DURATION};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,10 +27,14 @@ pub fn register(router: &mut Router, globals: &Arc<Globals>) {
         .expect("metrics route does not conflict");
     let g = Arc::clone(globals);
     router
-        .route(http::Method::GET, "/api/monitoring/performance", move |_req: Request| {
-            let g = Arc::clone(&g);
-            async move { performance(&g).await }
-        })
+        .route(
+            http::Method::GET,
+            "/api/monitoring/performance",
+            move |_req: Request| {
+                let g = Arc::clone(&g);
+                async move { performance(&g).await }
+            },
+        )
         .expect("monitoring route does not conflict");
 }
 
@@ -51,20 +55,28 @@ pub async fn gather() -> Snapshot {
 fn help(name: &str) -> &'static str {
     match name {
         "sdsim_http_requests_total" => "HTTP requests by route pattern, method and status.",
-        "sdsim_http_request_duration_seconds" => "HTTP request latency by route pattern (from per-shard HDR histograms).",
+        "sdsim_http_request_duration_seconds" => {
+            "HTTP request latency by route pattern (from per-shard HDR histograms)."
+        }
         "sdsim_http_response_bytes_total" => "Response body bytes by route pattern.",
         "sdsim_ratelimit_rejected_total" => "Requests rejected with 429 by the rate limiter.",
-        "sdsim_ratelimit_unavailable_total" => "Rate-limit checks whose owner shard was unreachable (allowed).",
+        "sdsim_ratelimit_unavailable_total" => {
+            "Rate-limit checks whose owner shard was unreachable (allowed)."
+        }
         "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
         "sdsim_connections_open" => "Open client connections per shard.",
         "sdsim_connections_accepted_total" => "Connections accepted.",
-        "sdsim_connections_refused_total" => "Connections closed at accept because server.max_connections were open.",
+        "sdsim_connections_refused_total" => {
+            "Connections closed at accept because server.max_connections were open."
+        }
         "sdsim_shutdown_forced_closes_total" => "Connections closed by the shutdown deadline.",
         "sdsim_mesh_queue_depth" => "Messages waiting in each cross-shard ring.",
         "sdsim_mesh_messages_total" => "Messages sent through the cross-shard mesh.",
         "sdsim_mesh_full_waits_total" => "Times a sender waited on a full cross-shard ring.",
         "sdsim_stalls_total" => "Task polls that held a shard longer than runtime.stall_threshold.",
-        "sdsim_stall_seconds_total" => "Time spent in such polls (milliseconds resolution in seconds).",
+        "sdsim_stall_seconds_total" => {
+            "Time spent in such polls (milliseconds resolution in seconds)."
+        }
         "sdsim_uptime_seconds" => "Seconds since the server started.",
         _ => "sdsim metric.",
     }
@@ -75,7 +87,10 @@ async fn prometheus(g: &Globals) -> Response {
     let shard = Shard::current();
     for i in 0..g.shards {
         snapshot.gauges.insert(
-            Key::with1("sdsim_connections_open", ("shard", LabelValue::Int(i as u64))),
+            Key::with1(
+                "sdsim_connections_open",
+                ("shard", LabelValue::Int(i as u64)),
+            ),
             g.shutdown.open_on(i) as i64,
         );
     }
@@ -94,22 +109,38 @@ async fn prometheus(g: &Globals) -> Response {
     let counters = [
         ("sdsim_mesh_messages_total", stats.sent),
         ("sdsim_mesh_full_waits_total", stats.full_waits),
-        ("sdsim_connections_accepted_total", g.conn_stats.accepted.load(Ordering::Relaxed)),
-        ("sdsim_connections_refused_total", g.conn_stats.refused_over_limit.load(Ordering::Relaxed)),
-        ("sdsim_shutdown_forced_closes_total", g.shutdown.forced_closes()),
+        (
+            "sdsim_connections_accepted_total",
+            g.conn_stats.accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "sdsim_connections_refused_total",
+            g.conn_stats.refused_over_limit.load(Ordering::Relaxed),
+        ),
+        (
+            "sdsim_shutdown_forced_closes_total",
+            g.shutdown.forced_closes(),
+        ),
         ("sdsim_stalls_total", g.stalls.count()),
     ];
     for (name, value) in counters {
         snapshot.counters.insert(Key::plain(name), value);
     }
-    snapshot.gauges.insert(Key::plain("sdsim_uptime_seconds"), g.started.elapsed().as_secs() as i64);
+    snapshot.gauges.insert(
+        Key::plain("sdsim_uptime_seconds"),
+        g.started.elapsed().as_secs() as i64,
+    );
     let mut text = snapshot.render_prometheus(help);
     text.push_str(&format!(
         "# HELP sdsim_stall_seconds_total {}\n# TYPE sdsim_stall_seconds_total counter\nsdsim_stall_seconds_total {}\n",
         help("sdsim_stall_seconds_total"),
         g.stalls.total().as_secs_f64()
     ));
-    with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text))
+    with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(text),
+    )
 }
 
 #[derive(Serialize)]
@@ -141,7 +172,10 @@ async fn performance(g: &Globals) -> Response {
         if key.name != REQUEST_DURATION {
             continue;
         }
-        let route = key.label("route").map(|v| v.to_string()).unwrap_or_default();
+        let route = key
+            .label("route")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         let errors_5xx = snapshot
             .counters
             .iter()

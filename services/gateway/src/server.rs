@@ -10,7 +10,9 @@ use sdsim_net::conn::ConnSettings;
 use sdsim_net::http::codec::Limits;
 use sdsim_net::http::router::Router;
 use sdsim_net::middleware::{App, Stack};
-use sdsim_net::server::{accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet};
+use sdsim_net::server::{
+    accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -81,7 +83,9 @@ impl Server {
         let gateway = bind_reuseport(addr, shards, 4096).map_err(StartError::Listen)?;
         let local_addr = gateway.local_addr();
         let tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(sdsim_net::tls::load_acceptor(cert, key, &[b"http/1.1"])?),
+            (Some(cert), Some(key)) => {
+                Some(sdsim_net::tls::load_acceptor(cert, key, &[b"http/1.1"])?)
+            }
             _ => None,
         };
         let globals = Arc::new(Globals {
@@ -101,7 +105,7 @@ impl Server {
             extra_routes(&mut router);
             run_shard(shard, Arc::clone(&shared), router)
         })
-            .map_err(StartError::Runtime)?;
+        .map_err(StartError::Runtime)?;
         tracing::info!(
             %local_addr,
             shards,
@@ -169,7 +173,12 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
         }
         None => return,
     };
-    tracing::info!(shard = shard.id().index(), cpu = shard.cpu(), driver = shard.driver(), "shard serving");
+    tracing::info!(
+        shard = shard.id().index(),
+        cpu = shard.cpu(),
+        driver = shard.driver(),
+        "shard serving"
+    );
     let ctx = Rc::new(ListenerContext {
         app,
         settings,

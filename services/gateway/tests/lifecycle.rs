@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{get, start, Client};
@@ -27,8 +28,16 @@ fn rate_limit_holds_for_a_client_across_connections_on_both_shards() {
             statuses.push(resp.status);
         }
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
     // Health endpoints are exempt.
     for _ in 0..20 {
         assert_eq!(get(addr, "/health").status, 200);
@@ -39,7 +48,10 @@ fn rate_limit_holds_for_a_client_across_connections_on_both_shards() {
 
     let open = start(&["ratelimit.enabled=false"]);
     for _ in 0..50 {
-        assert_eq!(get(open.local_addr(), "/api/monitoring/performance").status, 200);
+        assert_eq!(
+            get(open.local_addr(), "/api/monitoring/performance").status,
+            200
+        );
     }
     support::stop(open);
 }
@@ -57,15 +69,24 @@ fn shutdown_drains_in_order_and_lets_in_flight_requests_finish() {
     let began = Instant::now();
     shutdown.drain(Duration::from_secs(5));
     // The idle keep-alive connection is closed at once; new connections are refused.
-    assert!(idle.is_closed(Duration::from_secs(2)), "idle connection closed on drain");
+    assert!(
+        idle.is_closed(Duration::from_secs(2)),
+        "idle connection closed on drain"
+    );
     std::thread::sleep(Duration::from_millis(50));
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed while draining");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed while draining"
+    );
     // The request in flight completes, and its response says the connection closes.
     let resp = busy.read_response(false);
     assert_eq!((resp.status, resp.text().as_str()), (200, "slept 700"));
     assert_eq!(resp.header("connection"), Some("close"));
     server.join().unwrap();
-    assert!(began.elapsed() < Duration::from_secs(3), "stopped once drained, not at the deadline");
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "stopped once drained, not at the deadline"
+    );
     use sdsim_core::shutdown::Phase::*;
     assert_eq!(shutdown.history(), vec![Accepting, Draining, Closed]);
     assert_eq!(shutdown.forced_closes(), 0);
@@ -82,7 +103,10 @@ fn shutdown_deadline_closes_and_counts_stuck_connections() {
     shutdown.drain(Duration::from_millis(300));
     server.join().unwrap();
     let took = began.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert_eq!(shutdown.forced_closes(), 1);
     assert!(stuck.is_closed(Duration::from_secs(2)));
 }
@@ -101,32 +125,52 @@ fn https_serves_the_same_app() {
         &format!("tls.key={}", key_path.display()),
     ]);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = std::net::TcpStream::connect(server.local_addr()).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    use std::io::{Read, Write};
-    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = tls.read_to_string(&mut text);
+    let tls_exchange = |request: &[u8]| -> (String, Option<Vec<u8>>) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(request).unwrap();
+        let mut text = String::new();
+        let _ = tls.read_to_string(&mut text);
+        (text, tls.conn.alpn_protocol().map(|p| p.to_vec()))
+    };
+    let (text, alpn) = tls_exchange(
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
-    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     // Plain HTTP on the TLS port gets no HTTP answer, and the server carries on.
-    let mut plain = Client::connect(server.local_addr());
-    plain.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(plain.is_closed(Duration::from_secs(5)));
+    let mut plain = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+        "at most a TLS alert, then EOF"
+    );
+    let (text, _) =
+        tls_exchange(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(
+        text.ends_with(r#"{"status":"ok"}"#),
+        "TLS still served: {text}"
+    );
     support::stop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

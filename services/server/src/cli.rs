@@ -71,10 +71,15 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-        eprintln!("sdsim: log.level = {:?} is not a valid filter ({e}); using info", config.log.level);
+        eprintln!(
+            "sdsim: log.level = {:?} is not a valid filter ({e}); using info",
+            config.log.level
+        );
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     if config.log.format == "json" {
         builder.json().init();
     } else {
@@ -111,8 +116,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     raise_fd_limit(config.server.max_connections);
     if let Some(path) = config.storage.url.strip_prefix("sqlite://") {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
     }
     let timeout = config.server.shutdown_timeout;

@@ -52,7 +52,8 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Running {
 
 fn health(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
@@ -66,7 +67,10 @@ fn sigterm_and_wait(mut r: Running) -> (i32, Vec<String>) {
         if let Some(status) = r.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(100));
@@ -76,7 +80,10 @@ fn sigterm_and_wait(mut r: Running) -> (i32, Vec<String>) {
 
 fn listening_sockets(pid: u32, port: u16) -> usize {
     let mut inodes = std::collections::HashSet::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(target) = std::fs::read_link(entry.path()) {
             let t = target.to_string_lossy().to_string();
             if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
@@ -98,7 +105,10 @@ fn listening_sockets(pid: u32, port: u16) -> usize {
 
 fn shard_threads(pid: u32) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let comm = comm.trim().to_string();
         if !comm.starts_with("sdsim-shard-") {
@@ -108,8 +118,13 @@ fn shard_threads(pid: u32) -> Vec<(String, Vec<usize>)> {
         // SAFETY: reading another thread's affinity into a zeroed cpu_set_t of the right size.
         let cpus = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
-            (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+            assert_eq!(
+                libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|c| libc::CPU_ISSET(*c, &set))
+                .collect()
         };
         out.push((comm, cpus));
     }
@@ -124,7 +139,11 @@ fn two_shards_each_pinned_with_its_own_listener_and_sigterm_exits_zero() {
     let r = spawn(&["serve", "--set", "runtime.shards=2"], &dir);
     assert!(health(r.port).ends_with(r#"{"status":"ok"}"#));
     let pid = r.child.id();
-    assert_eq!(listening_sockets(pid, r.port), 2, "one SO_REUSEPORT listener per shard");
+    assert_eq!(
+        listening_sockets(pid, r.port),
+        2,
+        "one SO_REUSEPORT listener per shard"
+    );
     let threads = shard_threads(pid);
     assert_eq!(threads.len(), 2, "{threads:?}");
     for (name, set) in &threads {
@@ -133,7 +152,10 @@ fn two_shards_each_pinned_with_its_own_listener_and_sigterm_exits_zero() {
     if cpus >= 2 {
         assert_ne!(threads[0].1, threads[1].1, "shards on different CPUs");
     }
-    assert!(dir.join("data").is_dir(), "the embedded default's data directory exists");
+    assert!(
+        dir.join("data").is_dir(),
+        "the embedded default's data directory exists"
+    );
     let (code, lines) = sigterm_and_wait(r);
     assert_eq!(code, 0, "{lines:?}");
     let all = lines.join("\n");
@@ -148,10 +170,17 @@ fn configuration_errors_name_the_key_and_exit_2() {
         (&["serve", "--set", "ratelimit.burst=0"], "ratelimit.burst"),
         (&["serve", "--set", "ratelimit.brust=5"], "ratelimit.brust"),
         (&["serve", "--set", "runtime.shards=many"], "runtime.shards"),
-        (&["serve", "--config", "/nonexistent/sdsim.toml"], "/nonexistent/sdsim.toml"),
+        (
+            &["serve", "--config", "/nonexistent/sdsim.toml"],
+            "/nonexistent/sdsim.toml",
+        ),
     ];
     for (args, key) in cases {
-        let out = Command::new(BIN).args(args).current_dir(&dir).output().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{args:?}: {err}");
@@ -172,7 +201,11 @@ fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let out = Command::new(BIN)
-        .args(["serve", "--set", &format!("gateway.listen=127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--set",
+            &format!("gateway.listen=127.0.0.1:{port}"),
+        ])
         .current_dir(tempdir("in-use"))
         .output()
         .unwrap();

@@ -22,8 +22,13 @@ pub fn test_routes(router: &mut Router) {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/octet-stream")
                 .to_string();
-            let mut resp = with_body(StatusCode::OK, "application/octet-stream", req.body().clone());
-            resp.headers_mut().insert("content-type", ct.parse().unwrap());
+            let mut resp = with_body(
+                StatusCode::OK,
+                "application/octet-stream",
+                req.body().clone(),
+            );
+            resp.headers_mut()
+                .insert("content-type", ct.parse().unwrap());
             resp
         })
         .unwrap();
@@ -44,7 +49,11 @@ pub fn test_routes(router: &mut Router) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             monoio::time::sleep(Duration::from_millis(ms)).await;
-            with_body(StatusCode::OK, "text/plain", Bytes::from(format!("slept {ms}")))
+            with_body(
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from(format!("slept {ms}")),
+            )
         })
         .unwrap();
     router
@@ -56,8 +65,14 @@ pub fn test_routes(router: &mut Router) {
         .unwrap();
     router
         .route(Method::GET, "/test/big", |_req: Request| async move {
-            let text: String = (0..400).map(|i| format!("{{\"item\":{i},\"name\":\"component-{i}\"}},")).collect();
-            with_body(StatusCode::OK, "application/json", Bytes::from(format!("[{}0]", text)))
+            let text: String = (0..400)
+                .map(|i| format!("{{\"item\":{i},\"name\":\"component-{i}\"}},"))
+                .collect();
+            with_body(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(format!("[{}0]", text)),
+            )
         })
         .unwrap();
     router
@@ -70,7 +85,12 @@ pub fn test_routes(router: &mut Router) {
 /// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet).
 pub fn start(sets: &[&str]) -> Server {
     let mut o = Overrides::default();
-    for s in ["gateway.listen=127.0.0.1:0", "log.access=false", "runtime.shards=2", "runtime.cpus=[0, 1]"] {
+    for s in [
+        "gateway.listen=127.0.0.1:0",
+        "log.access=false",
+        "runtime.shards=2",
+        "runtime.cpus=[0, 1]",
+    ] {
         o.set(s).unwrap();
     }
     for s in sets {
@@ -121,7 +141,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         Client {
             reader: BufReader::new(stream),
         }
@@ -158,7 +180,9 @@ impl Client {
             body: Vec::new(),
         };
         if status >= 200 && !head_request && status != 204 && status != 304 {
-            let len: usize = resp.header("content-length").map_or(0, |v| v.parse().unwrap());
+            let len: usize = resp
+                .header("content-length")
+                .map_or(0, |v| v.parse().unwrap());
             resp.body = vec![0; len];
             self.reader.read_exact(&mut resp.body).unwrap();
         }
@@ -172,7 +196,10 @@ impl Client {
 
     /// True when the server has closed the connection (EOF within the read timeout).
     pub fn is_closed(&mut self, within: Duration) -> bool {
-        self.reader.get_ref().set_read_timeout(Some(within)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .unwrap();
         let mut byte = [0u8; 1];
         matches!(self.reader.read(&mut byte), Ok(0))
     }
