@@ -223,16 +223,15 @@ impl RequestDecoder {
             &mut heap[..]
         };
         let mut req = httparse::Request::new(&mut []);
-        let parsed = req.parse_with_uninit_headers(buf, slots);
+        // Parse at most one byte past the head limit: the outcome then depends only on the bytes,
+        // never on how the reads happened to split them.
+        let window = &buf[..buf.len().min(limits.max_head_bytes + 1)];
+        let parsed = req.parse_with_uninit_headers(window, slots);
         let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                if buf.len() > limits.max_head_bytes {
+                if window.len() > limits.max_head_bytes {
                     return Err(DecodeError::HeadTooLarge(limits.max_head_bytes));
-                }
-                // A request line still unterminated past the URI limit will be a 414.
-                if !buf.contains(&b'\n') && buf.len() > limits.max_uri_bytes + 32 {
-                    return Err(DecodeError::UriTooLong(limits.max_uri_bytes));
                 }
                 return Ok(None);
             }
