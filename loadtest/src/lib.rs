@@ -1,1 +1,12 @@
-//! sdsim-loadtest (being written).
+//! sdsim-loadtest: a thread-per-core load generator that measures without coordinated omission.
+//!
+//! Layout:
+//! - [`run`]: the engine — pinned monoio threads, closed loop or constant-rate open loop with
+//!   latencies measured from each request's intended send time ([`run::run_http`]).
+//! - [`client`]: the HTTP/1.1 client connection and response parser.
+//! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod client;
+pub mod report;
+pub mod run;

@@ -1,0 +1,247 @@
+//! Counters, merged HDR histograms, the human table and the JSON report.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Per-connection (then merged) counters. Only requests in the measured window are counted.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Requests sent.
+    pub sent: u64,
+    /// Responses received.
+    pub completed: u64,
+    /// Requests sent more than one interval after their intended time (open loop).
+    pub late: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Connections the server closed that were reopened.
+    pub reconnects: u64,
+    /// Errors by kind.
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    /// Counts an error of `kind` if it happened in the measured window.
+    pub fn error(&mut self, measured: bool, kind: &'static str) {
+        if measured {
+            *self.errors.entry(kind).or_insert(0) += 1;
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.sent += other.sent;
+        self.completed += other.completed;
+        self.late += other.late;
+        self.connects += other.connects;
+        self.reconnects += other.reconnects;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Latency histogram in microseconds, merged over all workers.
+    pub histogram: Histogram<u64>,
+    /// Merged counters.
+    pub counters: Counters,
+    /// The measured duration.
+    pub duration: Duration,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// 99.99th.
+    pub p9999: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// The machine a run was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Online CPUs.
+    pub nproc: usize,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads the machine description from /proc.
+    pub fn current() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Requests {
+    sent: u64,
+    completed: u64,
+    errors: u64,
+    late: u64,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    throughput_per_s: f64,
+    duration_s: f64,
+    requests: Requests,
+    latency_ms: Percentiles,
+    errors_by_kind: &'a BTreeMap<&'static str, u64>,
+    connections_opened: u64,
+    reconnects: u64,
+    machine: Machine,
+    parameters: &'a BTreeMap<String, String>,
+}
+
+impl Report {
+    /// Largest latency recorded (60 s), in microseconds.
+    pub const MAX_US: u64 = 60_000_000;
+
+    /// An empty histogram with the bounds every worker uses.
+    pub fn histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, Self::MAX_US, 3).expect("valid bounds")
+    }
+
+    /// An empty report for a run of `duration`.
+    pub fn new(duration: Duration) -> Report {
+        Report {
+            histogram: Self::histogram(),
+            counters: Counters::default(),
+            duration,
+        }
+    }
+
+    /// Adds one worker's results.
+    pub fn merge(&mut self, histogram: &Histogram<u64>, counters: &Counters) {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = self.histogram.add(histogram);
+        self.counters.add(counters);
+    }
+
+    /// Responses per second over the measured window.
+    pub fn throughput(&self) -> f64 {
+        self.counters.completed as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+
+    /// Errors of every kind.
+    pub fn errors(&self) -> u64 {
+        self.counters.errors.values().sum()
+    }
+
+    /// Latency percentiles in milliseconds.
+    pub fn percentiles(&self) -> Percentiles {
+        let h = &self.histogram;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+        Percentiles {
+            p50: ms(0.50),
+            p90: ms(0.90),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            p9999: ms(0.9999),
+            max: h.max() as f64 / 1e3,
+            mean: h.mean() / 1e3,
+        }
+    }
+
+    /// The report as JSON, with the run's parameters.
+    pub fn to_json(&self, parameters: &BTreeMap<String, String>) -> String {
+        let report = JsonReport {
+            throughput_per_s: self.throughput(),
+            duration_s: self.duration.as_secs_f64(),
+            requests: Requests {
+                sent: self.counters.sent,
+                completed: self.counters.completed,
+                errors: self.errors(),
+                late: self.counters.late,
+            },
+            latency_ms: self.percentiles(),
+            errors_by_kind: &self.counters.errors,
+            connections_opened: self.counters.connects,
+            reconnects: self.counters.reconnects,
+            machine: Machine::current(),
+            parameters,
+        };
+        sonic_rs::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let p = self.percentiles();
+        let mut out = format!(
+            "throughput   {:>12.0} req/s\nrequests     sent {} completed {} errors {} late {}\n",
+            self.throughput(),
+            self.counters.sent,
+            self.counters.completed,
+            self.errors(),
+            self.counters.late
+        );
+        out.push_str(&format!(
+            "latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}  mean {:.3}\n",
+            p.p50, p.p90, p.p99, p.p999, p.p9999, p.max, p.mean
+        ));
+        if !self.counters.errors.is_empty() {
+            out.push_str(&format!("errors       {:?}\n", self.counters.errors));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_histograms_equal_a_single_one() {
+        let values: Vec<u64> = (1..=10_000u64).map(|i| (i * 7919) % 50_000 + 1).collect();
+        let mut single = Report::histogram();
+        for v in &values {
+            single.record(*v).unwrap();
+        }
+        let mut merged = Report::new(Duration::from_secs(1));
+        for part in values.chunks(1234) {
+            let mut h = Report::histogram();
+            for v in part {
+                h.record(*v).unwrap();
+            }
+            merged.merge(&h, &Counters::default());
+        }
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.histogram.value_at_quantile(q),
+                single.value_at_quantile(q)
+            );
+        }
+        assert_eq!(merged.histogram.len(), single.len());
+    }
+}

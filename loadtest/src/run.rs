@@ -1,0 +1,219 @@
+//! The HTTP load engine: one pinned monoio thread per CPU given, connections split across them,
+//! closed loop (next request when the previous answered) or open loop at a constant rate.
+//!
+//! Open loop follows wrk2: each connection has a fixed schedule (`connections / rate` seconds
+//! apart, staggered), a request's latency is measured from its **intended** send time, so a
+//! server that stalls is charged for every request that should have gone out meanwhile (no
+//! coordinated omission). A request sent more than one interval after its intended time is
+//! counted as `late`; it is still sent and measured from its intended time.
+
+use crate::client::{Connection, ExchangeError};
+use crate::report::{Counters, Report};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One HTTP load run.
+#[derive(Debug, Clone)]
+pub struct HttpLoad {
+    /// Target address.
+    pub addr: SocketAddr,
+    /// The request bytes sent on every exchange.
+    pub request: Bytes,
+    /// Connections in total.
+    pub connections: usize,
+    /// Total requests per second (open loop); `None` = closed loop.
+    pub rate: Option<f64>,
+    /// Measured duration.
+    pub duration: Duration,
+    /// Unmeasured warm-up before it.
+    pub warmup: Duration,
+    /// CPUs to run on, one thread each.
+    pub cpus: Vec<usize>,
+}
+
+/// Builds the request bytes for `method url` with extra headers and a body.
+pub fn build_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> Bytes {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for h in headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    Bytes::from(bytes)
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit (many connections need many descriptors).
+pub fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on an initialised struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Runs the load and returns the merged report.
+pub fn run_http(load: &HttpLoad) -> anyhow::Result<Report> {
+    raise_fd_limit();
+    let threads = load.cpus.len().max(1);
+    // Everyone starts together, a little after the threads are up.
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for (t, &cpu) in load.cpus.iter().enumerate() {
+        let conns: Vec<usize> = (0..load.connections).filter(|c| c % threads == t).collect();
+        let load = load.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || {
+                    monoio::utils::bind_to_cpu_set(Some(cpu))
+                        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu}: {e}"))?;
+                    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                        .enable_timer()
+                        .build()?;
+                    Ok::<_, anyhow::Error>(rt.block_on(worker(load, conns, start)))
+                })?,
+        );
+    }
+    let mut report = Report::new(load.duration);
+    for h in handles {
+        let (hist, counters) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        report.merge(&hist, &counters);
+    }
+    Ok(report)
+}
+
+async fn worker(load: HttpLoad, conns: Vec<usize>, start: Instant) -> (Histogram<u64>, Counters) {
+    let mut tasks = Vec::new();
+    for index in conns {
+        let load = load.clone();
+        tasks.push(monoio::spawn(connection(load, index, start)));
+    }
+    let mut hist = Report::histogram();
+    let mut counters = Counters::default();
+    for task in tasks {
+        let (h, c) = task.await;
+        let _ = hist.add(&h);
+        counters.add(&c);
+    }
+    (hist, counters)
+}
+
+async fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        monoio::time::sleep(t - now).await;
+    }
+}
+
+async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<u64>, Counters) {
+    let mut hist = Report::histogram();
+    let mut c = Counters::default();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let interval = load
+        .rate
+        .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
+    // Stagger the connections' schedules evenly over one interval.
+    let mut due = start
+        + interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(index as f64 / load.connections as f64)
+        });
+    sleep_until(start).await;
+    let mut conn: Option<Connection> = None;
+    loop {
+        let intended = match interval {
+            Some(step) => {
+                let now = Instant::now();
+                if now < due {
+                    sleep_until(due).await;
+                } else if now - due > step {
+                    c.late += u64::from(due >= measure_from);
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        if intended >= end {
+            break;
+        }
+        let measured = intended >= measure_from;
+        if conn.is_none() {
+            match Connection::connect(load.addr).await {
+                Ok(fresh) => {
+                    c.connects += 1;
+                    conn = Some(fresh);
+                }
+                Err(_) => {
+                    c.error(measured, "connect");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    if let Some(step) = interval {
+                        due += step;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(active) = conn.as_mut() else {
+            continue;
+        };
+        c.sent += u64::from(measured);
+        let result = monoio::time::timeout(
+            Duration::from_secs(10),
+            active.exchange(load.request.clone()),
+        )
+        .await;
+        let done = Instant::now();
+        match result {
+            Ok(Ok(exchange)) => {
+                if measured {
+                    c.completed += 1;
+                    let micros = done.saturating_duration_since(intended).as_micros() as u64;
+                    let _ = hist.record(micros.clamp(1, Report::MAX_US));
+                    if exchange.status >= 500 {
+                        c.error(true, "status_5xx");
+                    } else if exchange.status >= 400 {
+                        c.error(true, "status_4xx");
+                    }
+                }
+                if !exchange.reusable {
+                    conn = None;
+                    c.reconnects += 1;
+                }
+            }
+            Ok(Err(ExchangeError::Io(_))) => {
+                c.error(measured, "io");
+                conn = None;
+            }
+            Ok(Err(ExchangeError::Parse(_))) => {
+                c.error(measured, "parse");
+                conn = None;
+            }
+            Err(_) => {
+                c.error(measured, "timeout");
+                conn = None;
+            }
+        }
+        if let Some(step) = interval {
+            due += step;
+        }
+    }
+    (hist, c)
+}

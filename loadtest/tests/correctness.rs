@@ -1,0 +1,115 @@
+//! The generator measured against targets whose behaviour is known: a fixed delay, a stall, and
+//! a server that closes every connection. Only 127.0.0.1, a few seconds each.
+
+use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A thread-per-connection HTTP target; `delay(now_since_start)` says how long to hold a request.
+fn target(
+    close_each: bool,
+    delay: impl Fn(Duration) -> Duration + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let delay = Arc::new(delay);
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let delay = Arc::clone(&delay);
+            std::thread::spawn(move || serve(stream, close_each, started, &*delay));
+        }
+    });
+    addr
+}
+
+fn serve(
+    mut s: TcpStream,
+    close_each: bool,
+    started: Instant,
+    delay: &dyn Fn(Duration) -> Duration,
+) {
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        buf.drain(..end);
+        std::thread::sleep(delay(started.elapsed()));
+        let conn = if close_each {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{conn}\r\nok");
+        if s.write_all(resp.as_bytes()).is_err() || close_each {
+            return;
+        }
+    }
+}
+
+fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -> HttpLoad {
+    HttpLoad {
+        addr,
+        request: build_request("GET", "t", "/", &[], b""),
+        connections,
+        rate,
+        duration: Duration::from_secs_f64(seconds),
+        warmup: Duration::from_millis(200),
+        cpus: vec![0],
+    }
+}
+
+#[test]
+fn fixed_latency_is_reported_within_clock_and_scheduling_slack() {
+    let addr = target(false, |_| Duration::from_millis(5));
+    let report = run_http(&load(addr, 4, None, 1.5)).unwrap();
+    let p = report.percentiles();
+    assert_eq!(report.errors(), 0);
+    assert!(report.counters.completed > 100);
+    // 5 ms of server delay, plus loopback and thread wake-ups on a shared 2-core machine.
+    assert!(p.p50 >= 5.0 && p.p50 < 7.5, "{p:?}");
+    assert!(p.max >= p.p50);
+}
+
+#[test]
+fn a_stall_shows_in_open_loop_percentiles() {
+    // Every request that arrives between 0.7 s and 1.2 s after start waits until 1.2 s.
+    let addr = target(false, |t| {
+        let (from, to) = (Duration::from_millis(700), Duration::from_millis(1200));
+        if t >= from && t < to {
+            to - t
+        } else {
+            Duration::from_micros(200)
+        }
+    });
+    let report = run_http(&load(addr, 4, Some(400.0), 2.0)).unwrap();
+    let p = report.percentiles();
+    // A closed-loop tool would record ~4 slow requests; from the intended send times, every
+    // request scheduled during the stall is late by up to 500 ms: a fifth of the run.
+    assert!(p.p90 >= 100.0, "{p:?}");
+    assert!(p.p99 >= 400.0, "{p:?}");
+    assert!(report.counters.late > 0);
+    let sent = report.counters.sent as f64;
+    assert!(
+        (sent - 800.0).abs() < 80.0,
+        "the schedule holds: {sent} sent for 400/s over 2 s"
+    );
+}
+
+#[test]
+fn servers_that_close_every_connection_are_followed() {
+    let addr = target(true, |_| Duration::ZERO);
+    let report = run_http(&load(addr, 2, None, 0.8)).unwrap();
+    assert_eq!(report.errors(), 0, "{:?}", report.counters.errors);
+    assert!(report.counters.reconnects > 10);
+    assert!(report.counters.connects >= report.counters.reconnects);
+}
