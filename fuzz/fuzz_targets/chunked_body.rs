@@ -11,14 +11,17 @@ fn run(data: &[u8], step: usize) -> (Result<bool, sdsim_net::http::chunked::Chun
     let mut body = BytesMut::new();
     let mut input = BytesMut::new();
     let mut result = Ok(false);
+    let mut fed = 0;
     for piece in data.chunks(step.max(1)) {
         input.extend_from_slice(piece);
+        fed += piece.len();
         result = decoder.decode(&mut input, &mut body);
         if !matches!(result, Ok(false)) {
             break;
         }
     }
-    (result, body.to_vec(), input.len())
+    // Bytes not consumed: those left in the buffer plus those never fed.
+    (result, body.to_vec(), input.len() + data.len() - fed)
 }
 
 fuzz_target!(|data: &[u8]| {

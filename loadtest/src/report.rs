@@ -96,7 +96,10 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
         Machine {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Online CPUs of the machine, not of this thread's affinity mask.
+            // SAFETY: sysconf has no preconditions.
+            nproc: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
+                .unwrap_or(1),
             cpu_model,
             kernel,
         }
