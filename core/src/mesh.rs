@@ -37,6 +37,8 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// How long an idle receiver keeps polling before it parks.
 const SPIN: Duration = Duration::from_micros(50);
+/// How long an idle receiver keeps polling while this shard awaits replies.
+const SPIN_AWAITING: Duration = Duration::from_micros(200);
 /// Jobs taken from one ring before looking at the next (fairness between senders).
 const BATCH: usize = 64;
 
@@ -187,6 +189,7 @@ impl Mesh {
             inner: Rc::new(EndpointInner {
                 mesh: Arc::clone(self),
                 id,
+                awaiting: std::cell::Cell::new(0),
             }),
         }
     }
@@ -242,6 +245,28 @@ impl Mesh {
 struct EndpointInner {
     mesh: Arc<Mesh>,
     id: ShardId,
+    /// Replies this shard is waiting for: while any is due, the receiver spins instead of
+    /// parking, so the reply is picked up from the ring without a cross-thread wake-up.
+    awaiting: std::cell::Cell<usize>,
+}
+
+thread_local! {
+    /// The endpoint of the shard running on this thread (set by its receiver loop), through
+    /// which jobs send their replies back.
+    static LOCAL: std::cell::RefCell<Option<MeshEndpoint>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sends `reply` to run on `origin`, through the ring from this shard when there is room;
+/// otherwise runs it here (the oneshot inside still reaches the origin, with a cross-thread
+/// wake-up instead of a ring hop).
+fn reply_to(origin: ShardId, reply: Job) {
+    let pushed = LOCAL.with(|local| match local.borrow().as_ref() {
+        Some(endpoint) if endpoint.inner.id != origin => endpoint.try_push(origin, reply),
+        _ => Err(reply),
+    });
+    if let Err(reply) = pushed {
+        reply();
+    }
 }
 
 /// One shard's handle on the mesh. Cheap to clone; `!Send` (it belongs to its shard).
@@ -259,6 +284,26 @@ impl MeshEndpoint {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.inner.mesh.shards
+    }
+
+    /// Enqueues `job` on `target` if its ring has room (no waiting).
+    fn try_push(&self, target: ShardId, job: Job) -> Result<(), Job> {
+        let mesh = &self.inner.mesh;
+        if target.index() >= mesh.shards || mesh.is_closed() {
+            return Err(job);
+        }
+        mesh.ring(self.inner.id.index(), target.index()).push(job)?;
+        self.wake_if_parked(target);
+        Ok(())
+    }
+
+    fn wake_if_parked(&self, target: ShardId) {
+        let inbox = &self.inner.mesh.inboxes[target.index()];
+        // Pairs with the receiver's SeqCst store of `parked` before its final check of the rings.
+        if inbox.parked.load(Ordering::SeqCst) {
+            inbox.parked.store(false, Ordering::SeqCst);
+            inbox.waker.wake();
+        }
     }
 
     /// Enqueues `job` on `target`, waiting while its ring is full.
@@ -293,12 +338,7 @@ impl MeshEndpoint {
                 }
             }
         }
-        let inbox = &mesh.inboxes[target.index()];
-        // Pairs with the receiver's SeqCst store of `parked` before its final check of the rings.
-        if inbox.parked.load(Ordering::SeqCst) {
-            inbox.parked.store(false, Ordering::SeqCst);
-            inbox.waker.wake();
-        }
+        self.wake_if_parked(target);
         Ok(())
     }
 
@@ -312,18 +352,38 @@ impl MeshEndpoint {
             return std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| MeshError::Panicked);
         }
         let (tx, rx) = oneshot::channel();
+        let origin = self.inner.id;
         self.push(
             target,
             Box::new(move || {
-                let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+                let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+                reply_to(
+                    origin,
+                    Box::new(move || {
+                        let _ = tx.send(result);
+                    }),
+                );
             }),
         )
         .await?;
-        match rx.await {
+        let result = self.awaiting_reply(rx).await;
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(MeshError::Panicked),
             Err(_) => Err(MeshError::Closed),
         }
+    }
+
+    /// Awaits a reply, counted so the receiver keeps spinning for it.
+    async fn awaiting_reply<T>(
+        &self,
+        rx: oneshot::Receiver<T>,
+    ) -> Result<T, oneshot::error::RecvError> {
+        let awaiting = &self.inner.awaiting;
+        awaiting.set(awaiting.get() + 1);
+        let result = rx.await;
+        awaiting.set(awaiting.get() - 1);
+        result
     }
 
     /// Like [`MeshEndpoint::submit_to`], but `f` builds a future that runs as a task on `target`
@@ -392,8 +452,15 @@ impl MeshEndpoint {
             }
             let (tx, rx) = oneshot::channel();
             let f = Arc::clone(&f);
+            let origin = self.inner.id;
             let job: Job = Box::new(move || {
-                let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f())));
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f()));
+                reply_to(
+                    origin,
+                    Box::new(move || {
+                        let _ = tx.send(result);
+                    }),
+                );
             });
             pending.push(Some(self.push(ShardId(shard), job).await.map(|()| rx)));
         }
@@ -403,7 +470,7 @@ impl MeshEndpoint {
                 None => std::panic::catch_unwind(AssertUnwindSafe(|| f()))
                     .map_err(|_| MeshError::Panicked),
                 Some(Err(e)) => Err(e),
-                Some(Ok(rx)) => match rx.await {
+                Some(Ok(rx)) => match self.awaiting_reply(rx).await {
                     Ok(Ok(value)) => Ok(value),
                     Ok(Err(_)) => Err(MeshError::Panicked),
                     Err(_) => Err(MeshError::Closed),
@@ -446,9 +513,11 @@ impl MeshEndpoint {
         let mesh = Arc::clone(&self.inner.mesh);
         let inbox = &mesh.inboxes[self.inner.id.index()];
         let mut idle_since: Option<Instant> = None;
+        LOCAL.with(|local| *local.borrow_mut() = Some(self.clone()));
         loop {
             if mesh.is_closed() {
                 // Jobs still queued are dropped with the rings; their callers see Closed.
+                LOCAL.with(|local| local.borrow_mut().take());
                 return;
             }
             if self.drain() > 0 {
@@ -457,7 +526,12 @@ impl MeshEndpoint {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN {
+            let spin = if self.inner.awaiting.get() > 0 {
+                SPIN_AWAITING
+            } else {
+                SPIN
+            };
+            if since.elapsed() < spin {
                 yield_now().await;
                 continue;
             }
@@ -497,19 +571,77 @@ impl Future for Park<'_> {
     }
 }
 
-/// Lets the other tasks of this shard run, then continues (monoio has no `yield_now`).
+/// Lets every other ready task of this shard run, then continues.
+///
+/// monoio has no `yield_now`, and a task that wakes itself while being polled is put back at
+/// the *front* of the run queue, so a self-waking spin loop would starve the shard's other
+/// tasks. Here the yielding task hands its waker to a per-shard helper task and wakes that
+/// instead; the helper, polled in turn at the back of the queue, wakes the yielders, which go to
+/// the back too. Every spin iteration therefore lets all other ready tasks run first.
 pub async fn yield_now() {
-    struct YieldNow(bool);
-    impl Future for YieldNow {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0 {
-                return Poll::Ready(());
-            }
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
+    YieldNow { registered: false }.await
+}
+
+#[derive(Default)]
+struct Yielders {
+    waiting: std::cell::RefCell<Vec<std::task::Waker>>,
+    helper: std::cell::RefCell<Option<std::task::Waker>>,
+    helper_spawned: std::cell::Cell<bool>,
+}
+
+thread_local! {
+    static YIELDERS: Yielders = Yielders::default();
+}
+
+struct YieldNow {
+    registered: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
         }
+        self.registered = true;
+        YIELDERS.with(|y| {
+            y.waiting.borrow_mut().push(cx.waker().clone());
+            if let Some(helper) = y.helper.borrow_mut().take() {
+                helper.wake();
+            } else if !y.helper_spawned.replace(true) {
+                monoio::spawn(YieldHelper);
+            }
+        });
+        Poll::Pending
     }
-    YieldNow(false).await
+}
+
+/// The per-shard task that wakes yielders from outside their own poll.
+struct YieldHelper;
+
+impl Drop for YieldHelper {
+    fn drop(&mut self) {
+        // The runtime that ran the helper is going away: the next one on this thread spawns its
+        // own. (`try_with`: during thread exit the thread-local may already be gone.)
+        let _ = YIELDERS.try_with(|y| {
+            y.helper_spawned.set(false);
+            y.helper.borrow_mut().take();
+        });
+    }
+}
+
+impl Future for YieldHelper {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        YIELDERS.with(|y| {
+            let waiting = std::mem::take(&mut *y.waiting.borrow_mut());
+            *y.helper.borrow_mut() = Some(cx.waker().clone());
+            for waker in waiting {
+                waker.wake();
+            }
+        });
+        Poll::Pending
+    }
 }

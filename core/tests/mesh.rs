@@ -142,3 +142,35 @@ fn close_fails_later_sends() {
     assert!(mesh.is_closed());
     assert_eq!(mesh.queue_depths().len(), 2);
 }
+
+#[test]
+fn yield_now_lets_every_other_ready_task_run() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    let order = rt.block_on(async {
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let tasks: Vec<_> = ['a', 'b', 'c']
+            .into_iter()
+            .map(|name| {
+                let order = Rc::clone(&order);
+                monoio::spawn(async move {
+                    for _ in 0..3 {
+                        order.borrow_mut().push(name);
+                        sdsim_core::mesh::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let order = order.borrow().iter().collect::<String>();
+        order
+    });
+    // A self-waking yield would run one task to completion first ("aaabbbccc").
+    assert_eq!(order, "abcabcabc");
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds release binaries, then runs each benchmark against its peer on
+# this machine, pinned, and writes the tables to bench/results/<date>-<name>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p sdsim-server -p sdsim-bench -p sdsim-loadtest
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p bench/results
+echo "== mesh (sdsim mesh vs std::sync::mpsc, CPUs 0,1)"
+target/release/bench-mesh --runs 3 | tee "bench/results/$stamp-mesh.md"
+echo "== HTTP keep-alive (sdsim vs axum, server CPU 0, load CPU 1)"
+target/release/bench-http --runs 3 "$@" | tee "bench/results/$stamp-http.md"
