@@ -27,6 +27,8 @@ enum Command {
     Serve,
     /// Print the effective configuration (after file, environment and --set) as TOML.
     Config,
+    /// Simulate a system design document and print its report.
+    Simulate(sdsim_simulation::cli::SimulateArgs),
 }
 
 /// Runs the command line; the exit code is 0 on success, 2 for configuration errors, 1 otherwise.
@@ -44,6 +46,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Config => toml::to_string_pretty(&config)
             .map(|text| print!("{text}"))
             .context("printing the configuration"),
+        Command::Simulate(args) => sdsim_simulation::cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

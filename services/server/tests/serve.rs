@@ -219,3 +219,75 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn simulate_prints_a_report_and_json_fields() {
+    let design = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/designs/minimal.json"
+    );
+    let out = Command::new(BIN)
+        .args(["simulate", design])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("end to end:") && text.contains("api"),
+        "{text}"
+    );
+
+    let series = std::env::temp_dir().join(format!("sdsim-series-{}.ndjson", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["simulate", design, "--json", "--series"])
+        .arg(&series)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "completed",
+        "throughput_per_s",
+        "mean_ms",
+        "p50_ms",
+        "p99_ms",
+    ] {
+        assert!(v["end_to_end"][key].is_number(), "end_to_end.{key}");
+    }
+    for key in [
+        "arrivals",
+        "completed",
+        "dropped",
+        "utilization",
+        "mean_wait_ms",
+        "mean_response_ms",
+        "mean_queue_length",
+    ] {
+        assert!(
+            v["components"]["api"][key].is_number(),
+            "components.api.{key}"
+        );
+    }
+    let lines = std::fs::read_to_string(&series).unwrap();
+    assert_eq!(lines.lines().count(), 60, "one line per 10 s over 600 s");
+    let _ = std::fs::remove_file(series);
+
+    let bad = std::env::temp_dir().join(format!("sdsim-bad-{}.json", std::process::id()));
+    std::fs::write(&bad, r#"{"duration_s": 0, "components": [{"id": "x", "kind": "source", "rate_per_s": 1, "to": "y"}]}"#).unwrap();
+    let out = Command::new(BIN)
+        .arg("simulate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("$.duration_s") && err.contains("$.components[0].to"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(bad);
+}

@@ -1,1 +1,16 @@
-//! sdsim-simulation (being written).
+//! sdsim-simulation: the discrete-event simulation of system designs.
+//!
+//! Layout:
+//! - [`design`]: design documents (JSON) → a validated model; every problem reported with its
+//!   JSON path.
+//! - [`engine`]: the event loop ([`engine::Simulation`]): deterministic for a seed, runnable in
+//!   slices (`advance_to`), memory bounded by the requests in the system;
+//!   [`engine::dist`] (random streams and distributions), [`engine::stats`] (statistics, report).
+//! - [`cli`]: `sdsim simulate DESIGN.json [--json] [--series FILE]`.
+//!
+//! The engine does no I/O, so a server can run it in slices on a shard.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod cli;
+pub mod design;
+pub mod engine;

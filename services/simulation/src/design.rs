@@ -1,0 +1,537 @@
+//! Design documents: the JSON a user draws, parsed (sonic-rs) and validated into the model the
+//! engine runs. Validation collects **every** problem, each with its JSON path
+//! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
+
+use crate::engine::dist::Dist;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Schema version this engine reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A validated design.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    /// Simulated seconds of the whole run, warm-up included.
+    pub duration: f64,
+    /// Simulated seconds run first and excluded from statistics.
+    pub warmup: f64,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Stop after this many requests completed end to end (optional).
+    pub max_requests: Option<u64>,
+    /// Components, in document order; edges refer to indexes.
+    pub components: Vec<Component>,
+}
+
+/// One component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    /// Its `id`.
+    pub id: String,
+    /// What it does.
+    pub kind: Kind,
+}
+
+/// Component kinds this engine version simulates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Client traffic.
+    Source(Source),
+    /// A `service` or `api_gateway`: instances × concurrency workers with queues.
+    Station(Station),
+}
+
+/// How a source spaces its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Exponential inter-arrival times.
+    Poisson,
+    /// Exactly 1/rate apart.
+    Constant,
+}
+
+/// A `source`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// Requests per simulated second.
+    pub rate: f64,
+    /// Arrival process.
+    pub arrival: Arrival,
+    /// The component its requests enter.
+    pub to: usize,
+}
+
+/// A `service` / `api_gateway`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Station {
+    /// Instances; requests are spread round robin, each instance has its own queue.
+    pub instances: u32,
+    /// Workers per instance sharing that instance's queue.
+    pub concurrency: u32,
+    /// Service time of one request.
+    pub service_time: Dist,
+    /// Waiting room per instance (requests beyond it are dropped); `None` = unbounded.
+    pub queue_capacity: Option<usize>,
+    /// Hand-off routes; the remaining probability completes the request.
+    pub routes: Vec<Route>,
+}
+
+/// A hand-off route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Target component index.
+    pub to: usize,
+    /// Probability.
+    pub p: f64,
+}
+
+/// One problem of a design, at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `$.components[1].routes[0].p`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown_fields(&mut self, obj: &Value, path: &str, allowed: &[&str]) {
+        if let Some(o) = obj.as_object() {
+            for (key, _) in o.iter() {
+                if !allowed.contains(&key) {
+                    self.problem(
+                        &format!("{path}.{key}"),
+                        format!("unknown field (allowed: {})", allowed.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A number field: required unless `default` is given; must satisfy `ok`.
+    fn number(
+        &mut self,
+        obj: &Value,
+        path: &str,
+        key: &str,
+        default: Option<f64>,
+        ok: (&str, fn(f64) -> bool),
+    ) -> f64 {
+        let at = format!("{path}.{key}");
+        match obj.get(key) {
+            None => match default {
+                Some(d) => d,
+                None => {
+                    self.problem(&at, "missing (required)");
+                    f64::NAN
+                }
+            },
+            Some(v) => match v.as_f64() {
+                Some(n) if ok.1(n) => n,
+                Some(n) => {
+                    self.problem(&at, format!("{n} is not {}", ok.0));
+                    f64::NAN
+                }
+                None => {
+                    self.problem(&at, "must be a number");
+                    f64::NAN
+                }
+            },
+        }
+    }
+
+    fn integer(&mut self, obj: &Value, path: &str, key: &str, default: u64, min: u64) -> u64 {
+        let at = format!("{path}.{key}");
+        match obj.get(key) {
+            None => default,
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= min => n,
+                _ => {
+                    self.problem(&at, format!("must be a whole number ≥ {min}"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+const POSITIVE: (&str, fn(f64) -> bool) = ("a positive number", |n| n > 0.0 && n.is_finite());
+const NON_NEGATIVE: (&str, fn(f64) -> bool) = ("a number ≥ 0", |n| n >= 0.0 && n.is_finite());
+const PROBABILITY: (&str, fn(f64) -> bool) = ("a probability in (0, 1]", |n| n > 0.0 && n <= 1.0);
+
+const STATION_KINDS: [&str; 2] = ["service", "api_gateway"];
+const LATER_KINDS: [&str; 6] = [
+    "load_balancer",
+    "cache",
+    "database",
+    "queue",
+    "cdn",
+    "external",
+];
+
+/// Parses and validates a design document.
+pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
+    let root: Value = sonic_rs::from_str(text).map_err(|e| {
+        vec![Problem {
+            path: "$".into(),
+            message: format!("not valid JSON: {e}"),
+        }]
+    })?;
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    if !root.is_object() {
+        c.problem("$", "a design is a JSON object");
+        return Err(c.problems);
+    }
+    c.unknown_fields(
+        &root,
+        "$",
+        &[
+            "version",
+            "name",
+            "description",
+            "duration_s",
+            "warmup_s",
+            "seed",
+            "max_requests",
+            "components",
+        ],
+    );
+    let version = c.integer(&root, "$", "version", SCHEMA_VERSION, 1);
+    if version != SCHEMA_VERSION {
+        c.problem(
+            "$.version",
+            format!(
+                "schema version {version} is not supported (this engine reads {SCHEMA_VERSION})"
+            ),
+        );
+    }
+    let duration = c.number(&root, "$", "duration_s", None, POSITIVE);
+    let warmup = c.number(&root, "$", "warmup_s", Some(0.0), NON_NEGATIVE);
+    let seed = c.integer(&root, "$", "seed", 1, 0);
+    let max_requests = root
+        .get("max_requests")
+        .map(|_| c.integer(&root, "$", "max_requests", 0, 1));
+
+    let Some(list) = root.get("components").and_then(|v| v.as_array()) else {
+        c.problem("$.components", "missing (required): an array of components");
+        return Err(c.problems);
+    };
+    if list.is_empty() {
+        c.problem("$.components", "needs at least one source and one service");
+    }
+    // Ids first, so edges can refer to components later in the list.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut kinds = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("$.components[{i}]");
+        let id = item
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if id.is_empty() {
+            c.problem(
+                &format!("{path}.id"),
+                "missing (required): a non-empty string",
+            );
+        } else if index.insert(id.clone(), i).is_some() {
+            c.problem(&format!("{path}.id"), format!("duplicate id `{id}`"));
+        }
+        kinds.push(
+            item.get("kind")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    let target = |c: &mut Checker, item: &Value, path: &str, key: &str| -> Option<usize> {
+        let at = format!("{path}.{key}");
+        match item.get(key).and_then(|v| v.as_str()) {
+            None => {
+                c.problem(&at, "missing (required): the id of a component");
+                None
+            }
+            Some(name) => match index.get(name) {
+                None => {
+                    c.problem(&at, format!("unknown component id `{name}`"));
+                    None
+                }
+                Some(&t) if kinds[t] == "source" => {
+                    c.problem(
+                        &at,
+                        format!("`{name}` is a source; requests cannot be sent to it"),
+                    );
+                    None
+                }
+                Some(&t) => Some(t),
+            },
+        }
+    };
+
+    let mut components = Vec::new();
+    let mut sources = 0;
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("$.components[{i}]");
+        let id = item
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let kind = kinds[i].as_str();
+        let built = if kind == "source" {
+            sources += 1;
+            c.unknown_fields(
+                item,
+                &path,
+                &["id", "kind", "name", "rate_per_s", "arrival", "to"],
+            );
+            let rate = c.number(item, &path, "rate_per_s", None, POSITIVE);
+            let arrival = match item.get("arrival").map(|v| v.as_str()) {
+                None | Some(Some("poisson")) => Arrival::Poisson,
+                Some(Some("constant")) => Arrival::Constant,
+                _ => {
+                    c.problem(
+                        &format!("{path}.arrival"),
+                        "must be \"poisson\" or \"constant\"",
+                    );
+                    Arrival::Poisson
+                }
+            };
+            target(&mut c, item, &path, "to").map(|to| Kind::Source(Source { rate, arrival, to }))
+        } else if STATION_KINDS.contains(&kind) {
+            c.unknown_fields(
+                item,
+                &path,
+                &[
+                    "id",
+                    "kind",
+                    "name",
+                    "instances",
+                    "concurrency",
+                    "service_time",
+                    "queue_capacity",
+                    "routes",
+                ],
+            );
+            let instances = c.integer(item, &path, "instances", 1, 1) as u32;
+            let concurrency = c.integer(item, &path, "concurrency", 1, 1) as u32;
+            let queue_capacity = item
+                .get("queue_capacity")
+                .filter(|v| !v.is_null())
+                .map(|_| c.integer(item, &path, "queue_capacity", 0, 0) as usize);
+            let service_time = match item.get("service_time") {
+                Some(d) => parse_dist(&mut c, d, &format!("{path}.service_time")),
+                None => {
+                    c.problem(
+                        &format!("{path}.service_time"),
+                        "missing (required): a distribution",
+                    );
+                    None
+                }
+            };
+            let mut routes = Vec::new();
+            let mut total = 0.0;
+            if let Some(r) = item.get("routes") {
+                match r.as_array() {
+                    None => c.problem(
+                        &format!("{path}.routes"),
+                        "must be an array of {\"to\", \"p\"}",
+                    ),
+                    Some(list) => {
+                        for (j, route) in list.iter().enumerate() {
+                            let rpath = format!("{path}.routes[{j}]");
+                            c.unknown_fields(route, &rpath, &["to", "p"]);
+                            let p = c.number(route, &rpath, "p", Some(1.0), PROBABILITY);
+                            total += if p.is_nan() { 0.0 } else { p };
+                            if let Some(to) = target(&mut c, route, &rpath, "to") {
+                                routes.push(Route { to, p });
+                            }
+                        }
+                    }
+                }
+            }
+            if total > 1.0 + 1e-9 {
+                c.problem(
+                    &format!("{path}.routes"),
+                    format!("probabilities add up to {total}, more than 1"),
+                );
+            }
+            service_time.map(|service_time| {
+                Kind::Station(Station {
+                    instances,
+                    concurrency,
+                    service_time,
+                    queue_capacity,
+                    routes,
+                })
+            })
+        } else if LATER_KINDS.contains(&kind) {
+            c.problem(
+                &format!("{path}.kind"),
+                format!("kind `{kind}` is not simulated by this engine version yet"),
+            );
+            None
+        } else {
+            c.problem(
+                &format!("{path}.kind"),
+                format!("unknown kind `{kind}` (source, service, api_gateway)"),
+            );
+            None
+        };
+        if let Some(kind) = built {
+            components.push(Component { id, kind });
+        }
+    }
+    if sources == 0 && !list.is_empty() {
+        c.problem("$.components", "no source: nothing sends requests");
+    }
+    if warmup.is_finite() && duration.is_finite() && warmup >= duration {
+        c.problem(
+            "$.warmup_s",
+            format!("{warmup} must be shorter than duration_s ({duration})"),
+        );
+    }
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    let design = Design {
+        duration,
+        warmup,
+        seed,
+        max_requests,
+        components,
+    };
+    let trapped = trapped_components(&design);
+    if !trapped.is_empty() {
+        let names: Vec<&str> = trapped
+            .iter()
+            .map(|&i| design.components[i].id.as_str())
+            .collect();
+        return Err(vec![Problem {
+            path: format!("$.components[{}].routes", trapped[0]),
+            message: format!(
+                "requests entering {} can never complete: their routes form a cycle with probability 1",
+                names.join(", ")
+            ),
+        }]);
+    }
+    Ok(design)
+}
+
+/// Components from which no request can ever complete (a closed cycle of probability 1).
+fn trapped_components(design: &Design) -> Vec<usize> {
+    let n = design.components.len();
+    let mut can_finish = vec![false; n];
+    loop {
+        let mut changed = false;
+        for (i, comp) in design.components.iter().enumerate() {
+            if can_finish[i] {
+                continue;
+            }
+            if let Kind::Station(s) = &comp.kind {
+                let total: f64 = s.routes.iter().map(|r| r.p).sum();
+                if total < 1.0 - 1e-9 || s.routes.iter().any(|r| can_finish[r.to]) {
+                    can_finish[i] = true;
+                    changed = true;
+                }
+            } else {
+                can_finish[i] = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    (0..n).filter(|&i| !can_finish[i]).collect()
+}
+
+fn parse_dist(c: &mut Checker, v: &Value, path: &str) -> Option<Dist> {
+    let Some(name) = v.get("dist").and_then(|d| d.as_str()) else {
+        c.problem(
+            &format!("{path}.dist"),
+            "missing (required): exponential, constant, uniform, lognormal, erlang or empirical",
+        );
+        return None;
+    };
+    let before = c.problems.len();
+    let ms = 1e-3;
+    let dist = match name {
+        "exponential" => {
+            c.unknown_fields(v, path, &["dist", "mean_ms"]);
+            Dist::Exponential(c.number(v, path, "mean_ms", None, POSITIVE) * ms)
+        }
+        "constant" => {
+            c.unknown_fields(v, path, &["dist", "ms"]);
+            Dist::Constant(c.number(v, path, "ms", None, NON_NEGATIVE) * ms)
+        }
+        "uniform" => {
+            c.unknown_fields(v, path, &["dist", "min_ms", "max_ms"]);
+            let lo = c.number(v, path, "min_ms", None, NON_NEGATIVE);
+            let hi = c.number(v, path, "max_ms", None, NON_NEGATIVE);
+            if lo > hi {
+                c.problem(&format!("{path}.max_ms"), "must be at least min_ms");
+            }
+            Dist::Uniform(lo * ms, hi * ms)
+        }
+        "lognormal" => {
+            c.unknown_fields(v, path, &["dist", "mean_ms", "stddev_ms"]);
+            let mean = c.number(v, path, "mean_ms", None, POSITIVE);
+            let sd = c.number(v, path, "stddev_ms", None, NON_NEGATIVE);
+            Dist::lognormal(mean * ms, sd * ms)
+        }
+        "erlang" => {
+            c.unknown_fields(v, path, &["dist", "k", "mean_ms"]);
+            let k = c.integer(v, path, "k", 1, 1) as u32;
+            Dist::Erlang(k, c.number(v, path, "mean_ms", None, POSITIVE) * ms)
+        }
+        "empirical" => {
+            c.unknown_fields(v, path, &["dist", "points"]);
+            let mut points = Vec::new();
+            match v.get("points").and_then(|p| p.as_array()) {
+                Some(list) if !list.is_empty() => {
+                    for (i, point) in list.iter().enumerate() {
+                        let ppath = format!("{path}.points[{i}]");
+                        c.unknown_fields(point, &ppath, &["ms", "weight"]);
+                        let value = c.number(point, &ppath, "ms", None, NON_NEGATIVE);
+                        let weight = c.number(point, &ppath, "weight", Some(1.0), POSITIVE);
+                        points.push((value * ms, weight));
+                    }
+                }
+                _ => c.problem(
+                    &format!("{path}.points"),
+                    "missing (required): a non-empty array of {\"ms\", \"weight\"}",
+                ),
+            }
+            Dist::empirical(&points)
+        }
+        other => {
+            c.problem(
+                &format!("{path}.dist"),
+                format!("unknown distribution `{other}`"),
+            );
+            return None;
+        }
+    };
+    (c.problems.len() == before).then_some(dist)
+}

@@ -1,0 +1,413 @@
+//! The discrete-event engine: no I/O, deterministic for a seed, runnable in slices.
+//!
+//! State changes only at events, kept in a binary heap ordered by (time, sequence) so equal
+//! times keep their scheduling order. Requests live in a slab reused as they finish, so memory
+//! follows the number of requests in the system, not the length of the run. Statistics are
+//! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
+//! between events.
+
+pub mod dist;
+pub mod stats;
+
+use crate::design::{Arrival, Design, Kind};
+use dist::{Dist, Rng};
+use stats::{ComponentStats, Report, Series};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+#[derive(Debug, Clone, Copy)]
+enum EventKind {
+    /// Source `c` emits a request.
+    Arrive { source: usize },
+    /// A worker of component `c`, instance `i`, finishes request `r`.
+    Depart {
+        component: usize,
+        instance: usize,
+        request: usize,
+    },
+    /// The warm-up ends: statistics restart.
+    WarmupEnd,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    time: f64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
+        other
+            .time
+            .total_cmp(&self.time)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    /// When it left its source (end-to-end latency).
+    born: f64,
+    /// When it entered its current component.
+    entered: f64,
+    /// When it started service there.
+    started: f64,
+}
+
+struct Instance {
+    busy: u32,
+    waiting: VecDeque<usize>,
+}
+
+struct StationState {
+    instances: Vec<Instance>,
+    /// Busy workers over all instances.
+    busy: u32,
+    /// Waiting requests over all instances.
+    waiting: usize,
+    next_instance: usize,
+    concurrency: u32,
+    capacity: Option<usize>,
+    service: Dist,
+    /// (cumulative probability, target)
+    routes: Vec<(f64, usize)>,
+    rng: Rng,
+}
+
+/// A running simulation.
+pub struct Simulation {
+    design: Design,
+    now: f64,
+    seq: u64,
+    events: BinaryHeap<Event>,
+    slab: Vec<Request>,
+    free: Vec<usize>,
+    stations: Vec<Option<StationState>>,
+    source_rng: Vec<Rng>,
+    routing_rng: Rng,
+    stats: Vec<ComponentStats>,
+    end_to_end: ComponentStats,
+    events_processed: u64,
+    measuring_since: f64,
+    finished: bool,
+}
+
+impl Simulation {
+    /// Prepares a run of `design` (nothing happens until [`Simulation::advance_to`]).
+    pub fn new(design: Design) -> Simulation {
+        let mut seeds = Rng::new(design.seed);
+        let mut stations = Vec::new();
+        let mut source_rng = Vec::new();
+        for comp in &design.components {
+            source_rng.push(Rng::new(seeds.next_u64()));
+            stations.push(match &comp.kind {
+                Kind::Station(s) => {
+                    let mut acc = 0.0;
+                    Some(StationState {
+                        instances: (0..s.instances)
+                            .map(|_| Instance {
+                                busy: 0,
+                                waiting: VecDeque::new(),
+                            })
+                            .collect(),
+                        busy: 0,
+                        waiting: 0,
+                        next_instance: 0,
+                        concurrency: s.concurrency,
+                        capacity: s.queue_capacity,
+                        service: s.service_time.clone(),
+                        routes: s
+                            .routes
+                            .iter()
+                            .map(|r| {
+                                acc += r.p;
+                                (acc, r.to)
+                            })
+                            .collect(),
+                        rng: Rng::new(seeds.next_u64()),
+                    })
+                }
+                Kind::Source(_) => None,
+            });
+        }
+        let stats = design
+            .components
+            .iter()
+            .map(|c| match &c.kind {
+                Kind::Station(s) => ComponentStats::new(f64::from(s.instances * s.concurrency)),
+                Kind::Source(_) => ComponentStats::new(0.0),
+            })
+            .collect();
+        let mut sim = Simulation {
+            routing_rng: Rng::new(seeds.next_u64()),
+            design,
+            now: 0.0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            stations,
+            source_rng,
+            stats,
+            end_to_end: ComponentStats::new(0.0),
+            events_processed: 0,
+            measuring_since: 0.0,
+            finished: false,
+        };
+        for i in 0..sim.design.components.len() {
+            if let Kind::Source(src) = &sim.design.components[i].kind {
+                let first = match src.arrival {
+                    Arrival::Poisson => sim.source_rng[i].exponential(1.0 / src.rate),
+                    Arrival::Constant => 1.0 / src.rate,
+                };
+                sim.schedule(first, EventKind::Arrive { source: i });
+            }
+        }
+        if sim.design.warmup > 0.0 {
+            sim.schedule(sim.design.warmup, EventKind::WarmupEnd);
+        }
+        sim
+    }
+
+    fn schedule(&mut self, time: f64, kind: EventKind) {
+        self.seq += 1;
+        self.events.push(Event {
+            time,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    /// The simulated time reached.
+    pub fn now(&self) -> f64 {
+        self.now
+    }
+
+    /// Events processed so far.
+    pub fn events_processed(&self) -> u64 {
+        self.events_processed
+    }
+
+    /// Whether the run has ended (duration reached, or `max_requests` completed).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Runs events up to simulated time `t` (or the end of the run), then returns, so a caller
+    /// can interleave the simulation with other work.
+    pub fn advance_to(&mut self, t: f64) {
+        let until = t.min(self.design.duration);
+        while let Some(event) = self.events.peek() {
+            if event.time > until {
+                break;
+            }
+            let Some(event) = self.events.pop() else {
+                break;
+            };
+            self.advance_clock(event.time);
+            self.events_processed += 1;
+            self.handle(event.kind);
+            if self.finished {
+                return;
+            }
+        }
+        self.advance_clock(until);
+        if until >= self.design.duration {
+            self.finished = true;
+        }
+    }
+
+    /// Runs to the end.
+    pub fn run(&mut self) {
+        self.advance_to(f64::INFINITY);
+    }
+
+    fn advance_clock(&mut self, to: f64) {
+        if to > self.now {
+            self.now = to;
+        }
+    }
+
+    /// Integrates component `c`'s busy workers and queue length up to now, before they change.
+    fn touch(&mut self, c: usize) {
+        if let Some(st) = &self.stations[c] {
+            self.stats[c].integrate_to(self.now, f64::from(st.busy), st.waiting as f64);
+        }
+    }
+
+    fn handle(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::Arrive { source } => {
+                let Kind::Source(src) = &self.design.components[source].kind else {
+                    return;
+                };
+                let (rate, arrival, to) = (src.rate, src.arrival, src.to);
+                let gap = match arrival {
+                    Arrival::Poisson => self.source_rng[source].exponential(1.0 / rate),
+                    Arrival::Constant => 1.0 / rate,
+                };
+                self.schedule(self.now + gap, EventKind::Arrive { source });
+                self.stats[source].arrivals += 1;
+                let request = self.alloc(Request {
+                    born: self.now,
+                    entered: self.now,
+                    started: self.now,
+                });
+                self.end_to_end.arrivals += 1;
+                self.enter(to, request);
+            }
+            EventKind::Depart {
+                component,
+                instance,
+                request,
+            } => self.depart(component, instance, request),
+            EventKind::WarmupEnd => {
+                for s in &mut self.stats {
+                    s.reset(self.now);
+                }
+                self.end_to_end.reset(self.now);
+                self.measuring_since = self.now;
+            }
+        }
+    }
+
+    fn alloc(&mut self, r: Request) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i] = r;
+                i
+            }
+            None => {
+                self.slab.push(r);
+                self.slab.len() - 1
+            }
+        }
+    }
+
+    fn enter(&mut self, component: usize, request: usize) {
+        self.slab[request].entered = self.now;
+        self.stats[component].arrivals += 1;
+        self.touch(component);
+        let Some(st) = self.stations[component].as_mut() else {
+            return;
+        };
+        let i = st.next_instance;
+        st.next_instance = (i + 1) % st.instances.len();
+        let inst = &mut st.instances[i];
+        if inst.busy < st.concurrency {
+            inst.busy += 1;
+            st.busy += 1;
+            let service = st.service.sample(&mut st.rng);
+            self.slab[request].started = self.now;
+            self.schedule(
+                self.now + service,
+                EventKind::Depart {
+                    component,
+                    instance: i,
+                    request,
+                },
+            );
+        } else if st.capacity.is_some_and(|cap| inst.waiting.len() >= cap) {
+            self.stats[component].dropped += 1;
+            self.end_to_end.dropped += 1;
+            self.free.push(request);
+        } else {
+            inst.waiting.push_back(request);
+            st.waiting += 1;
+        }
+    }
+
+    fn depart(&mut self, component: usize, instance: usize, request: usize) {
+        let r = self.slab[request];
+        self.stats[component].complete(self.now - r.entered, r.started - r.entered);
+        self.touch(component);
+        let u = self.routing_rng.uniform();
+        let Some(st) = self.stations[component].as_mut() else {
+            return;
+        };
+        let route = st
+            .routes
+            .iter()
+            .find(|(cum, _)| u < *cum)
+            .map(|(_, to)| *to);
+        let inst = &mut st.instances[instance];
+        if let Some(next) = inst.waiting.pop_front() {
+            st.waiting -= 1;
+            let service = st.service.sample(&mut st.rng);
+            self.slab[next].started = self.now;
+            self.schedule(
+                self.now + service,
+                EventKind::Depart {
+                    component,
+                    instance,
+                    request: next,
+                },
+            );
+        } else {
+            inst.busy -= 1;
+            st.busy -= 1;
+        }
+        match route {
+            Some(to) => self.enter(to, request),
+            None => {
+                self.end_to_end.complete(self.now - r.born, 0.0);
+                self.free.push(request);
+                if self
+                    .design
+                    .max_requests
+                    .is_some_and(|max| self.end_to_end.completed >= max)
+                {
+                    self.finished = true;
+                }
+            }
+        }
+    }
+
+    /// Statistics with the time-weighted integrals brought up to now.
+    fn current_stats(&self) -> Vec<ComponentStats> {
+        let mut stats = self.stats.clone();
+        for (c, s) in stats.iter_mut().enumerate() {
+            if let Some(st) = &self.stations[c] {
+                s.integrate_to(self.now, f64::from(st.busy), st.waiting as f64);
+            }
+        }
+        stats
+    }
+
+    /// A snapshot of the statistics so far (the final report once finished).
+    pub fn report(&self) -> Report {
+        let measured = (self.now - self.measuring_since).max(1e-12);
+        Report::build(
+            &self.design,
+            &self.current_stats(),
+            &self.end_to_end,
+            measured,
+            self.events_processed,
+            self.now,
+        )
+    }
+
+    /// One line of the per-interval series.
+    pub fn series_point(&self) -> Series {
+        Series::build(
+            &self.design,
+            &self.current_stats(),
+            &self.end_to_end,
+            self.now,
+            self.measuring_since,
+        )
+    }
+}

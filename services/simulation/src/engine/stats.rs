@@ -1,0 +1,305 @@
+//! Per-component statistics and the report built from them.
+
+use crate::design::{Design, Kind};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Largest latency a histogram holds, in microseconds of simulated time (one hour).
+const MAX_US: u64 = 3_600_000_000;
+
+/// Counters and integrals of one component since the last reset.
+#[derive(Debug, Clone)]
+pub struct ComponentStats {
+    workers: f64,
+    /// Requests that entered.
+    pub arrivals: u64,
+    /// Requests served.
+    pub completed: u64,
+    /// Requests dropped (waiting room full).
+    pub dropped: u64,
+    busy_area: f64,
+    queue_area: f64,
+    last: f64,
+    wait_sum: f64,
+    response_sum: f64,
+    response_us: Histogram<u64>,
+}
+
+impl ComponentStats {
+    /// Empty statistics for a component with `workers` workers in total.
+    pub fn new(workers: f64) -> ComponentStats {
+        ComponentStats {
+            workers,
+            arrivals: 0,
+            completed: 0,
+            dropped: 0,
+            busy_area: 0.0,
+            queue_area: 0.0,
+            last: 0.0,
+            wait_sum: 0.0,
+            response_sum: 0.0,
+            response_us: Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds"),
+        }
+    }
+
+    /// Adds `busy` workers and `waiting` requests held from the last change until `now`.
+    pub fn integrate_to(&mut self, now: f64, busy: f64, waiting: f64) {
+        let dt = now - self.last;
+        if dt > 0.0 {
+            self.busy_area += busy * dt;
+            self.queue_area += waiting * dt;
+            self.last = now;
+        }
+    }
+
+    /// Restarts counting at `now` (end of warm-up); the integrals continue from `now`.
+    pub fn reset(&mut self, now: f64) {
+        let workers = self.workers;
+        *self = ComponentStats::new(workers);
+        self.last = now;
+    }
+
+    /// Records one request served after `response` seconds, `wait` of them queued.
+    pub fn complete(&mut self, response: f64, wait: f64) {
+        self.completed += 1;
+        self.response_sum += response;
+        self.wait_sum += wait;
+        let us = (response * 1e6).round() as u64;
+        let _ = self.response_us.record(us.clamp(1, MAX_US));
+    }
+
+    fn ms_at(&self, q: f64) -> f64 {
+        if self.completed == 0 {
+            return 0.0;
+        }
+        self.response_us.value_at_quantile(q) as f64 / 1e3
+    }
+
+    fn mean(sum: f64, n: u64) -> f64 {
+        if n == 0 {
+            0.0
+        } else {
+            sum / n as f64 * 1e3
+        }
+    }
+}
+
+/// One component in the report (times in milliseconds of simulated time).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ComponentReport {
+    /// `source`, `service`, `api_gateway`.
+    pub kind: String,
+    /// Requests that entered.
+    pub arrivals: u64,
+    /// Requests served.
+    pub completed: u64,
+    /// Requests dropped.
+    pub dropped: u64,
+    /// Served per simulated second.
+    pub throughput_per_s: f64,
+    /// Busy fraction of all workers.
+    pub utilization: f64,
+    /// Time-average of requests waiting (not in service).
+    pub mean_queue_length: f64,
+    /// Mean time waiting before service.
+    pub mean_wait_ms: f64,
+    /// Mean time in the component (wait + service).
+    pub mean_response_ms: f64,
+    /// Response-time percentiles.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// End-to-end figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndToEnd {
+    /// Requests the sources emitted.
+    pub arrivals: u64,
+    /// Requests that completed.
+    pub completed: u64,
+    /// Requests dropped somewhere.
+    pub dropped: u64,
+    /// Completed per simulated second.
+    pub throughput_per_s: f64,
+    /// Mean latency.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+/// The report of a run (or a snapshot of one in progress).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Simulated time reached.
+    pub simulated_s: f64,
+    /// Simulated time measured (after the warm-up).
+    pub measured_s: f64,
+    /// Events processed.
+    pub events: u64,
+    /// End to end.
+    pub end_to_end: EndToEnd,
+    /// Per component id.
+    pub components: BTreeMap<String, ComponentReport>,
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Source(_) => "source",
+        Kind::Station(_) => "service",
+    }
+}
+
+impl Report {
+    /// Builds the report from the engine's statistics.
+    pub fn build(
+        design: &Design,
+        stats: &[ComponentStats],
+        e2e: &ComponentStats,
+        measured: f64,
+        events: u64,
+        now: f64,
+    ) -> Report {
+        let components = design
+            .components
+            .iter()
+            .zip(stats)
+            .map(|(comp, s)| {
+                let report = ComponentReport {
+                    kind: kind_name(&comp.kind).to_string(),
+                    arrivals: s.arrivals,
+                    completed: s.completed,
+                    dropped: s.dropped,
+                    throughput_per_s: s.completed as f64 / measured,
+                    utilization: if s.workers > 0.0 {
+                        s.busy_area / (s.workers * measured)
+                    } else {
+                        0.0
+                    },
+                    mean_queue_length: s.queue_area / measured,
+                    mean_wait_ms: ComponentStats::mean(s.wait_sum, s.completed),
+                    mean_response_ms: ComponentStats::mean(s.response_sum, s.completed),
+                    p50_ms: s.ms_at(0.50),
+                    p95_ms: s.ms_at(0.95),
+                    p99_ms: s.ms_at(0.99),
+                };
+                (comp.id.clone(), report)
+            })
+            .collect();
+        Report {
+            simulated_s: now,
+            measured_s: measured,
+            events,
+            end_to_end: EndToEnd {
+                arrivals: e2e.arrivals,
+                completed: e2e.completed,
+                dropped: e2e.dropped,
+                throughput_per_s: e2e.completed as f64 / measured,
+                mean_ms: ComponentStats::mean(e2e.response_sum, e2e.completed),
+                p50_ms: e2e.ms_at(0.50),
+                p95_ms: e2e.ms_at(0.95),
+                p99_ms: e2e.ms_at(0.99),
+                max_ms: if e2e.completed == 0 {
+                    0.0
+                } else {
+                    e2e.response_us.max() as f64 / 1e3
+                },
+            },
+            components,
+        }
+    }
+
+    /// The report for people.
+    pub fn table(&self) -> String {
+        let e = &self.end_to_end;
+        let mut out = format!(
+            "simulated {:.1} s (measured {:.1} s after warm-up), {} events\n\n\
+             end to end: {} completed, {} dropped, {:.2} req/s; latency mean {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}\n\n",
+            self.simulated_s, self.measured_s, self.events, e.completed, e.dropped, e.throughput_per_s, e.mean_ms, e.p50_ms, e.p95_ms, e.p99_ms, e.max_ms
+        );
+        out.push_str(&format!(
+            "{:<16} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
+            "component",
+            "arrivals",
+            "served",
+            "dropped",
+            "util",
+            "queue",
+            "wait ms",
+            "resp ms",
+            "p95 ms",
+            "p99 ms"
+        ));
+        for (id, c) in &self.components {
+            if c.kind == "source" {
+                continue;
+            }
+            out.push_str(&format!(
+                "{:<16} {:>9} {:>9} {:>8} {:>6.1}% {:>9.3} {:>10.3} {:>10.3} {:>9.3} {:>9.3}\n",
+                id,
+                c.arrivals,
+                c.completed,
+                c.dropped,
+                c.utilization * 100.0,
+                c.mean_queue_length,
+                c.mean_wait_ms,
+                c.mean_response_ms,
+                c.p95_ms,
+                c.p99_ms
+            ));
+        }
+        out
+    }
+}
+
+/// One point of the per-interval series (NDJSON), cumulative since the warm-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// Simulated time.
+    pub t_s: f64,
+    /// Requests completed end to end.
+    pub completed: u64,
+    /// Mean end-to-end latency so far.
+    pub mean_ms: f64,
+    /// Utilisation per component id.
+    pub utilization: BTreeMap<String, f64>,
+    /// Mean queue length per component id.
+    pub mean_queue_length: BTreeMap<String, f64>,
+}
+
+impl Series {
+    /// A point at `now`.
+    pub fn build(
+        design: &Design,
+        stats: &[ComponentStats],
+        e2e: &ComponentStats,
+        now: f64,
+        since: f64,
+    ) -> Series {
+        let measured = (now - since).max(1e-12);
+        let mut utilization = BTreeMap::new();
+        let mut queue = BTreeMap::new();
+        for (comp, s) in design.components.iter().zip(stats) {
+            if s.workers > 0.0 {
+                utilization.insert(comp.id.clone(), s.busy_area / (s.workers * measured));
+                queue.insert(comp.id.clone(), s.queue_area / measured);
+            }
+        }
+        Series {
+            t_s: now,
+            completed: e2e.completed,
+            mean_ms: ComponentStats::mean(e2e.response_sum, e2e.completed),
+            utilization,
+            mean_queue_length: queue,
+        }
+    }
+}
