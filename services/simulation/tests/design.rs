@@ -5,8 +5,7 @@ use sdsim_simulation::engine::Simulation;
 
 fn problems(json: &str) -> Vec<String> {
     parse(json)
-        .err()
-        .expect("invalid")
+        .expect_err("invalid")
         .into_iter()
         .map(|p| p.to_string())
         .collect()
