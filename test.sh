@@ -6,7 +6,11 @@ cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain components"
+step "dependencies"
+# Ciw (PyPI): the independent simulator the engine is cross-checked against.
+if ! python3 -c "import ciw" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "ciw==3.*"
+fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step "cargo fmt --check"
