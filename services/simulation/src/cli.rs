@@ -1,7 +1,7 @@
 //! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS]`
 
-use crate::design;
 use crate::engine::Simulation;
+use crate::{analysis, design};
 use anyhow::{bail, Context};
 use std::io::Write;
 
@@ -19,6 +19,16 @@ pub struct SimulateArgs {
     /// Interval of the series, in simulated seconds.
     #[arg(long, default_value_t = 10.0)]
     pub interval: f64,
+    /// Utilisation the bottleneck analysis sizes components for.
+    #[arg(long, default_value_t = 0.7)]
+    pub target_utilization: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    report: &'a crate::engine::stats::Report,
+    bottlenecks: &'a [analysis::Finding],
 }
 
 /// Runs the simulation and prints its report. An invalid design lists every problem.
@@ -39,7 +49,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if args.interval.is_nan() || args.interval <= 0.0 {
         bail!("--interval must be positive");
     }
-    let mut sim = Simulation::new(design);
+    if !(0.05..=0.99).contains(&args.target_utilization) {
+        bail!("--target-utilization must be between 0.05 and 0.99");
+    }
+    let mut sim = Simulation::new(design.clone());
     match &args.series {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
@@ -56,10 +69,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         None => sim.run(),
     }
     let report = sim.report();
+    let findings = analysis::analyze(&design, &report, args.target_utilization);
     if args.json {
-        println!("{}", sonic_rs::to_string_pretty(&report)?);
+        let output = Output {
+            report: &report,
+            bottlenecks: &findings,
+        };
+        println!("{}", sonic_rs::to_string_pretty(&output)?);
     } else {
-        print!("{}", report.table());
+        print!("{}{}", report.table(), analysis::table(&findings));
     }
     Ok(())
 }

@@ -6,11 +6,13 @@
 //! - [`engine`]: the event loop ([`engine::Simulation`]): deterministic for a seed, runnable in
 //!   slices (`advance_to`), memory bounded by the requests in the system;
 //!   [`engine::dist`] (random streams and distributions), [`engine::stats`] (statistics, report).
+//! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
 //! - [`cli`]: `sdsim simulate DESIGN.json [--json] [--series FILE]`.
 //!
 //! The engine does no I/O, so a server can run it in slices on a shard.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod analysis;
 pub mod cli;
 pub mod design;
 pub mod engine;

@@ -131,3 +131,35 @@ fn max_requests_stops_the_run() {
     assert_eq!(sim.report().end_to_end.completed, 1000);
     assert!(sim.now() < 2000.0);
 }
+
+#[test]
+fn bottleneck_analysis_ranks_explains_and_confirms_a_resize() {
+    use sdsim_simulation::analysis::analyze;
+    let text = r#"{"duration_s": 50000, "warmup_s": 500, "seed": 4, "components": [
+        {"id": "u", "kind": "source", "rate_per_s": 9, "to": "api"},
+        {"id": "api", "kind": "service", "service_time": {"dist": "exponential", "mean_ms": 100}, "routes": [{"to": "db", "p": 1}]},
+        {"id": "db", "kind": "service", "concurrency": 4, "service_time": {"dist": "exponential", "mean_ms": 100}}]}"#;
+    let design = parse(text).unwrap();
+    let mut sim = Simulation::new(design.clone());
+    sim.run();
+    let findings = analyze(&design, &sim.report(), 0.7);
+    assert_eq!(findings[0].component, "api", "the most saturated first");
+    assert_eq!(findings[0].status, "saturated");
+    assert!(
+        findings[0].explanation.contains("90% busy"),
+        "{}",
+        findings[0].explanation
+    );
+    let r = findings[0].recommendation.as_ref().expect("more instances");
+    assert_eq!((r.instances_now, r.instances), (1, 2));
+    // Pooled M/M/2 at a = 0.9: Wq = C(2, 0.9)·S/(2 - 0.9).
+    assert!(
+        (r.predicted_wait_ms - 0.9 * 0.9 / (2.0 + 0.9) / 1.1 * 100.0).abs() < 1.0,
+        "{r:?}"
+    );
+    let confirmed = r.confirmed_utilization.unwrap();
+    assert!((confirmed - 0.45).abs() < 0.01, "{confirmed}");
+    assert!(r.confirmed_wait_ms.unwrap() < 100.0);
+    assert_eq!(findings[1].status, "ok");
+    assert!(findings[1].recommendation.is_none());
+}
