@@ -76,15 +76,31 @@ pub struct Station {
     pub queue_capacity: Option<usize>,
     /// Hand-off routes; the remaining probability completes the request.
     pub routes: Vec<Route>,
+    /// Synchronous calls made after the service time, each with its own probability; the
+    /// worker is held until the callee's chain answers.
+    pub calls: Vec<Route>,
+    /// Whether the calls run one after another or all at once.
+    pub fanout: Fanout,
 }
 
-/// A hand-off route.
+/// How a service runs its synchronous calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// One after another, in the listed order.
+    Sequential,
+    /// All at once; the worker waits for the last answer.
+    Parallel,
+}
+
+/// An edge: a hand-off route or a synchronous call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Target component index.
     pub to: usize,
     /// Probability.
     pub p: f64,
+    /// Network latency of the edge, one way (a call pays it there and back).
+    pub latency: Option<Dist>,
 }
 
 /// One problem of a design, at a JSON path.
@@ -332,6 +348,8 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     "service_time",
                     "queue_capacity",
                     "routes",
+                    "calls",
+                    "fanout",
                 ],
             );
             let instances = c.integer(item, &path, "instances", 1, 1) as u32;
@@ -350,32 +368,32 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     None
                 }
             };
-            let mut routes = Vec::new();
-            let mut total = 0.0;
-            if let Some(r) = item.get("routes") {
-                match r.as_array() {
-                    None => c.problem(
-                        &format!("{path}.routes"),
-                        "must be an array of {\"to\", \"p\"}",
-                    ),
-                    Some(list) => {
-                        for (j, route) in list.iter().enumerate() {
-                            let rpath = format!("{path}.routes[{j}]");
-                            c.unknown_fields(route, &rpath, &["to", "p"]);
-                            let p = c.number(route, &rpath, "p", Some(1.0), PROBABILITY);
-                            total += if p.is_nan() { 0.0 } else { p };
-                            if let Some(to) = target(&mut c, route, &rpath, "to") {
-                                routes.push(Route { to, p });
-                            }
-                        }
-                    }
-                }
-            }
+            let (routes, total) = edges(&mut c, item, &path, "routes", &target);
             if total > 1.0 + 1e-9 {
                 c.problem(
                     &format!("{path}.routes"),
                     format!("probabilities add up to {total}, more than 1"),
                 );
+            }
+            let (calls, _) = edges(&mut c, item, &path, "calls", &target);
+            let fanout = match item.get("fanout").map(|v| v.as_str()) {
+                None | Some(Some("sequential")) => Fanout::Sequential,
+                Some(Some("parallel")) => Fanout::Parallel,
+                _ => {
+                    c.problem(
+                        &format!("{path}.fanout"),
+                        "must be \"sequential\" or \"parallel\"",
+                    );
+                    Fanout::Sequential
+                }
+            };
+            for (j, call) in calls.iter().enumerate() {
+                if call.to == i {
+                    c.problem(
+                        &format!("{path}.calls[{j}].to"),
+                        "a service cannot call itself",
+                    );
+                }
             }
             service_time.map(|service_time| {
                 Kind::Station(Station {
@@ -384,6 +402,8 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     service_time,
                     queue_capacity,
                     routes,
+                    calls,
+                    fanout,
                 })
             })
         } else if LATER_KINDS.contains(&kind) {
@@ -431,12 +451,49 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
         return Err(vec![Problem {
             path: format!("$.components[{}].routes", trapped[0]),
             message: format!(
-                "requests entering {} can never complete: their routes form a cycle with probability 1",
+                "requests entering {} can never complete: their routes or calls form a cycle with probability 1",
                 names.join(", ")
             ),
         }]);
     }
     Ok(design)
+}
+
+type Target<'a> = dyn Fn(&mut Checker, &Value, &str, &str) -> Option<usize> + 'a;
+
+/// Parses `routes` or `calls`: `[{"to", "p", "latency"}]`; returns them and their total p.
+fn edges(
+    c: &mut Checker,
+    item: &Value,
+    path: &str,
+    key: &str,
+    target: &Target<'_>,
+) -> (Vec<Route>, f64) {
+    let mut out = Vec::new();
+    let mut total = 0.0;
+    let Some(r) = item.get(key) else {
+        return (out, total);
+    };
+    let Some(list) = r.as_array() else {
+        c.problem(
+            &format!("{path}.{key}"),
+            "must be an array of {\"to\", \"p\"}",
+        );
+        return (out, total);
+    };
+    for (j, edge) in list.iter().enumerate() {
+        let epath = format!("{path}.{key}[{j}]");
+        c.unknown_fields(edge, &epath, &["to", "p", "latency"]);
+        let p = c.number(edge, &epath, "p", Some(1.0), PROBABILITY);
+        total += if p.is_nan() { 0.0 } else { p };
+        let latency = edge
+            .get("latency")
+            .and_then(|d| parse_dist(c, d, &format!("{epath}.latency")));
+        if let Some(to) = target(c, edge, &epath, "to") {
+            out.push(Route { to, p, latency });
+        }
+    }
+    (out, total)
 }
 
 /// Components from which no request can ever complete (a closed cycle of probability 1).
@@ -451,7 +508,12 @@ fn trapped_components(design: &Design) -> Vec<usize> {
             }
             if let Kind::Station(s) = &comp.kind {
                 let total: f64 = s.routes.iter().map(|r| r.p).sum();
-                if total < 1.0 - 1e-9 || s.routes.iter().any(|r| can_finish[r.to]) {
+                let leaves = total < 1.0 - 1e-9 || s.routes.iter().any(|r| can_finish[r.to]);
+                let calls_return = s
+                    .calls
+                    .iter()
+                    .all(|call| call.p < 1.0 || can_finish[call.to]);
+                if leaves && calls_return {
                     can_finish[i] = true;
                     changed = true;
                 }

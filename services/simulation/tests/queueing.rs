@@ -14,7 +14,11 @@ fn simulate(json: &str) -> Report {
 
 fn close(what: &str, got: f64, want: f64, rel: f64) {
     let err = (got - want).abs() / want.abs();
-    eprintln!("| {what} | {want:.4} | {got:.4} | {:+.2}% | {:.0}% |", (got - want) / want * 100.0, rel * 100.0);
+    eprintln!(
+        "| {what} | {want:.4} | {got:.4} | {:+.2}% | {:.0}% |",
+        (got - want) / want * 100.0,
+        rel * 100.0
+    );
     assert!(
         err <= rel,
         "{what}: simulated {got:.5}, theory {want:.5}, off by {:.2}% (tolerance {:.1}%)",

@@ -6,6 +6,7 @@
 //! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
 //! between events.
 
+mod calls;
 pub mod dist;
 pub mod stats;
 
@@ -25,6 +26,10 @@ enum EventKind {
         instance: usize,
         request: usize,
     },
+    /// Request `r` arrives at `component` after crossing an edge with latency.
+    Enter { component: usize, request: usize },
+    /// A call's answer (success or failure) reaches its caller's frame after the way back.
+    Return { frame: usize, failed: bool },
     /// The warm-up ends: statistics restart.
     WarmupEnd,
 }
@@ -65,6 +70,9 @@ struct Request {
     entered: f64,
     /// When it started service there.
     started: f64,
+    /// The call frame (and which of its caller's calls) this request answers when its chain
+    /// completes: set on a call's child request.
+    frame: Option<(usize, usize)>,
 }
 
 struct Instance {
@@ -83,7 +91,8 @@ struct StationState {
     capacity: Option<usize>,
     service: Dist,
     /// (cumulative probability, target)
-    routes: Vec<(f64, usize)>,
+    /// (cumulative probability, target, index of the route in the design)
+    routes: Vec<(f64, usize, usize)>,
     rng: Rng,
 }
 
@@ -95,6 +104,7 @@ pub struct Simulation {
     events: BinaryHeap<Event>,
     slab: Vec<Request>,
     free: Vec<usize>,
+    frames: calls::Frames,
     stations: Vec<Option<StationState>>,
     source_rng: Vec<Rng>,
     routing_rng: Rng,
@@ -132,9 +142,10 @@ impl Simulation {
                         routes: s
                             .routes
                             .iter()
-                            .map(|r| {
+                            .enumerate()
+                            .map(|(k, r)| {
                                 acc += r.p;
-                                (acc, r.to)
+                                (acc, r.to, k)
                             })
                             .collect(),
                         rng: Rng::new(seeds.next_u64()),
@@ -159,6 +170,7 @@ impl Simulation {
             events: BinaryHeap::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            frames: calls::Frames::default(),
             stations,
             source_rng,
             stats,
@@ -265,6 +277,7 @@ impl Simulation {
                     born: self.now,
                     entered: self.now,
                     started: self.now,
+                    frame: None,
                 });
                 self.end_to_end.arrivals += 1;
                 self.enter(to, request);
@@ -274,6 +287,8 @@ impl Simulation {
                 instance,
                 request,
             } => self.depart(component, instance, request),
+            EventKind::Enter { component, request } => self.enter(component, request),
+            EventKind::Return { frame, failed } => self.call_returned(frame, failed),
             EventKind::WarmupEnd => {
                 for s in &mut self.stats {
                     s.reset(self.now);
@@ -322,8 +337,12 @@ impl Simulation {
             );
         } else if st.capacity.is_some_and(|cap| inst.waiting.len() >= cap) {
             self.stats[component].dropped += 1;
-            self.end_to_end.dropped += 1;
             self.free.push(request);
+            match self.slab[request].frame {
+                // A call that is refused answers its caller with a failure.
+                Some(frame) => self.answer(frame, true),
+                None => self.end_to_end.dropped += 1,
+            }
         } else {
             inst.waiting.push_back(request);
             st.waiting += 1;
@@ -331,6 +350,14 @@ impl Simulation {
     }
 
     fn depart(&mut self, component: usize, instance: usize, request: usize) {
+        // A service with synchronous calls keeps its worker until they answer.
+        if !self.start_calls(component, instance, request) {
+            self.finish(component, instance, request);
+        }
+    }
+
+    /// The request is done at `component`: free the worker, then hand it on or complete it.
+    fn finish(&mut self, component: usize, instance: usize, request: usize) {
         let r = self.slab[request];
         self.stats[component].complete(self.now - r.entered, r.started - r.entered);
         self.touch(component);
@@ -341,8 +368,8 @@ impl Simulation {
         let route = st
             .routes
             .iter()
-            .find(|(cum, _)| u < *cum)
-            .map(|(_, to)| *to);
+            .find(|(cum, _, _)| u < *cum)
+            .map(|&(_, to, k)| (to, k));
         let inst = &mut st.instances[instance];
         if let Some(next) = inst.waiting.pop_front() {
             st.waiting -= 1;
@@ -361,18 +388,54 @@ impl Simulation {
             st.busy -= 1;
         }
         match route {
-            Some(to) => self.enter(to, request),
-            None => {
-                self.end_to_end.complete(self.now - r.born, 0.0);
-                self.free.push(request);
-                if self
-                    .design
-                    .max_requests
-                    .is_some_and(|max| self.end_to_end.completed >= max)
-                {
-                    self.finished = true;
-                }
+            Some((to, k)) => {
+                let latency = self.route_latency(component, k);
+                self.send(to, request, latency);
             }
+            None => self.complete(request),
+        }
+    }
+
+    /// Sends `request` to `to` across an edge with `latency` (`None` = arrives now).
+    fn send(&mut self, to: usize, request: usize, latency: Option<f64>) {
+        match latency {
+            Some(delay) if delay > 0.0 => self.schedule(
+                self.now + delay,
+                EventKind::Enter {
+                    component: to,
+                    request,
+                },
+            ),
+            _ => self.enter(to, request),
+        }
+    }
+
+    fn route_latency(&mut self, component: usize, route: usize) -> Option<f64> {
+        let Kind::Station(s) = &self.design.components[component].kind else {
+            return None;
+        };
+        s.routes[route]
+            .latency
+            .as_ref()
+            .map(|d| d.sample(&mut self.routing_rng))
+    }
+
+    /// The end of a request's chain: a call's child answers its caller; a top-level request
+    /// completes end to end.
+    fn complete(&mut self, request: usize) {
+        let r = self.slab[request];
+        self.free.push(request);
+        if let Some(frame) = r.frame {
+            self.answer(frame, false);
+            return;
+        }
+        self.end_to_end.complete(self.now - r.born, 0.0);
+        if self
+            .design
+            .max_requests
+            .is_some_and(|max| self.end_to_end.completed >= max)
+        {
+            self.finished = true;
         }
     }
 

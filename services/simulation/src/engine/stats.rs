@@ -18,6 +18,8 @@ pub struct ComponentStats {
     pub completed: u64,
     /// Requests dropped (waiting room full).
     pub dropped: u64,
+    /// Requests served whose synchronous calls failed.
+    pub errors: u64,
     busy_area: f64,
     queue_area: f64,
     last: f64,
@@ -34,6 +36,7 @@ impl ComponentStats {
             arrivals: 0,
             completed: 0,
             dropped: 0,
+            errors: 0,
             busy_area: 0.0,
             queue_area: 0.0,
             last: 0.0,
@@ -96,6 +99,8 @@ pub struct ComponentReport {
     pub completed: u64,
     /// Requests dropped.
     pub dropped: u64,
+    /// Requests served whose synchronous calls failed.
+    pub errors: u64,
     /// Served per simulated second.
     pub throughput_per_s: f64,
     /// Busy fraction of all workers.
@@ -179,6 +184,7 @@ impl Report {
                     arrivals: s.arrivals,
                     completed: s.completed,
                     dropped: s.dropped,
+                    errors: s.errors,
                     throughput_per_s: s.completed as f64 / measured,
                     utilization: if s.workers > 0.0 {
                         s.busy_area / (s.workers * measured)
