@@ -2,6 +2,10 @@
 //! engine runs. Validation collects **every** problem, each with its JSON path
 //! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
 
+mod traffic;
+
+pub use traffic::{Arrival, Schedule, Slo};
+
 use crate::engine::dist::Dist;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use std::collections::HashMap;
@@ -23,6 +27,10 @@ pub struct Design {
     pub max_requests: Option<u64>,
     /// Components, in document order; edges refer to indexes.
     pub components: Vec<Component>,
+    /// Request class names declared by the sources.
+    pub classes: Vec<String>,
+    /// Service-level objectives to check.
+    pub slos: Vec<Slo>,
 }
 
 /// One component.
@@ -43,15 +51,6 @@ pub enum Kind {
     Station(Station),
 }
 
-/// How a source spaces its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrival {
-    /// Exponential inter-arrival times.
-    Poisson,
-    /// Exactly 1/rate apart.
-    Constant,
-}
-
 /// A `source`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {
@@ -61,6 +60,10 @@ pub struct Source {
     pub arrival: Arrival,
     /// The component its requests enter.
     pub to: usize,
+    /// A rate that changes over time (replaces `rate` when present).
+    pub schedule: Option<Schedule>,
+    /// Request classes: (index in [`Design::classes`], probability).
+    pub classes: Vec<(usize, f64)>,
 }
 
 /// A `service` / `api_gateway`.
@@ -101,6 +104,8 @@ pub struct Route {
     pub p: f64,
     /// Network latency of the edge, one way (a call pays it there and back).
     pub latency: Option<Dist>,
+    /// Applies only to requests of this class (index in [`Design::classes`]).
+    pub class: Option<usize>,
 }
 
 /// One problem of a design, at a JSON path.
@@ -231,6 +236,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             "seed",
             "max_requests",
             "components",
+            "slos",
         ],
     );
     let version = c.integer(&root, "$", "version", SCHEMA_VERSION, 1);
@@ -281,6 +287,18 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                 .to_string(),
         );
     }
+    // Class names, also before the edges that may be conditioned on them.
+    let mut class_names: Vec<String> = Vec::new();
+    for item in list.iter() {
+        let names = item.get("classes").and_then(|v| v.as_array());
+        for class in names.iter().flat_map(|l| l.iter()) {
+            if let Some(name) = class.get("name").and_then(|n| n.as_str()) {
+                if !class_names.iter().any(|n| n == name) {
+                    class_names.push(name.to_string());
+                }
+            }
+        }
+    }
     let target = |c: &mut Checker, item: &Value, path: &str, key: &str| -> Option<usize> {
         let at = format!("{path}.{key}");
         match item.get(key).and_then(|v| v.as_str()) {
@@ -320,21 +338,37 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             c.unknown_fields(
                 item,
                 &path,
-                &["id", "kind", "name", "rate_per_s", "arrival", "to"],
+                &[
+                    "id",
+                    "kind",
+                    "name",
+                    "rate_per_s",
+                    "arrival",
+                    "to",
+                    "schedule",
+                    "classes",
+                ],
             );
-            let rate = c.number(item, &path, "rate_per_s", None, POSITIVE);
-            let arrival = match item.get("arrival").map(|v| v.as_str()) {
-                None | Some(Some("poisson")) => Arrival::Poisson,
-                Some(Some("constant")) => Arrival::Constant,
-                _ => {
-                    c.problem(
-                        &format!("{path}.arrival"),
-                        "must be \"poisson\" or \"constant\"",
-                    );
-                    Arrival::Poisson
-                }
+            let schedule = traffic::parse_schedule(&mut c, item, &path);
+            let rate = if schedule.is_some() {
+                c.number(item, &path, "rate_per_s", Some(0.0), NON_NEGATIVE)
+            } else {
+                c.number(item, &path, "rate_per_s", None, POSITIVE)
             };
-            target(&mut c, item, &path, "to").map(|to| Kind::Source(Source { rate, arrival, to }))
+            let arrival = traffic::parse_arrival(&mut c, item, &path);
+            let classes = traffic::parse_classes(&mut c, item, &path)
+                .into_iter()
+                .filter_map(|(name, p)| class_names.iter().position(|n| *n == name).map(|k| (k, p)))
+                .collect();
+            target(&mut c, item, &path, "to").map(|to| {
+                Kind::Source(Source {
+                    rate,
+                    arrival,
+                    to,
+                    schedule,
+                    classes,
+                })
+            })
         } else if STATION_KINDS.contains(&kind) {
             c.unknown_fields(
                 item,
@@ -368,14 +402,14 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     None
                 }
             };
-            let (routes, total) = edges(&mut c, item, &path, "routes", &target);
+            let (routes, total) = edges(&mut c, item, &path, "routes", &target, &class_names);
             if total > 1.0 + 1e-9 {
                 c.problem(
                     &format!("{path}.routes"),
                     format!("probabilities add up to {total}, more than 1"),
                 );
             }
-            let (calls, _) = edges(&mut c, item, &path, "calls", &target);
+            let (calls, _) = edges(&mut c, item, &path, "calls", &target, &class_names);
             let fanout = match item.get("fanout").map(|v| v.as_str()) {
                 None | Some(Some("sequential")) => Fanout::Sequential,
                 Some(Some("parallel")) => Fanout::Parallel,
@@ -432,10 +466,33 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             format!("{warmup} must be shorter than duration_s ({duration})"),
         );
     }
+    let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
+    let slos = traffic::parse_slos(&mut c, &root, &ids, &class_names);
+    for (i, comp) in components.iter().enumerate() {
+        let Kind::Station(st) = &comp.kind else {
+            continue;
+        };
+        for (k, name) in class_names.iter().enumerate() {
+            let total: f64 = st
+                .routes
+                .iter()
+                .filter(|r| r.class.is_none_or(|rc| rc == k))
+                .map(|r| r.p)
+                .sum();
+            if total > 1.0 + 1e-9 {
+                c.problem(
+                    &format!("$.components[{i}].routes"),
+                    format!("probabilities for class `{name}` add up to {total}, more than 1"),
+                );
+            }
+        }
+    }
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
     let design = Design {
+        classes: class_names,
+        slos,
         duration,
         warmup,
         seed,
@@ -468,6 +525,7 @@ fn edges(
     path: &str,
     key: &str,
     target: &Target<'_>,
+    classes: &[String],
 ) -> (Vec<Route>, f64) {
     let mut out = Vec::new();
     let mut total = 0.0;
@@ -483,14 +541,38 @@ fn edges(
     };
     for (j, edge) in list.iter().enumerate() {
         let epath = format!("{path}.{key}[{j}]");
-        c.unknown_fields(edge, &epath, &["to", "p", "latency"]);
+        c.unknown_fields(edge, &epath, &["to", "p", "latency", "class"]);
+        let class = match edge.get("class").map(|v| v.as_str()) {
+            None => None,
+            Some(Some(name)) => match classes.iter().position(|n| n == name) {
+                Some(k) => Some(k),
+                None => {
+                    c.problem(
+                        &format!("{epath}.class"),
+                        format!("unknown request class `{name}`"),
+                    );
+                    None
+                }
+            },
+            Some(None) => {
+                c.problem(&format!("{epath}.class"), "must be a class name");
+                None
+            }
+        };
         let p = c.number(edge, &epath, "p", Some(1.0), PROBABILITY);
-        total += if p.is_nan() { 0.0 } else { p };
+        if edge.get("class").is_none() {
+            total += if p.is_nan() { 0.0 } else { p };
+        }
         let latency = edge
             .get("latency")
             .and_then(|d| parse_dist(c, d, &format!("{epath}.latency")));
         if let Some(to) = target(c, edge, &epath, "to") {
-            out.push(Route { to, p, latency });
+            out.push(Route {
+                to,
+                p,
+                latency,
+                class,
+            });
         }
     }
     (out, total)

@@ -42,7 +42,7 @@ fn every_problem_is_listed_by_path() {
         "$.components[2].id: duplicate id `a`",
         "$.components[5].id: missing (required)",
         "$.components[0].rate_per_s: 0 is not a positive number",
-        "$.components[0].arrival: must be \"poisson\" or \"constant\"",
+        "$.components[0].arrival: must be \"poisson\", \"constant\"",
         "$.components[0].to: unknown component id `nowhere`",
         "$.components[1].concurrency: must be a whole number ≥ 1",
         "$.components[1].service_time.mean_ms: missing (required)",

@@ -58,11 +58,16 @@ impl Simulation {
             return false;
         }
         let fanout = s.fanout;
-        let p: Vec<f64> = s.calls.iter().map(|c| c.p).collect();
+        let class = self.slab[request].class;
+        let p: Vec<(f64, bool)> = s
+            .calls
+            .iter()
+            .map(|c| (c.p, c.class.is_none() || c.class == class))
+            .collect();
         let chosen: VecDeque<usize> = p
             .iter()
             .enumerate()
-            .filter(|(_, p)| **p >= 1.0 || self.routing_rng.uniform() < **p)
+            .filter(|(_, (p, applies))| *applies && (*p >= 1.0 || self.routing_rng.uniform() < *p))
             .map(|(k, _)| k)
             .collect();
         if chosen.is_empty() {
@@ -95,6 +100,7 @@ impl Simulation {
         };
         f.pending += 1;
         let caller = f.component;
+        let f_request = f.request;
         let Kind::Station(s) = &self.design.components[caller].kind else {
             return false;
         };
@@ -103,11 +109,13 @@ impl Simulation {
             .latency
             .as_ref()
             .map(|d| d.sample(&mut self.routing_rng));
+        let class = self.slab[f_request].class;
         let child = self.alloc(Request {
             born: self.now,
             entered: self.now,
             started: self.now,
             frame: Some((frame, call)),
+            class,
         });
         self.send(to, child, latency);
         true

@@ -6,11 +6,12 @@
 //! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
 //! between events.
 
+mod arrivals;
 mod calls;
 pub mod dist;
 pub mod stats;
 
-use crate::design::{Arrival, Design, Kind};
+use crate::design::{Design, Kind};
 use dist::{Dist, Rng};
 use stats::{ComponentStats, Report, Series};
 use std::cmp::Ordering;
@@ -73,6 +74,8 @@ struct Request {
     /// The call frame (and which of its caller's calls) this request answers when its chain
     /// completes: set on a call's child request.
     frame: Option<(usize, usize)>,
+    /// Its request class (index in the design's classes).
+    class: Option<usize>,
 }
 
 struct Instance {
@@ -91,8 +94,6 @@ struct StationState {
     capacity: Option<usize>,
     service: Dist,
     /// (cumulative probability, target)
-    /// (cumulative probability, target, index of the route in the design)
-    routes: Vec<(f64, usize, usize)>,
     rng: Rng,
 }
 
@@ -110,6 +111,7 @@ pub struct Simulation {
     routing_rng: Rng,
     stats: Vec<ComponentStats>,
     end_to_end: ComponentStats,
+    class_stats: Vec<ComponentStats>,
     events_processed: u64,
     measuring_since: f64,
     finished: bool,
@@ -124,33 +126,21 @@ impl Simulation {
         for comp in &design.components {
             source_rng.push(Rng::new(seeds.next_u64()));
             stations.push(match &comp.kind {
-                Kind::Station(s) => {
-                    let mut acc = 0.0;
-                    Some(StationState {
-                        instances: (0..s.instances)
-                            .map(|_| Instance {
-                                busy: 0,
-                                waiting: VecDeque::new(),
-                            })
-                            .collect(),
-                        busy: 0,
-                        waiting: 0,
-                        next_instance: 0,
-                        concurrency: s.concurrency,
-                        capacity: s.queue_capacity,
-                        service: s.service_time.clone(),
-                        routes: s
-                            .routes
-                            .iter()
-                            .enumerate()
-                            .map(|(k, r)| {
-                                acc += r.p;
-                                (acc, r.to, k)
-                            })
-                            .collect(),
-                        rng: Rng::new(seeds.next_u64()),
-                    })
-                }
+                Kind::Station(s) => Some(StationState {
+                    instances: (0..s.instances)
+                        .map(|_| Instance {
+                            busy: 0,
+                            waiting: VecDeque::new(),
+                        })
+                        .collect(),
+                    busy: 0,
+                    waiting: 0,
+                    next_instance: 0,
+                    concurrency: s.concurrency,
+                    capacity: s.queue_capacity,
+                    service: s.service_time.clone(),
+                    rng: Rng::new(seeds.next_u64()),
+                }),
                 Kind::Source(_) => None,
             });
         }
@@ -175,16 +165,20 @@ impl Simulation {
             source_rng,
             stats,
             end_to_end: ComponentStats::new(0.0),
+            class_stats: Vec::new(),
             events_processed: 0,
             measuring_since: 0.0,
             finished: false,
         };
+        sim.class_stats = sim
+            .design
+            .classes
+            .iter()
+            .map(|_| ComponentStats::new(0.0))
+            .collect();
         for i in 0..sim.design.components.len() {
             if let Kind::Source(src) = &sim.design.components[i].kind {
-                let first = match src.arrival {
-                    Arrival::Poisson => sim.source_rng[i].exponential(1.0 / src.rate),
-                    Arrival::Constant => 1.0 / src.rate,
-                };
+                let first = arrivals::next_arrival(src, 0.0, &mut sim.source_rng[i]);
                 sim.schedule(first, EventKind::Arrive { source: i });
             }
         }
@@ -266,18 +260,17 @@ impl Simulation {
                 let Kind::Source(src) = &self.design.components[source].kind else {
                     return;
                 };
-                let (rate, arrival, to) = (src.rate, src.arrival, src.to);
-                let gap = match arrival {
-                    Arrival::Poisson => self.source_rng[source].exponential(1.0 / rate),
-                    Arrival::Constant => 1.0 / rate,
-                };
-                self.schedule(self.now + gap, EventKind::Arrive { source });
+                let to = src.to;
+                let next = arrivals::next_arrival(src, self.now, &mut self.source_rng[source]);
+                let class = pick_class(&src.classes, &mut self.source_rng[source]);
+                self.schedule(next, EventKind::Arrive { source });
                 self.stats[source].arrivals += 1;
                 let request = self.alloc(Request {
                     born: self.now,
                     entered: self.now,
                     started: self.now,
                     frame: None,
+                    class,
                 });
                 self.end_to_end.arrivals += 1;
                 self.enter(to, request);
@@ -294,6 +287,9 @@ impl Simulation {
                     s.reset(self.now);
                 }
                 self.end_to_end.reset(self.now);
+                for s in &mut self.class_stats {
+                    s.reset(self.now);
+                }
                 self.measuring_since = self.now;
             }
         }
@@ -361,15 +357,10 @@ impl Simulation {
         let r = self.slab[request];
         self.stats[component].complete(self.now - r.entered, r.started - r.entered);
         self.touch(component);
-        let u = self.routing_rng.uniform();
+        let route = self.pick_route(component, r.class);
         let Some(st) = self.stations[component].as_mut() else {
             return;
         };
-        let route = st
-            .routes
-            .iter()
-            .find(|(cum, _, _)| u < *cum)
-            .map(|&(_, to, k)| (to, k));
         let inst = &mut st.instances[instance];
         if let Some(next) = inst.waiting.pop_front() {
             st.waiting -= 1;
@@ -410,6 +401,28 @@ impl Simulation {
         }
     }
 
+    /// Picks the hand-off route of a request of `class` (routes for other classes do not apply).
+    fn pick_route(&mut self, component: usize, class: Option<usize>) -> Option<(usize, usize)> {
+        let Kind::Station(s) = &self.design.components[component].kind else {
+            return None;
+        };
+        if s.routes.is_empty() {
+            return None;
+        }
+        let u = self.routing_rng.uniform();
+        let mut acc = 0.0;
+        for (k, r) in s.routes.iter().enumerate() {
+            if r.class.is_some() && r.class != class {
+                continue;
+            }
+            acc += r.p;
+            if u < acc {
+                return Some((r.to, k));
+            }
+        }
+        None
+    }
+
     fn route_latency(&mut self, component: usize, route: usize) -> Option<f64> {
         let Kind::Station(s) = &self.design.components[component].kind else {
             return None;
@@ -430,6 +443,9 @@ impl Simulation {
             return;
         }
         self.end_to_end.complete(self.now - r.born, 0.0);
+        if let Some(class) = r.class {
+            self.class_stats[class].complete(self.now - r.born, 0.0);
+        }
         if self
             .design
             .max_requests
@@ -457,6 +473,7 @@ impl Simulation {
             &self.design,
             &self.current_stats(),
             &self.end_to_end,
+            &self.class_stats,
             measured,
             self.events_processed,
             self.now,
@@ -473,4 +490,20 @@ impl Simulation {
             self.measuring_since,
         )
     }
+}
+
+/// Draws a request class from a source's mix.
+fn pick_class(classes: &[(usize, f64)], rng: &mut Rng) -> Option<usize> {
+    if classes.is_empty() {
+        return None;
+    }
+    let u = rng.uniform();
+    let mut acc = 0.0;
+    for &(class, p) in classes {
+        acc += p;
+        if u < acc {
+            return Some(class);
+        }
+    }
+    classes.last().map(|c| c.0)
 }

@@ -1,6 +1,6 @@
 //! Per-component statistics and the report built from them.
 
-use crate::design::{Design, Kind};
+use crate::design::{Design, Kind, Slo};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -155,6 +155,45 @@ pub struct Report {
     pub end_to_end: EndToEnd,
     /// Per component id.
     pub components: BTreeMap<String, ComponentReport>,
+    /// End-to-end figures per request class.
+    pub classes: BTreeMap<String, EndToEnd>,
+    /// The design's service-level objectives, checked.
+    pub slos: Vec<SloResult>,
+}
+
+/// One service-level objective, checked.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SloResult {
+    /// Its name.
+    pub name: String,
+    /// The metric.
+    pub metric: String,
+    /// The bound.
+    pub target: f64,
+    /// What the run measured.
+    pub actual: f64,
+    /// Whether the run met it.
+    pub met: bool,
+}
+
+impl EndToEnd {
+    fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
+        EndToEnd {
+            arrivals: s.arrivals,
+            completed: s.completed,
+            dropped: s.dropped,
+            throughput_per_s: s.completed as f64 / measured,
+            mean_ms: ComponentStats::mean(s.response_sum, s.completed),
+            p50_ms: s.ms_at(0.50),
+            p95_ms: s.ms_at(0.95),
+            p99_ms: s.ms_at(0.99),
+            max_ms: if s.completed == 0 {
+                0.0
+            } else {
+                s.response_us.max() as f64 / 1e3
+            },
+        }
+    }
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
@@ -170,6 +209,7 @@ impl Report {
         design: &Design,
         stats: &[ComponentStats],
         e2e: &ComponentStats,
+        classes: &[ComponentStats],
         measured: f64,
         events: u64,
         now: f64,
@@ -201,26 +241,65 @@ impl Report {
                 (comp.id.clone(), report)
             })
             .collect();
-        Report {
+        let classes = design
+            .classes
+            .iter()
+            .zip(classes)
+            .map(|(name, s)| (name.clone(), EndToEnd::from_stats(s, measured)))
+            .collect();
+        let mut report = Report {
             simulated_s: now,
             measured_s: measured,
             events,
-            end_to_end: EndToEnd {
-                arrivals: e2e.arrivals,
-                completed: e2e.completed,
-                dropped: e2e.dropped,
-                throughput_per_s: e2e.completed as f64 / measured,
-                mean_ms: ComponentStats::mean(e2e.response_sum, e2e.completed),
-                p50_ms: e2e.ms_at(0.50),
-                p95_ms: e2e.ms_at(0.95),
-                p99_ms: e2e.ms_at(0.99),
-                max_ms: if e2e.completed == 0 {
-                    0.0
-                } else {
-                    e2e.response_us.max() as f64 / 1e3
-                },
-            },
+            end_to_end: EndToEnd::from_stats(e2e, measured),
             components,
+            classes,
+            slos: Vec::new(),
+        };
+        report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
+        report
+    }
+
+    fn check(&self, slo: &Slo) -> SloResult {
+        let e2e = match &slo.class {
+            Some(class) => self.classes.get(class),
+            None => Some(&self.end_to_end),
+        };
+        let actual = match (&slo.component, e2e) {
+            (Some(id), _) => {
+                self.components
+                    .get(id)
+                    .map_or(f64::NAN, |c| match slo.metric.as_str() {
+                        "mean_ms" => c.mean_response_ms,
+                        "p50_ms" => c.p50_ms,
+                        "p95_ms" => c.p95_ms,
+                        "p99_ms" => c.p99_ms,
+                        "drop_rate" => c.dropped as f64 / (c.arrivals.max(1)) as f64,
+                        "utilization" => c.utilization,
+                        _ => c.throughput_per_s,
+                    })
+            }
+            (None, Some(e)) => match slo.metric.as_str() {
+                "mean_ms" => e.mean_ms,
+                "p50_ms" => e.p50_ms,
+                "p95_ms" => e.p95_ms,
+                "p99_ms" => e.p99_ms,
+                "drop_rate" => e.dropped as f64 / (e.arrivals.max(1)) as f64,
+                _ => e.throughput_per_s,
+            },
+            (None, None) => f64::NAN,
+        };
+        let met = if slo.at_most {
+            actual <= slo.target
+        } else {
+            actual >= slo.target
+        };
+        SloResult {
+            name: slo.name.clone(),
+            metric: slo.metric.clone(),
+            target: slo.target,
+            actual,
+            met,
         }
     }
 
@@ -245,6 +324,24 @@ impl Report {
             "p95 ms",
             "p99 ms"
         ));
+        for (name, e) in &self.classes {
+            out.push_str(&format!(
+                "class {name}: {} completed, {:.2} req/s; latency mean {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}\n",
+                e.completed, e.throughput_per_s, e.mean_ms, e.p50_ms, e.p95_ms, e.p99_ms
+            ));
+        }
+        for slo in &self.slos {
+            out.push_str(&format!(
+                "SLO {}: {} (measured {:.3}, target {})\n",
+                slo.name,
+                if slo.met { "met" } else { "MISSED" },
+                slo.actual,
+                slo.target
+            ));
+        }
+        if !self.classes.is_empty() || !self.slos.is_empty() {
+            out.push('\n');
+        }
         for (id, c) in &self.components {
             if c.kind == "source" {
                 continue;
