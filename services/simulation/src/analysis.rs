@@ -89,7 +89,7 @@ pub fn analyze(design: &Design, report: &Report, target: f64) -> Vec<Finding> {
             "ok"
         };
         let lambda = c.arrivals as f64 / measured;
-        let service = st.service_time.mean();
+        let service = st.mean_service();
         let offered = lambda * service;
         let per_instance = f64::from(st.concurrency);
         let needed = ((offered / target / per_instance).ceil() as u32).max(1);

@@ -2,8 +2,10 @@
 //! engine runs. Validation collects **every** problem, each with its JSON path
 //! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
 
+mod kinds;
 mod traffic;
 
+pub use kinds::{Balancer, Behavior, Strategy};
 pub use traffic::{Arrival, Schedule, Slo};
 
 use crate::engine::dist::Dist;
@@ -47,8 +49,11 @@ pub struct Component {
 pub enum Kind {
     /// Client traffic.
     Source(Source),
-    /// A `service` or `api_gateway`: instances × concurrency workers with queues.
+    /// A `service`, `api_gateway`, `external`, `cache`, `cdn`, `database` or `queue`:
+    /// instances × concurrency workers with queues.
     Station(Station),
+    /// A `load_balancer`.
+    Balancer(Balancer),
 }
 
 /// A `source`.
@@ -84,6 +89,10 @@ pub struct Station {
     pub calls: Vec<Route>,
     /// Whether the calls run one after another or all at once.
     pub fanout: Fanout,
+    /// What the station does besides serving.
+    pub behavior: Behavior,
+    /// Probability a request fails here (an error for the caller or the end-to-end count).
+    pub error_rate: f64,
 }
 
 /// How a service runs its synchronous calls.
@@ -200,14 +209,6 @@ const NON_NEGATIVE: (&str, fn(f64) -> bool) = ("a number ≥ 0", |n| n >= 0.0 &&
 const PROBABILITY: (&str, fn(f64) -> bool) = ("a probability in (0, 1]", |n| n > 0.0 && n <= 1.0);
 
 const STATION_KINDS: [&str; 2] = ["service", "api_gateway"];
-const LATER_KINDS: [&str; 6] = [
-    "load_balancer",
-    "cache",
-    "database",
-    "queue",
-    "cdn",
-    "external",
-];
 
 /// Parses and validates a design document.
 pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
@@ -384,9 +385,17 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     "routes",
                     "calls",
                     "fanout",
+                    "error_rate",
                 ],
             );
             let instances = c.integer(item, &path, "instances", 1, 1) as u32;
+            let error_rate = c.number(
+                item,
+                &path,
+                "error_rate",
+                Some(0.0),
+                ("a probability in [0, 1]", |p| (0.0..=1.0).contains(&p)),
+            );
             let concurrency = c.integer(item, &path, "concurrency", 1, 1) as u32;
             let queue_capacity = item
                 .get("queue_capacity")
@@ -438,18 +447,18 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     routes,
                     calls,
                     fanout,
+                    behavior: Behavior::Service,
+                    error_rate,
                 })
             })
-        } else if LATER_KINDS.contains(&kind) {
-            c.problem(
-                &format!("{path}.kind"),
-                format!("kind `{kind}` is not simulated by this engine version yet"),
-            );
-            None
+        } else if let Some(built) = kinds::parse(&mut c, kind, item, &path, &target, &class_names) {
+            built
         } else {
             c.problem(
                 &format!("{path}.kind"),
-                format!("unknown kind `{kind}` (source, service, api_gateway)"),
+                format!(
+                    "unknown kind `{kind}` (source, service, api_gateway, external, cache, cdn, database, queue, load_balancer)"
+                ),
             );
             None
         };
@@ -596,6 +605,11 @@ fn trapped_components(design: &Design) -> Vec<usize> {
                     .iter()
                     .all(|call| call.p < 1.0 || can_finish[call.to]);
                 if leaves && calls_return {
+                    can_finish[i] = true;
+                    changed = true;
+                }
+            } else if let Kind::Balancer(b) = &comp.kind {
+                if b.targets.iter().any(|&t| can_finish[t]) {
                     can_finish[i] = true;
                     changed = true;
                 }

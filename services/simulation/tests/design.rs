@@ -50,7 +50,8 @@ fn every_problem_is_listed_by_path() {
         "$.components[1].routes[1].p: 1.5 is not a probability in (0, 1]",
         "$.components[2].service_time.extra: unknown field",
         "$.components[2].service_time.max_ms: must be at least min_ms",
-        "$.components[3].kind: kind `cache` is not simulated by this engine version yet",
+        "$.components[3].hit_ratio: missing (required)",
+        "$.components[3].hit_time: missing (required)",
         "$.components[4].kind: unknown kind `wormhole`",
         "$.components[5].service_time.dist: unknown distribution `gamma`",
     ];

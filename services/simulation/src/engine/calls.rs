@@ -116,6 +116,8 @@ impl Simulation {
             started: self.now,
             frame: Some((frame, call)),
             class,
+            op: 0,
+            background: false,
         });
         self.send(to, child, latency);
         true
@@ -129,7 +131,7 @@ impl Simulation {
                 .latency
                 .as_ref()
                 .map(|d| d.sample(&mut self.routing_rng)),
-            Kind::Source(_) => None,
+            _ => None,
         });
         match latency {
             Some(delay) if delay > 0.0 => {

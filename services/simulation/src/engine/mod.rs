@@ -7,12 +7,13 @@
 //! between events.
 
 mod arrivals;
+mod behavior;
 mod calls;
 pub mod dist;
 pub mod stats;
 
 use crate::design::{Design, Kind};
-use dist::{Dist, Rng};
+use dist::Rng;
 use stats::{ComponentStats, Report, Series};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -76,6 +77,10 @@ struct Request {
     frame: Option<(usize, usize)>,
     /// Its request class (index in the design's classes).
     class: Option<usize>,
+    /// The operation at its current station (cache hit, database write): `behavior::OP_SPECIAL`.
+    op: u8,
+    /// A queue's message processed after the producer was answered: not counted end to end.
+    background: bool,
 }
 
 struct Instance {
@@ -92,7 +97,6 @@ struct StationState {
     next_instance: usize,
     concurrency: u32,
     capacity: Option<usize>,
-    service: Dist,
     /// (cumulative probability, target)
     rng: Rng,
 }
@@ -105,6 +109,7 @@ pub struct Simulation {
     events: BinaryHeap<Event>,
     slab: Vec<Request>,
     free: Vec<usize>,
+    balancer_turn: Vec<usize>,
     frames: calls::Frames,
     stations: Vec<Option<StationState>>,
     source_rng: Vec<Rng>,
@@ -138,10 +143,9 @@ impl Simulation {
                     next_instance: 0,
                     concurrency: s.concurrency,
                     capacity: s.queue_capacity,
-                    service: s.service_time.clone(),
                     rng: Rng::new(seeds.next_u64()),
                 }),
-                Kind::Source(_) => None,
+                Kind::Source(_) | Kind::Balancer(_) => None,
             });
         }
         let stats = design
@@ -149,7 +153,7 @@ impl Simulation {
             .iter()
             .map(|c| match &c.kind {
                 Kind::Station(s) => ComponentStats::new(f64::from(s.instances * s.concurrency)),
-                Kind::Source(_) => ComponentStats::new(0.0),
+                Kind::Source(_) | Kind::Balancer(_) => ComponentStats::new(0.0),
             })
             .collect();
         let mut sim = Simulation {
@@ -160,6 +164,7 @@ impl Simulation {
             events: BinaryHeap::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            balancer_turn: Vec::new(),
             frames: calls::Frames::default(),
             stations,
             source_rng,
@@ -170,6 +175,7 @@ impl Simulation {
             measuring_since: 0.0,
             finished: false,
         };
+        sim.balancer_turn = vec![0; sim.design.components.len()];
         sim.class_stats = sim
             .design
             .classes
@@ -271,6 +277,8 @@ impl Simulation {
                     started: self.now,
                     frame: None,
                     class,
+                    op: 0,
+                    background: false,
                 });
                 self.end_to_end.arrivals += 1;
                 self.enter(to, request);
@@ -310,18 +318,29 @@ impl Simulation {
 
     fn enter(&mut self, component: usize, request: usize) {
         self.slab[request].entered = self.now;
+        if self.enter_special(component, request) {
+            return;
+        }
         self.stats[component].arrivals += 1;
         self.touch(component);
+        let Some(i) = self.pick_instance(component, request) else {
+            return;
+        };
+        let free_worker = self.stations[component]
+            .as_ref()
+            .is_some_and(|st| st.instances[i].busy < st.concurrency);
+        let service = if free_worker {
+            self.service_time(component, request)
+        } else {
+            0.0
+        };
         let Some(st) = self.stations[component].as_mut() else {
             return;
         };
-        let i = st.next_instance;
-        st.next_instance = (i + 1) % st.instances.len();
         let inst = &mut st.instances[i];
-        if inst.busy < st.concurrency {
+        if free_worker {
             inst.busy += 1;
             st.busy += 1;
-            let service = st.service.sample(&mut st.rng);
             self.slab[request].started = self.now;
             self.schedule(
                 self.now + service,
@@ -334,10 +353,12 @@ impl Simulation {
         } else if st.capacity.is_some_and(|cap| inst.waiting.len() >= cap) {
             self.stats[component].dropped += 1;
             self.free.push(request);
-            match self.slab[request].frame {
+            let r = self.slab[request];
+            match r.frame {
                 // A call that is refused answers its caller with a failure.
                 Some(frame) => self.answer(frame, true),
-                None => self.end_to_end.dropped += 1,
+                None if !r.background => self.end_to_end.dropped += 1,
+                None => {}
             }
         } else {
             inst.waiting.push_back(request);
@@ -357,14 +378,21 @@ impl Simulation {
         let r = self.slab[request];
         self.stats[component].complete(self.now - r.entered, r.started - r.entered);
         self.touch(component);
-        let route = self.pick_route(component, r.class);
+        let after = self.after_service(component, request);
+        let route = match after {
+            behavior::After::Route => self.pick_route(component, r.class),
+            _ => None,
+        };
+        let next_waiting = self.stations[component]
+            .as_ref()
+            .and_then(|st| st.instances[instance].waiting.front().copied());
+        let next_service = next_waiting.map(|next| self.service_time(component, next));
         let Some(st) = self.stations[component].as_mut() else {
             return;
         };
         let inst = &mut st.instances[instance];
-        if let Some(next) = inst.waiting.pop_front() {
+        if let (Some(next), Some(service)) = (inst.waiting.pop_front(), next_service) {
             st.waiting -= 1;
-            let service = st.service.sample(&mut st.rng);
             self.slab[next].started = self.now;
             self.schedule(
                 self.now + service,
@@ -378,12 +406,14 @@ impl Simulation {
             inst.busy -= 1;
             st.busy -= 1;
         }
-        match route {
-            Some((to, k)) => {
+        match (after, route) {
+            (behavior::After::Fail, _) => self.fail(component, request),
+            (behavior::After::To(to), _) => self.send(to, request, None),
+            (_, Some((to, k))) => {
                 let latency = self.route_latency(component, k);
                 self.send(to, request, latency);
             }
-            None => self.complete(request),
+            _ => self.complete(request),
         }
     }
 
@@ -442,6 +472,9 @@ impl Simulation {
             self.answer(frame, false);
             return;
         }
+        if r.background {
+            return;
+        }
         self.end_to_end.complete(self.now - r.born, 0.0);
         if let Some(class) = r.class {
             self.class_stats[class].complete(self.now - r.born, 0.0);
@@ -452,6 +485,19 @@ impl Simulation {
             .is_some_and(|max| self.end_to_end.completed >= max)
         {
             self.finished = true;
+        }
+    }
+
+    /// The request failed at `component` (its `error_rate`): an error there, and a failed
+    /// answer to a caller or an end-to-end error.
+    fn fail(&mut self, component: usize, request: usize) {
+        let r = self.slab[request];
+        self.stats[component].errors += 1;
+        self.free.push(request);
+        match r.frame {
+            Some(frame) => self.answer(frame, true),
+            None if !r.background => self.end_to_end.errors += 1,
+            None => {}
         }
     }
 

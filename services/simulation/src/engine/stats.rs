@@ -128,6 +128,8 @@ pub struct EndToEnd {
     pub completed: u64,
     /// Requests dropped somewhere.
     pub dropped: u64,
+    /// Requests that failed somewhere (a station's `error_rate`).
+    pub errors: u64,
     /// Completed per simulated second.
     pub throughput_per_s: f64,
     /// Mean latency.
@@ -182,6 +184,7 @@ impl EndToEnd {
             arrivals: s.arrivals,
             completed: s.completed,
             dropped: s.dropped,
+            errors: s.errors,
             throughput_per_s: s.completed as f64 / measured,
             mean_ms: ComponentStats::mean(s.response_sum, s.completed),
             p50_ms: s.ms_at(0.50),
@@ -197,9 +200,16 @@ impl EndToEnd {
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
+    use crate::design::Behavior;
     match kind {
         Kind::Source(_) => "source",
-        Kind::Station(_) => "service",
+        Kind::Balancer(_) => "load_balancer",
+        Kind::Station(s) => match s.behavior {
+            Behavior::Service => "service",
+            Behavior::Cache { .. } => "cache",
+            Behavior::Database { .. } => "database",
+            Behavior::Queue => "queue",
+        },
     }
 }
 
