@@ -2,9 +2,11 @@
 //! engine runs. Validation collects **every** problem, each with its JSON path
 //! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
 
+mod dynamics;
 mod kinds;
 mod traffic;
 
+pub use dynamics::{Autoscale, CallPolicy, Fault, FaultAction};
 pub use kinds::{Balancer, Behavior, Strategy};
 pub use traffic::{Arrival, Schedule, Slo};
 
@@ -33,6 +35,8 @@ pub struct Design {
     pub classes: Vec<String>,
     /// Service-level objectives to check.
     pub slos: Vec<Slo>,
+    /// Scheduled faults.
+    pub faults: Vec<Fault>,
 }
 
 /// One component.
@@ -93,6 +97,10 @@ pub struct Station {
     pub behavior: Behavior,
     /// Probability a request fails here (an error for the caller or the end-to-end count).
     pub error_rate: f64,
+    /// A request that waited longer than this is abandoned when a worker frees up.
+    pub timeout: Option<f64>,
+    /// Instances follow utilisation, when set.
+    pub autoscale: Option<Autoscale>,
 }
 
 /// How a service runs its synchronous calls.
@@ -115,6 +123,8 @@ pub struct Route {
     pub latency: Option<Dist>,
     /// Applies only to requests of this class (index in [`Design::classes`]).
     pub class: Option<usize>,
+    /// Retries, timeout and circuit breaker (calls only).
+    pub policy: CallPolicy,
 }
 
 /// One problem of a design, at a JSON path.
@@ -238,6 +248,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             "max_requests",
             "components",
             "slos",
+            "faults",
         ],
     );
     let version = c.integer(&root, "$", "version", SCHEMA_VERSION, 1);
@@ -386,9 +397,15 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     "calls",
                     "fanout",
                     "error_rate",
+                    "timeout_ms",
+                    "autoscale",
                 ],
             );
             let instances = c.integer(item, &path, "instances", 1, 1) as u32;
+            let timeout = item
+                .get("timeout_ms")
+                .map(|_| c.number(item, &path, "timeout_ms", None, POSITIVE) / 1e3);
+            let autoscale = dynamics::parse_autoscale(&mut c, item, &path, instances);
             let error_rate = c.number(
                 item,
                 &path,
@@ -449,6 +466,8 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     fanout,
                     behavior: Behavior::Service,
                     error_rate,
+                    timeout,
+                    autoscale,
                 })
             })
         } else if let Some(built) = kinds::parse(&mut c, kind, item, &path, &target, &class_names) {
@@ -477,6 +496,26 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     }
     let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
     let slos = traffic::parse_slos(&mut c, &root, &ids, &class_names);
+    let faults = dynamics::parse_faults(&mut c, &root, &index);
+    for (i, fault) in faults.iter().enumerate() {
+        let target = match fault.action {
+            FaultAction::Crash { component, .. }
+            | FaultAction::AddLatency { component, .. }
+            | FaultAction::ErrorRate { component, .. } => Some(component),
+            FaultAction::Partition { .. } => None,
+        };
+        let kind_of = |t: usize| {
+            list.get(t)
+                .and_then(|v| v.get("kind"))
+                .and_then(|k| k.as_str())
+        };
+        if target.is_some_and(|t| matches!(kind_of(t), Some("source" | "load_balancer"))) {
+            c.problem(
+                &format!("$.faults[{i}].component"),
+                "faults apply to stations (not sources or load balancers)",
+            );
+        }
+    }
     for (i, comp) in components.iter().enumerate() {
         let Kind::Station(st) = &comp.kind else {
             continue;
@@ -502,6 +541,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     let design = Design {
         classes: class_names,
         slos,
+        faults,
         duration,
         warmup,
         seed,
@@ -550,7 +590,22 @@ fn edges(
     };
     for (j, edge) in list.iter().enumerate() {
         let epath = format!("{path}.{key}[{j}]");
-        c.unknown_fields(edge, &epath, &["to", "p", "latency", "class"]);
+        let allowed: &[&str] = if key == "calls" {
+            &[
+                "to",
+                "p",
+                "latency",
+                "class",
+                "retries",
+                "backoff_ms",
+                "timeout_ms",
+                "breaker",
+            ]
+        } else {
+            &["to", "p", "latency", "class"]
+        };
+        c.unknown_fields(edge, &epath, allowed);
+        let policy = dynamics::parse_policy(c, edge, &epath);
         let class = match edge.get("class").map(|v| v.as_str()) {
             None => None,
             Some(Some(name)) => match classes.iter().position(|n| n == name) {
@@ -581,6 +636,7 @@ fn edges(
                 p,
                 latency,
                 class,
+                policy,
             });
         }
     }

@@ -79,6 +79,8 @@ fn station(
         fanout: Fanout::Sequential,
         behavior: Behavior::Service,
         error_rate: 0.0,
+        timeout: None,
+        autoscale: None,
     }
 }
 

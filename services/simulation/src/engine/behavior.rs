@@ -88,11 +88,17 @@ impl Simulation {
         let is_write = op && matches!(s.behavior, Behavior::Database { .. });
         let st = self.stations[component].as_mut()?;
         if is_write {
-            return Some(0);
+            return (!st.down[0]).then_some(0);
         }
-        let i = st.next_instance;
-        st.next_instance = (i + 1) % st.instances.len();
-        Some(i)
+        // Round robin over the instances that are in service and up.
+        for _ in 0..st.active {
+            let i = st.next_instance % st.active;
+            st.next_instance = (i + 1) % st.active;
+            if !st.down[i] {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// Samples the service time of `request` at `component`.
@@ -104,7 +110,7 @@ impl Simulation {
         let Some(st) = self.stations[component].as_mut() else {
             return 0.0;
         };
-        match &s.behavior {
+        let base = match &s.behavior {
             Behavior::Cache { hit, miss, .. } => {
                 if special { hit } else { miss }.sample(&mut st.rng)
             }
@@ -112,7 +118,8 @@ impl Simulation {
                 if special { write } else { read }.sample(&mut st.rng)
             }
             Behavior::Service | Behavior::Queue => s.service_time.sample(&mut st.rng),
-        }
+        };
+        base + st.extra_latency
     }
 
     /// Decides where the request goes after its service at `component`.
@@ -120,7 +127,11 @@ impl Simulation {
         let Kind::Station(s) = &self.design.components[component].kind else {
             return After::Route;
         };
-        if s.error_rate > 0.0 && self.routing_rng.uniform() < s.error_rate {
+        let error_rate = self.stations[component]
+            .as_ref()
+            .and_then(|st| st.error_override)
+            .unwrap_or(s.error_rate);
+        if error_rate > 0.0 && self.routing_rng.uniform() < error_rate {
             return After::Fail;
         }
         match &s.behavior {

@@ -1,13 +1,25 @@
 //! Synchronous calls: after its service time, a worker calls other components (each call taken
 //! with its own probability), one after another or all at once, and stays busy until every
 //! call has answered; only then is the request done there. A call's child request follows the
-//! callee's routes; the end of that chain is the answer. A refused call (full queue) answers
-//! with a failure, counted as an error of the caller, which carries on. Edge latency is paid on
-//! the way there and on the way back.
+//! callee's routes; the end of that chain is the answer. Edge latency is paid on the way there
+//! and on the way back.
+//!
+//! Failures (a refused call, a callee's error, a partition, a call timeout, an open breaker)
+//! are retried with exponential backoff up to the call's `retries`; a call that still fails is
+//! an error of the caller, which carries on. Every attempt has a generation number, so an
+//! answer that arrives after its timeout fired is ignored.
 
 use super::{EventKind, Request, Simulation};
 use crate::design::{Fanout, Kind};
 use std::collections::VecDeque;
+
+/// Which attempt of which call of which frame a child request answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CallRef {
+    frame: usize,
+    call: usize,
+    attempt: u32,
+}
 
 /// A worker waiting for its calls.
 struct Frame {
@@ -18,6 +30,10 @@ struct Frame {
     failed: u32,
     /// Calls not issued yet (sequential fan-out), by index in the caller's `calls`.
     queued: VecDeque<usize>,
+    /// Current attempt generation per call.
+    attempt: Vec<u32>,
+    /// Retries used per call.
+    retries: Vec<u32>,
 }
 
 /// The frames of workers waiting on calls, in a reused slab.
@@ -59,6 +75,7 @@ impl Simulation {
         }
         let fanout = s.fanout;
         let class = self.slab[request].class;
+        let n = s.calls.len();
         let p: Vec<(f64, bool)> = s
             .calls
             .iter()
@@ -80,6 +97,8 @@ impl Simulation {
             pending: 0,
             failed: 0,
             queued: chosen,
+            attempt: vec![0; n],
+            retries: vec![0; n],
         });
         match fanout {
             Fanout::Sequential => {
@@ -99,35 +118,57 @@ impl Simulation {
             return false;
         };
         f.pending += 1;
-        let caller = f.component;
-        let f_request = f.request;
-        let Kind::Station(s) = &self.design.components[caller].kind else {
-            return false;
+        self.issue(frame, call);
+        true
+    }
+
+    /// Sends one attempt of `call` (or fails it at once: open breaker, partition).
+    fn issue(&mut self, frame: usize, call: usize) {
+        let Some(f) = self.frames.list[frame].as_mut() else {
+            return;
         };
-        let to = s.calls[call].to;
-        let latency = s.calls[call]
+        f.attempt[call] += 1;
+        let reference = CallRef {
+            frame,
+            call,
+            attempt: f.attempt[call],
+        };
+        let (caller, parent) = (f.component, f.request);
+        let Kind::Station(s) = &self.design.components[caller].kind else {
+            return;
+        };
+        let edge = &s.calls[call];
+        let (to, timeout) = (edge.to, edge.policy.timeout);
+        if self.dynamics.breaker_open(caller, call, self.now)
+            || self.dynamics.partitioned(caller, to)
+        {
+            self.call_returned(reference, true);
+            return;
+        }
+        let latency = edge
             .latency
             .as_ref()
             .map(|d| d.sample(&mut self.routing_rng));
-        let class = self.slab[f_request].class;
         let child = self.alloc(Request {
             born: self.now,
             entered: self.now,
             started: self.now,
-            frame: Some((frame, call)),
-            class,
+            frame: Some(reference),
+            class: self.slab[parent].class,
             op: 0,
             background: false,
         });
+        if let Some(t) = timeout {
+            self.schedule(self.now + t, EventKind::CallTimeout { call: reference });
+        }
         self.send(to, child, latency);
-        true
     }
 
     /// A call's chain ended (or was refused): the answer travels back over the call's edge.
-    pub(super) fn answer(&mut self, (frame, call): (usize, usize), failed: bool) {
-        let caller = self.frames.list[frame].as_ref().map(|f| f.component);
+    pub(super) fn answer(&mut self, call: CallRef, failed: bool) {
+        let caller = self.frames.list[call.frame].as_ref().map(|f| f.component);
         let latency = caller.and_then(|c| match &self.design.components[c].kind {
-            Kind::Station(s) => s.calls[call]
+            Kind::Station(s) => s.calls[call.call]
                 .latency
                 .as_ref()
                 .map(|d| d.sample(&mut self.routing_rng)),
@@ -135,29 +176,58 @@ impl Simulation {
         });
         match latency {
             Some(delay) if delay > 0.0 => {
-                self.schedule(self.now + delay, EventKind::Return { frame, failed })
+                self.schedule(self.now + delay, EventKind::Return { call, failed })
             }
-            _ => self.call_returned(frame, failed),
+            _ => self.call_returned(call, failed),
         }
     }
 
-    /// An answer reached the caller: issue the next call, or finish once all have answered.
-    pub(super) fn call_returned(&mut self, frame: usize, failed: bool) {
-        let Some(f) = self.frames.list[frame].as_mut() else {
+    /// An answer (or a timeout) reached the caller: retry a failure if allowed, otherwise
+    /// count it, then issue the next call, or finish once all have answered.
+    pub(super) fn call_returned(&mut self, call: CallRef, failed: bool) {
+        let Some(f) = self.frames.list[call.frame].as_mut() else {
             return;
         };
-        f.pending -= 1;
-        f.failed += u32::from(failed);
-        if f.pending > 0 || self.issue_next(frame) {
+        if f.attempt[call.call] != call.attempt {
+            return; // a late answer to an attempt that already timed out
+        }
+        f.attempt[call.call] += 1; // later answers or timeouts of this attempt are stale
+        let caller = f.component;
+        let Kind::Station(s) = &self.design.components[caller].kind else {
+            return;
+        };
+        let policy = &s.calls[call.call].policy;
+        self.dynamics
+            .record_call(caller, call.call, failed, policy.breaker, self.now);
+        if failed && f.retries[call.call] < policy.retries {
+            f.retries[call.call] += 1;
+            let backoff = policy.backoff * f64::from(1u32 << (f.retries[call.call] - 1).min(20));
+            self.schedule(
+                self.now + backoff,
+                EventKind::Retry {
+                    frame: call.frame,
+                    call: call.call,
+                },
+            );
             return;
         }
-        let Some(f) = self.frames.list[frame].take() else {
+        f.pending -= 1;
+        f.failed += u32::from(failed);
+        if f.pending > 0 || self.issue_next(call.frame) {
+            return;
+        }
+        let Some(f) = self.frames.list[call.frame].take() else {
             return;
         };
-        self.frames.free.push(frame);
+        self.frames.free.push(call.frame);
         if f.failed > 0 {
             self.stats[f.component].errors += 1;
         }
         self.finish(f.component, f.instance, f.request);
+    }
+
+    /// A retry's backoff has passed.
+    pub(super) fn retry(&mut self, frame: usize, call: usize) {
+        self.issue(frame, call);
     }
 }

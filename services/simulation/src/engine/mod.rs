@@ -9,6 +9,9 @@
 mod arrivals;
 mod behavior;
 mod calls;
+mod dynamics;
+
+pub use dynamics::TimelineEntry;
 pub mod dist;
 pub mod stats;
 
@@ -31,7 +34,17 @@ enum EventKind {
     /// Request `r` arrives at `component` after crossing an edge with latency.
     Enter { component: usize, request: usize },
     /// A call's answer (success or failure) reaches its caller's frame after the way back.
-    Return { frame: usize, failed: bool },
+    Return { call: calls::CallRef, failed: bool },
+    /// A scheduled fault starts (`start`) or ends.
+    Fault { index: usize, start: bool },
+    /// An autoscaled station measures its utilisation.
+    ScaleTick { component: usize },
+    /// Started instances join an autoscaled station.
+    ScaleUp { component: usize, instances: usize },
+    /// A call's timeout fires (ignored if that attempt has answered).
+    CallTimeout { call: calls::CallRef },
+    /// A failed call is tried again.
+    Retry { frame: usize, call: usize },
     /// The warm-up ends: statistics restart.
     WarmupEnd,
 }
@@ -74,7 +87,7 @@ struct Request {
     started: f64,
     /// The call frame (and which of its caller's calls) this request answers when its chain
     /// completes: set on a call's child request.
-    frame: Option<(usize, usize)>,
+    frame: Option<calls::CallRef>,
     /// Its request class (index in the design's classes).
     class: Option<usize>,
     /// The operation at its current station (cache hit, database write): `behavior::OP_SPECIAL`.
@@ -97,8 +110,25 @@ struct StationState {
     next_instance: usize,
     concurrency: u32,
     capacity: Option<usize>,
-    /// (cumulative probability, target)
     rng: Rng,
+    /// Instances in service (autoscaling); `instances` is sized for the maximum.
+    active: usize,
+    /// Instances down (crash faults).
+    down: Vec<bool>,
+    /// Added to every service time (latency faults).
+    extra_latency: f64,
+    /// Replaces the error rate while an error-rate fault lasts.
+    error_override: Option<f64>,
+    /// Autoscaling bookkeeping.
+    scale: dynamics::ScaleState,
+}
+
+impl StationState {
+    /// Workers able to take requests now.
+    fn capacity_workers(&self) -> u32 {
+        let up = (0..self.active).filter(|&i| !self.down[i]).count() as u32;
+        up * self.concurrency
+    }
 }
 
 /// A running simulation.
@@ -111,6 +141,7 @@ pub struct Simulation {
     free: Vec<usize>,
     balancer_turn: Vec<usize>,
     frames: calls::Frames,
+    dynamics: dynamics::Dynamics,
     stations: Vec<Option<StationState>>,
     source_rng: Vec<Rng>,
     routing_rng: Rng,
@@ -132,7 +163,10 @@ impl Simulation {
             source_rng.push(Rng::new(seeds.next_u64()));
             stations.push(match &comp.kind {
                 Kind::Station(s) => Some(StationState {
-                    instances: (0..s.instances)
+                    instances: (0..s
+                        .autoscale
+                        .as_ref()
+                        .map_or(s.instances, |a| a.max.max(s.instances)))
                         .map(|_| Instance {
                             busy: 0,
                             waiting: VecDeque::new(),
@@ -144,6 +178,17 @@ impl Simulation {
                     concurrency: s.concurrency,
                     capacity: s.queue_capacity,
                     rng: Rng::new(seeds.next_u64()),
+                    active: s.instances as usize,
+                    down: vec![
+                        false;
+                        s.autoscale
+                            .as_ref()
+                            .map_or(s.instances, |a| a.max.max(s.instances))
+                            as usize
+                    ],
+                    extra_latency: 0.0,
+                    error_override: None,
+                    scale: dynamics::ScaleState::default(),
                 }),
                 Kind::Source(_) | Kind::Balancer(_) => None,
             });
@@ -166,6 +211,7 @@ impl Simulation {
             free: Vec::new(),
             balancer_turn: Vec::new(),
             frames: calls::Frames::default(),
+            dynamics: dynamics::Dynamics::default(),
             stations,
             source_rng,
             stats,
@@ -188,6 +234,7 @@ impl Simulation {
                 sim.schedule(first, EventKind::Arrive { source: i });
             }
         }
+        sim.schedule_dynamics();
         if sim.design.warmup > 0.0 {
             sim.schedule(sim.design.warmup, EventKind::WarmupEnd);
         }
@@ -255,8 +302,11 @@ impl Simulation {
 
     /// Integrates component `c`'s busy workers and queue length up to now, before they change.
     fn touch(&mut self, c: usize) {
-        if let Some(st) = &self.stations[c] {
-            self.stats[c].integrate_to(self.now, f64::from(st.busy), st.waiting as f64);
+        if let Some(st) = self.stations[c].as_mut() {
+            let capacity = f64::from(st.capacity_workers());
+            self.stats[c].integrate_to(self.now, f64::from(st.busy), st.waiting as f64, capacity);
+            st.scale
+                .integrate_to(self.now, f64::from(st.busy), capacity);
         }
     }
 
@@ -289,7 +339,15 @@ impl Simulation {
                 request,
             } => self.depart(component, instance, request),
             EventKind::Enter { component, request } => self.enter(component, request),
-            EventKind::Return { frame, failed } => self.call_returned(frame, failed),
+            EventKind::Return { call, failed } => self.call_returned(call, failed),
+            EventKind::Fault { index, start } => self.fault(index, start),
+            EventKind::ScaleTick { component } => self.scale_tick(component),
+            EventKind::ScaleUp {
+                component,
+                instances,
+            } => self.scale_up(component, instances),
+            EventKind::CallTimeout { call } => self.call_returned(call, true),
+            EventKind::Retry { frame, call } => self.retry(frame, call),
             EventKind::WarmupEnd => {
                 for s in &mut self.stats {
                     s.reset(self.now);
@@ -324,6 +382,8 @@ impl Simulation {
         self.stats[component].arrivals += 1;
         self.touch(component);
         let Some(i) = self.pick_instance(component, request) else {
+            // Every instance is down or scaled away: the request fails here.
+            self.fail(component, request);
             return;
         };
         let free_worker = self.stations[component]
@@ -383,32 +443,61 @@ impl Simulation {
             behavior::After::Route => self.pick_route(component, r.class),
             _ => None,
         };
-        let next_waiting = self.stations[component]
-            .as_ref()
-            .and_then(|st| st.instances[instance].waiting.front().copied());
-        let next_service = next_waiting.map(|next| self.service_time(component, next));
-        let Some(st) = self.stations[component].as_mut() else {
-            return;
+        // The freed worker takes the next waiting request; those that waited past the
+        // station's timeout are abandoned on the way.
+        let timeout = match &self.design.components[component].kind {
+            Kind::Station(s) => s.timeout,
+            _ => None,
         };
-        let inst = &mut st.instances[instance];
-        if let (Some(next), Some(service)) = (inst.waiting.pop_front(), next_service) {
-            st.waiting -= 1;
-            self.slab[next].started = self.now;
-            self.schedule(
-                self.now + service,
-                EventKind::Depart {
-                    component,
-                    instance,
-                    request: next,
-                },
-            );
-        } else {
-            inst.busy -= 1;
-            st.busy -= 1;
+        let mut abandoned = Vec::new();
+        let next = {
+            let Some(st) = self.stations[component].as_mut() else {
+                return;
+            };
+            loop {
+                let Some(n) = st.instances[instance].waiting.pop_front() else {
+                    break None;
+                };
+                st.waiting -= 1;
+                if timeout.is_some_and(|t| self.now - self.slab[n].entered > t) {
+                    abandoned.push(n);
+                } else {
+                    break Some(n);
+                }
+            }
+        };
+        match next {
+            Some(next) => {
+                let service = self.service_time(component, next);
+                self.slab[next].started = self.now;
+                self.schedule(
+                    self.now + service,
+                    EventKind::Depart {
+                        component,
+                        instance,
+                        request: next,
+                    },
+                );
+            }
+            None => {
+                if let Some(st) = self.stations[component].as_mut() {
+                    st.instances[instance].busy -= 1;
+                    st.busy -= 1;
+                }
+            }
+        }
+        for waited in abandoned {
+            self.abandon(component, waited);
         }
         match (after, route) {
             (behavior::After::Fail, _) => self.fail(component, request),
+            (behavior::After::To(to), _) if self.dynamics.partitioned(component, to) => {
+                self.fail(component, request)
+            }
             (behavior::After::To(to), _) => self.send(to, request, None),
+            (_, Some((to, _))) if self.dynamics.partitioned(component, to) => {
+                self.fail(component, request)
+            }
             (_, Some((to, k))) => {
                 let latency = self.route_latency(component, k);
                 self.send(to, request, latency);
@@ -501,12 +590,25 @@ impl Simulation {
         }
     }
 
+    /// A request abandoned after waiting past the station's timeout.
+    fn abandon(&mut self, component: usize, request: usize) {
+        let r = self.slab[request];
+        self.stats[component].timed_out += 1;
+        self.free.push(request);
+        match r.frame {
+            Some(frame) => self.answer(frame, true),
+            None if !r.background => self.end_to_end.errors += 1,
+            None => {}
+        }
+    }
+
     /// Statistics with the time-weighted integrals brought up to now.
     fn current_stats(&self) -> Vec<ComponentStats> {
         let mut stats = self.stats.clone();
         for (c, s) in stats.iter_mut().enumerate() {
             if let Some(st) = &self.stations[c] {
-                s.integrate_to(self.now, f64::from(st.busy), st.waiting as f64);
+                let capacity = f64::from(st.capacity_workers());
+                s.integrate_to(self.now, f64::from(st.busy), st.waiting as f64, capacity);
             }
         }
         stats
@@ -524,6 +626,7 @@ impl Simulation {
             self.events_processed,
             self.now,
         )
+        .with_timeline(self.dynamics.timeline.clone())
     }
 
     /// One line of the per-interval series.

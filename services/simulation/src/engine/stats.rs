@@ -18,9 +18,12 @@ pub struct ComponentStats {
     pub completed: u64,
     /// Requests dropped (waiting room full).
     pub dropped: u64,
-    /// Requests served whose synchronous calls failed.
+    /// Requests that failed here: refused or failed calls, the station's error rate, crashes.
     pub errors: u64,
+    /// Requests that waited longer than the station's timeout and were abandoned.
+    pub timed_out: u64,
     busy_area: f64,
+    capacity_area: f64,
     queue_area: f64,
     last: f64,
     wait_sum: f64,
@@ -37,7 +40,9 @@ impl ComponentStats {
             completed: 0,
             dropped: 0,
             errors: 0,
+            timed_out: 0,
             busy_area: 0.0,
+            capacity_area: 0.0,
             queue_area: 0.0,
             last: 0.0,
             wait_sum: 0.0,
@@ -46,11 +51,13 @@ impl ComponentStats {
         }
     }
 
-    /// Adds `busy` workers and `waiting` requests held from the last change until `now`.
-    pub fn integrate_to(&mut self, now: f64, busy: f64, waiting: f64) {
+    /// Adds `busy` workers, `waiting` requests and `capacity` available workers held from the
+    /// last change until `now`.
+    pub fn integrate_to(&mut self, now: f64, busy: f64, waiting: f64, capacity: f64) {
         let dt = now - self.last;
         if dt > 0.0 {
             self.busy_area += busy * dt;
+            self.capacity_area += capacity * dt;
             self.queue_area += waiting * dt;
             self.last = now;
         }
@@ -99,8 +106,12 @@ pub struct ComponentReport {
     pub completed: u64,
     /// Requests dropped.
     pub dropped: u64,
-    /// Requests served whose synchronous calls failed.
+    /// Requests that failed here: refused or failed calls, the station's error rate, crashes.
     pub errors: u64,
+    /// Requests abandoned after waiting longer than the station's timeout.
+    pub timed_out: u64,
+    /// Time-average of workers available (changes with crashes and autoscaling).
+    pub mean_workers: f64,
     /// Served per simulated second.
     pub throughput_per_s: f64,
     /// Busy fraction of all workers.
@@ -161,6 +172,8 @@ pub struct Report {
     pub classes: BTreeMap<String, EndToEnd>,
     /// The design's service-level objectives, checked.
     pub slos: Vec<SloResult>,
+    /// Faults, breakers and scaling decisions, in order.
+    pub timeline: Vec<super::TimelineEntry>,
 }
 
 /// One service-level objective, checked.
@@ -235,9 +248,11 @@ impl Report {
                     completed: s.completed,
                     dropped: s.dropped,
                     errors: s.errors,
+                    timed_out: s.timed_out,
+                    mean_workers: s.capacity_area / measured,
                     throughput_per_s: s.completed as f64 / measured,
-                    utilization: if s.workers > 0.0 {
-                        s.busy_area / (s.workers * measured)
+                    utilization: if s.capacity_area > 0.0 {
+                        s.busy_area / s.capacity_area
                     } else {
                         0.0
                     },
@@ -265,9 +280,16 @@ impl Report {
             components,
             classes,
             slos: Vec::new(),
+            timeline: Vec::new(),
         };
         report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
         report
+    }
+
+    /// Attaches the run's timeline.
+    pub fn with_timeline(mut self, timeline: Vec<super::TimelineEntry>) -> Report {
+        self.timeline = timeline;
+        self
     }
 
     fn check(&self, slo: &Slo) -> SloResult {
@@ -334,6 +356,15 @@ impl Report {
             "p95 ms",
             "p99 ms"
         ));
+        for t in &self.timeline {
+            out.push_str(&format!(
+                "t={:>9.1}s {:<16} {}\n",
+                t.t_s, t.component, t.event
+            ));
+        }
+        if !self.timeline.is_empty() {
+            out.push('\n');
+        }
         for (name, e) in &self.classes {
             out.push_str(&format!(
                 "class {name}: {} completed, {:.2} req/s; latency mean {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}\n",
@@ -403,7 +434,7 @@ impl Series {
         let mut queue = BTreeMap::new();
         for (comp, s) in design.components.iter().zip(stats) {
             if s.workers > 0.0 {
-                utilization.insert(comp.id.clone(), s.busy_area / (s.workers * measured));
+                utilization.insert(comp.id.clone(), s.busy_area / s.capacity_area.max(1e-12));
                 queue.insert(comp.id.clone(), s.queue_area / measured);
             }
         }
