@@ -496,26 +496,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     }
     let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
     let slos = traffic::parse_slos(&mut c, &root, &ids, &class_names);
-    let faults = dynamics::parse_faults(&mut c, &root, &index);
-    for (i, fault) in faults.iter().enumerate() {
-        let target = match fault.action {
-            FaultAction::Crash { component, .. }
-            | FaultAction::AddLatency { component, .. }
-            | FaultAction::ErrorRate { component, .. } => Some(component),
-            FaultAction::Partition { .. } => None,
-        };
-        let kind_of = |t: usize| {
-            list.get(t)
-                .and_then(|v| v.get("kind"))
-                .and_then(|k| k.as_str())
-        };
-        if target.is_some_and(|t| matches!(kind_of(t), Some("source" | "load_balancer"))) {
-            c.problem(
-                &format!("$.faults[{i}].component"),
-                "faults apply to stations (not sources or load balancers)",
-            );
-        }
-    }
+    let faults = dynamics::parse_faults(&mut c, &root, &index, &kinds);
     for (i, comp) in components.iter().enumerate() {
         let Kind::Station(st) = &comp.kind else {
             continue;

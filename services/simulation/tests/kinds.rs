@@ -156,3 +156,27 @@ fn kind_specific_problems_are_listed() {
         );
     }
 }
+
+#[test]
+fn load_balancers_skip_targets_with_every_instance_down() {
+    let json = r#"{"duration_s": 1000, "seed": 9,
+        "faults": [{"at_s": 0, "duration_s": 500, "action": "crash", "component": "a", "instances": 1}],
+        "components": [
+        {"id": "u", "kind": "source", "rate_per_s": 20, "to": "lb"},
+        {"id": "lb", "kind": "load_balancer", "targets": ["a", "b"]},
+        {"id": "a", "kind": "service", "concurrency": 50, "service_time": {"dist": "constant", "ms": 5}},
+        {"id": "b", "kind": "service", "concurrency": 50, "service_time": {"dist": "constant", "ms": 5}}]}"#;
+    let mut sim = Simulation::new(parse(json).unwrap());
+    sim.run();
+    let r = sim.report();
+    // While `a` is down (first half) everything goes to `b`; then round robin again.
+    assert!(
+        (share(&r, "b", "lb") - 0.75).abs() < 0.01,
+        "{}",
+        share(&r, "b", "lb")
+    );
+    assert_eq!(
+        r.end_to_end.errors, 0,
+        "no request was sent to the dead target"
+    );
+}

@@ -151,6 +151,7 @@ pub(super) fn parse_faults(
     c: &mut Checker,
     root: &Value,
     index: &HashMap<String, usize>,
+    kinds: &[String],
 ) -> Vec<Fault> {
     let Some(v) = root.get("faults") else {
         return Vec::new();
@@ -225,6 +226,18 @@ pub(super) fn parse_faults(
                 None
             }
         };
+        let station = match &action {
+            Some(FaultAction::Crash { component, .. })
+            | Some(FaultAction::AddLatency { component, .. })
+            | Some(FaultAction::ErrorRate { component, .. }) => Some(*component),
+            _ => None,
+        };
+        if station.is_some_and(|s| matches!(kinds[s].as_str(), "source" | "load_balancer")) {
+            c.problem(
+                &format!("{path}.component"),
+                "faults apply to stations (not sources or load balancers)",
+            );
+        }
         if let Some(action) = action {
             out.push(Fault {
                 at,

@@ -26,23 +26,43 @@ impl Simulation {
     pub(super) fn enter_special(&mut self, component: usize, request: usize) -> bool {
         match &self.design.components[component].kind {
             Kind::Balancer(b) => {
+                // Health checks: targets with no instance up are skipped while others are up.
+                let healthy: Vec<usize> = (0..b.targets.len())
+                    .filter(|&k| {
+                        self.stations[b.targets[k]]
+                            .as_ref()
+                            .is_none_or(|s| s.capacity_workers() > 0)
+                    })
+                    .collect();
+                let candidates: Vec<usize> = if healthy.is_empty() {
+                    (0..b.targets.len()).collect()
+                } else {
+                    healthy
+                };
                 let pick = match b.strategy {
                     Strategy::RoundRobin => {
                         let n = self.balancer_turn[component];
                         self.balancer_turn[component] = n.wrapping_add(1);
-                        n % b.targets.len()
+                        candidates[n % candidates.len()]
                     }
                     Strategy::Random => {
-                        (self.routing_rng.uniform() * b.targets.len() as f64) as usize
+                        candidates[((self.routing_rng.uniform() * candidates.len() as f64)
+                            as usize)
+                            .min(candidates.len() - 1)]
                     }
-                    Strategy::Weighted => weighted(&b.weights, &mut self.routing_rng),
+                    Strategy::Weighted => {
+                        let weights: Vec<f64> = candidates.iter().map(|&k| b.weights[k]).collect();
+                        candidates[weighted(&weights, &mut self.routing_rng)]
+                    }
                     Strategy::LeastConnections => {
                         let load = |t: usize| {
                             self.stations[t]
                                 .as_ref()
                                 .map_or(0, |s| s.busy as usize + s.waiting)
                         };
-                        (0..b.targets.len())
+                        candidates
+                            .iter()
+                            .copied()
                             .min_by_key(|&k| load(b.targets[k]))
                             .unwrap_or(0)
                     }

@@ -18,7 +18,8 @@ use std::collections::VecDeque;
 pub(super) struct CallRef {
     frame: usize,
     call: usize,
-    attempt: u32,
+    /// Unique over the whole run (frames are reused, attempt numbers never are).
+    attempt: u64,
 }
 
 /// A worker waiting for its calls.
@@ -30,8 +31,8 @@ struct Frame {
     failed: u32,
     /// Calls not issued yet (sequential fan-out), by index in the caller's `calls`.
     queued: VecDeque<usize>,
-    /// Current attempt generation per call.
-    attempt: Vec<u32>,
+    /// The outstanding attempt per call (0 = none).
+    attempt: Vec<u64>,
     /// Retries used per call.
     retries: Vec<u32>,
 }
@@ -41,6 +42,7 @@ struct Frame {
 pub(super) struct Frames {
     list: Vec<Option<Frame>>,
     free: Vec<usize>,
+    attempts: u64,
 }
 
 impl Frames {
@@ -124,14 +126,19 @@ impl Simulation {
 
     /// Sends one attempt of `call` (or fails it at once: open breaker, partition).
     fn issue(&mut self, frame: usize, call: usize) {
+        if self.frames.list[frame].is_none() {
+            return;
+        }
+        self.frames.attempts += 1;
+        let attempt = self.frames.attempts;
         let Some(f) = self.frames.list[frame].as_mut() else {
             return;
         };
-        f.attempt[call] += 1;
+        f.attempt[call] = attempt;
         let reference = CallRef {
             frame,
             call,
-            attempt: f.attempt[call],
+            attempt,
         };
         let (caller, parent) = (f.component, f.request);
         let Kind::Station(s) = &self.design.components[caller].kind else {
@@ -191,7 +198,7 @@ impl Simulation {
         if f.attempt[call.call] != call.attempt {
             return; // a late answer to an attempt that already timed out
         }
-        f.attempt[call.call] += 1; // later answers or timeouts of this attempt are stale
+        f.attempt[call.call] = 0; // later answers or timeouts of this attempt are stale
         let caller = f.component;
         let Kind::Station(s) = &self.design.components[caller].kind else {
             return;
