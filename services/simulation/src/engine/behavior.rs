@@ -98,10 +98,9 @@ impl Simulation {
         let Kind::Station(s) = &self.design.components[component].kind else {
             return None;
         };
-        let u = self.routing_rng.uniform();
         let op = match &s.behavior {
-            Behavior::Cache { hit_ratio, .. } => u < *hit_ratio,
-            Behavior::Database { write_ratio, .. } => u < *write_ratio,
+            Behavior::Cache { hit_ratio, .. } => self.routing_rng.uniform() < *hit_ratio,
+            Behavior::Database { write_ratio, .. } => self.routing_rng.uniform() < *write_ratio,
             _ => false,
         };
         self.slab[request].op = if op { OP_SPECIAL } else { 0 };

@@ -9,17 +9,27 @@
 //! an error of the caller, which carries on. Every attempt has a generation number, so an
 //! answer that arrives after its timeout fired is ignored.
 
-use super::{EventKind, Request, Simulation};
+use super::{id, EventKind, Request, Simulation};
 use crate::design::{Fanout, Kind};
 use std::collections::VecDeque;
 
 /// Which attempt of which call of which frame a child request answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct CallRef {
-    frame: usize,
-    call: usize,
+    frame: u32,
+    call: u32,
     /// Unique over the whole run (frames are reused, attempt numbers never are).
     attempt: u64,
+}
+
+impl CallRef {
+    fn frame(&self) -> usize {
+        self.frame as usize
+    }
+
+    fn index(&self) -> usize {
+        self.call as usize
+    }
 }
 
 /// A worker waiting for its calls.
@@ -136,8 +146,8 @@ impl Simulation {
         };
         f.attempt[call] = attempt;
         let reference = CallRef {
-            frame,
-            call,
+            frame: id(frame),
+            call: id(call),
             attempt,
         };
         let (caller, parent) = (f.component, f.request);
@@ -173,9 +183,9 @@ impl Simulation {
 
     /// A call's chain ended (or was refused): the answer travels back over the call's edge.
     pub(super) fn answer(&mut self, call: CallRef, failed: bool) {
-        let caller = self.frames.list[call.frame].as_ref().map(|f| f.component);
+        let caller = self.frames.list[call.frame()].as_ref().map(|f| f.component);
         let latency = caller.and_then(|c| match &self.design.components[c].kind {
-            Kind::Station(s) => s.calls[call.call]
+            Kind::Station(s) => s.calls[call.index()]
                 .latency
                 .as_ref()
                 .map(|d| d.sample(&mut self.routing_rng)),
@@ -192,41 +202,41 @@ impl Simulation {
     /// An answer (or a timeout) reached the caller: retry a failure if allowed, otherwise
     /// count it, then issue the next call, or finish once all have answered.
     pub(super) fn call_returned(&mut self, call: CallRef, failed: bool) {
-        let Some(f) = self.frames.list[call.frame].as_mut() else {
+        let Some(f) = self.frames.list[call.frame()].as_mut() else {
             return;
         };
-        if f.attempt[call.call] != call.attempt {
+        if f.attempt[call.index()] != call.attempt {
             return; // a late answer to an attempt that already timed out
         }
-        f.attempt[call.call] = 0; // later answers or timeouts of this attempt are stale
+        f.attempt[call.index()] = 0; // later answers or timeouts of this attempt are stale
         let caller = f.component;
         let Kind::Station(s) = &self.design.components[caller].kind else {
             return;
         };
-        let policy = &s.calls[call.call].policy;
+        let policy = &s.calls[call.index()].policy;
         self.dynamics
-            .record_call(caller, call.call, failed, policy.breaker, self.now);
-        if failed && f.retries[call.call] < policy.retries {
-            f.retries[call.call] += 1;
-            let backoff = policy.backoff * f64::from(1u32 << (f.retries[call.call] - 1).min(20));
+            .record_call(caller, call.index(), failed, policy.breaker, self.now);
+        if failed && f.retries[call.index()] < policy.retries {
+            f.retries[call.index()] += 1;
+            let backoff = policy.backoff * f64::from(1u32 << (f.retries[call.index()] - 1).min(20));
             self.schedule(
                 self.now + backoff,
                 EventKind::Retry {
-                    frame: call.frame,
-                    call: call.call,
+                    frame: id(call.frame()),
+                    call: id(call.index()),
                 },
             );
             return;
         }
         f.pending -= 1;
         f.failed += u32::from(failed);
-        if f.pending > 0 || self.issue_next(call.frame) {
+        if f.pending > 0 || self.issue_next(call.frame()) {
             return;
         }
-        let Some(f) = self.frames.list[call.frame].take() else {
+        let Some(f) = self.frames.list[call.frame()].take() else {
             return;
         };
-        self.frames.free.push(call.frame);
+        self.frames.free.push(call.frame());
         if f.failed > 0 {
             self.stats[f.component].errors += 1;
         }

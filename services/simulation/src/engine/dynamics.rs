@@ -2,7 +2,7 @@
 //! circuit breakers on calls, and autoscaling on utilisation. Each change is logged on the
 //! report's timeline.
 
-use super::{EventKind, Simulation};
+use super::{id, EventKind, Simulation};
 use crate::design::{FaultAction, Kind};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -99,12 +99,18 @@ impl Simulation {
             .map(|f| (f.at, f.duration))
             .collect();
         for (index, (at, duration)) in faults.into_iter().enumerate() {
-            self.schedule(at, EventKind::Fault { index, start: true });
+            self.schedule(
+                at,
+                EventKind::Fault {
+                    index: id(index),
+                    start: true,
+                },
+            );
             if let Some(d) = duration {
                 self.schedule(
                     at + d,
                     EventKind::Fault {
-                        index,
+                        index: id(index),
                         start: false,
                     },
                 );
@@ -114,7 +120,12 @@ impl Simulation {
             if let Kind::Station(s) = &self.design.components[component].kind {
                 if let Some(a) = &s.autoscale {
                     let at = a.interval;
-                    self.schedule(at, EventKind::ScaleTick { component });
+                    self.schedule(
+                        at,
+                        EventKind::ScaleTick {
+                            component: id(component),
+                        },
+                    );
                 }
             }
         }
@@ -196,6 +207,7 @@ impl Simulation {
             return 0;
         };
         let mut victims = Vec::new();
+        st.degraded = true;
         let mut changed = 0;
         for i in (0..st.down.len()).rev() {
             if changed == n {
@@ -232,7 +244,12 @@ impl Simulation {
         let capacity = st.scale.capacity_area - st.scale.capacity_mark;
         st.scale.busy_mark = st.scale.busy_area;
         st.scale.capacity_mark = st.scale.capacity_area;
-        self.schedule(now + a.interval, EventKind::ScaleTick { component });
+        self.schedule(
+            now + a.interval,
+            EventKind::ScaleTick {
+                component: id(component),
+            },
+        );
         let Some(st) = self.stations[component].as_mut() else {
             return;
         };
@@ -252,8 +269,8 @@ impl Simulation {
             self.schedule(
                 now + a.startup,
                 EventKind::ScaleUp {
-                    component,
-                    instances: add,
+                    component: id(component),
+                    instances: id(add),
                 },
             );
             self.log(

@@ -23,36 +23,41 @@ use std::collections::{BinaryHeap, VecDeque};
 
 #[derive(Debug, Clone, Copy)]
 enum EventKind {
-    /// Source `c` emits a request.
-    Arrive { source: usize },
-    /// A worker of component `c`, instance `i`, finishes request `r`.
+    /// A worker of `component`, instance `instance`, finishes `request`.
     Depart {
-        component: usize,
-        instance: usize,
-        request: usize,
+        component: u32,
+        instance: u32,
+        request: u32,
     },
-    /// Request `r` arrives at `component` after crossing an edge with latency.
-    Enter { component: usize, request: usize },
+    /// Request `request` arrives at `component` after crossing an edge with latency.
+    Enter { component: u32, request: u32 },
     /// A call's answer (success or failure) reaches its caller's frame after the way back.
     Return { call: calls::CallRef, failed: bool },
     /// A scheduled fault starts (`start`) or ends.
-    Fault { index: usize, start: bool },
+    Fault { index: u32, start: bool },
     /// An autoscaled station measures its utilisation.
-    ScaleTick { component: usize },
+    ScaleTick { component: u32 },
     /// Started instances join an autoscaled station.
-    ScaleUp { component: usize, instances: usize },
+    ScaleUp { component: u32, instances: u32 },
     /// A call's timeout fires (ignored if that attempt has answered).
     CallTimeout { call: calls::CallRef },
     /// A failed call is tried again.
-    Retry { frame: usize, call: usize },
+    Retry { frame: u32, call: u32 },
     /// The warm-up ends: statistics restart.
     WarmupEnd,
 }
 
+/// Event payloads hold indexes as `u32` to keep heap entries small (the heap moves them a lot).
+fn id(i: usize) -> u32 {
+    i as u32
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Event {
-    time: f64,
-    seq: u64,
+    /// Time bits (high 64) and sequence (low 64): simulated times are never negative, so
+    /// their IEEE bits order like the numbers, and one integer comparison orders by
+    /// (time, scheduling order).
+    key: u128,
     kind: EventKind,
 }
 
@@ -70,10 +75,7 @@ impl PartialOrd for Event {
 impl Ord for Event {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
-        other
-            .time
-            .total_cmp(&self.time)
-            .then(other.seq.cmp(&self.seq))
+        other.key.cmp(&self.key)
     }
 }
 
@@ -115,6 +117,10 @@ struct StationState {
     active: usize,
     /// Instances down (crash faults).
     down: Vec<bool>,
+    /// Whether any instance has ever been down (skips the scan of `down` otherwise).
+    degraded: bool,
+    /// Whether the station autoscales (skips its bookkeeping otherwise).
+    autoscaled: bool,
     /// Added to every service time (latency faults).
     extra_latency: f64,
     /// Replaces the error rate while an error-rate fault lasts.
@@ -126,6 +132,9 @@ struct StationState {
 impl StationState {
     /// Workers able to take requests now.
     fn capacity_workers(&self) -> u32 {
+        if !self.degraded {
+            return self.active as u32 * self.concurrency;
+        }
         let up = (0..self.active).filter(|&i| !self.down[i]).count() as u32;
         up * self.concurrency
     }
@@ -137,6 +146,8 @@ pub struct Simulation {
     now: f64,
     seq: u64,
     events: BinaryHeap<Event>,
+    /// (next arrival key, source component) per source.
+    arrivals: Vec<(u128, usize)>,
     slab: Vec<Request>,
     free: Vec<usize>,
     balancer_turn: Vec<usize>,
@@ -186,6 +197,8 @@ impl Simulation {
                             .map_or(s.instances, |a| a.max.max(s.instances))
                             as usize
                     ],
+                    degraded: false,
+                    autoscaled: s.autoscale.is_some(),
                     extra_latency: 0.0,
                     error_override: None,
                     scale: dynamics::ScaleState::default(),
@@ -207,6 +220,7 @@ impl Simulation {
             now: 0.0,
             seq: 0,
             events: BinaryHeap::new(),
+            arrivals: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
             balancer_turn: Vec::new(),
@@ -231,7 +245,8 @@ impl Simulation {
         for i in 0..sim.design.components.len() {
             if let Kind::Source(src) = &sim.design.components[i].kind {
                 let first = arrivals::next_arrival(src, 0.0, &mut sim.source_rng[i]);
-                sim.schedule(first, EventKind::Arrive { source: i });
+                let key = sim.key(first);
+                sim.arrivals.push((key, i));
             }
         }
         sim.schedule_dynamics();
@@ -242,12 +257,16 @@ impl Simulation {
     }
 
     fn schedule(&mut self, time: f64, kind: EventKind) {
+        let key = self.key(time);
+        self.events.push(Event { key, kind });
+    }
+
+    /// The ordering key of something happening at `time`, scheduled now.
+    fn key(&mut self, time: f64) -> u128 {
         self.seq += 1;
-        self.events.push(Event {
-            time,
-            seq: self.seq,
-            kind,
-        });
+        // `max(0.0)` also turns -0.0 into +0.0, whose bits sort first.
+        let bits = time.max(0.0).to_bits();
+        (u128::from(bits) << 64) | u128::from(self.seq)
     }
 
     /// The simulated time reached.
@@ -269,16 +288,37 @@ impl Simulation {
     /// can interleave the simulation with other work.
     pub fn advance_to(&mut self, t: f64) {
         let until = t.min(self.design.duration);
-        while let Some(event) = self.events.peek() {
-            if event.time > until {
+        loop {
+            // Each source has exactly one pending arrival: they wait beside the heap (a short
+            // scan) instead of in it, which saves a push and a pop per request.
+            let next_arrival = self
+                .arrivals
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (key, _))| *key)
+                .map(|(k, (key, _))| (k, *key));
+            let next_event = self.events.peek().map(|e| e.key);
+            let key = match (next_arrival, next_event) {
+                (Some((_, a)), Some(e)) => a.min(e),
+                (Some((_, a)), None) => a,
+                (None, Some(e)) => e,
+                (None, None) => break,
+            };
+            let time = f64::from_bits((key >> 64) as u64);
+            if time > until {
                 break;
             }
-            let Some(event) = self.events.pop() else {
-                break;
-            };
-            self.advance_clock(event.time);
+            self.advance_clock(time);
             self.events_processed += 1;
-            self.handle(event.kind);
+            match next_arrival {
+                Some((slot, a)) if a == key => self.arrive(slot),
+                _ => {
+                    let Some(event) = self.events.pop() else {
+                        break;
+                    };
+                    self.handle(event.kind);
+                }
+            }
             if self.finished {
                 return;
             }
@@ -305,49 +345,56 @@ impl Simulation {
         if let Some(st) = self.stations[c].as_mut() {
             let capacity = f64::from(st.capacity_workers());
             self.stats[c].integrate_to(self.now, f64::from(st.busy), st.waiting as f64, capacity);
-            st.scale
-                .integrate_to(self.now, f64::from(st.busy), capacity);
+            if st.autoscaled {
+                st.scale
+                    .integrate_to(self.now, f64::from(st.busy), capacity);
+            }
         }
+    }
+
+    /// The source in arrival slot `slot` emits a request and draws its next arrival.
+    fn arrive(&mut self, slot: usize) {
+        let source = self.arrivals[slot].1;
+        let Kind::Source(src) = &self.design.components[source].kind else {
+            return;
+        };
+        let to = src.to;
+        let next = arrivals::next_arrival(src, self.now, &mut self.source_rng[source]);
+        let class = pick_class(&src.classes, &mut self.source_rng[source]);
+        self.arrivals[slot].0 = self.key(next);
+        self.stats[source].arrivals += 1;
+        let request = self.alloc(Request {
+            born: self.now,
+            entered: self.now,
+            started: self.now,
+            frame: None,
+            class,
+            op: 0,
+            background: false,
+        });
+        self.end_to_end.arrivals += 1;
+        self.enter(to, request);
     }
 
     fn handle(&mut self, kind: EventKind) {
         match kind {
-            EventKind::Arrive { source } => {
-                let Kind::Source(src) = &self.design.components[source].kind else {
-                    return;
-                };
-                let to = src.to;
-                let next = arrivals::next_arrival(src, self.now, &mut self.source_rng[source]);
-                let class = pick_class(&src.classes, &mut self.source_rng[source]);
-                self.schedule(next, EventKind::Arrive { source });
-                self.stats[source].arrivals += 1;
-                let request = self.alloc(Request {
-                    born: self.now,
-                    entered: self.now,
-                    started: self.now,
-                    frame: None,
-                    class,
-                    op: 0,
-                    background: false,
-                });
-                self.end_to_end.arrivals += 1;
-                self.enter(to, request);
-            }
             EventKind::Depart {
                 component,
                 instance,
                 request,
-            } => self.depart(component, instance, request),
-            EventKind::Enter { component, request } => self.enter(component, request),
+            } => self.depart(component as usize, instance as usize, request as usize),
+            EventKind::Enter { component, request } => {
+                self.enter(component as usize, request as usize)
+            }
             EventKind::Return { call, failed } => self.call_returned(call, failed),
-            EventKind::Fault { index, start } => self.fault(index, start),
-            EventKind::ScaleTick { component } => self.scale_tick(component),
+            EventKind::Fault { index, start } => self.fault(index as usize, start),
+            EventKind::ScaleTick { component } => self.scale_tick(component as usize),
             EventKind::ScaleUp {
                 component,
                 instances,
-            } => self.scale_up(component, instances),
+            } => self.scale_up(component as usize, instances as usize),
             EventKind::CallTimeout { call } => self.call_returned(call, true),
-            EventKind::Retry { frame, call } => self.retry(frame, call),
+            EventKind::Retry { frame, call } => self.retry(frame as usize, call as usize),
             EventKind::WarmupEnd => {
                 for s in &mut self.stats {
                     s.reset(self.now);
@@ -405,9 +452,9 @@ impl Simulation {
             self.schedule(
                 self.now + service,
                 EventKind::Depart {
-                    component,
-                    instance: i,
-                    request,
+                    component: id(component),
+                    instance: id(i),
+                    request: id(request),
                 },
             );
         } else if st.capacity.is_some_and(|cap| inst.waiting.len() >= cap) {
@@ -473,9 +520,9 @@ impl Simulation {
                 self.schedule(
                     self.now + service,
                     EventKind::Depart {
-                        component,
-                        instance,
-                        request: next,
+                        component: id(component),
+                        instance: id(instance),
+                        request: id(next),
                     },
                 );
             }
@@ -512,8 +559,8 @@ impl Simulation {
             Some(delay) if delay > 0.0 => self.schedule(
                 self.now + delay,
                 EventKind::Enter {
-                    component: to,
-                    request,
+                    component: id(to),
+                    request: id(request),
                 },
             ),
             _ => self.enter(to, request),

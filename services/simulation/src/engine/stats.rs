@@ -75,7 +75,7 @@ impl ComponentStats {
         self.completed += 1;
         self.response_sum += response;
         self.wait_sum += wait;
-        let us = (response * 1e6).round() as u64;
+        let us = (response * 1e6 + 0.5) as u64;
         let _ = self.response_us.record(us.clamp(1, MAX_US));
     }
 
