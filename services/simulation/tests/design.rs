@@ -164,3 +164,26 @@ fn bottleneck_analysis_ranks_explains_and_confirms_a_resize() {
     assert_eq!(findings[1].status, "ok");
     assert!(findings[1].recommendation.is_none());
 }
+
+#[test]
+fn every_example_design_runs_and_meets_its_slos() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/designs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let design = parse(&text).unwrap_or_else(|p| panic!("{}: {p:?}", path.display()));
+        let mut sim = Simulation::new(design);
+        sim.run();
+        let report = sim.report();
+        assert!(report.end_to_end.completed > 0, "{}", path.display());
+        for slo in &report.slos {
+            assert!(slo.met, "{}: {slo:?}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "examples found: {seen}");
+}

@@ -340,22 +340,9 @@ impl Report {
         let e = &self.end_to_end;
         let mut out = format!(
             "simulated {:.1} s (measured {:.1} s after warm-up), {} events\n\n\
-             end to end: {} completed, {} dropped, {:.2} req/s; latency mean {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}\n\n",
-            self.simulated_s, self.measured_s, self.events, e.completed, e.dropped, e.throughput_per_s, e.mean_ms, e.p50_ms, e.p95_ms, e.p99_ms, e.max_ms
+             end to end: {} completed, {} dropped, {} errors, {:.2} req/s; latency mean {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}\n\n",
+            self.simulated_s, self.measured_s, self.events, e.completed, e.dropped, e.errors, e.throughput_per_s, e.mean_ms, e.p50_ms, e.p95_ms, e.p99_ms, e.max_ms
         );
-        out.push_str(&format!(
-            "{:<16} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
-            "component",
-            "arrivals",
-            "served",
-            "dropped",
-            "util",
-            "queue",
-            "wait ms",
-            "resp ms",
-            "p95 ms",
-            "p99 ms"
-        ));
         for t in &self.timeline {
             out.push_str(&format!(
                 "t={:>9.1}s {:<16} {}\n",
@@ -383,6 +370,19 @@ impl Report {
         if !self.classes.is_empty() || !self.slos.is_empty() {
             out.push('\n');
         }
+        out.push_str(&format!(
+            "{:<16} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
+            "component",
+            "arrivals",
+            "served",
+            "dropped",
+            "util",
+            "queue",
+            "wait ms",
+            "resp ms",
+            "p95 ms",
+            "p99 ms"
+        ));
         for (id, c) in &self.components {
             if c.kind == "source" {
                 continue;
