@@ -138,17 +138,7 @@ impl Dist {
             Dist::Exponential(mean) | Dist::Erlang(_, mean) => *mean,
             Dist::Uniform(lo, hi) => (lo + hi) / 2.0,
             Dist::Lognormal { mu, sigma } => (mu + sigma * sigma / 2.0).exp(),
-            Dist::Empirical(table) => {
-                let mut prev = 0.0;
-                table
-                    .iter()
-                    .map(|(v, cum)| {
-                        let p = cum - prev;
-                        prev = *cum;
-                        v * p
-                    })
-                    .sum()
-            }
+            Dist::Empirical(table) => empirical_moment(table, |v| v),
         }
     }
 
@@ -160,19 +150,22 @@ impl Dist {
             Dist::Uniform(lo, hi) => (lo * lo + lo * hi + hi * hi) / 3.0,
             Dist::Lognormal { mu, sigma } => (2.0 * mu + 2.0 * sigma * sigma).exp(),
             Dist::Erlang(k, mean) => mean * mean * (1.0 + 1.0 / f64::from(*k)),
-            Dist::Empirical(table) => {
-                let mut prev = 0.0;
-                table
-                    .iter()
-                    .map(|(v, cum)| {
-                        let p = cum - prev;
-                        prev = *cum;
-                        v * v * p
-                    })
-                    .sum()
-            }
+            Dist::Empirical(table) => empirical_moment(table, |v| v * v),
         }
     }
+}
+
+/// E[f(X)] of an empirical table of (value, cumulative probability).
+fn empirical_moment(table: &[(f64, f64)], f: impl Fn(f64) -> f64) -> f64 {
+    let mut prev = 0.0;
+    table
+        .iter()
+        .map(|&(v, cum)| {
+            let p = cum - prev;
+            prev = cum;
+            f(v) * p
+        })
+        .sum()
 }
 
 #[cfg(test)]
