@@ -56,6 +56,13 @@ fn serve(
     }
 }
 
+/// The measurements below are about time: run them one at a time, not beside each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -> HttpLoad {
     HttpLoad {
         addr,
@@ -70,6 +77,7 @@ fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -
 
 #[test]
 fn fixed_latency_is_reported_within_clock_and_scheduling_slack() {
+    let _one_at_a_time = serial();
     let addr = target(false, |_| Duration::from_millis(5));
     let report = run_http(&load(addr, 4, None, 1.5)).unwrap();
     let p = report.percentiles();
@@ -82,6 +90,7 @@ fn fixed_latency_is_reported_within_clock_and_scheduling_slack() {
 
 #[test]
 fn a_stall_shows_in_open_loop_percentiles() {
+    let _one_at_a_time = serial();
     // Every request that arrives between 0.7 s and 1.2 s after start waits until 1.2 s.
     let addr = target(false, |t| {
         let (from, to) = (Duration::from_millis(700), Duration::from_millis(1200));
@@ -107,6 +116,7 @@ fn a_stall_shows_in_open_loop_percentiles() {
 
 #[test]
 fn servers_that_close_every_connection_are_followed() {
+    let _one_at_a_time = serial();
     let addr = target(true, |_| Duration::ZERO);
     let report = run_http(&load(addr, 2, None, 0.8)).unwrap();
     assert_eq!(report.errors(), 0, "{:?}", report.counters.errors);
