@@ -130,6 +130,13 @@ fn an_open_breaker_stops_calling_a_failing_dependency() {
         pay.arrivals,
         api.completed
     );
+    let opened = r
+        .timeline
+        .iter()
+        .filter(|t| t.event == "breaker to payments opens for 10 s")
+        .count();
+    // 4,000 s with 10 s open periods, each followed by 5 failing calls: ~390 openings.
+    assert!(opened > 300, "{opened}");
 }
 
 #[test]

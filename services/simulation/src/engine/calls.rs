@@ -213,9 +213,27 @@ impl Simulation {
         let Kind::Station(s) = &self.design.components[caller].kind else {
             return;
         };
+        let edge = &s.calls[call.index()];
+        let policy = &edge.policy;
+        if self
+            .dynamics
+            .record_call(caller, call.index(), failed, policy.breaker, self.now)
+        {
+            let (to, open_s) = (edge.to, policy.breaker.map_or(0.0, |b| b.1));
+            let text = format!(
+                "breaker to {} opens for {open_s} s",
+                self.design.components[to].id
+            );
+            self.log(caller, text);
+        }
+        // Logging needed `self` whole: take the frame again.
+        let Some(f) = self.frames.list[call.frame()].as_mut() else {
+            return;
+        };
+        let Kind::Station(s) = &self.design.components[caller].kind else {
+            return;
+        };
         let policy = &s.calls[call.index()].policy;
-        self.dynamics
-            .record_call(caller, call.index(), failed, policy.breaker, self.now);
         if failed && f.retries[call.index()] < policy.retries {
             f.retries[call.index()] += 1;
             let backoff = policy.backoff * f64::from(1u32 << (f.retries[call.index()] - 1).min(20));

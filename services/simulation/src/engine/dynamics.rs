@@ -47,9 +47,9 @@ impl Dynamics {
         failed: bool,
         breaker: Option<(u32, f64)>,
         now: f64,
-    ) {
+    ) -> bool {
         let Some((threshold, open_for)) = breaker else {
-            return;
+            return false;
         };
         let state = self
             .breakers
@@ -61,8 +61,10 @@ impl Dynamics {
             state.0 += 1;
             if state.0 >= threshold {
                 *state = (0, now + open_for);
+                return true;
             }
         }
+        false
     }
 }
 
@@ -131,7 +133,7 @@ impl Simulation {
         }
     }
 
-    fn log(&mut self, component: usize, event: String) {
+    pub(super) fn log(&mut self, component: usize, event: String) {
         let component = self.design.components[component].id.clone();
         self.dynamics.timeline.push(TimelineEntry {
             t_s: self.now,
