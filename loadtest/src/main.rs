@@ -3,8 +3,10 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
+use sdsim_loadtest::report::SeriesPoint;
+use sdsim_loadtest::run::{build_request, run_http_with, HttpLoad};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
@@ -55,6 +57,15 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<String>,
+        /// Write one NDJSON line per interval here (time series).
+        #[arg(long)]
+        series: Option<String>,
+        /// Interval of the time series and the progress line.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -87,6 +98,9 @@ fn main() -> anyhow::Result<()> {
             headers,
             body,
             json,
+            series,
+            interval,
+            quiet,
         } => {
             let rest = url
                 .strip_prefix("http://")
@@ -114,8 +128,45 @@ fn main() -> anyhow::Result<()> {
                 duration: duration(&d)?,
                 warmup: duration(&warmup)?,
                 cpus: cpus.clone(),
+                interval: duration(&interval)?,
             };
-            let report = run_http(&load)?;
+            if load.interval.is_zero() {
+                bail!("--interval must be positive");
+            }
+            let mut series_out = match &series {
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+                )),
+                None => None,
+            };
+            let step = load.interval.as_secs_f64();
+            let mut write_error = None;
+            let report = run_http_with(&load, |index, histogram, counters| {
+                let point = SeriesPoint::new(index, step, histogram, counters);
+                if !quiet {
+                    eprintln!(
+                        "[{:>7.1}s] {:>10.0} req/s  errors {}  late {}  p50 {:.3} ms  p99 {:.3} ms",
+                        point.t_s,
+                        point.throughput_per_s,
+                        point.errors,
+                        point.late,
+                        point.latency_ms.p50,
+                        point.latency_ms.p99
+                    );
+                }
+                if let Some(out) = series_out.as_mut() {
+                    let line = sonic_rs::to_string(&point).unwrap_or_default();
+                    if let Err(e) = writeln!(out, "{line}") {
+                        write_error.get_or_insert(e);
+                    }
+                }
+            })?;
+            if let Some(mut out) = series_out {
+                out.flush()?;
+            }
+            if let Some(e) = write_error {
+                bail!("writing the series: {e}");
+            }
             print!("{}", report.table());
             if let Some(path) = json {
                 let params: BTreeMap<String, String> = [

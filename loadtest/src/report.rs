@@ -220,6 +220,44 @@ impl Report {
     }
 }
 
+/// One interval of the time series (`--series`, NDJSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds since the end of the warm-up, at the end of the interval.
+    pub t_s: f64,
+    /// Responses in the interval.
+    pub completed: u64,
+    /// Responses per second in the interval.
+    pub throughput_per_s: f64,
+    /// Errors in the interval.
+    pub errors: u64,
+    /// Requests sent late in the interval.
+    pub late: u64,
+    /// Latency percentiles of the interval.
+    pub latency_ms: Percentiles,
+}
+
+impl SeriesPoint {
+    /// The point of interval `index` (each `step` seconds long).
+    pub fn new(
+        index: u64,
+        step: f64,
+        histogram: &Histogram<u64>,
+        counters: &Counters,
+    ) -> SeriesPoint {
+        let mut report = Report::new(Duration::from_secs_f64(step));
+        report.merge(histogram, counters);
+        SeriesPoint {
+            t_s: (index + 1) as f64 * step,
+            completed: counters.completed,
+            throughput_per_s: report.throughput(),
+            errors: report.errors(),
+            late: counters.late,
+            latency_ms: report.percentiles(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

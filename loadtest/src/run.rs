@@ -11,7 +11,9 @@ use crate::client::{Connection, ExchangeError};
 use crate::report::{Counters, Report};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// One HTTP load run.
@@ -31,6 +33,8 @@ pub struct HttpLoad {
     pub warmup: Duration,
     /// CPUs to run on, one thread each.
     pub cpus: Vec<usize>,
+    /// Length of the intervals of the time series and the progress line.
+    pub interval: Duration,
 }
 
 /// Builds the request bytes for `method url` with extra headers and a body.
@@ -69,7 +73,18 @@ pub fn raise_fd_limit() {
 
 /// Runs the load and returns the merged report.
 pub fn run_http(load: &HttpLoad) -> anyhow::Result<Report> {
+    run_http_with(load, |_, _, _| {})
+}
+
+/// Like [`run_http`], calling `on_interval(index, histogram, counters)` with the merged
+/// figures of every interval (`HttpLoad::interval`) as soon as all threads have reported it.
+pub fn run_http_with(
+    load: &HttpLoad,
+    mut on_interval: impl FnMut(u64, &Histogram<u64>, &Counters),
+) -> anyhow::Result<Report> {
     raise_fd_limit();
+    let (sender, receiver) = std::sync::mpsc::channel::<Tick>();
+    let ticks = Some(sender);
     let threads = load.cpus.len().max(1);
     // Everyone starts together, a little after the threads are up.
     let start = Instant::now() + Duration::from_millis(200);
@@ -77,6 +92,7 @@ pub fn run_http(load: &HttpLoad) -> anyhow::Result<Report> {
     for (t, &cpu) in load.cpus.iter().enumerate() {
         let conns: Vec<usize> = (0..load.connections).filter(|c| c % threads == t).collect();
         let load = load.clone();
+        let tx = ticks.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
@@ -86,9 +102,26 @@ pub fn run_http(load: &HttpLoad) -> anyhow::Result<Report> {
                     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                         .enable_timer()
                         .build()?;
-                    Ok::<_, anyhow::Error>(rt.block_on(worker(load, conns, start)))
+                    Ok::<_, anyhow::Error>(rt.block_on(worker(load, conns, start, tx)))
                 })?,
         );
+    }
+    drop(ticks);
+    // Merge each interval once every thread has sent it.
+    let mut pending: std::collections::BTreeMap<u64, (usize, Histogram<u64>, Counters)> =
+        Default::default();
+    for tick in receiver {
+        let entry = pending
+            .entry(tick.index)
+            .or_insert_with(|| (0, Report::histogram(), Counters::default()));
+        entry.0 += 1;
+        let _ = entry.1.add(&tick.histogram);
+        entry.2.add(&tick.counters);
+        if entry.0 == threads {
+            if let Some((_, h, c)) = pending.remove(&tick.index) {
+                on_interval(tick.index, &h, &c);
+            }
+        }
     }
     let mut report = Report::new(load.duration);
     for h in handles {
@@ -100,20 +133,79 @@ pub fn run_http(load: &HttpLoad) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn worker(load: HttpLoad, conns: Vec<usize>, start: Instant) -> (Histogram<u64>, Counters) {
+/// What one load thread has counted since its last tick.
+pub(crate) struct Tally {
+    histogram: Histogram<u64>,
+    counters: Counters,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            histogram: Report::histogram(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// One interval of one load thread, sent to the reporting thread.
+pub struct Tick {
+    /// Interval number, from 0 at the end of the warm-up.
+    pub index: u64,
+    /// Latencies recorded in the interval.
+    pub histogram: Histogram<u64>,
+    /// Counters of the interval.
+    pub counters: Counters,
+}
+
+async fn worker(
+    load: HttpLoad,
+    conns: Vec<usize>,
+    start: Instant,
+    ticks: Option<std::sync::mpsc::Sender<Tick>>,
+) -> (Histogram<u64>, Counters) {
+    let tally = Rc::new(RefCell::new(Tally::new()));
     let mut tasks = Vec::new();
     for index in conns {
         let load = load.clone();
-        tasks.push(monoio::spawn(connection(load, index, start)));
+        tasks.push(monoio::spawn(connection(
+            load,
+            index,
+            start,
+            Rc::clone(&tally),
+        )));
     }
-    let mut hist = Report::histogram();
-    let mut counters = Counters::default();
+    let mut totals = Tally::new();
+    // Every interval, move what the connections counted into the totals and report it.
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let mut index = 0u64;
+    loop {
+        let tick_at = measure_from + load.interval * (index as u32 + 1);
+        sleep_until(tick_at.min(end)).await;
+        let done = std::mem::replace(&mut *tally.borrow_mut(), Tally::new());
+        let _ = totals.histogram.add(&done.histogram);
+        totals.counters.add(&done.counters);
+        if let Some(tx) = &ticks {
+            let _ = tx.send(Tick {
+                index,
+                histogram: done.histogram,
+                counters: done.counters,
+            });
+        }
+        index += 1;
+        if tick_at >= end {
+            break;
+        }
+    }
     for task in tasks {
-        let (h, c) = task.await;
-        let _ = hist.add(&h);
-        counters.add(&c);
+        task.await;
     }
-    (hist, counters)
+    // Whatever completed after the last tick (requests in flight at the end).
+    let rest = std::mem::replace(&mut *tally.borrow_mut(), Tally::new());
+    let _ = totals.histogram.add(&rest.histogram);
+    totals.counters.add(&rest.counters);
+    (totals.histogram, totals.counters)
 }
 
 async fn sleep_until(t: Instant) {
@@ -123,9 +215,7 @@ async fn sleep_until(t: Instant) {
     }
 }
 
-async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<u64>, Counters) {
-    let mut hist = Report::histogram();
-    let mut c = Counters::default();
+async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
     let interval = load
@@ -145,7 +235,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<
                 if now < due {
                     sleep_until(due).await;
                 } else if now - due > step {
-                    c.late += u64::from(due >= measure_from);
+                    tally.borrow_mut().counters.late += u64::from(due >= measure_from);
                 }
                 due
             }
@@ -158,11 +248,11 @@ async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<
         if conn.is_none() {
             match Connection::connect(load.addr).await {
                 Ok(fresh) => {
-                    c.connects += 1;
+                    tally.borrow_mut().counters.connects += 1;
                     conn = Some(fresh);
                 }
                 Err(_) => {
-                    c.error(measured, "connect");
+                    tally.borrow_mut().counters.error(measured, "connect");
                     monoio::time::sleep(Duration::from_millis(10)).await;
                     if let Some(step) = interval {
                         due += step;
@@ -174,7 +264,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<
         let Some(active) = conn.as_mut() else {
             continue;
         };
-        c.sent += u64::from(measured);
+        tally.borrow_mut().counters.sent += u64::from(measured);
         let result = monoio::time::timeout(
             Duration::from_secs(10),
             active.exchange(load.request.clone()),
@@ -184,30 +274,33 @@ async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<
         match result {
             Ok(Ok(exchange)) => {
                 if measured {
-                    c.completed += 1;
+                    tally.borrow_mut().counters.completed += 1;
                     let micros = done.saturating_duration_since(intended).as_micros() as u64;
-                    let _ = hist.record(micros.clamp(1, Report::MAX_US));
+                    let _ = tally
+                        .borrow_mut()
+                        .histogram
+                        .record(micros.clamp(1, Report::MAX_US));
                     if exchange.status >= 500 {
-                        c.error(true, "status_5xx");
+                        tally.borrow_mut().counters.error(true, "status_5xx");
                     } else if exchange.status >= 400 {
-                        c.error(true, "status_4xx");
+                        tally.borrow_mut().counters.error(true, "status_4xx");
                     }
                 }
                 if !exchange.reusable {
                     conn = None;
-                    c.reconnects += 1;
+                    tally.borrow_mut().counters.reconnects += 1;
                 }
             }
             Ok(Err(ExchangeError::Io(_))) => {
-                c.error(measured, "io");
+                tally.borrow_mut().counters.error(measured, "io");
                 conn = None;
             }
             Ok(Err(ExchangeError::Parse(_))) => {
-                c.error(measured, "parse");
+                tally.borrow_mut().counters.error(measured, "parse");
                 conn = None;
             }
             Err(_) => {
-                c.error(measured, "timeout");
+                tally.borrow_mut().counters.error(measured, "timeout");
                 conn = None;
             }
         }
@@ -215,5 +308,4 @@ async fn connection(load: HttpLoad, index: usize, start: Instant) -> (Histogram<
             due += step;
         }
     }
-    (hist, c)
 }

@@ -74,6 +74,7 @@ fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -
         duration: Duration::from_secs_f64(seconds),
         warmup: Duration::from_millis(200),
         cpus: vec![0],
+        interval: Duration::from_millis(250),
     }
 }
 
@@ -124,4 +125,28 @@ fn servers_that_close_every_connection_are_followed() {
     assert_eq!(report.errors(), 0, "{:?}", report.counters.errors);
     assert!(report.counters.reconnects > 10);
     assert!(report.counters.connects >= report.counters.reconnects);
+}
+
+#[test]
+fn the_time_series_covers_the_run_and_adds_up_to_the_report() {
+    let _one_at_a_time = serial();
+    let addr = target(false, |_| Duration::from_millis(1));
+    let mut points = Vec::new();
+    let report =
+        sdsim_loadtest::run::run_http_with(&load(addr, 4, Some(200.0), 1.0), |index, h, c| {
+            points.push((index, h.len(), c.completed));
+        })
+        .unwrap();
+    let indexes: Vec<u64> = points.iter().map(|p| p.0).collect();
+    assert_eq!(indexes, [0, 1, 2, 3], "four 250 ms intervals in 1 s");
+    let completed: u64 = points.iter().map(|p| p.2).sum();
+    assert!(completed <= report.counters.completed);
+    assert!(
+        report.counters.completed - completed < 10,
+        "only requests in flight at the end come after the last tick"
+    );
+    assert!(
+        points.iter().all(|p| p.1 == p.2),
+        "one latency per response"
+    );
 }

@@ -121,6 +121,7 @@ fn measure(target: &mut Target, args: &Args) -> anyhow::Result<Report> {
             duration: Duration::from_secs_f64(args.duration),
             warmup: Duration::from_secs_f64(args.warmup),
             cpus: vec![args.client_cpu],
+            interval: Duration::from_secs(1),
         })
     })();
     stop(child);
