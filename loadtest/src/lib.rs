@@ -5,8 +5,10 @@
 //!   latencies measured from each request's intended send time ([`run::run_http`]).
 //! - [`client`]: the HTTP/1.1 client connection and response parser.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
+//! - [`scenario`]: scenario files (TOML) with open-loop phases.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
 pub mod report;
 pub mod run;
+pub mod scenario;

@@ -1,13 +1,15 @@
 //! `sdsim-loadtest http URL [--rate R] --duration 30s --connections 50 [--cpus 1] [--json FILE]`
+//! `sdsim-loadtest run SCENARIO.toml`
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sdsim_loadtest::report::SeriesPoint;
 use sdsim_loadtest::run::{build_request, run_http_with, HttpLoad};
+use sdsim_loadtest::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 #[global_allocator]
@@ -24,9 +26,22 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct Outputs {
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<String>,
+    /// Write one NDJSON line per interval here (time series).
+    #[arg(long)]
+    series: Option<String>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// HTTP/1.1 keep-alive load against URL (http:// only, loopback for tests).
+    /// HTTP/1.1 keep-alive load against URL (http:// only).
     Http {
         /// e.g. http://127.0.0.1:8000/health
         url: String,
@@ -54,35 +69,39 @@ enum Command {
         /// Request body.
         #[arg(long, default_value = "")]
         body: String,
-        /// Write the JSON report here.
-        #[arg(long)]
-        json: Option<String>,
-        /// Write one NDJSON line per interval here (time series).
-        #[arg(long)]
-        series: Option<String>,
         /// Interval of the time series and the progress line.
         #[arg(long, default_value = "1s")]
         interval: String,
-        /// No progress line on stderr.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        outputs: Outputs,
+    },
+    /// Run a scenario file (TOML; examples in loadtest/scenarios/).
+    Run {
+        /// The scenario.
+        scenario: String,
+        #[command(flatten)]
+        outputs: Outputs,
     },
 }
 
+/// Parses "500ms", "10s", "2m" or bare seconds.
 fn duration(text: &str) -> anyhow::Result<Duration> {
-    let (num, unit) = text.split_at(
-        text.find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(text.len()),
-    );
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("bad duration {text:?}"))?;
-    Ok(Duration::from_secs_f64(match unit {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "m" => v * 60.0,
-        _ => bail!("bad duration unit in {text:?} (ms, s, m)"),
-    }))
+    sdsim_loadtest::scenario::parse_duration(text).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Splits an http:// URL into (address, authority, path).
+fn target(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .context("no address")?;
+    Ok((addr, authority.to_string(), path.to_string()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,21 +116,10 @@ fn main() -> anyhow::Result<()> {
             method,
             headers,
             body,
-            json,
-            series,
             interval,
-            quiet,
+            outputs,
         } => {
-            let rest = url
-                .strip_prefix("http://")
-                .context("only http:// URLs are supported")?;
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let path = if path.is_empty() { "/" } else { path };
-            let addr = authority
-                .to_socket_addrs()
-                .with_context(|| format!("resolving {authority}"))?
-                .next()
-                .context("no address")?;
+            let (addr, authority, path) = target(&url)?;
             let cpus: Vec<usize> = cpus
                 .split(',')
                 .map(|c| c.trim().parse())
@@ -122,68 +130,88 @@ fn main() -> anyhow::Result<()> {
             }
             let load = HttpLoad {
                 addr,
-                request: build_request(&method, authority, path, &headers, body.as_bytes()),
+                request: build_request(&method, &authority, &path, &headers, body.as_bytes()),
                 connections,
                 rate,
                 duration: duration(&d)?,
                 warmup: duration(&warmup)?,
                 cpus: cpus.clone(),
                 interval: duration(&interval)?,
+                phases: Vec::new(),
             };
-            if load.interval.is_zero() {
-                bail!("--interval must be positive");
-            }
-            let mut series_out = match &series {
-                Some(path) => Some(std::io::BufWriter::new(
-                    std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
-                )),
-                None => None,
-            };
-            let step = load.interval.as_secs_f64();
-            let mut write_error = None;
-            let report = run_http_with(&load, |index, histogram, counters| {
-                let point = SeriesPoint::new(index, step, histogram, counters);
-                if !quiet {
-                    eprintln!(
-                        "[{:>7.1}s] {:>10.0} req/s  errors {}  late {}  p50 {:.3} ms  p99 {:.3} ms",
-                        point.t_s,
-                        point.throughput_per_s,
-                        point.errors,
-                        point.late,
-                        point.latency_ms.p50,
-                        point.latency_ms.p99
-                    );
-                }
-                if let Some(out) = series_out.as_mut() {
-                    let line = sonic_rs::to_string(&point).unwrap_or_default();
-                    if let Err(e) = writeln!(out, "{line}") {
-                        write_error.get_or_insert(e);
-                    }
-                }
-            })?;
-            if let Some(mut out) = series_out {
-                out.flush()?;
-            }
-            if let Some(e) = write_error {
-                bail!("writing the series: {e}");
-            }
-            print!("{}", report.table());
-            if let Some(path) = json {
-                let params: BTreeMap<String, String> = [
-                    ("url", url.clone()),
-                    ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
-                    ("connections", connections.to_string()),
-                    ("duration", d),
-                    ("warmup", warmup),
-                    ("cpus", format!("{cpus:?}")),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-                std::fs::write(&path, report.to_json(&params))
-                    .with_context(|| format!("writing {path}"))?;
-            }
-            Ok(())
+            let params = [
+                ("url", url),
+                ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
+                ("connections", connections.to_string()),
+                ("duration", d),
+                ("warmup", warmup),
+                ("cpus", format!("{cpus:?}")),
+            ];
+            execute(&load, &outputs, &params)
+        }
+        Command::Run { scenario, outputs } => {
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("reading {scenario}"))?;
+            let parsed = Scenario::parse(&text)
+                .with_context(|| format!("{scenario} is not a valid scenario"))?;
+            let (addr, authority, path) = target(&parsed.target.url)?;
+            let load = parsed.load(addr, &authority, &path)?;
+            let params = [
+                ("scenario", scenario),
+                ("url", parsed.target.url.clone()),
+                ("phases", parsed.phases.len().to_string()),
+            ];
+            execute(&load, &outputs, &params)
         }
     }
+}
+
+/// Runs `load`, printing progress and the table, writing the series and JSON if asked.
+fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
+    if load.interval.is_zero() {
+        bail!("the interval must be positive");
+    }
+    let mut series_out = match &outputs.series {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+        )),
+        None => None,
+    };
+    let step = load.interval.as_secs_f64();
+    let mut write_error = None;
+    let report = run_http_with(load, |index, histogram, counters| {
+        let point = SeriesPoint::new(index, step, histogram, counters);
+        if !outputs.quiet {
+            eprintln!(
+                "[{:>7.1}s] {:>10.0} req/s  errors {}  late {}  p50 {:.3} ms  p99 {:.3} ms",
+                point.t_s,
+                point.throughput_per_s,
+                point.errors,
+                point.late,
+                point.latency_ms.p50,
+                point.latency_ms.p99
+            );
+        }
+        if let Some(out) = series_out.as_mut() {
+            let line = sonic_rs::to_string(&point).unwrap_or_default();
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(mut out) = series_out {
+        out.flush()?;
+    }
+    if let Some(e) = write_error {
+        bail!("writing the series: {e}");
+    }
+    print!("{}", report.table());
+    if let Some(path) = &outputs.json {
+        let params: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        std::fs::write(path, report.to_json(&params)).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
 }

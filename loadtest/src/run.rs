@@ -35,6 +35,47 @@ pub struct HttpLoad {
     pub cpus: Vec<usize>,
     /// Length of the intervals of the time series and the progress line.
     pub interval: Duration,
+    /// Open-loop phases, back to back from the end of the warm-up (the warm-up runs at the
+    /// first phase's starting rate). When set, they replace `rate` and `duration`.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of an open-loop run: a constant rate, or a linear ramp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// How long it lasts.
+    pub duration: Duration,
+    /// Requests per second at its start.
+    pub rate: f64,
+    /// Requests per second at its end (a ramp); `None` = constant.
+    pub ramp_to: Option<f64>,
+}
+
+impl HttpLoad {
+    /// The total rate `t` seconds after the end of the warm-up (`None` = closed loop).
+    pub fn rate_at(&self, t: f64) -> Option<f64> {
+        if self.phases.is_empty() {
+            return self.rate;
+        }
+        let mut begin = 0.0;
+        for phase in &self.phases {
+            let length = phase.duration.as_secs_f64();
+            if t < begin + length || std::ptr::eq(phase, self.phases.last()?) {
+                let into = ((t - begin) / length).clamp(0.0, 1.0);
+                let end_rate = phase.ramp_to.unwrap_or(phase.rate);
+                return Some(phase.rate + (end_rate - phase.rate) * into);
+            }
+            begin += length;
+        }
+        None
+    }
+
+    /// Time between two requests of one connection at `t` seconds after the warm-up.
+    fn step_at(&self, t: f64) -> Option<Duration> {
+        self.rate_at(t)
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(self.connections as f64 / r))
+    }
 }
 
 /// Builds the request bytes for `method url` with extra headers and a body.
@@ -218,18 +259,16 @@ async fn sleep_until(t: Instant) {
 async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
-    let interval = load
-        .rate
-        .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
+    let since = |t: Instant| t.saturating_duration_since(measure_from).as_secs_f64();
     // Stagger the connections' schedules evenly over one interval.
     let mut due = start
-        + interval.map_or(Duration::ZERO, |i| {
+        + load.step_at(0.0).map_or(Duration::ZERO, |i| {
             i.mul_f64(index as f64 / load.connections as f64)
         });
     sleep_until(start).await;
     let mut conn: Option<Connection> = None;
     loop {
-        let intended = match interval {
+        let intended = match load.step_at(since(due)) {
             Some(step) => {
                 let now = Instant::now();
                 if now < due {
@@ -254,7 +293,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
                 Err(_) => {
                     tally.borrow_mut().counters.error(measured, "connect");
                     monoio::time::sleep(Duration::from_millis(10)).await;
-                    if let Some(step) = interval {
+                    if let Some(step) = load.step_at(since(due)) {
                         due += step;
                     }
                     continue;
@@ -304,7 +343,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
                 conn = None;
             }
         }
-        if let Some(step) = interval {
+        if let Some(step) = load.step_at(since(due)) {
             due += step;
         }
     }

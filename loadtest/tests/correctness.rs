@@ -75,6 +75,7 @@ fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -
         warmup: Duration::from_millis(200),
         cpus: vec![0],
         interval: Duration::from_millis(250),
+        phases: Vec::new(),
     }
 }
 
@@ -149,4 +150,42 @@ fn the_time_series_covers_the_run_and_adds_up_to_the_report() {
         points.iter().all(|p| p.1 == p.2),
         "one latency per response"
     );
+}
+
+#[test]
+fn phases_start_and_stop_on_time() {
+    let _one_at_a_time = serial();
+    let addr = target(false, |_| Duration::from_micros(200));
+    let mut l = load(addr, 4, None, 1.5);
+    l.phases = vec![
+        sdsim_loadtest::run::Phase {
+            duration: Duration::from_millis(500),
+            rate: 200.0,
+            ramp_to: None,
+        },
+        sdsim_loadtest::run::Phase {
+            duration: Duration::from_millis(500),
+            rate: 400.0,
+            ramp_to: None,
+        },
+        sdsim_loadtest::run::Phase {
+            duration: Duration::from_millis(500),
+            rate: 400.0,
+            ramp_to: Some(800.0),
+        },
+    ];
+    let mut per_interval = Vec::new();
+    let report =
+        sdsim_loadtest::run::run_http_with(&l, |_, _, c| per_interval.push(c.sent)).unwrap();
+    // 250 ms intervals: 50, 50 at 200/s; 100, 100 at 400/s; then the ramp 400→800/s
+    // (average 500/s and 700/s over its two halves): 125, 175.
+    let want = [50.0, 50.0, 100.0, 100.0, 125.0, 175.0];
+    assert_eq!(per_interval.len(), want.len(), "{per_interval:?}");
+    for (got, want) in per_interval.iter().zip(want) {
+        assert!(
+            (*got as f64 - want).abs() <= want * 0.08 + 2.0,
+            "{per_interval:?}"
+        );
+    }
+    assert_eq!(report.errors(), 0);
 }

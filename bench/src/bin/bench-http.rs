@@ -122,6 +122,7 @@ fn measure(target: &mut Target, args: &Args) -> anyhow::Result<Report> {
             warmup: Duration::from_secs_f64(args.warmup),
             cpus: vec![args.client_cpu],
             interval: Duration::from_secs(1),
+            phases: Vec::new(),
         })
     })();
     stop(child);
