@@ -326,16 +326,34 @@ impl RateLimiter {
                 w.advance(t.window, now);
                 w.estimate(t.window, now) == 0.0
             });
-            bucket.tokens >= f64::from(cfg.burst) && windows_clear
+            let routes_full = c.routes.iter().zip(&cfg.routes).all(|(b, r)| {
+                b.is_none_or(|mut b| {
+                    b.refill(r.rate_per_s, r.burst, now);
+                    b.tokens >= f64::from(r.burst)
+                })
+            });
+            bucket.tokens >= f64::from(cfg.burst) && windows_clear && routes_full
         };
         self.clients.retain(|_, c| !is_idle(c));
         if self.clients.len() < cfg.max_clients {
             return;
         }
+        // Limited by any rule: the bucket, a tier, or one of its route buckets.
         let is_limited = |c: &Client| {
             let mut bucket = c.bucket;
             bucket.refill(cfg.rate_per_s, cfg.burst, now);
-            bucket.tokens < 1.0
+            let tier_full = c.windows.iter().zip(&cfg.tiers).any(|(w, t)| {
+                let mut w = *w;
+                w.advance(t.window, now);
+                w.estimate(t.window, now) + 1.0 > f64::from(t.limit)
+            });
+            let route_empty = c.routes.iter().zip(&cfg.routes).any(|(b, r)| {
+                b.is_some_and(|mut b| {
+                    b.refill(r.rate_per_s, r.burst, now);
+                    b.tokens < 1.0
+                })
+            });
+            bucket.tokens < 1.0 || tier_full || route_empty
         };
         let mut candidates: Vec<(Instant, u128)> = self
             .clients
@@ -466,6 +484,43 @@ mod tests {
             !rl.check(A, "/", t0 + Duration::from_millis(2)).allowed,
             "A is still limited"
         );
+    }
+
+    #[test]
+    fn eviction_keeps_clients_limited_by_a_route_or_a_tier() {
+        let mut c = cfg(1000.0, 1000);
+        c.max_clients = 50;
+        c.routes = vec![RouteLimit {
+            route: "/login".into(),
+            rate_per_s: 0.01,
+            burst: 1,
+        }];
+        c.tiers = vec![WindowTier {
+            window: Duration::from_secs(3600),
+            limit: 2,
+        }];
+        let mut rl = RateLimiter::new(&c);
+        let t0 = Instant::now();
+        // A is limited by the tier (2 requests), B only by its /login route bucket.
+        assert!(rl.check(A, "/", t0).allowed);
+        assert!(rl.check(A, "/", t0).allowed);
+        assert!(rl.check(B, "/login", t0).allowed);
+        // Thousands of newer clients, one request each: tracked but never limited.
+        for i in 0..5_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + i));
+            assert!(
+                rl.check(ip, "/", t0 + Duration::from_millis(u64::from(i)))
+                    .allowed
+            );
+            assert!(rl.tracked_clients() <= 50);
+        }
+        let later = t0 + Duration::from_secs(10);
+        let a = rl.check(A, "/", later);
+        assert!(!a.allowed, "A was evicted and escaped its tier");
+        assert_eq!(a.limited_by, Limiter::Tier(0));
+        let b = rl.check(B, "/login", later);
+        assert!(!b.allowed, "B was evicted and escaped its route limit");
+        assert_eq!(b.limited_by, Limiter::Route);
     }
 
     #[test]
