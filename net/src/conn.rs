@@ -5,7 +5,9 @@
 use crate::http::codec::{Limits, RequestDecoder};
 use crate::http::encode::{encode_response, encode_simple_error, HttpDate, ResponseFraming};
 use crate::middleware::App;
-use crate::transport::Transport;
+use crate::transport::{IntoAnyIo, Transport};
+use crate::ws::upgrade::{self, UpgradeToken};
+use crate::ws::Upgraded;
 use bytes::BytesMut;
 use http::header::CONNECTION;
 use http::Method;
@@ -57,13 +59,15 @@ pub enum ConnEnd {
     Drained,
     /// A socket error.
     Io,
+    /// The connection was upgraded (WebSocket) and has since ended.
+    Upgraded,
 }
 
 const READ_CHUNK: usize = 8 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves HTTP/1.1 on `io` until the connection ends.
-pub async fn serve_connection<T: Transport>(
+pub async fn serve_connection<T: Transport + IntoAnyIo>(
     mut io: T,
     info: ConnInfo,
     app: Rc<App>,
@@ -78,13 +82,28 @@ pub async fn serve_connection<T: Transport>(
     loop {
         // Answer every complete request already buffered (pipelining), in order.
         let mut close_after_flush = None;
+        let mut upgrade_to = None;
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(decoded)) => {
                     request_started = None;
                     let head = decoded.request.method() == Method::HEAD;
                     let version = decoded.request.version();
-                    let response = app.handle(decoded.request, &info).await;
+                    let mut response = app.handle(decoded.request, &info).await;
+                    let token = response.extensions_mut().remove::<UpgradeToken>();
+                    if let Some(token) = token {
+                        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                            encode_response(
+                                &response,
+                                ResponseFraming::keep_alive(),
+                                date.borrow_mut().now(),
+                                &mut out,
+                            );
+                            upgrade_to = upgrade::take(token);
+                            break;
+                        }
+                        drop(upgrade::take(token));
+                    }
                     let keep_alive = decoded.keep_alive
                         && *phase.borrow() == Phase::Accepting
                         && !asks_close(&response);
@@ -125,6 +144,19 @@ pub async fn serve_connection<T: Transport>(
                 Ok((Err(_), _)) => return ConnEnd::Io,
                 Err(_) => return ConnEnd::WriteTimeout,
             }
+        }
+        if let Some(start) = upgrade_to {
+            // Only what the client sent after the handshake moves on; the HTTP buffers go.
+            let leftover = BytesMut::from(&buf[..]);
+            drop((buf, out, decoder));
+            let conn = Upgraded {
+                io: io.into_any_io(),
+                leftover,
+                peer: info.peer,
+                phase,
+            };
+            start(conn).await;
+            return ConnEnd::Upgraded;
         }
         if let Some(end) = close_after_flush {
             io.close().await;

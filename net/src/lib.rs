@@ -18,3 +18,4 @@ pub mod middleware;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod ws;

@@ -61,3 +61,115 @@ impl Transport for TlsStream {
         let _ = self.shutdown().await;
     }
 }
+
+/// A connection's stream with its type erased, for protocols that take a connection over after
+/// an HTTP/1.1 upgrade (WebSocket).
+pub enum AnyIo {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream>),
+}
+
+/// Streams that can be handed to an upgraded protocol.
+pub trait IntoAnyIo {
+    /// Erases the stream's type.
+    fn into_any_io(self) -> AnyIo;
+}
+
+impl IntoAnyIo for TcpStream {
+    fn into_any_io(self) -> AnyIo {
+        AnyIo::Tcp(self)
+    }
+}
+
+impl IntoAnyIo for TlsStream {
+    fn into_any_io(self) -> AnyIo {
+        AnyIo::Tls(Box::new(self))
+    }
+}
+
+/// The read half of an [`AnyIo`].
+pub enum ReadHalf {
+    /// Plain TCP.
+    Tcp(monoio::io::OwnedReadHalf<TcpStream>),
+    /// TLS.
+    Tls(tokio::io::ReadHalf<Box<TlsStream>>),
+}
+
+/// The write half of an [`AnyIo`].
+pub enum WriteHalf {
+    /// Plain TCP.
+    Tcp(monoio::io::OwnedWriteHalf<TcpStream>),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<Box<TlsStream>>),
+}
+
+impl AnyIo {
+    /// Splits the stream so one task can read while another writes.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            AnyIo::Tcp(s) => {
+                use monoio::io::Splitable;
+                let (r, w) = s.into_split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            AnyIo::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        }
+    }
+}
+
+impl ReadHalf {
+    /// Reads into the spare capacity of `buf`; returns bytes read (0 = EOF).
+    pub async fn read_into(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        match self {
+            ReadHalf::Tcp(r) => {
+                let (len, capacity) = (buf.len(), buf.capacity());
+                let (result, slice) = r.read(buf.slice_mut(len..capacity)).await;
+                (result, slice.into_inner())
+            }
+            ReadHalf::Tls(r) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = buf;
+                let result = r.read_buf(&mut buf).await;
+                (result, buf)
+            }
+        }
+    }
+}
+
+impl WriteHalf {
+    /// Writes all of `buf`; the buffer comes back for reuse.
+    pub async fn write_all_from(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {
+        match self {
+            WriteHalf::Tcp(w) => {
+                let (result, buf) = w.write_all(buf).await;
+                (result.map(|_| ()), buf)
+            }
+            WriteHalf::Tls(w) => {
+                use tokio::io::AsyncWriteExt;
+                let mut result = w.write_all(&buf).await;
+                if result.is_ok() {
+                    result = w.flush().await;
+                }
+                (result, buf)
+            }
+        }
+    }
+
+    /// Shuts down the write side (best effort).
+    pub async fn close(&mut self) {
+        match self {
+            WriteHalf::Tcp(w) => {
+                let _ = AsyncWriteRent::shutdown(w).await;
+            }
+            WriteHalf::Tls(w) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = w.shutdown().await;
+            }
+        }
+    }
+}

@@ -32,8 +32,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The gateway role's listener.
     pub gateway: GatewayConfig,
-    /// The auth role's listeners.
-    pub auth: ServiceListen,
+    /// The auth role's listeners and the token verifier.
+    pub auth: AuthConfig,
     /// The project role's listeners.
     pub project: ServiceListen,
     /// The simulation role's listeners.
@@ -52,6 +52,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Redis, for cross-instance events and the service registry.
     pub redis: RedisConfig,
+    /// The WebSocket endpoint.
+    pub websocket: WebSocketConfig,
+    /// The pub/sub bus: channel history.
+    pub bus: BusConfig,
 }
 
 impl Default for Config {
@@ -62,7 +66,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             http: HttpConfig::default(),
             gateway: GatewayConfig::default(),
-            auth: ServiceListen::new(9000, 9001),
+            auth: AuthConfig::default(),
             project: ServiceListen::new(10000, 10001),
             simulation: ServiceListen::new(11000, 11001),
             ratelimit: RateLimitConfig::default(),
@@ -72,6 +76,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             redis: RedisConfig::default(),
+            websocket: WebSocketConfig::default(),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -210,6 +216,136 @@ impl ServiceListen {
         ServiceListen {
             grpc_listen: format!("0.0.0.0:{grpc_port}"),
             http_listen: format!("0.0.0.0:{http_port}"),
+        }
+    }
+}
+
+/// A bearer token accepted by the static verifier (operator and service tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// The token as clients send it.
+    pub token: String,
+    /// The user id it authenticates.
+    pub user: String,
+    /// Roles (`admin` may publish and read every channel).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// `[auth]`: listeners of the auth role, and how bearer tokens are verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// gRPC listener address.
+    pub grpc_listen: String,
+    /// HTTP listener address.
+    pub http_listen: String,
+    /// Local development only: every non-empty token is accepted, the token is the user id and
+    /// the user is an admin. Never on by default; a warning is logged at start.
+    pub dev_open: bool,
+    /// Tokens accepted without the auth service (operators, services, tests).
+    pub tokens: Vec<StaticToken>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let listen = ServiceListen::new(9000, 9001);
+        AuthConfig {
+            grpc_listen: listen.grpc_listen,
+            http_listen: listen.http_listen,
+            dev_open: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[websocket]`: the real-time endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Whether `/ws` is served.
+    pub enabled: bool,
+    /// Origins allowed to open a connection; requests without `Origin` (non-browser clients)
+    /// are always allowed; `["*"]` allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Largest frame accepted from a client (larger → close 1009).
+    pub max_frame_bytes: usize,
+    /// Largest message (all fragments, after decompression) accepted (larger → close 1009).
+    pub max_message_bytes: usize,
+    /// Bytes queued for one client before it is closed as a slow consumer (1008).
+    pub max_outbound_bytes: usize,
+    /// How often the server pings each client.
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (pongs included) for this long is closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Time a client has to authenticate with an `auth` message.
+    #[serde(with = "duration")]
+    pub auth_timeout: Duration,
+    /// Time to wait for the client's close frame after ours.
+    #[serde(with = "duration")]
+    pub close_timeout: Duration,
+    /// WebSocket connections per instance (over → 503 at upgrade).
+    pub max_connections: usize,
+    /// WebSocket connections per client IP (0 = unlimited; over → 503 at upgrade).
+    pub max_connections_per_ip: usize,
+    /// WebSocket connections per user (0 = unlimited; over → 503 or close 1013).
+    pub max_connections_per_user: usize,
+    /// Channels one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Negotiate permessage-deflate (RFC 7692) when the client offers it.
+    pub compression: bool,
+    /// Messages at least this large are sent compressed on deflate connections.
+    pub compression_min_bytes: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            enabled: true,
+            allowed_origins: Vec::new(),
+            max_frame_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            max_outbound_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            auth_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            max_connections: 200_000,
+            max_connections_per_ip: 1_000,
+            max_connections_per_user: 100,
+            max_subscriptions: 128,
+            compression: true,
+            compression_min_bytes: 1024,
+        }
+    }
+}
+
+/// `[bus]`: channel history kept for resuming subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Events kept per channel.
+    pub history_size: usize,
+    /// How long events are kept.
+    #[serde(with = "duration")]
+    pub history_ttl: Duration,
+    /// Channels one shard sequences (over → publish fails with 503).
+    pub max_channels_per_shard: usize,
+    /// Events waiting to cross to one other shard (over → the oldest are dropped and counted;
+    /// subscribers see the gap in `seq` and resubscribe with `since`).
+    pub max_forward_queue: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            max_channels_per_shard: 100_000,
+            max_forward_queue: 65_536,
         }
     }
 }
@@ -463,6 +599,65 @@ impl Config {
         for (key, d) in positive {
             if d.is_zero() {
                 bad(key, format_duration(d), "must be greater than zero");
+            }
+        }
+        let ws = &self.websocket;
+        let ws_sizes = [
+            ("websocket.max_frame_bytes", ws.max_frame_bytes, 125),
+            ("websocket.max_message_bytes", ws.max_message_bytes, 125),
+            ("websocket.max_outbound_bytes", ws.max_outbound_bytes, 4096),
+            ("websocket.max_connections", ws.max_connections, 1),
+            ("websocket.max_subscriptions", ws.max_subscriptions, 1),
+            ("bus.history_size", self.bus.history_size, 0),
+            (
+                "bus.max_channels_per_shard",
+                self.bus.max_channels_per_shard,
+                1,
+            ),
+            ("bus.max_forward_queue", self.bus.max_forward_queue, 16),
+        ];
+        for (key, value, min) in ws_sizes {
+            if value < min {
+                bad(key, value.to_string(), &format!("must be at least {min}"));
+            }
+        }
+        let ws_times = [
+            ("websocket.ping_interval", ws.ping_interval),
+            ("websocket.idle_timeout", ws.idle_timeout),
+            ("websocket.auth_timeout", ws.auth_timeout),
+            ("websocket.close_timeout", ws.close_timeout),
+        ];
+        for (key, d) in ws_times {
+            if d.is_zero() {
+                bad(key, format_duration(d), "must be greater than zero");
+            }
+        }
+        if ws.idle_timeout <= ws.ping_interval {
+            bad(
+                "websocket.idle_timeout",
+                format_duration(ws.idle_timeout),
+                "must be longer than websocket.ping_interval (pongs keep a client alive)",
+            );
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                bad(
+                    &format!("auth.tokens[{i}].token"),
+                    "<hidden>".into(),
+                    "must be at least 16 characters",
+                );
+            }
+            if t.user.is_empty() {
+                bad(
+                    &format!("auth.tokens[{i}].user"),
+                    String::new(),
+                    "must not be empty",
+                );
+            }
+        }
+        if let Some(url) = &self.redis.url {
+            if !url.starts_with("redis://") {
+                bad("redis.url", url.clone(), "must start with redis://");
             }
         }
         if self.server.max_connections == 0 {

@@ -67,7 +67,9 @@ pub fn encode_response(
         put_decimal(body.len() as u64, out);
         out.put_slice(b"\r\n");
     }
-    if !framing.keep_alive {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        out.put_slice(b"connection: upgrade\r\n");
+    } else if !framing.keep_alive {
         out.put_slice(b"connection: close\r\n");
     } else if framing.http10 {
         out.put_slice(b"connection: keep-alive\r\n");

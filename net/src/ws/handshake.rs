@@ -1,0 +1,205 @@
+//! The opening handshake (RFC 6455 §4.2): checks an upgrade request and builds the 101 answer.
+
+use super::deflate;
+use crate::http::types::{error, Request, Response};
+use base64::Engine;
+use http::header::{
+    HeaderValue, CONNECTION, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{StatusCode, Version};
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The subprotocol sdsim speaks (JSON text frames).
+pub const PROTOCOL: &str = "sdsim.v1";
+/// Prefix of a subprotocol carrying a bearer token (`bearer.<token>`): browsers cannot set
+/// `Authorization` on a WebSocket, so they offer `sdsim.v1, bearer.<token>`.
+pub const BEARER_PREFIX: &str = "bearer.";
+
+/// What the server accepts in a handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Origins allowed (`*` = all); requests without `Origin` are allowed.
+    pub allowed_origins: Vec<String>,
+    /// Whether permessage-deflate may be negotiated.
+    pub compression: bool,
+}
+
+/// An accepted handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// `Sec-WebSocket-Accept`.
+    pub accept: String,
+    /// The subprotocol chosen, when the client offered `sdsim.v1`.
+    pub protocol: Option<&'static str>,
+    /// A token offered as `bearer.<token>` subprotocol.
+    pub subprotocol_token: Option<String>,
+    /// Whether permessage-deflate was negotiated.
+    pub deflate: bool,
+}
+
+/// A refused handshake: the status and a message naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// 400, 403 or 426.
+    pub status: StatusCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The error response (426 carries `Upgrade` and `Sec-WebSocket-Version`).
+    pub fn response(&self) -> Response {
+        let mut resp = error(self.status, "websocket_handshake", &self.message);
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            let h = resp.headers_mut();
+            h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        resp
+    }
+}
+
+fn has_token(req: &Request, name: http::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Checks an upgrade request against RFC 6455 and `policy`.
+pub fn check(req: &Request, policy: &Policy) -> Result<Accepted, Refused> {
+    if req.version() < Version::HTTP_11 {
+        return Err(Refused::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket needs HTTP/1.1",
+        ));
+    }
+    if !has_token(req, UPGRADE, "websocket") {
+        return Err(Refused::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "expected the header Upgrade: websocket",
+        ));
+    }
+    if !has_token(req, CONNECTION, "upgrade") {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "expected the header Connection: Upgrade",
+        ));
+    }
+    match req.headers().get(SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes() == b"13" => {}
+        Some(_) => {
+            return Err(Refused::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version; this server speaks 13",
+            ))
+        }
+        None => {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "missing Sec-WebSocket-Version",
+            ))
+        }
+    }
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if !matches!(decoded, Ok(ref k) if k.len() == 16) {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ));
+    }
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let allowed = policy
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+        if !allowed {
+            return Err(Refused::new(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin:?} is not allowed (websocket.allowed_origins)"),
+            ));
+        }
+    }
+    let mut protocol = None;
+    let mut subprotocol_token = None;
+    for value in req.headers().get_all(SEC_WEBSOCKET_PROTOCOL) {
+        for offered in value.to_str().unwrap_or("").split(',').map(str::trim) {
+            if offered == PROTOCOL {
+                protocol = Some(PROTOCOL);
+            } else if let Some(token) = offered.strip_prefix(BEARER_PREFIX) {
+                subprotocol_token = Some(token.to_string());
+            }
+        }
+    }
+    let deflate = policy.compression
+        && deflate::accepts(
+            req.headers()
+                .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+    Ok(Accepted {
+        accept: accept_key(key.as_bytes()),
+        protocol,
+        subprotocol_token,
+        deflate,
+    })
+}
+
+/// `Sec-WebSocket-Accept` for a client key.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+}
+
+/// The 101 Switching Protocols response for an accepted handshake.
+pub fn switching_protocols(accepted: &Accepted) -> Response {
+    let mut resp = Response::new(bytes::Bytes::new());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accepted.accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = accepted.protocol {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if accepted.deflate {
+        h.insert(
+            SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(deflate::RESPONSE),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}
