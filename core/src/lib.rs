@@ -8,9 +8,11 @@
 //! - [`stall`]: the stall detector that logs and counts tasks holding a shard too long.
 //! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).
 //! - [`metrics`]: per-shard counters and HDR histograms, merged at scrape time.
+//! - [`bus`]: the sharded pub/sub bus (owner-shard sequencing, history, batched fan-out).
 //! - [`config`]: the configuration types, loading, overrides and validation.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bus;
 pub mod config;
 pub mod mesh;
 pub mod metrics;

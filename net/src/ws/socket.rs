@@ -256,9 +256,14 @@ impl WebSocket {
     pub async fn recv(&mut self) -> Option<Message> {
         let mut last_seen = Instant::now();
         loop {
-            if self.outbox.end.get().is_some() {
+            if matches!(
+                self.outbox.end.get(),
+                Some(End::PeerClosed(_) | End::Io | End::WriteTimeout)
+            ) {
                 return None;
             }
+            // We started the close: read (and drop) until the client's close frame, so unread
+            // client data does not turn our close into a reset that loses the close frame.
             if self.outbox.closing.get().is_some() {
                 self.await_peer_close().await;
                 return None;
@@ -378,13 +383,14 @@ async fn write_loop(mut io: WriteHalf, outbox: Rc<Outbox>, settings: Rc<Settings
     let mut next_ping = Instant::now() + settings.ping_interval;
     let mut out = BytesMut::new();
     loop {
-        let close_frame = outbox.close_frame.borrow().clone();
-        if outbox.queue.borrow().is_empty() && close_frame.is_none() {
+        let idle = outbox.queue.borrow().is_empty() && outbox.close_frame.borrow().is_none();
+        if idle && !outbox.finished.get() {
             monoio::select! {
                 _ = outbox.writer.wait() => {}
                 _ = monoio::time::sleep_until(next_ping.into()) => {}
             }
         }
+        let close_frame = outbox.close_frame.borrow().clone();
         if Instant::now() >= next_ping {
             out.extend_from_slice(&ping);
             next_ping = Instant::now() + settings.ping_interval;

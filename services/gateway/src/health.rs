@@ -114,11 +114,30 @@ pub fn redis_check(g: &Globals) -> Component {
             kind: "redis",
             detail: "redis.url is unset: events stay in this process (in-process bus)".into(),
         },
-        Some(_) => Component {
-            status: "down",
-            kind: "redis",
-            detail: "redis.url is set, but this build has no Redis bridge yet".into(),
-        },
+        Some(url) => {
+            let stats = g.redis.as_ref().map(|b| &b.stats);
+            let up = stats.is_some_and(|s| s.up.load(std::sync::atomic::Ordering::Relaxed));
+            let count =
+                |f: fn(&crate::redis_bridge::BridgeStats) -> u64| stats.map(|s| f(s)).unwrap_or(0);
+            let detail = format!(
+                "{}: bridge {}; published {}, received {}, dropped {}, connection failures {}",
+                redacted(url),
+                if up {
+                    "connected"
+                } else {
+                    "reconnecting (this instance serves its own subscribers)"
+                },
+                count(|s| s.published.load(std::sync::atomic::Ordering::Relaxed)),
+                count(|s| s.received.load(std::sync::atomic::Ordering::Relaxed)),
+                count(|s| s.publish_dropped.load(std::sync::atomic::Ordering::Relaxed)),
+                count(|s| s.failures.load(std::sync::atomic::Ordering::Relaxed)),
+            );
+            Component {
+                status: if up { "up" } else { "down" },
+                kind: "redis",
+                detail,
+            }
+        }
     }
 }
 
@@ -195,4 +214,14 @@ fn services(g: &Globals) -> Response {
             services: list,
         },
     )
+}
+
+/// A URL with its password (if any) replaced.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }

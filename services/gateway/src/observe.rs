@@ -78,6 +78,27 @@ fn help(name: &str) -> &'static str {
             "Time spent in such polls (milliseconds resolution in seconds)."
         }
         "sdsim_uptime_seconds" => "Seconds since the server started.",
+        "sdsim_ws_connections" => "Open WebSocket connections.",
+        "sdsim_ws_connections_total" => "WebSocket connections accepted.",
+        "sdsim_ws_refused_total" => "WebSocket upgrades refused, by reason.",
+        "sdsim_ws_closed_total" => {
+            "WebSocket connections ended, by how (slow_consumer = closed 1008 over websocket.max_outbound_bytes)."
+        }
+        "sdsim_ws_messages_in_total" => "WebSocket messages received from clients.",
+        "sdsim_bus_published_total" => "Events sequenced by their owner shard.",
+        "sdsim_bus_delivered_total" => "Events handed to subscribers.",
+        "sdsim_bus_forward_batches_total" => "Batches of events sent to other shards.",
+        "sdsim_bus_forward_dropped_total" => "Events dropped because a forward queue was full.",
+        "sdsim_bus_channels" => "Channels owned (sequenced) per shard, summed.",
+        "sdsim_bus_subscriptions" => "Channel subscriptions.",
+        "sdsim_redis_up" => "1 when the Redis bridge is connected.",
+        "sdsim_redis_published_total" => "Events published to other instances through Redis.",
+        "sdsim_redis_publish_dropped_total" => {
+            "Local events not sent to Redis (bridge down or its queue full)."
+        }
+        "sdsim_redis_received_total" => "Events received from other instances.",
+        "sdsim_redis_receive_dropped_total" => "Received events dropped (a shard queue full).",
+        "sdsim_redis_failures_total" => "Redis connection failures.",
         _ => "sdsim metric.",
     }
 }
@@ -125,6 +146,25 @@ async fn prometheus(g: &Globals) -> Response {
     ];
     for (name, value) in counters {
         snapshot.counters.insert(Key::plain(name), value);
+    }
+    if let Some(bridge) = &g.redis {
+        let b = &bridge.stats;
+        let redis = [
+            ("sdsim_redis_published_total", &b.published),
+            ("sdsim_redis_publish_dropped_total", &b.publish_dropped),
+            ("sdsim_redis_received_total", &b.received),
+            ("sdsim_redis_receive_dropped_total", &b.receive_dropped),
+            ("sdsim_redis_failures_total", &b.failures),
+        ];
+        for (name, value) in redis {
+            snapshot
+                .counters
+                .insert(Key::plain(name), value.load(Ordering::Relaxed));
+        }
+        snapshot.gauges.insert(
+            Key::plain("sdsim_redis_up"),
+            b.up.load(Ordering::Relaxed) as i64,
+        );
     }
     snapshot.gauges.insert(
         Key::plain("sdsim_uptime_seconds"),

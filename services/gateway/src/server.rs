@@ -1,6 +1,8 @@
 //! A running sdsim server: configuration → listeners → shards → per-shard app.
 
-use crate::{health, observe};
+use crate::auth::{self, TokenVerifier};
+use crate::redis_bridge::Bridge;
+use crate::{health, observe, realtime};
 use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::{Runtime, RuntimeSpec, Shard};
@@ -16,6 +18,7 @@ use sdsim_net::server::{
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +36,14 @@ pub struct Globals {
     pub started: Instant,
     /// Number of shards.
     pub shards: usize,
+    /// Verifies bearer tokens (HTTP and WebSocket).
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// Open WebSocket connections, instance-wide.
+    pub ws_open: Arc<AtomicUsize>,
+    /// Random per process: makes bus channel epochs and the Redis instance id unique.
+    pub process_epoch: u64,
+    /// The Redis bridge, when `redis.url` is set.
+    pub redis: Option<Arc<Bridge>>,
     gateway: ListenerSet,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -56,6 +67,9 @@ pub enum StartError {
     /// Shard threads could not be started.
     #[error("cannot start shards: {0}")]
     Runtime(io::Error),
+    /// The Redis bridge could not start.
+    #[error("{0}")]
+    Redis(String),
     /// The gateway listen address is not an IP:port.
     #[error("gateway.listen = {0}: not an IP:port address")]
     Address(String),
@@ -88,7 +102,19 @@ impl Server {
             }
             _ => None,
         };
+        let process_epoch = random_u64();
+        let redis = match &config.redis.url {
+            Some(url) => Some(
+                Bridge::start(url, shards, format!("{process_epoch:016x}"))
+                    .map_err(StartError::Redis)?,
+            ),
+            None => None,
+        };
         let globals = Arc::new(Globals {
+            verifier: auth::from_config(&config.auth),
+            ws_open: Arc::new(AtomicUsize::new(0)),
+            process_epoch,
+            redis,
             config: Arc::new(config),
             shutdown: Shutdown::new(shards),
             conn_stats: Arc::new(ConnStats::default()),
@@ -145,13 +171,29 @@ pub fn routes(globals: &Arc<Globals>) -> Router {
     let mut router = Router::new();
     health::register(&mut router, globals);
     observe::register(&mut router, globals);
+    realtime::register(&mut router, globals);
     router
 }
 
 async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     let config = &globals.config;
     let metrics = shard.insert(Metrics::new());
-    let stack = Stack::from_config(config, metrics);
+    let stack = Stack::from_config(config, Rc::clone(&metrics));
+    let rt = realtime::install(&shard, &globals, metrics);
+    if let Some(mut inbound) = globals
+        .redis
+        .as_ref()
+        .and_then(|b| b.take_inbound(shard.id().index()))
+    {
+        let bus = Rc::clone(&rt.bus);
+        shard.spawn("redis-inbound", async move {
+            while let Some((channel, data)) = inbound.recv().await {
+                if let Err(e) = bus.publish_remote(&channel, data).await {
+                    tracing::debug!(%channel, error = %e, "event from another instance dropped");
+                }
+            }
+        });
+    }
     let app = Rc::new(App::new(router, stack));
     let settings = Rc::new(ConnSettings {
         limits: Limits {
@@ -189,4 +231,18 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     });
     accept_loop(&shard, listener, ctx).await;
     drain_shard(&shard, &globals.shutdown).await;
+}
+
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // No system randomness: time and pid still make instances distinct.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ ((std::process::id() as u64) << 32);
+    }
+    u64::from_le_bytes(bytes)
 }

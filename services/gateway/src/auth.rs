@@ -1,0 +1,130 @@
+//! Bearer-token verification for the gateway's HTTP and WebSocket surfaces.
+//!
+//! [`TokenVerifier`] is the seam: until the auth service exists, tokens come from the
+//! configuration (`auth.tokens`, compared by SHA-256 digest in constant time), and
+//! `auth.dev_open = true` accepts every token for local development (never the default).
+
+use http::header::AUTHORIZATION;
+use sdsim_core::config::AuthConfig;
+use sdsim_net::http::types::Request;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Who a verified token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id.
+    pub user: Arc<str>,
+    /// Roles, e.g. `admin`, `user`.
+    pub roles: Arc<[String]>,
+}
+
+impl Identity {
+    /// Whether the identity has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the identity is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.has_role("admin")
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token was sent.
+    #[error("a bearer token is required")]
+    Missing,
+    /// The token is not valid.
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+/// Verifies bearer tokens. Called on the shard that serves the request: implementations must
+/// answer from shard-local or immutable state, without I/O.
+pub trait TokenVerifier: Send + Sync {
+    /// The identity `token` authenticates.
+    fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+}
+
+/// Tokens listed in the configuration.
+pub struct StaticTokens {
+    by_digest: HashMap<[u8; 32], Identity>,
+}
+
+impl StaticTokens {
+    /// From `auth.tokens`.
+    pub fn new(config: &AuthConfig) -> StaticTokens {
+        let by_digest = config
+            .tokens
+            .iter()
+            .map(|t| {
+                (
+                    digest(&t.token),
+                    Identity {
+                        user: t.user.as_str().into(),
+                        roles: t.roles.clone().into(),
+                    },
+                )
+            })
+            .collect();
+        StaticTokens { by_digest }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl TokenVerifier for StaticTokens {
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        // Looking up a digest leaks nothing useful about the token through timing.
+        self.by_digest
+            .get(&digest(token))
+            .cloned()
+            .ok_or(AuthError::Invalid)
+    }
+}
+
+/// Local development: every non-empty token is user `<token>` with roles `user` and `admin`.
+pub struct DevOpen;
+
+impl TokenVerifier for DevOpen {
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() || token.len() > 256 {
+            return Err(AuthError::Invalid);
+        }
+        Ok(Identity {
+            user: token.into(),
+            roles: vec!["user".to_string(), "admin".to_string()].into(),
+        })
+    }
+}
+
+/// The verifier the configuration asks for.
+pub fn from_config(config: &AuthConfig) -> Arc<dyn TokenVerifier> {
+    if config.dev_open {
+        tracing::warn!("auth.dev_open = true: every bearer token is accepted as an admin; never use this outside local development");
+        Arc::new(DevOpen)
+    } else {
+        Arc::new(StaticTokens::new(config))
+    }
+}
+
+/// The bearer token of a request's `Authorization` header.
+pub fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,366 @@
+//! Real time: the WebSocket endpoint `/ws`, the operator publish endpoint `/api/publish`, and
+//! the glue between client connections and the sharded bus.
+//!
+//! - [`session`]: one client connection — authentication, subscribe / unsubscribe / ping, events.
+//! - [`policy`]: who may subscribe to which channel.
+//! - [`limits`]: connections per instance, per IP, per user.
+//!
+//! Services publish with [`publish`] (or `Bus::publish`) on any shard.
+
+pub mod limits;
+pub mod policy;
+pub mod session;
+
+use crate::auth::{self, Identity, TokenVerifier};
+use crate::server::Globals;
+use bytes::Bytes;
+use http::StatusCode;
+use policy::ChannelPolicy;
+use sdsim_core::bus::{Bus, BusError, Event, Sink};
+use sdsim_core::config::WebSocketConfig;
+use sdsim_core::metrics::{Key, LabelValue, Metrics};
+use sdsim_core::runtime::Shard;
+use sdsim_core::shutdown::Phase;
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{error, json, ClientAddr, Request, Response};
+use sdsim_net::ws::frame::{self as wsframe, Opcode};
+use sdsim_net::ws::handshake;
+use sdsim_net::ws::socket::{text_frame, Outbox, Settings};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Metric: open WebSocket connections.
+pub const WS_OPEN: &str = "sdsim_ws_connections";
+/// Metric: WebSocket connections accepted.
+pub const WS_ACCEPTED: &str = "sdsim_ws_connections_total";
+/// Metric: upgrades refused, by reason.
+pub const WS_REFUSED: &str = "sdsim_ws_refused_total";
+/// Metric: connections ended, by how.
+pub const WS_CLOSED: &str = "sdsim_ws_closed_total";
+/// Metric: client messages received.
+pub const WS_MESSAGES_IN: &str = "sdsim_ws_messages_in_total";
+
+/// This shard's real-time state.
+pub struct Realtime {
+    /// The bus.
+    pub bus: Rc<Bus>,
+    settings: Rc<Settings>,
+    handshake: handshake::Policy,
+    config: WebSocketConfig,
+    verifier: Arc<dyn TokenVerifier>,
+    policy: Arc<dyn ChannelPolicy>,
+    globals: Arc<Globals>,
+    metrics: Rc<Metrics>,
+}
+
+/// The encoder of event frames: `{"op":"event","channel":..,"seq":..,"data":..}` in one
+/// unmasked text frame, built once per event.
+pub fn encode_event(channel: &str, seq: u64, data: &[u8]) -> Bytes {
+    let channel = sonic_rs::to_string(channel).unwrap_or_else(|_| "\"\"".into());
+    let mut text = Vec::with_capacity(48 + channel.len() + data.len());
+    text.extend_from_slice(b"{\"op\":\"event\",\"channel\":");
+    text.extend_from_slice(channel.as_bytes());
+    text.extend_from_slice(b",\"seq\":");
+    text.extend_from_slice(seq.to_string().as_bytes());
+    text.extend_from_slice(b",\"data\":");
+    text.extend_from_slice(data);
+    text.push(b'}');
+    wsframe::server_frame(Opcode::Text, &text)
+}
+
+/// Installs the bus and real-time state on this shard.
+pub fn install(shard: &Shard, globals: &Arc<Globals>, metrics: Rc<Metrics>) -> Rc<Realtime> {
+    let config = &globals.config;
+    let bus = Bus::install(
+        shard,
+        config.bus.clone(),
+        Arc::new(encode_event),
+        globals.process_epoch,
+        Rc::clone(&metrics),
+    );
+    if let Some(bridge) = &globals.redis {
+        bus.set_outlet(bridge.outlet());
+    }
+    shard.insert(limits::Counts::default());
+    let ws = &config.websocket;
+    let settings = Rc::new(Settings {
+        limits: wsframe::Limits {
+            max_frame_bytes: ws.max_frame_bytes,
+            max_message_bytes: ws.max_message_bytes,
+        },
+        ping_interval: ws.ping_interval,
+        idle_timeout: ws.idle_timeout,
+        close_timeout: ws.close_timeout,
+        write_timeout: config.http.write_timeout,
+        max_outbound_bytes: ws.max_outbound_bytes,
+        compression_min_bytes: ws.compression_min_bytes,
+    });
+    shard.insert(Realtime {
+        bus,
+        settings,
+        handshake: handshake::Policy {
+            allowed_origins: ws.allowed_origins.clone(),
+            compression: ws.compression,
+        },
+        config: ws.clone(),
+        verifier: Arc::clone(&globals.verifier),
+        policy: Arc::new(policy::DefaultPolicy),
+        globals: Arc::clone(globals),
+        metrics,
+    })
+}
+
+/// Registers `/ws` (when enabled) and `POST /api/publish`.
+pub fn register(router: &mut Router, globals: &Arc<Globals>) {
+    if globals.config.websocket.enabled {
+        router
+            .route(http::Method::GET, "/ws", upgrade)
+            .expect("/ws is registered once");
+    }
+    router
+        .route(http::Method::POST, "/api/publish", publish_route)
+        .expect("/api/publish is registered once");
+}
+
+fn local() -> Option<Rc<Realtime>> {
+    Shard::try_current().and_then(|s| s.get::<Realtime>())
+}
+
+/// Publishes `data` (JSON) on `channel` to every subscriber on every shard (and instance, with
+/// Redis); returns the event's `seq`.
+pub async fn publish(channel: &str, data: Bytes) -> Result<u64, BusError> {
+    match Bus::local() {
+        Some(bus) => bus.publish(channel, data).await,
+        None => Err(BusError::Unavailable),
+    }
+}
+
+fn refused(rt: &Realtime, status: StatusCode, code: &'static str, message: &str) -> Response {
+    rt.metrics
+        .inc(Key::with1(WS_REFUSED, ("reason", LabelValue::Str(code))), 1);
+    error(status, code, message)
+}
+
+async fn upgrade(req: Request) -> Response {
+    let Some(rt) = local() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "real time is not running on this shard",
+        );
+    };
+    if rt.globals.shutdown.phase() != Phase::Accepting {
+        return refused(
+            &rt,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down",
+        );
+    }
+    let accepted = match handshake::check(&req, &rt.handshake) {
+        Ok(a) => a,
+        Err(refusal) => {
+            rt.metrics.inc(
+                Key::with1(WS_REFUSED, ("reason", LabelValue::Str("handshake"))),
+                1,
+            );
+            return refusal.response();
+        }
+    };
+    let Some(instance_slot) = limits::instance(&rt.globals.ws_open, rt.config.max_connections)
+    else {
+        return refused(
+            &rt,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "this instance is at websocket.max_connections",
+        );
+    };
+    let ip = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|a| a.0.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let Ok(ip_slot) =
+        limits::keyed(limits::LimitKey::Ip(ip), rt.config.max_connections_per_ip).await
+    else {
+        return refused(
+            &rt,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "this client IP is at websocket.max_connections_per_ip",
+        );
+    };
+    let token = auth::bearer(&req)
+        .map(str::to_string)
+        .or_else(|| accepted.subprotocol_token.clone());
+    let mut user_slot = None;
+    let identity = match token {
+        None => None,
+        Some(token) => match rt.verifier.verify(&token) {
+            Ok(identity) => {
+                match limits::keyed(
+                    limits::LimitKey::User(Arc::clone(&identity.user)),
+                    rt.config.max_connections_per_user,
+                )
+                .await
+                {
+                    Ok(slot) => user_slot = slot,
+                    Err(()) => {
+                        return refused(
+                            &rt,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_connections",
+                            "this user is at websocket.max_connections_per_user",
+                        )
+                    }
+                }
+                Some(identity)
+            }
+            Err(e) => {
+                return refused(
+                    &rt,
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    &e.to_string(),
+                )
+            }
+        },
+    };
+    let deflate = accepted.deflate;
+    let slots = vec![Some(instance_slot), ip_slot, user_slot];
+    let token = sdsim_net::ws::upgrade::register(move |conn| {
+        Box::pin(async move {
+            session::run(conn, deflate, identity, slots).await;
+        })
+    });
+    let mut resp = handshake::switching_protocols(&accepted);
+    resp.extensions_mut().insert(token);
+    resp
+}
+
+/// A client connection as a bus subscriber: events go to its outbox, compressed (once per
+/// event, shared by every deflate connection) when the connection negotiated deflate.
+pub struct ClientSink {
+    outbox: Rc<Outbox>,
+    compress_from: usize,
+}
+
+impl ClientSink {
+    /// A sink writing to `outbox`.
+    pub fn new(outbox: Rc<Outbox>, compress_from: usize) -> ClientSink {
+        ClientSink {
+            outbox,
+            compress_from,
+        }
+    }
+}
+
+impl Sink for ClientSink {
+    fn push(&self, event: &Arc<Event>) -> bool {
+        let frame = if self.outbox.deflate() && event.wire.len() >= self.compress_from {
+            event
+                .wire_alt
+                .get_or_init(|| text_frame(frame_payload(&event.wire), true, 0))
+                .clone()
+        } else {
+            event.wire.clone()
+        };
+        self.outbox.send_frame(frame)
+    }
+}
+
+/// The payload of an unmasked frame.
+fn frame_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    channel: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: sonic_rs::LazyValue<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    channel: &'a str,
+    seq: u64,
+}
+
+fn authenticate(req: &Request, verifier: &dyn TokenVerifier) -> Result<Identity, Box<Response>> {
+    let token = auth::bearer(req).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer ...)",
+        ))
+    })?;
+    verifier.verify(token).map_err(|e| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &e.to_string(),
+        ))
+    })
+}
+
+async fn publish_route(req: Request) -> Response {
+    let Some(rt) = local() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "real time is not running on this shard",
+        );
+    };
+    let who = match authenticate(&req, rt.verifier.as_ref()) {
+        Ok(who) => who,
+        Err(resp) => return *resp,
+    };
+    if !who.is_admin() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "publishing needs the admin role",
+        );
+    }
+    let body: PublishBody = match sonic_rs::from_slice(req.body()) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("body must be {{\"channel\": string, \"data\": any JSON}}: {e}"),
+            )
+        }
+    };
+    if let Err(denied) = policy::valid_channel(&body.channel) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            denied.code,
+            &format!("channel: {}", denied.message),
+        );
+    }
+    let data = Bytes::copy_from_slice(body.data.as_raw_str().as_bytes());
+    match rt.bus.publish(&body.channel, data).await {
+        Ok(seq) => json(
+            StatusCode::OK,
+            &Published {
+                channel: &body.channel,
+                seq,
+            },
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}

@@ -1,0 +1,285 @@
+//! One client connection: the JSON protocol of DESIGN.md over the WebSocket driver.
+//!
+//! client → server: `{"op":"auth","token":".."}`, `{"op":"subscribe","channel":"c","since":42,
+//! "epoch":".."}` (`since`, `epoch` optional), `{"op":"unsubscribe","channel":"c"}`,
+//! `{"op":"ping"}`. server → client: `subscribed` (with `seq`, `epoch`, `recovered`), `event`,
+//! `unsubscribed`, `pong`, `error` (`code`, `message`, `channel` when there is one).
+//!
+//! A bad message gets an `error` and the connection stays; binary messages close with 1003; a
+//! client that does not authenticate within `websocket.auth_timeout` is closed with 1008.
+
+use super::limits::{self, LimitKey, Slot};
+use super::{policy, ClientSink, Realtime, WS_ACCEPTED, WS_CLOSED, WS_MESSAGES_IN, WS_OPEN};
+use crate::auth::Identity;
+use sdsim_core::bus::{Since, Subscription};
+use sdsim_core::metrics::{Key, LabelValue};
+use sdsim_core::runtime::Shard;
+use sdsim_net::ws::close;
+use sdsim_net::ws::socket::{End, Upgraded, WebSocket};
+use sdsim_net::ws::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum ClientOp {
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        channel: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Ping,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum ServerOp<'a> {
+    Subscribed {
+        channel: &'a str,
+        seq: u64,
+        epoch: &'a str,
+        recovered: bool,
+    },
+    Unsubscribed {
+        channel: &'a str,
+    },
+    Pong,
+    Authenticated {
+        user: &'a str,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+    },
+}
+
+struct Session {
+    rt: Rc<Realtime>,
+    ws: WebSocket,
+    sink: Rc<ClientSink>,
+    identity: Option<Identity>,
+    subscriptions: HashMap<String, Subscription>,
+    slots: Vec<Slot>,
+}
+
+impl Session {
+    fn send(&self, op: &ServerOp<'_>) {
+        if let Ok(text) = sonic_rs::to_vec(op) {
+            self.ws.outbox().send_text(&text);
+        }
+    }
+
+    fn fail(&self, code: &str, message: &str, channel: Option<&str>) {
+        self.send(&ServerOp::Error {
+            code,
+            message,
+            channel,
+        });
+    }
+
+    async fn authenticate(&mut self, token: &str) {
+        if self.identity.is_some() {
+            return self.fail(
+                "already_authenticated",
+                "this connection is already authenticated",
+                None,
+            );
+        }
+        let identity = match self.rt.verifier.verify(token) {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.fail("unauthorized", &e.to_string(), None);
+                self.ws
+                    .outbox()
+                    .close(close::POLICY, "authentication failed");
+                return;
+            }
+        };
+        let key = LimitKey::User(Arc::clone(&identity.user));
+        match limits::keyed(key, self.rt.config.max_connections_per_user).await {
+            Ok(slot) => self.slots.extend(slot),
+            Err(()) => {
+                self.fail(
+                    "too_many_connections",
+                    "this user is at websocket.max_connections_per_user",
+                    None,
+                );
+                self.ws
+                    .outbox()
+                    .close(close::TRY_AGAIN, "too many connections for this user");
+                return;
+            }
+        }
+        self.send(&ServerOp::Authenticated {
+            user: &identity.user,
+        });
+        self.identity = Some(identity);
+    }
+
+    async fn subscribe(&mut self, channel: String, since: Option<u64>, epoch: Option<String>) {
+        let Some(who) = &self.identity else {
+            return self.fail(
+                "unauthenticated",
+                "send {\"op\":\"auth\",\"token\":...} first",
+                Some(&channel),
+            );
+        };
+        if let Err(d) = policy::valid_channel(&channel)
+            .and_then(|()| self.rt.policy.may_subscribe(who, &channel))
+        {
+            return self.fail(d.code, &d.message, Some(&channel));
+        }
+        if self.subscriptions.contains_key(&channel) {
+            return self.fail(
+                "already_subscribed",
+                "already subscribed to this channel",
+                Some(&channel),
+            );
+        }
+        if self.subscriptions.len() >= self.rt.config.max_subscriptions {
+            return self.fail(
+                "too_many_subscriptions",
+                "this connection is at websocket.max_subscriptions",
+                Some(&channel),
+            );
+        }
+        let since = since.map(|seq| Since { seq, epoch });
+        let sink: Rc<dyn sdsim_core::bus::Sink> = Rc::clone(&self.sink) as _;
+        match self.rt.bus.subscribe(&channel, sink, since).await {
+            Ok((subscription, attached)) => {
+                self.send(&ServerOp::Subscribed {
+                    channel: &channel,
+                    seq: attached.seq,
+                    epoch: &attached.epoch,
+                    recovered: attached.recovered,
+                });
+                for event in &attached.missed {
+                    self.sink_push(event);
+                }
+                subscription.activate(attached.seq);
+                self.subscriptions.insert(channel, subscription);
+            }
+            Err(e) => self.fail("unavailable", &e.to_string(), Some(&channel)),
+        }
+    }
+
+    fn sink_push(&self, event: &Arc<sdsim_core::bus::Event>) {
+        use sdsim_core::bus::Sink;
+        self.sink.push(event);
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let op: ClientOp = match sonic_rs::from_str(text) {
+            Ok(op) => op,
+            Err(e) => {
+                let message = format!("expected {{\"op\": \"auth\"|\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {e}");
+                return self.fail("bad_request", &message, None);
+            }
+        };
+        match op {
+            ClientOp::Auth { token } => self.authenticate(&token).await,
+            ClientOp::Subscribe {
+                channel,
+                since,
+                epoch,
+            } => self.subscribe(channel, since, epoch).await,
+            ClientOp::Unsubscribe { channel } => {
+                if self.subscriptions.remove(&channel).is_some() {
+                    self.send(&ServerOp::Unsubscribed { channel: &channel });
+                } else {
+                    self.fail(
+                        "not_subscribed",
+                        "not subscribed to this channel",
+                        Some(&channel),
+                    );
+                }
+            }
+            ClientOp::Ping => self.send(&ServerOp::Pong),
+        }
+    }
+}
+
+/// Runs one client connection to its end.
+pub async fn run(
+    conn: Upgraded,
+    deflate: bool,
+    identity: Option<Identity>,
+    slots: Vec<Option<Slot>>,
+) {
+    let Some(rt) = Shard::try_current().and_then(|s| s.get::<Realtime>()) else {
+        return;
+    };
+    let metrics = Rc::clone(&rt.metrics);
+    metrics.inc(Key::plain(WS_ACCEPTED), 1);
+    metrics.gauge_add(Key::plain(WS_OPEN), 1);
+    let ws = WebSocket::start(conn, Rc::clone(&rt.settings), deflate);
+    let sink = Rc::new(ClientSink::new(
+        Rc::clone(ws.outbox()),
+        rt.config.compression_min_bytes,
+    ));
+    let auth_deadline = Instant::now() + rt.config.auth_timeout;
+    let mut s = Session {
+        rt,
+        ws,
+        sink,
+        identity,
+        subscriptions: HashMap::new(),
+        slots: slots.into_iter().flatten().collect(),
+    };
+    let mut timed_out = false;
+    loop {
+        let message = if s.identity.is_none() && !timed_out {
+            match monoio::time::timeout_at(auth_deadline.into(), s.ws.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    timed_out = true;
+                    s.fail(
+                        "unauthenticated",
+                        "no auth message within websocket.auth_timeout",
+                        None,
+                    );
+                    s.ws.outbox().close(close::POLICY, "authentication timeout");
+                    continue;
+                }
+            }
+        } else {
+            s.ws.recv().await
+        };
+        let Some(message) = message else { break };
+        metrics.inc(Key::plain(WS_MESSAGES_IN), 1);
+        match message {
+            Message::Text(_) => {
+                let text = message.as_text().unwrap_or_default().to_string();
+                s.handle(&text).await;
+            }
+            _ => {
+                s.ws.outbox()
+                    .close(close::UNSUPPORTED, "this protocol uses text messages")
+            }
+        }
+    }
+    let how = match s.ws.end() {
+        Some(End::PeerClosed(_)) => "peer_closed",
+        Some(End::ServerClosed(close::GOING_AWAY)) => "shutdown",
+        Some(End::ServerClosed(_)) => "server_closed",
+        Some(End::Protocol(_)) => "protocol_error",
+        Some(End::SlowConsumer) => "slow_consumer",
+        Some(End::WriteTimeout) => "write_timeout",
+        Some(End::Io) | None => "io",
+    };
+    metrics.inc(Key::with1(WS_CLOSED, ("how", LabelValue::Str(how))), 1);
+    metrics.gauge_add(Key::plain(WS_OPEN), -1);
+    drop(s.subscriptions);
+    drop(s.slots);
+}
