@@ -12,6 +12,15 @@ if ! python3 -c "import ciw" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "ciw==3.*"
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# redis-server (Debian package): the Redis bridge tests start their own on a free loopback port
+# and stop it when they finish.
+if ! command -v redis-server >/dev/null; then
+  sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system-wide instance on 6379; the tests use their own.
+  sudo_if_needed service redis-server stop >/dev/null 2>&1 || true
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
