@@ -740,3 +740,75 @@ fn permessage_deflate_is_negotiated_and_large_events_arrive_compressed() {
     });
     support::stop(server);
 }
+
+#[test]
+fn wss_through_the_same_tls_listener() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("sdsim-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let server = server(&[
+        &format!("tls.cert={}", cert_path.display()),
+        &format!("tls.key={}", key_path.display()),
+    ]);
+    let addr = server.local_addr();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let https_publish = {
+        let config = Arc::clone(&config);
+        move |body: &str| -> String {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(Arc::clone(&config), name).unwrap();
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let req = format!(
+                "POST /api/publish HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tls.write_all(req.as_bytes()).unwrap();
+            let mut text = String::new();
+            let _ = tls.read_to_string(&mut text);
+            text
+        }
+    };
+    rt().block_on(async {
+        let mut req = format!("wss://localhost:{}/ws", addr.port())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async_tls_with_config(
+            req,
+            tcp,
+            None,
+            Some(tokio_tungstenite::Connector::Rustls(Arc::clone(&config))),
+        )
+        .await
+        .expect("WSS upgrade");
+        assert_eq!(resp.status(), 101);
+        subscribe(&mut ws, "system:announcements", None).await;
+        let answer = tokio::task::spawn_blocking(move || {
+            https_publish(r#"{"channel":"system:announcements","data":"over tls"}"#)
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(next(&mut ws).await["data"], "over tls");
+        ws.close(None).await.unwrap();
+    });
+    support::stop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
