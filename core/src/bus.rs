@@ -443,9 +443,13 @@ impl Bus {
             return;
         }
         let channel = Arc::clone(channel);
-        // Unsubscribing happens in Drop: the detach travels on its own task.
+        // Unsubscribing happens in Drop: the detach travels on its own task. (While a shard
+        // stops, its state is dropped after the shard handle is gone: nothing to tell then.)
+        let Some(shard) = Shard::try_current() else {
+            return;
+        };
         monoio::spawn(async move {
-            let _ = Shard::current()
+            let _ = shard
                 .mesh()
                 .send_to(owner, move || {
                     if let Some(bus) = Bus::local() {
@@ -562,7 +566,10 @@ async fn forward_loop(bus: Rc<Bus>, target: ShardId) {
                 break;
             }
             bus.metrics.inc(Key::plain(FORWARD_BATCHES), 1);
-            let sent = Shard::current()
+            let Some(shard) = Shard::try_current() else {
+                return;
+            };
+            let sent = shard
                 .mesh()
                 .send_to(target, move || {
                     if let Some(bus) = Bus::local() {

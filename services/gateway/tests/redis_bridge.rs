@@ -25,7 +25,16 @@ struct Redis {
 impl Redis {
     fn start(port: u16) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -51,12 +60,22 @@ impl Drop for Redis {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn redis_health(addr: SocketAddr) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut resp = agent.get(&format!("http://{addr}/health/redis")).call().unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{addr}/health/redis"))
+        .call()
+        .unwrap();
     let status = resp.status().as_u16();
     let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     (status, body["status"].as_str().unwrap_or("").to_string())
@@ -69,7 +88,10 @@ fn wait_health(addr: SocketAddr, want: &str) {
         if status == want {
             return;
         }
-        assert!(Instant::now() < deadline, "/health/redis stayed {status}, wanted {want}");
+        assert!(
+            Instant::now() < deadline,
+            "/health/redis stayed {status}, wanted {want}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -83,14 +105,23 @@ fn publish(addr: SocketAddr, channel: &str, data: Value) {
     assert_eq!(resp.status(), 200);
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn subscriber(addr: SocketAddr, channel: &str) -> Ws {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text(json!({"op": "subscribe", "channel": channel}).to_string())).await.unwrap();
-    assert_eq!(next(&mut ws, Duration::from_secs(5)).await.unwrap()["op"], "subscribed");
+    ws.send(Message::text(
+        json!({"op": "subscribe", "channel": channel}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next(&mut ws, Duration::from_secs(5)).await.unwrap()["op"],
+        "subscribed"
+    );
     ws
 }
 
@@ -109,7 +140,9 @@ async fn next(ws: &mut Ws, within: Duration) -> Option<Value> {
 async fn take(ws: &mut Ws, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
-        let v = next(ws, Duration::from_secs(5)).await.expect("an event within 5 s");
+        let v = next(ws, Duration::from_secs(5))
+            .await
+            .expect("an event within 5 s");
         assert_eq!(v["op"], "event", "{v}");
         out.push(v["data"].clone());
     }
@@ -127,7 +160,10 @@ fn two_instances_share_events_through_redis_and_survive_its_outage() {
     wait_health(a1, "up");
     wait_health(a2, "up");
     let channel = "system:announcements";
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut on_one = subscriber(a1, channel).await;
         let mut on_two = subscriber(a2, channel).await;
@@ -152,7 +188,10 @@ fn two_instances_share_events_through_redis_and_survive_its_outage() {
         wait_health(a2, "down");
         assert_eq!(redis_health(a1).0, 503);
         publish(a1, channel, json!({"during": "outage"}));
-        assert_eq!(take(&mut on_one, 1).await, vec![json!({"during": "outage"})]);
+        assert_eq!(
+            take(&mut on_one, 1).await,
+            vec![json!({"during": "outage"})]
+        );
 
         // Redis comes back on the same port: the bridges reconnect by themselves.
         let _redis = Redis::start(redis.port);
@@ -161,7 +200,11 @@ fn two_instances_share_events_through_redis_and_survive_its_outage() {
         publish(a1, channel, json!({"after": "outage"}));
         assert_eq!(take(&mut on_one, 1).await, vec![json!({"after": "outage"})]);
         let got = take(&mut on_two, 1).await;
-        assert_eq!(got, vec![json!({"after": "outage"})], "the outage event must not arrive late");
+        assert_eq!(
+            got,
+            vec![json!({"after": "outage"})],
+            "the outage event must not arrive late"
+        );
     });
     support::stop(one);
     support::stop(two);

@@ -85,7 +85,7 @@ impl Drop for Slot {
                 let key = key.clone();
                 let target = owner(&key, shard.count());
                 monoio::spawn(async move {
-                    let _ = Shard::current()
+                    let _ = shard
                         .mesh()
                         .send_to(target, move || {
                             if let Some(counts) = Shard::current().get::<Counts>() {
