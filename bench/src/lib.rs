@@ -2,6 +2,8 @@
 //! peer servers they are compared with (`peer-axum`).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod ws_client;
+
 /// Pins the calling thread to `cpu`.
 pub fn pin_current(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Parser;
 use futures_util::stream::{self, AbortHandle, BoxStream, SelectAll};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use mimalloc::MiMalloc;
 use serde::Deserialize;
 use std::collections::HashMap;
