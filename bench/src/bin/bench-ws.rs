@@ -21,6 +21,7 @@ use clap::{Parser, ValueEnum};
 use mimalloc::MiMalloc;
 use sdsim_bench::ws_client::{
     parse_target, publish, raise_nofile, ClientConfig, ConnSpec, Pool, ProcSample, PublishPlan,
+    PublishReport,
 };
 use sdsim_bench::{machine_line, median};
 use std::net::{SocketAddr, TcpStream};
@@ -255,7 +256,9 @@ fn measure_idle(
     let mut pool = Pool::start(&client_config(args, addr, path))?;
     let base = ProcSample::take(pid);
     let mut rows = Rows::new();
-    let mut points = vec![(0.0, base.rss.unwrap_or(0) as f64)];
+    // (held, RSS) at each size: the slope is the marginal cost of one more connection,
+    // without fixed costs such as the channels created by the first connections.
+    let mut points = Vec::new();
     let mut open = 0;
     for &n in &args.sizes {
         let (ok, failed) = pool.open(specs(open..n, |i| format!("simulation:data:{}", i % k)))?;
@@ -288,9 +291,9 @@ fn measure_idle(
             per_conn(s.slab, base.slab, held),
         ));
     }
-    if points.len() > 2 {
+    if points.len() >= 2 {
         rows.push((
-            "server RSS slope, fit over sizes (B/conn)".into(),
+            "server RSS slope over sizes (B/conn)".into(),
             slope(&points),
         ));
     }
@@ -306,6 +309,22 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
     sxy / sxx
+}
+
+/// What one fanout measurement collected before its connections closed.
+struct FanoutPhase {
+    ok: usize,
+    held: usize,
+    base: ProcSample,
+    mem: ProcSample,
+    published: PublishReport,
+    expected: u64,
+    start: Instant,
+    publish_secs: f64,
+    /// Server CPU seconds at publish start, publish end, drain end.
+    server_cpu: [Option<f64>; 3],
+    /// This process's CPU seconds while publishing.
+    client_cpu: Option<f64>,
 }
 
 fn measure_fanout(
@@ -354,11 +373,12 @@ fn measure_fanout(
             connections: args.publishers,
             cpu: args.client_cpus.first().copied(),
         };
+        let me = Some(std::process::id());
         let start = Instant::now();
-        let cpu0 = ProcSample::take(pid).cpu;
+        let (server0, client0) = (ProcSample::take(pid).cpu, ProcSample::take(me).cpu);
         let published = publish(&plan)?;
         let publish_secs = start.elapsed().as_secs_f64();
-        let cpu1 = ProcSample::take(pid).cpu;
+        let (server1, client1) = (ProcSample::take(pid).cpu, ProcSample::take(me).cpu);
         if let Some(e) = &published.first_error {
             eprintln!("  publish errors: {} (first: {e})", published.errors);
         }
@@ -385,8 +405,8 @@ fn measure_fanout(
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let cpu2 = ProcSample::take(pid).cpu;
-        Ok::<_, anyhow::Error>((
+        let server2 = ProcSample::take(pid).cpu;
+        Ok::<_, anyhow::Error>(FanoutPhase {
             ok,
             held,
             base,
@@ -395,14 +415,24 @@ fn measure_fanout(
             expected,
             start,
             publish_secs,
-            cpu0,
-            cpu1,
-            cpu2,
-        ))
+            server_cpu: [server0, server1, server2],
+            client_cpu: client0.zip(client1).map(|(a, b)| b - a),
+        })
     })();
     let closed = pool.shared().closed.load(Ordering::Relaxed);
     let stats = pool.finish();
-    let (ok, held, base, mem, published, expected, start, publish_secs, cpu0, cpu1, cpu2) = result?;
+    let FanoutPhase {
+        ok,
+        held,
+        base,
+        mem,
+        published,
+        expected,
+        start,
+        publish_secs,
+        server_cpu,
+        client_cpu,
+    } = result?;
 
     let window = stats
         .last
@@ -423,6 +453,11 @@ fn measure_fanout(
             expected as f64 - stats.delivered as f64,
         ),
         ("seq gaps".into(), stats.gaps as f64),
+        (
+            "duplicate / out-of-order events".into(),
+            stats.reordered as f64,
+        ),
+        ("unparsed messages".into(), stats.unparsed as f64),
         ("closed by server (1008)".into(), stats.closed_1008 as f64),
         ("closed by server (any)".into(), closed as f64),
         ("publish errors".into(), published.errors as f64),
@@ -433,7 +468,7 @@ fn measure_fanout(
             h.value_at_quantile(0.5) as f64 / 1000.0,
         ));
     }
-    if let (Some(c0), Some(c1), Some(c2)) = (cpu0, cpu1, cpu2) {
+    if let [Some(c0), Some(c1), Some(c2)] = server_cpu {
         rows.push((
             "server CPU % while publishing".into(),
             (c1 - c0) / publish_secs * 100.0,
@@ -441,6 +476,14 @@ fn measure_fanout(
         rows.push((
             "server CPU µs per delivery".into(),
             (c2 - c0) * 1e6 / stats.delivered.max(1) as f64,
+        ));
+    }
+    if let Some(c) = client_cpu {
+        // The whole bench-ws process, as a share of its client CPUs: near 100 % means the
+        // client, not the server, may be the bottleneck.
+        rows.push((
+            "client CPU % while publishing".into(),
+            c / publish_secs / args.client_cpus.len() as f64 * 100.0,
         ));
     }
     if let (Some(a), Some(b)) = (mem.rss, base.rss) {
@@ -522,6 +565,8 @@ fn main() -> anyhow::Result<()> {
     if args.client_cpus.is_empty() || args.runs == 0 {
         bail!("--client-cpus and --runs must not be empty or zero");
     }
+    // The controlling thread stays off the server's CPU too.
+    sdsim_bench::pin_current(args.client_cpus[0]);
 
     let columns: Vec<Option<ServerKind>> = if args.target_only.is_some() {
         vec![None]
@@ -623,7 +668,7 @@ fn main() -> anyhow::Result<()> {
         );
         println!("# sdsim: 1 shard, dev-open auth, rate limit and access log off; peer: axum 0.8 ws (tokio-tungstenite), 1 tokio worker, broadcast per channel");
     }
-    println!("# kernel figures (sockstat TCP mem, slab) are system-wide deltas: both ends of each loopback connection");
+    println!("# kernel figures are system-wide deltas over both ends of each loopback connection: TCP buffers = /proc/net/sockstat TCP mem (cached per CPU by the kernel: ± ~1 MB per CPU), slab = /proc/meminfo Slab");
     let mut header = String::from("| metric |");
     let mut rule = String::from("|---|");
     for kind in &columns {
