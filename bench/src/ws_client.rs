@@ -795,6 +795,49 @@ impl ProcSample {
     }
 }
 
+/// Kernel memory charged to the established TCP sockets whose local port is `port` (the
+/// server's end of each connection): (sockets, bytes), the bytes summing each socket's receive
+/// queue, send queue, forward allocation and option memory (`ss -m`'s `r`, `w`, `f`, `o`).
+/// `None` if `ss` (iproute2) is not available.
+pub fn server_socket_memory(port: u16) -> Option<(usize, u64)> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnmH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(parse_skmem(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_skmem(text: &str) -> (usize, u64) {
+    let mut sockets = 0;
+    let mut bytes = 0;
+    for part in text.split("skmem:(").skip(1) {
+        let Some(inner) = part.split(')').next() else {
+            continue;
+        };
+        sockets += 1;
+        for field in inner.split(',') {
+            let key: String = field
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            if matches!(key.as_str(), "r" | "w" | "f" | "o") {
+                bytes += field[key.len()..].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    (sockets, bytes)
+}
+
 fn meminfo_kb(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
@@ -820,6 +863,12 @@ mod tests {
             let ip = source(i).ip();
             assert!(ip.is_loopback() && ip != IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
         }
+    }
+
+    #[test]
+    fn skmem() {
+        let text = "0 0 127.0.0.1:8102 127.0.0.1:55214\n\t skmem:(r10,rb131072,t5,tb2626560,f4096,w20,o1,bl0,d0)\n0 0 127.0.0.1:8102 127.0.0.1:55215\n\t skmem:(r0,rb131072,t0,tb2626560,f0,w0,o0,bl0,d0)\n";
+        assert_eq!(parse_skmem(text), (2, 10 + 4096 + 20 + 1));
     }
 
     #[test]

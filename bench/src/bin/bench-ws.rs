@@ -20,8 +20,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use mimalloc::MiMalloc;
 use sdsim_bench::ws_client::{
-    parse_target, publish, raise_nofile, ClientConfig, ConnSpec, Pool, ProcSample, PublishPlan,
-    PublishReport,
+    parse_target, publish, raise_nofile, server_socket_memory, ClientConfig, ConnSpec, Pool,
+    ProcSample, PublishPlan, PublishReport,
 };
 use sdsim_bench::{machine_line, median};
 use std::net::{SocketAddr, TcpStream};
@@ -290,6 +290,12 @@ fn measure_idle(
             format!("kernel slab per conn @{n} (B)"),
             per_conn(s.slab, base.slab, held),
         ));
+        if let Some((sockets, bytes)) = server_socket_memory(addr.port()) {
+            rows.push((
+                format!("server socket buffers per conn @{n} (B)"),
+                per_conn(bytes, 0, sockets),
+            ));
+        }
     }
     if points.len() >= 2 {
         rows.push((
@@ -321,6 +327,8 @@ struct FanoutPhase {
     expected: u64,
     start: Instant,
     publish_secs: f64,
+    /// The server's established sockets and their kernel buffer bytes, before publishing.
+    skmem: Option<(usize, u64)>,
     /// Server CPU seconds at publish start, publish end, drain end.
     server_cpu: [Option<f64>; 3],
     /// This process's CPU seconds while publishing.
@@ -363,6 +371,7 @@ fn measure_fanout(
         let held = pool.shared().subscribed.load(Ordering::Relaxed)
             - pool.shared().closed.load(Ordering::Relaxed);
         let mem = ProcSample::take(pid);
+        let skmem = server_socket_memory(addr.port());
 
         let plan = PublishPlan {
             addr,
@@ -415,6 +424,7 @@ fn measure_fanout(
             expected,
             start,
             publish_secs,
+            skmem,
             server_cpu: [server0, server1, server2],
             client_cpu: client0.zip(client1).map(|(a, b)| b - a),
         })
@@ -430,6 +440,7 @@ fn measure_fanout(
         expected,
         start,
         publish_secs,
+        skmem,
         server_cpu,
         client_cpu,
     } = result?;
@@ -497,6 +508,12 @@ fn measure_fanout(
         "kernel slab per conn (B)".into(),
         per_conn(mem.slab, base.slab, held),
     ));
+    if let Some((sockets, bytes)) = skmem {
+        rows.push((
+            "server socket buffers per conn (B)".into(),
+            per_conn(bytes, 0, sockets),
+        ));
+    }
     eprintln!(
         "  {} delivered of {} expected in {:.2} s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         stats.delivered,
@@ -668,7 +685,7 @@ fn main() -> anyhow::Result<()> {
         );
         println!("# sdsim: 1 shard, dev-open auth, rate limit and access log off; peer: axum 0.8 ws (tokio-tungstenite), 1 tokio worker, broadcast per channel");
     }
-    println!("# kernel figures are system-wide deltas over both ends of each loopback connection: TCP buffers = /proc/net/sockstat TCP mem (cached per CPU by the kernel: ± ~1 MB per CPU), slab = /proc/meminfo Slab");
+    println!("# kernel figures are system-wide deltas over both ends of each loopback connection: TCP buffers = /proc/net/sockstat TCP mem (cached per CPU by the kernel: ± ~1 MB per CPU), slab = /proc/meminfo Slab; server socket buffers = `ss -m` r+w+f+o of the server's end only");
     let mut header = String::from("| metric |");
     let mut rule = String::from("|---|");
     for kind in &columns {
