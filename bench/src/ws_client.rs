@@ -62,15 +62,16 @@ pub struct Shared {
     pub delivered: AtomicU64,
     /// Subscribed connections the server closed (or that broke) afterwards.
     pub closed: AtomicUsize,
-    /// The first few error messages.
+    /// The first few distinct error messages.
     pub errors: Mutex<Vec<String>>,
 }
 
 impl Shared {
     fn error(&self, e: impl std::fmt::Display) {
         let mut errors = self.errors.lock().unwrap();
-        if errors.len() < 5 {
-            errors.push(e.to_string());
+        let e = e.to_string();
+        if errors.len() < 5 && !errors.contains(&e) {
+            errors.push(e);
         }
     }
 }
@@ -776,16 +777,7 @@ impl ProcSample {
             let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
             Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
         });
-        let cpu = pid.and_then(|p| {
-            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            // Fields after the command (which may hold spaces): state is field 3.
-            let after = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = after.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-            Some(ticks as f64 / hz)
-        });
+        let cpu = pid.and_then(|p| process_cpu_clock(p).or_else(|| stat_cpu(p)));
         ProcSample {
             rss,
             cpu,
@@ -793,6 +785,35 @@ impl ProcSample {
             slab,
         }
     }
+}
+
+/// A process's CPU time (all threads, exited ones included) in seconds, to the nanosecond,
+/// from its CPU-time clock.
+fn process_cpu_clock(pid: u32) -> Option<f64> {
+    // SAFETY: out-parameters are valid locals.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) != 0 {
+            return None;
+        }
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(clock, &mut ts) != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+}
+
+/// A process's user + system time in seconds from `/proc/PID/stat` (clock-tick resolution).
+fn stat_cpu(p: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+    // Fields after the command (which may hold spaces): state is field 3.
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
 }
 
 /// Kernel memory charged to the established TCP sockets whose local port is `port` (the
@@ -863,6 +884,17 @@ mod tests {
             let ip = source(i).ip();
             assert!(ip.is_loopback() && ip != IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
         }
+    }
+
+    #[test]
+    fn cpu_time_of_a_process() {
+        let me = std::process::id();
+        let a = process_cpu_clock(me).unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(30) {}
+        let b = process_cpu_clock(me).unwrap();
+        assert!(b - a >= 0.02, "{a} {b}");
+        assert!(stat_cpu(me).is_some());
     }
 
     #[test]

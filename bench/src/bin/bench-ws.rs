@@ -242,6 +242,19 @@ fn specs(range: std::ops::Range<usize>, channel: impl Fn(usize) -> String) -> Ve
         .collect()
 }
 
+/// Opens `specs`; warns about failures, fails if none subscribed. Returns how many did.
+fn open_checked(pool: &mut Pool, specs: Vec<ConnSpec>) -> anyhow::Result<usize> {
+    let (ok, failed) = pool.open(specs)?;
+    let errors = pool.shared().errors.lock().unwrap().clone();
+    if ok == 0 && failed > 0 {
+        bail!("no connection could subscribe ({failed} failed); first errors: {errors:?}");
+    }
+    if failed > 0 {
+        eprintln!("  {failed} connections failed; first errors: {errors:?}");
+    }
+    Ok(ok)
+}
+
 fn per_conn(after: u64, before: u64, n: usize) -> f64 {
     (after as f64 - before as f64) / n.max(1) as f64
 }
@@ -261,13 +274,10 @@ fn measure_idle(
     let mut points = Vec::new();
     let mut open = 0;
     for &n in &args.sizes {
-        let (ok, failed) = pool.open(specs(open..n, |i| format!("simulation:data:{}", i % k)))?;
-        if failed > 0 {
-            eprintln!(
-                "  {failed} connections failed; first errors: {:?}",
-                pool.shared().errors.lock().unwrap()
-            );
-        }
+        let ok = open_checked(
+            &mut pool,
+            specs(open..n, |i| format!("simulation:data:{}", i % k)),
+        )?;
         open = n;
         std::thread::sleep(Duration::from_secs_f64(args.hold));
         let s = ProcSample::take(pid);
@@ -360,13 +370,7 @@ fn measure_fanout(
     let mut pool = Pool::start(&client_config(args, addr, path))?;
     let result = (|| {
         let base = ProcSample::take(pid);
-        let (ok, failed) = pool.open(specs(0..args.subscribers, name))?;
-        if failed > 0 {
-            eprintln!(
-                "  {failed} connections failed; first errors: {:?}",
-                pool.shared().errors.lock().unwrap()
-            );
-        }
+        let ok = open_checked(&mut pool, specs(0..args.subscribers, name))?;
         std::thread::sleep(Duration::from_secs_f64(args.hold));
         let held = pool.shared().subscribed.load(Ordering::Relaxed)
             - pool.shared().closed.load(Ordering::Relaxed);
