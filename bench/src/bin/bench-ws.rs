@@ -709,7 +709,8 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some((s, p)) = ratio {
             let (a, b) = (medians[s][r], medians[p][r]);
-            if b != 0.0 && a.is_finite() && b.is_finite() {
+            // Only for positive quantities: sign-noisy deltas (kernel counters) have no ratio.
+            if a >= 0.0 && b > 0.0 && a.is_finite() && b.is_finite() {
                 line.push_str(&format!(" {:.2}× |", a / b));
             } else {
                 line.push_str(" – |");
