@@ -59,14 +59,29 @@ pub enum ConnEnd {
     Drained,
     /// A socket error.
     Io,
-    /// The connection was upgraded (WebSocket) and has since ended.
+    /// The connection was upgraded (WebSocket) and handed over.
     Upgraded,
+}
+
+/// A connection the HTTP/1.1 loop handed over after a 101 response: run it on a task of its
+/// own, so the connection does not keep the HTTP loop's state (several KB) for its lifetime.
+pub struct Handoff {
+    start: upgrade::Start,
+    conn: Upgraded,
+}
+
+impl Handoff {
+    /// The upgraded protocol's future.
+    pub fn run(self) -> futures_util::future::LocalBoxFuture<'static, ()> {
+        (self.start)(self.conn)
+    }
 }
 
 const READ_CHUNK: usize = 8 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Serves HTTP/1.1 on `io` until the connection ends.
+/// Serves HTTP/1.1 on `io` until the connection ends or is upgraded (then the hand-off is
+/// returned with [`ConnEnd::Upgraded`]).
 pub async fn serve_connection<T: Transport + IntoAnyIo>(
     mut io: T,
     info: ConnInfo,
@@ -74,7 +89,7 @@ pub async fn serve_connection<T: Transport + IntoAnyIo>(
     settings: Rc<ConnSettings>,
     date: Rc<RefCell<HttpDate>>,
     mut phase: watch::Receiver<Phase>,
-) -> ConnEnd {
+) -> (ConnEnd, Option<Handoff>) {
     let mut decoder = RequestDecoder::new(settings.limits.clone());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
@@ -141,8 +156,8 @@ pub async fn serve_connection<T: Transport + IntoAnyIo>(
                     written.clear();
                     out = written;
                 }
-                Ok((Err(_), _)) => return ConnEnd::Io,
-                Err(_) => return ConnEnd::WriteTimeout,
+                Ok((Err(_), _)) => return (ConnEnd::Io, None),
+                Err(_) => return (ConnEnd::WriteTimeout, None),
             }
         }
         if let Some(start) = upgrade_to {
@@ -155,12 +170,11 @@ pub async fn serve_connection<T: Transport + IntoAnyIo>(
                 peer: info.peer,
                 phase,
             };
-            start(conn).await;
-            return ConnEnd::Upgraded;
+            return (ConnEnd::Upgraded, Some(Handoff { start, conn }));
         }
         if let Some(end) = close_after_flush {
             io.close().await;
-            return end;
+            return (end, None);
         }
 
         // Read more. A request in progress has the read timeout, counted from its first byte;
@@ -172,33 +186,33 @@ pub async fn serve_connection<T: Transport + IntoAnyIo>(
         let (result, returned) = if idle {
             if *phase.borrow() != Phase::Accepting {
                 io.close().await;
-                return ConnEnd::Drained;
+                return (ConnEnd::Drained, None);
             }
             let read = monoio::time::timeout(settings.idle_timeout, io.read_into(buf));
             monoio::select! {
                 r = read => match r {
                     Ok(done) => done,
-                    Err(_) => return ConnEnd::IdleTimeout,
+                    Err(_) => return (ConnEnd::IdleTimeout, None),
                 },
-                _ = phase.wait_for(|p| *p != Phase::Accepting) => return ConnEnd::Drained,
+                _ = phase.wait_for(|p| *p != Phase::Accepting) => return (ConnEnd::Drained, None),
             }
         } else {
             let started = *request_started.get_or_insert_with(Instant::now);
             let left = settings.read_timeout.saturating_sub(started.elapsed());
             match monoio::time::timeout(left, io.read_into(buf)).await {
                 Ok(done) => done,
-                Err(_) => return ConnEnd::ReadTimeout,
+                Err(_) => return (ConnEnd::ReadTimeout, None),
             }
         };
         buf = returned;
         match result {
-            Ok(0) => return ConnEnd::PeerClosed,
+            Ok(0) => return (ConnEnd::PeerClosed, None),
             Ok(_) => {
                 if request_started.is_none() {
                     request_started = Some(Instant::now());
                 }
             }
-            Err(_) => return ConnEnd::Io,
+            Err(_) => return (ConnEnd::Io, None),
         }
     }
 }

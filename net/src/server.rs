@@ -174,17 +174,31 @@ pub async fn accept_loop(shard: &Shard, listener: TcpListener, ctx: Rc<ListenerC
         let phase = phase.clone();
         let date = Rc::clone(&date);
         shard.spawn("http-connection", async move {
-            let _open = guard;
+            let open = guard;
             let mut closed = phase.clone();
             // At the shutdown deadline the connection is dropped wherever it is (mid-handler
             // included), which closes its socket.
-            monoio::select! {
-                end = serve_one(stream, peer, &ctx, date, phase) => {
+            let handoff = monoio::select! {
+                served = serve_one(stream, peer, &ctx, date, phase) => {
+                    let (end, handoff) = served.unzip();
                     tracing::trace!(%peer, ?end, "connection ended");
+                    handoff.flatten()
                 }
                 _ = closed.wait_for(|p| *p == Phase::Closed) => {
                     ctx.shutdown.record_forced(1);
+                    None
                 }
+            };
+            // An upgraded connection continues on a task of its own, still counted as open.
+            if let Some(handoff) = handoff {
+                let shutdown = Arc::clone(&ctx.shutdown);
+                Shard::current().spawn("upgraded-connection", async move {
+                    let _open = open;
+                    monoio::select! {
+                        _ = handoff.run() => {}
+                        _ = closed.wait_for(|p| *p == Phase::Closed) => shutdown.record_forced(1),
+                    }
+                });
             }
         });
     }
@@ -197,7 +211,7 @@ async fn serve_one(
     ctx: &ListenerContext,
     date: Rc<RefCell<HttpDate>>,
     phase: watch::Receiver<Phase>,
-) -> Option<crate::conn::ConnEnd> {
+) -> Option<(crate::conn::ConnEnd, Option<crate::conn::Handoff>)> {
     let app = Rc::clone(&ctx.app);
     let settings = Rc::clone(&ctx.settings);
     match &ctx.tls {

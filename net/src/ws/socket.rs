@@ -2,9 +2,11 @@
 //! driven by the application's session task) and a writer task draining the connection's
 //! bounded [`Outbox`].
 //!
-//! The reader answers pings, follows the close handshake, closes idle connections and, when the
-//! server drains, sends close 1001. The writer coalesces queued frames into one write, pings
-//! every `ping_interval`, and ends the connection when a write fails or times out. A client whose
+//! The reader answers pings and follows the close handshake. The writer coalesces queued frames
+//! into one write and ends the connection when a write fails or times out. One keeper task per
+//! shard pings every connection each `ping_interval`, closes those silent for `idle_timeout`,
+//! and sends close 1001 to all of them when the server drains — no per-connection timer, so an
+//! idle connection costs two small parked tasks and its buffers. A client whose
 //! queue passes `max_outbound_bytes` is a slow consumer: its queue is dropped and it is closed
 //! with 1008, without ever blocking the code that sends to it.
 
@@ -70,6 +72,10 @@ pub enum End {
     Io,
 }
 
+/// [`WebSocket::recv_by`]'s deadline passed before a message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlinePassed;
+
 /// A one-waiter wake-up flag (shard-local).
 #[derive(Default)]
 struct Signal {
@@ -111,6 +117,10 @@ pub struct Outbox {
     finished: Cell<bool>,
     writer: Signal,
     reader: Signal,
+    /// When the client last sent anything (pongs included).
+    last_seen: Cell<Instant>,
+    /// When the keeper last pinged this client.
+    last_ping: Cell<Instant>,
 }
 
 impl Outbox {
@@ -127,6 +137,8 @@ impl Outbox {
             finished: Cell::new(false),
             writer: Signal::default(),
             reader: Signal::default(),
+            last_seen: Cell::new(Instant::now()),
+            last_ping: Cell::new(Instant::now()),
         }
     }
 
@@ -216,7 +228,6 @@ pub struct WebSocket {
     decoder: Decoder,
     outbox: Rc<Outbox>,
     settings: Rc<Settings>,
-    phase: watch::Receiver<Phase>,
     peer: SocketAddr,
 }
 
@@ -226,13 +237,13 @@ impl WebSocket {
         let (read, write) = conn.io.split();
         let outbox = Rc::new(Outbox::new(&settings, deflate));
         monoio::spawn(write_loop(write, Rc::clone(&outbox), Rc::clone(&settings)));
+        keeper::register(&outbox, &settings, conn.phase);
         WebSocket {
             read,
             buf: conn.leftover,
             decoder: Decoder::new(Role::Server, settings.limits, deflate),
             outbox,
             settings,
-            phase: conn.phase,
             peer: conn.peer,
         }
     }
@@ -254,19 +265,29 @@ impl WebSocket {
 
     /// The next text or binary message; `None` once the connection has ended.
     pub async fn recv(&mut self) -> Option<Message> {
-        let mut last_seen = Instant::now();
+        self.recv_by(None).await.unwrap_or(None)
+    }
+
+    /// Like [`WebSocket::recv`], but gives up at `deadline` with `Err(DeadlinePassed)`. A read
+    /// in flight at the deadline is abandoned, so close the connection afterwards (that is what
+    /// the authentication deadline does). One future type serves both calls, which keeps an
+    /// idle connection's task small.
+    pub async fn recv_by(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Message>, DeadlinePassed> {
         loop {
             if matches!(
                 self.outbox.end.get(),
                 Some(End::PeerClosed(_) | End::Io | End::WriteTimeout)
             ) {
-                return None;
+                return Ok(None);
             }
             // We started the close: read (and drop) until the client's close frame, so unread
             // client data does not turn our close into a reset that loses the close frame.
             if self.outbox.closing.get().is_some() {
-                self.await_peer_close().await;
-                return None;
+                Box::pin(self.await_peer_close()).await;
+                return Ok(None);
             }
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(Message::Ping(payload))) => {
@@ -283,9 +304,9 @@ impl WebSocket {
                         code
                     };
                     self.outbox.close(reply, "");
-                    return None;
+                    return Ok(None);
                 }
-                Ok(Some(message)) => return Some(message),
+                Ok(Some(message)) => return Ok(Some(message)),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, error = %e, "WebSocket protocol error");
@@ -295,21 +316,22 @@ impl WebSocket {
                 }
             }
             self.shrink_buffer();
-            let idle_deadline = last_seen + self.settings.idle_timeout;
             let read = self.read.read_into(std::mem::take(&mut self.buf));
+            // Boxed only when there is a deadline: an idle connection carries no timer.
+            let deadline_passed = async {
+                match deadline {
+                    Some(d) => Box::pin(monoio::time::sleep_until(d.into())).await,
+                    None => std::future::pending().await,
+                }
+            };
             let outcome = monoio::select! {
                 r = read => Some(r),
-                _ = monoio::time::sleep_until(idle_deadline.into()) => {
-                    self.outbox.set_end(End::ServerClosed(close::NORMAL));
-                    self.outbox.close(close::NORMAL, "idle timeout");
-                    None
+                _ = deadline_passed => {
+                    // The read was cut short: nothing was read (its buffer is gone).
+                    self.buf = BytesMut::with_capacity(READ_MIN);
+                    return Err(DeadlinePassed);
                 }
                 _ = self.outbox.reader.wait() => None,
-                _ = self.phase.wait_for(|p| *p != Phase::Accepting) => {
-                    self.outbox.set_end(End::ServerClosed(close::GOING_AWAY));
-                    self.outbox.close(close::GOING_AWAY, "server shutting down");
-                    None
-                }
             };
             // A read cut short above loses its buffer; the connection is closing then anyway.
             let Some((result, buf)) = outcome else {
@@ -319,9 +341,9 @@ impl WebSocket {
             match result {
                 Ok(0) | Err(_) => {
                     self.outbox.set_end(End::Io);
-                    return None;
+                    return Ok(None);
                 }
-                Ok(_) => last_seen = Instant::now(),
+                Ok(_) => self.outbox.last_seen.set(Instant::now()),
             }
         }
     }
@@ -379,22 +401,13 @@ impl Drop for WebSocket {
 }
 
 async fn write_loop(mut io: WriteHalf, outbox: Rc<Outbox>, settings: Rc<Settings>) {
-    let ping = frame::server_frame(Opcode::Ping, b"");
-    let mut next_ping = Instant::now() + settings.ping_interval;
     let mut out = BytesMut::new();
     loop {
         let idle = outbox.queue.borrow().is_empty() && outbox.close_frame.borrow().is_none();
         if idle && !outbox.finished.get() {
-            monoio::select! {
-                _ = outbox.writer.wait() => {}
-                _ = monoio::time::sleep_until(next_ping.into()) => {}
-            }
+            outbox.writer.wait().await;
         }
         let close_frame = outbox.close_frame.borrow().clone();
-        if Instant::now() >= next_ping {
-            out.extend_from_slice(&ping);
-            next_ping = Instant::now() + settings.ping_interval;
-        }
         {
             let mut queue = outbox.queue.borrow_mut();
             while let Some(f) = queue.pop_front() {
@@ -410,7 +423,12 @@ async fn write_loop(mut io: WriteHalf, outbox: Rc<Outbox>, settings: Rc<Settings
             out.extend_from_slice(close_frame.as_deref().unwrap_or_default());
         }
         if !out.is_empty() {
-            match monoio::time::timeout(settings.write_timeout, io.write_all_from(out)).await {
+            // Boxed: an idle connection's writer then holds no room for a write in flight.
+            let write = Box::pin(monoio::time::timeout(
+                settings.write_timeout,
+                io.write_all_from(out),
+            ));
+            match write.await {
                 Ok((Ok(()), mut written)) => {
                     written.clear();
                     out = if written.capacity() > READ_KEEP {
@@ -438,12 +456,99 @@ async fn write_loop(mut io: WriteHalf, outbox: Rc<Outbox>, settings: Rc<Settings
             while !outbox.finished.get() && outbox.end.get().is_none() {
                 outbox.writer.wait().await;
             }
-            io.close().await;
+            Box::pin(io.close()).await;
             return;
         }
         if outbox.finished.get() && outbox.queue.borrow().is_empty() {
-            io.close().await;
+            Box::pin(io.close()).await;
             return;
+        }
+    }
+}
+
+/// The per-shard keeper of WebSocket connections: pings, idle timeouts, shutdown closes.
+mod keeper {
+    use super::{close, frame, End, Opcode, Outbox, Settings};
+    use sdsim_core::shutdown::Phase;
+    use std::cell::{Cell, RefCell};
+    use std::rc::{Rc, Weak};
+    use std::time::{Duration, Instant};
+    use tokio::sync::watch;
+
+    #[derive(Default)]
+    struct Keeper {
+        conns: RefCell<Vec<Weak<Outbox>>>,
+        running: Cell<bool>,
+        draining: Cell<bool>,
+    }
+
+    thread_local! {
+        static KEEPER: Rc<Keeper> = Rc::new(Keeper::default());
+    }
+
+    /// Keeps `outbox` pinged and timed; starts this shard's keeper task with the first one.
+    pub(super) fn register(
+        outbox: &Rc<Outbox>,
+        settings: &Settings,
+        phase: watch::Receiver<Phase>,
+    ) {
+        KEEPER.with(|k| {
+            if k.draining.get() {
+                outbox.set_end(End::ServerClosed(close::GOING_AWAY));
+                outbox.close(close::GOING_AWAY, "server shutting down");
+            }
+            k.conns.borrow_mut().push(Rc::downgrade(outbox));
+            if !k.running.replace(true) {
+                let tick = (settings.ping_interval.min(settings.idle_timeout) / 4)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(1));
+                monoio::spawn(run(
+                    Rc::clone(k),
+                    tick,
+                    settings.ping_interval,
+                    settings.idle_timeout,
+                    phase,
+                ));
+            }
+        });
+    }
+
+    async fn run(
+        k: Rc<Keeper>,
+        tick: Duration,
+        ping_interval: Duration,
+        idle_timeout: Duration,
+        mut phase: watch::Receiver<Phase>,
+    ) {
+        let ping = frame::server_frame(Opcode::Ping, b"");
+        loop {
+            let draining = monoio::select! {
+                _ = monoio::time::sleep(tick) => false,
+                _ = phase.wait_for(|p| *p != Phase::Accepting), if !k.draining.get() => true,
+            };
+            if draining {
+                k.draining.set(true);
+            }
+            let now = Instant::now();
+            let mut conns = k.conns.borrow_mut();
+            conns.retain(|weak| {
+                let Some(outbox) = weak.upgrade() else {
+                    return false;
+                };
+                if !outbox.is_open() {
+                    return true;
+                }
+                if k.draining.get() {
+                    outbox.set_end(End::ServerClosed(close::GOING_AWAY));
+                    outbox.close(close::GOING_AWAY, "server shutting down");
+                } else if now.duration_since(outbox.last_seen.get()) >= idle_timeout {
+                    outbox.set_end(End::ServerClosed(close::NORMAL));
+                    outbox.close(close::NORMAL, "idle timeout");
+                } else if now.duration_since(outbox.last_ping.get()) >= ping_interval {
+                    outbox.last_ping.set(now);
+                    outbox.send_frame(ping.clone());
+                }
+                true
+            });
         }
     }
 }

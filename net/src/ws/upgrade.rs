@@ -8,7 +8,8 @@ use futures_util::future::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-type Start = Box<dyn FnOnce(Upgraded) -> LocalBoxFuture<'static, ()>>;
+/// What runs an upgraded connection.
+pub type Start = Box<dyn FnOnce(Upgraded) -> LocalBoxFuture<'static, ()>>;
 
 thread_local! {
     static PENDING: RefCell<HashMap<u64, Start>> = RefCell::new(HashMap::new());

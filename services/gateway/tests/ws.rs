@@ -812,3 +812,51 @@ fn wss_through_the_same_tls_listener() {
     support::stop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn server_pings_and_closes_silent_clients() {
+    let server = server(&[
+        "websocket.ping_interval=100ms",
+        "websocket.idle_timeout=400ms",
+    ]);
+    let addr = server.local_addr();
+    rt().block_on(async {
+        // tungstenite answers pings: the connection outlives several idle timeouts.
+        let mut alive = connect(addr, Some(ALICE)).await;
+        // A raw client that never answers: pinged, then closed as idle.
+        let (mut silent, _) = raw_connect(addr, "").await;
+        let began = std::time::Instant::now();
+        // Meanwhile the other client is read (tungstenite answers pings as it reads).
+        let keep_reading = async {
+            let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+            let mut pings = 0;
+            while let Ok(Some(msg)) = tokio::time::timeout_at(until, alive.next()).await {
+                assert!(matches!(msg, Ok(Message::Ping(_))), "{msg:?}");
+                pings += 1;
+            }
+            pings
+        };
+        let closed = async {
+            let got = raw_until_close(&mut silent, false).await;
+            (got, began.elapsed())
+        };
+        let (((frames, code), waited), pings) = tokio::join!(closed, keep_reading);
+        assert!(pings >= 5, "{pings} pings");
+        assert_eq!(code, 1000);
+        assert!(
+            frames
+                .iter()
+                .filter(|f| matches!(f, Frame::Ping(_)))
+                .count()
+                >= 2,
+            "{frames:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        send(&mut alive, json!({"op": "ping"})).await;
+        assert_eq!(next(&mut alive).await, json!({"op": "pong"}));
+    });
+    support::stop(server);
+}

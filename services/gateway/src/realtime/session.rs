@@ -239,8 +239,9 @@ pub async fn run(
     };
     let mut timed_out = false;
     loop {
-        let message = if s.identity.is_none() && !timed_out {
-            match monoio::time::timeout_at(auth_deadline.into(), s.ws.recv()).await {
+        let deadline = (s.identity.is_none() && !timed_out).then_some(auth_deadline);
+        let message = {
+            match s.ws.recv_by(deadline).await {
                 Ok(m) => m,
                 Err(_) => {
                     timed_out = true;
@@ -253,15 +254,14 @@ pub async fn run(
                     continue;
                 }
             }
-        } else {
-            s.ws.recv().await
         };
         let Some(message) = message else { break };
         metrics.inc(Key::plain(WS_MESSAGES_IN), 1);
         match message {
             Message::Text(_) => {
                 let text = message.as_text().unwrap_or_default().to_string();
-                s.handle(&text).await;
+                // Boxed: an idle connection's future then holds no room for this path.
+                Box::pin(s.handle(&text)).await;
             }
             _ => {
                 s.ws.outbox()
