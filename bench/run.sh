@@ -13,3 +13,7 @@ target/release/bench-http --runs 3 "$@" | tee "bench/results/$stamp-http.md"
 echo "== simulation engine (sdsim vs Ciw, CPU 1)"
 python3 -c 'import ciw' 2>/dev/null || python3 -m pip install --quiet "ciw==3.*"
 target/release/bench-sim --runs 3 | tee "bench/results/$stamp-sim.md"
+echo "== WebSocket: idle connections, fan-out to 10,000 subscribers on one channel and on 1,000 channels (sdsim vs axum + tokio-tungstenite, server CPU 0, clients CPU 1)"
+for scenario in idle fanout fanout-many; do
+  target/release/bench-ws --scenario "$scenario" --runs 3 | tee "bench/results/$stamp-ws-$scenario.md"
+done

@@ -8,13 +8,13 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use mimalloc::MiMalloc;
+use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::{machine_line, median};
 use sdsim_loadtest::report::Report;
 use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -51,58 +51,6 @@ struct Target {
     name: &'static str,
     port: u16,
     command: Command,
-}
-
-fn pinned(program: &str, cpu: usize) -> Command {
-    let mut cmd = Command::new(program);
-    // SAFETY: sched_setaffinity is async-signal-safe; it pins the child before exec, so every
-    // thread the server starts inherits the single-CPU mask.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    cmd
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_ready(port: u16, child: &mut Child) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            bail!("server exited early: {status}");
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("server on port {port} did not come up")
-}
-
-fn stop(mut child: Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn measure(target: &mut Target, args: &Args) -> anyhow::Result<Report> {

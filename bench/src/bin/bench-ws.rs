@@ -19,14 +19,14 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use mimalloc::MiMalloc;
+use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::ws_client::{
     parse_target, publish, raise_nofile, server_socket_memory, ClientConfig, ConnSpec, Pool,
     ProcSample, PublishPlan, PublishReport,
 };
 use sdsim_bench::{machine_line, median};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -119,58 +119,6 @@ struct Args {
 
 /// One measured value per metric, in table order.
 type Rows = Vec<(String, f64)>;
-
-fn pinned(program: &str, cpu: usize) -> Command {
-    let mut cmd = Command::new(program);
-    // SAFETY: sched_setaffinity is async-signal-safe; it pins the child before exec, so every
-    // thread the server starts inherits the single-CPU mask.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    cmd
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_ready(port: u16, child: &mut Child) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            bail!("server exited early: {status}");
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("server on port {port} did not come up")
-}
-
-fn stop(mut child: Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 fn column_name(kind: Option<ServerKind>) -> &'static str {
     match kind {
