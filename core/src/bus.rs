@@ -67,7 +67,8 @@ pub type Outlet = Arc<dyn Fn(&Arc<str>, &Bytes) + Send + Sync>;
 
 /// Where a subscription's events go (a client connection).
 pub trait Sink {
-    /// Takes one event; false when the sink no longer accepts events (closing).
+    /// Takes one event; false when the sink no longer accepts events (closing). Must not
+    /// subscribe, unsubscribe or publish (it runs while the bus walks its table).
     fn push(&self, event: &Arc<Event>) -> bool;
 }
 
@@ -393,12 +394,14 @@ impl Bus {
 
     /// Hands `event` to this shard's subscribers of its channel.
     fn deliver(&self, event: &Arc<Event>) {
-        let subs = match self.local.borrow().get(&event.channel) {
-            Some(subs) => subs.clone(),
-            None => return,
+        // Sinks only queue bytes (they never call back into the bus), so the table can stay
+        // borrowed while a big channel is walked.
+        let local = self.local.borrow();
+        let Some(subs) = local.get(&event.channel) else {
+            return;
         };
         let mut delivered = 0;
-        for sub in &subs {
+        for sub in subs {
             if let Some(pending) = sub.pending.borrow_mut().as_mut() {
                 pending.push(Arc::clone(event));
                 continue;
