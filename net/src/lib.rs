@@ -13,6 +13,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod conn;
+pub mod grpc;
 pub mod http;
 pub mod middleware;
 pub mod server;

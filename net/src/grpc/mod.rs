@@ -1,0 +1,23 @@
+//! gRPC over h2 (HTTP/2) on monoio, through `into_poll_io` (DESIGN.md).
+//!
+//! - [`status`]: codes, `grpc-status` / `grpc-message`, `grpc-timeout`.
+//! - [`frame`]: length-prefixed message framing with gzip (sans-IO).
+//! - [`server`]: methods by path, the connection and stream tasks, limits, keepalive, drain.
+//! - [`health`]: the standard `grpc.health.v1.Health` service (Check and Watch).
+
+pub mod frame;
+pub mod health;
+pub mod server;
+pub mod status;
+
+pub use server::{Call, Services, Settings, Stream};
+pub use status::{Code, Status};
+
+/// Types generated from `proto/grpc/health/v1/health.proto`.
+pub mod pb {
+    /// `grpc.health.v1`.
+    #[allow(missing_docs, clippy::all)]
+    pub mod health {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+    }
+}

@@ -1,0 +1,507 @@
+//! The gRPC server: methods registered by path, served over h2 on a shard's connection.
+//!
+//! One task drives each HTTP/2 connection (accepting streams, keepalive pings, maximum age,
+//! graceful shutdown when the server drains); each stream is a task of its own on the same
+//! shard. Unary and server-streaming methods are supported. Limits: `max_message_bytes` (4 MiB)
+//! per message in either direction → RESOURCE_EXHAUSTED; `max_concurrent_streams` (1,000) per
+//! connection, advertised in SETTINGS; `grpc-timeout` becomes the handler's deadline →
+//! DEADLINE_EXCEEDED. gzip message encoding is accepted, and used for responses when the client
+//! sent gzip and accepts it.
+
+use super::frame;
+use super::status::{parse_timeout, Code, Status};
+use bytes::{Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, StatusCode};
+use sdsim_core::shutdown::Phase;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// Connection and message limits.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest message in either direction (4 MiB).
+    pub max_message_bytes: usize,
+    /// Streams one connection may have open (1,000).
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged (and the ping's own timeout).
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Connections are asked to go away (GOAWAY) after this long, so clients rebalance.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_message_bytes: 4 << 20,
+            max_concurrent_streams: 1000,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What a handler knows about its call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Request metadata (the HTTP/2 headers).
+    pub metadata: HeaderMap,
+    /// When the client stops waiting (`grpc-timeout`).
+    pub deadline: Option<Instant>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+type Unary = Rc<dyn Fn(Call, Bytes) -> LocalBoxFuture<'static, Result<Bytes, Status>>>;
+type Streaming = Rc<dyn Fn(Call, Bytes, Responses) -> LocalBoxFuture<'static, Result<(), Status>>>;
+
+#[derive(Clone)]
+enum Handler {
+    Unary(Unary),
+    Streaming(Streaming),
+}
+
+/// The methods one server answers, by path (`/package.Service/Method`).
+#[derive(Default, Clone)]
+pub struct Services {
+    methods: HashMap<String, Handler>,
+}
+
+fn decode_request<Req: prost::Message + Default>(bytes: &Bytes) -> Result<Req, Status> {
+    Req::decode(bytes.clone()).map_err(|e| {
+        Status::new(
+            Code::InvalidArgument,
+            format!("the request message does not decode: {e}"),
+        )
+    })
+}
+
+impl Services {
+    /// An empty set of methods.
+    pub fn new() -> Services {
+        Services::default()
+    }
+
+    /// Registers a unary method.
+    pub fn unary<Req, Resp, F, Fut>(&mut self, path: &str, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call, Req) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<Resp, Status>> + 'static,
+    {
+        let f = Rc::new(f);
+        let handler: Unary = Rc::new(move |call, bytes| {
+            let f = Rc::clone(&f);
+            Box::pin(async move {
+                let req = decode_request::<Req>(&bytes)?;
+                let resp = f(call, req).await?;
+                Ok(Bytes::from(resp.encode_to_vec()))
+            })
+        });
+        self.methods
+            .insert(path.to_string(), Handler::Unary(handler));
+    }
+
+    /// Registers a server-streaming method: the handler sends through [`Stream`].
+    pub fn server_streaming<Req, Resp, F, Fut>(&mut self, path: &str, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call, Req, Stream<Resp>) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<(), Status>> + 'static,
+    {
+        let f = Rc::new(f);
+        let handler: Streaming = Rc::new(move |call, bytes, out| {
+            let f = Rc::clone(&f);
+            Box::pin(async move {
+                let req = decode_request::<Req>(&bytes)?;
+                f(
+                    call,
+                    req,
+                    Stream {
+                        out,
+                        _type: PhantomData,
+                    },
+                )
+                .await
+            })
+        });
+        self.methods
+            .insert(path.to_string(), Handler::Streaming(handler));
+    }
+
+    /// Whether `path` is served.
+    pub fn has(&self, path: &str) -> bool {
+        self.methods.contains_key(path)
+    }
+}
+
+/// The sending side of a server-streaming response. The h2 stream sits in a shared slot so the
+/// server can still send the trailers after the handler returns.
+pub struct Responses {
+    slot: Rc<RefCell<Option<SendStream<Bytes>>>>,
+    gzip: bool,
+    max: usize,
+}
+
+impl Responses {
+    async fn send_bytes(&mut self, message: &[u8]) -> Result<(), Status> {
+        if message.len() > self.max {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "response message of {} bytes is over the limit of {}",
+                    message.len(),
+                    self.max
+                ),
+            ));
+        }
+        let framed = frame::encode(message, self.gzip);
+        let mut stream = self
+            .slot
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| Status::new(Code::Cancelled, "the stream is closed"))?;
+        let sent = send_with_flow_control(&mut stream, framed).await;
+        *self.slot.borrow_mut() = Some(stream);
+        sent
+    }
+}
+
+/// Typed messages of a server-streaming response.
+pub struct Stream<T> {
+    out: Responses,
+    _type: PhantomData<T>,
+}
+
+impl<T: prost::Message> Stream<T> {
+    /// Sends one message; waits while the client's flow-control window is closed. An error
+    /// means the client went away (CANCELLED): stop producing.
+    pub async fn send(&mut self, message: &T) -> Result<(), Status> {
+        self.out.send_bytes(&message.encode_to_vec()).await
+    }
+}
+
+/// Sends `data` within the peer's window, reserving capacity and waiting for it chunk by chunk
+/// (a 4 MiB message is not buffered beyond what the peer accepts).
+async fn send_with_flow_control(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), Status> {
+    let gone = |e: h2::Error| Status::new(Code::Cancelled, format!("the client went away: {e}"));
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let granted = poll_fn(|cx| stream.poll_capacity(cx)).await;
+        let n = match granted {
+            Some(Ok(n)) if n > 0 => n.min(data.len()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(gone(e)),
+            None => return Err(Status::new(Code::Cancelled, "the stream closed")),
+        };
+        stream.send_data(data.split_to(n), false).map_err(gone)?;
+    }
+    Ok(())
+}
+
+fn grpc_headers(gzip: bool) -> http::Response<()> {
+    let mut resp = http::Response::new(());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    if gzip {
+        resp.headers_mut()
+            .insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    }
+    resp.headers_mut().insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static("identity,gzip"),
+    );
+    resp
+}
+
+/// A Trailers-Only response: the status in the only HEADERS frame.
+fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status) {
+    let mut resp = grpc_headers(false);
+    status.write(resp.headers_mut());
+    let _ = respond.send_response(resp, true);
+}
+
+fn http_error(respond: &mut SendResponse<Bytes>, code: StatusCode) {
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = code;
+    let _ = respond.send_response(resp, true);
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Serves one HTTP/2 connection until the client leaves, the connection ages out, or the
+/// server drains (then GOAWAY lets streams in flight finish).
+pub async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    services: Rc<Services>,
+    settings: Rc<Settings>,
+    mut phase: watch::Receiver<Phase>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(1 << 20)
+        .handshake::<_, Bytes>(io);
+    let mut conn = match monoio::time::timeout(settings.keepalive_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (dead_tx, mut dead_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(pinger) = conn.ping_pong() {
+        monoio::spawn(keepalive(pinger, Rc::clone(&settings), dead_tx));
+    }
+    let aged = monoio::time::sleep(settings.max_connection_age);
+    futures_util::pin_mut!(aged);
+    let mut going_away = false;
+    loop {
+        let next = monoio::select! {
+            next = conn.accept() => next,
+            _ = &mut aged, if !going_away => {
+                going_away = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+            _ = phase.wait_for(|p| *p != Phase::Accepting), if !going_away => {
+                going_away = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+            _ = &mut dead_rx => {
+                tracing::debug!(%peer, "keepalive ping unanswered: closing the connection");
+                return;
+            }
+        };
+        match next {
+            Some(Ok((req, respond))) => {
+                let services = Rc::clone(&services);
+                let settings = Rc::clone(&settings);
+                monoio::spawn(async move {
+                    handle_stream(req, respond, peer, &services, &settings).await;
+                });
+            }
+            Some(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "HTTP/2 connection error");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn keepalive(
+    mut pinger: h2::PingPong,
+    settings: Rc<Settings>,
+    dead: tokio::sync::oneshot::Sender<()>,
+) {
+    loop {
+        monoio::time::sleep(settings.keepalive_interval).await;
+        let pong = pinger.ping(h2::Ping::opaque());
+        match monoio::time::timeout(settings.keepalive_timeout, pong).await {
+            Ok(Ok(_pong)) => continue,
+            Ok(Err(_)) => return, // The connection is gone.
+            Err(_) => {
+                let _ = dead.send(());
+                return;
+            }
+        }
+    }
+}
+
+async fn handle_stream(
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    services: &Services,
+    settings: &Settings,
+) {
+    let (parts, mut body) = req.into_parts();
+    if parts.method != Method::POST {
+        return http_error(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let grpc_type = header(&parts.headers, "content-type").is_some_and(|ct| {
+        ct == "application/grpc"
+            || ct.starts_with("application/grpc+")
+            || ct.starts_with("application/grpc;")
+    });
+    if !grpc_type {
+        return http_error(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let path = parts.uri.path();
+    let Some(handler) = services.methods.get(path).cloned() else {
+        return trailers_only(
+            &mut respond,
+            &Status::new(Code::Unimplemented, format!("unknown method {path}")),
+        );
+    };
+    let request_gzip = match header(&parts.headers, "grpc-encoding") {
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return trailers_only(
+                &mut respond,
+                &Status::new(
+                    Code::Unimplemented,
+                    format!("grpc-encoding {other:?} is not supported (identity, gzip)"),
+                ),
+            )
+        }
+    };
+    let accepts_gzip = header(&parts.headers, "grpc-accept-encoding")
+        .is_some_and(|v| v.split(',').any(|e| e.trim() == "gzip"));
+    let deadline = match header(&parts.headers, "grpc-timeout") {
+        None => None,
+        Some(v) => match parse_timeout(v) {
+            Some(d) => Some(Instant::now() + d),
+            None => {
+                return trailers_only(
+                    &mut respond,
+                    &Status::new(
+                        Code::InvalidArgument,
+                        format!("grpc-timeout {v:?} is malformed"),
+                    ),
+                )
+            }
+        },
+    };
+    let read = read_request(&mut body, settings.max_message_bytes, request_gzip);
+    let message = match deadline {
+        Some(d) => match monoio::time::timeout_at(d.into(), read).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::new(
+                Code::DeadlineExceeded,
+                "deadline exceeded while reading the request",
+            )),
+        },
+        None => read.await,
+    };
+    let message = match message {
+        Ok(m) => m,
+        Err(status) => return trailers_only(&mut respond, &status),
+    };
+    let call = Call {
+        metadata: parts.headers,
+        deadline,
+        peer,
+    };
+    let gzip = request_gzip && accepts_gzip;
+    let until = |d: Option<Instant>| {
+        d.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
+    };
+    match handler {
+        Handler::Unary(f) => {
+            let outcome = monoio::time::timeout_at(until(deadline).into(), f(call, message)).await;
+            let reply = match outcome {
+                Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),
+                Ok(r) => r,
+            };
+            let reply = reply.and_then(|bytes| {
+                if bytes.len() > settings.max_message_bytes {
+                    Err(Status::new(
+                        Code::ResourceExhausted,
+                        "the response is over the message size limit",
+                    ))
+                } else {
+                    Ok(bytes)
+                }
+            });
+            match reply {
+                Err(status) => trailers_only(&mut respond, &status),
+                Ok(bytes) => {
+                    let Ok(mut stream) = respond.send_response(grpc_headers(gzip), false) else {
+                        return;
+                    };
+                    if send_with_flow_control(&mut stream, frame::encode(&bytes, gzip))
+                        .await
+                        .is_ok()
+                    {
+                        finish(&mut stream, &Status::new(Code::Ok, ""));
+                    }
+                }
+            }
+        }
+        Handler::Streaming(f) => {
+            let Ok(stream) = respond.send_response(grpc_headers(gzip), false) else {
+                return;
+            };
+            let slot = Rc::new(RefCell::new(Some(stream)));
+            let responses = Responses {
+                slot: Rc::clone(&slot),
+                gzip,
+                max: settings.max_message_bytes,
+            };
+            let run = f(call, message, responses);
+            let result = match monoio::time::timeout_at(until(deadline).into(), run).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),
+            };
+            // A send cut off by the deadline took the stream with it: h2 resets the stream.
+            let stream = slot.borrow_mut().take();
+            if let Some(mut stream) = stream {
+                finish(
+                    &mut stream,
+                    &result.err().unwrap_or_else(|| Status::new(Code::Ok, "")),
+                );
+            }
+        }
+    }
+}
+
+fn finish(stream: &mut SendStream<Bytes>, status: &Status) {
+    let mut trailers = HeaderMap::new();
+    status.write(&mut trailers);
+    let _ = stream.send_trailers(trailers);
+}
+
+async fn read_request(body: &mut RecvStream, max: usize, gzip: bool) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk
+            .map_err(|e| Status::new(Code::Cancelled, format!("request stream failed: {e}")))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        if buf.len() > max + 5 {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("request message is over the limit of {max} bytes"),
+            ));
+        }
+    }
+    let message = frame::decode(&mut buf, max, gzip)?
+        .ok_or_else(|| Status::new(Code::Internal, "the request ended without a whole message"))?;
+    if !buf.is_empty() {
+        return Err(Status::new(
+            Code::Unimplemented,
+            "more than one request message: this method is not client-streaming",
+        ));
+    }
+    Ok(message)
+}

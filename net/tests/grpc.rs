@@ -1,0 +1,408 @@
+//! The gRPC server over real sockets with a tonic client: unary and server streaming, status
+//! codes, deadlines, the 4 MiB limit, gzip, 1,000 concurrent streams, grpc.health.v1.
+
+use bytes::Bytes;
+use sdsim_core::shutdown::Phase;
+use sdsim_net::grpc::pb::health::health_check_response::ServingStatus;
+use sdsim_net::grpc::pb::health::{HealthCheckRequest, HealthCheckResponse};
+use sdsim_net::grpc::{health::Health, Call, Code as SCode, Services, Settings, Status, Stream};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_prost::ProstCodec;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Blob {
+    #[prost(bytes = "vec", tag = "1")]
+    data: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    n: u32,
+}
+
+fn services(phase: tokio::sync::watch::Receiver<Phase>) -> Services {
+    let mut s = Services::new();
+    s.unary("/test.Svc/Echo", |call: Call, b: Blob| async move {
+        let mut b = b;
+        if let Some(v) = call.metadata.get("x-tag") {
+            b.data.extend_from_slice(v.as_bytes());
+        }
+        Ok::<_, Status>(b)
+    });
+    s.unary("/test.Svc/Sleep", |_call: Call, b: Blob| async move {
+        monoio::time::sleep(Duration::from_millis(b.n as u64)).await;
+        Ok::<_, Status>(b)
+    });
+    s.unary("/test.Svc/Fail", |_call: Call, _b: Blob| async move {
+        Err::<Blob, _>(Status::new(
+            SCode::InvalidArgument,
+            "field n: must be even (got 3) — ünïcode",
+        ))
+    });
+    s.unary("/test.Svc/Big", |_call: Call, _b: Blob| async move {
+        Ok::<_, Status>(Blob {
+            data: vec![1; 5 << 20],
+            n: 0,
+        })
+    });
+    s.server_streaming(
+        "/test.Svc/Count",
+        |_call: Call, b: Blob, mut out: Stream<Blob>| async move {
+            for i in 0..b.n {
+                out.send(&Blob {
+                    data: vec![7; 1000],
+                    n: i,
+                })
+                .await?;
+            }
+            Ok(())
+        },
+    );
+    Health::new(&["test.Svc"], phase).register(&mut s);
+    s
+}
+
+/// Starts a one-thread monoio server; returns its address and the phase sender.
+fn start() -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Accepting);
+    std::thread::spawn(move || {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let services = Rc::new(services(phase_rx.clone()));
+            let settings = Rc::new(Settings {
+                keepalive_interval: Duration::from_millis(200),
+                ..Settings::default()
+            });
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                use monoio::io::IntoPollIo;
+                let io = stream.into_poll_io().unwrap();
+                monoio::spawn(sdsim_net::grpc::server::serve_connection(
+                    io,
+                    peer,
+                    Rc::clone(&services),
+                    Rc::clone(&settings),
+                    phase_rx.clone(),
+                ));
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), phase_tx)
+}
+
+async fn client(addr: SocketAddr) -> tonic::client::Grpc<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
+async fn unary<
+    M: prost::Message + Default + Send + 'static,
+    R: prost::Message + Default + Send + 'static,
+>(
+    c: &mut tonic::client::Grpc<Channel>,
+    path: &'static str,
+    req: tonic::Request<M>,
+) -> Result<R, tonic::Status> {
+    c.ready().await.unwrap();
+    c.unary(
+        req,
+        PathAndQuery::from_static(path),
+        ProstCodec::<M, R>::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// One unary call by a raw h2 client; returns grpc-status and grpc-message.
+async fn raw_call(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Option<&str>,
+    msg: &Blob,
+) -> (String, String) {
+    use prost::Message;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = tonic::codegen::http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = timeout {
+        req = req.header("grpc-timeout", t);
+    }
+    let (resp, mut send) = h2c.send_request(req.body(()).unwrap(), false).unwrap();
+    send.send_data(
+        sdsim_net::grpc::frame::encode(&msg.encode_to_vec(), false),
+        true,
+    )
+    .unwrap();
+    let resp = resp.await.unwrap();
+    let (parts, mut body) = resp.into_parts();
+    let mut headers = parts.headers;
+    if !headers.contains_key("grpc-status") {
+        while let Some(chunk) = body.data().await {
+            let _ = chunk.unwrap();
+        }
+        headers = body.trailers().await.unwrap().unwrap_or_default();
+    }
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn unary_status_codes_limits_and_deadlines() {
+    let (addr, _phase) = start();
+    rt().block_on(async {
+        let mut c = client(addr).await;
+        let mut req = tonic::Request::new(Blob {
+            data: b"hi ".to_vec(),
+            n: 1,
+        });
+        req.metadata_mut().insert("x-tag", "meta".parse().unwrap());
+        let got: Blob = unary(&mut c, "/test.Svc/Echo", req).await.unwrap();
+        assert_eq!(got.data, b"hi meta");
+
+        let err = unary::<Blob, Blob>(
+            &mut c,
+            "/test.Svc/Nope",
+            tonic::Request::new(Blob::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+        assert!(err.message().contains("/test.Svc/Nope"));
+
+        let err = unary::<Blob, Blob>(
+            &mut c,
+            "/test.Svc/Fail",
+            tonic::Request::new(Blob::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(err.message(), "field n: must be even (got 3) — ünïcode");
+
+        // 5 MiB request: over the 4 MiB limit.
+        let big = Blob {
+            data: vec![0; 5 << 20],
+            n: 0,
+        };
+        let err = unary::<Blob, Blob>(&mut c, "/test.Svc/Echo", tonic::Request::new(big))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        // Just under the limit passes.
+        let ok = Blob {
+            data: vec![3; (4 << 20) - 64],
+            n: 0,
+        };
+        let got: Blob = unary(&mut c, "/test.Svc/Echo", tonic::Request::new(ok.clone()))
+            .await
+            .unwrap();
+        assert_eq!(got.data.len(), ok.data.len());
+        // A response over the limit is refused by the server, not sent.
+        let err = unary::<Blob, Blob>(
+            &mut c,
+            "/test.Svc/Big",
+            tonic::Request::new(Blob::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+
+        // grpc-timeout: a 300 ms handler under a 50 ms deadline. tonic would give up on its own
+        // clock at the same moment, so the header is sent by a raw h2 client to see the
+        // server's answer.
+        let began = std::time::Instant::now();
+        let (status, message) = raw_call(
+            addr,
+            "/test.Svc/Sleep",
+            Some("50m"),
+            &Blob {
+                data: vec![],
+                n: 300,
+            },
+        )
+        .await;
+        assert_eq!(status, "4", "{message}");
+        assert!(
+            began.elapsed() < Duration::from_millis(280),
+            "{:?}",
+            began.elapsed()
+        );
+        let (status, _) = raw_call(addr, "/test.Svc/Sleep", Some("5x"), &Blob::default()).await;
+        assert_eq!(status, "3", "a malformed grpc-timeout is INVALID_ARGUMENT");
+        // The connection is still good.
+        let got: Blob = unary(
+            &mut c,
+            "/test.Svc/Echo",
+            tonic::Request::new(Blob {
+                data: b"x".to_vec(),
+                n: 0,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.data, b"x");
+    });
+}
+
+#[test]
+fn gzip_both_ways_when_the_client_asks() {
+    let (addr, _phase) = start();
+    rt().block_on(async {
+        let mut c = client(addr)
+            .await
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        let blob = Blob {
+            data: b"compress me ".repeat(10_000),
+            n: 0,
+        };
+        let got: Blob = unary(&mut c, "/test.Svc/Echo", tonic::Request::new(blob.clone()))
+            .await
+            .unwrap();
+        assert_eq!(got, blob);
+    });
+}
+
+#[test]
+fn server_streaming_and_a_thousand_concurrent_streams() {
+    let (addr, _phase) = start();
+    rt().block_on(async {
+        let mut c = client(addr).await;
+        c.ready().await.unwrap();
+        let mut stream = c
+            .server_streaming(
+                tonic::Request::new(Blob {
+                    data: vec![],
+                    n: 500,
+                }),
+                PathAndQuery::from_static("/test.Svc/Count"),
+                ProstCodec::<Blob, Blob>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while let Some(msg) = stream.message().await.unwrap() {
+            assert_eq!(msg.n, n);
+            n += 1;
+        }
+        assert_eq!(n, 500);
+
+        // 1,000 calls at once on one connection, each holding its stream for 200 ms.
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..1000)
+            .map(|i| {
+                let mut c = c.clone();
+                tokio::spawn(async move {
+                    let got: Blob = unary(
+                        &mut c,
+                        "/test.Svc/Sleep",
+                        tonic::Request::new(Blob {
+                            data: vec![],
+                            n: 200 + i % 2,
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                    got.n
+                })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), 200 + (i as u32) % 2);
+        }
+        // Served concurrently, not one after another (1,000 × 200 ms would be 200 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
+fn health_check_and_watch_follow_the_server_phase() {
+    let (addr, phase) = start();
+    rt().block_on(async {
+        let mut c = client(addr).await;
+        let check = |service: &str| HealthCheckRequest {
+            service: service.into(),
+        };
+        let got: HealthCheckResponse = unary(
+            &mut c,
+            "/grpc.health.v1.Health/Check",
+            tonic::Request::new(check("")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.status, ServingStatus::Serving as i32);
+        let got: HealthCheckResponse = unary(
+            &mut c,
+            "/grpc.health.v1.Health/Check",
+            tonic::Request::new(check("test.Svc")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.status, ServingStatus::Serving as i32);
+        let err = unary::<_, HealthCheckResponse>(
+            &mut c,
+            "/grpc.health.v1.Health/Check",
+            tonic::Request::new(check("other")),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        c.ready().await.unwrap();
+        let mut watch = c
+            .server_streaming(
+                tonic::Request::new(check("")),
+                PathAndQuery::from_static("/grpc.health.v1.Health/Watch"),
+                ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            watch.message().await.unwrap().unwrap().status,
+            ServingStatus::Serving as i32
+        );
+        phase.send_replace(Phase::Draining);
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.status, ServingStatus::NotServing as i32);
+    });
+    let _ = Bytes::new();
+}
