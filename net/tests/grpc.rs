@@ -61,8 +61,30 @@ fn services(phase: tokio::sync::watch::Receiver<Phase>) -> Services {
             Ok(())
         },
     );
+    // Answers the grpc-timeout it received.
+    s.unary("/test.Svc/Timeout", |call: Call, _b: Blob| async move {
+        let t = call
+            .metadata
+            .get("grpc-timeout")
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        Ok::<_, Status>(Blob { data: t, n: 0 })
+    });
+    // Calls Timeout on this same server within the incoming call's deadline (propagation).
+    s.unary("/test.Svc/Relay", |call: Call, b: Blob| async move {
+        let me = SELF.with(|a| a.get()).expect("address set");
+        let client = sdsim_net::grpc::client::Client::new(me);
+        let opts = sdsim_net::grpc::client::CallOptions::within(&call);
+        client
+            .unary::<Blob, Blob>("/test.Svc/Timeout", &b, opts)
+            .await
+    });
     Health::new(&["test.Svc"], phase).register(&mut s);
     s
+}
+
+thread_local! {
+    static SELF: std::cell::Cell<Option<SocketAddr>> = const { std::cell::Cell::new(None) };
 }
 
 /// Starts a one-thread monoio server; returns its address and the phase sender.
@@ -76,6 +98,7 @@ fn start() -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
             .unwrap();
         rt.block_on(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            SELF.with(|a| a.set(Some(listener.local_addr().unwrap())));
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
             let services = Rc::new(services(phase_rx.clone()));
             let settings = Rc::new(Settings {
@@ -405,4 +428,125 @@ fn health_check_and_watch_follow_the_server_phase() {
         assert_eq!(next.status, ServingStatus::NotServing as i32);
     });
     let _ = Bytes::new();
+}
+
+/// Runs `f` on a fresh monoio thread (the client is shard-local, like in the server).
+fn on_monoio<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    std::thread::spawn(move || {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(f());
+    })
+    .join()
+    .expect("client thread");
+}
+
+#[test]
+fn sdsim_client_calls_statuses_deadlines_streams_and_propagation() {
+    use sdsim_net::grpc::client::{CallOptions, Client};
+    let (addr, _phase) = start();
+    on_monoio(move || async move {
+        let c = Client::new(addr);
+        let got: Blob = c
+            .unary(
+                "/test.Svc/Echo",
+                &Blob {
+                    data: b"a".to_vec(),
+                    n: 1,
+                },
+                CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.data, b"a");
+        let err = c
+            .unary::<_, Blob>("/test.Svc/Fail", &Blob::default(), CallOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, SCode::InvalidArgument);
+        assert_eq!(err.message, "field n: must be even (got 3) — ünïcode");
+        let err = c
+            .unary::<_, Blob>(
+                "/test.Svc/Missing",
+                &Blob::default(),
+                CallOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, SCode::Unimplemented);
+        let began = std::time::Instant::now();
+        let err = c
+            .unary::<_, Blob>(
+                "/test.Svc/Sleep",
+                &Blob {
+                    data: vec![],
+                    n: 300,
+                },
+                CallOptions::timeout(Duration::from_millis(50)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, SCode::DeadlineExceeded);
+        assert!(began.elapsed() < Duration::from_millis(250));
+        // The deadline travels: Relay's inner call carries what is left of the caller's 500 ms.
+        let got: Blob = c
+            .unary(
+                "/test.Svc/Relay",
+                &Blob::default(),
+                CallOptions::timeout(Duration::from_millis(500)),
+            )
+            .await
+            .unwrap();
+        let inner = String::from_utf8(got.data).unwrap();
+        let ms: u64 = inner
+            .strip_suffix('m')
+            .expect("milliseconds")
+            .parse()
+            .unwrap();
+        assert!(ms > 300 && ms <= 500, "inner grpc-timeout {inner}");
+        let mut stream = c
+            .server_streaming::<_, Blob>(
+                "/test.Svc/Count",
+                &Blob {
+                    data: vec![],
+                    n: 100,
+                },
+                CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        let mut n = 0;
+        while let Some(m) = stream.message().await.unwrap() {
+            assert_eq!(m.n, n);
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        let health: HealthCheckResponse = c
+            .unary(
+                "/grpc.health.v1.Health/Check",
+                &HealthCheckRequest {
+                    service: String::new(),
+                },
+                CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(health.status, ServingStatus::Serving as i32);
+        // Nothing listening: UNAVAILABLE, quickly.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = Client::new(port)
+            .unary::<_, Blob>("/test.Svc/Echo", &Blob::default(), CallOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, SCode::Unavailable);
+    });
 }

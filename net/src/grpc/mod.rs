@@ -3,8 +3,10 @@
 //! - [`status`]: codes, `grpc-status` / `grpc-message`, `grpc-timeout`.
 //! - [`frame`]: length-prefixed message framing with gzip (sans-IO).
 //! - [`server`]: methods by path, the connection and stream tasks, limits, keepalive, drain.
+//! - [`client`]: the client (a connection per target per shard, deadlines propagated).
 //! - [`health`]: the standard `grpc.health.v1.Health` service (Check and Watch).
 
+pub mod client;
 pub mod frame;
 pub mod health;
 pub mod server;

@@ -1,0 +1,428 @@
+//! The gRPC client: one multiplexed HTTP/2 connection per target per shard (a [`Client`] is
+//! shard-local; [`Clients::get`] keeps one per address on the calling shard), unary and
+//! server-streaming calls, deadlines sent as `grpc-timeout` and enforced locally, status from
+//! the trailers. A broken connection is replaced on the next call.
+
+use super::frame;
+use super::status::{Code, Status};
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use h2::RecvStream;
+use http::header::{HeaderValue, CONTENT_TYPE, TE};
+use http::{HeaderMap, Request};
+use monoio::io::IntoPollIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// When the caller stops waiting; sent as `grpc-timeout`.
+    pub deadline: Option<Instant>,
+    /// Extra request metadata (e.g. `authorization`).
+    pub metadata: HeaderMap,
+}
+
+impl CallOptions {
+    /// Options whose deadline is `timeout` from now.
+    pub fn timeout(timeout: Duration) -> CallOptions {
+        CallOptions {
+            deadline: Some(Instant::now() + timeout),
+            metadata: HeaderMap::new(),
+        }
+    }
+
+    /// Options carrying an incoming call's deadline onward (deadline propagation).
+    pub fn within(call: &super::server::Call) -> CallOptions {
+        CallOptions {
+            deadline: call.deadline,
+            metadata: HeaderMap::new(),
+        }
+    }
+}
+
+/// A client of one target address, for the calling shard.
+pub struct Client {
+    addr: SocketAddr,
+    authority: String,
+    connect_timeout: Duration,
+    max_message_bytes: usize,
+    sender: RefCell<Option<SendRequest<Bytes>>>,
+}
+
+impl Client {
+    /// A client of `addr` (connects on first use).
+    pub fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            authority: addr.to_string(),
+            connect_timeout: Duration::from_secs(3),
+            max_message_bytes: 4 << 20,
+            sender: RefCell::new(None),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Bytes>, Status> {
+        let unavailable =
+            |what: String| Status::new(Code::Unavailable, format!("{}: {what}", self.addr));
+        let tcp = monoio::time::timeout(
+            self.connect_timeout,
+            monoio::net::TcpStream::connect(self.addr),
+        )
+        .await
+        .map_err(|_| unavailable("connect timed out".into()))?
+        .map_err(|e| unavailable(format!("connect failed: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let io = tcp
+            .into_poll_io()
+            .map_err(|e| unavailable(format!("poll io: {e}")))?;
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
+        // h2 needs its connection future driven (DESIGN.md).
+        monoio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    async fn ready_sender(&self) -> Result<SendRequest<Bytes>, Status> {
+        let cached = self.sender.borrow().clone();
+        if let Some(sender) = cached {
+            if let Ok(ready) = sender.ready().await {
+                return Ok(ready);
+            }
+            self.sender.borrow_mut().take();
+        }
+        let fresh = self.connect().await?;
+        let ready = fresh
+            .ready()
+            .await
+            .map_err(|e| Status::new(Code::Unavailable, format!("{}: {e}", self.addr)))?;
+        *self.sender.borrow_mut() = Some(ready.clone());
+        Ok(ready)
+    }
+
+    async fn start(
+        &self,
+        path: &str,
+        message: &[u8],
+        opts: &CallOptions,
+    ) -> Result<Option<RecvStream>, Status> {
+        let mut sender = self.ready_sender().await?;
+        let mut req = Request::post(format!("http://{}{path}", self.authority))
+            .body(())
+            .map_err(|e| Status::new(Code::Internal, format!("bad request for {path}: {e}")))?;
+        let headers = req.headers_mut();
+        for (k, v) in &opts.metadata {
+            headers.insert(k, v.clone());
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static("identity,gzip"),
+        );
+        if let Some(deadline) = opts.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Status::new(
+                    Code::DeadlineExceeded,
+                    "deadline passed before the call",
+                ));
+            }
+            // Milliseconds, rounded up, at most 8 digits.
+            let ms = left.as_micros().div_ceil(1000).min(99_999_999);
+            if let Ok(v) = HeaderValue::from_str(&format!("{ms}m")) {
+                headers.insert("grpc-timeout", v);
+            }
+        }
+        let gone = |e: h2::Error| Status::new(Code::Unavailable, format!("{path}: {e}"));
+        let (response, mut send) = sender.send_request(req, false).map_err(|e| {
+            self.sender.borrow_mut().take();
+            gone(e)
+        })?;
+        send.send_data(frame::encode(message, false), true)
+            .map_err(gone)?;
+        let response = response.await.map_err(|e| {
+            if e.is_go_away() || e.is_io() {
+                self.sender.borrow_mut().take();
+            }
+            gone(e)
+        })?;
+        let (parts, body) = response.into_parts();
+        if parts.status != http::StatusCode::OK {
+            return Err(Status::new(
+                http_to_code(parts.status),
+                format!("{path}: HTTP status {}", parts.status),
+            ));
+        }
+        // Trailers-Only: the status came in the only HEADERS frame (no messages).
+        match status_from(&parts.headers) {
+            Some(Err(status)) => Err(status),
+            Some(Ok(())) => Ok(None),
+            None => Ok(Some(body)),
+        }
+    }
+
+    /// A unary call.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let call = async {
+            let Some(mut body) = self.start(path, &req.encode_to_vec(), &opts).await? else {
+                return Err(Status::new(
+                    Code::Internal,
+                    format!("{path}: OK without a response message"),
+                ));
+            };
+            let mut reader = Reader::new(self.max_message_bytes);
+            let mut reply = None;
+            while let Some(message) = reader.next(&mut body).await? {
+                if reply.replace(message).is_some() {
+                    return Err(Status::new(
+                        Code::Internal,
+                        format!("{path}: more than one response message"),
+                    ));
+                }
+            }
+            let bytes = reply.ok_or_else(|| {
+                Status::new(Code::Internal, format!("{path}: no response message"))
+            })?;
+            Resp::decode(bytes).map_err(|e| {
+                Status::new(
+                    Code::Internal,
+                    format!("{path}: response does not decode: {e}"),
+                )
+            })
+        };
+        match opts.deadline {
+            Some(d) => monoio::time::timeout_at(d.into(), call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::new(
+                        Code::DeadlineExceeded,
+                        format!("{path}: deadline exceeded"),
+                    ))
+                }),
+            None => call.await,
+        }
+    }
+
+    /// A server-streaming call: read the messages with [`Responses::message`].
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<Responses<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let body = self.start(path, &req.encode_to_vec(), &opts).await?;
+        Ok(Responses {
+            body,
+            reader: Reader::new(self.max_message_bytes),
+            deadline: opts.deadline,
+            _type: PhantomData,
+        })
+    }
+}
+
+/// The messages of a server-streaming response.
+pub struct Responses<T> {
+    body: Option<RecvStream>,
+    reader: Reader,
+    deadline: Option<Instant>,
+    _type: PhantomData<T>,
+}
+
+impl<T: prost::Message + Default> Responses<T> {
+    /// The next message; `Ok(None)` when the stream ended with OK.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        let next = self.reader.next(body);
+        let bytes = match self.deadline {
+            Some(d) => monoio::time::timeout_at(d.into(), next)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"))
+                })?,
+            None => next.await?,
+        };
+        bytes
+            .map(|b| {
+                T::decode(b).map_err(|e| {
+                    Status::new(Code::Internal, format!("message does not decode: {e}"))
+                })
+            })
+            .transpose()
+    }
+}
+
+struct Reader {
+    buf: BytesMut,
+    max: usize,
+    gzip: bool,
+}
+
+impl Reader {
+    fn new(max: usize) -> Reader {
+        Reader {
+            buf: BytesMut::new(),
+            max,
+            gzip: true,
+        }
+    }
+
+    /// The next message, or `None` after OK trailers; a non-OK status is the error.
+    async fn next(&mut self, body: &mut RecvStream) -> Result<Option<Bytes>, Status> {
+        loop {
+            if let Some(message) = frame::decode(&mut self.buf, self.max, self.gzip)? {
+                return Ok(Some(message));
+            }
+            match body.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    self.buf.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => {
+                    return Err(Status::new(
+                        Code::Unavailable,
+                        format!("response stream failed: {e}"),
+                    ))
+                }
+                None => {
+                    if !self.buf.is_empty() {
+                        return Err(Status::new(
+                            Code::Internal,
+                            "the response ended inside a message",
+                        ));
+                    }
+                    let trailers = body
+                        .trailers()
+                        .await
+                        .map_err(|e| Status::new(Code::Unavailable, format!("trailers: {e}")))?
+                        .unwrap_or_default();
+                    return match status_from(&trailers) {
+                        Some(Ok(())) => Ok(None),
+                        Some(Err(status)) => Err(status),
+                        None => Err(Status::new(
+                            Code::Internal,
+                            "the response has no grpc-status",
+                        )),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The status in `headers`: `None` without `grpc-status`, `Some(Ok(()))` for OK.
+fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<u8>()
+        .ok()?;
+    if code == 0 {
+        return Some(Ok(()));
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Some(Err(Status::new(code_from(code), message)))
+}
+
+fn code_from(n: u8) -> Code {
+    use Code::*;
+    [
+        Ok,
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    ]
+    .get(n as usize)
+    .copied()
+    .unwrap_or(Unknown)
+}
+
+fn http_to_code(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// This shard's clients, one per target address.
+#[derive(Default)]
+pub struct Clients {
+    by_addr: RefCell<HashMap<SocketAddr, Rc<Client>>>,
+}
+
+impl Clients {
+    /// The client of `addr` on this shard (created on first use).
+    pub fn get(&self, addr: SocketAddr) -> Rc<Client> {
+        Rc::clone(
+            self.by_addr
+                .borrow_mut()
+                .entry(addr)
+                .or_insert_with(|| Rc::new(Client::new(addr))),
+        )
+    }
+}
