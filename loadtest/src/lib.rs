@@ -4,11 +4,13 @@
 //! - [`run`]: the engine — pinned monoio threads, closed loop or constant-rate open loop with
 //!   latencies measured from each request's intended send time ([`run::run_http`]).
 //! - [`client`]: the HTTP/1.1 client connection and response parser.
+//! - [`grpc`]: gRPC targets — any unary method of `proto/`, the request given as JSON.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
 //! - [`scenario`]: scenario files (TOML) with open-loop phases.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
+pub mod grpc;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -1,11 +1,12 @@
 //! `sdsim-loadtest http URL [--rate R] --duration 30s --connections 50 [--cpus 1] [--json FILE]`
+//! `sdsim-loadtest grpc ADDR --method /pkg.Svc/Method --data JSON [--rate R] ...`
 //! `sdsim-loadtest run SCENARIO.toml`
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sdsim_loadtest::report::SeriesPoint;
-use sdsim_loadtest::run::{build_request, run_http_with, HttpLoad};
+use sdsim_loadtest::run::{build_request, run_http_with, GrpcCall, HttpLoad, Protocol};
 use sdsim_loadtest::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -75,6 +76,43 @@ enum Command {
         #[command(flatten)]
         outputs: Outputs,
     },
+    /// gRPC unary load against ADDR (host:port): any method of the .proto files, request as JSON.
+    Grpc {
+        /// e.g. 127.0.0.1:9000
+        addr: String,
+        /// The method, /package.Service/Method.
+        #[arg(long)]
+        method: String,
+        /// The request message as JSON (proto3 JSON mapping).
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Folder of the .proto files.
+        #[arg(long, default_value = "proto")]
+        proto_dir: String,
+        /// Metadata sent with every call, "name: value" (repeatable).
+        #[arg(long = "metadata")]
+        metadata: Vec<String>,
+        /// Total calls per second (open loop); without it: closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Measured duration, e.g. 30s.
+        #[arg(long, default_value = "10s")]
+        duration: String,
+        /// Unmeasured warm-up before it.
+        #[arg(long, default_value = "2s")]
+        warmup: String,
+        /// HTTP/2 connections in total (one call in flight on each).
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
+        #[arg(long, default_value = "0")]
+        cpus: String,
+        /// Interval of the time series and the progress line.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        #[command(flatten)]
+        outputs: Outputs,
+    },
     /// Run a scenario file (TOML; examples in loadtest/scenarios/).
     Run {
         /// The scenario.
@@ -87,6 +125,13 @@ enum Command {
 /// Parses "500ms", "10s", "2m" or bare seconds.
 fn duration(text: &str) -> anyhow::Result<Duration> {
     sdsim_loadtest::scenario::parse_duration(text).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
+    text.split(',')
+        .map(|c| c.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--cpus")
 }
 
 /// Splits an http:// URL into (address, authority, path).
@@ -120,11 +165,7 @@ fn main() -> anyhow::Result<()> {
             outputs,
         } => {
             let (addr, authority, path) = target(&url)?;
-            let cpus: Vec<usize> = cpus
-                .split(',')
-                .map(|c| c.trim().parse())
-                .collect::<Result<_, _>>()
-                .context("--cpus")?;
+            let cpus = parse_cpus(&cpus)?;
             if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
                 bail!("--rate and --connections must be positive");
             }
@@ -138,9 +179,70 @@ fn main() -> anyhow::Result<()> {
                 cpus: cpus.clone(),
                 interval: duration(&interval)?,
                 phases: Vec::new(),
+                protocol: Default::default(),
             };
             let params = [
                 ("url", url),
+                ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
+                ("connections", connections.to_string()),
+                ("duration", d),
+                ("warmup", warmup),
+                ("cpus", format!("{cpus:?}")),
+            ];
+            execute(&load, &outputs, &params)
+        }
+        Command::Grpc {
+            addr,
+            method,
+            data,
+            proto_dir,
+            metadata,
+            rate,
+            duration: d,
+            warmup,
+            connections,
+            cpus,
+            interval,
+            outputs,
+        } => {
+            let target = addr
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {addr}"))?
+                .next()
+                .context("no address")?;
+            let cpus = parse_cpus(&cpus)?;
+            if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
+                bail!("--rate and --connections must be positive");
+            }
+            let pool = sdsim_loadtest::grpc::load_pool(std::path::Path::new(&proto_dir))?;
+            let message = sdsim_loadtest::grpc::encode_request(&pool, &method, &data)?;
+            let metadata = metadata
+                .iter()
+                .map(|m| {
+                    m.split_once(':')
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .with_context(|| format!("--metadata {m:?}: expected \"name: value\""))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let load = HttpLoad {
+                addr: target,
+                request: bytes::Bytes::new(),
+                connections,
+                rate,
+                duration: duration(&d)?,
+                warmup: duration(&warmup)?,
+                cpus: cpus.clone(),
+                interval: duration(&interval)?,
+                phases: Vec::new(),
+                protocol: Protocol::Grpc(GrpcCall {
+                    path: format!("/{}", method.trim_start_matches('/')),
+                    message,
+                    metadata,
+                }),
+            };
+            let params = [
+                ("grpc", addr),
+                ("method", method),
                 ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
                 ("connections", connections.to_string()),
                 ("duration", d),

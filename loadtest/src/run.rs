@@ -38,6 +38,29 @@ pub struct HttpLoad {
     /// Open-loop phases, back to back from the end of the warm-up (the warm-up runs at the
     /// first phase's starting rate). When set, they replace `rate` and `duration`.
     pub phases: Vec<Phase>,
+    /// What each exchange is: the HTTP/1.1 `request`, or a gRPC unary call.
+    pub protocol: Protocol,
+}
+
+/// The protocol of a load run.
+#[derive(Debug, Clone, Default)]
+pub enum Protocol {
+    /// HTTP/1.1: `HttpLoad::request` on a keep-alive connection.
+    #[default]
+    Http,
+    /// gRPC unary calls over one HTTP/2 connection per load connection.
+    Grpc(GrpcCall),
+}
+
+/// One gRPC unary call, repeated.
+#[derive(Debug, Clone)]
+pub struct GrpcCall {
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// The encoded request message.
+    pub message: Bytes,
+    /// Metadata sent with every call, e.g. `authorization`.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// One phase of an open-loop run: a constant rate, or a linear ramp.
@@ -256,6 +279,94 @@ async fn sleep_until(t: Instant) {
     }
 }
 
+enum Conn {
+    Http(Connection),
+    Grpc(sdsim_net::grpc::client::Client),
+}
+
+/// One exchange's outcome: an error kind (None = success) and whether to keep the connection.
+struct Outcome {
+    error: Option<&'static str>,
+    keep: bool,
+}
+
+async fn exchange(conn: &mut Conn, load: &HttpLoad) -> Outcome {
+    match conn {
+        Conn::Http(c) => match c.exchange(load.request.clone()).await {
+            Ok(x) => Outcome {
+                error: match x.status {
+                    500.. => Some("status_5xx"),
+                    400.. => Some("status_4xx"),
+                    _ => None,
+                },
+                keep: x.reusable,
+            },
+            Err(ExchangeError::Io(_)) => Outcome {
+                error: Some("io"),
+                keep: false,
+            },
+            Err(ExchangeError::Parse(_)) => Outcome {
+                error: Some("parse"),
+                keep: false,
+            },
+        },
+        Conn::Grpc(client) => {
+            let Protocol::Grpc(call) = &load.protocol else {
+                unreachable!("a gRPC connection exists only for a gRPC load")
+            };
+            let mut opts = sdsim_net::grpc::client::CallOptions::default();
+            for (k, v) in &call.metadata {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) {
+                    opts.metadata.insert(k, v);
+                }
+            }
+            match client.unary_raw(&call.path, &call.message, opts).await {
+                Ok(_) => Outcome {
+                    error: None,
+                    keep: true,
+                },
+                Err(status) => Outcome {
+                    error: Some(grpc_error_kind(status.code)),
+                    keep: status.code != sdsim_net::grpc::Code::Unavailable,
+                },
+            }
+        }
+    }
+}
+
+fn grpc_error_kind(code: sdsim_net::grpc::Code) -> &'static str {
+    use sdsim_net::grpc::Code::*;
+    match code {
+        Ok => "grpc_ok",
+        Cancelled => "grpc_cancelled",
+        Unknown => "grpc_unknown",
+        InvalidArgument => "grpc_invalid_argument",
+        DeadlineExceeded => "grpc_deadline_exceeded",
+        NotFound => "grpc_not_found",
+        AlreadyExists => "grpc_already_exists",
+        PermissionDenied => "grpc_permission_denied",
+        ResourceExhausted => "grpc_resource_exhausted",
+        FailedPrecondition => "grpc_failed_precondition",
+        Aborted => "grpc_aborted",
+        OutOfRange => "grpc_out_of_range",
+        Unimplemented => "grpc_unimplemented",
+        Internal => "grpc_internal",
+        Unavailable => "grpc_unavailable",
+        DataLoss => "grpc_data_loss",
+        Unauthenticated => "grpc_unauthenticated",
+    }
+}
+
+async fn open(load: &HttpLoad) -> std::io::Result<Conn> {
+    match load.protocol {
+        Protocol::Http => Connection::connect(load.addr).await.map(Conn::Http),
+        Protocol::Grpc(_) => Ok(Conn::Grpc(sdsim_net::grpc::client::Client::new(load.addr))),
+    }
+}
+
 async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
@@ -266,7 +377,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
             i.mul_f64(index as f64 / load.connections as f64)
         });
     sleep_until(start).await;
-    let mut conn: Option<Connection> = None;
+    let mut conn: Option<Conn> = None;
     loop {
         let intended = match load.step_at(since(due)) {
             Some(step) => {
@@ -285,7 +396,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
         }
         let measured = intended >= measure_from;
         if conn.is_none() {
-            match Connection::connect(load.addr).await {
+            match open(&load).await {
                 Ok(fresh) => {
                     tally.borrow_mut().counters.connects += 1;
                     conn = Some(fresh);
@@ -304,14 +415,10 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
             continue;
         };
         tally.borrow_mut().counters.sent += u64::from(measured);
-        let result = monoio::time::timeout(
-            Duration::from_secs(10),
-            active.exchange(load.request.clone()),
-        )
-        .await;
+        let result = monoio::time::timeout(Duration::from_secs(10), exchange(active, &load)).await;
         let done = Instant::now();
         match result {
-            Ok(Ok(exchange)) => {
+            Ok(outcome) => {
                 if measured {
                     tally.borrow_mut().counters.completed += 1;
                     let micros = done.saturating_duration_since(intended).as_micros() as u64;
@@ -319,24 +426,14 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
                         .borrow_mut()
                         .histogram
                         .record(micros.clamp(1, Report::MAX_US));
-                    if exchange.status >= 500 {
-                        tally.borrow_mut().counters.error(true, "status_5xx");
-                    } else if exchange.status >= 400 {
-                        tally.borrow_mut().counters.error(true, "status_4xx");
+                    if let Some(kind) = outcome.error {
+                        tally.borrow_mut().counters.error(true, kind);
                     }
                 }
-                if !exchange.reusable {
+                if !outcome.keep {
                     conn = None;
                     tally.borrow_mut().counters.reconnects += 1;
                 }
-            }
-            Ok(Err(ExchangeError::Io(_))) => {
-                tally.borrow_mut().counters.error(measured, "io");
-                conn = None;
-            }
-            Ok(Err(ExchangeError::Parse(_))) => {
-                tally.borrow_mut().counters.error(measured, "parse");
-                conn = None;
             }
             Err(_) => {
                 tally.borrow_mut().counters.error(measured, "timeout");

@@ -166,6 +166,7 @@ impl Scenario {
             cpus: self.load.cpus.clone(),
             interval: d(&self.load.interval)?,
             phases,
+            protocol: Default::default(),
         })
     }
 }

@@ -76,6 +76,7 @@ fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -
         cpus: vec![0],
         interval: Duration::from_millis(250),
         phases: Vec::new(),
+        protocol: Default::default(),
     }
 }
 
@@ -188,4 +189,81 @@ fn phases_start_and_stop_on_time() {
         );
     }
     assert_eq!(report.errors(), 0);
+}
+
+/// A gRPC target on its own monoio thread: grpc.health.v1 plus a method that sleeps 5 ms.
+fn grpc_target() -> SocketAddr {
+    use sdsim_net::grpc::{health::Health, Call, Services, Settings, Status};
+    use std::rc::Rc;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let (_phase_tx, phase) =
+                tokio::sync::watch::channel(sdsim_core::shutdown::Phase::Accepting);
+            let mut services = Services::new();
+            Health::new(&[], phase.clone()).register(&mut services);
+            services.unary(
+                "/grpc.health.v1.Health/Slow",
+                |_c: Call, r: sdsim_net::grpc::pb::health::HealthCheckRequest| async move {
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, Status>(r)
+                },
+            );
+            let services = Rc::new(services);
+            let settings = Rc::new(Settings::default());
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                use monoio::io::IntoPollIo;
+                monoio::spawn(sdsim_net::grpc::server::serve_connection(
+                    stream.into_poll_io().unwrap(),
+                    peer,
+                    Rc::clone(&services),
+                    Rc::clone(&settings),
+                    phase.clone(),
+                ));
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn grpc_load(addr: SocketAddr, method: &str, rate: Option<f64>) -> HttpLoad {
+    let pool = sdsim_loadtest::grpc::load_pool(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto"),
+    )
+    .unwrap();
+    let known = "/grpc.health.v1.Health/Check";
+    let message = sdsim_loadtest::grpc::encode_request(&pool, known, r#"{"service":""}"#).unwrap();
+    HttpLoad {
+        protocol: sdsim_loadtest::run::Protocol::Grpc(sdsim_loadtest::run::GrpcCall {
+            path: method.to_string(),
+            message,
+            metadata: vec![("x-test".into(), "1".into())],
+        }),
+        ..load(addr, 4, rate, 2.0)
+    }
+}
+
+#[test]
+fn grpc_unary_load_counts_calls_latency_and_status_errors() {
+    let _serial = serial();
+    let addr = grpc_target();
+    // Open loop at 400 calls/s against a 5 ms method: every call completes, latency ≥ 5 ms.
+    let report = run_http(&grpc_load(addr, "/grpc.health.v1.Health/Slow", Some(400.0))).unwrap();
+    let c = &report.counters;
+    assert!((750..=850).contains(&c.completed), "{c:?}");
+    assert!(c.errors.is_empty(), "{c:?}");
+    let p50 = report.histogram.value_at_quantile(0.5);
+    assert!((5_000..20_000).contains(&p50), "p50 {p50} µs");
+    // A method the server does not have: every call is an error of that kind.
+    let report = run_http(&grpc_load(addr, "/grpc.health.v1.Health/Missing", None)).unwrap();
+    let c = &report.counters;
+    assert!(c.completed > 100);
+    assert_eq!(c.errors.get("grpc_unimplemented"), Some(&c.completed));
 }

@@ -183,8 +183,25 @@ impl Client {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        let bytes = self.unary_raw(path, &req.encode_to_vec(), opts).await?;
+        Resp::decode(bytes).map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("{path}: response does not decode: {e}"),
+            )
+        })
+    }
+
+    /// A unary call with an encoded request; returns the encoded response (load generators and
+    /// proxies need no types).
+    pub async fn unary_raw(
+        &self,
+        path: &str,
+        message: &[u8],
+        opts: CallOptions,
+    ) -> Result<Bytes, Status> {
         let call = async {
-            let Some(mut body) = self.start(path, &req.encode_to_vec(), &opts).await? else {
+            let Some(mut body) = self.start(path, message, &opts).await? else {
                 return Err(Status::new(
                     Code::Internal,
                     format!("{path}: OK without a response message"),
@@ -200,15 +217,7 @@ impl Client {
                     ));
                 }
             }
-            let bytes = reply.ok_or_else(|| {
-                Status::new(Code::Internal, format!("{path}: no response message"))
-            })?;
-            Resp::decode(bytes).map_err(|e| {
-                Status::new(
-                    Code::Internal,
-                    format!("{path}: response does not decode: {e}"),
-                )
-            })
+            reply.ok_or_else(|| Status::new(Code::Internal, format!("{path}: no response message")))
         };
         match opts.deadline {
             Some(d) => monoio::time::timeout_at(d.into(), call)
