@@ -6,11 +6,13 @@
 //! - [`client`]: the HTTP/1.1 client connection and response parser.
 //! - [`grpc`]: gRPC targets — any unary method of `proto/`, the request given as JSON.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
+//! - [`plot`]: latency-by-percentile plots (SVG).
 //! - [`scenario`]: scenario files (TOML) with open-loop phases.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
 pub mod grpc;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;

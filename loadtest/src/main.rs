@@ -35,6 +35,13 @@ struct Outputs {
     /// Write one NDJSON line per interval here (time series).
     #[arg(long)]
     series: Option<String>,
+    /// Write the interval histograms here as an HdrHistogram interval log (.hlog, readable by
+    /// HistogramLogProcessor and other HdrHistogram tools; values in µs).
+    #[arg(long)]
+    hlog: Option<String>,
+    /// Write a latency-by-percentile plot (SVG) here.
+    #[arg(long)]
+    plot: Option<String>,
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
@@ -281,7 +288,12 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
     };
     let step = load.interval.as_secs_f64();
     let mut write_error = None;
+    let started = std::time::SystemTime::now();
+    let mut intervals: Vec<(u64, hdrhistogram::Histogram<u64>)> = Vec::new();
     let report = run_http_with(load, |index, histogram, counters| {
+        if outputs.hlog.is_some() {
+            intervals.push((index, histogram.clone()));
+        }
         let point = SeriesPoint::new(index, step, histogram, counters);
         if !outputs.quiet {
             eprintln!(
@@ -308,6 +320,21 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
         bail!("writing the series: {e}");
     }
     print!("{}", report.table());
+    if let Some(path) = &outputs.hlog {
+        let measured_from = started + Duration::from_millis(200) + load.warmup;
+        let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+        sdsim_loadtest::report::write_interval_log(file, measured_from, load.interval, &intervals)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &outputs.plot {
+        let title = params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let svg = sdsim_loadtest::plot::percentile_svg(&title, &[("latency", &report.histogram)]);
+        std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
+    }
     if let Some(path) = &outputs.json {
         let params: BTreeMap<String, String> = params
             .iter()

@@ -286,3 +286,73 @@ mod tests {
         assert_eq!(merged.histogram.len(), single.len());
     }
 }
+
+/// Writes interval histograms (µs) as an HdrHistogram interval log (V2 compressed encoding,
+/// `max_value_divisor` 1000 so tools show milliseconds), readable by HistogramLogProcessor.
+/// `intervals` are `(index, histogram)`; interval `i` starts `i × interval` after `start`.
+pub fn write_interval_log(
+    out: impl std::io::Write,
+    start: std::time::SystemTime,
+    interval: Duration,
+    intervals: &[(u64, Histogram<u64>)],
+) -> anyhow::Result<()> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut out = std::io::BufWriter::new(out);
+    let mut serializer = V2DeflateSerializer::new();
+    {
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment("sdsim-loadtest latency, microseconds")
+            .with_start_time(start)
+            .with_base_time(start)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(&mut out, &mut serializer)?;
+        for (index, histogram) in intervals {
+            log.write_histogram(histogram, interval * (*index as u32), interval, None)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+
+    #[test]
+    fn interval_log_round_trips() {
+        let mut intervals = Vec::new();
+        for i in 0..3u64 {
+            let mut h = Report::histogram();
+            for v in 1..=100 * (i + 1) {
+                h.record(v * 10).unwrap();
+            }
+            intervals.push((i, h));
+        }
+        let mut bytes = Vec::new();
+        write_interval_log(
+            &mut bytes,
+            std::time::SystemTime::now(),
+            Duration::from_secs(1),
+            &intervals,
+        )
+        .unwrap();
+        let mut counts = Vec::new();
+        for entry in IntervalLogIterator::new(&bytes) {
+            if let Ok(LogEntry::Interval(h)) = entry {
+                let raw = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    h.encoded_histogram(),
+                )
+                .unwrap();
+                let decoded: Histogram<u64> =
+                    Deserializer::new().deserialize(&mut &raw[..]).unwrap();
+                counts.push((h.start_timestamp().as_secs(), decoded.len()));
+            }
+        }
+        assert_eq!(counts, vec![(0, 100), (1, 200), (2, 300)]);
+    }
+}
