@@ -12,14 +12,18 @@ if ! python3 -c "import ciw" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "ciw==3.*"
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# redis-server (Debian package): the Redis bridge tests start their own on a free loopback port
-# and stop it when they finish.
-if ! command -v redis-server >/dev/null; then
-  sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# redis-server and PostgreSQL (Debian packages): the tests start their own servers on free
+# loopback ports, as the postgres account when run as root, and stop them when they finish.
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  # The package starts a system-wide instance on 6379; the tests use their own.
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages start system-wide instances on the default ports; the tests use their own.
   sudo_if_needed service redis-server stop >/dev/null 2>&1 || true
+  sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
 fi
 
 step "cargo fmt --check"

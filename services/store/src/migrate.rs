@@ -1,0 +1,71 @@
+//! Versioned migrations: each has a DDL text per dialect, applied in order inside a
+//! transaction and recorded in `schema_migrations`. `sdsim migrate` runs them; `sdsim serve`
+//! does too when `storage.migrate_on_start` is set.
+
+use crate::{Store, StoreError};
+
+/// One migration.
+pub struct Migration {
+    /// Version, increasing.
+    pub version: i64,
+    /// Short name.
+    pub name: &'static str,
+    /// PostgreSQL DDL.
+    pub postgres: &'static str,
+    /// SQLite DDL.
+    pub sqlite: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "auth",
+    postgres: include_str!("../migrations/0001_auth.postgres.sql"),
+    sqlite: include_str!("../migrations/0001_auth.sqlite.sql"),
+}];
+
+/// The versions already applied.
+pub async fn applied(store: &Store) -> Result<Vec<i64>, StoreError> {
+    store
+        .execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            vec![],
+        )
+        .await?;
+    let rows = store
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            vec![],
+        )
+        .await?;
+    rows.iter().map(|r| r.int(0)).collect()
+}
+
+/// Applies the migrations not applied yet; returns the versions applied now.
+pub async fn run(store: &Store) -> Result<Vec<i64>, StoreError> {
+    let done = applied(store).await?;
+    let mut now = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        let ddl = match store.kind() {
+            "postgres" => m.postgres,
+            _ => m.sqlite,
+        };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let record = format!(
+            "{ddl}\nINSERT INTO schema_migrations (version, name, applied_at) VALUES ({}, '{}', {at});",
+            m.version, m.name
+        );
+        store.execute_script(&record).await.map_err(|e| match e {
+            StoreError::Query(why) => {
+                StoreError::Query(format!("migration {} ({}): {why}", m.version, m.name))
+            }
+            other => other,
+        })?;
+        tracing::info!(version = m.version, name = m.name, "migration applied");
+        now.push(m.version);
+    }
+    Ok(now)
+}
