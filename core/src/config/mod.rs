@@ -233,7 +233,7 @@ pub struct StaticToken {
     pub roles: Vec<String>,
 }
 
-/// `[auth]`: listeners of the auth role, and how bearer tokens are verified.
+/// `[auth]`: listeners of the auth role, tokens, passwords, lockout, mail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -246,6 +246,49 @@ pub struct AuthConfig {
     pub dev_open: bool,
     /// Tokens accepted without the auth service (operators, services, tests).
     pub tokens: Vec<StaticToken>,
+    /// `iss` and `aud` of access tokens.
+    pub issuer: String,
+    /// Lifetime of an access token (JWT).
+    #[serde(with = "duration")]
+    pub access_ttl: Duration,
+    /// Lifetime of a session and its refresh tokens.
+    #[serde(with = "duration")]
+    pub refresh_ttl: Duration,
+    /// A new signing key is made when the newest is this old.
+    #[serde(with = "duration")]
+    pub key_rotation: Duration,
+    /// A new key is published (JWKS, other instances) this long before it signs.
+    #[serde(with = "duration")]
+    pub key_publish_delay: Duration,
+    /// How often keys are re-read from storage (keys made by other instances).
+    #[serde(with = "duration")]
+    pub key_reload: Duration,
+    /// Failed logins within `lockout_window` that lock an account.
+    pub lockout_threshold: u32,
+    /// Window in which failed logins are counted.
+    #[serde(with = "duration")]
+    pub lockout_window: Duration,
+    /// How long a locked account stays locked.
+    #[serde(with = "duration")]
+    pub lockout_duration: Duration,
+    /// Least zxcvbn score (0-4) a new password needs.
+    pub min_password_score: u8,
+    /// Threads hashing passwords (argon2id); 0 = one per shard.
+    pub hash_threads: usize,
+    /// Hashing jobs waiting at most; more → 503.
+    pub hash_queue: usize,
+    /// Verified tokens each shard remembers.
+    pub verify_cache_entries: usize,
+    /// Lifetime of an email verification token.
+    #[serde(with = "duration")]
+    pub verify_email_ttl: Duration,
+    /// Lifetime of a password reset token.
+    #[serde(with = "duration")]
+    pub reset_ttl: Duration,
+    /// Where mail goes: "log" (the log, info level) or "file:PATH" (JSON lines appended).
+    pub mail_sender: String,
+    /// Base URL used in links sent by mail.
+    pub public_url: String,
 }
 
 impl Default for AuthConfig {
@@ -256,6 +299,23 @@ impl Default for AuthConfig {
             http_listen: listen.http_listen,
             dev_open: false,
             tokens: Vec::new(),
+            issuer: "sdsim".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            key_rotation: Duration::from_secs(7 * 24 * 3600),
+            key_publish_delay: Duration::from_secs(120),
+            key_reload: Duration::from_secs(60),
+            lockout_threshold: 5,
+            lockout_window: Duration::from_secs(15 * 60),
+            lockout_duration: Duration::from_secs(15 * 60),
+            min_password_score: 3,
+            hash_threads: 0,
+            hash_queue: 256,
+            verify_cache_entries: 100_000,
+            verify_email_ttl: Duration::from_secs(24 * 3600),
+            reset_ttl: Duration::from_secs(3600),
+            mail_sender: "log".into(),
+            public_url: "http://localhost:8000".into(),
         }
     }
 }
@@ -513,12 +573,22 @@ pub struct TlsConfig {
 pub struct StorageConfig {
     /// `sqlite://data/sdsim.db` (relative to the working directory), `sqlite:///abs.db` or `postgres://...`.
     pub url: String,
+    /// Apply pending migrations when the server starts (otherwise `sdsim migrate` does).
+    pub migrate_on_start: bool,
+    /// Time to establish a database connection.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// SQLite reader threads.
+    pub sqlite_readers: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: "sqlite://data/sdsim.db".into(),
+            migrate_on_start: true,
+            connect_timeout: Duration::from_secs(5),
+            sqlite_readers: 2,
         }
     }
 }
@@ -600,6 +670,50 @@ impl Config {
             if d.is_zero() {
                 bad(key, format_duration(d), "must be greater than zero");
             }
+        }
+        let auth = &self.auth;
+        let auth_times = [
+            ("auth.access_ttl", auth.access_ttl),
+            ("auth.refresh_ttl", auth.refresh_ttl),
+            ("auth.key_rotation", auth.key_rotation),
+            ("auth.key_reload", auth.key_reload),
+            ("auth.lockout_window", auth.lockout_window),
+            ("auth.lockout_duration", auth.lockout_duration),
+            ("auth.verify_email_ttl", auth.verify_email_ttl),
+            ("auth.reset_ttl", auth.reset_ttl),
+            ("storage.connect_timeout", self.storage.connect_timeout),
+        ];
+        for (key, d) in auth_times {
+            if d.is_zero() {
+                bad(key, format_duration(d), "must be greater than zero");
+            }
+        }
+        if auth.min_password_score > 4 {
+            bad(
+                "auth.min_password_score",
+                auth.min_password_score.to_string(),
+                "zxcvbn scores run from 0 to 4",
+            );
+        }
+        if auth.lockout_threshold == 0 {
+            bad("auth.lockout_threshold", "0".into(), "must be at least 1");
+        }
+        if auth.hash_queue == 0 || auth.verify_cache_entries == 0 {
+            bad(
+                "auth.hash_queue / auth.verify_cache_entries",
+                "0".into(),
+                "must be at least 1",
+            );
+        }
+        if auth.mail_sender != "log" && !auth.mail_sender.starts_with("file:") {
+            bad(
+                "auth.mail_sender",
+                auth.mail_sender.clone(),
+                "\"log\" or \"file:PATH\"",
+            );
+        }
+        if auth.issuer.is_empty() {
+            bad("auth.issuer", String::new(), "must not be empty");
         }
         let ws = &self.websocket;
         let ws_sizes = [

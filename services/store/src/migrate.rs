@@ -17,12 +17,20 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "auth",
-    postgres: include_str!("../migrations/0001_auth.postgres.sql"),
-    sqlite: include_str!("../migrations/0001_auth.sqlite.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "auth",
+        postgres: include_str!("../migrations/0001_auth.postgres.sql"),
+        sqlite: include_str!("../migrations/0001_auth.sqlite.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "signing keys",
+        postgres: include_str!("../migrations/0002_signing_keys.postgres.sql"),
+        sqlite: include_str!("../migrations/0002_signing_keys.sqlite.sql"),
+    },
+];
 
 /// The versions already applied.
 pub async fn applied(store: &Store) -> Result<Vec<i64>, StoreError> {

@@ -1,0 +1,297 @@
+//! The auth service's HTTP API (DESIGN.md paths), mounted on the gateway and on
+//! `auth.http_listen`.
+
+use crate::service::{now, Auth, Failure};
+use crate::token::Problem;
+use crate::verifier::Verified;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
+use http::{HeaderValue, Method, StatusCode};
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{error, json, with_body, ClientAddr, PathParams, Request, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// HTTP status of a failure.
+pub fn status_of(f: &Failure) -> (StatusCode, &'static str) {
+    match f {
+        Failure::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        Failure::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Failure::Locked { .. } => (StatusCode::LOCKED, "account_locked"),
+        Failure::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        Failure::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
+/// The response for a failure.
+pub fn failure(f: &Failure) -> Response {
+    let (status, code) = status_of(f);
+    let mut resp = error(status, code, &f.to_string());
+    let retry = match f {
+        Failure::Locked { retry_after_s } => Some(*retry_after_s),
+        Failure::Unavailable(_) => Some(1),
+        _ => None,
+    };
+    if let Some(s) = retry {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(s.max(1)));
+    }
+    resp
+}
+
+fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
+    match r {
+        Ok(v) => json(status, &v),
+        Err(f) => failure(&f),
+    }
+}
+
+/// Parses a JSON body; unknown fields, wrong types and missing fields are named.
+fn body<'a, T: Deserialize<'a>>(req: &'a Request, shape: &str) -> Result<T, Box<Response>> {
+    sonic_rs::from_slice(req.body()).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("body must be {shape}: {e}"),
+        ))
+    })
+}
+
+/// The request's bearer token.
+pub fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Verifies the request's bearer token (the shard-local fast path).
+pub fn authenticate(auth: &Auth, req: &Request) -> Result<Verified, Box<Response>> {
+    let token = bearer(req).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer ...)",
+        ))
+    })?;
+    auth.verifier().verify(token, now()).map_err(|p: Problem| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &p.to_string(),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials<'a> {
+    #[serde(borrow)]
+    email: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    password: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailBody {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    token: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct UserOut<T> {
+    user: T,
+}
+
+#[derive(serde::Serialize)]
+struct Me {
+    user: crate::service::User,
+    session_id: String,
+    expires_at: i64,
+}
+
+macro_rules! try_or {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(resp) => return *resp,
+        }
+    };
+}
+
+fn client(req: &Request) -> String {
+    req.extensions()
+        .get::<ClientAddr>()
+        .map(|a| a.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// Mounts the routes on `router`.
+pub fn register(router: &mut Router, auth: &Arc<Auth>) {
+    let a = Arc::clone(auth);
+    add(router, Method::POST, "/api/auth/register", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
+            let r = a.register(&c.email, &c.password).await;
+            respond(StatusCode::CREATED, r.map(|user| UserOut { user }))
+        }
+    });
+    let a = Arc::clone(auth);
+    add(router, Method::POST, "/api/auth/login", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
+            respond(
+                StatusCode::OK,
+                a.login(&c.email, &c.password, &client(&req)).await,
+            )
+        }
+    });
+    let a = Arc::clone(auth);
+    add(router, Method::POST, "/api/auth/refresh", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let b: RefreshBody = try_or!(body(&req, r#"{"refresh_token": string}"#));
+            respond(StatusCode::OK, a.refresh(&b.refresh_token).await)
+        }
+    });
+    let a = Arc::clone(auth);
+    add(router, Method::POST, "/api/auth/logout", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let who = try_or!(authenticate(&a, &req));
+            match a.logout(&who).await {
+                Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+                Err(f) => failure(&f),
+            }
+        }
+    });
+    let a = Arc::clone(auth);
+    add(router, Method::GET, "/api/auth/me", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let who = try_or!(authenticate(&a, &req));
+            let r = a.user(&who.user_id).await.map(|user| Me {
+                user,
+                session_id: who.session_id.to_string(),
+                expires_at: who.expires_at,
+            });
+            respond(StatusCode::OK, r)
+        }
+    });
+    let a = Arc::clone(auth);
+    add(router, Method::POST, "/api/auth/verify-email", move |req| {
+        let a = Arc::clone(&a);
+        async move {
+            let b: TokenBody = try_or!(body(&req, r#"{"token": string}"#));
+            let r = a.verify_email(&b.token).await.map(|user| UserOut { user });
+            respond(StatusCode::OK, r)
+        }
+    });
+    let a = Arc::clone(auth);
+    add(
+        router,
+        Method::POST,
+        "/api/auth/password-reset",
+        move |req| {
+            let a = Arc::clone(&a);
+            async move {
+                let b: EmailBody = try_or!(body(&req, r#"{"email": string}"#));
+                match a.request_reset(&b.email).await {
+                    // The same answer whether or not the account exists.
+                    Ok(()) => with_body(StatusCode::ACCEPTED, "application/json", Bytes::new()),
+                    Err(f) => failure(&f),
+                }
+            }
+        },
+    );
+    let a = Arc::clone(auth);
+    add(
+        router,
+        Method::POST,
+        "/api/auth/password-reset/confirm",
+        move |req| {
+            let a = Arc::clone(&a);
+            async move {
+                let b: ResetBody = try_or!(body(&req, r#"{"token": string, "password": string}"#));
+                match a.reset_password(&b.token, &b.password).await {
+                    Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+                    Err(f) => failure(&f),
+                }
+            }
+        },
+    );
+    let a = Arc::clone(auth);
+    add(
+        router,
+        Method::PUT,
+        "/api/auth/users/{id}/roles",
+        move |req| {
+            let a = Arc::clone(&a);
+            async move {
+                let who = try_or!(authenticate(&a, &req));
+                let b: RolesBody = try_or!(body(&req, r#"{"roles": [string]}"#));
+                let id = req
+                    .extensions()
+                    .get::<PathParams>()
+                    .and_then(|p| p.get("id"))
+                    .unwrap_or_default()
+                    .to_string();
+                let r = a.set_roles(&who, &id, &b.roles).await;
+                respond(StatusCode::OK, r.map(|user| UserOut { user }))
+            }
+        },
+    );
+    let a = Arc::clone(auth);
+    add(router, Method::GET, "/.well-known/jwks.json", move |_req| {
+        let a = Arc::clone(&a);
+        async move {
+            let mut resp = json(StatusCode::OK, &a.key_ring().jwks());
+            resp.headers_mut().insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            resp
+        }
+    });
+}
+
+fn add<F, Fut>(router: &mut Router, method: Method, path: &str, handler: F)
+where
+    F: Fn(Request) -> Fut + 'static,
+    Fut: std::future::Future<Output = Response> + 'static,
+{
+    router
+        .route(method, path, handler)
+        .expect("auth routes are valid and distinct");
+}

@@ -1,0 +1,1022 @@
+//! The auth service's logic, shared by its HTTP routes, its gRPC methods and the CLI: accounts,
+//! sessions and refresh-token families, lockout, RBAC, one-time tokens, signing keys.
+
+use crate::mail::Mail;
+use crate::password::{self, Hasher};
+use crate::token::{Claims, KeyRing, Keys, SigningKey};
+use crate::verifier::{Verified, Verifier};
+use sdsim_core::config::AuthConfig;
+use sdsim_store::{Statement, Store, StoreError, Value};
+use std::sync::Arc;
+
+/// Bus channel carrying revoked sessions to every shard and, through Redis, every instance.
+pub const REVOCATIONS: &str = "auth:internal:revocations";
+
+/// Why an operation failed; each maps to one HTTP status and one gRPC code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// A field is missing or wrong (400 / INVALID_ARGUMENT).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Credentials or token refused (401 / UNAUTHENTICATED).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Not allowed (403 / PERMISSION_DENIED).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins (423 / RESOURCE_EXHAUSTED).
+    #[error("the account is locked after repeated failed logins; retry in {retry_after_s} s")]
+    Locked {
+        /// Seconds until it unlocks.
+        retry_after_s: i64,
+    },
+    /// Already exists (409 / ALREADY_EXISTS).
+    #[error("{0}")]
+    Conflict(String),
+    /// Unknown (404 / NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// The database or the hashing pool is unavailable (503 / UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::Conflict(m) => Failure::Conflict(m),
+            other => Failure::Unavailable(format!("storage: {other}")),
+        }
+    }
+}
+
+impl From<password::Busy> for Failure {
+    fn from(e: password::Busy) -> Failure {
+        Failure::Unavailable(e.to_string())
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Email (lower case).
+    pub email: String,
+    /// Whether the email was verified.
+    pub email_verified: bool,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Permissions the roles grant.
+    pub permissions: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Whether login is locked now.
+    pub locked: bool,
+}
+
+/// What login and refresh return.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tokens {
+    /// The access token (JWT).
+    pub access_token: String,
+    /// The refresh token (opaque, single use).
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: i64,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// The session.
+    pub session_id: String,
+    /// Who.
+    pub user: User,
+}
+
+/// A session's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// Whether tokens of it are accepted.
+    pub active: bool,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Why not, when inactive.
+    pub reason: String,
+}
+
+/// The service.
+pub struct Auth {
+    store: Store,
+    config: AuthConfig,
+    keys: Arc<Keys>,
+    verifier: Arc<Verifier>,
+    hasher: Arc<Hasher>,
+    mail: Arc<Mail>,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("the system random source works");
+    out
+}
+
+/// A random UUID (version 4) string.
+pub fn new_id() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A random opaque secret (256 bits, base64url).
+fn new_secret() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// What storage keeps of a secret: its SHA-256, hex.
+pub fn secret_hash(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The normalised email, or why it is not one.
+pub fn normalise_email(raw: &str) -> Result<String, Failure> {
+    let email = raw.trim().to_lowercase();
+    let bad = |why: &str| Failure::Invalid {
+        field: "email",
+        message: why.to_string(),
+    };
+    if email.is_empty() {
+        return Err(bad("is required"));
+    }
+    if email.len() > 254 {
+        return Err(bad("must be at most 254 characters"));
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err(bad("must look like name@example.com"));
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    if !local_ok || !domain_ok {
+        return Err(bad("must look like name@example.com"));
+    }
+    Ok(email)
+}
+
+impl Auth {
+    /// The service over `store` (migrated), with its hashing pool and mail sender.
+    pub fn new(
+        store: Store,
+        config: AuthConfig,
+        hasher: Arc<Hasher>,
+        mail: Arc<Mail>,
+    ) -> Arc<Auth> {
+        let keys = Arc::new(Keys::default());
+        let verifier = Arc::new(Verifier::new(
+            Arc::clone(&keys),
+            config.issuer.clone(),
+            config.verify_cache_entries,
+        ));
+        Arc::new(Auth {
+            store,
+            config,
+            keys,
+            verifier,
+            hasher,
+            mail,
+        })
+    }
+
+    /// The shard-local token verifier.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The mail sender.
+    pub fn mail(&self) -> &Arc<Mail> {
+        &self.mail
+    }
+
+    /// The current key ring.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.keys.current().1
+    }
+
+    /// Reads the signing keys, making the first one or the next one when due, and installs the
+    /// ring (keys still needed to verify live tokens, the current signer, the next one).
+    pub async fn refresh_keys(&self, now: i64) -> Result<(), Failure> {
+        let mut rows = self.load_keys().await?;
+        let rotation = self.config.key_rotation.as_secs() as i64;
+        let newest_created = rows.iter().map(|k| k.1).max();
+        let due = match newest_created {
+            None => Some(now),
+            Some(created) if created + rotation <= now => {
+                Some(now + self.config.key_publish_delay.as_secs() as i64)
+            }
+            _ => None,
+        };
+        if let Some(active_from) = due {
+            let key = SigningKey::generate()
+                .map_err(|_| Failure::Unavailable("cannot generate a signing key".into()))?;
+            self.store
+                .execute(
+                    "INSERT INTO auth_schema.signing_keys (kid, private_pkcs8, public_key, created_at, active_from) VALUES ($1, $2, $3, $4, $5)",
+                    vec![
+                        Value::Text(key.kid.clone()),
+                        Value::Bytes(key.pkcs8.clone()),
+                        Value::Bytes(key.public()),
+                        Value::Int(now),
+                        Value::Int(active_from),
+                    ],
+                )
+                .await?;
+            tracing::info!(kid = %key.kid, active_from, "new signing key");
+            rows = self.load_keys().await?;
+        }
+        // Oldest first: (kid, created_at, active_from, pkcs8).
+        rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+        let grace = self.config.access_ttl.as_secs() as i64 + 60;
+        let signer_index = rows.iter().rposition(|k| k.2 <= now).unwrap_or(0);
+        let mut public = Vec::new();
+        for (i, (kid, _, _, pkcs8)) in rows.iter().enumerate() {
+            let successor_since = rows.get(i + 1).map(|n| n.2).filter(|t| *t <= now);
+            let needed = match successor_since {
+                Some(t) => t + grace > now,
+                None => true,
+            };
+            if needed {
+                let key = SigningKey::from_pkcs8(kid.clone(), pkcs8.clone()).map_err(|e| {
+                    Failure::Unavailable(format!("signing key {kid} is unreadable: {e}"))
+                })?;
+                public.push((kid.clone(), key.public()));
+            }
+        }
+        let signer = rows
+            .get(signer_index)
+            .map(|(kid, _, _, pkcs8)| SigningKey::from_pkcs8(kid.clone(), pkcs8.clone()))
+            .transpose()
+            .map_err(|e| Failure::Unavailable(format!("signing key is unreadable: {e}")))?
+            .map(Arc::new);
+        let (_, current) = self.keys.current();
+        let same = current.signer().map(|k| &k.kid) == signer.as_ref().map(|k| &k.kid)
+            && public.iter().all(|(kid, _)| current.knows(kid))
+            && current.jwks().keys.len() == public.len();
+        if !same {
+            self.keys.replace(KeyRing::new(signer, public));
+        }
+        Ok(())
+    }
+
+    async fn load_keys(&self) -> Result<Vec<(String, i64, i64, Vec<u8>)>, Failure> {
+        let rows = self
+            .store
+            .query(
+                "SELECT kid, created_at, active_from, private_pkcs8 FROM auth_schema.signing_keys",
+                vec![],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.text(0)?.to_string(),
+                    r.int(1)?,
+                    r.int(2)?,
+                    r.bytes(3)?.to_vec(),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()
+            .map_err(Failure::from)
+    }
+
+    /// Sessions revoked recently enough that their access tokens may still be live, with the
+    /// time until which they matter (every shard loads these at start).
+    pub async fn recent_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, Failure> {
+        let ttl = self.config.access_ttl.as_secs() as i64;
+        let rows = self
+            .store
+            .query(
+                "SELECT id, revoked_at FROM auth_schema.sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1",
+                vec![Value::Int(now - ttl)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?.to_string(), r.int(1)? + ttl)))
+            .collect::<Result<_, StoreError>>()
+            .map_err(Failure::from)
+    }
+
+    /// Registers an account with the `user` role and queues its verification mail.
+    pub async fn register(&self, email: &str, password: &str) -> Result<User, Failure> {
+        let email = normalise_email(email)?;
+        if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
+            return Err(Failure::Invalid {
+                field: "password",
+                message: why,
+            });
+        }
+        self.create_user(&email, password, &["user"]).await
+    }
+
+    /// Creates an account with `roles` (the CLI bootstraps operators this way).
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        roles: &[&str],
+    ) -> Result<User, Failure> {
+        let email = normalise_email(email)?;
+        let known = self.role_names().await?;
+        for role in roles {
+            if !known.iter().any(|k| k == role) {
+                return Err(Failure::Invalid {
+                    field: "role",
+                    message: format!("unknown role {role:?} (known: {})", known.join(", ")),
+                });
+            }
+        }
+        let hash = self.hasher.hash(password).await?;
+        let id = new_id();
+        let now = now();
+        let verify = new_secret();
+        let mut statements = vec![Statement::new(
+            "INSERT INTO auth_schema.users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+            vec![
+                Value::Text(id.clone()),
+                Value::Text(email.clone()),
+                Value::Text(hash),
+                Value::Int(now),
+            ],
+        )];
+        for role in roles {
+            statements.push(Statement::new(
+                "INSERT INTO auth_schema.user_roles (user_id, role) VALUES ($1, $2)",
+                vec![Value::Text(id.clone()), Value::Text(role.to_string())],
+            ));
+        }
+        statements.push(self.one_time_token(&id, "verify_email", &verify, now));
+        statements.push(self.mail.queue(
+            "verify_email",
+            &email,
+            &format!(
+                "Confirm your email address: {}/verify-email?token={verify}",
+                self.config.public_url
+            ),
+            now,
+        ));
+        match self.store.batch(statements).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(Failure::Conflict(format!(
+                    "an account with email {email} already exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.mail.wake();
+        self.user(&id).await
+    }
+
+    fn one_time_token(&self, user: &str, purpose: &str, secret: &str, now: i64) -> Statement {
+        let ttl = match purpose {
+            "verify_email" => self.config.verify_email_ttl,
+            _ => self.config.reset_ttl,
+        };
+        Statement::new(
+            "INSERT INTO auth_schema.one_time_tokens (token_hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Value::Text(secret_hash(secret)),
+                Value::Text(user.to_string()),
+                Value::Text(purpose.to_string()),
+                Value::Int(now),
+                Value::Int(now + ttl.as_secs() as i64),
+            ],
+        )
+    }
+
+    async fn role_names(&self) -> Result<Vec<String>, Failure> {
+        let rows = self
+            .store
+            .query("SELECT name FROM auth_schema.roles ORDER BY name", vec![])
+            .await?;
+        rows.iter()
+            .map(|r| r.text(0).map(str::to_string))
+            .collect::<Result<_, _>>()
+            .map_err(Failure::from)
+    }
+
+    /// A user by id, with roles and permissions.
+    pub async fn user(&self, id: &str) -> Result<User, Failure> {
+        let row = self
+            .store
+            .query_opt(
+                "SELECT id, email, email_verified, created_at, locked_until FROM auth_schema.users WHERE id = $1",
+                vec![Value::Text(id.to_string())],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no user {id}")))?;
+        let (roles, permissions) = self.grants(id).await?;
+        Ok(User {
+            id: row.text(0)?.to_string(),
+            email: row.text(1)?.to_string(),
+            email_verified: row.bool(2)?,
+            roles,
+            permissions,
+            created_at: row.int(3)?,
+            locked: row.opt_int(4)?.is_some_and(|t| t > now()),
+        })
+    }
+
+    /// A user's roles and the union of their permissions, both sorted.
+    pub async fn grants(&self, user: &str) -> Result<(Vec<String>, Vec<String>), Failure> {
+        Ok((
+            self.roles_with_permissions(user)
+                .await?
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect(),
+            self.permissions(user).await?,
+        ))
+    }
+
+    /// A user's roles, each with its permissions.
+    pub async fn roles_with_permissions(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, Failure> {
+        let rows = self
+            .store
+            .query(
+                "SELECT ur.role, rp.permission FROM auth_schema.user_roles ur LEFT JOIN auth_schema.role_permissions rp ON rp.role = ur.role WHERE ur.user_id = $1 ORDER BY ur.role, rp.permission",
+                vec![Value::Text(user.to_string())],
+            )
+            .await?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &rows {
+            let role = r.text(0)?;
+            if out.last().map(|(n, _)| n.as_str()) != Some(role) {
+                out.push((role.to_string(), Vec::new()));
+            }
+            if let Ok(p) = r.text(1) {
+                out.last_mut().expect("pushed").1.push(p.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn permissions(&self, user: &str) -> Result<Vec<String>, Failure> {
+        let rows = self
+            .store
+            .query(
+                "SELECT DISTINCT rp.permission FROM auth_schema.user_roles ur JOIN auth_schema.role_permissions rp ON rp.role = ur.role WHERE ur.user_id = $1 ORDER BY rp.permission",
+                vec![Value::Text(user.to_string())],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| r.text(0).map(str::to_string))
+            .collect::<Result<_, _>>()
+            .map_err(Failure::from)
+    }
+
+    /// Logs in: checks the password (with lockout), opens a session, issues tokens.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<Tokens, Failure> {
+        let refused = || Failure::Unauthenticated("wrong email or password".into());
+        let Ok(email) = normalise_email(email) else {
+            // Same work and answer as an unknown account.
+            self.hasher.verify(password, None).await?;
+            return Err(refused());
+        };
+        if password.len() > password::MAX_PASSWORD_BYTES {
+            return Err(refused());
+        }
+        let row = self
+            .store
+            .query_opt(
+                "SELECT id, password_hash, failed_logins, first_failed_at, locked_until FROM auth_schema.users WHERE email = $1",
+                vec![Value::Text(email)],
+            )
+            .await?;
+        let Some(row) = row else {
+            self.hasher.verify(password, None).await?;
+            return Err(refused());
+        };
+        let id = row.text(0)?.to_string();
+        let now = now();
+        if let Some(until) = row.opt_int(4)?.filter(|t| *t > now) {
+            return Err(Failure::Locked {
+                retry_after_s: until - now,
+            });
+        }
+        if !self.hasher.verify(password, Some(row.text(1)?)).await? {
+            let window = self.config.lockout_window.as_secs() as i64;
+            let (failed, first) = match row.opt_int(3)? {
+                Some(first) if first + window > now => (row.int(2)? + 1, first),
+                _ => (1, now),
+            };
+            let lock = (failed >= self.config.lockout_threshold as i64)
+                .then(|| now + self.config.lockout_duration.as_secs() as i64);
+            self.store
+                .execute(
+                    "UPDATE auth_schema.users SET failed_logins = $2, first_failed_at = $3, locked_until = $4 WHERE id = $1",
+                    vec![
+                        Value::Text(id.clone()),
+                        Value::Int(failed),
+                        Value::Int(first),
+                        lock.map(Value::Int).unwrap_or(Value::Null),
+                    ],
+                )
+                .await?;
+            if lock.is_some() {
+                tracing::warn!(user = %id, failed, "account locked after failed logins");
+            }
+            return Err(refused());
+        }
+        let session = new_id();
+        let refresh = new_secret();
+        let expires = now + self.config.refresh_ttl.as_secs() as i64;
+        self.store
+            .batch(vec![
+                Statement::new(
+                    "UPDATE auth_schema.users SET failed_logins = 0, first_failed_at = NULL, locked_until = NULL WHERE id = $1",
+                    vec![Value::Text(id.clone())],
+                ),
+                Statement::new(
+                    "INSERT INTO auth_schema.sessions (id, user_id, created_at, expires_at, ip) VALUES ($1, $2, $3, $4, $5)",
+                    vec![
+                        Value::Text(session.clone()),
+                        Value::Text(id.clone()),
+                        Value::Int(now),
+                        Value::Int(expires),
+                        Value::Text(client.to_string()),
+                    ],
+                ),
+                self.refresh_row(&refresh, &session, now, expires),
+            ])
+            .await?;
+        self.issue(&id, &session, refresh, now).await
+    }
+
+    fn refresh_row(&self, secret: &str, session: &str, now: i64, expires: i64) -> Statement {
+        Statement::new(
+            "INSERT INTO auth_schema.refresh_tokens (token_hash, session_id, family, created_at, expires_at) VALUES ($1, $2, $2, $3, $4)",
+            vec![
+                Value::Text(secret_hash(secret)),
+                Value::Text(session.to_string()),
+                Value::Int(now),
+                Value::Int(expires),
+            ],
+        )
+    }
+
+    async fn issue(
+        &self,
+        user: &str,
+        session: &str,
+        refresh: String,
+        now: i64,
+    ) -> Result<Tokens, Failure> {
+        let user = self.user(user).await?;
+        let ttl = self.config.access_ttl.as_secs() as i64;
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.issuer.clone(),
+            sub: user.id.clone(),
+            sid: session.to_string(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            perms: user.permissions.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl,
+            jti: new_id(),
+        };
+        let access_token = self
+            .key_ring()
+            .sign(&claims)
+            .ok_or_else(|| Failure::Unavailable("no signing key is loaded yet".into()))?;
+        Ok(Tokens {
+            access_token,
+            refresh_token: refresh,
+            expires_in: ttl,
+            token_type: "Bearer",
+            session_id: session.to_string(),
+            user,
+        })
+    }
+
+    /// Exchanges a refresh token for new tokens; the old one is spent. Presenting a spent or
+    /// revoked token again revokes its whole family (the session): it was stolen, or leaked.
+    pub async fn refresh(&self, token: &str) -> Result<Tokens, Failure> {
+        let refused = |why: &str| Failure::Unauthenticated(why.to_string());
+        let hash = secret_hash(token);
+        let row = self
+            .store
+            .query_opt(
+                "SELECT r.session_id, r.expires_at, r.used_at, r.revoked_at, s.user_id, s.revoked_at FROM auth_schema.refresh_tokens r JOIN auth_schema.sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
+                vec![Value::Text(hash.clone())],
+            )
+            .await?
+            .ok_or_else(|| refused("unknown refresh token"))?;
+        let session = row.text(0)?.to_string();
+        let user = row.text(4)?.to_string();
+        let now = now();
+        if row.opt_int(5)?.is_some() {
+            return Err(refused("the session has been revoked"));
+        }
+        if row.opt_int(2)?.is_some() || row.opt_int(3)?.is_some() {
+            tracing::warn!(%user, %session, "refresh token reuse: revoking the session");
+            self.revoke_sessions(std::slice::from_ref(&session), "refresh token reuse")
+                .await?;
+            return Err(refused(
+                "refresh token already used: the session has been revoked",
+            ));
+        }
+        if row.int(1)? <= now {
+            return Err(refused("the refresh token has expired"));
+        }
+        // Spend it; only one concurrent refresh can win.
+        let spent = self
+            .store
+            .execute(
+                "UPDATE auth_schema.refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL",
+                vec![Value::Text(hash), Value::Int(now)],
+            )
+            .await?;
+        if spent != 1 {
+            self.revoke_sessions(std::slice::from_ref(&session), "refresh token reuse")
+                .await?;
+            return Err(refused(
+                "refresh token already used: the session has been revoked",
+            ));
+        }
+        let next = new_secret();
+        let expires = row.int(1)?;
+        self.store
+            .execute(
+                "INSERT INTO auth_schema.refresh_tokens (token_hash, session_id, family, created_at, expires_at) VALUES ($1, $2, $2, $3, $4)",
+                vec![
+                    Value::Text(secret_hash(&next)),
+                    Value::Text(session.clone()),
+                    Value::Int(now),
+                    Value::Int(expires),
+                ],
+            )
+            .await?;
+        self.issue(&user, &session, next, now).await
+    }
+
+    /// Revokes sessions: storage first, then this shard's verifier, then every shard and
+    /// instance through the bus.
+    pub async fn revoke_sessions(&self, sessions: &[String], why: &str) -> Result<(), Failure> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let now = now();
+        let mut statements = Vec::new();
+        for sid in sessions {
+            statements.push(Statement::new(
+                "UPDATE auth_schema.sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                vec![Value::Text(sid.clone()), Value::Int(now)],
+            ));
+            statements.push(Statement::new(
+                "UPDATE auth_schema.refresh_tokens SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL",
+                vec![Value::Text(sid.clone()), Value::Int(now)],
+            ));
+        }
+        self.store.batch(statements).await?;
+        let until = now + self.config.access_ttl.as_secs() as i64;
+        self.verifier.revoke(sessions, until);
+        let message = Revocation {
+            sessions: sessions.to_vec(),
+            until,
+        };
+        if let Some(bus) = sdsim_core::bus::Bus::local() {
+            let data = sonic_rs::to_vec(&message).unwrap_or_default();
+            if let Err(e) = bus.publish(REVOCATIONS, data.into()).await {
+                tracing::warn!(error = %e, "revocation not published on the bus");
+            }
+        }
+        tracing::info!(count = sessions.len(), why, "sessions revoked");
+        Ok(())
+    }
+
+    /// Every open session of `user`.
+    async fn open_sessions(&self, user: &str) -> Result<Vec<String>, Failure> {
+        let rows = self
+            .store
+            .query(
+                "SELECT id FROM auth_schema.sessions WHERE user_id = $1 AND revoked_at IS NULL",
+                vec![Value::Text(user.to_string())],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| r.text(0).map(str::to_string))
+            .collect::<Result<_, _>>()
+            .map_err(Failure::from)
+    }
+
+    /// Logs out the token's session.
+    pub async fn logout(&self, who: &Verified) -> Result<(), Failure> {
+        self.revoke_sessions(&[who.session_id.to_string()], "logout")
+            .await
+    }
+
+    /// Whether a session is active.
+    pub async fn session(&self, id: &str, user: Option<&str>) -> Result<SessionState, Failure> {
+        let row = self
+            .store
+            .query_opt(
+                "SELECT user_id, expires_at, revoked_at FROM auth_schema.sessions WHERE id = $1",
+                vec![Value::Text(id.to_string())],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(SessionState {
+                active: false,
+                expires_at: 0,
+                reason: "unknown session".into(),
+            });
+        };
+        let expires_at = row.int(1)?;
+        let reason = if user.is_some_and(|u| u != row.text(0).unwrap_or_default()) {
+            "the session belongs to another user"
+        } else if row.opt_int(2)?.is_some() {
+            "revoked"
+        } else if expires_at <= now() {
+            "expired"
+        } else {
+            ""
+        };
+        Ok(SessionState {
+            active: reason.is_empty(),
+            expires_at,
+            reason: reason.into(),
+        })
+    }
+
+    /// Marks an email verified with a token from the verification mail.
+    pub async fn verify_email(&self, token: &str) -> Result<User, Failure> {
+        let user = self.spend_one_time(token, "verify_email").await?;
+        self.store
+            .execute(
+                "UPDATE auth_schema.users SET email_verified = TRUE, updated_at = $2 WHERE id = $1",
+                vec![Value::Text(user.clone()), Value::Int(now())],
+            )
+            .await?;
+        self.user(&user).await
+    }
+
+    /// Queues a password reset mail when the account exists (the answer never says whether).
+    pub async fn request_reset(&self, email: &str) -> Result<(), Failure> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(());
+        };
+        let row = self
+            .store
+            .query_opt(
+                "SELECT id FROM auth_schema.users WHERE email = $1",
+                vec![Value::Text(email.clone())],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let secret = new_secret();
+        let now = now();
+        self.store
+            .batch(vec![
+                self.one_time_token(row.text(0)?, "reset_password", &secret, now),
+                self.mail.queue(
+                    "reset_password",
+                    &email,
+                    &format!(
+                        "Reset your password: {}/reset-password?token={secret}",
+                        self.config.public_url
+                    ),
+                    now,
+                ),
+            ])
+            .await?;
+        self.mail.wake();
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token; every session of the account is revoked and
+    /// the lockout cleared.
+    pub async fn reset_password(&self, token: &str, password: &str) -> Result<(), Failure> {
+        let user = self.peek_one_time(token, "reset_password").await?;
+        let email = self.user(&user).await?.email;
+        if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
+            return Err(Failure::Invalid {
+                field: "password",
+                message: why,
+            });
+        }
+        let hash = self.hasher.hash(password).await?;
+        let user = self.spend_one_time(token, "reset_password").await?;
+        self.store
+            .execute(
+                "UPDATE auth_schema.users SET password_hash = $2, failed_logins = 0, first_failed_at = NULL, locked_until = NULL, updated_at = $3 WHERE id = $1",
+                vec![Value::Text(user.clone()), Value::Text(hash), Value::Int(now())],
+            )
+            .await?;
+        let sessions = self.open_sessions(&user).await?;
+        self.revoke_sessions(&sessions, "password reset").await
+    }
+
+    async fn peek_one_time(&self, token: &str, purpose: &str) -> Result<String, Failure> {
+        let row = self
+            .store
+            .query_opt(
+                "SELECT user_id, expires_at, used_at FROM auth_schema.one_time_tokens WHERE token_hash = $1 AND purpose = $2",
+                vec![Value::Text(secret_hash(token)), Value::Text(purpose.into())],
+            )
+            .await?;
+        let invalid = |why: &str| Failure::Invalid {
+            field: "token",
+            message: why.to_string(),
+        };
+        let row = row.ok_or_else(|| invalid("unknown token"))?;
+        if row.opt_int(2)?.is_some() {
+            return Err(invalid("the token was already used"));
+        }
+        if row.int(1)? <= now() {
+            return Err(invalid("the token has expired"));
+        }
+        Ok(row.text(0)?.to_string())
+    }
+
+    async fn spend_one_time(&self, token: &str, purpose: &str) -> Result<String, Failure> {
+        let user = self.peek_one_time(token, purpose).await?;
+        let spent = self
+            .store
+            .execute(
+                "UPDATE auth_schema.one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
+                vec![Value::Text(secret_hash(token)), Value::Int(now())],
+            )
+            .await?;
+        if spent != 1 {
+            return Err(Failure::Invalid {
+                field: "token",
+                message: "the token was already used".into(),
+            });
+        }
+        Ok(user)
+    }
+
+    /// Replaces a user's roles (needs `admin:users`); their sessions are revoked so the new
+    /// roles apply at the next login.
+    pub async fn set_roles(
+        &self,
+        actor: &Verified,
+        user: &str,
+        roles: &[String],
+    ) -> Result<User, Failure> {
+        if !actor.has_perm("admin:users") {
+            return Err(Failure::Forbidden(
+                "changing roles needs the admin:users permission".into(),
+            ));
+        }
+        self.user(user).await?;
+        let known = self.role_names().await?;
+        if let Some(bad) = roles.iter().find(|r| !known.contains(r)) {
+            return Err(Failure::Invalid {
+                field: "roles",
+                message: format!("unknown role {bad:?} (known: {})", known.join(", ")),
+            });
+        }
+        let mut statements = vec![Statement::new(
+            "DELETE FROM auth_schema.user_roles WHERE user_id = $1",
+            vec![Value::Text(user.to_string())],
+        )];
+        for role in roles {
+            statements.push(Statement::new(
+                "INSERT INTO auth_schema.user_roles (user_id, role) VALUES ($1, $2)",
+                vec![Value::Text(user.to_string()), Value::Text(role.clone())],
+            ));
+        }
+        self.store.batch(statements).await?;
+        let sessions = self.open_sessions(user).await?;
+        self.revoke_sessions(&sessions, "roles changed").await?;
+        self.user(user).await
+    }
+
+    /// Whether `user` holds `permission` (from storage, for other services).
+    pub async fn check_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
+        Ok(self
+            .permissions(user)
+            .await?
+            .iter()
+            .any(|p| p == permission))
+    }
+}
+
+/// The bus message announcing revoked sessions.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    /// Session ids.
+    pub sessions: Vec<String>,
+    /// Until when their tokens could live.
+    pub until: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            normalise_email(" Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        assert!(normalise_email("a.b+tag@sub.example.org").is_ok());
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@example",
+            "a@@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-example.com",
+            "a b@example.com",
+            "a@example.c0m",
+        ] {
+            let e = normalise_email(bad).unwrap_err();
+            assert!(
+                matches!(e, Failure::Invalid { field: "email", .. }),
+                "{bad}"
+            );
+        }
+        assert!(normalise_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn ids_are_uuid_v4() {
+        let id = new_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(new_id(), id);
+    }
+}

@@ -1,0 +1,284 @@
+//! The token validation fast path: every shard verifies signatures itself with the key ring it
+//! last saw, remembers tokens it already verified (keyed by a SHA-256 prefix of the token,
+//! dropped when they expire or their session is revoked), and checks its own revocation set.
+//! No cross-shard hop, no database, no lock on the hot path: the only shared state read is one
+//! atomic version number of the key ring.
+
+use crate::token::{Claims, KeyRing, Keys, Problem};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The user id.
+    pub user_id: Arc<str>,
+    /// The session id.
+    pub session_id: Arc<str>,
+    /// The email.
+    pub email: Arc<str>,
+    /// Roles.
+    pub roles: Arc<[String]>,
+    /// Permissions.
+    pub perms: Arc<[String]>,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+}
+
+impl Verified {
+    fn from_claims(c: Claims) -> Verified {
+        Verified {
+            user_id: c.sub.into(),
+            session_id: c.sid.into(),
+            email: c.email.into(),
+            roles: c.roles.into(),
+            perms: c.perms.into(),
+            expires_at: c.exp,
+        }
+    }
+
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the token grants `perm`.
+    pub fn has_perm(&self, perm: &str) -> bool {
+        self.perms.iter().any(|p| p == perm)
+    }
+}
+
+/// Shared configuration of every shard's verifier.
+pub struct Verifier {
+    keys: Arc<Keys>,
+    issuer: String,
+    capacity: usize,
+}
+
+/// One shard's state.
+struct Local {
+    owner: usize,
+    version: u64,
+    ring: Arc<KeyRing>,
+    cache: HashMap<u128, Verified>,
+    /// Revoked session id → until when it matters (its last token's expiry).
+    revoked: HashMap<Arc<str>, i64>,
+    hits: u64,
+    misses: u64,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Counters of this shard's verifier.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Verifications answered from the cache.
+    pub hits: u64,
+    /// Verifications that checked a signature.
+    pub misses: u64,
+    /// Tokens cached.
+    pub entries: usize,
+    /// Sessions in the revocation set.
+    pub revoked: usize,
+}
+
+impl Verifier {
+    /// A verifier over `keys` accepting tokens of `issuer`; each shard caches up to `capacity`.
+    pub fn new(keys: Arc<Keys>, issuer: String, capacity: usize) -> Verifier {
+        Verifier {
+            keys,
+            issuer,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        let owner = Arc::as_ptr(&self.keys) as usize;
+        LOCAL.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let version = self.keys.version();
+            let stale = match slot.as_ref() {
+                Some(local) => local.owner != owner,
+                None => true,
+            };
+            if stale {
+                let (version, ring) = self.keys.current();
+                *slot = Some(Local {
+                    owner,
+                    version,
+                    ring,
+                    cache: HashMap::new(),
+                    revoked: HashMap::new(),
+                    hits: 0,
+                    misses: 0,
+                });
+            }
+            let local = slot.as_mut().expect("set above");
+            if local.version != version {
+                let (version, ring) = self.keys.current();
+                local.version = version;
+                local.ring = ring;
+                // Tokens of removed keys must not survive in the cache.
+                local.cache.clear();
+            }
+            f(local)
+        })
+    }
+
+    /// Verifies `token` at `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Verified, Problem> {
+        let key = cache_key(token);
+        self.with_local(|local| {
+            if let Some(hit) = local.cache.get(&key) {
+                if now < hit.expires_at {
+                    if local.revoked.contains_key(&hit.session_id) {
+                        return Err(Problem::Revoked);
+                    }
+                    local.hits += 1;
+                    return Ok(hit.clone());
+                }
+                local.cache.remove(&key);
+                return Err(Problem::Expired);
+            }
+            local.misses += 1;
+            let claims = local.ring.verify(token, &self.issuer, now)?;
+            if local.revoked.contains_key(claims.sid.as_str()) {
+                return Err(Problem::Revoked);
+            }
+            let verified = Verified::from_claims(claims);
+            if local.cache.len() >= self.capacity {
+                evict(&mut local.cache, now, self.capacity);
+            }
+            local.cache.insert(key, verified.clone());
+            Ok(verified)
+        })
+    }
+
+    /// Adds revoked sessions to this shard's set: tokens of `sessions` fail from now until
+    /// `until` (after which they would have expired anyway).
+    pub fn revoke(&self, sessions: &[String], until: i64) {
+        self.with_local(|local| {
+            for sid in sessions {
+                local.revoked.insert(sid.as_str().into(), until);
+            }
+            local
+                .cache
+                .retain(|_, v| !sessions.iter().any(|s| **s == *v.session_id));
+        })
+    }
+
+    /// Forgets revocations whose tokens have all expired.
+    pub fn sweep(&self, now: i64) {
+        self.with_local(|local| {
+            local.revoked.retain(|_, until| *until > now);
+            local.cache.retain(|_, v| v.expires_at > now);
+        })
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> CacheStats {
+        self.with_local(|local| CacheStats {
+            hits: local.hits,
+            misses: local.misses,
+            entries: local.cache.len(),
+            revoked: local.revoked.len(),
+        })
+    }
+}
+
+/// The first 128 bits of SHA-256: collisions cannot be searched for, so a token cannot borrow
+/// another token's verified entry.
+fn cache_key(token: &str) -> u128 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    u128::from_le_bytes(bytes)
+}
+
+/// Makes room: expired entries first, then an arbitrary eighth.
+fn evict(cache: &mut HashMap<u128, Verified>, now: i64, capacity: usize) {
+    cache.retain(|_, v| v.expires_at > now);
+    if cache.len() >= capacity {
+        let drop: Vec<u128> = cache.keys().take((capacity / 8).max(1)).copied().collect();
+        for k in drop {
+            cache.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::SigningKey;
+
+    fn setup() -> (Verifier, Arc<Keys>) {
+        let keys = Arc::new(Keys::default());
+        let key = Arc::new(SigningKey::generate().unwrap());
+        keys.replace(KeyRing::new(
+            Some(Arc::clone(&key)),
+            vec![(key.kid.clone(), key.public())],
+        ));
+        (Verifier::new(Arc::clone(&keys), "sdsim".into(), 4), keys)
+    }
+
+    fn token(keys: &Keys, sid: &str, now: i64) -> String {
+        keys.current()
+            .1
+            .sign(&Claims {
+                iss: "sdsim".into(),
+                aud: "sdsim".into(),
+                sub: "u".into(),
+                sid: sid.into(),
+                email: "e@example.com".into(),
+                roles: vec![],
+                perms: vec![],
+                iat: now,
+                nbf: now,
+                exp: now + 60,
+                jti: sid.into(),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn caches_expires_revokes_and_follows_key_changes() {
+        let (v, keys) = setup();
+        let now = 1_800_000_000;
+        let t = token(&keys, "s1", now);
+        assert!(v.verify(&t, now).is_ok());
+        assert!(v.verify(&t, now).is_ok());
+        let s = v.stats();
+        assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
+        // Expiry applies to cached tokens too.
+        assert_eq!(v.verify(&t, now + 60), Err(Problem::Expired));
+        // Revocation drops the cached entry and refuses the session's tokens.
+        assert!(v.verify(&t, now).is_ok());
+        v.revoke(&["s1".to_string()], now + 60);
+        assert_eq!(v.verify(&t, now), Err(Problem::Revoked));
+        assert!(v.verify(&token(&keys, "s2", now), now).is_ok());
+        v.sweep(now + 61);
+        assert_eq!(v.stats().revoked, 0);
+        // Bounded.
+        for i in 0..20 {
+            v.verify(&token(&keys, &format!("x{i}"), now), now).unwrap();
+        }
+        assert!(v.stats().entries <= 4);
+        // A new ring without the old key: the cached token no longer verifies.
+        let t3 = token(&keys, "s3", now);
+        v.verify(&t3, now).unwrap();
+        let key = Arc::new(SigningKey::generate().unwrap());
+        keys.replace(KeyRing::new(
+            Some(Arc::clone(&key)),
+            vec![(key.kid.clone(), key.public())],
+        ));
+        assert_eq!(v.verify(&t3, now), Err(Problem::UnknownKey));
+    }
+}
