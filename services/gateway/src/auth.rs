@@ -109,13 +109,48 @@ impl TokenVerifier for DevOpen {
     }
 }
 
-/// The verifier the configuration asks for.
-pub fn from_config(config: &AuthConfig) -> Arc<dyn TokenVerifier> {
+/// Access tokens of the auth service (EdDSA JWTs, the shard-local fast path), then the
+/// configuration's static tokens.
+pub struct Tokens {
+    jwt: Option<Arc<sdsim_auth::verifier::Verifier>>,
+    fixed: StaticTokens,
+}
+
+impl TokenVerifier for Tokens {
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if let Some(jwt) = &self.jwt {
+            // A JWT has two dots; static tokens are tried only for other shapes.
+            if token.bytes().filter(|b| *b == b'.').count() == 2 {
+                return jwt
+                    .verify(token, sdsim_auth::service::now())
+                    .map(|v| Identity {
+                        user: v.user_id,
+                        roles: v.roles,
+                    })
+                    .map_err(|_| AuthError::Invalid);
+            }
+        }
+        self.fixed.verify(token)
+    }
+}
+
+/// The verifier the configuration asks for: `jwt` is the auth service's verifier when the
+/// process has it.
+pub fn from_config(
+    config: &AuthConfig,
+    jwt: Option<Arc<sdsim_auth::verifier::Verifier>>,
+) -> Arc<dyn TokenVerifier> {
     if config.dev_open {
         tracing::warn!("auth.dev_open = true: every bearer token is accepted as an admin; never use this outside local development");
         Arc::new(DevOpen)
     } else {
-        Arc::new(StaticTokens::new(config))
+        Arc::new(Tokens {
+            jwt,
+            fixed: StaticTokens::new(config),
+        })
     }
 }
 

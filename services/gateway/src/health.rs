@@ -11,7 +11,6 @@ use sdsim_core::shutdown::Phase;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{json, Request, Response};
 use serde::Serialize;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Registers the health routes.
@@ -27,10 +26,24 @@ pub fn register(router: &mut Router, globals: &Arc<Globals>) {
     add(router, "/health", |_| {
         json(StatusCode::OK, &Status { status: "ok" })
     });
-    add(router, "/health/ready", ready);
-    add(router, "/health/database", |g| {
-        component_response(storage_check(g))
-    });
+    let g = Arc::clone(globals);
+    router
+        .route(http::Method::GET, "/health/ready", move |_req: Request| {
+            let g = Arc::clone(&g);
+            async move { ready(&g).await }
+        })
+        .expect("health routes do not conflict");
+    let g = Arc::clone(globals);
+    router
+        .route(
+            http::Method::GET,
+            "/health/database",
+            move |_req: Request| {
+                let g = Arc::clone(&g);
+                async move { component_response(storage_check(&g).await) }
+            },
+        )
+        .expect("health routes do not conflict");
     add(router, "/health/redis", |g| {
         component_response(redis_check(g))
     });
@@ -68,41 +81,43 @@ fn component_response(c: Component) -> Response {
     json(status, &c)
 }
 
-/// Storage: for SQLite, the database directory must exist and be writable.
-pub fn storage_check(g: &Globals) -> Component {
-    let url = &g.config.storage.url;
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let dir = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Component {
-                status: "up",
-                kind: "sqlite",
-                detail: format!(
-                    "embedded SQLite at {path}; directory {} is writable",
-                    dir.display()
-                ),
-            },
-            Ok(_) => Component {
-                status: "down",
-                kind: "sqlite",
-                detail: format!("{} is not a writable directory", dir.display()),
-            },
-            Err(e) => Component {
-                status: "down",
-                kind: "sqlite",
-                detail: format!("{}: {e}", dir.display()),
-            },
-        }
-    } else {
-        Component {
+/// Storage: a round trip to the database (`SELECT 1`), bounded by `storage.connect_timeout`.
+pub async fn storage_check(g: &Globals) -> Component {
+    let Some(store) = &g.store else {
+        return Component {
+            status: "not_configured",
+            kind: "none",
+            detail: "no role of this process uses storage".into(),
+        };
+    };
+    let kind = store.kind();
+    let began = std::time::Instant::now();
+    let outcome = monoio::time::timeout(g.config.storage.connect_timeout, store.ping()).await;
+    let took = began.elapsed();
+    match outcome {
+        Ok(Ok(())) => Component {
+            status: "up",
+            kind,
+            detail: format!(
+                "{}: answered in {:.2} ms",
+                redacted(&g.config.storage.url),
+                took.as_secs_f64() * 1e3
+            ),
+        },
+        Ok(Err(e)) => Component {
             status: "down",
-            kind: "postgres",
-            detail: "storage.url names PostgreSQL, whose backend this build does not include yet"
-                .into(),
-        }
+            kind,
+            detail: format!("{}: {e}", redacted(&g.config.storage.url)),
+        },
+        Err(_) => Component {
+            status: "down",
+            kind,
+            detail: format!(
+                "{}: no answer within {:?}",
+                redacted(&g.config.storage.url),
+                g.config.storage.connect_timeout
+            ),
+        },
     }
 }
 
@@ -152,9 +167,9 @@ struct Ready {
     redis: Component,
 }
 
-fn ready(g: &Globals) -> Response {
+async fn ready(g: &Globals) -> Response {
     let phase = g.shutdown.phase();
-    let storage = storage_check(g);
+    let storage = storage_check(g).await;
     let redis = redis_check(g);
     let is_ready = phase == Phase::Accepting && storage.healthy() && redis.healthy();
     let body = Ready {

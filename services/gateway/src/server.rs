@@ -6,9 +6,13 @@ use crate::{health, observe, realtime};
 use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::{Runtime, RuntimeSpec, Shard};
+use sdsim_core::shutdown::Phase;
 use sdsim_core::shutdown::Shutdown;
 use sdsim_core::stall::StallStats;
 use sdsim_net::conn::ConnSettings;
+use sdsim_net::grpc::health::Health;
+use sdsim_net::grpc::server as grpc_server;
+use sdsim_net::grpc::{Services, Settings as GrpcSettings};
 use sdsim_net::http::codec::Limits;
 use sdsim_net::http::router::Router;
 use sdsim_net::middleware::{App, Stack};
@@ -44,8 +48,15 @@ pub struct Globals {
     pub process_epoch: u64,
     /// The Redis bridge, when `redis.url` is set.
     pub redis: Option<Arc<Bridge>>,
+    /// Storage, when a role of this process uses it.
+    pub store: Option<sdsim_store::Store>,
+    /// The auth service, when this process runs the `auth` role.
+    pub auth: Option<Arc<sdsim_auth::Auth>>,
     gateway: ListenerSet,
+    auth_http: Option<ListenerSet>,
+    auth_grpc: Option<ListenerSet>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    grpc_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A started server.
@@ -53,6 +64,48 @@ pub struct Server {
     runtime: Runtime,
     globals: Arc<Globals>,
     local_addr: SocketAddr,
+}
+
+/// Binds `addr` (named by config key `key`) once per shard.
+fn bind(key: &str, addr: &str, shards: usize) -> Result<ListenerSet, StartError> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| StartError::Address(format!("{key} = {addr}")))?;
+    bind_reuseport(parsed, shards, 4096)
+        .map_err(|e| StartError::Listen(io::Error::new(e.kind(), format!("{key} = {addr}: {e}"))))
+}
+
+/// Applies migrations when configured and starts the auth service, on a thread of its own
+/// (its runtime and any connection it opened end with it).
+fn start_auth(
+    config: &Config,
+    store: &sdsim_store::Store,
+    shards: usize,
+) -> Result<Arc<sdsim_auth::Auth>, StartError> {
+    let config = config.clone();
+    let init_store = store.clone();
+    let auth = std::thread::spawn(move || {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        rt.block_on(async {
+            if config.storage.migrate_on_start {
+                let applied = sdsim_store::migrate::run(&init_store)
+                    .await
+                    .map_err(|e| StartError::Storage(format!("migrations: {e}")))?;
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "migrations applied");
+                }
+            }
+            sdsim_auth::Auth::open(&config, init_store, shards)
+                .await
+                .map_err(StartError::Auth)
+        })
+    })
+    .join()
+    .map_err(|_| StartError::Auth("the start-up thread panicked".into()))??;
+    Ok(auth)
 }
 
 /// Why the server could not start.
@@ -70,9 +123,15 @@ pub enum StartError {
     /// The Redis bridge could not start.
     #[error("{0}")]
     Redis(String),
-    /// The gateway listen address is not an IP:port.
-    #[error("gateway.listen = {0}: not an IP:port address")]
+    /// A listen address is not an IP:port.
+    #[error("{0}: not an IP:port address")]
     Address(String),
+    /// Storage could not be opened or migrated.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The auth service could not start.
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 impl Server {
@@ -89,17 +148,29 @@ impl Server {
     {
         let spec = RuntimeSpec::from_config(&config.runtime);
         let shards = spec.shards();
-        let addr: SocketAddr = config
-            .gateway
-            .listen
-            .parse()
-            .map_err(|_| StartError::Address(config.gateway.listen.clone()))?;
-        let gateway = bind_reuseport(addr, shards, 4096).map_err(StartError::Listen)?;
+        let gateway = bind("gateway.listen", &config.gateway.listen, shards)?;
         let local_addr = gateway.local_addr();
+        let runs_auth = config.roles.iter().any(|r| r == "auth");
+        // Connections open lazily (PostgreSQL per shard); SQLite files are created here.
+        let store =
+            sdsim_auth::open_store(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let (auth, auth_http, auth_grpc) = if runs_auth {
+            let auth = start_auth(&config, &store, shards)?;
+            let http = bind("auth.http_listen", &config.auth.http_listen, shards)?;
+            let grpc = bind("auth.grpc_listen", &config.auth.grpc_listen, shards)?;
+            (Some(auth), Some(http), Some(grpc))
+        } else {
+            (None, None, None)
+        };
+        let store = Some(store);
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(sdsim_net::tls::load_acceptor(cert, key, &[b"http/1.1"])?)
             }
+            _ => None,
+        };
+        let grpc_tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(sdsim_net::tls::load_acceptor(cert, key, &[b"h2"])?),
             _ => None,
         };
         let process_epoch = random_u64();
@@ -111,7 +182,15 @@ impl Server {
             None => None,
         };
         let globals = Arc::new(Globals {
-            verifier: auth::from_config(&config.auth),
+            verifier: auth::from_config(
+                &config.auth,
+                auth.as_ref().map(|a| Arc::clone(a.verifier())),
+            ),
+            store,
+            auth,
+            auth_http,
+            auth_grpc,
+            grpc_tls,
             ws_open: Arc::new(AtomicUsize::new(0)),
             process_epoch,
             redis,
@@ -150,6 +229,16 @@ impl Server {
         self.local_addr
     }
 
+    /// The auth role's HTTP address, when this process runs it.
+    pub fn auth_http_addr(&self) -> Option<SocketAddr> {
+        self.globals.auth_http.as_ref().map(|l| l.local_addr())
+    }
+
+    /// The auth role's gRPC address, when this process runs it.
+    pub fn auth_grpc_addr(&self) -> Option<SocketAddr> {
+        self.globals.auth_grpc.as_ref().map(|l| l.local_addr())
+    }
+
     /// The shutdown state machine (call `drain` on it to stop the server).
     pub fn shutdown(&self) -> &Arc<Shutdown> {
         &self.globals.shutdown
@@ -172,6 +261,17 @@ pub fn routes(globals: &Arc<Globals>) -> Router {
     health::register(&mut router, globals);
     observe::register(&mut router, globals);
     realtime::register(&mut router, globals);
+    if let Some(auth) = &globals.auth {
+        sdsim_auth::http::register(&mut router, auth);
+    }
+    router
+}
+
+/// The routes of the auth role's own HTTP listener: its API and health.
+fn auth_routes(globals: &Arc<Globals>, auth: &Arc<sdsim_auth::Auth>) -> Router {
+    let mut router = Router::new();
+    health::register(&mut router, globals);
+    sdsim_auth::http::register(&mut router, auth);
     router
 }
 
@@ -179,7 +279,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     let config = &globals.config;
     let metrics = shard.insert(Metrics::new());
     let stack = Stack::from_config(config, Rc::clone(&metrics));
-    let rt = realtime::install(&shard, &globals, metrics);
+    let rt = realtime::install(&shard, &globals, Rc::clone(&metrics));
     if let Some(mut inbound) = globals
         .redis
         .as_ref()
@@ -193,6 +293,9 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
                 }
             }
         });
+    }
+    if let Some(auth) = &globals.auth {
+        sdsim_auth::install_shard(auth, &shard, Rc::clone(&rt.bus));
     }
     let app = Rc::new(App::new(router, stack));
     let settings = Rc::new(ConnSettings {
@@ -223,14 +326,119 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     );
     let ctx = Rc::new(ListenerContext {
         app,
-        settings,
+        settings: Rc::clone(&settings),
         tls: globals.tls.clone(),
         shutdown: Arc::clone(&globals.shutdown),
         stats: Arc::clone(&globals.conn_stats),
         max_connections: config.server.max_connections,
     });
+    if let (Some(auth), Some(set)) = (&globals.auth, &globals.auth_http) {
+        if let Some(Ok(listener)) = set.take(shard.id().index()) {
+            let stack = Stack::from_config(config, Rc::clone(&metrics));
+            let ctx = Rc::new(ListenerContext {
+                app: Rc::new(App::new(auth_routes(&globals, auth), stack)),
+                settings: Rc::clone(&settings),
+                tls: globals.tls.clone(),
+                shutdown: Arc::clone(&globals.shutdown),
+                stats: Arc::clone(&globals.conn_stats),
+                max_connections: config.server.max_connections,
+            });
+            let s = shard.clone();
+            shard.spawn("auth-http-accept", async move {
+                accept_loop(&s, listener, ctx).await;
+            });
+        }
+    }
+    if let (Some(auth), Some(set)) = (&globals.auth, &globals.auth_grpc) {
+        if let Some(Ok(listener)) = set.take(shard.id().index()) {
+            let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
+            let mut services = Services::new();
+            sdsim_auth::grpc::register(&mut services, auth);
+            let health = Health::new(&["", "sdsim.auth.v1.AuthService"], phase);
+            health.register(&mut services);
+            let services = Rc::new(services);
+            let g = Arc::clone(&globals);
+            let s = shard.clone();
+            shard.spawn("auth-grpc-accept", async move {
+                grpc_accept_loop(&s, listener, services, g).await;
+            });
+        }
+    }
     accept_loop(&shard, listener, ctx).await;
     drain_shard(&shard, &globals.shutdown).await;
+}
+
+/// Accepts gRPC (HTTP/2) connections until the server drains; each is served on its own task.
+async fn grpc_accept_loop(
+    shard: &Shard,
+    listener: monoio::net::TcpListener,
+    services: Rc<Services>,
+    globals: Arc<Globals>,
+) {
+    let mut phase = sdsim_net::server::shard_phase(shard, &globals.shutdown);
+    let settings = Rc::new(GrpcSettings::default());
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = phase.wait_for(|p| *p != Phase::Accepting) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC accept failed");
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if globals.shutdown.open_connections() >= globals.config.server.max_connections {
+            globals
+                .conn_stats
+                .refused_over_limit
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        globals
+            .conn_stats
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = globals.shutdown.connection_opened(shard.id().index());
+        let _ = stream.set_nodelay(true);
+        let (services, settings, g) = (
+            Rc::clone(&services),
+            Rc::clone(&settings),
+            Arc::clone(&globals),
+        );
+        let conn_phase = phase.clone();
+        shard.spawn("grpc-connection", async move {
+            let _open = guard;
+            let mut closed = conn_phase.clone();
+            let serve = async {
+                use monoio::io::IntoPollIo;
+                let Ok(io) = stream.into_poll_io() else {
+                    return;
+                };
+                match &g.grpc_tls {
+                    None => {
+                        grpc_server::serve_connection(io, peer, services, settings, conn_phase)
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            monoio::time::timeout(g.config.http.read_timeout, acceptor.accept(io))
+                                .await;
+                        if let Ok(Ok(tls)) = handshake {
+                            grpc_server::serve_connection(tls, peer, services, settings, conn_phase)
+                                .await
+                        }
+                    }
+                }
+            };
+            monoio::select! {
+                _ = serve => {}
+                _ = closed.wait_for(|p| *p == Phase::Closed) => g.shutdown.record_forced(1),
+            }
+        });
+    }
 }
 
 fn random_u64() -> u64 {

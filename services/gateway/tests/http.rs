@@ -246,7 +246,7 @@ fn metrics_and_monitoring_report_requests_by_route() {
 
 #[test]
 fn health_components_say_what_is_true() {
-    let server = start(&["storage.url=sqlite:///tmp/sdsim-health-test.db"]);
+    let server = start(&[]);
     let addr = server.local_addr();
     let ready = get(addr, "/health/ready");
     assert_eq!(ready.status, 200, "{}", ready.text());
@@ -259,7 +259,17 @@ fn health_components_say_what_is_true() {
     assert!(redis.text().contains("not_configured"));
     assert!(get(addr, "/health/services").text().contains("\"gateway\""));
     stop(server);
-    let down = start(&["storage.url=sqlite:///nonexistent-dir-for-sdsim/x.db"]);
+    // A database that does not answer (nothing listens on port 1): the component and readiness
+    // say so, the rest keeps serving.
+    let down = start(&[
+        "roles=[\"gateway\"]",
+        "storage.url=postgres://sdsim@127.0.0.1:1/sdsim",
+        "storage.connect_timeout=500ms",
+    ]);
+    let db = get(down.local_addr(), "/health/database");
+    assert_eq!(db.status, 503, "{}", db.text());
+    assert!(db.text().contains("postgres"), "{}", db.text());
+    assert_eq!(get(down.local_addr(), "/health").status, 200);
     assert_eq!(get(down.local_addr(), "/health/database").status, 503);
     assert_eq!(get(down.local_addr(), "/health/ready").status, 503);
     stop(down);

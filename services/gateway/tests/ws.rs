@@ -384,8 +384,12 @@ fn resume_after_reconnect_recovers_missed_events_or_says_it_cannot() {
 
 #[test]
 fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
+    // The slow client reads nothing until every publish is done, which takes longer than the
+    // default close timeout on a loaded machine: the close frame waits behind the kernel
+    // buffers, so give it time to get through.
     let server = server(&[
         "websocket.max_outbound_bytes=65536",
+        "websocket.close_timeout=60s",
         "ratelimit.enabled=false",
     ]);
     let addr = server.local_addr();

@@ -29,6 +29,24 @@ enum Command {
     Config,
     /// Simulate a system design document and print its report.
     Simulate(sdsim_simulation::cli::SimulateArgs),
+    /// Apply pending storage migrations to `storage.url` and list what was applied.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account; the password is read from standard input (one line).
+    Add {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// Role (repeatable): admin, user.
+        #[arg(long = "role", default_value = "user")]
+        roles: Vec<String>,
+    },
 }
 
 /// Runs the command line; the exit code is 0 on success, 2 for configuration errors, 1 otherwise.
@@ -47,6 +65,8 @@ pub(crate) fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .context("printing the configuration"),
         Command::Simulate(args) => sdsim_simulation::cli::run(args),
+        Command::Migrate => migrate(&config),
+        Command::User(UserCommand::Add { email, roles }) => user_add(&config, &email, &roles),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,9 +135,79 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
-    raise_fd_limit(config.server.max_connections);
+/// Runs `f` on a one-off monoio runtime (CLI commands that talk to storage).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .context("starting a runtime")?;
+    Ok(rt.block_on(f))
+}
+
+fn open_store(config: &Config) -> anyhow::Result<sdsim_store::Store> {
+    create_data_dir(config)?;
+    sdsim_auth::open_store(config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    block_on(async {
+        let applied = sdsim_store::migrate::run(&store).await?;
+        let all = sdsim_store::migrate::applied(&store).await?;
+        for m in sdsim_store::migrate::MIGRATIONS {
+            let state = if applied.contains(&m.version) {
+                "applied now"
+            } else if all.contains(&m.version) {
+                "already applied"
+            } else {
+                "pending"
+            };
+            println!("{:>4}  {:<24} {state}", m.version, m.name);
+        }
+        Ok::<_, sdsim_store::StoreError>(())
+    })?
+    .map_err(|e| anyhow::anyhow!("migrations on {}: {e}", store.kind()))
+}
+
+fn user_add(config: &Config, email: &str, roles: &[String]) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on standard input (echo the password | sdsim user add ...)");
+    }
+    let store = open_store(config)?;
+    let user = block_on(async {
+        if config.storage.migrate_on_start {
+            sdsim_store::migrate::run(&store)
+                .await
+                .map_err(|e| format!("migrations: {e}"))?;
+        }
+        let auth = sdsim_auth::Auth::open(config, store, 1).await?;
+        let email = sdsim_auth::service::normalise_email(email).map_err(|e| e.to_string())?;
+        if let Some(why) =
+            sdsim_auth::password::weakness(password, &email, config.auth.min_password_score)
+        {
+            return Err(format!("password: {why}"));
+        }
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        auth.create_user(&email, password, &roles)
+            .await
+            .map_err(|e| e.to_string())
+    })?
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "created user {} <{}> with roles {}",
+        user.id,
+        user.email,
+        user.roles.join(", ")
+    );
+    Ok(())
+}
+
+fn create_data_dir(config: &Config) -> anyhow::Result<()> {
     if let Some(path) = config.storage.url.strip_prefix("sqlite://") {
         if let Some(dir) = std::path::Path::new(path)
             .parent()
@@ -127,6 +217,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
     }
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    raise_fd_limit(config.server.max_connections);
+    create_data_dir(&config)?;
     let timeout = config.server.shutdown_timeout;
     let server = Server::start(config).context("starting the server")?;
     server

@@ -20,6 +20,8 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Running {
         .args(args)
         .current_dir(dir)
         .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("SDSIM__AUTH__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__AUTH__GRPC_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

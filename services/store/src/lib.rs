@@ -15,6 +15,7 @@
 pub mod migrate;
 mod postgres;
 mod sqlite;
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

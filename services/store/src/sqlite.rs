@@ -108,7 +108,7 @@ impl Sqlite {
             let tx = conn.transaction().map_err(map_error)?;
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
-                let mut stmt = tx.prepare_cached(&s.sql).map_err(map_error)?;
+                let mut stmt = tx.prepare_cached(&numbered(&s.sql)).map_err(map_error)?;
                 let n = stmt
                     .execute(rusqlite::params_from_iter(s.params.iter().map(Param)))
                     .map_err(map_error)?;
@@ -132,7 +132,7 @@ impl Sqlite {
             .is_some_and(|w| w.eq_ignore_ascii_case("select"));
         let queue = if writes { &self.writer } else { &self.readers };
         Self::run(queue, move |conn| {
-            let mut stmt = conn.prepare_cached(&sql).map_err(map_error)?;
+            let mut stmt = conn.prepare_cached(&numbered(&sql)).map_err(map_error)?;
             let columns = stmt.column_count();
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(params.iter().map(Param)))
@@ -205,5 +205,39 @@ fn map_error(e: rusqlite::Error) -> StoreError {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Query(e.to_string()),
+    }
+}
+
+/// PostgreSQL's `$N` placeholders as SQLite's `?N`: SQLite reads `$1` as a *named* parameter,
+/// numbered by first appearance, so `SET a = $2 WHERE b = $1` would bind the values swapped.
+fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c == '$' && !quoted && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_become_numbered() {
+        assert_eq!(super::numbered("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            super::numbered("UPDATE t SET a = $2 WHERE b = $1 AND c = '$1'"),
+            "UPDATE t SET a = ?2 WHERE b = ?1 AND c = '$1'"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! One repository suite, two backends: the embedded SQLite files and a real PostgreSQL server
 //! (started here from Debian's postgresql package on a free loopback port, stopped after).
 
+use sdsim_store::testing::Postgres;
 use sdsim_store::{migrate, Options, Statement, Store, StoreError, Value};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn on_monoio<F: std::future::Future<Output = ()>>(f: F) {
@@ -30,154 +30,6 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
         % 1_000_000_007
-}
-
-/// A private PostgreSQL cluster on a free loopback port.
-struct Postgres {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn pg_bin(name: &str) -> PathBuf {
-    let base = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL must be installed (./test.sh installs Debian's postgresql)")
-        .flatten()
-        .map(|e| e.path())
-        .max()
-        .expect("a PostgreSQL version directory");
-    base.join("bin").join(name)
-}
-
-/// The `postgres` account's uid and gid, from /etc/passwd.
-fn postgres_ids() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
-    let mut fields = line.split(':').skip(2);
-    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-}
-
-/// A PostgreSQL program, run as the `postgres` account when we are root (the server refuses to
-/// run as root). The process is the program itself, so signals reach it directly.
-fn pg_command(program: &str) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(pg_bin(program));
-    if unsafe { geteuid() } == 0 {
-        let (uid, gid) = postgres_ids().expect("a postgres account (Debian's package creates it)");
-        c.uid(uid).gid(gid);
-    }
-    c
-}
-
-extern "C" {
-    fn geteuid() -> u32;
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let dir = temp_dir("pg");
-        if unsafe { geteuid() } == 0 {
-            let (uid, gid) = postgres_ids().expect("a postgres account");
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        }
-        let out = pg_command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(dir.join("data"))
-            .output()
-            .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut pg = Postgres {
-            dir,
-            port,
-            child: None,
-        };
-        pg.launch();
-        pg
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("postgres.log"))
-            .unwrap();
-        let child = pg_command("postgres")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(&self.dir)
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("postgres starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let log =
-                    std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
-                self.child = None;
-                panic!("postgres exited ({status}):\n{log}");
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
-                panic!("postgres did not become ready in 30 s:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGINT: fast shutdown (disconnects clients, then exits).
-            unsafe { kill(child.id() as i32, 2) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn now() -> i64 {
@@ -224,6 +76,32 @@ async fn suite(store: &Store) {
         row.text(3).is_err(),
         "a type mismatch is an error, not a panic"
     );
+
+    // Placeholders bind by number, whatever their order in the text.
+    let n = store
+        .execute(
+            "UPDATE auth_schema.users SET failed_logins = $2 WHERE id = $1",
+            vec!["u1".into(), 3.into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let row = store
+        .query_opt(
+            "SELECT failed_logins FROM auth_schema.users WHERE id = $1",
+            vec!["u1".into()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.int(0).unwrap(), 3);
+    store
+        .execute(
+            "UPDATE auth_schema.users SET failed_logins = 0 WHERE id = $1",
+            vec!["u1".into()],
+        )
+        .await
+        .unwrap();
 
     // Unique email: a conflict naming the constraint, nothing written.
     let err = insert_user(store, "u2", "ada@example.com")

@@ -82,14 +82,33 @@ pub fn test_routes(router: &mut Router) {
         .unwrap();
 }
 
-/// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet).
+/// A fresh directory under the system temp dir (storage of one test server).
+pub fn temp_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sdsim-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet, storage in
+/// a fresh temporary directory).
 pub fn start(sets: &[&str]) -> Server {
     let mut o = Overrides::default();
+    let db = format!("storage.url=sqlite://{}/sdsim.db", temp_dir().display());
     for s in [
         "gateway.listen=127.0.0.1:0",
+        "auth.http_listen=127.0.0.1:0",
+        "auth.grpc_listen=127.0.0.1:0",
         "log.access=false",
         "runtime.shards=2",
         "runtime.cpus=[0, 1]",
+        db.as_str(),
     ] {
         o.set(s).unwrap();
     }
