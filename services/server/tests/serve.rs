@@ -293,3 +293,97 @@ fn simulate_prints_a_report_and_json_fields() {
     );
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn migrate_and_user_add_bootstrap_an_operator() {
+    let dir = tempdir("bootstrap");
+    let _ = std::fs::remove_dir_all(dir.join("data"));
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["migrate"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("auth") && text.contains("applied now"),
+        "{text}"
+    );
+    let again = run(&["migrate"], "");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already applied"));
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("applied now"));
+
+    let out = run(
+        &[
+            "user",
+            "add",
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "admin",
+        ],
+        "a long operator passphrase\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("<ops@example.com>") && text.contains("admin"),
+        "{text}"
+    );
+    // The same email again, a weak password, an unknown role, no password: clear errors.
+    for (args, stdin, says) in [
+        (
+            vec!["--email", "ops@example.com"],
+            "another long passphrase\n",
+            "already exists",
+        ),
+        (vec!["--email", "x@example.com"], "password\n", "password"),
+        (
+            vec!["--email", "y@example.com", "--role", "wizard"],
+            "a long operator passphrase\n",
+            "unknown role",
+        ),
+        (vec!["--email", "z@example.com"], "", "no password"),
+    ] {
+        let mut full = vec!["user", "add"];
+        full.extend(args);
+        let out = run(&full, stdin);
+        assert_eq!(out.status.code(), Some(1), "{full:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{full:?}: {err}");
+    }
+
+    // The operator logs in on a server using the same data directory.
+    let r = spawn(&["serve", "--set", "runtime.shards=1"], &dir);
+    let body = r#"{"email":"ops@example.com","password":"a long operator passphrase"}"#;
+    let resp = ureq::post(&format!("http://127.0.0.1:{}/api/auth/login", r.port))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_reader(resp.into_body().into_reader()).unwrap();
+    assert_eq!(v["user"]["roles"], serde_json::json!(["admin"]));
+    let (code, _) = sigterm_and_wait(r);
+    assert_eq!(code, 0);
+}
