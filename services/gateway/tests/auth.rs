@@ -733,3 +733,73 @@ mod grpc {
         stop(server);
     }
 }
+
+/// The WebSocket endpoint authenticates with the same access tokens: the channel policy sees
+/// the token's user, and a logged-out session cannot authenticate any more.
+#[test]
+fn websocket_clients_authenticate_with_access_tokens() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(&["ratelimit.enabled=false"]);
+    let addr = server.local_addr();
+    let user = register(addr, "fay@example.com");
+    let id = user["id"].as_str().unwrap().to_string();
+    let (_, tokens) = login(addr, "fay@example.com", STRONG);
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {access}").parse().unwrap());
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let reply =
+            async |ws: &mut tokio_tungstenite::WebSocketStream<_>, op: Value| -> Value {
+                ws.send(Message::text(op.to_string())).await.unwrap();
+                loop {
+                    match ws.next().await.unwrap().unwrap() {
+                        Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            };
+        let own = reply(
+            &mut ws,
+            json!({"op": "subscribe", "channel": format!("notifications:user:{id}")}),
+        )
+        .await;
+        assert_eq!(own["op"], "subscribed", "{own}");
+        let other = reply(
+            &mut ws,
+            json!({"op": "subscribe", "channel": "notifications:user:someone-else"}),
+        )
+        .await;
+        assert_eq!(other["code"], "forbidden", "{other}");
+        // After logout the token no longer authenticates a new connection (first-message auth).
+        assert_eq!(
+            call(addr, "POST", "/api/auth/logout", Some(&access), None).0,
+            204
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                .await
+                .unwrap();
+            let answer = reply(&mut ws, json!({"op": "auth", "token": access})).await;
+            if answer["op"] == "error" {
+                assert_eq!(answer["code"], "unauthorized", "{answer}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "revoked token still authenticates: {answer}"
+            );
+        }
+    });
+    stop(server);
+}
