@@ -20,6 +20,7 @@ pub use service::{Auth, Failure, REVOCATIONS};
 
 use sdsim_core::bus::{Bus, Event, Sink};
 use sdsim_core::config::Config;
+use sdsim_core::metrics::{Key, Metrics};
 use sdsim_store::{Options, Store};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -63,13 +64,22 @@ impl Auth {
     }
 }
 
+/// Metric: time from a revocation's publication to its application on a shard.
+pub const REVOCATION_DELAY: &str = "sdsim_auth_revocation_delay_seconds";
+
 /// Applies revocations announced on the bus to this shard's verifier.
-struct RevocationSink(Arc<Verifier>);
+struct RevocationSink(Arc<Verifier>, Rc<Metrics>);
 
 impl Sink for RevocationSink {
     fn push(&self, event: &Arc<Event>) -> bool {
         match sonic_rs::from_slice::<service::Revocation>(&event.data) {
-            Ok(r) => self.0.revoke(&r.sessions, r.until),
+            Ok(r) => {
+                self.0.revoke(&r.sessions, r.until);
+                if r.at_us > 0 {
+                    let delay = service::now_us().saturating_sub(r.at_us);
+                    self.1.record_us(Key::plain(REVOCATION_DELAY), delay);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "malformed revocation on the bus"),
         }
         true
@@ -78,11 +88,16 @@ impl Sink for RevocationSink {
 
 /// Starts the auth service's parts on one shard: the revocation subscriber and sweeper, and on
 /// shard 0 the key refresher and the mail dispatcher.
-pub fn install_shard(auth: &Arc<Auth>, shard: &sdsim_core::runtime::Shard, bus: Rc<Bus>) {
+pub fn install_shard(
+    auth: &Arc<Auth>,
+    shard: &sdsim_core::runtime::Shard,
+    bus: Rc<Bus>,
+    metrics: Rc<Metrics>,
+) {
     let a = Arc::clone(auth);
     shard.spawn("auth-revocations", async move {
         let verifier = Arc::clone(a.verifier());
-        let sink = Rc::new(RevocationSink(Arc::clone(&verifier)));
+        let sink = Rc::new(RevocationSink(Arc::clone(&verifier), metrics));
         // Subscribe first, then load what storage knows: nothing falls between the two.
         let subscription = loop {
             match bus.subscribe(REVOCATIONS, sink.clone(), None).await {

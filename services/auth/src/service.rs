@@ -748,6 +748,7 @@ impl Auth {
         let message = Revocation {
             sessions: sessions.to_vec(),
             until,
+            at_us: now_us(),
         };
         if let Some(bus) = sdsim_core::bus::Bus::local() {
             let data = sonic_rs::to_vec(&message).unwrap_or_default();
@@ -977,6 +978,17 @@ pub struct Revocation {
     pub sessions: Vec<String>,
     /// Until when their tokens could live.
     pub until: i64,
+    /// When it was published (Unix microseconds): receivers measure how long it took.
+    #[serde(default)]
+    pub at_us: u64,
+}
+
+/// Unix microseconds now.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -99,6 +99,9 @@ fn help(name: &str) -> &'static str {
         "sdsim_redis_received_total" => "Events received from other instances.",
         "sdsim_redis_receive_dropped_total" => "Received events dropped (a shard queue full).",
         "sdsim_redis_failures_total" => "Redis connection failures.",
+        "sdsim_auth_revocation_delay_seconds" => {
+            "Time from a session revocation's publication to its application on a shard."
+        }
         _ => "sdsim metric.",
     }
 }

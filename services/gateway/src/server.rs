@@ -295,7 +295,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
         });
     }
     if let Some(auth) = &globals.auth {
-        sdsim_auth::install_shard(auth, &shard, Rc::clone(&rt.bus));
+        sdsim_auth::install_shard(auth, &shard, Rc::clone(&rt.bus), Rc::clone(&metrics));
     }
     let app = Rc::new(App::new(router, stack));
     let settings = Rc::new(ConnSettings {

@@ -1,0 +1,191 @@
+//! The `sdsim` binary's AuthService from another language: `tests/python/auth_client.py`, a
+//! grpcio client with stubs generated at run time from `proto/`, runs against a real server.
+//! Python with grpcio and grpcio-tools is required (`./test.sh` installs them); without them the
+//! test fails rather than skipping, so a missing dependency never passes unnoticed.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
+const CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/python/auth_client.py"
+);
+const PIP_INSTALL: &str = r#"python3 -m pip install "grpcio==1.*" "grpcio-tools==1.*""#;
+
+/// A running `sdsim serve`; killed on drop so a failed assertion leaves no server behind.
+struct Server {
+    child: Child,
+    gateway: SocketAddr,
+    grpc: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        // The auth listeners' addresses are not logged, so they get ports chosen here. Another
+        // process could take one between this drop and the server's bind; the server then
+        // exits with the address in its error, which the wait below reports.
+        let (grpc, http) = (free_port(), free_port());
+        let db = dir.join("sdsim.db");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--set", "runtime.shards=2"])
+            .args(["--set", &format!("auth.grpc_listen={grpc}")])
+            .args(["--set", &format!("auth.http_listen={http}")])
+            .args(["--set", &format!("storage.url=sqlite://{}", db.display())])
+            .current_dir(dir)
+            .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sdsim");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let gateway = wait_for_gateway(&mut child, &lines);
+        Server {
+            child,
+            gateway,
+            grpc,
+            lines,
+        }
+    }
+
+    /// SIGTERM, then the exit code and everything the server logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads finish once the pipes close.
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.log())
+    }
+
+    fn log(&self) -> String {
+        self.lines.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads the log until the gateway's `local_addr=` line; the auth listeners are bound before it.
+fn wait_for_gateway(child: &mut Child, lines: &mpsc::Receiver<String>) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            if let Some(rest) = line.split("local_addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+            seen.push(line);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            seen.extend(lines.try_iter());
+            panic!(
+                "sdsim exited ({status}) before listening:\n{}",
+                seen.join("\n")
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sdsim did not log local_addr= within 20 s:\n{}",
+            seen.join("\n")
+        );
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Fails (never skips) when python3, grpcio or grpcio-tools is missing.
+fn require_python_grpc() {
+    let probe = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output();
+    let why = match probe {
+        Ok(out) if out.status.success() => return,
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(e) => format!("python3: {e}"),
+    };
+    panic!(
+        "python3 with grpcio and grpcio-tools is required ({why}); ./test.sh installs them, \
+         or run: {PIP_INSTALL}"
+    );
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sdsim-python-grpc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_python_grpcio_client_calls_every_auth_service_method() {
+    require_python_grpc();
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let client = Command::new("python3")
+        .arg(CLIENT)
+        .args(["--grpc", &server.grpc.to_string()])
+        .args(["--http", &server.gateway.to_string()])
+        .output()
+        .expect("run python3");
+    let report = text(&client);
+    println!("{report}");
+    if !client.status.success() {
+        let (_, log) = server.stop();
+        panic!(
+            "auth_client.py exited with {}\n{report}--- server log\n{log}",
+            client.status
+        );
+    }
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "sdsim exit code after SIGTERM:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
