@@ -757,17 +757,16 @@ fn websocket_clients_authenticate_with_access_tokens() {
             .insert("authorization", format!("Bearer {access}").parse().unwrap());
         let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
         assert_eq!(resp.status(), 101);
-        let reply =
-            async |ws: &mut tokio_tungstenite::WebSocketStream<_>, op: Value| -> Value {
-                ws.send(Message::text(op.to_string())).await.unwrap();
-                loop {
-                    match ws.next().await.unwrap().unwrap() {
-                        Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-                        Message::Ping(_) | Message::Pong(_) => continue,
-                        other => panic!("{other:?}"),
-                    }
+        let reply = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, op: Value| -> Value {
+            ws.send(Message::text(op.to_string())).await.unwrap();
+            loop {
+                match ws.next().await.unwrap().unwrap() {
+                    Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    other => panic!("{other:?}"),
                 }
-            };
+            }
+        };
         let own = reply(
             &mut ws,
             json!({"op": "subscribe", "channel": format!("notifications:user:{id}")}),
