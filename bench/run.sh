@@ -3,6 +3,8 @@
 # this machine, pinned, and writes the tables to bench/results/<date>-<name>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# target/release/sdsim (the server every benchmark starts), the bench-* drivers, the peer-*
+# servers and the load generator; run this first when running one benchmark by hand.
 cargo build --release -p sdsim-server -p sdsim-bench -p sdsim-loadtest
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench/results
@@ -17,3 +19,5 @@ echo "== WebSocket: idle connections, fan-out to 10,000 subscribers on one chann
 for scenario in idle fanout fanout-many; do
   target/release/bench-ws --scenario "$scenario" --runs 3 | tee "bench/results/$stamp-ws-$scenario.md"
 done
+echo "== gRPC ValidateToken (sdsim vs tonic + jsonwebtoken, server CPU 0, load CPU 1; verification cost per token on CPU 1)"
+target/release/bench-auth --runs 3 --out "bench/results/$stamp-auth.md"

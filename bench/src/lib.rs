@@ -1,8 +1,26 @@
 //! sdsim-bench: shared helpers of the benchmark binaries (`bench-mesh`, `bench-http`,
-//! `bench-ws`) and the peer servers they are compared with (`peer-axum`, `peer-ws`).
+//! `bench-ws`, `bench-auth`) and the peer servers they are compared with (`peer-axum`,
+//! `peer-ws`, `peer-auth`).
+//!
+//! Layout:
+//! - [`process`]: start a server pinned to a CPU, wait for its port, stop it.
+//! - [`ws_client`]: the WebSocket client pool of `bench-ws`.
+//! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
+//! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
+//! - [`verify_cost`]: ns per token check on one thread, ring against jsonwebtoken.
+//! - [`proto`]: the tonic server and client of `sdsim.auth.v1.AuthService` (generated).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod token;
+pub mod token_checks;
+pub mod verify_cost;
 pub mod ws_client;
+
+/// `sdsim.auth.v1`, generated from `proto/` by tonic-prost-build (see `build.rs`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("sdsim.auth.v1");
+}
 
 /// Helpers that start, wait for and stop a pinned server process.
 pub mod process {
@@ -93,6 +111,35 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The current UTC time as `YYYYMMDDTHHMMSSZ`, the prefix of the files in `bench/results/`.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    stamp_of(secs)
+}
+
+fn stamp_of(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// One line describing the machine: CPUs, model, kernel.
 pub fn machine_line() -> String {
     let m = sdsim_loadtest::report::Machine::current();
@@ -105,5 +152,13 @@ mod tests {
     fn median_odd_even() {
         assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(super::stamp_of(0), "19700101T000000Z");
+        // 2026-11-23 06:06:55 UTC.
+        assert_eq!(super::stamp_of(1_795_414_015), "20261123T060655Z");
+        assert_eq!(super::stamp_of(951_782_400), "20000229T000000Z");
     }
 }
