@@ -12,7 +12,7 @@ use crate::middleware::App;
 use monoio::io::IntoPollIo;
 use monoio::net::{TcpListener, TcpStream};
 use sdsim_core::runtime::Shard;
-use sdsim_core::shutdown::{Phase, Shutdown};
+use sdsim_core::shutdown::{ConnectionGuard, Phase, Shutdown};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -143,15 +143,21 @@ pub fn shard_phase(shard: &Shard, shutdown: &Arc<Shutdown>) -> watch::Receiver<P
     rx
 }
 
-/// Accepts connections on `listener` until the server starts draining, spawning one task per
-/// connection on this shard. Returns when the listener is closed.
-pub async fn accept_loop(shard: &Shard, listener: TcpListener, ctx: Rc<ListenerContext>) {
-    let mut phase = shard_phase(shard, &ctx.shutdown);
-    let date = Rc::new(RefCell::new(HttpDate::new()));
+/// Waits for the next connection this shard may serve, whatever its protocol: counts it,
+/// refuses it when `max_connections` are open, backs off on accept errors. `None` once the
+/// server stops accepting.
+pub async fn next_connection(
+    shard: &Shard,
+    listener: &TcpListener,
+    phase: &mut watch::Receiver<Phase>,
+    shutdown: &Arc<Shutdown>,
+    stats: &ConnStats,
+    max_connections: usize,
+) -> Option<(TcpStream, SocketAddr, ConnectionGuard)> {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = phase.wait_for(|p| *p != Phase::Accepting) => break,
+            _ = phase.wait_for(|p| *p != Phase::Accepting) => return None,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -162,14 +168,32 @@ pub async fn accept_loop(shard: &Shard, listener: TcpListener, ctx: Rc<ListenerC
                 continue;
             }
         };
-        ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        if ctx.shutdown.open_connections() >= ctx.max_connections {
-            ctx.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if shutdown.open_connections() >= max_connections {
+            stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let guard = ctx.shutdown.connection_opened(shard.id().index());
+        let guard = shutdown.connection_opened(shard.id().index());
         let _ = stream.set_nodelay(true);
+        return Some((stream, peer, guard));
+    }
+}
+
+/// Accepts connections on `listener` until the server starts draining, spawning one task per
+/// connection on this shard. Returns when the listener is closed.
+pub async fn accept_loop(shard: &Shard, listener: TcpListener, ctx: Rc<ListenerContext>) {
+    let mut phase = shard_phase(shard, &ctx.shutdown);
+    let date = Rc::new(RefCell::new(HttpDate::new()));
+    while let Some((stream, peer, guard)) = next_connection(
+        shard,
+        &listener,
+        &mut phase,
+        &ctx.shutdown,
+        &ctx.stats,
+        ctx.max_connections,
+    )
+    .await
+    {
         let ctx = Rc::clone(&ctx);
         let phase = phase.clone();
         let date = Rc::clone(&date);

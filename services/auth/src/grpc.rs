@@ -175,9 +175,7 @@ pub fn register(services: &mut Services, auth: &Arc<Auth>) {
                     .roles_with_permissions(user)
                     .await
                     .map_err(|f| status_of(&f))?;
-                let mut all: Vec<String> = roles.iter().flat_map(|(_, p)| p.clone()).collect();
-                all.sort();
-                all.dedup();
+                let all = crate::service::union_of(&roles);
                 Ok(pb::GetUserPermissionsResponse {
                     roles: roles
                         .into_iter()

@@ -252,9 +252,9 @@ impl Auth {
         &self.mail
     }
 
-    /// The current key ring.
+    /// The key ring, as this shard last saw it (no lock unless the keys changed).
     pub fn key_ring(&self) -> Arc<KeyRing> {
-        self.keys.current().1
+        self.verifier.ring()
     }
 
     /// Reads the signing keys, making the first one or the next one when due, and installs the
@@ -315,7 +315,7 @@ impl Auth {
         let (_, current) = self.keys.current();
         let same = current.signer().map(|k| &k.kid) == signer.as_ref().map(|k| &k.kid)
             && public.iter().all(|(kid, _)| current.knows(kid))
-            && current.jwks().keys.len() == public.len();
+            && current.len() == public.len();
         if !same {
             self.keys.replace(KeyRing::new(signer, public));
         }
@@ -449,10 +449,13 @@ impl Auth {
     }
 
     async fn role_names(&self) -> Result<Vec<String>, Failure> {
-        let rows = self
-            .store
-            .query("SELECT name FROM auth_schema.roles ORDER BY name", vec![])
-            .await?;
+        self.strings("SELECT name FROM auth_schema.roles ORDER BY name", vec![])
+            .await
+    }
+
+    /// The first column of every row, as text.
+    async fn strings(&self, sql: &str, params: Vec<Value>) -> Result<Vec<String>, Failure> {
+        let rows = self.store.query(sql, params).await?;
         rows.iter()
             .map(|r| r.text(0).map(str::to_string))
             .collect::<Result<_, _>>()
@@ -483,14 +486,9 @@ impl Auth {
 
     /// A user's roles and the union of their permissions, both sorted.
     pub async fn grants(&self, user: &str) -> Result<(Vec<String>, Vec<String>), Failure> {
-        Ok((
-            self.roles_with_permissions(user)
-                .await?
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect(),
-            self.permissions(user).await?,
-        ))
+        let roles = self.roles_with_permissions(user).await?;
+        let permissions = union_of(&roles);
+        Ok((roles.into_iter().map(|(r, _)| r).collect(), permissions))
     }
 
     /// A user's roles, each with its permissions.
@@ -516,20 +514,6 @@ impl Auth {
             }
         }
         Ok(out)
-    }
-
-    async fn permissions(&self, user: &str) -> Result<Vec<String>, Failure> {
-        let rows = self
-            .store
-            .query(
-                "SELECT DISTINCT rp.permission FROM auth_schema.user_roles ur JOIN auth_schema.role_permissions rp ON rp.role = ur.role WHERE ur.user_id = $1 ORDER BY rp.permission",
-                vec![Value::Text(user.to_string())],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| r.text(0).map(str::to_string))
-            .collect::<Result<_, _>>()
-            .map_err(Failure::from)
     }
 
     /// Logs in: checks the password (with lockout), opens a session, issues tokens.
@@ -762,17 +746,11 @@ impl Auth {
 
     /// Every open session of `user`.
     async fn open_sessions(&self, user: &str) -> Result<Vec<String>, Failure> {
-        let rows = self
-            .store
-            .query(
-                "SELECT id FROM auth_schema.sessions WHERE user_id = $1 AND revoked_at IS NULL",
-                vec![Value::Text(user.to_string())],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| r.text(0).map(str::to_string))
-            .collect::<Result<_, _>>()
-            .map_err(Failure::from)
+        self.strings(
+            "SELECT id FROM auth_schema.sessions WHERE user_id = $1 AND revoked_at IS NULL",
+            vec![Value::Text(user.to_string())],
+        )
+        .await
     }
 
     /// Logs out the token's session.
@@ -963,12 +941,16 @@ impl Auth {
 
     /// Whether `user` holds `permission` (from storage, for other services).
     pub async fn check_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
-        Ok(self
-            .permissions(user)
-            .await?
-            .iter()
-            .any(|p| p == permission))
+        Ok(self.grants(user).await?.1.iter().any(|p| p == permission))
     }
+}
+
+/// The permissions of `roles` together, sorted, each once.
+pub fn union_of(roles: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut all: Vec<String> = roles.iter().flat_map(|(_, p)| p.clone()).collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The bus message announcing revoked sessions.

@@ -142,6 +142,16 @@ impl KeyRing {
         self.signer.as_ref()
     }
 
+    /// How many keys verify.
+    pub fn len(&self) -> usize {
+        self.public.len()
+    }
+
+    /// Whether no key verifies.
+    pub fn is_empty(&self) -> bool {
+        self.public.is_empty()
+    }
+
     /// Whether `kid` verifies.
     pub fn knows(&self, kid: &str) -> bool {
         self.public.contains_key(kid)

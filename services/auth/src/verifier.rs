@@ -133,6 +133,11 @@ impl Verifier {
         })
     }
 
+    /// The key ring as this shard last saw it (signing and the JWKS use it too).
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.with_local(|local| Arc::clone(&local.ring))
+    }
+
     /// Verifies `token` at `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<Verified, Problem> {
         let key = cache_key(token);

@@ -4,9 +4,7 @@
 //! configuration (`auth.tokens`, compared by SHA-256 digest in constant time), and
 //! `auth.dev_open = true` accepts every token for local development (never the default).
 
-use http::header::AUTHORIZATION;
 use sdsim_core::config::AuthConfig;
-use sdsim_net::http::types::Request;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -155,11 +153,4 @@ pub fn from_config(
 }
 
 /// The bearer token of a request's `Authorization` header.
-pub fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
+pub use sdsim_auth::http::bearer;

@@ -377,32 +377,16 @@ async fn grpc_accept_loop(
 ) {
     let mut phase = sdsim_net::server::shard_phase(shard, &globals.shutdown);
     let settings = Rc::new(GrpcSettings::default());
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = phase.wait_for(|p| *p != Phase::Accepting) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "gRPC accept failed");
-                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if globals.shutdown.open_connections() >= globals.config.server.max_connections {
-            globals
-                .conn_stats
-                .refused_over_limit
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            continue;
-        }
-        globals
-            .conn_stats
-            .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let guard = globals.shutdown.connection_opened(shard.id().index());
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, guard)) = sdsim_net::server::next_connection(
+        shard,
+        &listener,
+        &mut phase,
+        &globals.shutdown,
+        &globals.conn_stats,
+        globals.config.server.max_connections,
+    )
+    .await
+    {
         let (services, settings, g) = (
             Rc::clone(&services),
             Rc::clone(&settings),
