@@ -56,6 +56,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The pub/sub bus: channel history.
     pub bus: BusConfig,
+    /// gRPC listeners: message and stream limits, keepalive, connection age, mutual TLS.
+    pub grpc: GrpcConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             websocket: WebSocketConfig::default(),
             bus: BusConfig::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 }
@@ -567,6 +570,42 @@ pub struct TlsConfig {
     pub key: Option<String>,
 }
 
+/// `[grpc]`: the gRPC listeners (`auth.grpc_listen`, and the project and simulation services').
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Largest message in either direction (larger → RESOURCE_EXHAUSTED).
+    pub max_message_bytes: usize,
+    /// Streams one connection may have open at once (advertised in SETTINGS).
+    pub max_concurrent_streams: u32,
+    /// How often the server pings a connection (HTTP/2 PING).
+    #[serde(with = "duration")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// After this long a connection is asked to go away (GOAWAY; calls in flight finish), so
+    /// long-lived clients rebalance over instances.
+    #[serde(with = "duration")]
+    pub max_connection_age: Duration,
+    /// Mutual TLS: a PEM file of CA certificates; when set (and `tls.cert`/`tls.key` are), gRPC
+    /// clients must present a certificate signed by one of them.
+    pub client_ca: Option<String>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            max_message_bytes: 4 << 20,
+            max_concurrent_streams: 1000,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            client_ca: None,
+        }
+    }
+}
+
 /// `[storage]`: where data lives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -734,6 +773,37 @@ impl Config {
             if value < min {
                 bad(key, value.to_string(), &format!("must be at least {min}"));
             }
+        }
+        let grpc = &self.grpc;
+        if grpc.max_message_bytes < 1024 {
+            bad(
+                "grpc.max_message_bytes",
+                grpc.max_message_bytes.to_string(),
+                "must be at least 1024",
+            );
+        }
+        if grpc.max_concurrent_streams == 0 {
+            bad(
+                "grpc.max_concurrent_streams",
+                "0".into(),
+                "must be at least 1",
+            );
+        }
+        for (key, d) in [
+            ("grpc.keepalive_interval", grpc.keepalive_interval),
+            ("grpc.keepalive_timeout", grpc.keepalive_timeout),
+            ("grpc.max_connection_age", grpc.max_connection_age),
+        ] {
+            if d.is_zero() {
+                bad(key, format_duration(d), "must be greater than zero");
+            }
+        }
+        if grpc.client_ca.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            bad(
+                "grpc.client_ca",
+                grpc.client_ca.clone().unwrap_or_default(),
+                "mutual TLS needs tls.cert and tls.key",
+            );
         }
         let ws_times = [
             ("websocket.ping_interval", ws.ping_interval),

@@ -170,7 +170,12 @@ impl Server {
             _ => None,
         };
         let grpc_tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(sdsim_net::tls::load_acceptor(cert, key, &[b"h2"])?),
+            (Some(cert), Some(key)) => Some(sdsim_net::tls::load_acceptor_with_clients(
+                cert,
+                key,
+                &[b"h2"],
+                config.grpc.client_ca.as_deref(),
+            )?),
             _ => None,
         };
         let process_epoch = random_u64();
@@ -376,7 +381,14 @@ async fn grpc_accept_loop(
     globals: Arc<Globals>,
 ) {
     let mut phase = sdsim_net::server::shard_phase(shard, &globals.shutdown);
-    let settings = Rc::new(GrpcSettings::default());
+    let grpc = &globals.config.grpc;
+    let settings = Rc::new(GrpcSettings {
+        max_message_bytes: grpc.max_message_bytes,
+        max_concurrent_streams: grpc.max_concurrent_streams,
+        keepalive_interval: grpc.keepalive_interval,
+        keepalive_timeout: grpc.keepalive_timeout,
+        max_connection_age: grpc.max_connection_age,
+    });
     while let Some((stream, peer, guard)) = sdsim_net::server::next_connection(
         shard,
         &listener,

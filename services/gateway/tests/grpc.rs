@@ -1,0 +1,293 @@
+//! The gRPC listener's connection management, seen from real clients: keepalive pings (a client
+//! that stops answering is disconnected, one that answers is kept), maximum connection age
+//! (GOAWAY, and a tonic client carries on across it), and mutual TLS (a tonic client with a
+//! certificate from the configured CA is served; without one, or with a stranger's, refused).
+
+mod support;
+
+use sdsim_auth::pb;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::{start, stop, temp_dir};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_prost::ProstCodec;
+
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const SETTINGS: u8 = 4;
+
+/// A hand-driven HTTP/2 connection: the client preface, then frames as they come.
+struct RawH2 {
+    tcp: TcpStream,
+}
+
+/// One frame: type, flags, payload.
+type Frame = (u8, u8, Vec<u8>);
+
+impl RawH2 {
+    fn connect(addr: SocketAddr) -> RawH2 {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        let mut h2 = RawH2 { tcp };
+        h2.send(SETTINGS, 0, &[]);
+        h2
+    }
+
+    fn send(&mut self, kind: u8, flags: u8, payload: &[u8]) {
+        let len = payload.len() as u32;
+        let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        self.tcp.write_all(&frame).unwrap();
+    }
+
+    /// The next frame; `None` when the server closed the connection, `Err` on a read timeout.
+    fn next(&mut self, wait: Duration) -> Result<Option<Frame>, std::io::Error> {
+        self.tcp.set_read_timeout(Some(wait)).unwrap();
+        let mut head = [0u8; 9];
+        if let Err(e) = self.tcp.read_exact(&mut head) {
+            return match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Err(e),
+                _ => Ok(None),
+            };
+        }
+        let len = (head[0] as usize) << 16 | (head[1] as usize) << 8 | head[2] as usize;
+        let mut payload = vec![0u8; len];
+        if self.tcp.read_exact(&mut payload).is_err() {
+            return Ok(None);
+        }
+        Ok(Some((head[3], head[4], payload)))
+    }
+
+    /// Reads frames until `until` says stop or the server closes; acknowledges the server's
+    /// SETTINGS, and answers PINGs when `answer_pings`. Returns the frame types seen and
+    /// whether the connection was closed.
+    fn watch(&mut self, for_at_most: Duration, answer_pings: bool) -> (Vec<u8>, bool) {
+        let end = Instant::now() + for_at_most;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.next(left.max(Duration::from_millis(1))) {
+                Err(_) => break,
+                Ok(None) => return (seen, true),
+                Ok(Some((kind, flags, payload))) => {
+                    seen.push(kind);
+                    if kind == SETTINGS && flags & 1 == 0 {
+                        self.send(SETTINGS, 1, &[]);
+                    }
+                    if kind == PING && flags & 1 == 0 && answer_pings {
+                        self.send(PING, 1, &payload);
+                    }
+                }
+            }
+        }
+        (seen, false)
+    }
+}
+
+#[test]
+fn keepalive_pings_close_silent_connections_and_keep_live_ones() {
+    let server = start(&[
+        "grpc.keepalive_interval=200ms",
+        "grpc.keepalive_timeout=300ms",
+    ]);
+    let addr = server.auth_grpc_addr().unwrap();
+
+    // A client that never answers is pinged, then disconnected once the ping times out.
+    let mut silent = RawH2::connect(addr);
+    let began = Instant::now();
+    let (seen, closed) = silent.watch(Duration::from_secs(20), false);
+    assert!(seen.contains(&PING), "no PING from the server: {seen:?}");
+    assert!(
+        closed,
+        "a connection that ignores pings stays open: {seen:?}"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(500),
+        "closed after {:?}, before interval + timeout",
+        began.elapsed()
+    );
+
+    // A client that answers is pinged repeatedly and kept.
+    let mut live = RawH2::connect(addr);
+    let (seen, closed) = live.watch(Duration::from_millis(1500), true);
+    assert!(!closed, "a connection answering pings was closed: {seen:?}");
+    assert!(
+        seen.iter().filter(|k| **k == PING).count() >= 2,
+        "expected repeated pings: {seen:?}"
+    );
+    stop(server);
+}
+
+async fn health_check(c: &mut tonic::client::Grpc<Channel>) -> Result<String, tonic::Status> {
+    c.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let reply: pb::HealthCheckResponse = c
+        .unary(
+            tonic::Request::new(pb::HealthCheckRequest {}),
+            PathAndQuery::from_static("/sdsim.auth.v1.AuthService/HealthCheck"),
+            ProstCodec::default(),
+        )
+        .await?
+        .into_inner();
+    Ok(reply.status)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
+    let server = start(&["grpc.max_connection_age=400ms"]);
+    let addr = server.auth_grpc_addr().unwrap();
+
+    let mut raw = RawH2::connect(addr);
+    let (seen, closed) = raw.watch(Duration::from_secs(20), true);
+    assert!(seen.contains(&GOAWAY), "no GOAWAY: {seen:?}");
+    assert!(closed, "an aged idle connection stays open: {seen:?}");
+
+    // A tonic client calling through several ages of its connection sees no failed call.
+    runtime().block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = tonic::client::Grpc::new(channel);
+        let end = Instant::now() + Duration::from_millis(1500);
+        let mut calls = 0;
+        while Instant::now() < end {
+            let status = health_check(&mut c).await;
+            assert_eq!(status.as_deref().ok(), Some("SERVING"), "call {calls}");
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(calls > 10);
+    });
+    stop(server);
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, both signed by it.
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "sdsim test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server: leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth),
+        client: leaf("gateway.internal", ExtendedKeyUsagePurpose::ClientAuth),
+    }
+}
+
+#[test]
+fn mutual_tls_serves_clients_with_a_certificate_from_the_ca_only() {
+    let ours = pki();
+    let strangers = pki();
+    let dir = temp_dir();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &ours.server.0),
+        write("server.key", &ours.server.1),
+        write("clients-ca.pem", &ours.ca_pem),
+    );
+    let server = start(&[
+        &format!("tls.cert={cert}"),
+        &format!("tls.key={key}"),
+        &format!("grpc.client_ca={ca}"),
+    ]);
+    let addr = server.auth_grpc_addr().unwrap();
+
+    let call_with = |identity: Option<&(String, String)>| -> Result<String, String> {
+        runtime().block_on(async {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ours.ca_pem))
+                .domain_name("localhost");
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            let channel = Channel::from_shared(format!("https://localhost:{}", addr.port()))
+                .unwrap()
+                .tls_config(tls)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e:?}"))?;
+            let mut c = tonic::client::Grpc::new(channel);
+            health_check(&mut c).await.map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(call_with(Some(&ours.client)).as_deref(), Ok("SERVING"));
+    assert!(
+        call_with(None).is_err(),
+        "served a client without a certificate"
+    );
+    assert!(
+        call_with(Some(&strangers.client)).is_err(),
+        "served a client whose certificate another CA signed"
+    );
+    // Refused handshakes leave the listener serving.
+    assert_eq!(call_with(Some(&ours.client)).as_deref(), Ok("SERVING"));
+    stop(server);
+}
+
+#[test]
+fn a_client_ca_file_without_certificates_is_refused_at_start() {
+    let ours = pki();
+    let dir = temp_dir();
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    let ca = dir.join("empty-ca.pem");
+    std::fs::write(&cert, &ours.server.0).unwrap();
+    std::fs::write(&key, &ours.server.1).unwrap();
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let mut o = sdsim_core::config::Overrides::default();
+    for s in [
+        format!("tls.cert={}", cert.display()),
+        format!("tls.key={}", key.display()),
+        format!("grpc.client_ca={}", ca.display()),
+        "gateway.listen=127.0.0.1:0".into(),
+        "auth.http_listen=127.0.0.1:0".into(),
+        "auth.grpc_listen=127.0.0.1:0".into(),
+        format!("storage.url=sqlite://{}/sdsim.db", dir.display()),
+    ] {
+        o.set(&s).unwrap();
+    }
+    let config = sdsim_core::config::Config::load(None, &o).unwrap();
+    let err = sdsim_gateway::Server::start_with(config, |_| {})
+        .err()
+        .expect("start-up fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("grpc.client_ca") && text.contains("empty-ca.pem"),
+        "{text}"
+    );
+}
