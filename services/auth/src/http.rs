@@ -7,6 +7,8 @@ use crate::verifier::Verified;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderValue, Method, StatusCode};
+use sdsim_core::metrics::{Key, LabelValue, Metrics};
+use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{error, json, with_body, ClientAddr, PathParams, Request, Response};
 use serde::Deserialize;
@@ -39,6 +41,27 @@ pub fn failure(f: &Failure) -> Response {
             .insert(RETRY_AFTER, HeaderValue::from(s.max(1)));
     }
     resp
+}
+
+/// Metric: register, login and refresh calls by outcome (`ok` or the error code).
+pub const REQUESTS: &str = "sdsim_auth_requests_total";
+
+/// Counts one call of `operation` on this shard's metrics.
+fn count<T>(operation: &'static str, r: &Result<T, Failure>) {
+    let outcome = match r {
+        Ok(_) => "ok",
+        Err(f) => status_of(f).1,
+    };
+    if let Some(metrics) = Shard::try_current().and_then(|s| s.get::<Metrics>()) {
+        metrics.inc(
+            Key::with2(
+                REQUESTS,
+                ("operation", LabelValue::Str(operation)),
+                ("outcome", LabelValue::Str(outcome)),
+            ),
+            1,
+        );
+    }
 }
 
 fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
@@ -163,6 +186,7 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
         async move {
             let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
             let r = a.register(&c.email, &c.password).await;
+            count("register", &r);
             respond(StatusCode::CREATED, r.map(|user| UserOut { user }))
         }
     });
@@ -171,10 +195,9 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
         let a = Arc::clone(&a);
         async move {
             let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
-            respond(
-                StatusCode::OK,
-                a.login(&c.email, &c.password, &client(&req)).await,
-            )
+            let r = a.login(&c.email, &c.password, &client(&req)).await;
+            count("login", &r);
+            respond(StatusCode::OK, r)
         }
     });
     let a = Arc::clone(auth);
@@ -182,7 +205,9 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
         let a = Arc::clone(&a);
         async move {
             let b: RefreshBody = try_or!(body(&req, r#"{"refresh_token": string}"#));
-            respond(StatusCode::OK, a.refresh(&b.refresh_token).await)
+            let r = a.refresh(&b.refresh_token).await;
+            count("refresh", &r);
+            respond(StatusCode::OK, r)
         }
     });
     let a = Arc::clone(auth);

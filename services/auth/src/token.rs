@@ -79,6 +79,37 @@ pub enum Problem {
     UnsupportedAlgorithm,
 }
 
+impl Problem {
+    /// Every problem, in declaration order (the index is [`Problem::index`]).
+    pub const ALL: [Problem; 7] = [
+        Problem::Malformed,
+        Problem::BadSignature,
+        Problem::Expired,
+        Problem::NotYetValid,
+        Problem::Revoked,
+        Problem::UnknownKey,
+        Problem::UnsupportedAlgorithm,
+    ];
+
+    /// Its position in [`Problem::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Problem::Malformed => "malformed",
+            Problem::BadSignature => "bad_signature",
+            Problem::Expired => "expired",
+            Problem::NotYetValid => "not_yet_valid",
+            Problem::Revoked => "revoked",
+            Problem::UnknownKey => "unknown_key",
+            Problem::UnsupportedAlgorithm => "unsupported_algorithm",
+        }
+    }
+}
+
 /// One signing key.
 pub struct SigningKey {
     /// Its id.

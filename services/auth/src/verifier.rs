@@ -66,6 +66,7 @@ struct Local {
     revoked: HashMap<Arc<str>, i64>,
     hits: u64,
     misses: u64,
+    refused: [u64; Problem::ALL.len()],
 }
 
 thread_local! {
@@ -79,6 +80,8 @@ pub struct CacheStats {
     pub hits: u64,
     /// Verifications that checked a signature.
     pub misses: u64,
+    /// Tokens refused, by [`Problem::index`].
+    pub refused: [u64; Problem::ALL.len()],
     /// Tokens cached.
     pub entries: usize,
     /// Sessions in the revocation set.
@@ -119,6 +122,7 @@ impl Verifier {
                     revoked: HashMap::new(),
                     hits: 0,
                     misses: 0,
+                    refused: [0; Problem::ALL.len()],
                 });
             }
             let local = slot.as_mut().expect("set above");
@@ -142,29 +146,44 @@ impl Verifier {
     pub fn verify(&self, token: &str, now: i64) -> Result<Verified, Problem> {
         let key = cache_key(token);
         self.with_local(|local| {
-            if let Some(hit) = local.cache.get(&key) {
-                if now < hit.expires_at {
-                    if local.revoked.contains_key(&hit.session_id) {
-                        return Err(Problem::Revoked);
-                    }
-                    local.hits += 1;
-                    return Ok(hit.clone());
-                }
-                local.cache.remove(&key);
-                return Err(Problem::Expired);
+            let result = Self::check(local, key, token, &self.issuer, now, self.capacity);
+            if let Err(p) = result {
+                local.refused[p.index()] += 1;
             }
-            local.misses += 1;
-            let claims = local.ring.verify(token, &self.issuer, now)?;
-            if local.revoked.contains_key(claims.sid.as_str()) {
-                return Err(Problem::Revoked);
-            }
-            let verified = Verified::from_claims(claims);
-            if local.cache.len() >= self.capacity {
-                evict(&mut local.cache, now, self.capacity);
-            }
-            local.cache.insert(key, verified.clone());
-            Ok(verified)
+            result
         })
+    }
+
+    fn check(
+        local: &mut Local,
+        key: u128,
+        token: &str,
+        issuer: &str,
+        now: i64,
+        capacity: usize,
+    ) -> Result<Verified, Problem> {
+        if let Some(hit) = local.cache.get(&key) {
+            if now < hit.expires_at {
+                if local.revoked.contains_key(&hit.session_id) {
+                    return Err(Problem::Revoked);
+                }
+                local.hits += 1;
+                return Ok(hit.clone());
+            }
+            local.cache.remove(&key);
+            return Err(Problem::Expired);
+        }
+        local.misses += 1;
+        let claims = local.ring.verify(token, issuer, now)?;
+        if local.revoked.contains_key(claims.sid.as_str()) {
+            return Err(Problem::Revoked);
+        }
+        let verified = Verified::from_claims(claims);
+        if local.cache.len() >= capacity {
+            evict(&mut local.cache, now, capacity);
+        }
+        local.cache.insert(key, verified.clone());
+        Ok(verified)
     }
 
     /// Adds revoked sessions to this shard's set: tokens of `sessions` fail from now until
@@ -193,6 +212,7 @@ impl Verifier {
         self.with_local(|local| CacheStats {
             hits: local.hits,
             misses: local.misses,
+            refused: local.refused,
             entries: local.cache.len(),
             revoked: local.revoked.len(),
         })
@@ -264,6 +284,7 @@ mod tests {
         assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
         // Expiry applies to cached tokens too.
         assert_eq!(v.verify(&t, now + 60), Err(Problem::Expired));
+        assert_eq!(v.stats().refused[Problem::Expired.index()], 1);
         // Revocation drops the cached entry and refuses the session's tokens.
         assert!(v.verify(&t, now).is_ok());
         v.revoke(&["s1".to_string()], now + 60);

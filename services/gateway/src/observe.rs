@@ -99,6 +99,12 @@ fn help(name: &str) -> &'static str {
         "sdsim_redis_received_total" => "Events received from other instances.",
         "sdsim_redis_receive_dropped_total" => "Received events dropped (a shard queue full).",
         "sdsim_redis_failures_total" => "Redis connection failures.",
+        "sdsim_auth_token_checks_total" => {
+            "Access-token checks (HTTP, WebSocket, gRPC ValidateToken): cache_hit = accepted from the shard cache, signature_checked = signatures verified (accepted or not); a refused token also counts under its reason."
+        }
+        "sdsim_auth_token_cache_entries" => "Verified tokens cached, summed over shards.",
+        "sdsim_auth_revoked_sessions" => "Revoked sessions known, summed over shards.",
+        "sdsim_auth_requests_total" => "Register, login and refresh calls by outcome.",
         "sdsim_auth_revocation_delay_seconds" => {
             "Time from a session revocation's publication to its application on a shard."
         }
@@ -169,6 +175,9 @@ async fn prometheus(g: &Globals) -> Response {
             b.up.load(Ordering::Relaxed) as i64,
         );
     }
+    if let Some(auth) = &g.auth {
+        add_token_checks(&mut snapshot, auth).await;
+    }
     snapshot.gauges.insert(
         Key::plain("sdsim_uptime_seconds"),
         g.started.elapsed().as_secs() as i64,
@@ -185,6 +194,37 @@ async fn prometheus(g: &Globals) -> Response {
         Bytes::from(text),
     )
 }
+
+/// Every shard's token verifier counters: checks by result, cache size, revoked sessions.
+async fn add_token_checks(snapshot: &mut Snapshot, auth: &Arc<sdsim_auth::Auth>) {
+    use sdsim_auth::token::Problem;
+    let verifier = Arc::clone(auth.verifier());
+    let parts = Shard::current()
+        .mesh()
+        .broadcast(move || verifier.stats())
+        .await;
+    let result = |r: &'static str| Key::with1(TOKEN_CHECKS, ("result", LabelValue::Str(r)));
+    for stats in parts.into_iter().flatten() {
+        *snapshot.counters.entry(result("cache_hit")).or_default() += stats.hits;
+        *snapshot
+            .counters
+            .entry(result("signature_checked"))
+            .or_default() += stats.misses;
+        for p in Problem::ALL {
+            *snapshot.counters.entry(result(p.label())).or_default() += stats.refused[p.index()];
+        }
+        *snapshot
+            .gauges
+            .entry(Key::plain("sdsim_auth_token_cache_entries"))
+            .or_default() += stats.entries as i64;
+        *snapshot
+            .gauges
+            .entry(Key::plain("sdsim_auth_revoked_sessions"))
+            .or_default() += stats.revoked as i64;
+    }
+}
+
+const TOKEN_CHECKS: &str = "sdsim_auth_token_checks_total";
 
 #[derive(Serialize)]
 struct RouteFigures {

@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{start, stop, Client, Resp};
+use support::{get, start, stop, Client, Resp};
 
 const STRONG: &str = "correct horse battery staple";
 
@@ -158,6 +158,37 @@ fn register_login_refresh_logout_on_sqlite() {
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     assert!(resp.header("cache-control").is_some());
     assert_eq!(login(own, "ada@example.com", STRONG).0, 200);
+    assert_eq!(login(addr, "ada@example.com", "wrong password").0, 401);
+    // What happened shows in /metrics: calls by outcome, token checks by result.
+    let metrics = get(addr, "/metrics").text();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        value(r#"sdsim_auth_requests_total{operation="login",outcome="ok"}"#),
+        2
+    );
+    assert_eq!(
+        value(r#"sdsim_auth_requests_total{operation="login",outcome="unauthorized"}"#),
+        1
+    );
+    assert_eq!(
+        value(r#"sdsim_auth_requests_total{operation="refresh",outcome="ok"}"#),
+        1
+    );
+    assert_eq!(
+        value(r#"sdsim_auth_requests_total{operation="register",outcome="ok"}"#),
+        1
+    );
+    // Two tokens were checked after the logout: both refused as revoked.
+    assert_eq!(
+        value(r#"sdsim_auth_token_checks_total{result="revoked"}"#),
+        2
+    );
+    assert!(value(r#"sdsim_auth_token_checks_total{result="signature_checked"}"#) >= 2);
     stop(server);
 }
 
