@@ -9,7 +9,10 @@ use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ring::signature::{UnparsedPublicKey, ED25519};
+use sdsim_auth::token::{KeyRing, Keys, SigningKey};
+use sdsim_auth::verifier::Verifier;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One measured operation.
@@ -54,8 +57,27 @@ pub fn measure(iterations: u32) -> anyhow::Result<Vec<Cost>> {
         "jsonwebtoken decoded other claims"
     );
 
+    let (sdsim_token, cached, uncached) = sdsim_verifiers()?;
+    let now = sdsim_auth::service::now();
+    anyhow::ensure!(
+        cached.verify(&sdsim_token, now).is_ok() && uncached.verify(&sdsim_token, now).is_ok(),
+        "sdsim's verifier rejects its own token"
+    );
+    anyhow::ensure!(
+        uncached.stats().entries == 0,
+        "the uncached verifier cached a token"
+    );
+
     let n = iterations.max(ROUNDS);
     Ok(vec![
+        Cost {
+            operation: "sdsim: Verifier::verify, cache hit (SHA-256 of the token, lookup, revocation check)",
+            ns_per_op: time(n, || cached.verify(black_box(&sdsim_token), now).is_ok()),
+        },
+        Cost {
+            operation: "sdsim: Verifier::verify, no cache (base64url, Ed25519, claims, iss/aud/exp, revocation check)",
+            ns_per_op: time(n, || uncached.verify(black_box(&sdsim_token), now).is_ok()),
+        },
         Cost {
             operation: "ring: Ed25519 sign (header.payload)",
             ns_per_op: time(n, || signer.sign(black_box(input.as_bytes()))),
@@ -89,6 +111,46 @@ pub fn measure(iterations: u32) -> anyhow::Result<Vec<Cost>> {
     ])
 }
 
+/// A token signed by a fresh key, and two verifiers of it: one caching, one not (capacity 0).
+fn sdsim_verifiers() -> anyhow::Result<(String, Verifier, Verifier)> {
+    // A shard's verifier state is per key ring, so each verifier gets its own `Keys` (with the
+    // same key): the uncached one must not find the cached one's entries.
+    let key = Arc::new(SigningKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let ring = || {
+        let keys = Arc::new(Keys::default());
+        keys.replace(KeyRing::new(
+            Some(Arc::clone(&key)),
+            vec![(key.kid.clone(), key.public())],
+        ));
+        keys
+    };
+    let keys = ring();
+    let now = sdsim_auth::service::now();
+    let claims = sdsim_auth::token::Claims {
+        iss: "sdsim".into(),
+        aud: "sdsim".into(),
+        sub: "0190a1b2-user".into(),
+        sid: "0190a1b2-session".into(),
+        email: "ada@example.com".into(),
+        roles: vec!["user".into()],
+        perms: vec!["project:read".into(), "project:write".into()],
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        jti: "0190a1b2-jti".into(),
+    };
+    let token = keys
+        .current()
+        .1
+        .sign(&claims)
+        .context("the key ring has no signing key")?;
+    Ok((
+        token,
+        Verifier::new(keys, "sdsim".into(), 1024),
+        Verifier::new(ring(), "sdsim".into(), 0),
+    ))
+}
+
 /// Median ns per call of `f` over [`ROUNDS`] rounds of `n / ROUNDS` calls.
 fn time<T>(n: u32, mut f: impl FnMut() -> T) -> f64 {
     let per_round = (n / ROUNDS).max(1);
@@ -112,7 +174,7 @@ mod tests {
     #[test]
     fn every_operation_is_timed() {
         let costs = super::measure(10).unwrap();
-        assert_eq!(costs.len(), 4);
+        assert_eq!(costs.len(), 6);
         assert!(costs.iter().all(|c| c.ns_per_op > 0.0), "{costs:?}");
     }
 }

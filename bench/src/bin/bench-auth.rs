@@ -316,7 +316,7 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn sdsim_command(args: &Args, dir: &Path, ports: &[u16; 7]) -> Command {
+fn sdsim_command(args: &Args, dir: &Path, ports: &[u16; 7], extra: &[&str]) -> Command {
     let mut c = pinned(&args.sdsim, args.server_cpu);
     c.arg("serve");
     let [gateway, auth_grpc, auth_http, project_grpc, project_http, sim_grpc, sim_http] = ports;
@@ -333,10 +333,34 @@ fn sdsim_command(args: &Args, dir: &Path, ports: &[u16; 7]) -> Command {
         format!("simulation.http_listen=127.0.0.1:{sim_http}"),
         "ratelimit.enabled=false".to_owned(),
         "log.access=false".to_owned(),
-    ] {
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|s| s.to_string()))
+    {
         c.arg("--set").arg(set);
     }
     c
+}
+
+/// An sdsim process on fresh ports, on the database in `dir`; calls go to its auth gRPC
+/// listener. Returns it and its gateway's address.
+fn start_sdsim(
+    args: &Args,
+    dir: &Path,
+    name: &'static str,
+    extra: &[&str],
+) -> anyhow::Result<(Server, SocketAddr)> {
+    let mut ports = [0u16; 7];
+    for port in &mut ports {
+        *port = free_port()?;
+    }
+    let mut sdsim = Server::start(name, sdsim_command(args, dir, &ports, extra), ports[0])?;
+    let gateway = sdsim.addr;
+    sdsim.addr = ([127, 0, 0, 1], ports[1]).into();
+    if let Some(child) = sdsim.child.as_mut() {
+        wait_ready(ports[1], child).with_context(|| format!("{name}'s auth gRPC listener"))?;
+    }
+    Ok((sdsim, gateway))
 }
 
 fn peer_command(args: &Args, port: u16, jwks: &str) -> Command {
@@ -412,30 +436,33 @@ fn start_self_test(args: &Args, dir: &Path) -> anyhow::Result<Started> {
 
 /// sdsim on a fresh database, an account and its token, `peer-auth` on sdsim's JWKS URL.
 fn start_sdsim_and_peer(args: &Args, dir: &Path) -> anyhow::Result<Started> {
-    let mut ports = [0u16; 7];
-    for port in &mut ports {
-        *port = free_port()?;
-    }
-    let mut sdsim = Server::start("sdsim", sdsim_command(args, dir, &ports), ports[0])?;
-    let gateway = sdsim.addr;
-    // The calls go to the auth role's own gRPC listener.
-    sdsim.addr = ([127, 0, 0, 1], ports[1]).into();
-    if let Some(child) = sdsim.child.as_mut() {
-        wait_ready(ports[1], child).context("sdsim's auth gRPC listener")?;
-    }
+    let (sdsim, gateway) = start_sdsim(args, dir, "sdsim", &[])?;
+    // The same database, so the same signing keys: the same tokens verify on both.
+    let (uncached, _) = start_sdsim(
+        args,
+        dir,
+        "sdsim (no cache)",
+        &["auth.verify_cache_entries=0"],
+    )?;
     let password = strong_password()?;
     register(gateway, &password)?;
     let (token, expires_at) = login(gateway, &password)?;
     let port = free_port()?;
     let url = format!("http://{gateway}/.well-known/jwks.json");
     let peer = Server::start("peer", peer_command(args, port, &url), port)?;
-    let checks = token_checks::check(&[target(&sdsim), target(&peer)], &token, None, None, false)?;
+    let checks = token_checks::check(
+        &[target(&sdsim), target(&uncached), target(&peer)],
+        &token,
+        None,
+        None,
+        false,
+    )?;
     let tokens = TokenSource {
         token,
         expires_at,
         login: Some((gateway, password)),
     };
-    Ok((vec![sdsim, peer], tokens, checks))
+    Ok((vec![sdsim, uncached, peer], tokens, checks))
 }
 
 /// Runs everything; returns the Markdown report.
@@ -511,12 +538,12 @@ fn header(args: &Args, load_at_start: &str) -> anyhow::Result<String> {
             "# SELF-TEST: peer only, self-minted key and token (no sdsim)"
         )?;
     } else {
-        writeln!(out, "# sdsim: 1 shard, auth role in-process, called on auth.grpc_listen; fresh SQLite database, rate limit and access log off")?;
+        writeln!(out, "# sdsim: 1 shard, auth role in-process, called on auth.grpc_listen; fresh SQLite database, rate limit and access log off; \"sdsim (no cache)\": a second process on the same database (same keys) with auth.verify_cache_entries=0, so every call verifies the signature as the peer does")?;
     }
     writeln!(out, "# peer: peer-auth, tonic 0.14 + jsonwebtoken 11 (EdDSA, aws-lc-rs backend), tokio multi-thread runtime with one worker per CPU it is pinned to, keys from the JWKS URL fetched once")?;
     writeln!(out, "# open loop: calls/s is the offered rate (every call due in the window is waited for); a server that cannot keep up shows it as latency and late calls (sent more than one interval after their intended time)")?;
     writeln!(out, "# the load generator's timer has 1 ms resolution (monoio): an open-loop call goes out up to ~1 ms after its intended time and that delay is counted, for both targets alike; the 1-connection closed loop is the round trip without it")?;
-    writeln!(out, "# request: {{\"token\": <access token>, \"calling_service\": \"bench\"}}, the same token on every call (sdsim answers repeats from its per-shard cache of verified tokens; jsonwebtoken verifies every call)")?;
+    writeln!(out, "# request: {{\"token\": <access token>, \"calling_service\": \"bench\"}}, the same token on every call (sdsim answers repeats from its per-shard cache of verified tokens; sdsim (no cache) and jsonwebtoken verify every call)")?;
     writeln!(
         out,
         "# load average (1 min) of the machine: {load_at_start} at the start, {} at the end (other work on it skews the figures)",
@@ -560,19 +587,21 @@ fn load_table(
                 row.late
             )?;
         }
-        if let [a, b] = rows.as_slice() {
-            writeln!(
-                out,
-                "| {} | **{} / {}** | **{}** | {} | {} | {} | {} | | |",
-                load.label(),
-                names[0],
-                names[1],
-                ratio(a.throughput, b.throughput),
-                ratio(a.p50, b.p50),
-                ratio(a.p99, b.p99),
-                ratio(a.p999, b.p999),
-                ratio(a.max, b.max)
-            )?;
+        // Every sdsim configuration against the peer (the last target).
+        if let Some((b, ours)) = rows.split_last().filter(|(_, ours)| !ours.is_empty()) {
+            let peer = names[names.len() - 1];
+            for (name, a) in names.iter().zip(ours) {
+                writeln!(
+                    out,
+                    "| {} | **{name} / {peer}** | **{}** | {} | {} | {} | {} | | |",
+                    load.label(),
+                    ratio(a.throughput, b.throughput),
+                    ratio(a.p50, b.p50),
+                    ratio(a.p99, b.p99),
+                    ratio(a.p999, b.p999),
+                    ratio(a.max, b.max)
+                )?;
+            }
         }
     }
     Ok(out)

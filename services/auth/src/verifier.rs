@@ -89,12 +89,13 @@ pub struct CacheStats {
 }
 
 impl Verifier {
-    /// A verifier over `keys` accepting tokens of `issuer`; each shard caches up to `capacity`.
+    /// A verifier over `keys` accepting tokens of `issuer`; each shard caches up to `capacity`
+    /// (0: no cache, every check verifies the signature).
     pub fn new(keys: Arc<Keys>, issuer: String, capacity: usize) -> Verifier {
         Verifier {
             keys,
             issuer,
-            capacity: capacity.max(1),
+            capacity,
         }
     }
 
@@ -179,6 +180,9 @@ impl Verifier {
             return Err(Problem::Revoked);
         }
         let verified = Verified::from_claims(claims);
+        if capacity == 0 {
+            return Ok(verified);
+        }
         if local.cache.len() >= capacity {
             evict(&mut local.cache, now, capacity);
         }
@@ -271,6 +275,26 @@ mod tests {
                 jti: sid.into(),
             })
             .unwrap()
+    }
+
+    #[test]
+    fn capacity_zero_checks_every_signature() {
+        let keys = Arc::new(Keys::default());
+        let key = Arc::new(SigningKey::generate().unwrap());
+        keys.replace(KeyRing::new(
+            Some(Arc::clone(&key)),
+            vec![(key.kid.clone(), key.public())],
+        ));
+        let v = Verifier::new(Arc::clone(&keys), "sdsim".into(), 0);
+        let now = 1_800_000_000;
+        let t = token(&keys, "s1", now);
+        for _ in 0..3 {
+            assert!(v.verify(&t, now).is_ok());
+        }
+        let s = v.stats();
+        assert_eq!((s.hits, s.misses, s.entries), (0, 3, 0));
+        v.revoke(&["s1".to_string()], now + 60);
+        assert_eq!(v.verify(&t, now), Err(Problem::Revoked));
     }
 
     #[test]
