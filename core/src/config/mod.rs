@@ -36,8 +36,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The project role's listeners.
     pub project: ServiceListen,
-    /// The simulation role's listeners.
-    pub simulation: ServiceListen,
+    /// The simulation role's listeners, run queue and limits.
+    pub simulation: SimulationConfig,
     /// Per-client rate limiting.
     pub ratelimit: RateLimitConfig,
     /// Response compression.
@@ -70,7 +70,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             project: ServiceListen::new(10000, 10001),
-            simulation: ServiceListen::new(11000, 11001),
+            simulation: SimulationConfig::default(),
             ratelimit: RateLimitConfig::default(),
             compression: CompressionConfig::default(),
             cors: CorsConfig::default(),
@@ -219,6 +219,49 @@ impl ServiceListen {
         ServiceListen {
             grpc_listen: format!("0.0.0.0:{grpc_port}"),
             http_listen: format!("0.0.0.0:{http_port}"),
+        }
+    }
+}
+
+/// `[simulation]`: listeners, the run queue and per-user limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulationConfig {
+    /// gRPC listener address.
+    pub grpc_listen: String,
+    /// HTTP listener address.
+    pub http_listen: String,
+    /// Runs waiting to start, per instance (over → 503 / RESOURCE_EXHAUSTED).
+    pub max_queued: usize,
+    /// Runs executing at once on one shard (each in slices that yield).
+    pub runs_per_shard: usize,
+    /// Runs one user may have queued or running at once (over → 429).
+    pub max_runs_per_user: usize,
+    /// Simulated seconds per wall-clock second when a run does not say (0 = as fast as the shard
+    /// allows).
+    pub default_speed: f64,
+    /// How often a running simulation publishes a metrics point (wall clock).
+    #[serde(with = "duration")]
+    pub metrics_interval: Duration,
+    /// Longest simulated duration a run may ask for, in seconds.
+    pub max_duration_s: f64,
+    /// Wall-clock time a run may hold its shard before it yields to other work.
+    #[serde(with = "duration")]
+    pub slice: Duration,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        SimulationConfig {
+            grpc_listen: "0.0.0.0:11000".into(),
+            http_listen: "0.0.0.0:11001".into(),
+            max_queued: 64,
+            runs_per_shard: 2,
+            max_runs_per_user: 3,
+            default_speed: 60.0,
+            metrics_interval: Duration::from_millis(500),
+            max_duration_s: 86_400.0,
+            slice: Duration::from_millis(1),
         }
     }
 }
@@ -768,6 +811,38 @@ impl Config {
         for (key, value, min) in ws_sizes {
             if value < min {
                 bad(key, value.to_string(), &format!("must be at least {min}"));
+            }
+        }
+        let sim = &self.simulation;
+        for (key, value) in [
+            ("simulation.max_queued", sim.max_queued),
+            ("simulation.runs_per_shard", sim.runs_per_shard),
+            ("simulation.max_runs_per_user", sim.max_runs_per_user),
+        ] {
+            if value == 0 {
+                bad(key, "0".into(), "must be at least 1");
+            }
+        }
+        if !(sim.default_speed >= 0.0 && sim.default_speed.is_finite()) {
+            bad(
+                "simulation.default_speed",
+                sim.default_speed.to_string(),
+                "simulated seconds per second, 0 or more",
+            );
+        }
+        if !(sim.max_duration_s > 0.0 && sim.max_duration_s.is_finite()) {
+            bad(
+                "simulation.max_duration_s",
+                sim.max_duration_s.to_string(),
+                "must be greater than zero",
+            );
+        }
+        for (key, d) in [
+            ("simulation.metrics_interval", sim.metrics_interval),
+            ("simulation.slice", sim.slice),
+        ] {
+            if d.is_zero() {
+                bad(key, format_duration(d), "must be greater than zero");
             }
         }
         let grpc = &self.grpc;

@@ -94,6 +94,14 @@ pub fn bearer(req: &Request) -> Option<&str> {
 
 /// Verifies the request's bearer token (the shard-local fast path).
 pub fn authenticate(auth: &Auth, req: &Request) -> Result<Verified, Box<Response>> {
+    authenticate_with(auth.verifier(), req)
+}
+
+/// [`authenticate`] with a verifier (what other services in the process use).
+pub fn authenticate_with(
+    verifier: &crate::verifier::Verifier,
+    req: &Request,
+) -> Result<Verified, Box<Response>> {
     let token = bearer(req).ok_or_else(|| {
         Box::new(error(
             StatusCode::UNAUTHORIZED,
@@ -101,7 +109,7 @@ pub fn authenticate(auth: &Auth, req: &Request) -> Result<Verified, Box<Response
             "a bearer token is required (Authorization: Bearer ...)",
         ))
     })?;
-    auth.verifier().verify(token, now()).map_err(|p: Problem| {
+    verifier.verify(token, now()).map_err(|p: Problem| {
         Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -210,9 +210,14 @@ fn services(g: &Globals) -> Response {
         let (status, detail) = match (name, configured) {
             (_, false) => ("not_configured", "this process does not run the role"),
             ("gateway", true) => ("up", "served in this process on every shard"),
+            ("auth", true) if g.auth.is_some() => ("up", "served in this process"),
+            ("project", true) if g.projects.is_some() => ("up", "served in this process"),
+            ("simulation", true) if g.simulations.is_some() => {
+                ("up", "served in this process")
+            }
             (_, true) => (
-                "not_built",
-                "the role is configured but not part of this build yet",
+                "unavailable",
+                "configured, but not served here (project and simulation need the auth role in the same process)",
             ),
         };
         list.push(ServiceState {

@@ -52,6 +52,10 @@ pub struct Globals {
     pub store: Option<sdsim_store::Store>,
     /// The auth service, when this process runs the `auth` role.
     pub auth: Option<Arc<sdsim_auth::Auth>>,
+    /// The project service, when this process runs the `project` role.
+    pub projects: Option<Arc<sdsim_projects::projects::Projects>>,
+    /// The simulation service, when this process runs the `simulation` role.
+    pub simulations: Option<Arc<sdsim_projects::simulations::Simulations>>,
     gateway: ListenerSet,
     auth_http: Option<ListenerSet>,
     auth_grpc: Option<ListenerSet>,
@@ -162,6 +166,30 @@ impl Server {
         } else {
             (None, None, None)
         };
+        // The project and simulation roles authenticate with the in-process auth service's
+        // verifier (their tables are migrated with the others).
+        let projects = match &auth {
+            Some(_) if config.has_role("project") || config.has_role("simulation") => Some(
+                Arc::new(sdsim_projects::projects::Projects::new(store.clone())),
+            ),
+            None if config.has_role("project") || config.has_role("simulation") => {
+                tracing::warn!("the project and simulation roles need the auth role in the same process for now: not served");
+                None
+            }
+            _ => None,
+        };
+        let simulations = match &projects {
+            Some(p) if config.has_role("simulation") => {
+                Some(Arc::new(sdsim_projects::simulations::Simulations::new(
+                    store.clone(),
+                    Arc::clone(p),
+                    config.simulation.clone(),
+                    shards,
+                )))
+            }
+            _ => None,
+        };
+        let projects = projects.filter(|_| config.has_role("project"));
         let store = Some(store);
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
@@ -196,6 +224,8 @@ impl Server {
             auth_http,
             auth_grpc,
             grpc_tls,
+            projects: projects.clone(),
+            simulations: simulations.clone(),
             ws_open: Arc::new(AtomicUsize::new(0)),
             process_epoch,
             redis,
@@ -268,6 +298,21 @@ pub fn routes(globals: &Arc<Globals>) -> Router {
     realtime::register(&mut router, globals);
     if let Some(auth) = &globals.auth {
         sdsim_auth::http::register(&mut router, auth);
+        let verifier = Arc::clone(auth.verifier());
+        let authenticate: sdsim_projects::http::Authenticate = Arc::new(move |req| {
+            let v = sdsim_auth::http::authenticate_with(&verifier, req)?;
+            Ok(sdsim_projects::Caller {
+                is_admin: v.has_role("admin"),
+                user_id: v.user_id,
+                perms: v.perms,
+            })
+        });
+        if let Some(p) = &globals.projects {
+            sdsim_projects::http::register_projects(&mut router, p, &authenticate);
+        }
+        if let Some(s) = &globals.simulations {
+            sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
+        }
     }
     router
 }
@@ -301,6 +346,9 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     }
     if let Some(auth) = &globals.auth {
         sdsim_auth::install_shard(auth, &shard, Rc::clone(&rt.bus), Rc::clone(&metrics));
+    }
+    if let Some(simulations) = &globals.simulations {
+        simulations.install_shard(&shard);
     }
     let app = Rc::new(App::new(router, stack));
     let settings = Rc::new(ConnSettings {

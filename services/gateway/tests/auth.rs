@@ -7,55 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{get, start, stop, Client, Resp};
-
-const STRONG: &str = "correct horse battery staple";
-
-/// One HTTP request on a fresh connection; the JSON body of the answer (Null when empty).
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value, Resp) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut c = Client::connect(addr);
-    c.send(req.as_bytes());
-    let resp = c.read_response(false);
-    let value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    (resp.status, value, resp)
-}
-
-fn register(addr: SocketAddr, email: &str) -> Value {
-    let (status, v, _) = call(
-        addr,
-        "POST",
-        "/api/auth/register",
-        None,
-        Some(json!({"email": email, "password": STRONG})),
-    );
-    assert_eq!(status, 201, "{v}");
-    v["user"].clone()
-}
-
-fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, Value) {
-    let (status, v, _) = call(
-        addr,
-        "POST",
-        "/api/auth/login",
-        None,
-        Some(json!({"email": email, "password": password})),
-    );
-    (status, v)
-}
+use support::{call, get, login, register, start, stop, STRONG};
 
 fn mails(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -30,6 +30,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0002_signing_keys.postgres.sql"),
         sqlite: include_str!("../migrations/0002_signing_keys.sqlite.sql"),
     },
+    Migration {
+        version: 3,
+        name: "projects and simulations",
+        postgres: include_str!("../migrations/0003_projects.postgres.sql"),
+        sqlite: include_str!("../migrations/0003_projects.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.

@@ -230,3 +230,52 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
     c.read_response(false)
 }
+
+/// A password zxcvbn scores 4.
+pub const STRONG: &str = "correct horse battery staple";
+
+/// One HTTP request on a fresh connection; the JSON body of the answer (Null when empty).
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, Resp) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = Client::connect(addr);
+    c.send(req.as_bytes());
+    let resp = c.read_response(false);
+    let value = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+    (resp.status, value, resp)
+}
+
+pub fn register(addr: SocketAddr, email: &str) -> serde_json::Value {
+    let (status, v, _) = call(
+        addr,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(serde_json::json!({"email": email, "password": STRONG})),
+    );
+    assert_eq!(status, 201, "{v}");
+    v["user"].clone()
+}
+
+pub fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json::Value) {
+    let (status, v, _) = call(
+        addr,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(serde_json::json!({"email": email, "password": password})),
+    );
+    (status, v)
+}

@@ -1,0 +1,492 @@
+//! The HTTP API of the project and simulation services (mounted on the gateway).
+//!
+//! Errors are `{"error": {"code", "message"}}` with the status of [`status_of`]; an invalid
+//! design is 422 with `problems: [{path, message}]` listing every problem.
+
+use crate::projects::{Change, Filter, NewProject, Projects, Role};
+use crate::simulations::{Simulations, StartRequest};
+use crate::{Caller, Failure};
+use bytes::Bytes;
+use http::header::{CONTENT_DISPOSITION, RETRY_AFTER};
+use http::{HeaderValue, Method, StatusCode};
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{error, json, with_body, PathParams, Request, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Authenticates a request (the embedding server's verifier); the error is the response.
+pub type Authenticate = Arc<dyn Fn(&Request) -> Result<Caller, Box<Response>> + Send + Sync>;
+
+/// HTTP status and error code of a failure.
+pub fn status_of(f: &Failure) -> (StatusCode, &'static str) {
+    match f {
+        Failure::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        Failure::Design(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_design"),
+        Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Failure::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        Failure::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        Failure::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+        Failure::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
+        Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
+/// The response for a failure.
+pub fn failure(f: &Failure) -> Response {
+    let (status, code) = status_of(f);
+    let mut resp = match f {
+        Failure::Design(problems) => {
+            #[derive(serde::Serialize)]
+            struct Inner<'a> {
+                code: &'a str,
+                message: String,
+                problems: &'a [crate::DesignProblem],
+            }
+            #[derive(serde::Serialize)]
+            struct Outer<'a> {
+                error: Inner<'a>,
+            }
+            json(
+                status,
+                &Outer {
+                    error: Inner {
+                        code,
+                        message: f.to_string(),
+                        problems,
+                    },
+                },
+            )
+        }
+        _ => error(status, code, &f.to_string()),
+    };
+    if matches!(
+        f,
+        Failure::QueueFull(_) | Failure::TooMany(_) | Failure::Unavailable(_)
+    ) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
+    match r {
+        Ok(v) => json(status, &v),
+        Err(f) => failure(&f),
+    }
+}
+
+fn body<'a, T: Deserialize<'a>>(req: &'a Request, shape: &str) -> Result<T, Box<Response>> {
+    sonic_rs::from_slice(req.body()).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("body must be {shape}: {e}"),
+        ))
+    })
+}
+
+fn param(req: &Request, name: &str) -> String {
+    req.extensions()
+        .get::<PathParams>()
+        .and_then(|p| p.get(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The decoded value of query parameter `name`.
+fn query(req: &Request, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 1 < bytes.len() => {
+                match (hex(bytes[i + 1]), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn int_query(req: &Request, name: &'static str, default: i64) -> Result<i64, Box<Response>> {
+    match query(req, name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            Box::new(failure(&Failure::Invalid {
+                field: name,
+                message: format!("{v:?} is not an integer"),
+            }))
+        }),
+    }
+}
+
+macro_rules! try_or {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(resp) => return *resp,
+        }
+    };
+}
+
+/// A JSON value passed on as text (designs and settings are validated by the services).
+type Raw = Option<sonic_rs::Value>;
+
+fn raw_text(v: &Raw) -> Option<String> {
+    v.as_ref().map(|r| r.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    template_id: Option<String>,
+    #[serde(default)]
+    design: Raw,
+    #[serde(default)]
+    settings: Raw,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    design: Raw,
+    #[serde(default)]
+    settings: Raw,
+    #[serde(default)]
+    expected_version: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareBody {
+    /// A user id or an email.
+    user: String,
+    /// `editor`, `viewer` or `none` (removes).
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    design: sonic_rs::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    project_id: String,
+    #[serde(default)]
+    duration_s: Option<f64>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    speed: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    design: sonic_rs::Value,
+}
+
+fn add<F, Fut>(router: &mut Router, method: Method, path: &str, handler: F)
+where
+    F: Fn(Request) -> Fut + 'static,
+    Fut: std::future::Future<Output = Response> + 'static,
+{
+    router
+        .route(method, path, handler)
+        .expect("project and simulation routes are registered once");
+}
+
+/// Registers the project routes (`/api/templates`, `/api/projects/*`).
+pub fn register_projects(router: &mut Router, projects: &Arc<Projects>, auth: &Authenticate) {
+    // Each route: authenticate, then call the service with the request.
+    macro_rules! route {
+        ($method:expr, $path:expr, |$p:ident, $who:ident, $req:ident| $body:expr) => {{
+            let (p, a) = (Arc::clone(projects), Arc::clone(auth));
+            add(router, $method, $path, move |$req: Request| {
+                let ($p, a) = (Arc::clone(&p), Arc::clone(&a));
+                async move {
+                    let $who = try_or!(a(&$req));
+                    $body
+                }
+            });
+        }};
+    }
+    route!(Method::GET, "/api/templates", |p, who, _req| respond(
+        StatusCode::OK,
+        p.templates(&who)
+            .await
+            .map(|templates| Templates { templates })
+    ));
+    route!(Method::GET, "/api/templates/{id}", |p, who, req| respond(
+        StatusCode::OK,
+        p.template(&who, &param(&req, "id")).await
+    ));
+    route!(Method::POST, "/api/templates", |p, who, req| {
+        let b: TemplateBody = try_or!(body(
+            &req,
+            r#"{"name": string, "description"?: string, "design": object}"#
+        ));
+        respond(
+            StatusCode::CREATED,
+            p.save_template(&who, &b.name, &b.description, &b.design.to_string())
+                .await,
+        )
+    });
+    route!(Method::POST, "/api/projects", |p, who, req| {
+        let b: CreateBody = try_or!(body(
+            &req,
+            r#"{"name": string, "description"?: string, "template_id"?: string, "design"?: object, "settings"?: object}"#
+        ));
+        let new = NewProject {
+            design: raw_text(&b.design),
+            settings: raw_text(&b.settings),
+            name: b.name,
+            description: b.description,
+            template_id: b.template_id,
+        };
+        respond(StatusCode::CREATED, p.create(&who, new).await)
+    });
+    route!(Method::GET, "/api/projects", |p, who, req| {
+        let role = match query(&req, "role").as_deref() {
+            None | Some("") => None,
+            Some("owner") => Some(Role::Owner),
+            Some("editor") => Some(Role::Editor),
+            Some("viewer") => Some(Role::Viewer),
+            Some(other) => {
+                return failure(&Failure::Invalid {
+                    field: "role",
+                    message: format!("{other:?}: owner, editor or viewer"),
+                })
+            }
+        };
+        let filter = Filter {
+            query: query(&req, "q"),
+            role,
+            page: try_or!(int_query(&req, "page", 1)),
+            per_page: try_or!(int_query(&req, "per_page", 20)),
+        };
+        respond(StatusCode::OK, p.list(&who, &filter).await)
+    });
+    route!(Method::POST, "/api/projects/import", |p, who, req| {
+        let text = String::from_utf8_lossy(req.body()).into_owned();
+        respond(StatusCode::CREATED, p.import(&who, &text).await)
+    });
+    route!(Method::GET, "/api/projects/{id}", |p, who, req| respond(
+        StatusCode::OK,
+        p.get(&who, &param(&req, "id")).await
+    ));
+    route!(Method::PUT, "/api/projects/{id}", |p, who, req| {
+        let b: UpdateBody = try_or!(body(
+            &req,
+            r#"{"name"?: string, "description"?: string, "design"?: object, "settings"?: object, "expected_version"?: integer}"#
+        ));
+        let change = Change {
+            design: raw_text(&b.design),
+            settings: raw_text(&b.settings),
+            name: b.name,
+            description: b.description,
+            expected_version: b.expected_version,
+        };
+        respond(
+            StatusCode::OK,
+            p.update(&who, &param(&req, "id"), change).await,
+        )
+    });
+    route!(Method::DELETE, "/api/projects/{id}", |p, who, req| {
+        match p.delete(&who, &param(&req, "id")).await {
+            Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+            Err(f) => failure(&f),
+        }
+    });
+    route!(Method::POST, "/api/projects/{id}/share", |p, who, req| {
+        let b: ShareBody = try_or!(body(
+            &req,
+            r#"{"user": string (id or email), "role": "editor" | "viewer" | "none"}"#
+        ));
+        let role = match b.role.as_str() {
+            "editor" => Some(Role::Editor),
+            "viewer" => Some(Role::Viewer),
+            "none" => None,
+            other => {
+                return failure(&Failure::Invalid {
+                    field: "role",
+                    message: format!("{other:?}: editor, viewer or none"),
+                })
+            }
+        };
+        respond(
+            StatusCode::OK,
+            p.share(&who, &param(&req, "id"), &b.user, role)
+                .await
+                .map(|members| Members { members }),
+        )
+    });
+    route!(Method::GET, "/api/projects/{id}/members", |p, who, req| {
+        respond(
+            StatusCode::OK,
+            p.members(&who, &param(&req, "id"))
+                .await
+                .map(|members| Members { members }),
+        )
+    });
+    route!(Method::GET, "/api/projects/{id}/versions", |p, who, req| {
+        respond(
+            StatusCode::OK,
+            p.versions(&who, &param(&req, "id"))
+                .await
+                .map(|versions| Versions { versions }),
+        )
+    });
+    route!(
+        Method::POST,
+        "/api/projects/{id}/rollback",
+        |p, who, req| {
+            let b: RollbackBody = try_or!(body(&req, r#"{"version": integer}"#));
+            respond(
+                StatusCode::OK,
+                p.rollback(&who, &param(&req, "id"), b.version).await,
+            )
+        }
+    );
+    route!(Method::GET, "/api/projects/{id}/export", |p, who, req| {
+        let id = param(&req, "id");
+        match p.export(&who, &id).await {
+            Ok(doc) => {
+                let mut resp = json(StatusCode::OK, &doc);
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("attachment; filename=\"project-{id}.json\""))
+                {
+                    resp.headers_mut().insert(CONTENT_DISPOSITION, v);
+                }
+                resp
+            }
+            Err(f) => failure(&f),
+        }
+    });
+}
+
+/// Registers the simulation routes (`/api/simulations/*`).
+pub fn register_simulations(router: &mut Router, sims: &Arc<Simulations>, auth: &Authenticate) {
+    macro_rules! route {
+        ($method:expr, $path:expr, |$s:ident, $who:ident, $req:ident| $body:expr) => {{
+            let (s, a) = (Arc::clone(sims), Arc::clone(auth));
+            add(router, $method, $path, move |$req: Request| {
+                let ($s, a) = (Arc::clone(&s), Arc::clone(&a));
+                async move {
+                    let $who = try_or!(a(&$req));
+                    $body
+                }
+            });
+        }};
+    }
+    route!(Method::POST, "/api/simulations", |s, who, req| {
+        let b: StartBody = try_or!(body(
+            &req,
+            r#"{"project_id": string, "duration_s"?: number, "seed"?: integer, "speed"?: number}"#
+        ));
+        let start = StartRequest {
+            project_id: b.project_id,
+            duration_s: b.duration_s,
+            seed: b.seed,
+            speed: b.speed,
+        };
+        respond(StatusCode::ACCEPTED, s.start(&who, start).await)
+    });
+    route!(Method::GET, "/api/simulations", |s, who, req| {
+        let limit = try_or!(int_query(&req, "limit", 50));
+        let project = query(&req, "project_id");
+        respond(
+            StatusCode::OK,
+            s.history(&who, project.as_deref(), limit)
+                .await
+                .map(|simulations| History { simulations }),
+        )
+    });
+    route!(Method::POST, "/api/simulations/validate", |s, _who, req| {
+        let b: ValidateBody = try_or!(body(&req, r#"{"design": object}"#));
+        json(StatusCode::OK, &s.validate(&b.design.to_string()))
+    });
+    route!(Method::GET, "/api/simulations/{id}", |s, who, req| respond(
+        StatusCode::OK,
+        s.get(&who, &param(&req, "id")).await
+    ));
+    route!(Method::POST, "/api/simulations/{id}/stop", |s, who, req| {
+        respond(StatusCode::OK, s.stop(&who, &param(&req, "id")).await)
+    });
+    route!(
+        Method::GET,
+        "/api/simulations/{id}/results",
+        |s, who, req| respond(StatusCode::OK, s.results(&who, &param(&req, "id")).await)
+    );
+}
+
+#[derive(serde::Serialize)]
+struct Templates {
+    templates: Vec<crate::projects::TemplateInfo>,
+}
+
+#[derive(serde::Serialize)]
+struct Members {
+    members: Vec<crate::projects::Member>,
+}
+
+#[derive(serde::Serialize)]
+struct Versions {
+    versions: Vec<crate::projects::Version>,
+}
+
+#[derive(serde::Serialize)]
+struct History {
+    simulations: Vec<crate::simulations::Run>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%20b+c"), "a b c");
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+        assert_eq!(super::percent_decode("%C3%A9"), "é");
+        assert_eq!(super::percent_decode("%é%4"), "%é%4");
+    }
+}

@@ -1,0 +1,1157 @@
+//! Projects: a design document and settings, owned by a user, shared with editors and viewers,
+//! versioned on every change (history with what changed, rollback), importable and exportable.
+//!
+//! Access: the token must grant `project:read` to read and `project:write` to change; then the
+//! caller's role in the project decides — viewer reads, editor also updates, owner also shares
+//! and deletes. A project the caller has no role in is reported as not found (its existence is
+//! not revealed). Admins act as owners of every project.
+
+use crate::templates;
+use crate::{new_id, now_ms, publish, Caller, DesignProblem, Failure};
+use sdsim_store::{Row, Statement, Store, Value};
+use serde::Serialize;
+use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait};
+use std::collections::BTreeMap;
+
+/// A caller's role in a project, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads the project and its runs.
+    Viewer,
+    /// Also changes the design and starts runs.
+    Editor,
+    /// Also shares and deletes.
+    Owner,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "editor" => Some(Role::Editor),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// A project as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Project {
+    /// Its id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The owner's user id.
+    pub owner_id: String,
+    /// The design document.
+    pub design: sonic_rs::Value,
+    /// Settings (a JSON object).
+    pub settings: sonic_rs::Value,
+    /// The template it was made from.
+    pub template_id: Option<String>,
+    /// Current version (1 at creation, +1 per change).
+    pub version: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// What a new project starts from.
+#[derive(Debug, Clone, Default)]
+pub struct NewProject {
+    /// Display name (1–200 characters).
+    pub name: String,
+    /// Free text (up to 4,000 characters).
+    pub description: String,
+    /// A system template id or one of the caller's template ids.
+    pub template_id: Option<String>,
+    /// A design document (instead of, or overriding, the template's).
+    pub design: Option<String>,
+    /// Settings (a JSON object).
+    pub settings: Option<String>,
+}
+
+/// A change; absent fields stay.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New design document.
+    pub design: Option<String>,
+    /// New settings.
+    pub settings: Option<String>,
+    /// When set, the change applies only if the project is still at this version (409
+    /// otherwise: someone else changed it since the caller read it).
+    pub expected_version: Option<i64>,
+}
+
+/// One stored version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    /// Its number.
+    pub version: i64,
+    /// Who made it.
+    pub author_id: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// What changed against the previous version.
+    pub summary: sonic_rs::Value,
+}
+
+/// A member of a project.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// The user id.
+    pub user_id: String,
+    /// The email, when the account exists.
+    pub email: String,
+    /// Their role.
+    pub role: Role,
+    /// Unix ms.
+    pub added_at: i64,
+}
+
+/// A page of projects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The projects (designs omitted: `design` is null; fetch one to get it).
+    pub projects: Vec<Project>,
+    /// 1-based.
+    pub page: i64,
+    /// Page size.
+    pub per_page: i64,
+    /// Matching projects in all pages.
+    pub total: i64,
+}
+
+/// List filters.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Case-insensitive substring of the name.
+    pub query: Option<String>,
+    /// Only projects where the caller has this role.
+    pub role: Option<Role>,
+    /// 1-based page.
+    pub page: i64,
+    /// Page size (1–100).
+    pub per_page: i64,
+}
+
+/// A template as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateInfo {
+    /// Id: a slug for system templates, a UUID for users'.
+    pub id: String,
+    /// `system` or `user`.
+    pub kind: &'static str,
+    /// Display name.
+    pub name: String,
+    /// What it models.
+    pub description: String,
+    /// Category (system templates).
+    pub category: String,
+    /// Components in the design.
+    pub components: usize,
+    /// The design, when one template is fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub design: Option<sonic_rs::Value>,
+}
+
+/// The export format.
+pub const EXPORT_FORMAT: &str = "sdsim.project.v1";
+
+const MAX_NAME: usize = 200;
+const MAX_DESCRIPTION: usize = 4000;
+const MAX_SETTINGS: usize = 64 << 10;
+
+/// The project service.
+pub struct Projects {
+    store: Store,
+}
+
+const COLUMNS: &str = "p.id, p.name, p.description, p.owner_id, p.design, p.settings, COALESCE(p.template_id, ''), p.version, p.created_at, p.updated_at";
+
+impl Projects {
+    /// The service on `store` (migrated).
+    pub fn new(store: Store) -> Projects {
+        Projects { store }
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates a project owned by the caller.
+    pub async fn create(&self, who: &Caller, new: NewProject) -> Result<Project, Failure> {
+        who.require("project:write")?;
+        let name = check_name(&new.name)?;
+        let description = check_description(&new.description)?;
+        let design = match (&new.design, &new.template_id) {
+            (Some(d), _) => d.clone(),
+            (None, Some(t)) => self.template_design(who, t).await?,
+            (None, None) => {
+                return Err(Failure::Invalid {
+                    field: "design",
+                    message: "give a design or a template_id".into(),
+                })
+            }
+        };
+        let design = check_design(&design)?;
+        let settings = check_settings(new.settings.as_deref())?;
+        let id = new_id();
+        let now = now_ms();
+        let summary = r#"{"created":true}"#.to_string();
+        self.store
+            .batch(vec![
+                Statement::new(
+                    "INSERT INTO project_schema.projects (id, owner_id, name, description, design, settings, template_id, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)",
+                    vec![
+                        id.clone().into(),
+                        who.user_id.as_ref().into(),
+                        name.clone().into(),
+                        description.clone().into(),
+                        design.clone().into(),
+                        settings.clone().into(),
+                        new.template_id.clone().map_or(Value::Null, Value::from),
+                        now.into(),
+                    ],
+                ),
+                version_insert(&id, 1, &name, &description, &design, &settings, who, &summary, now),
+                Statement::new(
+                    "INSERT INTO project_schema.project_members (project_id, user_id, role, added_by, added_at) VALUES ($1, $2, 'owner', $2, $3)",
+                    vec![id.clone().into(), who.user_id.as_ref().into(), now.into()],
+                ),
+            ])
+            .await?;
+        let project = self.get(who, &id).await?;
+        publish(
+            "project:events:created",
+            &Event::of(&project, who, "created"),
+        )
+        .await;
+        Ok(project)
+    }
+
+    /// The caller's role in project `id`; `NotFound` when they have none.
+    pub async fn role(&self, who: &Caller, id: &str) -> Result<Role, Failure> {
+        who.require("project:read")?;
+        let not_found = || Failure::NotFound(format!("project {id} not found"));
+        if who.is_admin {
+            let exists = self
+                .store
+                .query_opt(
+                    "SELECT 1 FROM project_schema.projects WHERE id = $1",
+                    vec![id.into()],
+                )
+                .await?;
+            return exists.map(|_| Role::Owner).ok_or_else(not_found);
+        }
+        let row = self
+            .store
+            .query_opt(
+                "SELECT role FROM project_schema.project_members WHERE project_id = $1 AND user_id = $2",
+                vec![id.into(), who.user_id.as_ref().into()],
+            )
+            .await?
+            .ok_or_else(not_found)?;
+        Role::parse(row.text(0)?).ok_or_else(not_found)
+    }
+
+    /// `Forbidden` unless the caller's role in `id` is at least `needed`.
+    pub async fn require(&self, who: &Caller, id: &str, needed: Role) -> Result<Role, Failure> {
+        let role = self.role(who, id).await?;
+        if role < needed {
+            return Err(Failure::Forbidden(format!(
+                "your role in this project is {}; this needs {}",
+                role.as_str(),
+                needed.as_str()
+            )));
+        }
+        Ok(role)
+    }
+
+    /// One project.
+    pub async fn get(&self, who: &Caller, id: &str) -> Result<Project, Failure> {
+        let role = self.role(who, id).await?;
+        let row = self
+            .store
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM project_schema.projects p WHERE p.id = $1"),
+                vec![id.into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("project {id} not found")))?;
+        project_of(&row, role, true)
+    }
+
+    /// The caller's projects, newest change first.
+    pub async fn list(&self, who: &Caller, filter: &Filter) -> Result<Page, Failure> {
+        who.require("project:read")?;
+        let per_page = filter.per_page.clamp(1, 100);
+        let page = filter.page.max(1);
+        let mut conditions = vec!["m.user_id = $1".to_string()];
+        let mut params: Vec<Value> = vec![who.user_id.as_ref().into()];
+        if let Some(q) = filter.query.as_deref().filter(|q| !q.is_empty()) {
+            params.push(format!("%{}%", escape_like(&q.to_lowercase())).into());
+            conditions.push(format!("LOWER(p.name) LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        if let Some(role) = filter.role {
+            params.push(role.as_str().into());
+            conditions.push(format!("m.role = ${}", params.len()));
+        }
+        let from = format!(
+            "FROM project_schema.projects p JOIN project_schema.project_members m ON m.project_id = p.id WHERE {}",
+            conditions.join(" AND ")
+        );
+        let total = self
+            .store
+            .query_opt(&format!("SELECT COUNT(*) {from}"), params.clone())
+            .await?
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0);
+        let mut list_params = params;
+        list_params.push(per_page.into());
+        list_params.push(((page - 1) * per_page).into());
+        let n = list_params.len();
+        let rows = self
+            .store
+            .query(
+                &format!(
+                    "SELECT {COLUMNS}, m.role {from} ORDER BY p.updated_at DESC, p.id LIMIT ${} OFFSET ${}",
+                    n - 1,
+                    n
+                ),
+                list_params,
+            )
+            .await?;
+        let mut projects = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let role = Role::parse(row.text(10)?).unwrap_or(Role::Viewer);
+            projects.push(project_of(row, role, false)?);
+        }
+        Ok(Page {
+            projects,
+            page,
+            per_page,
+            total,
+        })
+    }
+
+    /// Applies a change (editor or owner), storing a new version.
+    pub async fn update(&self, who: &Caller, id: &str, change: Change) -> Result<Project, Failure> {
+        who.require("project:write")?;
+        let role = self.require(who, id, Role::Editor).await?;
+        let current = self.get(who, id).await?;
+        if let Some(expected) = change.expected_version {
+            if expected != current.version {
+                return Err(Failure::Conflict(format!(
+                    "the project is at version {}, not {expected}: reload it and apply the change again",
+                    current.version
+                )));
+            }
+        }
+        let name = match &change.name {
+            Some(n) => check_name(n)?,
+            None => current.name.clone(),
+        };
+        let description = match &change.description {
+            Some(d) => check_description(d)?,
+            None => current.description.clone(),
+        };
+        let old_design = current.design.to_string();
+        let design = match &change.design {
+            Some(d) => check_design(d)?,
+            None => old_design.clone(),
+        };
+        let settings = match &change.settings {
+            Some(s) => check_settings(Some(s))?,
+            None => current.settings.to_string(),
+        };
+        let mut changed = Vec::new();
+        if name != current.name {
+            changed.push("name");
+        }
+        if description != current.description {
+            changed.push("description");
+        }
+        if !same_json(&settings, &current.settings.to_string()) {
+            changed.push("settings");
+        }
+        let components = diff_components(&old_design, &design);
+        if !same_json(&design, &old_design) {
+            changed.push("design");
+        }
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        let summary = sonic_rs::to_string(&Summary {
+            changed,
+            components,
+            rollback_of: None,
+        })
+        .unwrap_or_default();
+        self.store_version(
+            who,
+            &current,
+            &name,
+            &description,
+            &design,
+            &settings,
+            &summary,
+        )
+        .await?;
+        let project = Project {
+            role,
+            ..self.get(who, id).await?
+        };
+        publish(
+            "project:events:updated",
+            &Event::of(&project, who, "updated"),
+        )
+        .await;
+        Ok(project)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_version(
+        &self,
+        who: &Caller,
+        current: &Project,
+        name: &str,
+        description: &str,
+        design: &str,
+        settings: &str,
+        summary: &str,
+    ) -> Result<(), Failure> {
+        let now = now_ms();
+        let next = current.version + 1;
+        let updated = self
+            .store
+            .batch(vec![
+                Statement::new(
+                    "UPDATE project_schema.projects SET name = $1, description = $2, design = $3, settings = $4, version = $5, updated_at = $6 WHERE id = $7 AND version = $8",
+                    vec![
+                        name.into(),
+                        description.into(),
+                        design.into(),
+                        settings.into(),
+                        next.into(),
+                        now.into(),
+                        current.id.clone().into(),
+                        current.version.into(),
+                    ],
+                ),
+                version_insert(&current.id, next, name, description, design, settings, who, summary, now),
+            ])
+            .await;
+        match updated {
+            Ok(counts) if counts.first() == Some(&1) => Ok(()),
+            // The version row's primary key refuses a second writer of the same version.
+            Ok(_) | Err(sdsim_store::StoreError::Conflict(_)) => Err(Failure::Conflict(
+                "the project changed at the same time: reload it and apply the change again".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a project (owner), its versions and members.
+    pub async fn delete(&self, who: &Caller, id: &str) -> Result<(), Failure> {
+        who.require("project:write")?;
+        self.require(who, id, Role::Owner).await?;
+        let members = self.member_ids(id).await?;
+        self.store
+            .batch(vec![
+                Statement::new(
+                    "DELETE FROM project_schema.project_versions WHERE project_id = $1",
+                    vec![id.into()],
+                ),
+                Statement::new(
+                    "DELETE FROM project_schema.project_members WHERE project_id = $1",
+                    vec![id.into()],
+                ),
+                Statement::new(
+                    "DELETE FROM project_schema.projects WHERE id = $1",
+                    vec![id.into()],
+                ),
+            ])
+            .await?;
+        publish(
+            "project:events:deleted",
+            &IdEvent {
+                event: "deleted",
+                project_id: id,
+                by: &who.user_id,
+                members: &members,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn member_ids(&self, id: &str) -> Result<Vec<String>, Failure> {
+        let rows = self
+            .store
+            .query(
+                "SELECT user_id FROM project_schema.project_members WHERE project_id = $1 ORDER BY added_at",
+                vec![id.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.text(0)?.to_string()))
+            .collect::<Result<_, sdsim_store::StoreError>>()
+            .map_err(Failure::from)
+    }
+
+    /// Gives `user` (an id or an email) `role` in the project, or removes them (`None`); owner
+    /// only. The owner's own role cannot be changed.
+    pub async fn share(
+        &self,
+        who: &Caller,
+        id: &str,
+        user: &str,
+        role: Option<Role>,
+    ) -> Result<Vec<Member>, Failure> {
+        who.require("project:write")?;
+        self.require(who, id, Role::Owner).await?;
+        if role == Some(Role::Owner) {
+            return Err(Failure::Invalid {
+                field: "role",
+                message: "share as editor or viewer (ownership does not transfer)".into(),
+            });
+        }
+        let target = self
+            .store
+            .query_opt(
+                "SELECT id FROM auth_schema.users WHERE id = $1 OR email = $2",
+                vec![user.into(), user.trim().to_lowercase().into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no user {user}")))?;
+        let target = target.text(0)?.to_string();
+        let owner = self
+            .store
+            .query_opt(
+                "SELECT owner_id FROM project_schema.projects WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?
+            .map(|r| r.text(0).map(str::to_string))
+            .transpose()?;
+        if owner.as_deref() == Some(target.as_str()) {
+            return Err(Failure::Invalid {
+                field: "user",
+                message: "the owner's role cannot be changed".into(),
+            });
+        }
+        match role {
+            Some(role) => {
+                self.store
+                    .batch(vec![
+                        Statement::new(
+                            "DELETE FROM project_schema.project_members WHERE project_id = $1 AND user_id = $2",
+                            vec![id.into(), target.clone().into()],
+                        ),
+                        Statement::new(
+                            "INSERT INTO project_schema.project_members (project_id, user_id, role, added_by, added_at) VALUES ($1, $2, $3, $4, $5)",
+                            vec![
+                                id.into(),
+                                target.clone().into(),
+                                role.as_str().into(),
+                                who.user_id.as_ref().into(),
+                                now_ms().into(),
+                            ],
+                        ),
+                    ])
+                    .await?;
+            }
+            None => {
+                self.store
+                    .execute(
+                        "DELETE FROM project_schema.project_members WHERE project_id = $1 AND user_id = $2",
+                        vec![id.into(), target.clone().into()],
+                    )
+                    .await?;
+            }
+        }
+        let name = self.get(who, id).await?.name;
+        let event = ShareEvent {
+            event: "shared",
+            project_id: id,
+            project_name: &name,
+            user_id: &target,
+            role: role.map(Role::as_str),
+            by: &who.user_id,
+        };
+        publish("project:events:shared", &event).await;
+        publish(&format!("notifications:user:{target}"), &event).await;
+        self.members(who, id).await
+    }
+
+    /// The project's members (any member may list them).
+    pub async fn members(&self, who: &Caller, id: &str) -> Result<Vec<Member>, Failure> {
+        self.role(who, id).await?;
+        let rows = self
+            .store
+            .query(
+                "SELECT m.user_id, m.role, m.added_at FROM project_schema.project_members m WHERE m.project_id = $1 ORDER BY m.added_at, m.user_id",
+                vec![id.into()],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let user_id = row.text(0)?.to_string();
+            let email = self
+                .store
+                .query_opt(
+                    "SELECT email FROM auth_schema.users WHERE id = $1",
+                    vec![user_id.clone().into()],
+                )
+                .await?
+                .map(|r| r.text(0).map(str::to_string))
+                .transpose()?
+                .unwrap_or_default();
+            out.push(Member {
+                user_id,
+                email,
+                role: Role::parse(row.text(1)?).unwrap_or(Role::Viewer),
+                added_at: row.int(2)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The version history, newest first.
+    pub async fn versions(&self, who: &Caller, id: &str) -> Result<Vec<Version>, Failure> {
+        self.role(who, id).await?;
+        let rows = self
+            .store
+            .query(
+                "SELECT version, author_id, created_at, summary FROM project_schema.project_versions WHERE project_id = $1 ORDER BY version DESC",
+                vec![id.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Version {
+                    version: r.int(0)?,
+                    author_id: r.text(1)?.to_string(),
+                    created_at: r.int(2)?,
+                    summary: sonic_rs::from_str(r.text(3)?).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, sdsim_store::StoreError>>()
+            .map_err(Failure::from)
+    }
+
+    /// Makes version `version`'s content current again, as a new version (editor or owner).
+    pub async fn rollback(&self, who: &Caller, id: &str, version: i64) -> Result<Project, Failure> {
+        who.require("project:write")?;
+        let role = self.require(who, id, Role::Editor).await?;
+        let current = self.get(who, id).await?;
+        let old = self
+            .store
+            .query_opt(
+                "SELECT name, description, design, settings FROM project_schema.project_versions WHERE project_id = $1 AND version = $2",
+                vec![id.into(), version.into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("project {id} has no version {version}")))?;
+        let (name, description, design, settings) =
+            (old.text(0)?, old.text(1)?, old.text(2)?, old.text(3)?);
+        let summary = sonic_rs::to_string(&Summary {
+            changed: vec!["rollback"],
+            components: diff_components(&current.design.to_string(), design),
+            rollback_of: Some(version),
+        })
+        .unwrap_or_default();
+        self.store_version(who, &current, name, description, design, settings, &summary)
+            .await?;
+        let project = Project {
+            role,
+            ..self.get(who, id).await?
+        };
+        publish(
+            "project:events:updated",
+            &Event::of(&project, who, "rolled_back"),
+        )
+        .await;
+        Ok(project)
+    }
+
+    /// The project as an export document.
+    pub async fn export(&self, who: &Caller, id: &str) -> Result<sonic_rs::Value, Failure> {
+        let p = self.get(who, id).await?;
+        let doc = Export {
+            format: EXPORT_FORMAT.into(),
+            name: p.name,
+            description: p.description,
+            design: p.design,
+            settings: p.settings,
+            template_id: p.template_id,
+            exported_at: now_ms(),
+            source_version: p.version,
+        };
+        sonic_rs::to_value(&doc).map_err(|e| Failure::Unavailable(e.to_string()))
+    }
+
+    /// A new project from an export document (the same checks as [`Projects::create`]).
+    pub async fn import(&self, who: &Caller, doc: &str) -> Result<Project, Failure> {
+        let v: sonic_rs::Value = sonic_rs::from_str(doc).map_err(|e| Failure::Invalid {
+            field: "body",
+            message: format!("not JSON: {e}"),
+        })?;
+        if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
+            return Err(Failure::Invalid {
+                field: "format",
+                message: format!(
+                    "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
+                ),
+            });
+        }
+        let text = |k: &'static str| -> Result<String, Failure> {
+            match v.get(k) {
+                None => Ok(String::new()),
+                Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
+                    field: k,
+                    message: "must be a string".into(),
+                }),
+            }
+        };
+        let design = v.get("design").ok_or(Failure::Invalid {
+            field: "design",
+            message: "missing".into(),
+        })?;
+        self.create(
+            who,
+            NewProject {
+                name: text("name")?,
+                description: text("description")?,
+                template_id: None,
+                design: Some(design.to_string()),
+                settings: v.get("settings").map(|s| s.to_string()),
+            },
+        )
+        .await
+    }
+
+    /// System templates and the caller's own.
+    pub async fn templates(&self, who: &Caller) -> Result<Vec<TemplateInfo>, Failure> {
+        who.require("project:read")?;
+        let mut out: Vec<TemplateInfo> = templates::SYSTEM
+            .iter()
+            .map(|t| template_info(t.id, "system", t.category, t.design, false))
+            .collect();
+        let rows = self
+            .store
+            .query(
+                "SELECT id, design FROM project_schema.user_templates WHERE owner_id = $1 ORDER BY created_at",
+                vec![who.user_id.as_ref().into()],
+            )
+            .await?;
+        for row in &rows {
+            out.push(template_info(row.text(0)?, "user", "", row.text(1)?, false));
+        }
+        Ok(out)
+    }
+
+    /// One template with its design.
+    pub async fn template(&self, who: &Caller, id: &str) -> Result<TemplateInfo, Failure> {
+        who.require("project:read")?;
+        if let Some(t) = templates::system(id) {
+            return Ok(template_info(t.id, "system", t.category, t.design, true));
+        }
+        let design = self.template_design(who, id).await?;
+        Ok(template_info(id, "user", "", &design, true))
+    }
+
+    async fn template_design(&self, who: &Caller, id: &str) -> Result<String, Failure> {
+        if let Some(t) = templates::system(id) {
+            return Ok(t.design.to_string());
+        }
+        let row = self
+            .store
+            .query_opt(
+                "SELECT design FROM project_schema.user_templates WHERE id = $1 AND owner_id = $2",
+                vec![id.into(), who.user_id.as_ref().into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("template {id} not found")))?;
+        Ok(row.text(0)?.to_string())
+    }
+
+    /// Saves a design as one of the caller's templates (`name`/`description` go into it).
+    pub async fn save_template(
+        &self,
+        who: &Caller,
+        name: &str,
+        description: &str,
+        design: &str,
+    ) -> Result<TemplateInfo, Failure> {
+        who.require("project:write")?;
+        let name = check_name(name)?;
+        let description = check_description(description)?;
+        check_design(design)?;
+        let mut v: sonic_rs::Value = sonic_rs::from_str(design).map_err(|e| Failure::Invalid {
+            field: "design",
+            message: e.to_string(),
+        })?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("name", sonic_rs::Value::from(name.as_str()));
+            obj.insert("description", sonic_rs::Value::from(description.as_str()));
+        }
+        let design = v.to_string();
+        let id = new_id();
+        self.store
+            .execute(
+                "INSERT INTO project_schema.user_templates (id, owner_id, name, description, design, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                vec![
+                    id.clone().into(),
+                    who.user_id.as_ref().into(),
+                    name.into(),
+                    description.into(),
+                    design.clone().into(),
+                    now_ms().into(),
+                ],
+            )
+            .await?;
+        Ok(template_info(&id, "user", "", &design, true))
+    }
+
+    /// The current design of a project the caller can read, and its version.
+    pub async fn design_of(&self, who: &Caller, id: &str) -> Result<(String, i64), Failure> {
+        self.role(who, id).await?;
+        let row = self
+            .store
+            .query_opt(
+                "SELECT design, version FROM project_schema.projects WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("project {id} not found")))?;
+        Ok((row.text(0)?.to_string(), row.int(1)?))
+    }
+}
+
+fn template_info(
+    id: &str,
+    kind: &'static str,
+    category: &str,
+    design: &str,
+    with_design: bool,
+) -> TemplateInfo {
+    let (name, description) = templates::title(design);
+    let parsed: Option<sonic_rs::Value> = sonic_rs::from_str(design).ok();
+    let components = parsed
+        .as_ref()
+        .and_then(|v| v.get("components"))
+        .and_then(|c| c.as_array())
+        .map_or(0, |a| a.len());
+    TemplateInfo {
+        id: id.to_string(),
+        kind,
+        name,
+        description,
+        category: category.to_string(),
+        components,
+        design: if with_design { parsed } else { None },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn version_insert(
+    id: &str,
+    version: i64,
+    name: &str,
+    description: &str,
+    design: &str,
+    settings: &str,
+    who: &Caller,
+    summary: &str,
+    now: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO project_schema.project_versions (project_id, version, name, description, design, settings, author_id, summary, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            id.into(),
+            version.into(),
+            name.into(),
+            description.into(),
+            design.into(),
+            settings.into(),
+            who.user_id.as_ref().into(),
+            summary.into(),
+            now.into(),
+        ],
+    )
+}
+
+fn project_of(row: &Row, role: Role, with_design: bool) -> Result<Project, Failure> {
+    let template = row.text(6)?;
+    Ok(Project {
+        id: row.text(0)?.to_string(),
+        name: row.text(1)?.to_string(),
+        description: row.text(2)?.to_string(),
+        owner_id: row.text(3)?.to_string(),
+        design: if with_design {
+            sonic_rs::from_str(row.text(4)?).unwrap_or_default()
+        } else {
+            sonic_rs::Value::default()
+        },
+        settings: sonic_rs::from_str(row.text(5)?).unwrap_or_default(),
+        template_id: (!template.is_empty()).then(|| template.to_string()),
+        version: row.int(7)?,
+        created_at: row.int(8)?,
+        updated_at: row.int(9)?,
+        role,
+    })
+}
+
+fn check_name(name: &str) -> Result<String, Failure> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(Failure::Invalid {
+            field: "name",
+            message: format!("1 to {MAX_NAME} characters"),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Failure::Invalid {
+            field: "name",
+            message: "no control characters".into(),
+        });
+    }
+    Ok(name.to_string())
+}
+
+fn check_description(d: &str) -> Result<String, Failure> {
+    if d.chars().count() > MAX_DESCRIPTION {
+        return Err(Failure::Invalid {
+            field: "description",
+            message: format!("at most {MAX_DESCRIPTION} characters"),
+        });
+    }
+    Ok(d.to_string())
+}
+
+/// Validates a design with the engine; returns it as stored (compact JSON).
+pub fn check_design(design: &str) -> Result<String, Failure> {
+    if let Err(problems) = sdsim_simulation::design::parse(design) {
+        return Err(Failure::Design(
+            problems
+                .into_iter()
+                .map(|p| DesignProblem {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect(),
+        ));
+    }
+    let v: sonic_rs::Value = sonic_rs::from_str(design).map_err(|e| Failure::Invalid {
+        field: "design",
+        message: e.to_string(),
+    })?;
+    Ok(v.to_string())
+}
+
+fn check_settings(settings: Option<&str>) -> Result<String, Failure> {
+    let Some(s) = settings else {
+        return Ok("{}".into());
+    };
+    let invalid = |message: String| Failure::Invalid {
+        field: "settings",
+        message,
+    };
+    if s.len() > MAX_SETTINGS {
+        return Err(invalid(format!("at most {MAX_SETTINGS} bytes")));
+    }
+    let v: sonic_rs::Value = sonic_rs::from_str(s).map_err(|e| invalid(e.to_string()))?;
+    if !v.is_object() {
+        return Err(invalid("must be a JSON object".into()));
+    }
+    Ok(v.to_string())
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Components added, removed and changed between two designs, by `id`.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct ComponentDiff {
+    /// Ids only in the new design.
+    pub added: Vec<String>,
+    /// Ids only in the old design.
+    pub removed: Vec<String>,
+    /// Ids in both whose definition differs.
+    pub changed: Vec<String>,
+}
+
+/// Compares the `components` of two designs by id.
+pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
+    let by_id = |text: &str| -> BTreeMap<String, sonic_rs::Value> {
+        let Ok(v) = sonic_rs::from_str::<sonic_rs::Value>(text) else {
+            return BTreeMap::new();
+        };
+        v.get("components")
+            .and_then(|c| c.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| Some((c.get("id")?.as_str()?.to_string(), c.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (a, b) = (by_id(old), by_id(new));
+    ComponentDiff {
+        added: b.keys().filter(|k| !a.contains_key(*k)).cloned().collect(),
+        removed: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
+        changed: a
+            .iter()
+            .filter(|(k, v)| b.get(*k).is_some_and(|w| !equal(v, w)))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    }
+}
+
+/// Whether two JSON texts hold the same value (object key order does not matter).
+fn same_json(a: &str, b: &str) -> bool {
+    match (
+        sonic_rs::from_str::<sonic_rs::Value>(a),
+        sonic_rs::from_str::<sonic_rs::Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => equal(&x, &y),
+        _ => a == b,
+    }
+}
+
+/// JSON equality with objects compared by key, numbers by value.
+fn equal(a: &sonic_rs::Value, b: &sonic_rs::Value) -> bool {
+    if let (Some(x), Some(y)) = (a.as_object(), b.as_object()) {
+        return x.len() == y.len()
+            && x.iter()
+                .all(|(k, v)| y.get(&k).is_some_and(|w| equal(v, w)));
+    }
+    if let (Some(x), Some(y)) = (a.as_array(), b.as_array()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| equal(v, w));
+    }
+    if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
+        return x == y;
+    }
+    a == b
+}
+
+#[derive(Serialize)]
+struct Summary {
+    changed: Vec<&'static str>,
+    components: ComponentDiff,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Export {
+    format: String,
+    name: String,
+    description: String,
+    design: sonic_rs::Value,
+    settings: sonic_rs::Value,
+    template_id: Option<String>,
+    exported_at: i64,
+    source_version: i64,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    event: &'static str,
+    project_id: &'a str,
+    name: &'a str,
+    version: i64,
+    by: &'a str,
+}
+
+impl<'a> Event<'a> {
+    fn of(p: &'a Project, who: &'a Caller, event: &'static str) -> Event<'a> {
+        Event {
+            event,
+            project_id: &p.id,
+            name: &p.name,
+            version: p.version,
+            by: &who.user_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IdEvent<'a> {
+    event: &'static str,
+    project_id: &'a str,
+    by: &'a str,
+    members: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ShareEvent<'a> {
+    event: &'static str,
+    project_id: &'a str,
+    project_name: &'a str,
+    user_id: &'a str,
+    role: Option<&'static str>,
+    by: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_diff_by_id() {
+        let old = r#"{"components":[{"x":1,"id":"a"},{"id":"b","x":1},{"id":"c"}]}"#;
+        let new = r#"{"components":[{"id":"a","x":1},{"id":"b","x":2},{"id":"d"}]}"#;
+        assert_eq!(
+            diff_components(old, new),
+            ComponentDiff {
+                added: vec!["d".into()],
+                removed: vec!["c".into()],
+                changed: vec!["b".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn names_and_settings_are_checked() {
+        assert!(check_name("  ok  ").is_ok_and(|n| n == "ok"));
+        assert!(check_name("").is_err());
+        assert!(check_name(&"x".repeat(201)).is_err());
+        assert!(check_name("a\u{7}b").is_err());
+        assert!(check_settings(Some("[1]")).is_err());
+        assert!(check_settings(Some("{\"a\":1}")).is_ok());
+        assert_eq!(escape_like("50%_\\"), "50\\%\\_\\\\");
+    }
+}

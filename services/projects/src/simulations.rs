@@ -1,0 +1,688 @@
+//! Simulation runs of a project's design.
+//!
+//! `start` checks access (editor or owner, `simulation:start`), validates the design, takes a
+//! place in the instance-wide queue (`simulation.max_queued`; full → 503) and records the run
+//! with the per-user limit checked in the same statement (`simulation.max_runs_per_user`; over
+//! → 429). The run goes to the shard with the fewest runs, whose runner executes at most
+//! `simulation.runs_per_shard` at once. A run advances the engine in slices of at most
+//! `simulation.slice` of wall time and yields between them, so the shard's connections stay
+//! served; it is paced at `speed` simulated seconds per second (0 = flat out), publishes a
+//! metrics point on `simulation:data:{id}` every `simulation.metrics_interval` and at the end,
+//! lifecycle events on `simulation:events:{started,completed,stopped,failed}`, and a
+//! notification on `notifications:user:{id}` when it ends. The report and the bottleneck
+//! analysis (whose confirmation re-run happens on a helper thread, not the shard) are stored.
+//! `stop` reaches the run's shard through the mesh and takes effect within one slice.
+
+use crate::projects::{check_design, Projects, Role};
+use crate::{new_id, now_ms, publish, Caller, Failure};
+use sdsim_core::config::SimulationConfig;
+use sdsim_core::runtime::Shard;
+use sdsim_core::shard::ShardId;
+use sdsim_simulation::engine::Simulation;
+use sdsim_store::{Row, Store, Value};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The project whose current design runs.
+    pub project_id: String,
+    /// Simulated seconds (default: the design's `duration_s`).
+    pub duration_s: Option<f64>,
+    /// Random seed (default: the design's `seed`).
+    pub seed: Option<u64>,
+    /// Simulated seconds per wall-clock second (default `simulation.default_speed`; 0 = as fast
+    /// as possible).
+    pub speed: Option<f64>,
+}
+
+/// A run as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// Its id.
+    pub simulation_id: String,
+    /// The project.
+    pub project_id: String,
+    /// The project version that ran.
+    pub project_version: i64,
+    /// Who started it.
+    pub user_id: String,
+    /// `queued`, `running`, `completed`, `stopped` or `failed`.
+    pub status: String,
+    /// Simulated seconds asked for.
+    pub duration_s: f64,
+    /// The seed.
+    pub seed: u64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where live metrics are published.
+    pub websocket_channel: String,
+}
+
+/// A finished run's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// The run.
+    pub simulation: Run,
+    /// The engine's report (per component, end to end, SLOs).
+    pub report: sonic_rs::Value,
+    /// Bottleneck findings with recommendations.
+    pub analysis: sonic_rs::Value,
+}
+
+/// Problems of a design, for `validate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    /// No problems.
+    pub valid: bool,
+    /// Every problem with its path.
+    pub problems: Vec<crate::DesignProblem>,
+}
+
+/// Instance-wide counters, shared by every shard.
+struct Shared {
+    queued: AtomicUsize,
+    per_shard: Vec<AtomicUsize>,
+}
+
+/// The simulation service.
+pub struct Simulations {
+    store: Store,
+    projects: Arc<Projects>,
+    config: SimulationConfig,
+    shared: Shared,
+}
+
+const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
+
+const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, '')";
+
+impl Simulations {
+    /// The service; `shards` is the number of shards that will run [`Simulations::install_shard`].
+    pub fn new(
+        store: Store,
+        projects: Arc<Projects>,
+        config: SimulationConfig,
+        shards: usize,
+    ) -> Simulations {
+        Simulations {
+            store,
+            projects,
+            config,
+            shared: Shared {
+                queued: AtomicUsize::new(0),
+                per_shard: (0..shards.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            },
+        }
+    }
+
+    /// Starts this shard's runner (call on every shard).
+    pub fn install_shard(self: &Arc<Self>, shard: &Shard) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        shard.insert(Runner {
+            jobs: tx,
+            stops: RefCell::new(HashMap::new()),
+        });
+        let service = Arc::clone(self);
+        let index = shard.id().index();
+        shard.spawn("simulation-runner", async move {
+            // Each job waits for one of the shard's slots (first come, first served) or for
+            // its stop, whichever comes first.
+            let slots = Arc::new(tokio::sync::Semaphore::new(service.config.runs_per_shard));
+            while let Some(job) = rx.recv().await {
+                let (service, slots) = (Arc::clone(&service), Arc::clone(&slots));
+                monoio::spawn(async move {
+                    let stop = Runner::stop_flag(&job.id);
+                    let permit = monoio::select! {
+                        p = slots.acquire_owned() => p.ok(),
+                        _ = stop.notify.notified() => None,
+                    };
+                    service.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    service.execute(job, &stop, permit.is_some()).await;
+                    service.shared.per_shard[index].fetch_sub(1, Ordering::AcqRel);
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    /// Checks a design without running it.
+    pub fn validate(&self, design: &str) -> Validation {
+        match check_design(design) {
+            Ok(_) => Validation {
+                valid: true,
+                problems: Vec::new(),
+            },
+            Err(Failure::Design(problems)) => Validation {
+                valid: false,
+                problems,
+            },
+            Err(other) => Validation {
+                valid: false,
+                problems: vec![crate::DesignProblem {
+                    path: "$".into(),
+                    message: other.to_string(),
+                }],
+            },
+        }
+    }
+
+    /// Queues a run of the project's current design.
+    pub async fn start(&self, who: &Caller, req: StartRequest) -> Result<Run, Failure> {
+        who.require("simulation:start")?;
+        if req.project_id.is_empty() {
+            return Err(Failure::Invalid {
+                field: "project_id",
+                message: "required".into(),
+            });
+        }
+        self.projects
+            .require(who, &req.project_id, Role::Editor)
+            .await?;
+        let (design_text, version) = self.projects.design_of(who, &req.project_id).await?;
+        let design = sdsim_simulation::design::parse(&design_text)
+            .map_err(|p| Failure::Design(p.into_iter().map(problem).collect()))?;
+        let duration = match req.duration_s {
+            None => design.duration,
+            Some(d) if d > 0.0 && d <= self.config.max_duration_s => d,
+            Some(d) => {
+                return Err(Failure::Invalid {
+                    field: "duration_s",
+                    message: format!(
+                        "{d} is not between 0 (exclusive) and simulation.max_duration_s = {}",
+                        self.config.max_duration_s
+                    ),
+                })
+            }
+        };
+        let speed = match req.speed {
+            None => self.config.default_speed,
+            Some(s) if s >= 0.0 && s.is_finite() => s,
+            Some(s) => {
+                return Err(Failure::Invalid {
+                    field: "speed",
+                    message: format!("{s}: simulated seconds per second, 0 (flat out) or more"),
+                })
+            }
+        };
+        let seed = req.seed.unwrap_or(design.seed);
+        // A place in the instance's queue first; given back if the run is not recorded.
+        let max = self.config.max_queued;
+        if self
+            .shared
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < max).then_some(q + 1)
+            })
+            .is_err()
+        {
+            return Err(Failure::QueueFull(format!(
+                "the simulation queue is full ({max} runs waiting); retry shortly"
+            )));
+        }
+        let id = new_id();
+        let now = now_ms();
+        let inserted = self
+            .store
+            .execute(
+                "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8",
+                vec![
+                    id.clone().into(),
+                    req.project_id.clone().into(),
+                    version.into(),
+                    who.user_id.as_ref().into(),
+                    ((duration * 1000.0).round() as i64).into(),
+                    (seed as i64).into(),
+                    now.into(),
+                    (self.config.max_runs_per_user as i64).into(),
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(1) => {}
+            Ok(_) => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(Failure::TooMany(format!(
+                    "you have {} runs queued or running (simulation.max_runs_per_user); wait for one to end or stop one",
+                    self.config.max_runs_per_user
+                )));
+            }
+            Err(e) => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(e.into());
+            }
+        }
+        let job = Job {
+            id: id.clone(),
+            project_id: req.project_id.clone(),
+            user_id: who.user_id.to_string(),
+            design: design_text,
+            duration,
+            seed,
+            speed,
+        };
+        let target = self.least_busy();
+        self.shared.per_shard[target].fetch_add(1, Ordering::AcqRel);
+        let sent = Shard::current()
+            .mesh()
+            .send_to(ShardId(target), move || {
+                if let Some(runner) = Shard::current().get::<Runner>() {
+                    runner
+                        .stops
+                        .borrow_mut()
+                        .insert(job.id.clone(), Rc::new(Stop::default()));
+                    let _ = runner.jobs.send(job);
+                }
+            })
+            .await;
+        if sent.is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.per_shard[target].fetch_sub(1, Ordering::AcqRel);
+            self.finish_row(
+                &id,
+                "failed",
+                Some("the server is shutting down"),
+                None,
+                None,
+            )
+            .await;
+            return Err(Failure::Unavailable("the server is shutting down".into()));
+        }
+        self.get(who, &id).await
+    }
+
+    fn least_busy(&self) -> usize {
+        self.shared
+            .per_shard
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.load(Ordering::Acquire))
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// A run the caller can see (viewer of its project).
+    pub async fn get(&self, who: &Caller, id: &str) -> Result<Run, Failure> {
+        let row = self
+            .store
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM simulation_schema.simulations WHERE id = $1"),
+                vec![id.into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("simulation {id} not found")))?;
+        let run = run_of(&row)?;
+        match self.projects.role(who, &run.project_id).await {
+            Ok(_) => Ok(run),
+            // A run of a project the caller cannot see, or of a deleted project, is visible to
+            // the user who started it only.
+            Err(Failure::NotFound(_)) if run.user_id == *who.user_id => Ok(run),
+            Err(Failure::NotFound(_)) => {
+                Err(Failure::NotFound(format!("simulation {id} not found")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops a queued or running run (editor or owner of its project, or who started it).
+    pub async fn stop(&self, who: &Caller, id: &str) -> Result<Run, Failure> {
+        who.require("simulation:start")?;
+        let run = self.get(who, id).await?;
+        if run.user_id != *who.user_id {
+            self.projects
+                .require(who, &run.project_id, Role::Editor)
+                .await?;
+        }
+        if TERMINAL.contains(&run.status.as_str()) {
+            return Err(Failure::Conflict(format!(
+                "simulation {id} has already ended ({})",
+                run.status
+            )));
+        }
+        let key = id.to_string();
+        let found = Shard::current()
+            .mesh()
+            .broadcast(move || {
+                Shard::current()
+                    .get::<Runner>()
+                    .and_then(|r| {
+                        r.stops.borrow().get(&key).map(|stop| {
+                            stop.set.set(true);
+                            stop.notify.notify_one();
+                        })
+                    })
+                    .is_some()
+            })
+            .await
+            .into_iter()
+            .any(|r| r.unwrap_or(false));
+        if !found {
+            // Not running here (another instance, or one that stopped without recording it).
+            self.finish_row(id, "stopped", None, None, None).await;
+            return self.get(who, id).await;
+        }
+        // The run records `stopped` within one slice.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let run = self.get(who, id).await?;
+            if TERMINAL.contains(&run.status.as_str()) || Instant::now() > deadline {
+                return Ok(run);
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A finished (or stopped) run's report and analysis.
+    pub async fn results(&self, who: &Caller, id: &str) -> Result<Results, Failure> {
+        let run = self.get(who, id).await?;
+        if !matches!(run.status.as_str(), "completed" | "stopped") {
+            return Err(Failure::Conflict(format!(
+                "simulation {id} is {}: results exist once it has completed or been stopped",
+                run.status
+            )));
+        }
+        let row = self
+            .store
+            .query_opt(
+                "SELECT COALESCE(report, 'null'), COALESCE(analysis, '[]') FROM simulation_schema.simulations WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("simulation {id} not found")))?;
+        Ok(Results {
+            simulation: run,
+            report: sonic_rs::from_str(row.text(0)?).unwrap_or_default(),
+            analysis: sonic_rs::from_str(row.text(1)?).unwrap_or_default(),
+        })
+    }
+
+    /// Runs of a project (any member), or the caller's own runs, newest first.
+    pub async fn history(
+        &self,
+        who: &Caller,
+        project_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Run>, Failure> {
+        let limit = limit.clamp(1, 200);
+        let rows = match project_id {
+            Some(p) => {
+                self.projects.role(who, p).await?;
+                self.store
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM simulation_schema.simulations WHERE project_id = $1 ORDER BY created_at DESC, id LIMIT $2"),
+                        vec![p.into(), limit.into()],
+                    )
+                    .await?
+            }
+            None => {
+                self.store
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM simulation_schema.simulations WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"),
+                        vec![who.user_id.as_ref().into(), limit.into()],
+                    )
+                    .await?
+            }
+        };
+        rows.iter().map(run_of).collect()
+    }
+
+    async fn finish_row(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        report: Option<String>,
+        analysis: Option<String>,
+    ) {
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::from);
+        let result = self
+            .store
+            .execute(
+                "UPDATE simulation_schema.simulations SET status = $1, finished_at = $2, error = $3, report = $4, analysis = $5 WHERE id = $6 AND status IN ('queued', 'running')",
+                vec![
+                    status.into(),
+                    now_ms().into(),
+                    text(error.map(str::to_string)),
+                    text(report),
+                    text(analysis),
+                    id.into(),
+                ],
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(simulation = id, error = %e, "could not record the end of a run");
+        }
+    }
+
+    /// Executes one run on this shard (or records it stopped, when it was stopped before it
+    /// got a slot).
+    async fn execute(&self, job: Job, stop: &Stop, started: bool) {
+        let outcome = if started {
+            self.simulate(&job, &stop.set).await
+        } else {
+            self.finish_row(&job.id, "stopped", None, None, None).await;
+            Ok(false)
+        };
+        if let Some(runner) = Shard::current().get::<Runner>() {
+            runner.stops.borrow_mut().remove(&job.id);
+        }
+        let (status, error) = match &outcome {
+            Ok(true) => ("completed", None),
+            Ok(false) => ("stopped", None),
+            Err(e) => ("failed", Some(e.clone())),
+        };
+        let event = Lifecycle {
+            event: status,
+            simulation_id: &job.id,
+            project_id: &job.project_id,
+            user_id: &job.user_id,
+            error: error.as_deref(),
+        };
+        publish(&format!("simulation:events:{status}"), &event).await;
+        publish(&format!("notifications:user:{}", job.user_id), &event).await;
+    }
+
+    /// Runs the engine; `Ok(true)` when it ran to the end, `Ok(false)` when stopped.
+    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<bool, String> {
+        if stop.get() {
+            self.finish_row(&job.id, "stopped", None, None, None).await;
+            return Ok(false);
+        }
+        let mut design = match sdsim_simulation::design::parse(&job.design) {
+            Ok(d) => d,
+            Err(p) => {
+                let why = format!("the design no longer validates: {}", p[0]);
+                self.finish_row(&job.id, "failed", Some(&why), None, None)
+                    .await;
+                return Err(why);
+            }
+        };
+        design.duration = job.duration;
+        if design.warmup >= design.duration {
+            design.warmup = design.duration * 0.1;
+        }
+        design.seed = job.seed;
+        let claimed = self
+            .store
+            .execute(
+                "UPDATE simulation_schema.simulations SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'",
+                vec![now_ms().into(), job.id.clone().into()],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if claimed == 0 {
+            // Stopped while it was on its way to this shard.
+            return Ok(false);
+        }
+        let channel = format!("simulation:data:{}", job.id);
+        publish(
+            "simulation:events:started",
+            &Lifecycle {
+                event: "started",
+                simulation_id: &job.id,
+                project_id: &job.project_id,
+                user_id: &job.user_id,
+                error: None,
+            },
+        )
+        .await;
+        let mut sim = Simulation::new(design.clone());
+        let began = Instant::now();
+        let mut next_point = began + self.config.metrics_interval;
+        let step = (job.duration / 2000.0).max(1e-3);
+        let budget = self.config.slice;
+        while !sim.is_finished() {
+            // How far the run may be by now: paced, or all of it.
+            let target = if job.speed > 0.0 {
+                (began.elapsed().as_secs_f64() * job.speed).min(job.duration)
+            } else {
+                job.duration
+            };
+            let slice = Instant::now();
+            while sim.now() < target && !sim.is_finished() && slice.elapsed() < budget {
+                sim.advance_to((sim.now() + step).min(target));
+            }
+            if stop.get() {
+                break;
+            }
+            if Instant::now() >= next_point {
+                next_point += self.config.metrics_interval;
+                publish(&channel, &point(&sim, job, "metrics")).await;
+            }
+            if sim.now() >= target && !sim.is_finished() {
+                // Paced and caught up: wait for the clock (at most until the next point).
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            } else {
+                sdsim_core::mesh::yield_now().await;
+            }
+        }
+        let finished = sim.is_finished();
+        let kind = if finished { "completed" } else { "stopped" };
+        publish(&channel, &point(&sim, job, kind)).await;
+        let report = sim.report();
+        let report_json = sonic_rs::to_string(&report).unwrap_or_else(|_| "null".into());
+        let analysis = if finished {
+            // The analysis confirms its recommendations by re-running the design: a helper
+            // thread does that, not the shard.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("sdsim-analysis".into())
+                .spawn(move || {
+                    let findings = sdsim_simulation::analysis::analyze(&design, &report, 0.7);
+                    let _ = tx.send(sonic_rs::to_string(&findings).unwrap_or_else(|_| "[]".into()));
+                });
+            match spawned {
+                Ok(_) => rx.await.unwrap_or_else(|_| "[]".into()),
+                Err(_) => "[]".into(),
+            }
+        } else {
+            "[]".into()
+        };
+        self.finish_row(&job.id, kind, None, Some(report_json), Some(analysis))
+            .await;
+        Ok(finished)
+    }
+}
+
+/// One shard's runner: where jobs arrive and their stop flags.
+struct Runner {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    stops: RefCell<HashMap<String, Rc<Stop>>>,
+}
+
+impl Runner {
+    /// The stop flag of job `id` on this shard.
+    fn stop_flag(id: &str) -> Rc<Stop> {
+        Shard::current()
+            .get::<Runner>()
+            .and_then(|r| r.stops.borrow().get(id).cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// Asks a run to stop: checked between slices, and wakes a run still waiting for a slot.
+#[derive(Default)]
+struct Stop {
+    set: Cell<bool>,
+    notify: tokio::sync::Notify,
+}
+
+/// A run handed to a shard.
+struct Job {
+    id: String,
+    project_id: String,
+    user_id: String,
+    design: String,
+    duration: f64,
+    seed: u64,
+    speed: f64,
+}
+
+#[derive(Serialize)]
+struct Lifecycle<'a> {
+    event: &'static str,
+    simulation_id: &'a str,
+    project_id: &'a str,
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Point<'a> {
+    r#type: &'static str,
+    simulation_id: &'a str,
+    progress: f64,
+    sim_time_s: f64,
+    events: u64,
+    metrics: sdsim_simulation::engine::stats::Series,
+}
+
+fn point<'a>(sim: &Simulation, job: &'a Job, kind: &'static str) -> Point<'a> {
+    Point {
+        r#type: kind,
+        simulation_id: &job.id,
+        progress: (sim.now() / job.duration).clamp(0.0, 1.0),
+        sim_time_s: sim.now(),
+        events: sim.events_processed(),
+        metrics: sim.series_point(),
+    }
+}
+
+fn problem(p: sdsim_simulation::design::Problem) -> crate::DesignProblem {
+    crate::DesignProblem {
+        path: p.path,
+        message: p.message,
+    }
+}
+
+fn run_of(row: &Row) -> Result<Run, Failure> {
+    let id = row.text(0)?.to_string();
+    let error = row.text(10)?;
+    Ok(Run {
+        websocket_channel: format!("simulation:data:{id}"),
+        simulation_id: id,
+        project_id: row.text(1)?.to_string(),
+        project_version: row.int(2)?,
+        user_id: row.text(3)?.to_string(),
+        status: row.text(4)?.to_string(),
+        duration_s: row.int(5)? as f64 / 1000.0,
+        seed: row.int(6)? as u64,
+        created_at: row.int(7)?,
+        started_at: row.opt_int(8)?,
+        finished_at: row.opt_int(9)?,
+        error: (!error.is_empty()).then(|| error.to_string()),
+    })
+}
