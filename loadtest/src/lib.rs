@@ -7,7 +7,9 @@
 //! - [`grpc`]: gRPC targets — any unary method of `proto/`, the request given as JSON.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
 //! - [`plot`]: latency-by-percentile plots (SVG).
-//! - [`scenario`]: scenario files (TOML) with open-loop phases.
+//! - [`scenario`]: scenario files (TOML) with open-loop phases, or a WebSocket target.
+//! - [`ws`]: WebSocket load — many subscribed connections at a bounded connect rate, events
+//!   published in open loop and timed to every receiver, pings ([`ws::run_ws`]).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
@@ -16,3 +18,4 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod ws;

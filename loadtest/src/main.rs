@@ -1,5 +1,6 @@
 //! `sdsim-loadtest http URL [--rate R] --duration 30s --connections 50 [--cpus 1] [--json FILE]`
 //! `sdsim-loadtest grpc ADDR --method /pkg.Svc/Method --data JSON [--rate R] ...`
+//! `sdsim-loadtest ws ws://HOST:PORT/ws --connections N [--connect-rate R] [--publish-rate R] ...`
 //! `sdsim-loadtest run SCENARIO.toml`
 
 use anyhow::{bail, Context};
@@ -8,6 +9,7 @@ use mimalloc::MiMalloc;
 use sdsim_loadtest::report::SeriesPoint;
 use sdsim_loadtest::run::{build_request, run_http_with, GrpcCall, HttpLoad, Protocol};
 use sdsim_loadtest::scenario::Scenario;
+use sdsim_loadtest::ws::{Op, WsLoad, WsOptions, WsSeriesPoint};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -114,6 +116,61 @@ enum Command {
         /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
         #[arg(long, default_value = "0")]
         cpus: String,
+        /// Interval of the time series and the progress line.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        #[command(flatten)]
+        outputs: Outputs,
+    },
+    /// WebSocket load: hold N subscribed connections, publish events and time their delivery.
+    Ws {
+        /// e.g. ws://127.0.0.1:8000/ws
+        url: String,
+        /// Connections in total.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// New connections per second at most (deterministic token bucket).
+        #[arg(long, default_value_t = 1000.0)]
+        connect_rate: f64,
+        /// Limit on TCP connect + upgrade + subscribe of one connection.
+        #[arg(long, default_value = "10s")]
+        connect_timeout: String,
+        /// Measured hold once every connection is open, e.g. 30s.
+        #[arg(long, default_value = "10s")]
+        duration: String,
+        /// Unmeasured pause between the last connection opening and the hold.
+        #[arg(long, default_value = "1s")]
+        warmup: String,
+        /// The channel every connection subscribes to (the base name with --channels).
+        #[arg(long, default_value = sdsim_loadtest::ws::DEFAULT_CHANNEL)]
+        channel: String,
+        /// Spread the connections over K channels CHANNEL-0 .. CHANNEL-{K-1}.
+        #[arg(long)]
+        channels: Option<usize>,
+        /// Bearer token of the upgrade; {i} is replaced by the connection number.
+        #[arg(long)]
+        token: Option<String>,
+        /// Events per second the generator publishes (open loop, spread over the channels).
+        #[arg(long)]
+        publish_rate: Option<f64>,
+        /// Where to publish; default http://HOST:PORT/api/publish of URL.
+        #[arg(long)]
+        publish_url: Option<String>,
+        /// Admin token of the publish requests; default --token.
+        #[arg(long)]
+        publish_token: Option<String>,
+        /// HTTP/1.1 connections publishing (one request in flight on each).
+        #[arg(long, default_value_t = 4)]
+        publish_connections: usize,
+        /// {"op":"ping"} per second over all connections (each sends its share).
+        #[arg(long)]
+        send_rate: Option<f64>,
+        /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
+        #[arg(long, default_value = "0")]
+        cpus: String,
+        /// Source addresses, round robin, e.g. 127.0.0.1-127.0.0.50 (beyond 64K connections).
+        #[arg(long)]
+        sources: Option<String>,
         /// Interval of the time series and the progress line.
         #[arg(long, default_value = "1s")]
         interval: String,
@@ -258,11 +315,59 @@ fn main() -> anyhow::Result<()> {
             ];
             execute(&load, &outputs, &params)
         }
+        Command::Ws {
+            url,
+            connections,
+            connect_rate,
+            connect_timeout,
+            duration: d,
+            warmup,
+            channel,
+            channels,
+            token,
+            publish_rate,
+            publish_url,
+            publish_token,
+            publish_connections,
+            send_rate,
+            cpus,
+            sources,
+            interval,
+            outputs,
+        } => {
+            let options = WsOptions {
+                url,
+                connections,
+                connect_rate,
+                connect_timeout: duration(&connect_timeout)?,
+                duration: duration(&d)?,
+                warmup: duration(&warmup)?,
+                channel,
+                channels,
+                token,
+                publish_rate,
+                publish_url,
+                publish_token,
+                publish_connections,
+                send_rate,
+                cpus: parse_cpus(&cpus)?,
+                sources,
+                interval: duration(&interval)?,
+            };
+            let load = options.build()?;
+            execute_ws(&load, &outputs, &options.parameters())
+        }
         Command::Run { scenario, outputs } => {
             let text = std::fs::read_to_string(&scenario)
                 .with_context(|| format!("reading {scenario}"))?;
             let parsed = Scenario::parse(&text)
                 .with_context(|| format!("{scenario} is not a valid scenario"))?;
+            if let Some(options) = parsed.ws_options()? {
+                let load = options.build()?;
+                let mut params = options.parameters();
+                params.push(("scenario", scenario));
+                return execute_ws(&load, &outputs, &params);
+            }
             let (addr, authority, path) = target(&parsed.target.url)?;
             let load = parsed.load(addr, &authority, &path)?;
             let params = [
@@ -333,6 +438,80 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
             .collect::<Vec<_>>()
             .join("  ");
         let svg = sdsim_loadtest::plot::percentile_svg(&title, &[("latency", &report.histogram)]);
+        std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &outputs.json {
+        let params: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        std::fs::write(path, report.to_json(&params)).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+/// Runs a WebSocket load, printing progress and the table, writing the outputs asked for.
+fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
+    let mut series_out = match &outputs.series {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+        )),
+        None => None,
+    };
+    let mut write_error = None;
+    let started = std::time::SystemTime::now();
+    let mut intervals: Vec<(u64, Op, hdrhistogram::Histogram<u64>)> = Vec::new();
+    let report = sdsim_loadtest::ws::run_ws_with(load, |index, held, tally| {
+        if outputs.hlog.is_some() {
+            for op in Op::ALL {
+                let h = &tally.histograms[op as usize];
+                if !h.is_empty() {
+                    intervals.push((index, op, h.clone()));
+                }
+            }
+        }
+        let point = WsSeriesPoint::new(index, load.interval, held, tally);
+        if !outputs.quiet {
+            eprintln!("{}", point.line());
+        }
+        if let Some(out) = series_out.as_mut() {
+            let line = sonic_rs::to_string(&point).unwrap_or_default();
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(mut out) = series_out {
+        out.flush()?;
+    }
+    if let Some(e) = write_error {
+        bail!("writing the series: {e}");
+    }
+    print!("{}", report.table());
+    if let Some(path) = &outputs.hlog {
+        let tagged: Vec<_> = intervals
+            .iter()
+            .map(|(index, op, h)| (*index, Some(op.name()), h))
+            .collect();
+        let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+        let start = started + Duration::from_millis(200);
+        sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &outputs.plot {
+        let title = params
+            .iter()
+            .filter(|(k, _)| ["url", "connections", "publish_rate", "send_rate"].contains(k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let reports: Vec<_> = Op::ALL
+            .iter()
+            .map(|op| (op.name(), report.report(*op)))
+            .filter(|(_, r)| !r.histogram.is_empty())
+            .collect();
+        let series: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
+        let svg = sdsim_loadtest::plot::percentile_svg(&title, &series);
         std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
     }
     if let Some(path) = &outputs.json {

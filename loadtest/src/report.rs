@@ -106,12 +106,33 @@ impl Machine {
     }
 }
 
-#[derive(Serialize)]
-struct Requests {
-    sent: u64,
-    completed: u64,
-    errors: u64,
-    late: u64,
+/// Request counts as they appear in the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Requests {
+    /// Requests sent (for WebSocket deliveries: deliveries expected).
+    pub sent: u64,
+    /// Responses (deliveries, pongs) received.
+    pub completed: u64,
+    /// Errors of every kind.
+    pub errors: u64,
+    /// Sent more than one interval after their intended time.
+    pub late: u64,
+}
+
+/// One request type's figures, with the same names as the top level of an HTTP report (used
+/// per type by the WebSocket report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Section<'a> {
+    /// Completed per second over the type's duration.
+    pub throughput_per_s: f64,
+    /// The duration the throughput is computed over.
+    pub duration_s: f64,
+    /// Counts.
+    pub requests: Requests,
+    /// Latency percentiles.
+    pub latency_ms: Percentiles,
+    /// Errors by kind.
+    pub errors_by_kind: &'a BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -177,17 +198,32 @@ impl Report {
         }
     }
 
+    fn requests(&self) -> Requests {
+        Requests {
+            sent: self.counters.sent,
+            completed: self.counters.completed,
+            errors: self.errors(),
+            late: self.counters.late,
+        }
+    }
+
+    /// This report's figures as one section of a larger report.
+    pub fn section(&self) -> Section<'_> {
+        Section {
+            throughput_per_s: self.throughput(),
+            duration_s: self.duration.as_secs_f64(),
+            requests: self.requests(),
+            latency_ms: self.percentiles(),
+            errors_by_kind: &self.counters.errors,
+        }
+    }
+
     /// The report as JSON, with the run's parameters.
     pub fn to_json(&self, parameters: &BTreeMap<String, String>) -> String {
         let report = JsonReport {
             throughput_per_s: self.throughput(),
             duration_s: self.duration.as_secs_f64(),
-            requests: Requests {
-                sent: self.counters.sent,
-                completed: self.counters.completed,
-                errors: self.errors(),
-                late: self.counters.late,
-            },
+            requests: self.requests(),
             latency_ms: self.percentiles(),
             errors_by_kind: &self.counters.errors,
             connections_opened: self.counters.connects,
@@ -296,7 +332,21 @@ pub fn write_interval_log(
     interval: Duration,
     intervals: &[(u64, Histogram<u64>)],
 ) -> anyhow::Result<()> {
+    let tagged: Vec<(u64, Option<&str>, &Histogram<u64>)> =
+        intervals.iter().map(|(i, h)| (*i, None, h)).collect();
+    write_tagged_interval_log(out, start, interval, &tagged)
+}
+
+/// Like [`write_interval_log`], each histogram with an optional tag (`Tag=connect,...` in the
+/// log), for runs with several request types.
+pub fn write_tagged_interval_log(
+    out: impl std::io::Write,
+    start: std::time::SystemTime,
+    interval: Duration,
+    intervals: &[(u64, Option<&str>, &Histogram<u64>)],
+) -> anyhow::Result<()> {
     use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::interval_log::Tag;
     use hdrhistogram::serialization::V2DeflateSerializer;
     let mut out = std::io::BufWriter::new(out);
     let mut serializer = V2DeflateSerializer::new();
@@ -307,9 +357,14 @@ pub fn write_interval_log(
             .with_base_time(start)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut serializer)?;
-        for (index, histogram) in intervals {
-            log.write_histogram(histogram, interval * (*index as u32), interval, None)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for (index, tag, histogram) in intervals {
+            log.write_histogram(
+                *histogram,
+                interval * (*index as u32),
+                interval,
+                tag.and_then(Tag::new),
+            )
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
     }
     std::io::Write::flush(&mut out)?;

@@ -1,7 +1,12 @@
 //! Scenario files (TOML): a target, the load shape, and open-loop phases (constant rates and
 //! linear ramps, back to back, with exact boundaries). Unknown keys are errors that name the key.
+//!
+//! `[target] protocol = "ws"` makes it a WebSocket run instead: the `[target]` keys are the
+//! flags of `sdsim-loadtest ws` (`token`, `channel`, `channels`, `connect_rate`, ...), `[load]`
+//! gives the connections, CPUs, warm-up, hold (`duration`) and interval; no phases.
 
 use crate::run::{build_request, HttpLoad, Phase};
+use crate::ws::WsOptions;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,25 +25,87 @@ pub struct Scenario {
     pub phases: Vec<PhaseSpec>,
 }
 
+/// What a scenario loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetProtocol {
+    /// HTTP/1.1 requests (the default).
+    #[default]
+    Http,
+    /// WebSocket connections held open (`sdsim-loadtest ws`).
+    Ws,
+}
+
 /// `[target]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `http://host:port/path`
+    /// `http://host:port/path`, or `ws://host:port/path` with `protocol = "ws"`.
     pub url: String,
-    /// HTTP method.
-    #[serde(default = "get")]
-    pub method: String,
-    /// Extra headers, `"Name: value"`.
+    /// `"http"` (default) or `"ws"`.
     #[serde(default)]
-    pub headers: Vec<String>,
-    /// Request body.
-    #[serde(default)]
-    pub body: String,
+    pub protocol: TargetProtocol,
+    /// HTTP method (http; default GET).
+    pub method: Option<String>,
+    /// Extra headers, `"Name: value"` (http).
+    pub headers: Option<Vec<String>>,
+    /// Request body (http).
+    pub body: Option<String>,
+    /// Bearer token of the upgrade, `{i}` = connection number (ws).
+    pub token: Option<String>,
+    /// The channel, or the base name with `channels` (ws).
+    pub channel: Option<String>,
+    /// Spread the connections over this many channels (ws).
+    pub channels: Option<usize>,
+    /// New connections per second at most (ws; default 1000).
+    pub connect_rate: Option<f64>,
+    /// Limit on connect + upgrade + subscribe (ws; default "10s").
+    pub connect_timeout: Option<String>,
+    /// Events per second the generator publishes (ws).
+    pub publish_rate: Option<f64>,
+    /// Where to publish (ws; default the server's /api/publish).
+    pub publish_url: Option<String>,
+    /// Admin token of the publish requests (ws; default `token`).
+    pub publish_token: Option<String>,
+    /// Publishing connections (ws; default 4).
+    pub publish_connections: Option<usize>,
+    /// `{"op":"ping"}` per second over all connections (ws).
+    pub send_rate: Option<f64>,
+    /// Source addresses, e.g. "127.0.0.1-127.0.0.50" (ws).
+    pub sources: Option<String>,
 }
 
-fn get() -> String {
-    "GET".into()
+impl Target {
+    /// The keys given that the target's protocol does not use.
+    fn misplaced_keys(&self) -> Vec<&'static str> {
+        let given = |set: bool, key: &'static str| set.then_some(key);
+        match self.protocol {
+            TargetProtocol::Http => [
+                given(self.token.is_some(), "token"),
+                given(self.channel.is_some(), "channel"),
+                given(self.channels.is_some(), "channels"),
+                given(self.connect_rate.is_some(), "connect_rate"),
+                given(self.connect_timeout.is_some(), "connect_timeout"),
+                given(self.publish_rate.is_some(), "publish_rate"),
+                given(self.publish_url.is_some(), "publish_url"),
+                given(self.publish_token.is_some(), "publish_token"),
+                given(self.publish_connections.is_some(), "publish_connections"),
+                given(self.send_rate.is_some(), "send_rate"),
+                given(self.sources.is_some(), "sources"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            TargetProtocol::Ws => [
+                given(self.method.is_some(), "method"),
+                given(self.headers.is_some(), "headers"),
+                given(self.body.is_some(), "body"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
 }
 
 /// `[load]`
@@ -121,6 +188,36 @@ impl Scenario {
         if scenario.load.cpus.is_empty() {
             anyhow::bail!("load.cpus: name at least one CPU");
         }
+        let t = &scenario.target;
+        if let Some(key) = t.misplaced_keys().first() {
+            let protocol = match t.protocol {
+                TargetProtocol::Http => "http",
+                TargetProtocol::Ws => "ws",
+            };
+            anyhow::bail!("target.{key}: not used with protocol = \"{protocol}\"");
+        }
+        if t.protocol == TargetProtocol::Ws {
+            if !scenario.phases.is_empty() {
+                anyhow::bail!(
+                    "phases: a ws scenario holds its connections for load.duration (no phases)"
+                );
+            }
+            if let Some(d) = &t.connect_timeout {
+                parse_duration(d).map_err(|e| anyhow::anyhow!("target.connect_timeout: {e}"))?;
+            }
+            for (key, value) in [
+                ("target.connect_rate", t.connect_rate),
+                ("target.publish_rate", t.publish_rate),
+                ("target.send_rate", t.send_rate),
+            ] {
+                if value.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                    anyhow::bail!("{key}: must be positive");
+                }
+            }
+            if t.channels == Some(0) || t.publish_connections == Some(0) {
+                anyhow::bail!("target.channels and target.publish_connections: at least 1");
+            }
+        }
         for (i, p) in scenario.phases.iter().enumerate() {
             let d = parse_duration(&p.duration)
                 .map_err(|e| anyhow::anyhow!("phases[{i}].duration: {e}"))?;
@@ -134,6 +231,40 @@ impl Scenario {
             }
         }
         Ok(scenario)
+    }
+
+    /// The WebSocket run of a `protocol = "ws"` scenario (`None` for http).
+    pub fn ws_options(&self) -> anyhow::Result<Option<WsOptions>> {
+        let t = &self.target;
+        if t.protocol != TargetProtocol::Ws {
+            return Ok(None);
+        }
+        let d = |s: &str| parse_duration(s).map_err(|e| anyhow::anyhow!(e));
+        let defaults = WsOptions::default();
+        Ok(Some(WsOptions {
+            url: t.url.clone(),
+            connections: self.load.connections,
+            connect_rate: t.connect_rate.unwrap_or(defaults.connect_rate),
+            connect_timeout: match &t.connect_timeout {
+                Some(text) => d(text)?,
+                None => defaults.connect_timeout,
+            },
+            duration: d(&self.load.duration)?,
+            warmup: d(&self.load.warmup)?,
+            channel: t.channel.clone().unwrap_or(defaults.channel),
+            channels: t.channels,
+            token: t.token.clone(),
+            publish_rate: t.publish_rate,
+            publish_url: t.publish_url.clone(),
+            publish_token: t.publish_token.clone(),
+            publish_connections: t
+                .publish_connections
+                .unwrap_or(defaults.publish_connections),
+            send_rate: t.send_rate,
+            cpus: self.load.cpus.clone(),
+            sources: t.sources.clone(),
+            interval: d(&self.load.interval)?,
+        }))
     }
 
     /// The run this scenario describes against `addr`.
@@ -156,9 +287,12 @@ impl Scenario {
             phases.iter().map(|p| p.duration).sum()
         };
         let t = &self.target;
+        let method = t.method.as_deref().unwrap_or("GET");
+        let headers = t.headers.as_deref().unwrap_or_default();
+        let body = t.body.as_deref().unwrap_or_default();
         Ok(HttpLoad {
             addr,
-            request: build_request(&t.method, authority, path, &t.headers, t.body.as_bytes()),
+            request: build_request(method, authority, path, headers, body.as_bytes()),
             connections: self.load.connections,
             rate: None,
             duration,
@@ -213,5 +347,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("phases[0].duration"), "{err}");
+    }
+
+    #[test]
+    fn ws_scenarios_take_the_ws_flags_and_refuse_http_keys() {
+        let s = Scenario::parse(
+            r#"
+            [target]
+            protocol = "ws"
+            url = "ws://127.0.0.1:8000/ws"
+            token = "user-{i}"
+            channels = 4
+            connect_rate = 500
+            publish_rate = 10
+            publish_token = "admin"
+            send_rate = 20
+            sources = "127.0.0.1-127.0.0.4"
+            [load]
+            connections = 40
+            cpus = [1]
+            duration = "5s"
+            "#,
+        )
+        .unwrap();
+        let load = s.ws_options().unwrap().unwrap().build().unwrap();
+        assert_eq!(load.connections, 40);
+        assert_eq!(load.channels.len(), 4);
+        assert_eq!(load.channels[3], "simulation:events:loadtest-3");
+        assert_eq!(load.sources.len(), 4);
+        assert_eq!(load.duration, Duration::from_secs(5));
+        let publish = load.publish.unwrap();
+        assert_eq!(publish.path, "/api/publish");
+        assert_eq!(publish.token.as_deref(), Some("admin"));
+        assert_eq!(load.ping_rate, Some(20.0));
+        let err =
+            Scenario::parse("[target]\nprotocol = \"ws\"\nurl = \"ws://x\"\nmethod = \"POST\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("target.method"), "{err}");
+        let err = Scenario::parse("[target]\nurl = \"http://x\"\nsend_rate = 5\n").unwrap_err();
+        assert!(err.to_string().contains("target.send_rate"), "{err}");
+        let err = Scenario::parse(
+            "[target]\nprotocol = \"ws\"\nurl = \"ws://x\"\n[[phases]]\nduration = \"1s\"\nrate = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("phases"), "{err}");
+    }
+
+    #[test]
+    fn the_example_scenarios_are_valid() {
+        let http = Scenario::parse(include_str!("../scenarios/health-ramp.toml")).unwrap();
+        assert!(http.ws_options().unwrap().is_none());
+        let ws = Scenario::parse(include_str!("../scenarios/ws-fanout.toml")).unwrap();
+        let options = ws.ws_options().unwrap().unwrap();
+        assert_eq!(options.connections, 10_000);
+        assert_eq!(options.channels, Some(10));
+        assert_eq!(options.duration, Duration::from_secs(30));
     }
 }

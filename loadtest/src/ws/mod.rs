@@ -1,0 +1,422 @@
+//! WebSocket load: many subscribed connections held open, events published by the generator
+//! itself in open loop, and optional application pings.
+//!
+//! A run, as the coordinator ([`run_ws_with`]) drives it:
+//! 1. **connecting** — connection `i` starts no earlier than `i / connect_rate` after the start
+//!    (a deterministic token bucket of depth one), from source address `i mod sources`, and is
+//!    timed from that scheduled start to its `subscribed` reply (`connect`);
+//! 2. once every connection is subscribed or failed, an unmeasured **warm-up**, then the
+//!    **hold** of `duration`: publishers post event `k` at `k / publish_rate` into the hold,
+//!    its intended send time in `data.t`; each receiving connection records now − t
+//!    (`deliver`); each connection sends its share of `ping_rate` (`ping`);
+//! 3. **draining** until every event owed has arrived and every ping is answered (or
+//!    `drain` has passed), then the connections held are counted, the generator's RSS is
+//!    read, and every connection is closed with 1000. A run whose connections have all been
+//!    closed by the server (or refused) stops as soon as the hold would begin or it happens.
+//!
+//! Layout: [`WsOptions`] (flags and scenario keys, defaults), [`proto`] (sans-IO protocol), `session` (one connection's socket shell), `worker`
+//! (one pinned thread), [`report`] (what was measured).
+
+mod options;
+pub mod proto;
+pub mod report;
+mod session;
+mod worker;
+
+pub use options::{WsOptions, DEFAULT_CHANNEL};
+pub use report::{Op, Tally, WsReport, WsSeriesPoint};
+pub use worker::Tick;
+
+use anyhow::{bail, Context};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One WebSocket load run.
+#[derive(Debug, Clone)]
+pub struct WsLoad {
+    /// The server.
+    pub addr: SocketAddr,
+    /// `Host` of the upgrade request.
+    pub host: String,
+    /// Path of the upgrade request, e.g. `/ws`.
+    pub path: String,
+    /// Connections in total.
+    pub connections: usize,
+    /// New connections per second at most.
+    pub connect_rate: f64,
+    /// Limit on connect + upgrade + subscribe.
+    pub connect_timeout: Duration,
+    /// Unmeasured time between the last connection opening and the hold.
+    pub warmup: Duration,
+    /// The measured hold.
+    pub duration: Duration,
+    /// Longest wait after the hold for events and pongs still on their way.
+    pub drain: Duration,
+    /// Connection `i` subscribes to `channels[i mod len]`; event `k` goes to `channels[k mod len]`.
+    pub channels: Vec<String>,
+    /// Bearer token of the upgrade; `{i}` is replaced by the connection number.
+    pub token: Option<String>,
+    /// The generator's own publishing, if any.
+    pub publish: Option<Publish>,
+    /// Application pings per second over all connections.
+    pub ping_rate: Option<f64>,
+    /// CPUs to run on, one thread each.
+    pub cpus: Vec<usize>,
+    /// Source addresses, used round robin (empty: the kernel chooses).
+    pub sources: Vec<Ipv4Addr>,
+    /// Length of the intervals of the time series and the progress line.
+    pub interval: Duration,
+}
+
+/// Where and how fast the generator publishes.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The server of `POST /api/publish`.
+    pub addr: SocketAddr,
+    /// `Host` header.
+    pub host: String,
+    /// Path, e.g. `/api/publish`.
+    pub path: String,
+    /// Bearer token (admin).
+    pub token: Option<String>,
+    /// Events per second.
+    pub rate: f64,
+    /// HTTP/1.1 keep-alive connections publishing, one request in flight on each.
+    pub connections: usize,
+}
+
+/// Splits `scheme://host:port/path` into (address, authority, path).
+pub fn resolve_url(url: &str, scheme: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .with_context(|| format!("{url}: expected a {scheme}:// URL"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .context("no address")?;
+    Ok((addr, authority.to_string(), path.to_string()))
+}
+
+/// Parses source addresses: `127.0.0.1-127.0.0.50`, `127.0.0.7`, or a comma list of both.
+pub fn parse_sources(text: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let from: Ipv4Addr = from
+            .trim()
+            .parse()
+            .with_context(|| format!("`{part}`: not an IPv4 address or range"))?;
+        let to: Ipv4Addr = to
+            .trim()
+            .parse()
+            .with_context(|| format!("`{part}`: not an IPv4 address or range"))?;
+        let (a, b) = (u32::from(from), u32::from(to));
+        if a > b || b - a >= 1 << 16 {
+            bail!("`{part}`: the range must go upwards and hold at most 65,536 addresses");
+        }
+        out.extend((a..=b).map(Ipv4Addr::from));
+    }
+    if out.is_empty() {
+        bail!("no source addresses in `{text}`");
+    }
+    Ok(out)
+}
+
+/// The channel names: `base` alone, or `base-0 .. base-{count-1}`.
+pub fn channel_names(base: &str, count: Option<usize>) -> Vec<String> {
+    match count {
+        None => vec![base.to_string()],
+        Some(k) => (0..k).map(|i| format!("{base}-{i}")).collect(),
+    }
+}
+
+/// Checks that `wanted` more descriptors fit under `limit` with `in_use` already open; the
+/// error names the limit and the connections asked for.
+pub fn check_fd_budget(
+    connections: usize,
+    other: usize,
+    limit: u64,
+    in_use: u64,
+) -> Result<(), String> {
+    let needed = connections as u64 + other as u64;
+    if in_use + needed <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
+         per process ({in_use} in use, {other} more for the generator itself), so at most {} \
+         connections fit; raise the limit (ulimit -n, LimitNOFILE=) or split the run over \
+         several processes",
+        limit.saturating_sub(in_use + other as u64)
+    ))
+}
+
+/// RLIMIT_NOFILE (soft, hard).
+pub fn fd_limits() -> (u64, u64) {
+    // SAFETY: getrlimit on an initialised struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (1024, 1024);
+        }
+        (lim.rlim_cur, lim.rlim_max)
+    }
+}
+
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count() as u64)
+}
+
+/// This process's resident memory, bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}
+
+fn local_port_range() -> u64 {
+    let text =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut parts = text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(lo), Some(hi)) if hi >= lo => hi - lo + 1,
+        _ => 28_232,
+    }
+}
+
+impl WsLoad {
+    /// Checks the numbers, the descriptors and the source ports this run needs.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if self.connections == 0 {
+            bail!("--connections must be at least 1");
+        }
+        if !positive(self.connect_rate) {
+            bail!("--connect-rate must be positive");
+        }
+        if self.ping_rate.is_some_and(|r| !positive(r)) {
+            bail!("--send-rate must be positive");
+        }
+        if let Some(p) = &self.publish {
+            if !positive(p.rate) || p.connections == 0 {
+                bail!("--publish-rate and --publish-connections must be positive");
+            }
+        }
+        if self.channels.is_empty() {
+            bail!("--channels must be at least 1");
+        }
+        if self.cpus.is_empty() {
+            bail!("name at least one CPU in --cpus");
+        }
+        if self.interval.is_zero() || self.duration.is_zero() {
+            bail!("--interval and --duration must be positive");
+        }
+        let ports = local_port_range() * self.sources.len().max(1) as u64;
+        if self.connections as u64 > ports {
+            bail!(
+                "{} connections to one address and port need more source ports than {} source \
+                 address(es) offer ({} each, net.ipv4.ip_local_port_range); spread them with \
+                 --sources, e.g. 127.0.0.1-127.0.0.{}",
+                self.connections,
+                self.sources.len().max(1),
+                local_port_range(),
+                (self.connections as u64)
+                    .div_ceil(local_port_range())
+                    .min(254)
+            );
+        }
+        Ok(())
+    }
+
+    /// Descriptors the generator needs besides the connections: per thread an io_uring, an
+    /// epoll and an eventfd or two; the publishers; some slack for stdio and output files.
+    fn fd_overhead(&self) -> usize {
+        self.cpus.len() * 8 + self.publish.as_ref().map_or(0, |p| p.connections) + 32
+    }
+}
+
+/// Runs the load and returns the report.
+pub fn run_ws(load: &WsLoad) -> anyhow::Result<WsReport> {
+    run_ws_with(load, |_, _, _| {})
+}
+
+enum Coordinator {
+    Connecting { deadline: Instant },
+    Holding { end: Instant },
+    Draining { until: Instant },
+    Stopped,
+}
+
+/// Like [`run_ws`], calling `on_interval(index, held, tally)` with the merged figures of every
+/// interval (from the start of the run) once every thread has reported it.
+pub fn run_ws_with(
+    load: &WsLoad,
+    mut on_interval: impl FnMut(u64, i64, &Tally),
+) -> anyhow::Result<WsReport> {
+    load.check()?;
+    crate::run::raise_fd_limit();
+    let (limit, _) = fd_limits();
+    check_fd_budget(load.connections, load.fd_overhead(), limit, open_fds())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let rss_start = rss_bytes();
+    let threads = load.cpus.len();
+    let publishers = load.publish.as_ref().map_or(0, |p| p.connections);
+    let progress = Arc::new(worker::Progress::new(load.channels.len()));
+    let clock = worker::Clock::new();
+    let (sender, receiver) = std::sync::mpsc::channel::<Tick>();
+    // Everyone starts together, a little after the threads are up.
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for (t, &cpu) in load.cpus.iter().enumerate() {
+        let conns: Vec<usize> = (t..load.connections).step_by(threads).collect();
+        let mine: Vec<usize> = (t..publishers).step_by(threads).collect();
+        let (load, progress, tx) = (load.clone(), Arc::clone(&progress), sender.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ws-loadgen-{t}"))
+                .spawn(move || {
+                    monoio::utils::bind_to_cpu_set(Some(cpu))
+                        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu}: {e}"))?;
+                    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                        .enable_timer()
+                        .build()?;
+                    let work =
+                        worker::worker(Rc::new(load), start, clock, progress, conns, mine, tx);
+                    Ok::<_, anyhow::Error>(rt.block_on(work))
+                })?,
+        );
+    }
+    drop(sender);
+
+    let ramp = Duration::from_secs_f64((load.connections - 1) as f64 / load.connect_rate);
+    let mut state = Coordinator::Connecting {
+        deadline: start + ramp + load.connect_timeout + Duration::from_secs(1),
+    };
+    let (mut held_at_end, mut rss_end, mut expected) = (0i64, rss_start, 0u64);
+    let mut pending: std::collections::BTreeMap<u64, (usize, Tally)> = Default::default();
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(5)) {
+            Ok(tick) => {
+                let entry = pending.entry(tick.index).or_default();
+                entry.0 += 1;
+                entry.1.add(&tick.tally);
+                if entry.0 == threads {
+                    if let Some((_, tally)) = pending.remove(&tick.index) {
+                        on_interval(tick.index, progress.held(), &tally);
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        let p = &progress;
+        state = match state {
+            Coordinator::Connecting { deadline }
+                if p.settled.load(Relaxed) >= load.connections || now >= deadline =>
+            {
+                let hold_start = now + load.warmup;
+                let offset = hold_start.saturating_duration_since(start).as_nanos() as u64;
+                p.hold_start_ns.store(offset + 1, Relaxed);
+                Coordinator::Holding {
+                    end: hold_start + load.duration,
+                }
+            }
+            Coordinator::Holding { end } if now >= end => Coordinator::Draining {
+                until: now + load.drain,
+            },
+            // The server closed (or refused) every connection: nothing is left to measure.
+            Coordinator::Holding { .. } if p.held() <= 0 => {
+                expected = p.expected_deliveries();
+                rss_end = rss_bytes();
+                p.stop.store(true, Relaxed);
+                Coordinator::Stopped
+            }
+            Coordinator::Draining { until }
+                if now >= until
+                    || (p.publishers_done.load(Relaxed) >= publishers
+                        && p.pings_outstanding.load(Relaxed) <= 0
+                        && p.delivered.load(Relaxed) >= p.expected_deliveries()) =>
+            {
+                held_at_end = p.held();
+                expected = p.expected_deliveries();
+                rss_end = rss_bytes();
+                p.stop.store(true, Relaxed);
+                Coordinator::Stopped
+            }
+            other => other,
+        };
+    }
+    // Intervals some thread did not finish (a thread that stopped early or failed).
+    for (index, (_, tally)) in std::mem::take(&mut pending) {
+        on_interval(index, held_at_end, &tally);
+    }
+    let mut tally = Tally::default();
+    for h in handles {
+        let part = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        tally.add(&part);
+    }
+    tally.counters(Op::Deliver).sent = expected;
+    let last = Duration::from_nanos(progress.last_subscribed_ns.load(Relaxed));
+    Ok(WsReport {
+        tally,
+        requested: load.connections,
+        subscribed: progress.subscribed.load(Relaxed),
+        held_at_end,
+        ramp: last,
+        hold: load.duration,
+        rss_start,
+        rss_end,
+        fd_limit: limit,
+        threads,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_channels_and_urls_parse() {
+        let s = parse_sources("127.0.0.1-127.0.0.3, 127.0.1.9").unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[2], Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(s[3], Ipv4Addr::new(127, 0, 1, 9));
+        assert!(parse_sources("127.0.0.9-127.0.0.1").is_err());
+        assert!(parse_sources("localhost").is_err());
+        assert_eq!(channel_names("c", None), ["c"]);
+        assert_eq!(channel_names("c", Some(2)), ["c-0", "c-1"]);
+        let (addr, host, path) = resolve_url("ws://127.0.0.1:8000/ws", "ws").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), path.as_str()),
+            (8000, "127.0.0.1:8000", "/ws")
+        );
+        assert!(resolve_url("http://127.0.0.1:8000/ws", "ws").is_err());
+    }
+
+    #[test]
+    fn the_fd_budget_names_the_limit_and_the_ask() {
+        assert!(check_fd_budget(900, 40, 1024, 10).is_ok());
+        let err = check_fd_budget(30_000, 40, 20_000, 10).unwrap_err();
+        assert!(err.contains("30000 connections"), "{err}");
+        assert!(err.contains("RLIMIT_NOFILE allows 20000"), "{err}");
+        assert!(err.contains("at most 19950"), "{err}");
+    }
+}

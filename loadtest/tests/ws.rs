@@ -1,0 +1,284 @@
+//! The WebSocket load against a real sdsim gateway started in this process on 127.0.0.1
+//! (2 shards, dev-open auth), and the generator binary itself for the descriptor check.
+//! Assertions are on counts, and on times only where a lower bound is certain.
+
+use sdsim_core::config::{Config, Overrides};
+use sdsim_gateway::Server;
+use sdsim_loadtest::ws::{run_ws, run_ws_with, Op, WsLoad, WsOptions};
+use std::time::Duration;
+
+/// The runs below measure time: one at a time, not beside each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A gateway on an ephemeral port with `sets` over test defaults (storage in a fresh
+/// temporary directory, any bearer token accepted as an admin, no per-user limit).
+fn gateway(sets: &[&str]) -> Server {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sdsim-loadtest-ws-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
+    let mut o = Overrides::default();
+    for s in [
+        "gateway.listen=127.0.0.1:0",
+        "auth.http_listen=127.0.0.1:0",
+        "auth.grpc_listen=127.0.0.1:0",
+        "log.access=false",
+        "runtime.shards=2",
+        "runtime.cpus=[0, 1]",
+        "ratelimit.enabled=false",
+        "auth.dev_open=true",
+        "websocket.max_connections_per_user=0",
+        db.as_str(),
+    ]
+    .iter()
+    .chain(sets)
+    {
+        o.set(s).unwrap();
+    }
+    let mut config = Config::load(None, &o).unwrap();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        config.runtime.cpus = vec![0, 0];
+    }
+    config.validate().unwrap();
+    Server::start(config).expect("gateway starts")
+}
+
+fn stop(server: Server) {
+    server.shutdown().drain(Duration::from_secs(5));
+    server.join().unwrap();
+}
+
+fn options(server: &Server, connections: usize) -> WsOptions {
+    WsOptions {
+        url: format!("ws://{}/ws", server.local_addr()),
+        connections,
+        connect_rate: 1000.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        token: Some("loadtest-{i}".into()),
+        cpus: vec![0],
+        interval: Duration::from_millis(250),
+        ..WsOptions::default()
+    }
+}
+
+#[test]
+fn connections_open_at_the_connect_rate_from_every_source_and_all_hold() {
+    let _one_at_a_time = serial();
+    // 60 per client IP: the 200 connections only fit if they really come from 4 addresses.
+    let server = gateway(&["websocket.max_connections_per_ip=60"]);
+    let load = WsOptions {
+        sources: Some("127.0.0.1-127.0.0.4".into()),
+        ..options(&server, 200)
+    }
+    .build()
+    .unwrap();
+    let mut held_seen = Vec::new();
+    let report = run_ws_with(&load, |_, held, _| held_seen.push(held)).unwrap();
+    stop(server);
+    assert_eq!(
+        report.errors_by_kind(),
+        Default::default(),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.subscribed, 200);
+    assert_eq!(report.held_at_end, 200);
+    let connect = report.report(Op::Connect);
+    assert_eq!(connect.counters.sent, 200);
+    assert_eq!(connect.counters.completed, 200);
+    assert_eq!(connect.histogram.len(), 200, "one latency per connection");
+    // Connection i may not start before i / 1000 s: the last one starts at 0.199 s at the
+    // earliest, and is subscribed after that.
+    assert!(
+        report.ramp >= Duration::from_millis(199),
+        "200 connections at 1000/s in {:?}",
+        report.ramp
+    );
+    assert!(report.ramp < Duration::from_secs(10), "{:?}", report.ramp);
+    assert_eq!(held_seen.iter().max(), Some(&200), "{held_seen:?}");
+    assert!(report.rss_end > 0);
+}
+
+#[test]
+fn every_event_reaches_every_connection_and_pings_are_answered() {
+    let _one_at_a_time = serial();
+    let server = gateway(&[]);
+    let load = WsOptions {
+        publish_rate: Some(20.0),
+        publish_connections: 2,
+        send_rate: Some(200.0),
+        ..options(&server, 100)
+    }
+    .build()
+    .unwrap();
+    let report = run_ws(&load).unwrap();
+    assert_eq!(
+        report.errors_by_kind(),
+        Default::default(),
+        "{}",
+        report.table()
+    );
+    let publish = report.report(Op::Publish);
+    // Open loop: event k is due k / 20 s into the 1 s hold, so exactly 20 are published.
+    let events = publish.counters.completed;
+    assert_eq!(publish.counters.sent, 20);
+    assert_eq!(events, 20);
+    let deliver = report.report(Op::Deliver);
+    assert_eq!(
+        deliver.counters.completed,
+        100 * events,
+        "{}",
+        report.table()
+    );
+    assert_eq!(deliver.counters.sent, 100 * events, "deliveries owed");
+    assert_eq!(
+        deliver.histogram.len(),
+        100 * events,
+        "one latency per delivery"
+    );
+    assert_eq!(report.tally.seq_gaps, 0);
+    // 200 pings/s over 100 connections: each pings every 0.5 s, first at i / 200 s.
+    let ping = report.report(Op::Ping);
+    assert_eq!(ping.counters.sent, 200, "{:?}", ping.counters);
+    assert_eq!(ping.counters.completed, 200);
+    assert_eq!(ping.histogram.len(), 200);
+
+    // Spread over 4 channels: each event reaches the quarter of the connections on its channel.
+    let load = WsOptions {
+        channels: Some(4),
+        publish_rate: Some(20.0),
+        ..options(&server, 100)
+    }
+    .build()
+    .unwrap();
+    let report = run_ws(&load).unwrap();
+    stop(server);
+    assert_eq!(
+        report.errors_by_kind(),
+        Default::default(),
+        "{}",
+        report.table()
+    );
+    let events = report.report(Op::Publish).counters.completed;
+    let deliver = report.report(Op::Deliver);
+    assert_eq!(events, 20);
+    assert_eq!(
+        deliver.counters.completed,
+        25 * events,
+        "{}",
+        report.table()
+    );
+    assert_eq!(deliver.counters.sent, deliver.counters.completed);
+}
+
+#[test]
+fn connections_the_server_closes_are_counted_with_their_close_code() {
+    let _one_at_a_time = serial();
+    let server = gateway(&[]);
+    let load = WsLoad {
+        duration: Duration::from_secs(30),
+        ..options(&server, 20).build().unwrap()
+    };
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        run_ws_with(&load, |_, held, _| {
+            let _ = held_tx.send(held);
+        })
+    });
+    // Once all 20 are held, shut the server down: it closes each with 1001 (going away).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while held_rx.recv_timeout(Duration::from_secs(20)).unwrap() < 20 {
+        assert!(std::time::Instant::now() < deadline, "never held 20");
+    }
+    stop(server);
+    // With nothing left to hold, the run ends long before its 30 s.
+    let report = runner.join().unwrap().unwrap();
+    let errors = report.errors_by_kind();
+    assert_eq!(errors.get("closed"), Some(&20), "{}", report.table());
+    assert_eq!(report.tally.close_codes.get(&1001), Some(&20));
+    assert_eq!(report.held_at_end, 0);
+    assert_eq!(report.subscribed, 20);
+}
+
+#[test]
+fn refused_connects_and_refused_upgrades_are_errors_by_kind() {
+    let _one_at_a_time = serial();
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let load = WsOptions {
+        url: format!("ws://127.0.0.1:{port}/ws"),
+        connections: 10,
+        duration: Duration::from_millis(100),
+        warmup: Duration::ZERO,
+        ..WsOptions::default()
+    }
+    .build()
+    .unwrap();
+    let report = run_ws(&load).unwrap();
+    assert_eq!(report.errors_by_kind().get("connect_refused"), Some(&10));
+    assert_eq!(report.subscribed, 0);
+
+    // A server that knows one static token: any other is refused with 401 at the upgrade.
+    let server = gateway(&[
+        "auth.dev_open=false",
+        r#"auth.tokens=[{token="admin-token-0123456789",user="ops",roles=["admin"]}]"#,
+    ]);
+    let load = WsOptions {
+        token: Some("wrong-token".into()),
+        ..options(&server, 10)
+    }
+    .build()
+    .unwrap();
+    let report = run_ws(&load).unwrap();
+    stop(server);
+    assert_eq!(report.errors_by_kind().get("handshake_status"), Some(&10));
+    assert_eq!(report.tally.statuses.get(&401), Some(&10));
+}
+
+#[test]
+fn asking_for_more_connections_than_the_fd_limit_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sdsim-loadtest"));
+    command.args([
+        "ws",
+        "ws://127.0.0.1:9/ws",
+        "--connections",
+        "500",
+        "--quiet",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe; the child lowers its own limits before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("500 connections"), "{stderr}");
+    assert!(stderr.contains("RLIMIT_NOFILE allows 128"), "{stderr}");
+}
