@@ -21,3 +21,13 @@ for scenario in idle fanout fanout-many; do
 done
 echo "== gRPC ValidateToken (sdsim vs tonic + jsonwebtoken, server CPU 0, load CPU 1; verification cost per token on CPU 1)"
 target/release/bench-auth --runs 3 --out "bench/results/$stamp-auth.md"
+echo "== load generator: sdsim-loadtest vs wrk 4.1.0 on sdsim GET /health (server CPU 0, generators CPU 1)"
+# wrk is a Debian package (4.1.0: closed loop only, no --rate); root installs it directly, as
+# test.sh does (there is no sudo on the test machines), anyone else through sudo.
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v wrk >/dev/null; then
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
+    { sudo_if_needed apt-get update -qq &&
+      sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+fi
+target/release/bench-wrk --runs 3 --out "bench/results/$stamp-wrk.md"
