@@ -76,3 +76,18 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) ->
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
+
+/// Parses a JSON request body into `T`; the error is a 400 `invalid_json` response saying the
+/// expected `shape` and what is wrong (unknown field, wrong type, missing field, bad JSON).
+pub fn json_body<'a, T: serde::Deserialize<'a>>(
+    req: &'a Request,
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    sonic_rs::from_slice(req.body()).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("body must be {shape}: {e}"),
+        ))
+    })
+}

@@ -10,7 +10,9 @@ use http::{HeaderValue, Method, StatusCode};
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
 use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
-use sdsim_net::http::types::{error, json, with_body, ClientAddr, PathParams, Request, Response};
+use sdsim_net::http::types::{
+    error, json, json_body as body, with_body, ClientAddr, PathParams, Request, Response,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -69,17 +71,6 @@ fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Re
         Ok(v) => json(status, &v),
         Err(f) => failure(&f),
     }
-}
-
-/// Parses a JSON body; unknown fields, wrong types and missing fields are named.
-fn body<'a, T: Deserialize<'a>>(req: &'a Request, shape: &str) -> Result<T, Box<Response>> {
-    sonic_rs::from_slice(req.body()).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            &format!("body must be {shape}: {e}"),
-        ))
-    })
 }
 
 /// The request's bearer token.

@@ -135,21 +135,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-/// A random UUID (version 4) string.
-pub fn new_id() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+pub use sdsim_core::new_id;
 
 /// A random opaque secret (256 bits, base64url).
 fn new_secret() -> String {

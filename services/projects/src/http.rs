@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_DISPOSITION, RETRY_AFTER};
 use http::{HeaderValue, Method, StatusCode};
 use sdsim_net::http::router::Router;
-use sdsim_net::http::types::{error, json, with_body, PathParams, Request, Response};
+use sdsim_net::http::types::{
+    error, json, json_body as body, with_body, PathParams, Request, Response,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -74,16 +76,6 @@ fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Re
         Ok(v) => json(status, &v),
         Err(f) => failure(&f),
     }
-}
-
-fn body<'a, T: Deserialize<'a>>(req: &'a Request, shape: &str) -> Result<T, Box<Response>> {
-    sonic_rs::from_slice(req.body()).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            &format!("body must be {shape}: {e}"),
-        ))
-    })
 }
 
 fn param(req: &Request, name: &str) -> String {

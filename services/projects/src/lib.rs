@@ -17,6 +17,7 @@ pub mod simulations;
 pub mod templates;
 
 use bytes::Bytes;
+pub use sdsim_core::new_id;
 use sdsim_store::StoreError;
 use std::sync::Arc;
 
@@ -107,26 +108,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// A random UUID (version 4) string.
-pub fn new_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system random source works");
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 /// Publishes `value` as JSON on `channel` through this shard's bus (dropped, with a debug

@@ -410,39 +410,22 @@ impl Projects {
             rollback_of: None,
         })
         .unwrap_or_default();
-        self.store_version(
-            who,
-            &current,
-            &name,
-            &description,
-            &design,
-            &settings,
-            &summary,
-        )
-        .await?;
-        let project = Project {
-            role,
-            ..self.get(who, id).await?
-        };
-        publish(
-            "project:events:updated",
-            &Event::of(&project, who, "updated"),
-        )
-        .await;
-        Ok(project)
+        let content = [name.as_str(), &description, &design, &settings];
+        self.store_version(who, &current, role, content, &summary, "updated")
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Stores `[name, description, design, settings]` as the version after `current`, announces
+    /// it as `event` on `project:events:updated`, and returns the project as it is now.
     async fn store_version(
         &self,
         who: &Caller,
         current: &Project,
-        name: &str,
-        description: &str,
-        design: &str,
-        settings: &str,
+        role: Role,
+        [name, description, design, settings]: [&str; 4],
         summary: &str,
-    ) -> Result<(), Failure> {
+        event: &'static str,
+    ) -> Result<Project, Failure> {
         let now = now_ms();
         let next = current.version + 1;
         let updated = self
@@ -465,13 +448,22 @@ impl Projects {
             ])
             .await;
         match updated {
-            Ok(counts) if counts.first() == Some(&1) => Ok(()),
+            Ok(counts) if counts.first() == Some(&1) => {}
             // The version row's primary key refuses a second writer of the same version.
-            Ok(_) | Err(sdsim_store::StoreError::Conflict(_)) => Err(Failure::Conflict(
-                "the project changed at the same time: reload it and apply the change again".into(),
-            )),
-            Err(e) => Err(e.into()),
+            Ok(_) | Err(sdsim_store::StoreError::Conflict(_)) => {
+                return Err(Failure::Conflict(
+                    "the project changed at the same time: reload it and apply the change again"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
         }
+        let project = Project {
+            role,
+            ..self.get(who, &current.id).await?
+        };
+        publish("project:events:updated", &Event::of(&project, who, event)).await;
+        Ok(project)
     }
 
     /// Deletes a project (owner), its versions and members.
@@ -684,18 +676,9 @@ impl Projects {
             rollback_of: Some(version),
         })
         .unwrap_or_default();
-        self.store_version(who, &current, name, description, design, settings, &summary)
-            .await?;
-        let project = Project {
-            role,
-            ..self.get(who, id).await?
-        };
-        publish(
-            "project:events:updated",
-            &Event::of(&project, who, "rolled_back"),
-        )
-        .await;
-        Ok(project)
+        let content = [name, description, design, settings];
+        self.store_version(who, &current, role, content, &summary, "rolled_back")
+            .await
     }
 
     /// The project as an export document.
