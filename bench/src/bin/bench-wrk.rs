@@ -329,17 +329,14 @@ impl Pair {
     }
 }
 
-fn log_run(run: usize, what: &str, generator: &str, s: &Sample) {
-    eprintln!(
-        "run {run} {what:<22} {generator:<24} {:>9.0} req/s  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3} ms  errors {}",
-        s.throughput,
-        s.mean,
-        s.p50,
-        s.p90,
-        s.p99,
-        s.max,
-        s.errors
+/// One run's line, printed to stderr as it ends and kept for the report.
+fn log_run(log: &mut Vec<String>, run: usize, what: &str, generator: &str, s: &Sample) {
+    let line = format!(
+        "run {run} {what:<17} {generator:<25} {:>7.0} req/s  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3} ms  errors {}",
+        s.throughput, s.mean, s.p50, s.p90, s.p99, s.max, s.errors
     );
+    eprintln!("{line}");
+    log.push(line);
 }
 
 fn row(out: &mut String, load: &str, generator: &str, s: &Sample) -> std::fmt::Result {
@@ -401,6 +398,7 @@ fn main() -> anyhow::Result<()> {
     let version = wrk_version(&args.wrk)?;
     let load_at_start = load_average();
     let mut pairs = [Pair::new(args.connections), Pair::new(1)];
+    let mut log = Vec::new();
     for run in 1..=args.runs {
         for pair in &mut pairs {
             let what = format!("closed, {} conn", pair.connections);
@@ -408,17 +406,17 @@ fn main() -> anyhow::Result<()> {
             for wrk_turn in [run % 2 == 1, run % 2 == 0] {
                 if wrk_turn {
                     let s = measure_wrk(&args, pair.connections)?;
-                    log_run(run, &what, "wrk", &s);
+                    log_run(&mut log, run, &what, "wrk", &s);
                     pair.wrk.push(s);
                 } else {
                     let load = Load::Closed {
                         connections: pair.connections,
                     };
                     let r = measure(&args, |port| run_engine(&args, port, load))?;
-                    log_run(run, &what, "sdsim-loadtest", &r.measured);
+                    log_run(&mut log, run, &what, "sdsim-loadtest", &r.measured);
                     pair.engine.push(r.measured);
                     if let Some(c) = r.corrected {
-                        log_run(run, &what, "sdsim-loadtest corrected", &c);
+                        log_run(&mut log, run, &what, "sdsim-loadtest corrected", &c);
                         pair.corrected.push(c);
                     }
                 }
@@ -439,10 +437,16 @@ fn main() -> anyhow::Result<()> {
         };
         let r = measure(&args, |port| run_engine(&args, port, load))?;
         let what = format!("open, {open_rate:.0}/s");
-        log_run(run, &what, "sdsim-loadtest", &r.measured);
+        log_run(&mut log, run, &what, "sdsim-loadtest", &r.measured);
         open.push(r.measured);
     }
-    let report = render(&args, &version, &load_at_start, &pairs, open_rate, &open)?;
+    let mut report = render(&args, &version, &load_at_start, &pairs, open_rate, &open)?;
+    report.push_str("\nEvery run (this machine is shared: throughput at 50 connections swings with its neighbours):\n\n```\n");
+    for line in &log {
+        report.push_str(line);
+        report.push('\n');
+    }
+    report.push_str("```\n");
     print!("{report}");
     let path = args
         .out
@@ -486,7 +490,7 @@ fn render(
     )?;
     writeln!(
         out,
-        "# sdsim-loadtest: the engine of bench-http. Closed loop as wrk, reported as measured and \"corrected\" with wrk's correction (HdrHistogram clone_correct, same interval); the latency ratios compare the corrected figures. Open loop wrk2-style (latency from each request's intended send time) at {open_rate:.0} req/s, {:.0}% of the closed-loop maximum",
+        "# sdsim-loadtest: the engine of bench-http. Closed loop as wrk, reported as measured and \"corrected\" with wrk's stats_correct (same interval); the latency ratios compare the corrected figures. Open loop wrk2-style (latency from each request's intended send time) at {open_rate:.0} req/s, {:.0}% of the closed-loop maximum; its timer has 1 ms resolution (monoio), so a request goes out up to ~1 ms after its intended time and that delay is counted",
         100.0 * open_rate / saturation
     )?;
     out.push('\n');
