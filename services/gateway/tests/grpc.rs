@@ -9,7 +9,7 @@ use sdsim_auth::pb;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::{start, stop, temp_dir};
+use support::{runtime, start, stop, temp_dir};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_prost::ProstCodec;
@@ -133,13 +133,6 @@ async fn health_check(c: &mut tonic::client::Grpc<Channel>) -> Result<String, to
         .await?
         .into_inner();
     Ok(reply.status)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{call, login, register, start, stop, STRONG};
+use support::{call, login, register, runtime, start, stop, STRONG};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -38,13 +38,6 @@ fn as_user(
 ) -> (u16, Value) {
     let (status, v, _) = call(addr, method, path, Some(&u.token), body);
     (status, v)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 type Ws =

@@ -292,6 +292,11 @@ impl Projects {
     /// One project.
     pub async fn get(&self, who: &Caller, id: &str) -> Result<Project, Failure> {
         let role = self.role(who, id).await?;
+        self.load(id, role).await
+    }
+
+    /// Project `id` as seen by a caller whose `role` is already established.
+    async fn load(&self, id: &str, role: Role) -> Result<Project, Failure> {
         let row = self
             .store
             .query_opt(
@@ -361,7 +366,7 @@ impl Projects {
     pub async fn update(&self, who: &Caller, id: &str, change: Change) -> Result<Project, Failure> {
         who.require("project:write")?;
         let role = self.require(who, id, Role::Editor).await?;
-        let current = self.get(who, id).await?;
+        let current = self.load(id, role).await?;
         if let Some(expected) = change.expected_version {
             if expected != current.version {
                 return Err(Failure::Conflict(format!(
@@ -458,10 +463,7 @@ impl Projects {
             }
             Err(e) => return Err(e.into()),
         }
-        let project = Project {
-            role,
-            ..self.get(who, &current.id).await?
-        };
+        let project = self.load(&current.id, role).await?;
         publish("project:events:updated", &Event::of(&project, who, event)).await;
         Ok(project)
     }
@@ -524,7 +526,7 @@ impl Projects {
         role: Option<Role>,
     ) -> Result<Vec<Member>, Failure> {
         who.require("project:write")?;
-        self.require(who, id, Role::Owner).await?;
+        let own = self.require(who, id, Role::Owner).await?;
         if role == Some(Role::Owner) {
             return Err(Failure::Invalid {
                 field: "role",
@@ -585,7 +587,7 @@ impl Projects {
                     .await?;
             }
         }
-        let name = self.get(who, id).await?.name;
+        let name = self.load(id, own).await?.name;
         let event = ShareEvent {
             event: "shared",
             project_id: id,
@@ -596,40 +598,34 @@ impl Projects {
         };
         publish("project:events:shared", &event).await;
         publish(&format!("notifications:user:{target}"), &event).await;
-        self.members(who, id).await
+        self.member_list(id).await
     }
 
     /// The project's members (any member may list them).
     pub async fn members(&self, who: &Caller, id: &str) -> Result<Vec<Member>, Failure> {
         self.role(who, id).await?;
+        self.member_list(id).await
+    }
+
+    async fn member_list(&self, id: &str) -> Result<Vec<Member>, Failure> {
         let rows = self
             .store
             .query(
-                "SELECT m.user_id, m.role, m.added_at FROM project_schema.project_members m WHERE m.project_id = $1 ORDER BY m.added_at, m.user_id",
+                "SELECT m.user_id, COALESCE(u.email, ''), m.role, m.added_at FROM project_schema.project_members m LEFT JOIN auth_schema.users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.added_at, m.user_id",
                 vec![id.into()],
             )
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let user_id = row.text(0)?.to_string();
-            let email = self
-                .store
-                .query_opt(
-                    "SELECT email FROM auth_schema.users WHERE id = $1",
-                    vec![user_id.clone().into()],
-                )
-                .await?
-                .map(|r| r.text(0).map(str::to_string))
-                .transpose()?
-                .unwrap_or_default();
-            out.push(Member {
-                user_id,
-                email,
-                role: Role::parse(row.text(1)?).unwrap_or(Role::Viewer),
-                added_at: row.int(2)?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    user_id: row.text(0)?.to_string(),
+                    email: row.text(1)?.to_string(),
+                    role: Role::parse(row.text(2)?).unwrap_or(Role::Viewer),
+                    added_at: row.int(3)?,
+                })
+            })
+            .collect::<Result<_, sdsim_store::StoreError>>()
+            .map_err(Failure::from)
     }
 
     /// The version history, newest first.
@@ -659,7 +655,7 @@ impl Projects {
     pub async fn rollback(&self, who: &Caller, id: &str, version: i64) -> Result<Project, Failure> {
         who.require("project:write")?;
         let role = self.require(who, id, Role::Editor).await?;
-        let current = self.get(who, id).await?;
+        let current = self.load(id, role).await?;
         let old = self
             .store
             .query_opt(
@@ -820,9 +816,15 @@ impl Projects {
         Ok(template_info(&id, "user", "", &design, true))
     }
 
-    /// The current design of a project the caller can read, and its version.
-    pub async fn design_of(&self, who: &Caller, id: &str) -> Result<(String, i64), Failure> {
-        self.role(who, id).await?;
+    /// The current design of a project where the caller's role is at least `needed`, and its
+    /// version.
+    pub async fn design_for(
+        &self,
+        who: &Caller,
+        id: &str,
+        needed: Role,
+    ) -> Result<(String, i64), Failure> {
+        self.require(who, id, needed).await?;
         let row = self
             .store
             .query_opt(

@@ -189,10 +189,10 @@ impl Simulations {
                 message: "required".into(),
             });
         }
-        self.projects
-            .require(who, &req.project_id, Role::Editor)
+        let (design_text, version) = self
+            .projects
+            .design_for(who, &req.project_id, Role::Editor)
             .await?;
-        let (design_text, version) = self.projects.design_of(who, &req.project_id).await?;
         let design = sdsim_simulation::design::parse(&design_text)
             .map_err(|p| Failure::Design(p.into_iter().map(problem).collect()))?;
         let duration = match req.duration_s {

@@ -279,3 +279,11 @@ pub fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json:
     );
     (status, v)
 }
+
+/// A current-thread tokio runtime for the real clients (tonic, tokio-tungstenite).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
