@@ -30,6 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
 fi
 
+# A one-shot build gains nothing from incremental state, which roughly doubles the target's size.
+export CARGO_INCREMENTAL=0
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
