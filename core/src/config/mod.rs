@@ -194,12 +194,29 @@ impl Default for HttpConfig {
 pub struct GatewayConfig {
     /// Address the gateway listens on (one SO_REUSEPORT socket per shard).
     pub listen: String,
+    /// Where the project service's gRPC listener is, when this process does not run the
+    /// `project` role.
+    pub project_service: String,
+    /// Where the simulation service's gRPC listener is, when this process does not run the
+    /// `simulation` role.
+    pub simulation_service: String,
+    /// The token this gateway presents to services in other processes (they list it in
+    /// `auth.tokens` with the `service` role). Set, the gateway serves the project and
+    /// simulation routes of roles it does not run through those services; empty, it does not.
+    pub service_token: String,
+    /// How long a call to a service in another process may take.
+    #[serde(with = "duration")]
+    pub service_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: "0.0.0.0:8000".into(),
+            project_service: "127.0.0.1:10000".into(),
+            simulation_service: "127.0.0.1:11000".into(),
+            service_token: String::new(),
+            service_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -719,6 +736,41 @@ impl Config {
             if addr.parse::<SocketAddr>().is_err() {
                 bad(key, addr.clone(), "not an IP:port address");
             }
+        }
+        if !self.gateway.service_token.is_empty() {
+            // A gateway with a service token serves the roles it does not run through their
+            // services elsewhere.
+            let remote = [
+                (
+                    "project",
+                    "gateway.project_service",
+                    &self.gateway.project_service,
+                ),
+                (
+                    "simulation",
+                    "gateway.simulation_service",
+                    &self.gateway.simulation_service,
+                ),
+            ];
+            for (role, key, addr) in remote {
+                if !self.has_role(role) && addr.parse::<SocketAddr>().is_err() {
+                    bad(key, addr.clone(), "not an IP:port address");
+                }
+            }
+            if self.gateway.service_token.len() < 16 {
+                bad(
+                    "gateway.service_token",
+                    format!("({} characters)", self.gateway.service_token.len()),
+                    "at least 16 characters",
+                );
+            }
+        }
+        if self.gateway.service_timeout.is_zero() {
+            bad(
+                "gateway.service_timeout",
+                "0s".into(),
+                "must be greater than zero",
+            );
         }
         if self.runtime.shards > 1024 {
             bad(

@@ -360,7 +360,9 @@ fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
         .and_then(|v| v.to_str().ok())
         .map(percent_decode)
         .unwrap_or_default();
-    Some(Err(Status::new(code_from(code), message)))
+    let mut status = Status::new(code_from(code), message);
+    status.details = Status::details_from(headers.get("grpc-status-details-bin"));
+    Some(Err(status))
 }
 
 fn code_from(n: u8) -> Code {

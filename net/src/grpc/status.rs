@@ -35,7 +35,68 @@ pub struct Status {
     pub code: Code,
     /// A message for a person (sent percent-encoded in `grpc-message`).
     pub message: String,
+    /// Machine-readable details (`google.rpc.Status.details`), sent base64-encoded in
+    /// `grpc-status-details-bin` as the richer error model of gRPC prescribes.
+    pub details: Vec<Any>,
 }
+
+/// `google.protobuf.Any`: a message and its type URL.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Any {
+    /// `type.googleapis.com/<full message name>`.
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// The encoded message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.Status`, the value of `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// The gRPC code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// The details.
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<Any>,
+}
+
+/// `google.rpc.ErrorInfo`: why, as a stable machine-readable reason within a domain.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ErrorInfo {
+    /// e.g. `INVALID_DESIGN`.
+    #[prost(string, tag = "1")]
+    pub reason: String,
+    /// e.g. `sdsim`.
+    #[prost(string, tag = "2")]
+    pub domain: String,
+}
+
+/// `google.rpc.BadRequest`: what is wrong with which field.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct BadRequest {
+    /// One per wrong field.
+    #[prost(message, repeated, tag = "1")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+/// One wrong field of a [`BadRequest`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FieldViolation {
+    /// The field (or a path into it).
+    #[prost(string, tag = "1")]
+    pub field: String,
+    /// What is wrong.
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
+const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 impl Status {
     /// A status with `code` and `message`.
@@ -43,10 +104,64 @@ impl Status {
         Status {
             code,
             message: message.into(),
+            details: Vec::new(),
         }
     }
 
-    /// Writes `grpc-status` and `grpc-message` into `headers`.
+    /// Adds an `ErrorInfo` detail.
+    pub fn with_reason(mut self, domain: &str, reason: &str) -> Status {
+        let info = ErrorInfo {
+            reason: reason.into(),
+            domain: domain.into(),
+        };
+        self.details.push(Any {
+            type_url: ERROR_INFO.into(),
+            value: prost::Message::encode_to_vec(&info),
+        });
+        self
+    }
+
+    /// Adds a `BadRequest` detail with `(field, description)` violations.
+    pub fn with_violations<'a>(
+        mut self,
+        violations: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Status {
+        let bad = BadRequest {
+            field_violations: violations
+                .into_iter()
+                .map(|(field, description)| FieldViolation {
+                    field: field.into(),
+                    description: description.into(),
+                })
+                .collect(),
+        };
+        self.details.push(Any {
+            type_url: BAD_REQUEST.into(),
+            value: prost::Message::encode_to_vec(&bad),
+        });
+        self
+    }
+
+    /// The `ErrorInfo` reason, if a detail carries one.
+    pub fn reason(&self) -> Option<String> {
+        self.details
+            .iter()
+            .filter(|a| a.type_url == ERROR_INFO)
+            .find_map(|a| <ErrorInfo as prost::Message>::decode(a.value.as_slice()).ok())
+            .map(|i| i.reason)
+    }
+
+    /// The `BadRequest` violations, if a detail carries them.
+    pub fn violations(&self) -> Vec<FieldViolation> {
+        self.details
+            .iter()
+            .filter(|a| a.type_url == BAD_REQUEST)
+            .filter_map(|a| <BadRequest as prost::Message>::decode(a.value.as_slice()).ok())
+            .flat_map(|b| b.field_violations)
+            .collect()
+    }
+
+    /// Writes `grpc-status`, `grpc-message` and (with details) `grpc-status-details-bin`.
     pub fn write(&self, headers: &mut HeaderMap) {
         headers.insert("grpc-status", HeaderValue::from(self.code as u8 as u16));
         if !self.message.is_empty() {
@@ -54,6 +169,35 @@ impl Status {
                 headers.insert("grpc-message", v);
             }
         }
+        if !self.details.is_empty() {
+            use base64::Engine;
+            let rpc = RpcStatus {
+                code: self.code as i32,
+                message: self.message.clone(),
+                details: self.details.clone(),
+            };
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(prost::Message::encode_to_vec(&rpc));
+            if let Ok(v) = HeaderValue::from_str(&encoded) {
+                headers.insert("grpc-status-details-bin", v);
+            }
+        }
+    }
+
+    /// The details of a `grpc-status-details-bin` value (padded or not); empty when absent or
+    /// malformed.
+    pub fn details_from(value: Option<&HeaderValue>) -> Vec<Any> {
+        use base64::Engine;
+        let Some(text) = value.and_then(|v| v.to_str().ok()) else {
+            return Vec::new();
+        };
+        let text = text.trim_end_matches('=');
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| <RpcStatus as prost::Message>::decode(bytes.as_slice()).ok())
+            .map(|s| s.details)
+            .unwrap_or_default()
     }
 }
 
@@ -114,5 +258,40 @@ mod tests {
     fn messages_are_percent_encoded() {
         assert_eq!(percent_encode("field 'x' 100%"), "field 'x' 100%25");
         assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn details_round_trip_through_the_trailer() {
+        let status = Status::new(Code::InvalidArgument, "the design has 2 problem(s)")
+            .with_reason("sdsim", "INVALID_DESIGN")
+            .with_violations([
+                ("$.components[0].instances", "must be at least 1"),
+                ("$.entry", "é"),
+            ]);
+        let mut headers = HeaderMap::new();
+        status.write(&mut headers);
+        let details = Status::details_from(headers.get("grpc-status-details-bin"));
+        let back = Status {
+            details,
+            ..Status::new(Code::InvalidArgument, "")
+        };
+        assert_eq!(back.reason().as_deref(), Some("INVALID_DESIGN"));
+        let v = back.violations();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].field, "$.components[0].instances");
+        assert_eq!(v[1].description, "é");
+        // Padded base64 (as some peers send) reads the same.
+        let padded = format!("{}==", headers["grpc-status-details-bin"].to_str().unwrap());
+        let value = HeaderValue::from_str(&padded).unwrap();
+        assert_eq!(Status::details_from(Some(&value)).len(), 2);
+    }
+
+    #[test]
+    fn malformed_details_are_ignored() {
+        for bad in ["", "!!!", "AAAA", "////"] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            assert!(Status::details_from(Some(&value)).is_empty(), "{bad:?}");
+        }
+        assert!(Status::details_from(None).is_empty());
     }
 }

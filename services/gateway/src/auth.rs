@@ -15,9 +15,21 @@ pub struct Identity {
     pub user: Arc<str>,
     /// Roles, e.g. `admin`, `user`.
     pub roles: Arc<[String]>,
+    /// Permissions the token grants (`project:read`, ...); empty for static tokens, whose
+    /// roles decide (an admin may do everything).
+    pub perms: Arc<[String]>,
 }
 
 impl Identity {
+    /// The caller the project and simulation services act for.
+    pub fn caller(&self) -> sdsim_projects::Caller {
+        sdsim_projects::Caller {
+            user_id: Arc::clone(&self.user),
+            is_admin: self.is_admin(),
+            perms: Arc::clone(&self.perms),
+        }
+    }
+
     /// Whether the identity has `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
@@ -64,6 +76,7 @@ impl StaticTokens {
                     Identity {
                         user: t.user.as_str().into(),
                         roles: t.roles.clone().into(),
+                        perms: Arc::from([]),
                     },
                 )
             })
@@ -103,6 +116,7 @@ impl TokenVerifier for DevOpen {
         Ok(Identity {
             user: token.into(),
             roles: vec!["user".to_string(), "admin".to_string()].into(),
+            perms: Arc::from([]),
         })
     }
 }
@@ -127,6 +141,7 @@ impl TokenVerifier for Tokens {
                     .map(|v| Identity {
                         user: v.user_id,
                         roles: v.roles,
+                        perms: v.perms,
                     })
                     .map_err(|_| AuthError::Invalid);
             }

@@ -194,7 +194,7 @@ struct ServiceState {
     name: &'static str,
     configured: bool,
     status: &'static str,
-    detail: &'static str,
+    detail: String,
 }
 
 #[derive(Serialize)]
@@ -207,18 +207,26 @@ fn services(g: &Globals) -> Response {
     let mut list = Vec::new();
     for name in sdsim_core::config::ROLES {
         let configured = g.config.has_role(name);
+        let remote = !g.config.gateway.service_token.is_empty() && g.config.has_role("gateway");
+        let elsewhere = |addr: &str| format!("served by the {name} service at {addr} over gRPC");
         let (status, detail) = match (name, configured) {
-            (_, false) => ("not_configured", "this process does not run the role"),
-            ("gateway", true) => ("up", "served in this process on every shard"),
-            ("auth", true) if g.auth.is_some() => ("up", "served in this process"),
-            ("project", true) if g.projects.is_some() => ("up", "served in this process"),
-            ("simulation", true) if g.simulations.is_some() => {
-                ("up", "served in this process")
+            ("project", false) if remote => {
+                ("remote", elsewhere(&g.config.gateway.project_service))
             }
-            (_, true) => (
-                "unavailable",
-                "configured, but not served here (project and simulation need the auth role in the same process)",
+            ("simulation", false) if remote => {
+                ("remote", elsewhere(&g.config.gateway.simulation_service))
+            }
+            (_, false) => (
+                "not_configured",
+                "this process does not run the role".into(),
             ),
+            ("gateway", true) => ("up", "served in this process on every shard".into()),
+            ("auth", true) if g.auth.is_some() => ("up", "served in this process".into()),
+            ("project", true) if g.projects.is_some() => ("up", "served in this process".into()),
+            ("simulation", true) if g.simulations.is_some() => {
+                ("up", "served in this process".into())
+            }
+            (_, true) => ("unavailable", "configured, but not served here".into()),
         };
         list.push(ServiceState {
             name,

@@ -19,6 +19,7 @@ use sdsim_net::middleware::{App, Stack};
 use sdsim_net::server::{
     accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet,
 };
+use sdsim_projects::api::{ProjectsApi, Remote, SimulationsApi};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -50,8 +51,11 @@ pub struct Globals {
     pub redis: Option<Arc<Bridge>>,
     /// Storage, when a role of this process uses it.
     pub store: Option<sdsim_store::Store>,
-    /// The auth service, when this process runs the `auth` role.
+    /// The auth service: its verifier serves every role but the bare gateway; its routes and
+    /// listeners are served when this process runs the `auth` role.
     pub auth: Option<Arc<sdsim_auth::Auth>>,
+    /// Whether this process runs the `auth` role.
+    pub runs_auth: bool,
     /// The project service, when this process runs the `project` role.
     pub projects: Option<Arc<sdsim_projects::projects::Projects>>,
     /// The simulation service, when this process runs the `simulation` role.
@@ -59,6 +63,10 @@ pub struct Globals {
     gateway: ListenerSet,
     auth_http: Option<ListenerSet>,
     auth_grpc: Option<ListenerSet>,
+    project_http: Option<ListenerSet>,
+    project_grpc: Option<ListenerSet>,
+    simulation_http: Option<ListenerSet>,
+    simulation_grpc: Option<ListenerSet>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     grpc_tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -154,32 +162,50 @@ impl Server {
         let shards = spec.shards();
         let gateway = bind("gateway.listen", &config.gateway.listen, shards)?;
         let local_addr = gateway.local_addr();
-        let runs_auth = config.roles.iter().any(|r| r == "auth");
+        let runs_auth = config.has_role("auth");
+        let (runs_project, runs_simulation) =
+            (config.has_role("project"), config.has_role("simulation"));
         // Connections open lazily (PostgreSQL per shard); SQLite files are created here.
         let store =
             sdsim_auth::open_store(&config).map_err(|e| StartError::Storage(e.to_string()))?;
-        let (auth, auth_http, auth_grpc) = if runs_auth {
-            let auth = start_auth(&config, &store, shards)?;
-            let http = bind("auth.http_listen", &config.auth.http_listen, shards)?;
-            let grpc = bind("auth.grpc_listen", &config.auth.grpc_listen, shards)?;
-            (Some(auth), Some(http), Some(grpc))
+        // The project and simulation roles verify tokens with the auth service's keys (read
+        // from the shared storage) even when the auth role runs elsewhere.
+        let auth = if runs_auth || runs_project || runs_simulation {
+            Some(start_auth(&config, &store, shards)?)
         } else {
-            (None, None, None)
+            None
         };
-        // The project and simulation roles authenticate with the in-process auth service's
-        // verifier (their tables are migrated with the others).
-        let projects = match &auth {
-            Some(_) if config.has_role("project") || config.has_role("simulation") => Some(
-                Arc::new(sdsim_projects::projects::Projects::new(store.clone())),
-            ),
-            None if config.has_role("project") || config.has_role("simulation") => {
-                tracing::warn!("the project and simulation roles need the auth role in the same process for now: not served");
-                None
+        let pair = |run: bool, http: (&str, &str), grpc: (&str, &str)| {
+            if run {
+                Ok::<_, StartError>((
+                    Some(bind(http.0, http.1, shards)?),
+                    Some(bind(grpc.0, grpc.1, shards)?),
+                ))
+            } else {
+                Ok((None, None))
             }
-            _ => None,
         };
+        let (auth_http, auth_grpc) = pair(
+            runs_auth,
+            ("auth.http_listen", &config.auth.http_listen),
+            ("auth.grpc_listen", &config.auth.grpc_listen),
+        )?;
+        let (project_http, project_grpc) = pair(
+            runs_project,
+            ("project.http_listen", &config.project.http_listen),
+            ("project.grpc_listen", &config.project.grpc_listen),
+        )?;
+        let (simulation_http, simulation_grpc) = pair(
+            runs_simulation,
+            ("simulation.http_listen", &config.simulation.http_listen),
+            ("simulation.grpc_listen", &config.simulation.grpc_listen),
+        )?;
+        // The simulation service reads projects (designs, access) through the project service's
+        // storage layer, in process.
+        let projects = (runs_project || runs_simulation)
+            .then(|| Arc::new(sdsim_projects::projects::Projects::new(store.clone())));
         let simulations = match &projects {
-            Some(p) if config.has_role("simulation") => {
+            Some(p) if runs_simulation => {
                 Some(Arc::new(sdsim_projects::simulations::Simulations::new(
                     store.clone(),
                     Arc::clone(p),
@@ -189,7 +215,7 @@ impl Server {
             }
             _ => None,
         };
-        let projects = projects.filter(|_| config.has_role("project"));
+        let projects = projects.filter(|_| runs_project);
         let store = Some(store);
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
@@ -221,8 +247,13 @@ impl Server {
             ),
             store,
             auth,
+            runs_auth,
             auth_http,
             auth_grpc,
+            project_http,
+            project_grpc,
+            simulation_http,
+            simulation_grpc,
             grpc_tls,
             projects: projects.clone(),
             simulations: simulations.clone(),
@@ -241,9 +272,10 @@ impl Server {
         let shared = Arc::clone(&globals);
         let extra_routes = Arc::new(extra_routes);
         let runtime = Runtime::start(spec, move |shard| {
-            let mut router = routes(&shared);
+            let apis = Apis::for_shard(&shared);
+            let mut router = routes(&shared, &apis);
             extra_routes(&mut router);
-            run_shard(shard, Arc::clone(&shared), router)
+            run_shard(shard, Arc::clone(&shared), router, apis)
         })
         .map_err(StartError::Runtime)?;
         tracing::info!(
@@ -274,6 +306,32 @@ impl Server {
         self.globals.auth_grpc.as_ref().map(|l| l.local_addr())
     }
 
+    /// The project role's HTTP address, when this process runs it.
+    pub fn project_http_addr(&self) -> Option<SocketAddr> {
+        self.globals.project_http.as_ref().map(|l| l.local_addr())
+    }
+
+    /// The project role's gRPC address, when this process runs it.
+    pub fn project_grpc_addr(&self) -> Option<SocketAddr> {
+        self.globals.project_grpc.as_ref().map(|l| l.local_addr())
+    }
+
+    /// The simulation role's HTTP address, when this process runs it.
+    pub fn simulation_http_addr(&self) -> Option<SocketAddr> {
+        self.globals
+            .simulation_http
+            .as_ref()
+            .map(|l| l.local_addr())
+    }
+
+    /// The simulation role's gRPC address, when this process runs it.
+    pub fn simulation_grpc_addr(&self) -> Option<SocketAddr> {
+        self.globals
+            .simulation_grpc
+            .as_ref()
+            .map(|l| l.local_addr())
+    }
+
     /// The shutdown state machine (call `drain` on it to stop the server).
     pub fn shutdown(&self) -> &Arc<Shutdown> {
         &self.globals.shutdown
@@ -290,29 +348,121 @@ impl Server {
     }
 }
 
+/// How this shard reaches the project and simulation services: in process, over gRPC, or not
+/// at all.
+#[derive(Clone, Default)]
+pub struct Apis {
+    /// The project service.
+    pub projects: Option<ProjectsApi>,
+    /// The simulation service.
+    pub simulations: Option<SimulationsApi>,
+}
+
+impl Apis {
+    /// The services as this shard reaches them: in process when the role runs here, else over
+    /// gRPC when `gateway.service_token` is set.
+    pub fn for_shard(globals: &Globals) -> Apis {
+        let gw = &globals.config.gateway;
+        let remote = |addr: &str| -> Option<Rc<Remote>> {
+            if gw.service_token.is_empty() || !globals.config.has_role("gateway") {
+                return None;
+            }
+            let addr = addr.parse().ok()?;
+            match Remote::new(addr, &gw.service_token, gw.service_timeout) {
+                Ok(r) => Some(Rc::new(r)),
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway.service_token");
+                    None
+                }
+            }
+        };
+        Apis {
+            projects: match &globals.projects {
+                Some(p) => Some(ProjectsApi::Local(Arc::clone(p))),
+                None => remote(&gw.project_service).map(ProjectsApi::Remote),
+            },
+            simulations: match &globals.simulations {
+                Some(s) => Some(SimulationsApi::Local(Arc::clone(s))),
+                None => remote(&gw.simulation_service).map(SimulationsApi::Remote),
+            },
+        }
+    }
+}
+
+/// Authenticates HTTP requests for the project and simulation routes: the auth service's
+/// verifier when this process has it (its refusals name the reason), else the configured
+/// verifier (static tokens).
+fn authenticate(globals: &Globals) -> sdsim_projects::http::Authenticate {
+    match &globals.auth {
+        Some(auth) => {
+            let verifier = Arc::clone(auth.verifier());
+            Arc::new(move |req| {
+                let v = sdsim_auth::http::authenticate_with(&verifier, req)?;
+                Ok(sdsim_projects::Caller {
+                    is_admin: v.has_role("admin"),
+                    user_id: v.user_id,
+                    perms: v.perms,
+                })
+            })
+        }
+        None => {
+            let verifier = Arc::clone(&globals.verifier);
+            Arc::new(move |req| {
+                let token = auth::bearer(req).unwrap_or_default();
+                verifier.verify(token).map(|id| id.caller()).map_err(|e| {
+                    Box::new(sdsim_net::http::types::error(
+                        http::StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        &e.to_string(),
+                    ))
+                })
+            })
+        }
+    }
+}
+
+/// Verifies the bearer token of a gRPC call to the project or simulation service: an access
+/// token is its user; a static token with the `service` role may act for any user.
+fn verify_calls(globals: &Globals) -> sdsim_projects::VerifyToken {
+    let jwt = globals.auth.as_ref().map(|a| Arc::clone(a.verifier()));
+    let fixed = Arc::clone(&globals.verifier);
+    Arc::new(move |token| {
+        if let Some(jwt) = &jwt {
+            if token.bytes().filter(|b| *b == b'.').count() == 2 {
+                let v = jwt
+                    .verify(token, sdsim_auth::service::now())
+                    .map_err(|p| p.to_string())?;
+                return Ok(sdsim_projects::Principal::User(sdsim_projects::Caller {
+                    is_admin: v.has_role("admin"),
+                    user_id: v.user_id,
+                    perms: v.perms,
+                }));
+            }
+        }
+        let id = fixed.verify(token).map_err(|e| e.to_string())?;
+        Ok(if id.has_role("service") {
+            sdsim_projects::Principal::Service
+        } else {
+            sdsim_projects::Principal::User(id.caller())
+        })
+    })
+}
+
 /// The routes of the gateway role.
-pub fn routes(globals: &Arc<Globals>) -> Router {
+pub fn routes(globals: &Arc<Globals>, apis: &Apis) -> Router {
     let mut router = Router::new();
     health::register(&mut router, globals);
     observe::register(&mut router, globals);
     realtime::register(&mut router, globals);
-    if let Some(auth) = &globals.auth {
+    if let (Some(auth), true) = (&globals.auth, globals.runs_auth) {
         sdsim_auth::http::register(&mut router, auth);
-        let verifier = Arc::clone(auth.verifier());
-        let authenticate: sdsim_projects::http::Authenticate = Arc::new(move |req| {
-            let v = sdsim_auth::http::authenticate_with(&verifier, req)?;
-            Ok(sdsim_projects::Caller {
-                is_admin: v.has_role("admin"),
-                user_id: v.user_id,
-                perms: v.perms,
-            })
-        });
-        if let Some(p) = &globals.projects {
-            sdsim_projects::http::register_projects(&mut router, p, &authenticate);
-        }
-        if let Some(s) = &globals.simulations {
-            sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
-        }
+    }
+    let authenticate = authenticate(globals);
+    if let Some(p) = &apis.projects {
+        sdsim_projects::http::register_projects(&mut router, p, &authenticate);
+    }
+    if let Some(s) = &apis.simulations {
+        sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
     }
     router
 }
@@ -325,7 +475,21 @@ fn auth_routes(globals: &Arc<Globals>, auth: &Arc<sdsim_auth::Auth>) -> Router {
     router
 }
 
-async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
+/// The routes of the project or simulation role's own HTTP listener: its API and health.
+fn service_routes(globals: &Arc<Globals>, apis: &Apis) -> Router {
+    let mut router = Router::new();
+    health::register(&mut router, globals);
+    let authenticate = authenticate(globals);
+    if let Some(p) = &apis.projects {
+        sdsim_projects::http::register_projects(&mut router, p, &authenticate);
+    }
+    if let Some(s) = &apis.simulations {
+        sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
+    }
+    router
+}
+
+async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Apis) {
     let config = &globals.config;
     let metrics = shard.insert(Metrics::new());
     let stack = Stack::from_config(config, Rc::clone(&metrics));
@@ -350,6 +514,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
     if let Some(simulations) = &globals.simulations {
         simulations.install_shard(&shard);
     }
+    rt.set_runs(apis.simulations.clone());
     let app = Rc::new(App::new(router, stack));
     let settings = Rc::new(ConnSettings {
         limits: Limits {
@@ -413,6 +578,71 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router) {
             let g = Arc::clone(&globals);
             let s = shard.clone();
             shard.spawn("auth-grpc-accept", async move {
+                grpc_accept_loop(&s, listener, services, g).await;
+            });
+        }
+    }
+    // The project and simulation roles' own listeners: HTTP (their routes) and gRPC.
+    let local = Apis {
+        projects: globals.projects.clone().map(ProjectsApi::Local),
+        simulations: globals.simulations.clone().map(SimulationsApi::Local),
+    };
+    let verify = verify_calls(&globals);
+    let roles = [
+        (
+            ("project-http-accept", "project-grpc-accept"),
+            &globals.project_http,
+            &globals.project_grpc,
+            Apis {
+                projects: local.projects.clone(),
+                simulations: None,
+            },
+        ),
+        (
+            ("simulation-http-accept", "simulation-grpc-accept"),
+            &globals.simulation_http,
+            &globals.simulation_grpc,
+            Apis {
+                projects: None,
+                simulations: local.simulations.clone(),
+            },
+        ),
+    ];
+    for ((http_task, grpc_task), http_set, grpc_set, apis) in roles {
+        if let Some(Ok(listener)) = http_set.as_ref().and_then(|l| l.take(shard.id().index())) {
+            let stack = Stack::from_config(config, Rc::clone(&metrics));
+            let ctx = Rc::new(ListenerContext {
+                app: Rc::new(App::new(service_routes(&globals, &apis), stack)),
+                settings: Rc::clone(&settings),
+                tls: globals.tls.clone(),
+                shutdown: Arc::clone(&globals.shutdown),
+                stats: Arc::clone(&globals.conn_stats),
+                max_connections: config.server.max_connections,
+            });
+            let s = shard.clone();
+            shard.spawn(http_task, async move {
+                accept_loop(&s, listener, ctx).await;
+            });
+        }
+        if let Some(Ok(listener)) = grpc_set.as_ref().and_then(|l| l.take(shard.id().index())) {
+            let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
+            let mut services = Services::new();
+            let name = match (&apis.projects, &apis.simulations) {
+                (Some(ProjectsApi::Local(p)), _) => {
+                    sdsim_projects::grpc::register_projects(&mut services, p, &verify);
+                    sdsim_projects::grpc::PROJECT_SERVICE
+                }
+                (_, Some(SimulationsApi::Local(s))) => {
+                    sdsim_projects::grpc::register_simulations(&mut services, s, &verify);
+                    sdsim_projects::grpc::SIMULATION_SERVICE
+                }
+                _ => continue,
+            };
+            Health::new(&["", name], phase).register(&mut services);
+            let services = Rc::new(services);
+            let g = Arc::clone(&globals);
+            let s = shard.clone();
+            shard.spawn(grpc_task, async move {
                 grpc_accept_loop(&s, listener, services, g).await;
             });
         }

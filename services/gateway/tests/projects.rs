@@ -58,6 +58,22 @@ async fn subscribe(addr: SocketAddr, token: &str, channel: &str) -> Ws {
     ws
 }
 
+/// The error a subscription to `channel` gets.
+async fn refused(addr: SocketAddr, token: &str, channel: &str) -> Value {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        json!({"op": "subscribe", "channel": channel}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["op"], "error", "{m}");
+    m
+}
+
 async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
@@ -133,6 +149,17 @@ fn the_tour(addr: SocketAddr) {
     let channel = run["websocket_channel"].as_str().unwrap().to_string();
     assert_eq!(channel, format!("simulation:data:{id}"));
     assert!(["queued", "running"].contains(&run["status"].as_str().unwrap()));
+
+    // Only those who may see the run watch it; instance-wide feeds are for admins.
+    let eve = user(addr, "eve@example.com");
+    runtime().block_on(async {
+        let m = refused(addr, &eve.token, &channel).await;
+        assert_eq!(m["code"], "forbidden", "{m}");
+        let m = refused(addr, &ada.token, "simulation:data:no-such-run").await;
+        assert_eq!(m["code"], "forbidden", "{m}");
+        let m = refused(addr, &ada.token, "project:events:created").await;
+        assert_eq!(m["code"], "forbidden", "{m}");
+    });
 
     // Live metrics over WebSocket until the run completes.
     let points = runtime().block_on(async {

@@ -332,7 +332,7 @@ fn resume_after_reconnect_recovers_missed_events_or_says_it_cannot() {
         }
     };
     rt().block_on(async {
-        let channel = "simulation:data:run-7";
+        let channel = "system:announcements";
         let mut ws = connect(addr, Some(ALICE)).await;
         let first = subscribe(&mut ws, channel, None).await;
         let epoch = first["epoch"].as_str().unwrap().to_string();

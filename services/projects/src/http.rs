@@ -3,8 +3,9 @@
 //! Errors are `{"error": {"code", "message"}}` with the status of [`status_of`]; an invalid
 //! design is 422 with `problems: [{path, message}]` listing every problem.
 
-use crate::projects::{Change, Filter, NewProject, Projects, Role};
-use crate::simulations::{Simulations, StartRequest};
+use crate::api::{ProjectsApi, SimulationsApi};
+use crate::projects::{Change, Filter, NewProject, Role};
+use crate::simulations::StartRequest;
 use crate::{Caller, Failure};
 use bytes::Bytes;
 use http::header::{CONTENT_DISPOSITION, RETRY_AFTER};
@@ -123,7 +124,7 @@ fn int_query(req: &Request, name: &'static str, default: i64) -> Result<i64, Box
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| {
             Box::new(failure(&Failure::Invalid {
-                field: name,
+                field: name.into(),
                 message: format!("{v:?} is not an integer"),
             }))
         }),
@@ -228,13 +229,13 @@ where
 }
 
 /// Registers the project routes (`/api/templates`, `/api/projects/*`).
-pub fn register_projects(router: &mut Router, projects: &Arc<Projects>, auth: &Authenticate) {
+pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Authenticate) {
     // Each route: authenticate, then call the service with the request.
     macro_rules! route {
         ($method:expr, $path:expr, |$p:ident, $who:ident, $req:ident| $body:expr) => {{
-            let (p, a) = (Arc::clone(projects), Arc::clone(auth));
+            let (p, a) = (projects.clone(), Arc::clone(auth));
             add(router, $method, $path, move |$req: Request| {
-                let ($p, a) = (Arc::clone(&p), Arc::clone(&a));
+                let ($p, a) = (p.clone(), Arc::clone(&a));
                 async move {
                     let $who = try_or!(a(&$req));
                     $body
@@ -285,7 +286,7 @@ pub fn register_projects(router: &mut Router, projects: &Arc<Projects>, auth: &A
             Some("viewer") => Some(Role::Viewer),
             Some(other) => {
                 return failure(&Failure::Invalid {
-                    field: "role",
+                    field: "role".into(),
                     message: format!("{other:?}: owner, editor or viewer"),
                 })
             }
@@ -340,7 +341,7 @@ pub fn register_projects(router: &mut Router, projects: &Arc<Projects>, auth: &A
             "none" => None,
             other => {
                 return failure(&Failure::Invalid {
-                    field: "role",
+                    field: "role".into(),
                     message: format!("{other:?}: editor, viewer or none"),
                 })
             }
@@ -397,12 +398,12 @@ pub fn register_projects(router: &mut Router, projects: &Arc<Projects>, auth: &A
 }
 
 /// Registers the simulation routes (`/api/simulations/*`).
-pub fn register_simulations(router: &mut Router, sims: &Arc<Simulations>, auth: &Authenticate) {
+pub fn register_simulations(router: &mut Router, sims: &SimulationsApi, auth: &Authenticate) {
     macro_rules! route {
         ($method:expr, $path:expr, |$s:ident, $who:ident, $req:ident| $body:expr) => {{
-            let (s, a) = (Arc::clone(sims), Arc::clone(auth));
+            let (s, a) = (sims.clone(), Arc::clone(auth));
             add(router, $method, $path, move |$req: Request| {
-                let ($s, a) = (Arc::clone(&s), Arc::clone(&a));
+                let ($s, a) = (s.clone(), Arc::clone(&a));
                 async move {
                     let $who = try_or!(a(&$req));
                     $body
@@ -433,9 +434,12 @@ pub fn register_simulations(router: &mut Router, sims: &Arc<Simulations>, auth: 
                 .map(|simulations| History { simulations }),
         )
     });
-    route!(Method::POST, "/api/simulations/validate", |s, _who, req| {
+    route!(Method::POST, "/api/simulations/validate", |s, who, req| {
         let b: ValidateBody = try_or!(body(&req, r#"{"design": object}"#));
-        json(StatusCode::OK, &s.validate(&b.design.to_string()))
+        respond(
+            StatusCode::OK,
+            s.validate(&who, &b.design.to_string()).await,
+        )
     });
     route!(Method::GET, "/api/simulations/{id}", |s, who, req| respond(
         StatusCode::OK,

@@ -11,6 +11,8 @@
 //! (global permissions from the token, and the caller's role in the project) happens here, on
 //! every operation.
 
+pub mod api;
+pub mod grpc;
 pub mod http;
 pub mod projects;
 pub mod simulations;
@@ -50,6 +52,20 @@ impl Caller {
     }
 }
 
+/// Who a bearer token on a gRPC call authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A user, acting for themselves.
+    User(Caller),
+    /// A service (a static token with the `service` role, e.g. a gateway in another process),
+    /// acting for the request's `user_id` with the permissions it forwards.
+    Service,
+}
+
+/// Verifies a bearer token on a gRPC call (the embedding server's verifier); the error says
+/// why it is refused.
+pub type VerifyToken = Arc<dyn Fn(&str) -> Result<Principal, String> + Send + Sync>;
+
 /// One problem of a design, at a JSON path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DesignProblem {
@@ -66,7 +82,7 @@ pub enum Failure {
     #[error("{field}: {message}")]
     Invalid {
         /// The field.
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         /// What is wrong with it.
         message: String,
     },

@@ -35,7 +35,8 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Role> {
+    /// The role of a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
         match s {
             "viewer" => Some(Role::Viewer),
             "editor" => Some(Role::Editor),
@@ -210,7 +211,7 @@ impl Projects {
             (None, Some(t)) => self.template_design(who, t).await?,
             (None, None) => {
                 return Err(Failure::Invalid {
-                    field: "design",
+                    field: "design".into(),
                     message: "give a design or a template_id".into(),
                 })
             }
@@ -529,7 +530,7 @@ impl Projects {
         let own = self.require(who, id, Role::Owner).await?;
         if role == Some(Role::Owner) {
             return Err(Failure::Invalid {
-                field: "role",
+                field: "role".into(),
                 message: "share as editor or viewer (ownership does not transfer)".into(),
             });
         }
@@ -553,7 +554,7 @@ impl Projects {
             .transpose()?;
         if owner.as_deref() == Some(target.as_str()) {
             return Err(Failure::Invalid {
-                field: "user",
+                field: "user".into(),
                 message: "the owner's role cannot be changed".into(),
             });
         }
@@ -696,12 +697,12 @@ impl Projects {
     /// A new project from an export document (the same checks as [`Projects::create`]).
     pub async fn import(&self, who: &Caller, doc: &str) -> Result<Project, Failure> {
         let v: sonic_rs::Value = sonic_rs::from_str(doc).map_err(|e| Failure::Invalid {
-            field: "body",
+            field: "body".into(),
             message: format!("not JSON: {e}"),
         })?;
         if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
             return Err(Failure::Invalid {
-                field: "format",
+                field: "format".into(),
                 message: format!(
                     "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
                 ),
@@ -711,13 +712,13 @@ impl Projects {
             match v.get(k) {
                 None => Ok(String::new()),
                 Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
-                    field: k,
+                    field: k.into(),
                     message: "must be a string".into(),
                 }),
             }
         };
         let design = v.get("design").ok_or(Failure::Invalid {
-            field: "design",
+            field: "design".into(),
             message: "missing".into(),
         })?;
         self.create(
@@ -791,7 +792,7 @@ impl Projects {
         let description = check_description(description)?;
         check_design(design)?;
         let mut v: sonic_rs::Value = sonic_rs::from_str(design).map_err(|e| Failure::Invalid {
-            field: "design",
+            field: "design".into(),
             message: e.to_string(),
         })?;
         if let Some(obj) = v.as_object_mut() {
@@ -915,13 +916,13 @@ fn check_name(name: &str) -> Result<String, Failure> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(Failure::Invalid {
-            field: "name",
+            field: "name".into(),
             message: format!("1 to {MAX_NAME} characters"),
         });
     }
     if name.chars().any(char::is_control) {
         return Err(Failure::Invalid {
-            field: "name",
+            field: "name".into(),
             message: "no control characters".into(),
         });
     }
@@ -931,7 +932,7 @@ fn check_name(name: &str) -> Result<String, Failure> {
 fn check_description(d: &str) -> Result<String, Failure> {
     if d.chars().count() > MAX_DESCRIPTION {
         return Err(Failure::Invalid {
-            field: "description",
+            field: "description".into(),
             message: format!("at most {MAX_DESCRIPTION} characters"),
         });
     }
@@ -952,7 +953,7 @@ pub fn check_design(design: &str) -> Result<String, Failure> {
         ));
     }
     let v: sonic_rs::Value = sonic_rs::from_str(design).map_err(|e| Failure::Invalid {
-        field: "design",
+        field: "design".into(),
         message: e.to_string(),
     })?;
     Ok(v.to_string())
@@ -963,7 +964,7 @@ fn check_settings(settings: Option<&str>) -> Result<String, Failure> {
         return Ok("{}".into());
     };
     let invalid = |message: String| Failure::Invalid {
-        field: "settings",
+        field: "settings".into(),
         message,
     };
     if s.len() > MAX_SETTINGS {

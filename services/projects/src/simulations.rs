@@ -129,6 +129,23 @@ impl Simulations {
         }
     }
 
+    /// The storage.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs waiting for a slot and runs executing, on this instance.
+    pub fn load(&self) -> (usize, usize) {
+        let queued = self.shared.queued.load(Ordering::Acquire);
+        let assigned: usize = self
+            .shared
+            .per_shard
+            .iter()
+            .map(|n| n.load(Ordering::Acquire))
+            .sum();
+        (queued, assigned.saturating_sub(queued))
+    }
+
     /// Starts this shard's runner (call on every shard).
     pub fn install_shard(self: &Arc<Self>, shard: &Shard) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
@@ -185,7 +202,7 @@ impl Simulations {
         who.require("simulation:start")?;
         if req.project_id.is_empty() {
             return Err(Failure::Invalid {
-                field: "project_id",
+                field: "project_id".into(),
                 message: "required".into(),
             });
         }
@@ -200,7 +217,7 @@ impl Simulations {
             Some(d) if d > 0.0 && d <= self.config.max_duration_s => d,
             Some(d) => {
                 return Err(Failure::Invalid {
-                    field: "duration_s",
+                    field: "duration_s".into(),
                     message: format!(
                         "{d} is not between 0 (exclusive) and simulation.max_duration_s = {}",
                         self.config.max_duration_s
@@ -213,7 +230,7 @@ impl Simulations {
             Some(s) if s >= 0.0 && s.is_finite() => s,
             Some(s) => {
                 return Err(Failure::Invalid {
-                    field: "speed",
+                    field: "speed".into(),
                     message: format!("{s}: simulated seconds per second, 0 (flat out) or more"),
                 })
             }

@@ -22,6 +22,10 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Running {
         .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
         .env("SDSIM__AUTH__HTTP_LISTEN", "127.0.0.1:0")
         .env("SDSIM__AUTH__GRPC_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__PROJECT__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__PROJECT__GRPC_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__SIMULATION__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__SIMULATION__GRPC_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -208,6 +212,12 @@ fn a_port_in_use_is_a_clear_error() {
             "--set",
             &format!("gateway.listen=127.0.0.1:{port}"),
         ])
+        .env("SDSIM__AUTH__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__AUTH__GRPC_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__PROJECT__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__PROJECT__GRPC_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__SIMULATION__HTTP_LISTEN", "127.0.0.1:0")
+        .env("SDSIM__SIMULATION__GRPC_LISTEN", "127.0.0.1:0")
         .current_dir(tempdir("in-use"))
         .output()
         .unwrap();

@@ -51,6 +51,45 @@ pub struct Realtime {
     policy: Arc<dyn ChannelPolicy>,
     globals: Arc<Globals>,
     metrics: Rc<Metrics>,
+    /// The simulation service, which decides who may read a run's live metrics.
+    runs: std::cell::RefCell<Option<sdsim_projects::api::SimulationsApi>>,
+}
+
+impl Realtime {
+    /// Sets how this shard reaches the simulation service (`None`: nobody but an admin may
+    /// subscribe to `simulation:data:{id}`).
+    pub fn set_runs(&self, runs: Option<sdsim_projects::api::SimulationsApi>) {
+        *self.runs.borrow_mut() = runs;
+    }
+
+    /// Whether `who` may read channel `channel` beyond the static policy: the live metrics of
+    /// a run are for those who may see the run (a member of its project, or who started it).
+    async fn may_read(&self, who: &Identity, channel: &str) -> Result<(), policy::Denied> {
+        let Some(id) = channel.strip_prefix("simulation:data:") else {
+            return Ok(());
+        };
+        if who.is_admin() {
+            return Ok(());
+        }
+        let runs = self.runs.borrow().clone();
+        let Some(runs) = runs else {
+            return Err(policy::Denied {
+                code: "forbidden",
+                message: "no simulation service is reachable to check access to this run".into(),
+            });
+        };
+        match runs.get(&who.caller(), id).await {
+            Ok(_) => Ok(()),
+            Err(sdsim_projects::Failure::Unavailable(m)) => Err(policy::Denied {
+                code: "unavailable",
+                message: m,
+            }),
+            Err(_) => Err(policy::Denied {
+                code: "forbidden",
+                message: "no such run, or it is not yours to watch".into(),
+            }),
+        }
+    }
 }
 
 /// The encoder of event frames: `{"op":"event","channel":..,"seq":..,"data":..}` in one
@@ -107,6 +146,7 @@ pub fn install(shard: &Shard, globals: &Arc<Globals>, metrics: Rc<Metrics>) -> R
         policy: Arc::new(policy::DefaultPolicy),
         globals: Arc::clone(globals),
         metrics,
+        runs: std::cell::RefCell::new(None),
     })
 }
 

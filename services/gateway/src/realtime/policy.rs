@@ -2,10 +2,12 @@
 //!
 //! Channels are `namespace:...` names of seed 004. The default policy:
 //! - `notifications:user:{id}`: only user `{id}` (and admins);
-//! - `auth:events:*`: admins only;
-//! - `system:announcements`, `simulation:data:{id}`, `simulation:events:*`, `project:events:*`:
-//!   any authenticated user (resource ownership checks plug in here when the project and
-//!   simulation services land);
+//! - `auth:events:*`, `simulation:events:*`, `project:events:*`: admins only (instance-wide
+//!   feeds: they name every user's projects and runs; users get theirs on
+//!   `notifications:user:{id}`);
+//! - `simulation:data:{id}`: users who may see run `{id}` (checked with the simulation service
+//!   at subscribe time, after this policy) and admins;
+//! - `system:announcements`: any authenticated user;
 //! - anything else: refused as an unknown channel.
 
 use crate::auth::Identity;
@@ -63,17 +65,21 @@ impl ChannelPolicy for DefaultPolicy {
                 Err(forbidden("users may only read their own notifications"))
             };
         }
-        if channel.starts_with("auth:events:") {
+        let feed = ["auth:events:", "simulation:events:", "project:events:"]
+            .iter()
+            .any(|p| channel.len() > p.len() && channel.starts_with(p));
+        if feed {
             return if who.is_admin() {
                 Ok(())
             } else {
-                Err(forbidden("auth events are for admins"))
+                Err(forbidden(
+                    "instance-wide event feeds are for admins; yours come on notifications:user:{id}",
+                ))
             };
         }
+        let prefix = "simulation:data:";
         let open = channel == "system:announcements"
-            || ["simulation:data:", "simulation:events:", "project:events:"]
-                .iter()
-                .any(|p| channel.len() > p.len() && channel.starts_with(p));
+            || (channel.len() > prefix.len() && channel.starts_with(prefix));
         if open {
             Ok(())
         } else {

@@ -140,6 +140,9 @@ impl Session {
         {
             return self.fail(d.code, &d.message, Some(&channel));
         }
+        if let Err(d) = self.rt.may_read(who, &channel).await {
+            return self.fail(d.code, &d.message, Some(&channel));
+        }
         if self.subscriptions.contains_key(&channel) {
             return self.fail(
                 "already_subscribed",

@@ -1,0 +1,17 @@
+//! Generates the Rust types of the project and simulation contracts in `proto/` with prost,
+//! compiling the files with protox (pure Rust: no system protoc needed).
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        root.join("sdsim/project/v1/project.proto"),
+        root.join("sdsim/simulation/v1/simulation.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(&files, [&root]).expect("proto/ compiles");
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .expect("prost generates the project and simulation types");
+}

@@ -1,0 +1,389 @@
+//! The README tour with roles split over two `sdsim` processes on PostgreSQL and Redis:
+//! process A runs the gateway and auth roles, process B the project and simulation roles. A
+//! serves the project and simulation HTTP routes through B's gRPC services (service token,
+//! forwarded user context), checks WebSocket subscriptions to a run's live metrics with B, and
+//! delivers the points B publishes through Redis.
+//!
+//! Needs PostgreSQL's and redis-server's Debian packages (test.sh installs them).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
+const SERVICE_TOKEN: &str = "split-test-service-token-0123";
+const PASSWORD: &str = "correct horse battery staple 42!";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sdsim serve` with `env` (SDSIM__… variables); returns it and its gateway port.
+fn sdsim(name: &str, env: &[(String, String)]) -> (Proc, u16) {
+    let dir = std::env::temp_dir().join(format!("sdsim-split-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("SDSIM__LOG__ACCESS", "false")
+        .env("SDSIM__RATELIMIT__ENABLED", "false")
+        .env("SDSIM__RUNTIME__SHARDS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let port = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("{name} did not start: {seen:#?}"));
+        if let Some(rest) = line.split("local_addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        seen.push(line);
+    };
+    // Keep draining the output so the child never blocks on a full pipe.
+    std::thread::spawn(move || while lines.recv().is_ok() {});
+    (Proc(child), port)
+}
+
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn user(port: u16, email: &str) -> (String, String) {
+    let (status, u) = call(
+        port,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    assert_eq!(status, 201, "{u}");
+    let (status, t) = call(
+        port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    assert_eq!(status, 200, "{t}");
+    (
+        u["user"]["id"].as_str().unwrap().to_string(),
+        t["access_token"].as_str().unwrap().to_string(),
+    )
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_subscribe(port: u16, token: &str, channel: &str) -> (Ws, Value) {
+    let mut req = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        json!({"op": "subscribe", "channel": channel, "since": 0}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = next_json(&mut ws).await;
+    (ws, first)
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message within 30 s")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_tour_with_roles_split_over_two_processes_on_postgres() {
+    let pg = sdsim_store::testing::Postgres::start();
+    let redis_port = free_port();
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./test.sh installs Debian's redis-server)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shared = |extra: &[(&str, String)]| {
+        let mut env = vec![
+            ("SDSIM__STORAGE__URL".to_string(), pg.url()),
+            (
+                "SDSIM__REDIS__URL".to_string(),
+                format!("redis://127.0.0.1:{redis_port}/0"),
+            ),
+            (
+                "SDSIM__SIMULATION__METRICS_INTERVAL".to_string(),
+                "100ms".to_string(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    };
+    let (project_grpc, sim_grpc) = (free_port(), free_port());
+    let any = "127.0.0.1:0".to_string();
+    let (_b, _) = sdsim(
+        "services",
+        &shared(&[
+            ("SDSIM__ROLES", r#"["project", "simulation"]"#.into()),
+            (
+                "SDSIM__PROJECT__GRPC_LISTEN",
+                format!("127.0.0.1:{project_grpc}"),
+            ),
+            (
+                "SDSIM__SIMULATION__GRPC_LISTEN",
+                format!("127.0.0.1:{sim_grpc}"),
+            ),
+            ("SDSIM__PROJECT__HTTP_LISTEN", any.clone()),
+            ("SDSIM__SIMULATION__HTTP_LISTEN", any.clone()),
+            (
+                "SDSIM__AUTH__TOKENS",
+                format!(r#"[{{token="{SERVICE_TOKEN}",user="gateway",roles=["service"]}}]"#),
+            ),
+        ]),
+    );
+    let (_a, port) = sdsim(
+        "gateway",
+        &shared(&[
+            ("SDSIM__ROLES", r#"["gateway", "auth"]"#.into()),
+            ("SDSIM__AUTH__HTTP_LISTEN", any.clone()),
+            ("SDSIM__AUTH__GRPC_LISTEN", any.clone()),
+            ("SDSIM__GATEWAY__SERVICE_TOKEN", SERVICE_TOKEN.into()),
+            (
+                "SDSIM__GATEWAY__PROJECT_SERVICE",
+                format!("127.0.0.1:{project_grpc}"),
+            ),
+            (
+                "SDSIM__GATEWAY__SIMULATION_SERVICE",
+                format!("127.0.0.1:{sim_grpc}"),
+            ),
+        ]),
+    );
+
+    let (_, services) = call(port, "GET", "/health/services", None, None);
+    let project = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "project")
+        .unwrap()
+        .clone();
+    assert_eq!(project["status"], "remote", "{services}");
+
+    let (ada_id, ada) = user(port, "ada@example.com");
+    let (_, eve) = user(port, "eve@example.com");
+    let (status, t) = call(port, "GET", "/api/templates", Some(&ada), None);
+    assert_eq!(status, 200, "{t}");
+    assert!(t["templates"].as_array().unwrap().len() >= 5);
+    let (status, p) = call(
+        port,
+        "POST",
+        "/api/projects",
+        Some(&ada),
+        Some(json!({"name": "Shop", "template_id": "three-tier"})),
+    );
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(
+        (p["owner_id"].as_str(), p["role"].as_str()),
+        (Some(ada_id.as_str()), Some("owner"))
+    );
+    let id = p["id"].as_str().unwrap().to_string();
+    // Failures cross the process boundary intact: status, code, every design problem.
+    let (status, e) = call(
+        port,
+        "GET",
+        &format!("/api/projects/{id}"),
+        Some(&eve),
+        None,
+    );
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = call(
+        port,
+        "PUT",
+        &format!("/api/projects/{id}"),
+        Some(&ada),
+        Some(
+            json!({"design": {"version": 1, "components": [{"id": "a", "kind": "service", "instances": 0}]}}),
+        ),
+    );
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_design");
+    assert!(
+        !e["error"]["problems"].as_array().unwrap().is_empty(),
+        "{e}"
+    );
+    let (status, e) = call(
+        port,
+        "PUT",
+        &format!("/api/projects/{id}"),
+        Some(&ada),
+        Some(json!({"name": ""})),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().starts_with("name:"),
+        "{e}"
+    );
+
+    let (status, run) = call(
+        port,
+        "POST",
+        "/api/simulations",
+        Some(&ada),
+        Some(json!({"project_id": id, "duration_s": 40, "seed": 7, "speed": 40})),
+    );
+    assert_eq!(status, 202, "{run}");
+    let sid = run["simulation_id"].as_str().unwrap().to_string();
+    let channel = run["websocket_channel"].as_str().unwrap().to_string();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let points = rt.block_on(async {
+        // A stranger is refused by the simulation service in the other process.
+        let (_, refused) = ws_subscribe(port, &eve, &channel).await;
+        assert_eq!(refused["code"], "forbidden", "{refused}");
+        let (mut ws, first) = ws_subscribe(port, &ada, &channel).await;
+        assert_eq!(first["op"], "subscribed", "{first}");
+        let mut points = Vec::new();
+        loop {
+            let m = next_json(&mut ws).await;
+            assert_eq!(m["op"], "event", "{m}");
+            let kind = m["data"]["type"].as_str().unwrap().to_string();
+            points.push(m["data"].clone());
+            if kind != "metrics" {
+                assert_eq!(kind, "completed");
+                break points;
+            }
+        }
+    });
+    assert!(points.len() >= 2, "{points:?}");
+    assert_eq!(points.last().unwrap()["progress"], 1.0);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let results = loop {
+        let (status, r) = call(
+            port,
+            "GET",
+            &format!("/api/simulations/{sid}/results"),
+            Some(&ada),
+            None,
+        );
+        if status == 200 {
+            break r;
+        }
+        assert_eq!(status, 409, "{r}");
+        assert!(Instant::now() < deadline, "no results: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(results["simulation"]["status"], "completed", "{results}");
+    assert!(
+        results["report"]["end_to_end"]["completed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let (status, history) = call(
+        port,
+        "GET",
+        &format!("/api/simulations?project_id={id}"),
+        Some(&ada),
+        None,
+    );
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["simulations"][0]["simulation_id"], sid.as_str());
+}
