@@ -64,6 +64,32 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The GetLiveMetrics stream of run `id`, as the holder of `token`.
+    async fn live(
+        &mut self,
+        token: &str,
+        id: &str,
+    ) -> tonic::Streaming<ps::GetLiveMetricsResponse> {
+        self.grpc.ready().await.unwrap();
+        let mut req = tonic::Request::new(ps::GetLiveMetricsRequest {
+            simulation_id: id.to_string(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        self.grpc
+            .server_streaming(
+                req,
+                PathAndQuery::from_static("/sdsim.simulation.v1.SimulationService/GetLiveMetrics"),
+                ProstCodec::<ps::GetLiveMetricsRequest, ps::GetLiveMetricsResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
 /// The reason and the field violations of a failed call.
 fn details(s: &tonic::Status) -> (String, Vec<(String, String)>) {
     let rpc = RpcStatus::decode(s.details()).expect("grpc-status-details-bin decodes");
@@ -524,23 +550,7 @@ fn both_services_with_a_tonic_client() {
         );
         assert_eq!((run.seed, run.duration_s), (3, 30.0));
         let sid = started.simulation_id.clone();
-        s.grpc.ready().await.unwrap();
-        let mut req = tonic::Request::new(ps::GetLiveMetricsRequest {
-            simulation_id: sid.clone(),
-            ..Default::default()
-        });
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {bob}").parse().unwrap());
-        let mut stream = s
-            .grpc
-            .server_streaming(
-                req,
-                PathAndQuery::from_static("/sdsim.simulation.v1.SimulationService/GetLiveMetrics"),
-                ProstCodec::<ps::GetLiveMetricsRequest, ps::GetLiveMetricsResponse>::default(),
-            )
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = s.live(&bob, &sid).await;
         let mut points = Vec::new();
         while let Some(m) = stream.message().await.unwrap() {
             points.push(m);
@@ -654,23 +664,7 @@ fn both_services_with_a_tonic_client() {
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
         // A live stream of a run that has ended answers with its state at once.
-        s.grpc.ready().await.unwrap();
-        let mut req = tonic::Request::new(ps::GetLiveMetricsRequest {
-            simulation_id: sid.clone(),
-            ..Default::default()
-        });
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {ada}").parse().unwrap());
-        let mut ended = s
-            .grpc
-            .server_streaming(
-                req,
-                PathAndQuery::from_static("/sdsim.simulation.v1.SimulationService/GetLiveMetrics"),
-                ProstCodec::<ps::GetLiveMetricsRequest, ps::GetLiveMetricsResponse>::default(),
-            )
-            .await
-            .unwrap()
-            .into_inner();
+        let mut ended = s.live(&ada, &sid).await;
         let only = ended.message().await.unwrap().unwrap();
         assert_eq!(only.state, ps::RunState::Completed as i32);
         assert!(ended.message().await.unwrap().is_none());

@@ -507,6 +507,18 @@ fn settings_text(json: Option<String>, map: &HashMap<String, String>) -> Option<
 
 // ---- the services ----
 
+/// A HealthCheck's status and dependencies: serving while storage answers.
+async fn storage_health(store: &sdsim_store::Store) -> (String, HashMap<String, String>) {
+    let up = store.ping().await.is_ok();
+    (
+        if up { "SERVING" } else { "NOT_SERVING" }.into(),
+        HashMap::from([(
+            "storage".to_string(),
+            if up { "up" } else { "down" }.to_string(),
+        )]),
+    )
+}
+
 macro_rules! unary {
     ($services:expr, $service:expr, $method:literal, $state:expr, $verify:expr,
      |$s:ident, $who:ident, $req:ident : $ty:ty| $body:expr) => {{
@@ -804,13 +816,10 @@ pub fn register_projects(services: &mut Services, projects: &Arc<Projects>, veri
         move |_call: Call, _req: pp::HealthCheckRequest| {
             let p = Arc::clone(&p);
             async move {
-                let up = p.store().ping().await.is_ok();
+                let (status, dependencies) = storage_health(p.store()).await;
                 Ok::<_, Status>(pp::HealthCheckResponse {
-                    status: if up { "SERVING" } else { "NOT_SERVING" }.into(),
-                    dependencies: HashMap::from([(
-                        "storage".to_string(),
-                        if up { "up" } else { "down" }.to_string(),
-                    )]),
+                    status,
+                    dependencies,
                     version: env!("CARGO_PKG_VERSION").into(),
                 })
             }
@@ -947,14 +956,11 @@ pub fn register_simulations(
         move |_call: Call, _req: ps::HealthCheckRequest| {
             let s = Arc::clone(&s);
             async move {
-                let up = s.store().ping().await.is_ok();
+                let (status, dependencies) = storage_health(s.store()).await;
                 let (queued, running) = s.load();
                 Ok::<_, Status>(ps::HealthCheckResponse {
-                    status: if up { "SERVING" } else { "NOT_SERVING" }.into(),
-                    dependencies: HashMap::from([(
-                        "storage".to_string(),
-                        if up { "up" } else { "down" }.to_string(),
-                    )]),
+                    status,
+                    dependencies,
                     version: env!("CARGO_PKG_VERSION").into(),
                     queued: queued as i32,
                     running: running as i32,
