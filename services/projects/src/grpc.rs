@@ -105,6 +105,7 @@ pub fn failure_of(s: &Status) -> Failure {
         Some("CONFLICT") => Failure::Conflict(message),
         Some("QUEUE_FULL") => Failure::QueueFull(message),
         Some("TOO_MANY_RUNS") => Failure::TooMany(message),
+        Some("UNAVAILABLE") => Failure::Unavailable(message),
         _ => match s.code {
             Code::InvalidArgument => Failure::Invalid {
                 field: "request".into(),
@@ -1108,5 +1109,75 @@ async fn live_metrics(
         if state != ps::RunState::Running {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_survives_the_wire() {
+        let failures = [
+            Failure::Invalid {
+                field: "name".into(),
+                message: "1 to 200 characters".into(),
+            },
+            Failure::Design(vec![
+                DesignProblem {
+                    path: "$.components[0].instances".into(),
+                    message: "must be at least 1".into(),
+                },
+                DesignProblem {
+                    path: "$.entry".into(),
+                    message: "unknown component \"x\"".into(),
+                },
+            ]),
+            Failure::Forbidden("the token lacks the project:write permission".into()),
+            Failure::NotFound("project p not found".into()),
+            Failure::Conflict("version 3 is not the latest (4)".into()),
+            Failure::QueueFull("the simulation queue is full".into()),
+            Failure::TooMany("you have 3 runs".into()),
+            Failure::Unavailable("storage: down".into()),
+        ];
+        for f in failures {
+            let status = status_of(&f);
+            let mut trailers = http::HeaderMap::new();
+            status.write(&mut trailers);
+            let mut received = Status::new(status.code, status.message.clone());
+            received.details = Status::details_from(trailers.get("grpc-status-details-bin"));
+            assert_eq!(failure_of(&received), f);
+        }
+    }
+
+    #[test]
+    fn statuses_from_elsewhere_become_failures_with_their_message() {
+        let cases = [
+            (Code::DeadlineExceeded, "slow", "DeadlineExceeded: slow"),
+            (
+                Code::Unavailable,
+                "connect refused",
+                "Unavailable: connect refused",
+            ),
+            (Code::Internal, "bug", "Internal: bug"),
+        ];
+        for (code, message, want) in cases {
+            assert_eq!(
+                failure_of(&Status::new(code, message)),
+                Failure::Unavailable(want.into())
+            );
+        }
+        assert_eq!(
+            failure_of(&Status::new(Code::NotFound, "gone")),
+            Failure::NotFound("gone".into())
+        );
+        assert!(matches!(
+            failure_of(&Status::new(Code::InvalidArgument, "bad")),
+            Failure::Invalid { .. }
+        ));
+        assert!(matches!(
+            failure_of(&Status::new(Code::Unauthenticated, "who")),
+            Failure::Forbidden(_)
+        ));
     }
 }
