@@ -142,6 +142,29 @@ struct Server {
     addr: SocketAddr,
     sets: Vec<String>,
     child: Option<Child>,
+    /// Its standard error.
+    log: PathBuf,
+}
+
+impl Server {
+    /// An error (with the end of its log) if the process has exited: a dead server's
+    /// connection errors must not pass for measurements.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} exited during the benchmark ({status}); its log ends:\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Server {
@@ -157,7 +180,9 @@ fn spawn_server(
     mut cmd: Command,
     port: u16,
     sets: Vec<String>,
+    log: PathBuf,
 ) -> anyhow::Result<Server> {
+    cmd.stderr(std::fs::File::create(&log)?);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     if let Err(e) = wait_ready(port, &mut child) {
         stop(child);
@@ -168,6 +193,7 @@ fn spawn_server(
         addr: ([127, 0, 0, 1], port).into(),
         sets,
         child: Some(child),
+        log,
     })
 }
 
@@ -203,7 +229,12 @@ fn start_sdsim(args: &Args, dir: &Path, name: &str, extra: &[String]) -> anyhow:
     ) {
         cmd.arg("--set").arg(s);
     }
-    spawn_server(name, cmd, ports[0], sets)
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join(format!(
+        "{}.log",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    ));
+    spawn_server(name, cmd, ports[0], sets, log)
 }
 
 fn agent() -> ureq::Agent {
@@ -260,44 +291,70 @@ struct User {
 
 /// Registers `email` (a random strong password) and logs in.
 fn account(gateway: SocketAddr, email: &str) -> anyhow::Result<User> {
+    let creds = json!({"email": email, "password": strong_password()?});
+    let url = format!("http://{gateway}/api/auth/register");
+    let (status, body) = call(&agent(), "POST", &url, None, Some(&creds))?;
+    ensure!(status == 201, "register answered {status}: {body}");
+    login(gateway, &creds)
+}
+
+/// 144 random bits, base64url, and every character class a password policy may ask for.
+fn strong_password() -> anyhow::Result<String> {
     use base64::Engine;
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 18];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("no randomness"))?;
-    let password = format!(
-        "{}-Aa9!",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let a = agent();
-    let creds = json!({"email": email, "password": password});
-    let (status, body) = call(
-        &a,
-        "POST",
-        &format!("http://{gateway}/api/auth/register"),
-        None,
-        Some(&creds),
-    )?;
-    ensure!(status == 201, "register answered {status}: {body}");
-    let (status, body) = call(
-        &a,
-        "POST",
-        &format!("http://{gateway}/api/auth/login"),
-        None,
-        Some(&creds),
-    )?;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    Ok(format!("{text}-Aa9!"))
+}
+
+/// Logs in with `{"email", "password"}`.
+fn login(gateway: SocketAddr, creds: &Value) -> anyhow::Result<User> {
+    let url = format!("http://{gateway}/api/auth/login");
+    let (status, body) = call(&agent(), "POST", &url, None, Some(creds))?;
     ensure!(status == 200, "login answered {status}: {body}");
+    let text = |v: &Value, what: &str| {
+        v.as_str()
+            .map(str::to_string)
+            .with_context(|| format!("login: {what}"))
+    };
     Ok(User {
-        id: body["user"]["id"]
-            .as_str()
-            .context("login: user.id")?
-            .into(),
-        token: body["access_token"]
-            .as_str()
-            .context("login: access_token")?
-            .into(),
+        id: text(&body["user"]["id"], "user.id")?,
+        token: text(&body["access_token"], "access_token")?,
     })
+}
+
+/// An admin account in the database of `dir`, made with `sdsim user add` before the server
+/// starts (the instance-wide `simulation:events:*` feeds are for admins); its credentials.
+fn add_admin(args: &Args, dir: &Path) -> anyhow::Result<Value> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let (email, password) = ("bench-admin@example.com", strong_password()?);
+    let storage = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
+    let mut child = Command::new(&args.sdsim)
+        .args([
+            "user", "add", "--email", email, "--role", "admin", "--set", &storage,
+        ])
+        .args(["--set", "log.level=warn"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("sdsim user add")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "sdsim user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(json!({"email": email, "password": password}))
 }
 
 /// Creates a project; returns it as sdsim answers.
@@ -736,7 +793,13 @@ fn part_api(args: &Args, dir: &Path) -> anyhow::Result<String> {
         args.server_cpu.to_string(),
     ];
     cmd.args(&peer_args);
-    targets.push(spawn_server("peer", cmd, port, peer_args)?);
+    targets.push(spawn_server(
+        "peer",
+        cmd,
+        port,
+        peer_args,
+        dir.join("peer.log"),
+    )?);
     let checks = api_checks(&targets, &users, &projects, &owner_of)?;
     eprint!("{checks}");
 
@@ -762,6 +825,7 @@ fn part_api(args: &Args, dir: &Path) -> anyhow::Result<String> {
             }
             for t in order {
                 let r = run_api(args, targets[t].addr, &plan, load)?;
+                targets[t].check_alive()?;
                 let all = merged(&r, &[0, 1, 2]);
                 let line = format!(
                     "run {run} {:<22} {:<18} {:>8.0} req/s  GET {} ms  PUT {} ms  errors {}  late {}",
@@ -915,6 +979,19 @@ impl Monitor {
                     ))
                     .await?;
                 }
+                // Every subscription confirmed, or the server's refusal.
+                let mut confirmed = 0;
+                while confirmed < 4 {
+                    let Some(Ok(Message::Text(text))) = ws.next().await else {
+                        bail!("the monitor's WebSocket closed while subscribing");
+                    };
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                    match v["op"].as_str() {
+                        Some("subscribed") => confirmed += 1,
+                        Some("error") => bail!("the monitor's subscription was refused: {v}"),
+                        _ => {}
+                    }
+                }
                 let _ = ready_tx.send(());
                 while !sp.load(Ordering::Relaxed) {
                     let Ok(next) = tokio::time::timeout(Duration::from_millis(50), ws.next()).await
@@ -949,11 +1026,13 @@ impl Monitor {
                 Ok::<(), anyhow::Error>(())
             })
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("the monitor did not subscribe")?;
-        // The subscriptions are confirmed after the sends; give them a moment.
-        std::thread::sleep(Duration::from_millis(100));
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let why = match thread.join() {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 10 s".into(),
+            };
+            bail!("the monitor did not subscribe: {why}");
+        }
         Ok(Monitor {
             state,
             stop,
@@ -1036,16 +1115,40 @@ fn scaled_design(gateway: SocketAddr, user: &User, factor: f64) -> anyhow::Resul
 
 struct WsPhase {
     ping: Report,
+    /// `GET /api/projects/{id}` (answered from SQLite) timed during the hold.
+    get: Report,
     subscribed: usize,
     /// First run start and last run end, seconds from the hold's start and end.
     coverage: Option<(f64, f64)>,
+}
+
+/// Times `GET /api/projects/{id}` every 100 ms (from CPU `cpu`) until `stop`.
+fn probe_gets(
+    url: String,
+    token: String,
+    cpu: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, Duration)>> {
+    std::thread::spawn(move || {
+        pin_current(cpu);
+        let (a, mut out) = (agent(), Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            if matches!(call(&a, "GET", &url, Some(&token), None), Ok((200, _))) {
+                out.push((sent, sent.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed()));
+        }
+        out
+    })
 }
 
 fn ws_phase(
     args: &Args,
     server: &Server,
     user: &User,
-    sims: Option<(&Monitor, &str, f64)>,
+    project: &str,
+    sims: Option<(&Monitor, f64)>,
 ) -> anyhow::Result<WsPhase> {
     let options = WsOptions {
         url: format!("ws://{}/ws", server.addr),
@@ -1053,7 +1156,7 @@ fn ws_phase(
         connect_rate: 1000.0,
         duration: Duration::from_secs_f64(args.ws_duration),
         warmup: Duration::from_secs(1),
-        channel: "project:events:bench-quiet".into(),
+        channel: "system:announcements".into(),
         token: Some(user.token.clone()),
         send_rate: Some(args.ping_rate),
         cpus: vec![args.client_cpu],
@@ -1061,8 +1164,8 @@ fn ws_phase(
     };
     let load = options.build()?;
     let mut posts = Vec::new();
-    let before = sims.map_or(0, |(m, _, _)| m.events().len());
-    if let Some((monitor, project, seconds)) = sims {
+    let before = sims.map_or(0, |(m, _)| m.events().len());
+    if let Some((monitor, seconds)) = sims {
         for i in 0..args.sim_runs {
             posts.push(submit_async(
                 server.addr,
@@ -1077,12 +1180,30 @@ fn ws_phase(
             "no run started within 20 s"
         );
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("http://{}/api/projects/{project}", server.addr);
+    let probe = probe_gets(url, user.token.clone(), args.client_cpu, Arc::clone(&stop));
     let called = Instant::now();
-    let report = run_ws(&load)?;
+    let report = run_ws(&load);
+    stop.store(true, Ordering::Relaxed);
+    let gets = probe
+        .join()
+        .map_err(|_| anyhow::anyhow!("the GET probe panicked"))?;
+    let report = report?;
     let hold_start = called + Duration::from_millis(200) + report.ramp + load.warmup;
     let hold_end = hold_start + report.hold;
+    let mut get = Report::new(report.hold);
+    for (_, took) in gets
+        .iter()
+        .filter(|(t, _)| (hold_start..hold_end).contains(t))
+    {
+        get.counters.completed += 1;
+        let _ = get
+            .histogram
+            .record((took.as_micros() as u64).clamp(1, Report::MAX_US));
+    }
     let mut coverage = None;
-    if let Some((monitor, _, seconds)) = sims {
+    if let Some((monitor, seconds)) = sims {
         let n = args.sim_runs;
         let all_ended = monitor.wait(Duration::from_secs_f64(60.0 + seconds / 500.0), |e| {
             e[before..].iter().filter(|e| ended(e)).count() >= n
@@ -1116,6 +1237,7 @@ fn ws_phase(
     }
     Ok(WsPhase {
         ping: report.report(Op::Ping),
+        get,
         subscribed: report.subscribed,
         coverage,
     })
@@ -1135,10 +1257,22 @@ fn calibrate(
         &user.token,
         json!({"project_id": project, "duration_s": seconds, "speed": 0}),
     );
-    ensure!(
-        monitor.wait(Duration::from_secs(60), |e| e[before..].iter().any(ended)),
-        "the calibration run did not end"
-    );
+    if !monitor.wait(Duration::from_secs(60), |e| e[before..].iter().any(ended)) {
+        let seen: Vec<String> = monitor.events()[before..]
+            .iter()
+            .map(|e| e.event.clone())
+            .collect();
+        let answer = if post.is_finished() {
+            format!(
+                "{:?}",
+                post.join()
+                    .map_err(|_| anyhow::anyhow!("submit panicked"))?
+            )
+        } else {
+            "none yet".into()
+        };
+        bail!("the calibration run did not end within 60 s; events seen: {seen:?}; start answer: {answer}");
+    }
     post.join()
         .map_err(|_| anyhow::anyhow!("submit panicked"))??;
     let events = monitor.events();
@@ -1212,8 +1346,8 @@ fn part_ws(
         } else {
             [true, false]
         } {
-            let sims = with_sims.then_some((monitor, project.as_str(), seconds));
-            let phase = ws_phase(args, server, user, sims)?;
+            let sims = with_sims.then_some((monitor, seconds));
+            let phase = ws_phase(args, server, user, &project, sims)?;
             let cov = phase.coverage.map_or(String::new(), |(a, b)| format!("; runs: first started {a:+.2} s from the hold's start, last ended {b:+.2} s from its end"));
             let kind = if with_sims {
                 "with runs"
@@ -1221,44 +1355,54 @@ fn part_ws(
                 "without runs"
             };
             let line = format!(
-                "{label} run {run} {kind:<12} subscribed {}  pings {:.0}/s  {} ms  errors {}{cov}",
+                "{label} run {run} {kind:<12} subscribed {}  pings {:.0}/s  {} ms  errors {}; GET /api/projects/{{id}} ×{}: {} ms{cov}",
                 phase.subscribed,
                 phase.ping.throughput(),
                 fmt_pcts(&pcts(&phase.ping)),
-                errors_text(&phase.ping)
+                errors_text(&phase.ping),
+                phase.get.counters.completed,
+                fmt_pcts(&pcts(&phase.get)),
             );
             eprintln!("{line}");
             writeln!(per_run, "{line}")?;
-            if with_sims { &mut busy } else { &mut idle }.push(phase.ping);
+            if with_sims { &mut busy } else { &mut idle }.push((phase.ping, phase.get));
         }
     }
+    let split = |v: Vec<(Report, Report)>| -> (Vec<Report>, Vec<Report>) { v.into_iter().unzip() };
+    let ((idle, idle_get), (busy, busy_get)) = (split(idle), split(busy));
     let (a, b) = (median_pcts(&idle), median_pcts(&busy));
     let tp = |v: &[Report]| median(v.iter().map(Report::throughput).collect());
     let errs = |v: &[Report]| v.iter().map(Report::errors).sum::<u64>();
+    let get = |v: &[Report]| {
+        let p = median_pcts(v);
+        format!("{:.3} / {:.3}", p[0], p[3])
+    };
     writeln!(
         rows,
-        "| {label} | without runs | {:.0} | {} | {} | |",
+        "| {label} | without runs | {:.0} | {} | {} | | {} |",
         tp(&idle),
         fmt_pcts(&a),
-        errs(&idle)
+        errs(&idle),
+        get(&idle_get)
     )?;
     writeln!(
         rows,
-        "| {label} | with {} runs | {:.0} | {} | {} | **{}** |",
+        "| {label} | with {} runs | {:.0} | {} | {} | **{}** | {} |",
         args.sim_runs,
         tp(&busy),
         fmt_pcts(&b),
         errs(&busy),
-        fmt_ratios(&b, &a)
+        fmt_ratios(&b, &a),
+        get(&busy_get)
     )?;
     Ok((rows, per_run))
 }
 
-const WS_NOTE: &str = "Why the runs are not stopped after the window, and why the driver matters: a run at speed 0 advances the engine in slices and calls `sdsim_core::mesh::yield_now` between them, so the shard's run queue is never empty while it runs. monoio 0.2.4 drains wake-ups sent from other threads (such as the SQLite threads' answers) and expires timers only when its run queue is empty and it parks; in between, its io_uring driver's `submit()` drains neither, its epoll driver's `submit()` polls with a zero timeout, which drains the wake-ups and socket readiness but not the timers. So with io_uring every request that waits for SQLite — `POST /api/simulations/{id}/stop` and the next run's own start included — waits until the flat-out runs end; why the pings (no SQLite on their path) also wait for that on io_uring, and not on epoll, is not established here. The runs are therefore sized (from the calibration run) to end by themselves shortly after the window; the per-run lines show when they started and ended relative to the measured hold. Also, a slice is at least one engine step of `duration_s / 2000` simulated seconds, so a flat-out run long enough to cover the window holds the shard for several ms per step whatever `simulation.slice` says.";
+const WS_NOTE: &str = "How a run shares the shard: at speed 0 it advances the engine in steps of `duration_s / 2000` simulated seconds until `simulation.slice` has passed, then calls `sdsim_core::mesh::yield_now`; so a slice is at least one step, which for a run long enough to cover the window is several ms (the calibration lines give the speed). monoio 0.2.4 drains wake-ups sent from other threads (such as the SQLite threads' answers) and expires timers only when its run queue is empty and it parks; between parks its io_uring driver drains neither and its epoll driver drains the wake-ups but not the timers. Whether requests that wait for SQLite are held up by flat-out runs therefore depends on whether the shard's run queue empties between slices: the last column measures it, one `GET /api/projects/{id}` every 100 ms from another client (a role lookup and a project read on the SQLite reader threads). The runs are sized (from the calibration run) to end by themselves shortly after the window rather than being stopped; the per-run lines show when they started and ended relative to the measured hold.";
 
 fn ws_header(args: &Args) -> String {
     format!(
-        "\n## B. WebSocket ping round trip while simulations run on the same shard\n\n{} clients connected and subscribed (to a quiet channel) on the one shard, `{{\"op\":\"ping\"}}` → `{{\"op\":\"pong\"}}` at {:.0}/s in total (open loop, latency from each ping's intended send time, `sdsim-loadtest` ws engine pinned to CPU {}), {} s measured after 1 s; without simulations, then with {} runs (= `simulation.runs_per_shard`) started at speed 0 (flat out) on that shard just before the clients connect. Runs are the three-tier template with its load and instances ×10, their simulated duration sized from a calibration run to outlast the measurement. Latency in ms, medians of {} runs; the two phases alternate which goes first. Rows are sdsim servers by `simulation.slice` and `runtime.driver` (auto = io_uring when the kernel allows it).\n\n| slice, driver | phase | pings/s | p50 / p99 / p99.9 / max ms | errors | with / without: p50 / p99 / p99.9 / max |\n|---|---|---|---|---|---|\n",
+        "\n## B. WebSocket ping round trip while simulations run on the same shard\n\n{} clients of one account connected and subscribed (to `system:announcements`, where nothing is published) on the one shard, `{{\"op\":\"ping\"}}` → `{{\"op\":\"pong\"}}` at {:.0}/s in total (open loop, latency from each ping's intended send time, `sdsim-loadtest` ws engine pinned to CPU {}), {} s measured after 1 s; without simulations, then with {} runs (= `simulation.runs_per_shard`) started at speed 0 (flat out) on that shard just before the clients connect. Runs are the three-tier template with its load and instances ×10, their simulated duration sized from a calibration run to outlast the measurement. Latency in ms, medians of {} runs; the two phases alternate which goes first. Rows are sdsim servers by `simulation.slice` and `runtime.driver` (auto = io_uring when the kernel allows it).\n\n| slice, driver | phase | pings/s | p50 / p99 / p99.9 / max ms | errors | with / without: p50 / p99 / p99.9 / max | GET /api/projects/{{id}} meanwhile, p50 / max ms |\n|---|---|---|---|---|---|---|\n",
         args.ws_clients, args.ping_rate, args.client_cpu, args.ws_duration, args.sim_runs, args.runs
     )
 }
@@ -1467,7 +1611,7 @@ const RUNS_NOTE: &str = "`POST /api/simulations` checks `simulation.max_runs_per
 
 fn runs_header(args: &Args) -> String {
     format!(
-        "\n## C. Simulation runs per second (no peer: no other server runs these designs)\n\n{} users, each keeping {} runs queued or running (a new one as soon as the WebSocket reports one of theirs ended; 429 / 503 answers retried after 10 ms), runs of the three-tier template for {} simulated seconds at speed 0, {} s measured after 2 s, on the part B servers (`simulation.max_runs_per_user=1000` and `simulation.max_queued=4096`, so neither limit binds: the counts show it). Completion is seen on `simulation:events:completed` by a WebSocket client; submit latency from the POST's send time; runs/s counts completions inside the measured window. Medians of {} runs; counts are totals. The same users submit in every run, so each run starts with the runs of the runs before it stored (see the note under the table).\n\n| slice, driver; users | completed runs/s | each run, in order | 429 | 503 | failed or stopped | submit → completed p50 / p99 / p99.9 / max ms | started → completed p50 / p99 / p99.9 / max ms |\n|---|---|---|---|---|---|---|---|\n",
+        "\n## C. Simulation runs per second (no peer: no other server runs these designs)\n\n{} users, each keeping {} runs queued or running (a new one as soon as the WebSocket reports one of theirs ended; 429 / 503 answers retried after 10 ms), runs of the three-tier template for {} simulated seconds at speed 0, {} s measured after 2 s, on the part B servers (`simulation.max_runs_per_user=1000` and `simulation.max_queued=4096`, so neither limit binds: the counts show it). Completion is seen on `simulation:events:completed` by a WebSocket client of an admin account (made with `sdsim user add --role admin`: the instance-wide feeds are for admins); submit latency from the POST's send time; runs/s counts completions inside the measured window. Medians of {} runs; counts are totals. The same users submit in every run, so each run starts with the runs of the runs before it stored (see the note under the table).\n\n| slice, driver; users | completed runs/s | each run, in order | 429 | 503 | failed or stopped | submit → completed p50 / p99 / p99.9 / max ms | started → completed p50 / p99 / p99.9 / max ms |\n|---|---|---|---|---|---|---|---|\n",
         args.run_users, args.run_inflight, args.run_seconds, args.run_window, args.runs
     )
 }
@@ -1545,20 +1689,27 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     let (mut run_rows, mut run_lines) = (String::new(), String::new());
     for (k, text) in configs.into_iter().enumerate() {
         let config = sim_config(args, text);
-        let server = start_sdsim(args, &dir.join(format!("sims{k}")), "sdsim", &config.sets)?;
+        let sims_dir = dir.join(format!("sims{k}"));
+        let admin = add_admin(args, &sims_dir)?;
+        let mut server = start_sdsim(args, &sims_dir, "sdsim", &config.sets)?;
         let user = account(server.addr, "watcher@example.com")?;
-        let monitor = Monitor::start(server.addr, &user.token, args.client_cpu)?;
+        let admin = login(server.addr, &admin)?;
+        let monitor = Monitor::start(server.addr, &admin.token, args.client_cpu)?;
         let sets: Vec<String> = config.sets.iter().map(|s| format!("`{s}`")).collect();
         let line = format!("{}: sdsim --set {}\n", config.label, sets.join(" "));
         if ws.contains(text) {
-            let (rows, lines) = part_ws(args, &config, &server, &user, &monitor)?;
+            let result = part_ws(args, &config, &server, &user, &monitor);
+            server.check_alive()?;
+            let (rows, lines) = result?;
             ws_rows.push_str(&rows);
             ws_lines.push_str(&(line.clone() + &lines));
         }
         if runs.contains(text) {
             run_lines.push_str(&line);
             for mode in &args.run_users_mode {
-                let (row, lines) = part_runs(args, &config, &server, &monitor, mode == "fresh")?;
+                let result = part_runs(args, &config, &server, &monitor, mode == "fresh");
+                server.check_alive()?;
+                let (row, lines) = result?;
                 run_rows.push_str(&row);
                 run_lines.push_str(&lines);
             }
