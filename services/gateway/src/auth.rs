@@ -41,6 +41,15 @@ impl Identity {
     }
 }
 
+/// The caller an access token names, for the project and simulation services.
+pub fn caller_of(v: &sdsim_auth::verifier::Verified) -> sdsim_projects::Caller {
+    sdsim_projects::Caller {
+        user_id: Arc::clone(&v.user_id),
+        is_admin: v.has_role("admin"),
+        perms: Arc::clone(&v.perms),
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

@@ -398,11 +398,7 @@ fn authenticate(globals: &Globals) -> sdsim_projects::http::Authenticate {
             let verifier = Arc::clone(auth.verifier());
             Arc::new(move |req| {
                 let v = sdsim_auth::http::authenticate_with(&verifier, req)?;
-                Ok(sdsim_projects::Caller {
-                    is_admin: v.has_role("admin"),
-                    user_id: v.user_id,
-                    perms: v.perms,
-                })
+                Ok(auth::caller_of(&v))
             })
         }
         None => {
@@ -432,11 +428,7 @@ fn verify_calls(globals: &Globals) -> sdsim_projects::VerifyToken {
                 let v = jwt
                     .verify(token, sdsim_auth::service::now())
                     .map_err(|p| p.to_string())?;
-                return Ok(sdsim_projects::Principal::User(sdsim_projects::Caller {
-                    is_admin: v.has_role("admin"),
-                    user_id: v.user_id,
-                    perms: v.perms,
-                }));
+                return Ok(sdsim_projects::Principal::User(auth::caller_of(&v)));
             }
         }
         let id = fixed.verify(token).map_err(|e| e.to_string())?;

@@ -686,20 +686,16 @@ pub fn register_projects(services: &mut Services, projects: &Arc<Projects>, veri
         projects,
         verify,
         |p, who, req: pp::GetProjectPermissionsRequest| {
-            let role = p.require(&who, &req.project_id, Role::Viewer).await;
-            match role {
-                Err(f) => Err(f),
-                Ok(role) => p.members(&who, &req.project_id).await.map(|members| {
-                    pp::GetProjectPermissionsResponse {
-                        my_role: role_pb(role) as i32,
-                        members: members.iter().map(member_pb).collect(),
-                        can_read: who.may("project:read"),
-                        can_write: role >= Role::Editor && who.may("project:write"),
-                        can_share: role == Role::Owner && who.may("project:write"),
-                        can_delete: role == Role::Owner && who.may("project:delete"),
-                    }
-                }),
-            }
+            p.role_and_members(&who, &req.project_id)
+                .await
+                .map(|(role, members)| pp::GetProjectPermissionsResponse {
+                    my_role: role_pb(role) as i32,
+                    members: members.iter().map(member_pb).collect(),
+                    can_read: who.may("project:read"),
+                    can_write: role >= Role::Editor && who.may("project:write"),
+                    can_share: role == Role::Owner && who.may("project:write"),
+                    can_delete: role == Role::Owner && who.may("project:delete"),
+                })
         }
     );
     unary!(

@@ -604,8 +604,17 @@ impl Projects {
 
     /// The project's members (any member may list them).
     pub async fn members(&self, who: &Caller, id: &str) -> Result<Vec<Member>, Failure> {
-        self.role(who, id).await?;
-        self.member_list(id).await
+        self.role_and_members(who, id).await.map(|(_, m)| m)
+    }
+
+    /// The caller's role in project `id` and its members (one access check).
+    pub async fn role_and_members(
+        &self,
+        who: &Caller,
+        id: &str,
+    ) -> Result<(Role, Vec<Member>), Failure> {
+        let role = self.role(who, id).await?;
+        Ok((role, self.member_list(id).await?))
     }
 
     async fn member_list(&self, id: &str) -> Result<Vec<Member>, Failure> {
