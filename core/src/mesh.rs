@@ -582,6 +582,38 @@ pub async fn yield_now() {
     YieldNow { registered: false }.await
 }
 
+/// Lets every other ready task of this shard run *and* makes the runtime poll its driver
+/// (I/O completions and readiness, expired timers, wake-ups sent from other threads) before
+/// continuing, without waiting when nothing is ready.
+///
+/// For long CPU work that yields between slices. [`yield_now`] alone is not enough there:
+/// monoio 0.2 polls its driver fully only when the run queue is empty and it parks, and a task
+/// that keeps yielding keeps the queue non-empty, so sockets, timers and cross-thread answers
+/// wait until the work ends. A plain short `sleep` does force a park but costs up to one timer
+/// tick (1 ms) of idleness each time. This sleeps until a deadline one tick in the past: if the
+/// driver has not parked since that tick, the timer is already due, so the runtime parks with a
+/// zero timeout (a non-blocking poll of everything) and wakes the task at once; if it parked
+/// more recently, the timer fires immediately and this falls back to [`yield_now`].
+pub async fn yield_to_driver() {
+    let now = monoio::time::Instant::now();
+    let past = now.checked_sub(Duration::from_millis(1)).unwrap_or(now);
+    let mut sleep = std::pin::pin!(monoio::time::sleep_until(past));
+    let mut first = true;
+    let ready_at_once = std::future::poll_fn(|cx| {
+        let ready = sleep.as_mut().poll(cx).is_ready();
+        let at_once = std::mem::replace(&mut first, false);
+        if ready {
+            Poll::Ready(at_once)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    if ready_at_once {
+        yield_now().await;
+    }
+}
+
 #[derive(Default)]
 struct Yielders {
     waiting: std::cell::RefCell<Vec<std::task::Waker>>,

@@ -174,3 +174,55 @@ fn yield_now_lets_every_other_ready_task_run() {
     // A self-waking yield would run one task to completion first ("aaabbbccc").
     assert_eq!(order, "abcabcabc");
 }
+
+/// A task that works flat out and yields with `yield_to_driver` between 1 ms slices must not
+/// hold up the shard's timers or answers from other threads until it ends (with a plain
+/// `yield_now` monoio 0.2 would poll neither while the task keeps its run queue busy).
+#[test]
+fn yield_to_driver_lets_timers_and_other_threads_through_on_both_drivers() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Instant;
+    for driver in [DriverKind::Epoll, DriverKind::IoUring] {
+        on_shard0(1, driver, 64, move |_shard| async move {
+            let timer_fired = Rc::new(Cell::new(false));
+            let answered = Rc::new(Cell::new(false));
+            let fired = Rc::clone(&timer_fired);
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(3)).await;
+                fired.set(true);
+            });
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(3));
+                let _ = tx.send(());
+            });
+            let got = Rc::clone(&answered);
+            monoio::spawn(async move {
+                if rx.await.is_ok() {
+                    got.set(true);
+                }
+            });
+            // The spinner: 1 ms of busy work per slice, for at most 3 s.
+            let began = Instant::now();
+            let mut slices = 0u32;
+            while !(timer_fired.get() && answered.get()) && began.elapsed() < Duration::from_secs(3)
+            {
+                let slice = Instant::now();
+                while slice.elapsed() < Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                slices += 1;
+                sdsim_core::mesh::yield_to_driver().await;
+            }
+            assert!(
+                timer_fired.get(),
+                "{driver:?}: the timer did not fire during {slices} slices"
+            );
+            assert!(
+                answered.get(),
+                "{driver:?}: the other thread's answer did not arrive during {slices} slices"
+            );
+        });
+    }
+}

@@ -2,7 +2,10 @@
 //! with protox (pure Rust: no system protoc needed).
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with `env!`: cargo reuses a compiled build script for an
+    // identical source in another checkout sharing the target directory.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = std::path::Path::new(&dir).join("../../proto");
     let file = root.join("sdsim/auth/v1/auth.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let descriptors = protox::compile([&file], [&root]).expect("proto/ compiles");

@@ -2,7 +2,10 @@
 //! compiling the files with protox (pure Rust: no system protoc needed).
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with `env!`: cargo reuses a compiled build script for an
+    // identical source in another checkout sharing the target directory.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = std::path::Path::new(&dir).join("../../proto");
     let files = [
         root.join("sdsim/project/v1/project.proto"),
         root.join("sdsim/simulation/v1/simulation.proto"),

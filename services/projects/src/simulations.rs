@@ -110,6 +110,11 @@ const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
 
 const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, '')";
 
+/// Queues a run unless its user already has `$8` queued or running. The count's condition is
+/// word for word the one of the `simulations_active` partial index (migration 4), so it reads
+/// only the user's active runs, not their whole history.
+const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8";
+
 impl Simulations {
     /// The service; `shards` is the number of shards that will run [`Simulations::install_shard`].
     pub fn new(
@@ -255,7 +260,7 @@ impl Simulations {
         let inserted = self
             .store
             .execute(
-                "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8",
+                INSERT_RUN,
                 vec![
                     id.clone().into(),
                     req.project_id.clone().into(),
@@ -558,7 +563,10 @@ impl Simulations {
         let mut sim = Simulation::new(design.clone());
         let began = Instant::now();
         let mut next_point = began + self.config.metrics_interval;
-        let step = (job.duration / 2000.0).max(1e-3);
+        // Simulated time per engine step: at most 1/2000 of the run, shrunk while one step takes
+        // more than a quarter of a slice (busy designs), grown back while steps are cheap.
+        let max_step = (job.duration / 2000.0).max(1e-3);
+        let mut step = max_step;
         let budget = self.config.slice;
         while !sim.is_finished() {
             // How far the run may be by now: paced, or all of it.
@@ -569,7 +577,14 @@ impl Simulations {
             };
             let slice = Instant::now();
             while sim.now() < target && !sim.is_finished() && slice.elapsed() < budget {
+                let t0 = Instant::now();
                 sim.advance_to((sim.now() + step).min(target));
+                let took = t0.elapsed();
+                if took > budget / 4 {
+                    step = (step / 2.0).max(1e-6);
+                } else if took < budget / 16 {
+                    step = (step * 2.0).min(max_step);
+                }
             }
             if stop.get() {
                 break;
@@ -582,7 +597,9 @@ impl Simulations {
                 // Paced and caught up: wait for the clock (at most until the next point).
                 monoio::time::sleep(Duration::from_millis(10)).await;
             } else {
-                sdsim_core::mesh::yield_now().await;
+                // Not a plain yield: a run that only yields keeps the shard's run queue busy, and
+                // monoio then polls neither sockets, timers nor other threads' answers.
+                sdsim_core::mesh::yield_to_driver().await;
             }
         }
         let finished = sim.is_finished();
@@ -702,4 +719,37 @@ fn run_of(row: &Row) -> Result<Run, Failure> {
         finished_at: row.opt_int(9)?,
         error: (!error.is_empty()).then(|| error.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starting a run must not slow down as a user's history grows: on SQLite the per-user
+    /// count uses the partial index of active runs.
+    #[test]
+    fn the_per_user_count_reads_only_active_runs() {
+        let dir = std::env::temp_dir().join(format!("sdsim-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}", dir.display());
+        let store = Store::open(&url, &sdsim_store::Options::default()).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let plan = rt.block_on(async {
+            sdsim_store::migrate::run(&store).await.unwrap();
+            let params = (1..=8).map(|i| i64::from(i).into()).collect();
+            let rows = store
+                .query(&format!("EXPLAIN QUERY PLAN {INSERT_RUN}"), params)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| r.text(3).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(plan.contains("simulations_active"), "plan:\n{plan}");
+    }
 }

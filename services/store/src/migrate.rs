@@ -36,6 +36,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0003_projects.postgres.sql"),
         sqlite: include_str!("../migrations/0003_projects.sqlite.sql"),
     },
+    Migration {
+        version: 4,
+        name: "active runs index",
+        postgres: include_str!("../migrations/0004_active_runs.postgres.sql"),
+        sqlite: include_str!("../migrations/0004_active_runs.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.
