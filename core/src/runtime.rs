@@ -36,6 +36,8 @@ pub struct RuntimeSpec {
     pub pin: bool,
     /// Where the shards' stall detectors count stalls.
     pub stalls: Arc<StallStats>,
+    /// Give each shard thread its own descriptor table (see [`RuntimeConfig`]).
+    pub private_fd_tables: bool,
 }
 
 impl RuntimeSpec {
@@ -61,6 +63,7 @@ impl RuntimeSpec {
             ring_capacity: cfg.mesh_ring_capacity,
             pin: true,
             stalls: Arc::new(StallStats::default()),
+            private_fd_tables: cfg.private_fd_tables,
         }
     }
 
@@ -181,22 +184,42 @@ impl Runtime {
         let main = Arc::new(main);
         let running = Arc::new(AtomicUsize::new(shards));
         let mut threads = Vec::with_capacity(shards);
+        // With private descriptor tables every shard's runtime (its wake-up eventfd above all)
+        // must exist before any shard leaves the shared table: other threads wake a shard by
+        // writing to that eventfd's number, which must mean the same file in every table.
+        let built = Arc::new(std::sync::Barrier::new(shards));
         for (index, &cpu) in spec.cpus.iter().enumerate() {
             let mesh = Arc::clone(&mesh);
             let main = Arc::clone(&main);
             let running = Arc::clone(&running);
             let stalls = Arc::clone(&stalls);
+            let built = Arc::clone(&built);
             let spec = spec.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sdsim-shard-{index}"))
                 .spawn(move || {
-                    if spec.pin {
+                    let pinned = if spec.pin {
                         monoio::utils::bind_to_cpu_set(Some(cpu)).map_err(|e| {
                             io::Error::other(format!("pinning shard {index} to CPU {cpu}: {e}"))
-                        })?;
-                    }
+                        })
+                    } else {
+                        Ok(())
+                    };
                     let body = shard_body(ShardId(index), cpu, &spec, mesh, stalls, running, main);
-                    run_on_driver(spec.driver, body)
+                    let private = spec.private_fd_tables;
+                    run_on_driver(spec.driver, body, move |runtime_built| {
+                        if !private {
+                            return pinned.and(runtime_built);
+                        }
+                        // Every shard reaches the barrier, failed or not, so none waits forever.
+                        built.wait();
+                        pinned.and(runtime_built)?;
+                        unshare_fd_table().map_err(|e| {
+                            io::Error::other(format!(
+                                "shard {index}: unshare(CLONE_FILES) for a private descriptor table: {e}"
+                            ))
+                        })
+                    })
                 })?;
             threads.push(thread);
         }
@@ -276,11 +299,31 @@ where
     }
 }
 
-fn run_on_driver<B>(driver: DriverKind, body: B) -> io::Result<()>
+/// Builds the shard's runtime on `driver`, lets `ready` decide whether to go on (it gets
+/// whether the build worked), then runs `body` on it.
+fn run_on_driver<B>(
+    driver: DriverKind,
+    body: B,
+    ready: impl FnOnce(io::Result<()>) -> io::Result<()>,
+) -> io::Result<()>
 where
     B: FnOnce(&'static str) -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
 {
     use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
+    /// Build, check, run: the same for every driver type.
+    macro_rules! run {
+        ($driver:ty, $name:expr) => {{
+            let (rt, built) = match RuntimeBuilder::<$driver>::new().enable_timer().build() {
+                Ok(rt) => (Some(rt), Ok(())),
+                Err(e) => (None, Err(e)),
+            };
+            // `ready` passes a failed build on as its error.
+            ready(built)?;
+            if let Some(mut rt) = rt {
+                rt.block_on(body($name));
+            }
+        }};
+    }
     match driver {
         DriverKind::Auto => {
             let name = if monoio::utils::detect_uring() {
@@ -288,23 +331,20 @@ where
             } else {
                 "epoll"
             };
-            let mut rt = RuntimeBuilder::<FusionDriver>::new()
-                .enable_timer()
-                .build()?;
-            rt.block_on(body(name));
+            run!(FusionDriver, name)
         }
-        DriverKind::IoUring => {
-            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
-                .enable_timer()
-                .build()?;
-            rt.block_on(body("io_uring"));
-        }
-        DriverKind::Epoll => {
-            let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-                .enable_timer()
-                .build()?;
-            rt.block_on(body("epoll"));
-        }
+        DriverKind::IoUring => run!(IoUringDriver, "io_uring"),
+        DriverKind::Epoll => run!(LegacyDriver, "epoll"),
+    }
+    Ok(())
+}
+
+/// Moves the calling thread to a copy of the process's descriptor table: descriptors it opens
+/// from now on count against RLIMIT_NOFILE in its table only, and are invisible to others.
+fn unshare_fd_table() -> io::Result<()> {
+    // SAFETY: unshare(2) with CLONE_FILES only affects the calling thread's descriptor table.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

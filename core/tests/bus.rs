@@ -48,6 +48,7 @@ where
         ring_capacity: 64,
         pin: false,
         stalls: Arc::new(StallStats::default()),
+        private_fd_tables: false,
     };
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::clone(&done);

@@ -17,6 +17,7 @@ fn spec(shards: usize, driver: DriverKind, ring: usize) -> RuntimeSpec {
         ring_capacity: ring,
         pin: false,
         stalls: Arc::new(StallStats::default()),
+        private_fd_tables: false,
     }
 }
 

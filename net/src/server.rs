@@ -157,7 +157,10 @@ pub async fn next_connection(
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = phase.wait_for(|p| *p != Phase::Accepting) => return None,
+            _ = phase.wait_for(|p| *p != Phase::Accepting) => {
+                stop_listening(listener);
+                return None;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -177,6 +180,18 @@ pub async fn next_connection(
         let _ = stream.set_nodelay(true);
         return Some((stream, peer, guard));
     }
+}
+
+/// Takes `listener` out of service for good. Dropping it is not enough when shards have
+/// private descriptor tables (`runtime.private_fd_tables`): every table holds a copy of every
+/// listener made before the shards started, so the socket would stay open, keep its place in
+/// the SO_REUSEPORT group and queue new connections nobody accepts. On Linux, shutdown(2) of a
+/// listening socket closes it whatever the copies: it leaves the group (new connections go to
+/// the shards still accepting) and its waiting connections are reset.
+fn stop_listening(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a descriptor this listener owns; it does not close or free it.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
 }
 
 /// Accepts connections on `listener` until the server starts draining, spawning one task per

@@ -57,6 +57,7 @@ fn mesh_run(cpus: [usize; 2], round_trips: usize, messages: usize) -> Figures {
         ring_capacity: 1024,
         pin: true,
         stalls: Arc::new(StallStats::default()),
+        private_fd_tables: false,
     };
     let rt = Runtime::start(spec, move |shard: Shard| {
         let slot = Arc::clone(&slot);

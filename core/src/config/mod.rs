@@ -113,6 +113,10 @@ pub struct RuntimeConfig {
     pub stall_threshold: Duration,
     /// Capacity of each cross-shard ring (messages); a full ring makes the sender wait.
     pub mesh_ring_capacity: usize,
+    /// Give every shard its own file-descriptor table (`unshare(CLONE_FILES)`), so
+    /// RLIMIT_NOFILE applies per shard instead of per process: N shards hold up to N times the
+    /// limit in sockets. For hosts where the limit cannot be raised; see the README.
+    pub private_fd_tables: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -123,6 +127,7 @@ impl Default for RuntimeConfig {
             driver: DriverKind::Auto,
             stall_threshold: Duration::from_millis(10),
             mesh_ring_capacity: 1024,
+            private_fd_tables: false,
         }
     }
 }

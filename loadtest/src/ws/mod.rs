@@ -20,7 +20,7 @@
 mod options;
 pub mod proto;
 pub mod report;
-mod session;
+pub(crate) mod session;
 mod worker;
 
 pub use options::{WsOptions, DEFAULT_CHANNEL};
@@ -158,6 +158,38 @@ pub fn check_fd_budget(
     ))
 }
 
+/// Whether the run fits one descriptor table (`Ok(false)`), fits only with a table per
+/// generator thread (`Ok(true)`: each thread holds its share of the connections under the
+/// limit), or does not fit at all (the error says how many threads would make it fit).
+pub fn plan_fd_tables(
+    connections: usize,
+    threads: usize,
+    other: usize,
+    limit: u64,
+    in_use: u64,
+) -> Result<bool, String> {
+    let shared = check_fd_budget(connections, other, limit, in_use);
+    if shared.is_ok() || threads < 2 {
+        return shared.map(|()| false);
+    }
+    // Every private table starts as a copy of the process's, so `in_use` counts in each.
+    let share = connections.div_ceil(threads);
+    let per_thread = other.div_ceil(threads) + 8;
+    if check_fd_budget(share, per_thread, limit, in_use).is_ok() {
+        return Ok(true);
+    }
+    let fits = limit.saturating_sub(in_use + per_thread as u64).max(1);
+    Err(format!(
+        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
+         per descriptor table ({in_use} in use), and {threads} generator threads with a table \
+         each hold about {} connections; give at least {} threads (a CPU may repeat in \
+         --cpus, e.g. --cpus 1,1,1,1,1,1), raise the limit (ulimit -n, LimitNOFILE=) or split \
+         the run over several processes",
+        fits * threads as u64,
+        (connections as u64).div_ceil(fits)
+    ))
+}
+
 /// RLIMIT_NOFILE (soft, hard).
 pub fn fd_limits() -> (u64, u64) {
     // SAFETY: getrlimit on an initialised struct.
@@ -271,8 +303,25 @@ pub fn run_ws_with(
     load.check()?;
     crate::run::raise_fd_limit();
     let (limit, _) = fd_limits();
-    check_fd_budget(load.connections, load.fd_overhead(), limit, open_fds())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let private_tables = plan_fd_tables(
+        load.connections,
+        load.cpus.len(),
+        load.fd_overhead(),
+        limit,
+        open_fds(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if private_tables {
+        eprintln!(
+            "{} connections exceed one descriptor table (RLIMIT_NOFILE {limit}): each of the {} \
+             generator threads uses its own",
+            load.connections,
+            load.cpus.len()
+        );
+    }
+    // With private tables every thread's runtime (its wake-up eventfd) must exist before any
+    // thread leaves the shared table, so that its number means the same file in every table.
+    let built = Arc::new(std::sync::Barrier::new(load.cpus.len()));
     let rss_start = rss_bytes();
     let threads = load.cpus.len();
     let publishers = load.publish.as_ref().map_or(0, |p| p.connections);
@@ -286,15 +335,27 @@ pub fn run_ws_with(
         let conns: Vec<usize> = (t..load.connections).step_by(threads).collect();
         let mine: Vec<usize> = (t..publishers).step_by(threads).collect();
         let (load, progress, tx) = (load.clone(), Arc::clone(&progress), sender.clone());
+        let built = Arc::clone(&built);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("ws-loadgen-{t}"))
                 .spawn(move || {
-                    monoio::utils::bind_to_cpu_set(Some(cpu))
-                        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu}: {e}"))?;
-                    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    let pinned = monoio::utils::bind_to_cpu_set(Some(cpu))
+                        .map_err(|e| anyhow::anyhow!("pinning to CPU {cpu}: {e}"));
+                    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                         .enable_timer()
-                        .build()?;
+                        .build();
+                    if private_tables {
+                        // Every thread reaches the barrier, failed or not.
+                        built.wait();
+                    }
+                    pinned?;
+                    let mut rt = rt?;
+                    // SAFETY: unshare(2) with CLONE_FILES only affects this thread's table.
+                    if private_tables && unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+                        let e = std::io::Error::last_os_error();
+                        anyhow::bail!("unshare(CLONE_FILES) for a private descriptor table: {e}");
+                    }
                     let work =
                         worker::worker(Rc::new(load), start, clock, progress, conns, mine, tx);
                     Ok::<_, anyhow::Error>(rt.block_on(work))
@@ -413,6 +474,11 @@ mod tests {
 
     #[test]
     fn the_fd_budget_names_the_limit_and_the_ask() {
+        assert_eq!(plan_fd_tables(900, 1, 40, 1024, 10), Ok(false));
+        assert_eq!(plan_fd_tables(100_000, 6, 40, 20_000, 20), Ok(true));
+        let err = plan_fd_tables(100_000, 4, 40, 20_000, 20).unwrap_err();
+        assert!(err.contains("give at least 6 threads"), "{err}");
+        assert!(plan_fd_tables(30_000, 1, 40, 20_000, 10).is_err());
         assert!(check_fd_budget(900, 40, 1024, 10).is_ok());
         let err = check_fd_budget(30_000, 40, 20_000, 10).unwrap_err();
         assert!(err.contains("30000 connections"), "{err}");

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sdsim_core::config::{Config, Overrides};
+use sdsim_core::runtime::RuntimeSpec;
 use sdsim_gateway::Server;
 use std::process::ExitCode;
 
@@ -111,8 +112,15 @@ fn init_logging(config: &Config) {
 }
 
 /// Raises the soft descriptor limit to the hard limit; warns when it is below what the
-/// configuration allows (DESIGN.md: set LimitNOFILE in the service unit).
-fn raise_fd_limit(max_connections: usize) {
+/// configuration allows (DESIGN.md: set LimitNOFILE in the service unit). With private
+/// descriptor tables the limit holds per shard.
+fn raise_fd_limit(config: &Config) {
+    let max_connections = config.server.max_connections;
+    let tables = if config.runtime.private_fd_tables {
+        RuntimeSpec::from_config(&config.runtime).shards() as u128
+    } else {
+        1
+    };
     // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
@@ -125,11 +133,12 @@ fn raise_fd_limit(max_connections: usize) {
                 tracing::warn!("could not raise RLIMIT_NOFILE to {}", lim.rlim_max);
             }
         }
-        if (lim.rlim_max as u128) < max_connections as u128 + 64 {
+        if (lim.rlim_max as u128) * tables < max_connections as u128 + 64 * tables {
             tracing::warn!(
                 hard_limit = lim.rlim_max,
+                descriptor_tables = tables as u64,
                 max_connections,
-                "RLIMIT_NOFILE is below server.max_connections; raise LimitNOFILE"
+                "RLIMIT_NOFILE is below server.max_connections; raise LimitNOFILE or set runtime.private_fd_tables with more shards"
             );
         }
     }
@@ -222,7 +231,7 @@ fn create_data_dir(config: &Config) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    raise_fd_limit(config.server.max_connections);
+    raise_fd_limit(&config);
     create_data_dir(&config)?;
     let timeout = config.server.shutdown_timeout;
     let server = Server::start(config).context("starting the server")?;

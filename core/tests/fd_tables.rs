@@ -1,0 +1,97 @@
+//! `runtime.private_fd_tables`: each shard gets its own descriptor table, so RLIMIT_NOFILE
+//! counts per shard. This file is its own test binary (process) because it lowers the limit.
+
+use sdsim_core::config::DriverKind;
+use sdsim_core::mesh::MeshError;
+use sdsim_core::runtime::{Runtime, RuntimeSpec, Shard};
+use sdsim_core::shard::ShardId;
+use sdsim_core::stall::StallStats;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SOFT_LIMIT: u64 = 512;
+/// Each shard tries to hold this many more files: together more than the limit, each alone
+/// well under it.
+const PER_SHARD: usize = 400;
+
+fn lower_limit() {
+    // SAFETY: getrlimit/setrlimit on a zeroed struct; only the soft limit is lowered.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = SOFT_LIMIT;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+/// Runs 2 shards; each opens up to PER_SHARD files, then asks the other shard (a mesh hop,
+/// which needs cross-thread wake-ups to work) how many it holds. Returns (opened, answered).
+fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, MeshError>)> {
+    let spec = RuntimeSpec {
+        cpus: vec![0, 0],
+        driver,
+        stall_threshold: Duration::from_secs(5),
+        ring_capacity: 64,
+        pin: false,
+        stalls: Arc::new(StallStats::default()),
+        private_fd_tables: private,
+    };
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&results);
+    let rt = Runtime::start(spec, move |shard: Shard| {
+        let out = Arc::clone(&out);
+        async move {
+            let mut files = Vec::new();
+            for _ in 0..PER_SHARD {
+                match File::open("/dev/null") {
+                    Ok(f) => files.push(f),
+                    Err(_) => break,
+                }
+            }
+            let opened = files.len();
+            thread_local!(static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+            HELD.with(|h| h.set(opened));
+            // Let the other shard open its files before asking.
+            monoio::time::sleep(Duration::from_millis(100)).await;
+            let other = ShardId(1 - shard.id().index());
+            let answered = shard
+                .mesh()
+                .submit_to(other, || HELD.with(|h| h.get()))
+                .await;
+            out.lock().unwrap().push((opened, answered));
+            // Stay until the other shard has asked too.
+            monoio::time::sleep(Duration::from_millis(100)).await;
+            drop(files);
+        }
+    })
+    .unwrap();
+    rt.join().unwrap();
+    let r = results.lock().unwrap().clone();
+    r
+}
+
+#[test]
+fn private_tables_hold_the_limit_per_shard_and_shards_still_wake_each_other() {
+    lower_limit();
+    for driver in [DriverKind::Epoll, DriverKind::IoUring] {
+        let shared = hold_files(false, driver);
+        let total: usize = shared.iter().map(|(n, _)| n).sum();
+        assert!(
+            total < 2 * PER_SHARD,
+            "{driver:?}: one shared table cannot hold {} files under a limit of {SOFT_LIMIT}",
+            2 * PER_SHARD
+        );
+
+        let private = hold_files(true, driver);
+        assert_eq!(private.len(), 2, "{driver:?}: both shards reported");
+        for (opened, answered) in &private {
+            assert_eq!(*opened, PER_SHARD, "{driver:?}: a shard with its own table");
+            assert_eq!(
+                *answered,
+                Ok(PER_SHARD),
+                "{driver:?}: the other shard answered the mesh hop"
+            );
+        }
+    }
+}
