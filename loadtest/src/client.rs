@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 client connection: writes a prepared request, reads exactly one response
 //! (Content-Length or chunked body), and reports whether the server will keep the connection.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -44,10 +44,26 @@ impl Connection {
 
     /// Sends `request` (complete bytes) and reads one response.
     pub async fn exchange(&mut self, request: bytes::Bytes) -> Result<Exchange, ExchangeError> {
+        self.send_and_read(request, parse_response).await
+    }
+
+    /// Like [`Self::exchange`], also returning the response body (de-chunked).
+    pub async fn exchange_with_body(
+        &mut self,
+        request: bytes::Bytes,
+    ) -> Result<(Exchange, Bytes), ExchangeError> {
+        self.send_and_read(request, parse_response_with_body).await
+    }
+
+    async fn send_and_read<T>(
+        &mut self,
+        request: bytes::Bytes,
+        parse: impl Fn(&mut BytesMut) -> Result<Option<T>, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
         let (result, _) = self.stream.write_all(request).await;
         result.map_err(ExchangeError::Io)?;
         loop {
-            if let Some(done) = parse_response(&mut self.buf)? {
+            if let Some(done) = parse(&mut self.buf)? {
                 return Ok(done);
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
@@ -67,8 +83,18 @@ impl Connection {
     }
 }
 
-/// Parses (and consumes) one whole response from `buf`, if it is all there.
-pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Exchange>, ExchangeError> {
+/// A parsed response head and where its body ends.
+struct Head {
+    exchange: Exchange,
+    head_len: usize,
+    /// Bytes of the body as sent (chunk framing included).
+    body_len: usize,
+    chunked: bool,
+}
+
+/// Parses the head of the response at the start of `buf` and finds the end of its body;
+/// `None` until all of it is there.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -98,7 +124,7 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Exchange>, ExchangeEr
     let body_len = if (100..200).contains(&status) || status == 204 || status == 304 {
         0
     } else if chunked {
-        match chunked_length(&buf[head_len..])? {
+        match chunked_length(&buf[head_len..], None)? {
             Some(n) => n,
             None => return Ok(None),
         }
@@ -108,15 +134,51 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Exchange>, ExchangeEr
     if buf.len() < head_len + body_len {
         return Ok(None);
     }
-    buf.advance(head_len + body_len);
-    Ok(Some(Exchange {
-        status,
-        reusable: !close,
+    Ok(Some(Head {
+        exchange: Exchange {
+            status,
+            reusable: !close,
+        },
+        head_len,
+        body_len,
+        chunked: chunked && body_len > 0,
     }))
 }
 
-/// The encoded length of a complete chunked body at the start of `data`, if complete.
-fn chunked_length(data: &[u8]) -> Result<Option<usize>, ExchangeError> {
+/// Parses (and consumes) one whole response from `buf`, if it is all there.
+pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Exchange>, ExchangeError> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    buf.advance(head.head_len + head.body_len);
+    Ok(Some(head.exchange))
+}
+
+/// Like [`parse_response`], also returning the body (de-chunked).
+pub fn parse_response_with_body(
+    buf: &mut BytesMut,
+) -> Result<Option<(Exchange, Bytes)>, ExchangeError> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let whole = buf.split_to(head.head_len + head.body_len).freeze();
+    let body = whole.slice(head.head_len..);
+    let body = if head.chunked {
+        let mut out = Vec::with_capacity(body.len());
+        chunked_length(&body, Some(&mut out))?;
+        Bytes::from(out)
+    } else {
+        body
+    };
+    Ok(Some((head.exchange, body)))
+}
+
+/// The encoded length of a complete chunked body at the start of `data`, if complete; the
+/// chunks' data is appended to `out` when given.
+fn chunked_length(
+    data: &[u8],
+    mut out: Option<&mut Vec<u8>>,
+) -> Result<Option<usize>, ExchangeError> {
     let mut at = 0;
     loop {
         let Some(line_end) = data[at..].windows(2).position(|w| w == b"\r\n") else {
@@ -141,6 +203,9 @@ fn chunked_length(data: &[u8]) -> Result<Option<usize>, ExchangeError> {
         }
         if data.len() < at + size + 2 {
             return Ok(None);
+        }
+        if let Some(out) = out.as_mut() {
+            out.extend_from_slice(&data[at..at + size]);
         }
         at += size + 2;
     }
@@ -184,5 +249,20 @@ mod tests {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"[..]);
         assert_eq!(parse_response(&mut buf).unwrap(), None);
         assert!(parse_response(&mut BytesMut::from(&b"JUNK\r\n\r\n"[..])).is_err());
+    }
+
+    #[test]
+    fn bodies_are_returned_whole_and_de_chunked() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\nREST"[..],
+        );
+        let (first, body) = parse_response_with_body(&mut buf).unwrap().unwrap();
+        assert_eq!((first.status, &body[..]), (200, &b"{\"a\":1}"[..]));
+        let (second, body) = parse_response_with_body(&mut buf).unwrap().unwrap();
+        assert_eq!((second.status, &body[..]), (201, &b"{\"b\":2}"[..]));
+        assert_eq!(&buf[..], b"REST");
+        let mut partial =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\""[..]);
+        assert!(parse_response_with_body(&mut partial).unwrap().is_none());
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use std::path::{Path, PathBuf};
 
 fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -32,8 +32,8 @@ pub fn load_pool(dir: &Path) -> anyhow::Result<DescriptorPool> {
     DescriptorPool::from_file_descriptor_set(fds).context("building the descriptor pool")
 }
 
-/// Encodes the JSON request of `method` (`/package.Service/Method`); checks the method is unary.
-pub fn encode_request(pool: &DescriptorPool, method: &str, json: &str) -> anyhow::Result<Bytes> {
+/// The unary method `method` (`/package.Service/Method`) of the pool.
+pub fn unary_method(pool: &DescriptorPool, method: &str) -> anyhow::Result<MethodDescriptor> {
     let trimmed = method.trim_start_matches('/');
     let (service, name) = trimmed
         .split_once('/')
@@ -48,11 +48,32 @@ pub fn encode_request(pool: &DescriptorPool, method: &str, json: &str) -> anyhow
     if m.is_client_streaming() || m.is_server_streaming() {
         bail!("{method} is a streaming method; the load generator calls unary methods");
     }
+    Ok(m)
+}
+
+/// Encodes a message of type `message` written as JSON (the proto3 JSON mapping).
+pub fn encode_json(message: &MessageDescriptor, json: &str) -> anyhow::Result<Bytes> {
     let mut de = serde_json::Deserializer::from_str(json);
-    let message = DynamicMessage::deserialize(m.input(), &mut de)
-        .with_context(|| format!("--data does not match {}", m.input().full_name()))?;
+    let value = DynamicMessage::deserialize(message.clone(), &mut de)
+        .with_context(|| format!("--data does not match {}", message.full_name()))?;
     de.end().context("--data has trailing characters")?;
-    Ok(message.encode_to_vec().into())
+    Ok(value.encode_to_vec().into())
+}
+
+/// Decodes a message of type `message` into JSON (the proto3 JSON mapping, lowerCamelCase
+/// names, fields at their default value included so that they can be captured).
+pub fn decode_json(message: &MessageDescriptor, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let value = DynamicMessage::decode(message.clone(), bytes)
+        .with_context(|| format!("the response is not a {}", message.full_name()))?;
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    value
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .context("the response as JSON")
+}
+
+/// Encodes the JSON request of `method` (`/package.Service/Method`); checks the method is unary.
+pub fn encode_request(pool: &DescriptorPool, method: &str, json: &str) -> anyhow::Result<Bytes> {
+    encode_json(&unary_method(pool, method)?.input(), json)
 }
 
 #[cfg(test)]

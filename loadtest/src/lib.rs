@@ -4,15 +4,19 @@
 //! - [`run`]: the engine — pinned monoio threads, closed loop or constant-rate open loop with
 //!   latencies measured from each request's intended send time ([`run::run_http`]).
 //! - [`client`]: the HTTP/1.1 client connection and response parser.
+//! - [`flow`]: chained, mixed-protocol scenarios — users arriving in open loop, each running
+//!   HTTP, WebSocket, gRPC and pause steps with values captured between them
+//!   ([`flow::run_flow`]).
 //! - [`grpc`]: gRPC targets — any unary method of `proto/`, the request given as JSON.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
 //! - [`plot`]: latency-by-percentile plots (SVG).
-//! - [`scenario`]: scenario files (TOML) with open-loop phases, or a WebSocket target.
+//! - [`scenario`]: scenario files (TOML) with open-loop phases, a WebSocket target, or a flow.
 //! - [`ws`]: WebSocket load — many subscribed connections at a bounded connect rate, events
 //!   published in open loop and timed to every receiver, pings ([`ws::run_ws`]).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
+pub mod flow;
 pub mod grpc;
 pub mod plot;
 pub mod report;

@@ -1,11 +1,12 @@
 //! `sdsim-loadtest http URL [--rate R] --duration 30s --connections 50 [--cpus 1] [--json FILE]`
 //! `sdsim-loadtest grpc ADDR --method /pkg.Svc/Method --data JSON [--rate R] ...`
 //! `sdsim-loadtest ws ws://HOST:PORT/ws --connections N [--connect-rate R] [--publish-rate R] ...`
-//! `sdsim-loadtest run SCENARIO.toml`
+//! `sdsim-loadtest run SCENARIO.toml` (an HTTP, WebSocket or flow scenario)
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
+use sdsim_loadtest::flow::{run_flow_with, FlowLoad, FlowSeriesPoint};
 use sdsim_loadtest::report::SeriesPoint;
 use sdsim_loadtest::run::{build_request, run_http_with, GrpcCall, HttpLoad, Protocol};
 use sdsim_loadtest::scenario::Scenario;
@@ -177,10 +178,15 @@ enum Command {
         #[command(flatten)]
         outputs: Outputs,
     },
-    /// Run a scenario file (TOML; examples in loadtest/scenarios/).
+    /// Run a scenario file (TOML; examples in loadtest/scenarios/): phases of HTTP load, a
+    /// WebSocket hold, or a flow of chained HTTP, WebSocket and gRPC steps per arriving user.
     Run {
         /// The scenario.
         scenario: String,
+        /// Replace a [flow.vars] constant of a flow scenario, e.g. --var
+        /// http=http://10.0.0.5:8000 (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
         #[command(flatten)]
         outputs: Outputs,
     },
@@ -357,22 +363,62 @@ fn main() -> anyhow::Result<()> {
             let load = options.build()?;
             execute_ws(&load, &outputs, &options.parameters())
         }
-        Command::Run { scenario, outputs } => {
+        Command::Run {
+            scenario,
+            vars,
+            outputs,
+        } => {
             let text = std::fs::read_to_string(&scenario)
                 .with_context(|| format!("reading {scenario}"))?;
-            let parsed = Scenario::parse(&text)
+            let mut parsed = Scenario::parse(&text)
                 .with_context(|| format!("{scenario} is not a valid scenario"))?;
+            for var in &vars {
+                let Some(flow) = parsed.flow.as_mut() else {
+                    bail!("--var: only a flow scenario has [flow.vars]");
+                };
+                let (name, value) = var
+                    .split_once('=')
+                    .with_context(|| format!("--var {var}: expected NAME=VALUE"))?;
+                let Some(slot) = flow.vars.get_mut(name) else {
+                    let known: Vec<&String> = flow.vars.keys().collect();
+                    bail!("--var {name}: {scenario} has no such [flow.vars] (it has {known:?})");
+                };
+                *slot = value.to_string();
+            }
+            if let Some(load) = parsed
+                .flow_load()
+                .with_context(|| format!("{scenario}: the flow cannot run"))?
+            {
+                let rates: Vec<String> = parsed
+                    .phases
+                    .iter()
+                    .map(|p| match p.ramp_to {
+                        Some(to) => format!("{}->{}/s for {}", p.rate, to, p.duration),
+                        None => format!("{}/s for {}", p.rate, p.duration),
+                    })
+                    .collect();
+                let params = [
+                    ("scenario", scenario),
+                    ("users", rates.join(", ")),
+                    ("steps", load.flow.steps.len().to_string()),
+                    ("run", load.run_id.clone()),
+                    ("cpus", format!("{:?}", load.cpus)),
+                    ("vars", vars.join(" ")),
+                ];
+                return execute_flow(&load, &outputs, &params);
+            }
             if let Some(options) = parsed.ws_options()? {
                 let load = options.build()?;
                 let mut params = options.parameters();
                 params.push(("scenario", scenario));
                 return execute_ws(&load, &outputs, &params);
             }
-            let (addr, authority, path) = target(&parsed.target.url)?;
+            let url = parsed.target()?.url.clone();
+            let (addr, authority, path) = target(&url)?;
             let load = parsed.load(addr, &authority, &path)?;
             let params = [
                 ("scenario", scenario),
-                ("url", parsed.target.url.clone()),
+                ("url", url),
                 ("phases", parsed.phases.len().to_string()),
             ];
             execute(&load, &outputs, &params)
@@ -380,19 +426,85 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The `--series` file (NDJSON), and the first error writing it.
+struct Series {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    error: Option<std::io::Error>,
+}
+
+impl Series {
+    fn create(outputs: &Outputs) -> anyhow::Result<Series> {
+        let out = match &outputs.series {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+            )),
+            None => None,
+        };
+        Ok(Series { out, error: None })
+    }
+
+    fn write(&mut self, point: &impl serde::Serialize) {
+        if let Some(out) = self.out.as_mut() {
+            let line = sonic_rs::to_string(point).unwrap_or_default();
+            if let Err(e) = writeln!(out, "{line}") {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        if let Some(mut out) = self.out {
+            out.flush()?;
+        }
+        match self.error {
+            Some(e) => bail!("writing the series: {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The plot's title: the parameters named in `keys` (all of them without).
+fn plot_title(params: &[(&str, String)], keys: Option<&[&str]>) -> String {
+    params
+        .iter()
+        .filter(|(k, _)| keys.is_none_or(|keys| keys.contains(k)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Writes the plot, the JSON report and the interval log where `outputs` asks.
+fn write_outputs(
+    outputs: &Outputs,
+    plot: impl FnOnce() -> String,
+    json: impl FnOnce(&BTreeMap<String, String>) -> String,
+    params: &[(&str, String)],
+    hlog: impl FnOnce(std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &outputs.hlog {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+        hlog(file).with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &outputs.plot {
+        std::fs::write(path, plot()).with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &outputs.json {
+        let params: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        std::fs::write(path, json(&params)).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
 /// Runs `load`, printing progress and the table, writing the series and JSON if asked.
 fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
     if load.interval.is_zero() {
         bail!("the interval must be positive");
     }
-    let mut series_out = match &outputs.series {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
-        )),
-        None => None,
-    };
+    let mut series = Series::create(outputs)?;
     let step = load.interval.as_secs_f64();
-    let mut write_error = None;
     let started = std::time::SystemTime::now();
     let mut intervals: Vec<(u64, hdrhistogram::Histogram<u64>)> = Vec::new();
     let report = run_http_with(load, |index, histogram, counters| {
@@ -411,54 +523,33 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
                 point.latency_ms.p99
             );
         }
-        if let Some(out) = series_out.as_mut() {
-            let line = sonic_rs::to_string(&point).unwrap_or_default();
-            if let Err(e) = writeln!(out, "{line}") {
-                write_error.get_or_insert(e);
-            }
-        }
+        series.write(&point);
     })?;
-    if let Some(mut out) = series_out {
-        out.flush()?;
-    }
-    if let Some(e) = write_error {
-        bail!("writing the series: {e}");
-    }
+    series.finish()?;
     print!("{}", report.table());
-    if let Some(path) = &outputs.hlog {
-        let measured_from = started + Duration::from_millis(200) + load.warmup;
-        let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
-        sdsim_loadtest::report::write_interval_log(file, measured_from, load.interval, &intervals)
-            .with_context(|| format!("writing {path}"))?;
-    }
-    if let Some(path) = &outputs.plot {
-        let title = params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        let svg = sdsim_loadtest::plot::percentile_svg(&title, &[("latency", &report.histogram)]);
-        std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
-    }
-    if let Some(path) = &outputs.json {
-        let params: BTreeMap<String, String> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        std::fs::write(path, report.to_json(&params)).with_context(|| format!("writing {path}"))?;
-    }
-    Ok(())
+    let measured_from = started + Duration::from_millis(200) + load.warmup;
+    write_outputs(
+        outputs,
+        || {
+            let title = plot_title(params, None);
+            sdsim_loadtest::plot::percentile_svg(&title, &[("latency", &report.histogram)])
+        },
+        |p| report.to_json(p),
+        params,
+        |file| {
+            sdsim_loadtest::report::write_interval_log(
+                file,
+                measured_from,
+                load.interval,
+                &intervals,
+            )
+        },
+    )
 }
 
 /// Runs a WebSocket load, printing progress and the table, writing the outputs asked for.
 fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
-    let mut series_out = match &outputs.series {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
-        )),
-        None => None,
-    };
-    let mut write_error = None;
+    let mut series = Series::create(outputs)?;
     let started = std::time::SystemTime::now();
     let mut intervals: Vec<(u64, Op, hdrhistogram::Histogram<u64>)> = Vec::new();
     let report = sdsim_loadtest::ws::run_ws_with(load, |index, held, tally| {
@@ -474,52 +565,82 @@ fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> an
         if !outputs.quiet {
             eprintln!("{}", point.line());
         }
-        if let Some(out) = series_out.as_mut() {
-            let line = sonic_rs::to_string(&point).unwrap_or_default();
-            if let Err(e) = writeln!(out, "{line}") {
-                write_error.get_or_insert(e);
+        series.write(&point);
+    })?;
+    series.finish()?;
+    print!("{}", report.table());
+    write_outputs(
+        outputs,
+        || {
+            let keys = ["url", "connections", "publish_rate", "send_rate"];
+            let title = plot_title(params, Some(&keys));
+            let reports: Vec<_> = Op::ALL
+                .iter()
+                .map(|op| (op.name(), report.report(*op)))
+                .filter(|(_, r)| !r.histogram.is_empty())
+                .collect();
+            let lines: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
+            sdsim_loadtest::plot::percentile_svg(&title, &lines)
+        },
+        |p| report.to_json(p),
+        params,
+        |file| {
+            let tagged: Vec<_> = intervals
+                .iter()
+                .map(|(index, op, h)| (*index, Some(op.name()), h))
+                .collect();
+            let start = started + Duration::from_millis(200);
+            sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
+        },
+    )
+}
+
+/// Runs a flow, printing progress and the table per step, writing the outputs asked for.
+fn execute_flow(
+    load: &FlowLoad,
+    outputs: &Outputs,
+    params: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let mut series = Series::create(outputs)?;
+    let started = std::time::SystemTime::now();
+    let types = &load.flow.types;
+    let mut intervals: Vec<(u64, usize, hdrhistogram::Histogram<u64>)> = Vec::new();
+    let report = run_flow_with(load, |index, active, tally| {
+        if outputs.hlog.is_some() {
+            for (t, h) in tally.histograms.iter().enumerate() {
+                if !h.is_empty() {
+                    intervals.push((index, t, h.clone()));
+                }
             }
         }
+        let point = FlowSeriesPoint::new(index, load.interval, active, types, tally);
+        if !outputs.quiet {
+            eprintln!("{}", point.line());
+        }
+        series.write(&point);
     })?;
-    if let Some(mut out) = series_out {
-        out.flush()?;
-    }
-    if let Some(e) = write_error {
-        bail!("writing the series: {e}");
-    }
+    series.finish()?;
     print!("{}", report.table());
-    if let Some(path) = &outputs.hlog {
-        let tagged: Vec<_> = intervals
-            .iter()
-            .map(|(index, op, h)| (*index, Some(op.name()), h))
-            .collect();
-        let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
-        let start = started + Duration::from_millis(200);
-        sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
-            .with_context(|| format!("writing {path}"))?;
-    }
-    if let Some(path) = &outputs.plot {
-        let title = params
-            .iter()
-            .filter(|(k, _)| ["url", "connections", "publish_rate", "send_rate"].contains(k))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        let reports: Vec<_> = Op::ALL
-            .iter()
-            .map(|op| (op.name(), report.report(*op)))
-            .filter(|(_, r)| !r.histogram.is_empty())
-            .collect();
-        let series: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
-        let svg = sdsim_loadtest::plot::percentile_svg(&title, &series);
-        std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
-    }
-    if let Some(path) = &outputs.json {
-        let params: BTreeMap<String, String> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        std::fs::write(path, report.to_json(&params)).with_context(|| format!("writing {path}"))?;
-    }
-    Ok(())
+    write_outputs(
+        outputs,
+        || {
+            let title = plot_title(params, Some(&["scenario", "users"]));
+            let reports: Vec<_> = (0..types.len())
+                .map(|t| (types[t].as_str(), report.report(t)))
+                .filter(|(_, r)| !r.histogram.is_empty())
+                .collect();
+            let lines: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
+            sdsim_loadtest::plot::percentile_svg(&title, &lines)
+        },
+        |p| report.to_json(p),
+        params,
+        |file| {
+            let tagged: Vec<_> = intervals
+                .iter()
+                .map(|(index, t, h)| (*index, Some(types[*t].as_str()), h))
+                .collect();
+            let start = started + Duration::from_millis(200);
+            sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
+        },
+    )
 }

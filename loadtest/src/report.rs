@@ -234,6 +234,24 @@ impl Report {
         sonic_rs::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
+    /// One line of a table with a line per request type: `name` padded to `width`, counts and
+    /// percentiles.
+    pub fn type_line(&self, name: &str, width: usize) -> String {
+        let p = self.percentiles();
+        format!(
+            "{name:<width$} sent {} completed {} errors {} late {}  ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}\n",
+            self.counters.sent,
+            self.counters.completed,
+            self.errors(),
+            self.counters.late,
+            p.p50,
+            p.p90,
+            p.p99,
+            p.p999,
+            p.max
+        )
+    }
+
     /// A table for people.
     pub fn table(&self) -> String {
         let p = self.percentiles();

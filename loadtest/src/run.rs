@@ -80,17 +80,7 @@ impl HttpLoad {
         if self.phases.is_empty() {
             return self.rate;
         }
-        let mut begin = 0.0;
-        for phase in &self.phases {
-            let length = phase.duration.as_secs_f64();
-            if t < begin + length || std::ptr::eq(phase, self.phases.last()?) {
-                let into = ((t - begin) / length).clamp(0.0, 1.0);
-                let end_rate = phase.ramp_to.unwrap_or(phase.rate);
-                return Some(phase.rate + (end_rate - phase.rate) * into);
-            }
-            begin += length;
-        }
-        None
+        rate_at(&self.phases, t)
     }
 
     /// Time between two requests of one connection at `t` seconds after the warm-up.
@@ -99,6 +89,22 @@ impl HttpLoad {
             .filter(|r| *r > 0.0)
             .map(|r| Duration::from_secs_f64(self.connections as f64 / r))
     }
+}
+
+/// The rate of back-to-back `phases` at `t` seconds from their start (the last phase's final
+/// rate after their end; `None` without phases).
+pub fn rate_at(phases: &[Phase], t: f64) -> Option<f64> {
+    let mut begin = 0.0;
+    for phase in phases {
+        let length = phase.duration.as_secs_f64();
+        if t < begin + length || std::ptr::eq(phase, phases.last()?) {
+            let into = ((t - begin) / length).clamp(0.0, 1.0);
+            let end_rate = phase.ramp_to.unwrap_or(phase.rate);
+            return Some(phase.rate + (end_rate - phase.rate) * into);
+        }
+        begin += length;
+    }
+    None
 }
 
 /// Builds the request bytes for `method url` with extra headers and a body.
@@ -337,7 +343,8 @@ async fn exchange(conn: &mut Conn, load: &HttpLoad) -> Outcome {
     }
 }
 
-fn grpc_error_kind(code: sdsim_net::grpc::Code) -> &'static str {
+/// The error kind of a gRPC status code (`grpc_unavailable`, ...).
+pub(crate) fn grpc_error_kind(code: sdsim_net::grpc::Code) -> &'static str {
     use sdsim_net::grpc::Code::*;
     match code {
         Ok => "grpc_ok",

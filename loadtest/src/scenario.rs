@@ -4,7 +4,12 @@
 //! `[target] protocol = "ws"` makes it a WebSocket run instead: the `[target]` keys are the
 //! flags of `sdsim-loadtest ws` (`token`, `channel`, `channels`, `connect_rate`, ...), `[load]`
 //! gives the connections, CPUs, warm-up, hold (`duration`) and interval; no phases.
+//!
+//! A `[flow]` instead of a `[target]` makes it a flow run ([`crate::flow`]): users arrive by
+//! the phases (rate = users per second) and each runs `[[flow.steps]]`; `[load]` gives only the
+//! CPUs and the interval (commented example: `loadtest/scenarios/journey.toml`).
 
+use crate::flow::{FlowLoad, FlowSpec};
 use crate::run::{build_request, HttpLoad, Phase};
 use crate::ws::WsOptions;
 use serde::Deserialize;
@@ -15,8 +20,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// What to load.
-    pub target: Target,
+    /// What to load (every scenario but a flow).
+    pub target: Option<Target>,
+    /// Chained steps run by each arriving user (instead of a `[target]`).
+    pub flow: Option<FlowSpec>,
     /// How many connections on which CPUs.
     #[serde(default)]
     pub load: LoadShape,
@@ -172,7 +179,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Scenario {
-    /// Parses and checks a scenario; errors name the key.
+    /// Parses and checks a scenario; errors name the key (and for a flow, the step and the
+    /// variable).
     pub fn parse(text: &str) -> anyhow::Result<Scenario> {
         let scenario: Scenario = toml::from_str(text)?;
         for (key, value) in [
@@ -188,7 +196,50 @@ impl Scenario {
         if scenario.load.cpus.is_empty() {
             anyhow::bail!("load.cpus: name at least one CPU");
         }
-        let t = &scenario.target;
+        if parse_duration(&scenario.load.interval).is_ok_and(|d| d.is_zero()) {
+            anyhow::bail!("load.interval: must be positive");
+        }
+        match (&scenario.target, &scenario.flow) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "target: a flow scenario names its servers in its steps (no [target])"
+            ),
+            (None, None) => anyhow::bail!("target: missing ([target], or a [flow])"),
+            (None, Some(flow)) => {
+                let raw: toml::Table = toml::from_str(text)?;
+                let load = raw.get("load").and_then(|l| l.as_table());
+                for key in ["connections", "warmup", "duration"] {
+                    if load.is_some_and(|l| l.contains_key(key)) {
+                        anyhow::bail!(
+                            "load.{key}: not used by a flow scenario (users arrive by the phases, \
+                             and every one is measured)"
+                        );
+                    }
+                }
+                if scenario.phases.is_empty() {
+                    anyhow::bail!(
+                        "phases: a flow scenario needs [[phases]] (rate = users per second)"
+                    );
+                }
+                flow.compile(None).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            (Some(t), None) => scenario.check_target(t)?,
+        }
+        for (i, p) in scenario.phases.iter().enumerate() {
+            let d = parse_duration(&p.duration)
+                .map_err(|e| anyhow::anyhow!("phases[{i}].duration: {e}"))?;
+            if d.is_zero() {
+                anyhow::bail!("phases[{i}].duration: must be positive");
+            }
+            if !(p.rate > 0.0 && p.rate.is_finite())
+                || p.ramp_to.is_some_and(|r| !(r > 0.0 && r.is_finite()))
+            {
+                anyhow::bail!("phases[{i}]: rate and ramp_to must be positive");
+            }
+        }
+        Ok(scenario)
+    }
+
+    fn check_target(&self, t: &Target) -> anyhow::Result<()> {
         if let Some(key) = t.misplaced_keys().first() {
             let protocol = match t.protocol {
                 TargetProtocol::Http => "http",
@@ -197,7 +248,7 @@ impl Scenario {
             anyhow::bail!("target.{key}: not used with protocol = \"{protocol}\"");
         }
         if t.protocol == TargetProtocol::Ws {
-            if !scenario.phases.is_empty() {
+            if !self.phases.is_empty() {
                 anyhow::bail!(
                     "phases: a ws scenario holds its connections for load.duration (no phases)"
                 );
@@ -218,24 +269,59 @@ impl Scenario {
                 anyhow::bail!("target.channels and target.publish_connections: at least 1");
             }
         }
-        for (i, p) in scenario.phases.iter().enumerate() {
-            let d = parse_duration(&p.duration)
-                .map_err(|e| anyhow::anyhow!("phases[{i}].duration: {e}"))?;
-            if d.is_zero() {
-                anyhow::bail!("phases[{i}].duration: must be positive");
-            }
-            if !(p.rate > 0.0 && p.rate.is_finite())
-                || p.ramp_to.is_some_and(|r| !(r > 0.0 && r.is_finite()))
-            {
-                anyhow::bail!("phases[{i}]: rate and ramp_to must be positive");
-            }
-        }
-        Ok(scenario)
+        Ok(())
+    }
+
+    /// The `[target]` (an error for a flow scenario).
+    pub fn target(&self) -> anyhow::Result<&Target> {
+        self.target
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("a flow scenario has no [target]"))
+    }
+
+    /// The flow run of a `[flow]` scenario (`None` for the others): the `.proto` files are
+    /// compiled (for gRPC steps) and the servers resolved.
+    pub fn flow_load(&self) -> anyhow::Result<Option<FlowLoad>> {
+        let Some(spec) = &self.flow else {
+            return Ok(None);
+        };
+        let pool = if spec.has_grpc() {
+            let dir = spec.proto_dir.as_deref().unwrap_or("proto");
+            Some(crate::grpc::load_pool(std::path::Path::new(dir))?)
+        } else {
+            None
+        };
+        let flow = spec
+            .compile(pool.as_ref())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let interval = parse_duration(&self.load.interval).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Some(FlowLoad::new(
+            flow,
+            self.phase_list()?,
+            self.load.cpus.clone(),
+            interval,
+        )))
+    }
+
+    fn phase_list(&self) -> anyhow::Result<Vec<Phase>> {
+        let d = |s: &str| parse_duration(s).map_err(|e| anyhow::anyhow!(e));
+        self.phases
+            .iter()
+            .map(|p| {
+                Ok(Phase {
+                    duration: d(&p.duration)?,
+                    rate: p.rate,
+                    ramp_to: p.ramp_to,
+                })
+            })
+            .collect()
     }
 
     /// The WebSocket run of a `protocol = "ws"` scenario (`None` for http).
     pub fn ws_options(&self) -> anyhow::Result<Option<WsOptions>> {
-        let t = &self.target;
+        let Some(t) = &self.target else {
+            return Ok(None);
+        };
         if t.protocol != TargetProtocol::Ws {
             return Ok(None);
         }
@@ -270,23 +356,13 @@ impl Scenario {
     /// The run this scenario describes against `addr`.
     pub fn load(&self, addr: SocketAddr, authority: &str, path: &str) -> anyhow::Result<HttpLoad> {
         let d = |s: &str| parse_duration(s).map_err(|e| anyhow::anyhow!(e));
-        let phases: Vec<Phase> = self
-            .phases
-            .iter()
-            .map(|p| {
-                Ok(Phase {
-                    duration: d(&p.duration)?,
-                    rate: p.rate,
-                    ramp_to: p.ramp_to,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let phases = self.phase_list()?;
         let duration = if phases.is_empty() {
             d(&self.load.duration)?
         } else {
             phases.iter().map(|p| p.duration).sum()
         };
-        let t = &self.target;
+        let t = self.target()?;
         let method = t.method.as_deref().unwrap_or("GET");
         let headers = t.headers.as_deref().unwrap_or_default();
         let body = t.body.as_deref().unwrap_or_default();
@@ -393,6 +469,157 @@ mod tests {
         assert!(err.to_string().contains("phases"), "{err}");
     }
 
+    /// A flow scenario around `steps` (TOML of `[[flow.steps]]`).
+    fn flow_file(steps: &str) -> String {
+        format!(
+            "[load]\ncpus = [0]\n[[phases]]\nduration = \"1s\"\nrate = 2\n\
+             [flow]\nvars = {{ base = \"http://127.0.0.1:8000\" }}\n{steps}"
+        )
+    }
+
+    const LOGIN: &str = r#"
+        [[flow.steps]]
+        name = "login"
+        kind = "http"
+        method = "POST"
+        url = "{{base}}/api/auth/login"
+        body = '{"email":"u{{user}}@example.com"}'
+        capture = { token = "/access_token" }
+    "#;
+
+    #[test]
+    fn flow_scenarios_parse_and_bad_ones_name_the_step_key_and_variable() {
+        let good = flow_file(&format!(
+            "{LOGIN}
+            [[flow.steps]]
+            name = \"me\"
+            kind = \"http\"
+            url = \"{{{{base}}}}/api/auth/me?u={{{{user}}}}\"
+            bearer = \"{{{{token}}}}\"
+            [[flow.steps]]
+            name = \"wait\"
+            kind = \"think\"
+            duration = \"100ms\""
+        ));
+        let scenario = Scenario::parse(&good).unwrap();
+        let load = scenario.flow_load().unwrap().unwrap();
+        assert_eq!(load.flow.types, ["login", "me", "flow"]);
+        assert_eq!(load.phases.len(), 1);
+        assert!(scenario.ws_options().unwrap().is_none());
+
+        // (what is wrong, the steps that show it, what the error must name)
+        let step = |name: &str, kind: &str, keys: &str| {
+            format!("[[flow.steps]]\nname = \"{name}\"\nkind = \"{kind}\"\n{keys}\n")
+        };
+        let cases: Vec<(&str, String, Vec<&str>)> = vec![
+            (
+                "unknown key",
+                step("me", "http", "urll = \"http://127.0.0.1:8000/\""),
+                vec!["flow.steps[0] (\"me\")", "urll"],
+            ),
+            (
+                "unknown step kind",
+                step("me", "htp", "url = \"http://127.0.0.1:8000/\""),
+                vec!["flow.steps[0] (\"me\")", "unknown kind `htp`"],
+            ),
+            (
+                "unknown variable",
+                format!(
+                    "{LOGIN}{}",
+                    step("me", "http", "url = \"{{base}}/x\"\nbearer = \"{{tokn}}\"")
+                ),
+                vec!["flow.steps[1] (\"me\")", "bearer", "`tokn`"],
+            ),
+            (
+                "a capture used by its own step",
+                step(
+                    "me",
+                    "http",
+                    "url = \"{{base}}/{{id}}\"\ncapture = { id = \"/id\" }",
+                ),
+                vec!["flow.steps[0] (\"me\")", "url", "`id`"],
+            ),
+            (
+                "bad pointer",
+                step(
+                    "me",
+                    "http",
+                    "url = \"{{base}}/\"\ncapture = { id = \"user/id\" }",
+                ),
+                vec!["flow.steps[0] (\"me\")", "capture.id", "JSON pointer"],
+            ),
+            (
+                "bad duration",
+                step("wait", "think", "duration = \"5 parsecs\""),
+                vec!["flow.steps[0] (\"wait\")", "duration"],
+            ),
+            (
+                "missing url",
+                step("me", "http", "method = \"GET\""),
+                vec!["flow.steps[0] (\"me\")", "url"],
+            ),
+            (
+                "captured values in a host",
+                format!(
+                    "{LOGIN}{}",
+                    step("me", "http", "url = \"http://{{token}}/\"")
+                ),
+                vec!["flow.steps[1] (\"me\")", "url", "host:port"],
+            ),
+            (
+                "missing name",
+                "[[flow.steps]]\nkind = \"think\"\nduration = \"1s\"\n".to_string(),
+                vec!["flow.steps[0]", "name"],
+            ),
+            (
+                "same name twice",
+                format!("{LOGIN}{LOGIN}"),
+                vec!["flow.steps[1] (\"login\")", "name"],
+            ),
+            (
+                "unknown gRPC status",
+                step(
+                    "check",
+                    "grpc",
+                    "addr = \"127.0.0.1:9000\"\nmethod = \"/a.B/C\"\nexpect = [\"FINE\"]",
+                ),
+                vec!["flow.steps[0] (\"check\")", "expect", "FINE"],
+            ),
+            (
+                "bad ping rate",
+                step(
+                    "ws",
+                    "ws",
+                    "url = \"ws://127.0.0.1:8000/ws\"\nping_rate = 0",
+                ),
+                vec!["flow.steps[0] (\"ws\")", "ping_rate"],
+            ),
+        ];
+        for (what, steps, names) in cases {
+            let err = Scenario::parse(&flow_file(&steps))
+                .map(|_| ())
+                .expect_err(what);
+            let text = format!("{err:#}");
+            for name in names {
+                assert!(text.contains(name), "{what}: `{text}` does not name {name}");
+            }
+        }
+        // Flow-level mistakes name the key.
+        let with_target = format!("[target]\nurl = \"http://x\"\n{}", flow_file(LOGIN));
+        let err = Scenario::parse(&with_target).unwrap_err();
+        assert!(err.to_string().contains("target"), "{err}");
+        let err = Scenario::parse(&good.replace("cpus = [0]", "cpus = [0]\nwarmup = \"1s\""))
+            .unwrap_err();
+        assert!(err.to_string().contains("load.warmup"), "{err}");
+        let err = Scenario::parse(&good.replace("rate = 2", "rate = 0")).unwrap_err();
+        assert!(err.to_string().contains("phases[0]"), "{err}");
+        let err = Scenario::parse("[flow]\nsteps = []\n[[phases]]\nduration = \"1s\"\nrate = 1\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("flow.steps"), "{err}");
+        let err = Scenario::parse(&good.replace("[flow]", "[flow]\ndrian = \"1s\"")).unwrap_err();
+        assert!(format!("{err:#}").contains("drian"), "{err:#}");
+    }
+
     #[test]
     fn the_example_scenarios_are_valid() {
         let http = Scenario::parse(include_str!("../scenarios/health-ramp.toml")).unwrap();
@@ -402,5 +629,10 @@ mod tests {
         assert_eq!(options.connections, 10_000);
         assert_eq!(options.channels, Some(10));
         assert_eq!(options.duration, Duration::from_secs(30));
+        let journey = Scenario::parse(include_str!("../scenarios/journey.toml")).unwrap();
+        let flow = journey.flow.as_ref().unwrap().compile(None).unwrap();
+        assert_eq!(flow.steps.len(), 11);
+        assert_eq!(flow.types.last().map(String::as_str), Some("flow"));
+        assert!(flow.types.iter().any(|t| t == "ws.ping"));
     }
 }

@@ -245,21 +245,7 @@ impl WsReport {
             self.connect_rate()
         );
         for op in Op::ALL {
-            let r = self.report(op);
-            let p = r.percentiles();
-            out.push_str(&format!(
-                "{:<12} sent {} completed {} errors {} late {}  ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}\n",
-                op.name(),
-                r.counters.sent,
-                r.counters.completed,
-                r.errors(),
-                r.counters.late,
-                p.p50,
-                p.p90,
-                p.p99,
-                p.p999,
-                p.max
-            ));
+            out.push_str(&self.report(op).type_line(op.name(), 12));
         }
         let errors = self.errors_by_kind();
         if !errors.is_empty() {
@@ -301,6 +287,19 @@ pub struct TypePoint {
     pub latency_ms: Percentiles,
 }
 
+impl TypePoint {
+    /// The point of one type's interval report.
+    pub fn of(r: &Report) -> TypePoint {
+        TypePoint {
+            completed: r.counters.completed,
+            throughput_per_s: r.throughput(),
+            errors: r.errors(),
+            late: r.counters.late,
+            latency_ms: r.percentiles(),
+        }
+    }
+}
+
 /// One interval of a WebSocket run (`--series`, NDJSON, and the progress line).
 #[derive(Debug, Clone, Serialize)]
 pub struct WsSeriesPoint {
@@ -319,17 +318,7 @@ impl WsSeriesPoint {
     pub fn new(index: u64, step: Duration, held: i64, tally: &Tally) -> WsSeriesPoint {
         let types = Op::ALL
             .iter()
-            .map(|op| {
-                let r = tally.report(*op, step);
-                let point = TypePoint {
-                    completed: r.counters.completed,
-                    throughput_per_s: r.throughput(),
-                    errors: r.errors(),
-                    late: r.counters.late,
-                    latency_ms: r.percentiles(),
-                };
-                (op.name(), point)
-            })
+            .map(|op| (op.name(), TypePoint::of(&tally.report(*op, step))))
             .collect();
         WsSeriesPoint {
             t_s: (index + 1) as f64 * step.as_secs_f64(),

@@ -486,7 +486,7 @@ fn release_if_empty(buf: &mut BytesMut) {
 
 /// Waits until the socket is readable, reads into the thread's scratch buffer and appends what
 /// came to `buf`. Cancel-safe: bytes are moved in the same poll that reads them. `Ok(0)`: EOF.
-async fn read_some(
+pub(crate) async fn read_some(
     stream: &mut TcpStreamPoll,
     scratch: &RefCell<Box<[u8]>>,
     buf: &mut BytesMut,
@@ -507,7 +507,7 @@ async fn read_some(
     .await
 }
 
-async fn write_all(stream: &mut TcpStreamPoll, mut data: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(stream: &mut TcpStreamPoll, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, data)).await?;
         if n == 0 {
