@@ -2,8 +2,8 @@
 //! per shard) against the generator with a table per thread, under a lowered RLIMIT_NOFILE.
 //! Its own test binary (process) because it lowers the limit for the whole process.
 
-use sdsim_core::config::{Config, Overrides};
-use sdsim_gateway::Server;
+mod support;
+
 use sdsim_loadtest::ws::{run_ws, Op, WsOptions};
 use std::time::Duration;
 
@@ -21,41 +21,19 @@ fn lower_limit() {
     }
 }
 
-fn gateway() -> Server {
-    let dir = std::env::temp_dir().join(format!("sdsim-fd-tables-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
-    let mut o = Overrides::default();
-    for s in [
-        "gateway.listen=127.0.0.1:0",
-        "auth.http_listen=127.0.0.1:0",
-        "auth.grpc_listen=127.0.0.1:0",
-        "project.http_listen=127.0.0.1:0",
-        "project.grpc_listen=127.0.0.1:0",
-        "simulation.http_listen=127.0.0.1:0",
-        "simulation.grpc_listen=127.0.0.1:0",
-        "log.access=false",
-        "runtime.shards=2",
-        "runtime.cpus=[0, 0]",
-        "runtime.private_fd_tables=true",
-        "ratelimit.enabled=false",
-        "auth.dev_open=true",
-        "websocket.max_connections_per_user=0",
-        "websocket.max_connections_per_ip=0",
-        db.as_str(),
-    ] {
-        o.set(s).unwrap();
-    }
-    let config = Config::load(None, &o).unwrap();
-    config.validate().unwrap();
-    Server::start(config).expect("gateway starts")
-}
-
 #[test]
 fn both_sides_hold_more_connections_than_one_table_allows_and_the_listener_really_closes() {
     lower_limit();
-    let server = gateway();
+    let server = support::gateway(
+        "fd-tables",
+        &[
+            "runtime.cpus=[0, 0]",
+            "runtime.private_fd_tables=true",
+            "auth.dev_open=true",
+            "websocket.max_connections_per_user=0",
+            "websocket.max_connections_per_ip=0",
+        ],
+    );
     let addr = server.local_addr();
     let load = WsOptions {
         url: format!("ws://{addr}/ws"),
@@ -98,8 +76,7 @@ fn both_sides_hold_more_connections_than_one_table_allows_and_the_listener_reall
         report.report(Op::Ping).counters.sent
     );
 
-    server.shutdown().drain(Duration::from_secs(5));
-    server.join().unwrap();
+    support::stop(server);
     // Every table still holds a copy of the listening sockets made before the shards started;
     // a stopped server must refuse, not queue, new connections all the same.
     let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));

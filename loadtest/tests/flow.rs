@@ -4,7 +4,8 @@
 //! expected, refused connects; the arrival schedule; users stopped after the drain.
 //! Assertions are on counts only (never on times), so a busy machine cannot fail them.
 
-use sdsim_core::config::{Config, Overrides};
+mod support;
+
 use sdsim_gateway::Server;
 use sdsim_loadtest::client::parse_response_with_body;
 use sdsim_loadtest::flow::{run_flow, FlowLoad, FlowReport};
@@ -12,63 +13,11 @@ use sdsim_loadtest::scenario::Scenario;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
-
-/// The runs below start users at fixed times: one at a time, not beside each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A gateway on ephemeral ports (every role's listeners), storage in a fresh directory.
-fn gateway() -> Server {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sdsim-loadtest-flow-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
-    let mut o = Overrides::default();
-    for s in [
-        "gateway.listen=127.0.0.1:0",
-        "auth.http_listen=127.0.0.1:0",
-        "auth.grpc_listen=127.0.0.1:0",
-        "project.http_listen=127.0.0.1:0",
-        "project.grpc_listen=127.0.0.1:0",
-        "simulation.http_listen=127.0.0.1:0",
-        "simulation.grpc_listen=127.0.0.1:0",
-        "log.access=false",
-        "runtime.shards=2",
-        "runtime.cpus=[0, 1]",
-        "ratelimit.enabled=false",
-        db.as_str(),
-    ] {
-        o.set(s).unwrap();
-    }
-    let mut config = Config::load(None, &o).unwrap();
-    if cpus() < 2 {
-        config.runtime.cpus = vec![0, 0];
-    }
-    config.validate().unwrap();
-    Server::start(config).expect("gateway starts")
-}
+use support::{serial, stop};
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
-fn stop(server: Server) {
-    server.shutdown().drain(Duration::from_secs(5));
-    server.join().unwrap();
-}
-
 /// The generator's CPUs: two threads where there are two CPUs (the merge across threads is
 /// then part of every test).
 fn generator_cpus() -> &'static str {
@@ -126,7 +75,7 @@ fn call(
 #[test]
 fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
     let _one_at_a_time = serial();
-    let server = gateway();
+    let server = support::gateway("flow", &[]);
     let addr = server.local_addr();
     // The example file itself, pointed at this gateway: 3 users/s for 2 s.
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
@@ -227,7 +176,7 @@ fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
 #[test]
 fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
     let _one_at_a_time = serial();
-    let server = gateway();
+    let server = support::gateway("flow", &[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 4",
@@ -265,7 +214,7 @@ fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
 #[test]
 fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
     let _one_at_a_time = serial();
-    let server = gateway();
+    let server = support::gateway("flow", &[]);
     let grpc = server.project_grpc_addr().unwrap();
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -351,7 +300,7 @@ fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
 #[test]
 fn users_start_exactly_as_the_phases_say_across_threads() {
     let _one_at_a_time = serial();
-    let server = gateway();
+    let server = support::gateway("flow", &[]);
     // 4 users in the first second, then a ramp from 4/s to 12/s: (4 + 12) / 2 = 8 more.
     let load = flow_scenario(
         &server,
@@ -383,7 +332,7 @@ fn users_start_exactly_as_the_phases_say_across_threads() {
 #[test]
 fn users_still_running_after_the_drain_are_counted_unfinished() {
     let _one_at_a_time = serial();
-    let server = gateway();
+    let server = support::gateway("flow", &[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 3",

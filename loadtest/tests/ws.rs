@@ -2,66 +2,18 @@
 //! (2 shards, dev-open auth), and the generator binary itself for the descriptor check.
 //! Assertions are on counts, and on times only where a lower bound is certain.
 
-use sdsim_core::config::{Config, Overrides};
+mod support;
+
 use sdsim_gateway::Server;
 use sdsim_loadtest::ws::{run_ws, run_ws_with, Op, WsLoad, WsOptions};
 use std::time::Duration;
+use support::{serial, stop};
 
-/// The runs below measure time: one at a time, not beside each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A gateway on an ephemeral port with `sets` over test defaults (storage in a fresh
-/// temporary directory, any bearer token accepted as an admin, no per-user limit).
-fn gateway(sets: &[&str]) -> Server {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sdsim-loadtest-ws-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
-    let mut o = Overrides::default();
-    for s in [
-        "gateway.listen=127.0.0.1:0",
-        "auth.http_listen=127.0.0.1:0",
-        "auth.grpc_listen=127.0.0.1:0",
-        "project.http_listen=127.0.0.1:0",
-        "project.grpc_listen=127.0.0.1:0",
-        "simulation.http_listen=127.0.0.1:0",
-        "simulation.grpc_listen=127.0.0.1:0",
-        "log.access=false",
-        "runtime.shards=2",
-        "runtime.cpus=[0, 1]",
-        "ratelimit.enabled=false",
-        "auth.dev_open=true",
-        "websocket.max_connections_per_user=0",
-        db.as_str(),
-    ]
-    .iter()
-    .chain(sets)
-    {
-        o.set(s).unwrap();
-    }
-    let mut config = Config::load(None, &o).unwrap();
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        config.runtime.cpus = vec![0, 0];
-    }
-    config.validate().unwrap();
-    Server::start(config).expect("gateway starts")
-}
-
-fn stop(server: Server) {
-    server.shutdown().drain(Duration::from_secs(5));
-    server.join().unwrap();
+/// A gateway where any bearer token is accepted as an admin, with no per-user limit.
+fn gateway_with(sets: &[&str]) -> Server {
+    let mut all = vec!["auth.dev_open=true", "websocket.max_connections_per_user=0"];
+    all.extend_from_slice(sets);
+    support::gateway("ws", &all)
 }
 
 fn options(server: &Server, connections: usize) -> WsOptions {
@@ -82,7 +34,7 @@ fn options(server: &Server, connections: usize) -> WsOptions {
 fn connections_open_at_the_connect_rate_from_every_source_and_all_hold() {
     let _one_at_a_time = serial();
     // 60 per client IP: the 200 connections only fit if they really come from 4 addresses.
-    let server = gateway(&["websocket.max_connections_per_ip=60"]);
+    let server = gateway_with(&["websocket.max_connections_per_ip=60"]);
     let load = WsOptions {
         sources: Some("127.0.0.1-127.0.0.4".into()),
         ..options(&server, 200)
@@ -119,7 +71,7 @@ fn connections_open_at_the_connect_rate_from_every_source_and_all_hold() {
 #[test]
 fn every_event_reaches_every_connection_and_pings_are_answered() {
     let _one_at_a_time = serial();
-    let server = gateway(&[]);
+    let server = gateway_with(&[]);
     let load = WsOptions {
         publish_rate: Some(20.0),
         publish_connections: 2,
@@ -191,7 +143,7 @@ fn every_event_reaches_every_connection_and_pings_are_answered() {
 #[test]
 fn connections_the_server_closes_are_counted_with_their_close_code() {
     let _one_at_a_time = serial();
-    let server = gateway(&[]);
+    let server = gateway_with(&[]);
     let load = WsLoad {
         duration: Duration::from_secs(30),
         ..options(&server, 20).build().unwrap()
@@ -240,7 +192,7 @@ fn refused_connects_and_refused_upgrades_are_errors_by_kind() {
     assert_eq!(report.subscribed, 0);
 
     // A server that knows one static token: any other is refused with 401 at the upgrade.
-    let server = gateway(&[
+    let server = gateway_with(&[
         "auth.dev_open=false",
         r#"auth.tokens=[{token="admin-token-0123456789",user="ops",roles=["admin"]}]"#,
     ]);
