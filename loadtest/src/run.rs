@@ -377,6 +377,9 @@ async fn open(load: &HttpLoad) -> std::io::Result<Conn> {
     }
 }
 
+/// How long one exchange may take before it counts as a `timeout` and its connection is closed.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
@@ -388,6 +391,10 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
         });
     sleep_until(start).await;
     let mut conn: Option<Conn> = None;
+    // One timer per connection, moved later before each exchange: moving a deadline later only
+    // updates it (the wheel re-registers the entry when it comes due early), where a fresh
+    // `timeout` per exchange inserted and removed a timer-wheel entry every time.
+    let mut timer = std::pin::pin!(monoio::time::sleep(EXCHANGE_TIMEOUT));
     loop {
         let intended = match load.step_at(since(due)) {
             Some(step) => {
@@ -425,7 +432,13 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
             continue;
         };
         tally.borrow_mut().counters.sent += u64::from(measured);
-        let result = monoio::time::timeout(Duration::from_secs(10), exchange(active, &load)).await;
+        timer
+            .as_mut()
+            .reset(monoio::time::Instant::now() + EXCHANGE_TIMEOUT);
+        let result = monoio::select! {
+            outcome = exchange(active, &load) => Ok(outcome),
+            _ = timer.as_mut() => Err(()),
+        };
         let done = Instant::now();
         match result {
             Ok(outcome) => {
