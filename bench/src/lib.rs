@@ -140,6 +140,26 @@ fn stamp_of(unix_secs: u64) -> String {
     )
 }
 
+/// Prints `report` and writes it to `out`, or to `bench/results/<UTC stamp>-<name>.md`.
+pub fn write_report(
+    out: Option<&std::path::Path>,
+    name: &str,
+    report: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    print!("{report}");
+    let path = out.map_or_else(
+        || std::path::PathBuf::from(format!("bench/results/{}-{name}.md", utc_stamp())),
+        std::path::Path::to_path_buf,
+    );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(path)
+}
+
 /// One line describing the machine: CPUs, model, kernel.
 pub fn machine_line() -> String {
     let m = sdsim_loadtest::report::Machine::current();

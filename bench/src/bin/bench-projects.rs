@@ -26,7 +26,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use mimalloc::MiMalloc;
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
-use sdsim_bench::{machine_line, median, pin_current, utc_stamp};
+use sdsim_bench::{machine_line, median, pin_current};
 use sdsim_loadtest::client::Connection;
 use sdsim_loadtest::report::Report;
 use sdsim_loadtest::run::build_request;
@@ -1661,16 +1661,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(report, "- sdsim `--set` of every server: `runtime.shards=1` `runtime.cpus=[{}]` `storage.url=sqlite://TMP/<server>/sdsim.db` `ratelimit.enabled=false` `log.access=false` `log.level=warn` `auth.access_ttl=1h` (tokens outlive the run){}, and every listener (`gateway.listen`, `auth.grpc_listen`, `auth.http_listen`, `project.grpc_listen`, `project.http_listen`, `simulation.grpc_listen`, `simulation.http_listen`) on a free 127.0.0.1 port; per part below", args.server_cpu, args.sdsim_set.iter().map(|s| format!(" `{s}`")).collect::<String>())?;
     writeln!(report, "- load average (1 min): {load_at_start} at the start, {} at the end (the machine is shared; other work on it skews every figure); wall time {:.0} s", load_average(), started.elapsed().as_secs_f64())?;
     report.push_str(&body);
-    print!("{report}");
-    let path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{}-projects.md", utc_stamp())));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
+    sdsim_bench::write_report(args.out.as_deref(), "projects", &report)?;
     Ok(())
 }
 

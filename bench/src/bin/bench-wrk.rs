@@ -29,7 +29,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use mimalloc::MiMalloc;
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
-use sdsim_bench::{machine_line, median, utc_stamp};
+use sdsim_bench::{machine_line, median};
 use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -447,16 +447,7 @@ fn main() -> anyhow::Result<()> {
         report.push('\n');
     }
     report.push_str("```\n");
-    print!("{report}");
-    let path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{}-wrk.md", utc_stamp())));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
+    sdsim_bench::write_report(args.out.as_deref(), "wrk", &report)?;
     Ok(())
 }
 

@@ -153,19 +153,20 @@ async fn perform(
     }
 }
 
-/// The error kind of a status no step expected: `status_404`, ... (interned: at most one
-/// string per status code for the whole run).
+/// The error kind of a status no step expected: `status_404`, ... (interned per generator
+/// thread, with no lock between threads: at most one string per status code and thread).
 pub(super) fn status_kind(prefix: &str, status: u16) -> &'static str {
+    use std::cell::RefCell;
     use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static KINDS: OnceLock<Mutex<HashMap<(String, u16), &'static str>>> = OnceLock::new();
-    let mut kinds = KINDS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    kinds
-        .entry((prefix.to_string(), status))
-        .or_insert_with(|| Box::leak(format!("{prefix}_{status}").into_boxed_str()))
+    thread_local! {
+        static KINDS: RefCell<HashMap<(String, u16), &'static str>> = RefCell::default();
+    }
+    KINDS.with(|kinds| {
+        *kinds
+            .borrow_mut()
+            .entry((prefix.to_string(), status))
+            .or_insert_with(|| Box::leak(format!("{prefix}_{status}").into_boxed_str()))
+    })
 }
 
 /// Fills the captures' slots from `document`; `capture_missing` when one is not there.
