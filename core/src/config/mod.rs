@@ -653,6 +653,10 @@ pub struct GrpcConfig {
     /// long-lived clients rebalance over instances.
     #[serde(with = "duration")]
     pub max_connection_age: Duration,
+    /// Calls still open this long after the max-age GOAWAY are cut off and the connection
+    /// closed ("0s": wait for them however long they take).
+    #[serde(with = "duration")]
+    pub max_connection_age_grace: Duration,
     /// Mutual TLS: a PEM file of CA certificates; when set (and `tls.cert`/`tls.key` are), gRPC
     /// clients must present a certificate signed by one of them.
     pub client_ca: Option<String>,
@@ -666,6 +670,7 @@ impl Default for GrpcConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Duration::from_secs(5 * 60),
             client_ca: None,
         }
     }

@@ -38,8 +38,12 @@ pub struct Settings {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
-    /// Connections are asked to go away (GOAWAY) after this long, so clients rebalance.
+    /// Connections are asked to go away (GOAWAY) after this long, give or take 10% so that
+    /// connections opened together do not all reconnect together; clients then rebalance.
     pub max_connection_age: Duration,
+    /// How long calls in flight may go on after that GOAWAY before the connection is closed
+    /// under them (`None`: as long as they take).
+    pub max_connection_age_grace: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -50,6 +54,7 @@ impl Default for Settings {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Some(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -279,15 +284,25 @@ pub async fn serve_connection<IO>(
     if let Some(pinger) = conn.ping_pong() {
         monoio::spawn(keepalive(pinger, Rc::clone(&settings), dead_tx));
     }
-    let aged = monoio::time::sleep(settings.max_connection_age);
+    let aged = monoio::time::sleep(jittered(settings.max_connection_age));
     futures_util::pin_mut!(aged);
+    // Armed when the connection has aged: calls still open when it fires are cut off.
+    let mut aged_out = false;
     let mut going_away = false;
     loop {
         let next = monoio::select! {
             next = conn.accept() => next,
-            _ = &mut aged, if !going_away => {
+            _ = &mut aged, if !going_away || aged_out => {
+                if aged_out {
+                    tracing::debug!(%peer, "calls outlived max_connection_age_grace: closing");
+                    return;
+                }
                 going_away = true;
                 conn.graceful_shutdown();
+                if let Some(grace) = settings.max_connection_age_grace {
+                    aged_out = true;
+                    aged.as_mut().reset(monoio::time::Instant::now() + grace);
+                }
                 continue;
             }
             _ = phase.wait_for(|p| *p != Phase::Accepting), if !going_away => {
@@ -315,6 +330,17 @@ pub async fn serve_connection<IO>(
             None => return,
         }
     }
+}
+
+/// `age` give or take up to 10%, different for each connection.
+fn jittered(age: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState gets fresh keys, so this is a cheap per-connection random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let per_mille = 900 + random % 201; // 900..=1100
+    age.mul_f64(per_mille as f64 / 1000.0)
 }
 
 async fn keepalive(

@@ -658,6 +658,7 @@ async fn grpc_accept_loop(
         keepalive_interval: grpc.keepalive_interval,
         keepalive_timeout: grpc.keepalive_timeout,
         max_connection_age: grpc.max_connection_age,
+        max_connection_age_grace: Some(grpc.max_connection_age_grace).filter(|g| !g.is_zero()),
     });
     while let Some((stream, peer, guard)) = sdsim_net::server::next_connection(
         shard,

@@ -1,6 +1,7 @@
 //! The gRPC listener's connection management, seen from real clients: keepalive pings (a client
 //! that stops answering is disconnected, one that answers is kept), maximum connection age
-//! (GOAWAY, and a tonic client carries on across it), and mutual TLS (a tonic client with a
+//! (GOAWAY, and a tonic client carries on across it; calls that outlive the grace period are cut
+//! off), and mutual TLS (a tonic client with a
 //! certificate from the configured CA is served; without one, or with a stranger's, refused).
 
 mod support;
@@ -14,6 +15,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_prost::ProstCodec;
 
+const HEADERS: u8 = 1;
 const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 const SETTINGS: u8 = 4;
@@ -59,6 +61,27 @@ impl RawH2 {
             return Ok(None);
         }
         Ok(Some((head[3], head[4], payload)))
+    }
+
+    /// Opens stream 1 with a gRPC call's headers and no body yet, so the call stays open until
+    /// the server gives up on it.
+    fn open_call(&mut self, path: &str) {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (static table)
+        block.push(0x04); // :path, literal value, name from the static table
+        block.push(path.len() as u8);
+        block.extend_from_slice(path.as_bytes());
+        for (name, value) in [("content-type", "application/grpc"), ("te", "trailers")] {
+            block.push(0x00); // literal name and value, not indexed
+            block.push(name.len() as u8);
+            block.extend_from_slice(name.as_bytes());
+            block.push(value.len() as u8);
+            block.extend_from_slice(value.as_bytes());
+        }
+        let len = block.len() as u32;
+        let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, HEADERS, 0x4];
+        frame.extend_from_slice(&[0, 0, 0, 1]); // END_HEADERS only, stream 1
+        frame.extend_from_slice(&block);
+        self.tcp.write_all(&frame).unwrap();
     }
 
     /// Reads frames until `until` says stop or the server closes; acknowledges the server's
@@ -163,6 +186,49 @@ fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
         }
         assert!(calls > 10);
     });
+    stop(server);
+}
+
+#[test]
+fn calls_outliving_the_maximum_age_grace_are_cut_off() {
+    const AGE: Duration = Duration::from_millis(400);
+    const GRACE: Duration = Duration::from_millis(600);
+    let server = start(&[
+        "grpc.max_connection_age=400ms",
+        "grpc.max_connection_age_grace=600ms",
+    ]);
+    let addr = server.auth_grpc_addr().unwrap();
+
+    // A call that never finishes keeps an aged connection open only for the grace period.
+    let mut raw = RawH2::connect(addr);
+    raw.open_call("/sdsim.auth.v1.AuthService/HealthCheck");
+    let began = Instant::now();
+    let (seen, closed) = raw.watch(Duration::from_secs(20), true);
+    assert!(seen.contains(&GOAWAY), "no GOAWAY: {seen:?}");
+    assert!(
+        closed,
+        "a connection with an endless call stays open: {seen:?}"
+    );
+    let lived = began.elapsed();
+    assert!(
+        lived >= AGE.mul_f64(0.9) + GRACE,
+        "closed after {lived:?}, before the age (less its 10% jitter) plus the grace"
+    );
+    stop(server);
+
+    // With no grace ("0s") the same call keeps the aged connection open.
+    let server = start(&[
+        "grpc.max_connection_age=400ms",
+        "grpc.max_connection_age_grace=0s",
+    ]);
+    let mut raw = RawH2::connect(server.auth_grpc_addr().unwrap());
+    raw.open_call("/sdsim.auth.v1.AuthService/HealthCheck");
+    let (seen, closed) = raw.watch(Duration::from_millis(2500), true);
+    assert!(seen.contains(&GOAWAY), "no GOAWAY: {seen:?}");
+    assert!(
+        !closed,
+        "the call was cut off although the grace is unlimited: {seen:?}"
+    );
     stop(server);
 }
 
