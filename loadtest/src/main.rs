@@ -83,6 +83,10 @@ enum Command {
         /// Interval of the time series and the progress line.
         #[arg(long, default_value = "1s")]
         interval: String,
+        /// A request not answered within this counts as a `timeout` error; its connection is
+        /// closed and the next request opens a new one.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
         #[command(flatten)]
         outputs: Outputs,
     },
@@ -120,6 +124,10 @@ enum Command {
         /// Interval of the time series and the progress line.
         #[arg(long, default_value = "1s")]
         interval: String,
+        /// A call not answered within this counts as a `timeout` error; its connection is
+        /// closed and the next call opens a new one.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
         #[command(flatten)]
         outputs: Outputs,
     },
@@ -197,6 +205,15 @@ fn duration(text: &str) -> anyhow::Result<Duration> {
     sdsim_loadtest::scenario::parse_duration(text).map_err(|e| anyhow::anyhow!(e))
 }
 
+/// A duration that must not be zero.
+fn positive(text: &str, flag: &str) -> anyhow::Result<Duration> {
+    let d = duration(text).with_context(|| flag.to_string())?;
+    if d.is_zero() {
+        bail!("{flag}: must be positive");
+    }
+    Ok(d)
+}
+
 fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
     text.split(',')
         .map(|c| c.trim().parse())
@@ -232,6 +249,7 @@ fn main() -> anyhow::Result<()> {
             headers,
             body,
             interval,
+            timeout,
             outputs,
         } => {
             let (addr, authority, path) = target(&url)?;
@@ -250,6 +268,7 @@ fn main() -> anyhow::Result<()> {
                 interval: duration(&interval)?,
                 phases: Vec::new(),
                 protocol: Default::default(),
+                timeout: positive(&timeout, "--timeout")?,
             };
             let params = [
                 ("url", url),
@@ -273,6 +292,7 @@ fn main() -> anyhow::Result<()> {
             connections,
             cpus,
             interval,
+            timeout,
             outputs,
         } => {
             let target = addr
@@ -309,6 +329,7 @@ fn main() -> anyhow::Result<()> {
                     message,
                     metadata,
                 }),
+                timeout: positive(&timeout, "--timeout")?,
             };
             let params = [
                 ("grpc", addr),

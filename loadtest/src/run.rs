@@ -40,7 +40,13 @@ pub struct HttpLoad {
     pub phases: Vec<Phase>,
     /// What each exchange is: the HTTP/1.1 `request`, or a gRPC unary call.
     pub protocol: Protocol,
+    /// How long one exchange may take before it counts as a `timeout` error and its
+    /// connection is closed (the next exchange opens a new one).
+    pub timeout: Duration,
 }
+
+/// The exchange timeout when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The protocol of a load run.
 #[derive(Debug, Clone, Default)]
@@ -377,9 +383,6 @@ async fn open(load: &HttpLoad) -> std::io::Result<Conn> {
     }
 }
 
-/// How long one exchange may take before it counts as a `timeout` and its connection is closed.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
@@ -394,7 +397,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
     // One timer per connection, moved later before each exchange: moving a deadline later only
     // updates it (the wheel re-registers the entry when it comes due early), where a fresh
     // `timeout` per exchange inserted and removed a timer-wheel entry every time.
-    let mut timer = std::pin::pin!(monoio::time::sleep(EXCHANGE_TIMEOUT));
+    let mut timer = std::pin::pin!(monoio::time::sleep(load.timeout));
     loop {
         let intended = match load.step_at(since(due)) {
             Some(step) => {
@@ -434,7 +437,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
         tally.borrow_mut().counters.sent += u64::from(measured);
         timer
             .as_mut()
-            .reset(monoio::time::Instant::now() + EXCHANGE_TIMEOUT);
+            .reset(monoio::time::Instant::now() + load.timeout);
         let result = monoio::select! {
             outcome = exchange(active, &load) => Ok(outcome),
             _ = timer.as_mut() => Err(()),

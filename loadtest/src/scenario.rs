@@ -129,6 +129,8 @@ pub struct LoadShape {
     pub duration: String,
     /// Interval of the progress line and the series.
     pub interval: String,
+    /// How long one request may take before it counts as a `timeout` error (HTTP load).
+    pub timeout: String,
 }
 
 impl Default for LoadShape {
@@ -139,6 +141,7 @@ impl Default for LoadShape {
             warmup: "2s".into(),
             duration: "10s".into(),
             interval: "1s".into(),
+            timeout: "10s".into(),
         }
     }
 }
@@ -187,6 +190,7 @@ impl Scenario {
             ("load.warmup", &scenario.load.warmup),
             ("load.duration", &scenario.load.duration),
             ("load.interval", &scenario.load.interval),
+            ("load.timeout", &scenario.load.timeout),
         ] {
             parse_duration(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         }
@@ -198,6 +202,9 @@ impl Scenario {
         }
         if parse_duration(&scenario.load.interval).is_ok_and(|d| d.is_zero()) {
             anyhow::bail!("load.interval: must be positive");
+        }
+        if parse_duration(&scenario.load.timeout).is_ok_and(|d| d.is_zero()) {
+            anyhow::bail!("load.timeout: must be positive");
         }
         match (&scenario.target, &scenario.flow) {
             (Some(_), Some(_)) => anyhow::bail!(
@@ -377,6 +384,7 @@ impl Scenario {
             interval: d(&self.load.interval)?,
             phases,
             protocol: Default::default(),
+            timeout: d(&self.load.timeout)?,
         })
     }
 }

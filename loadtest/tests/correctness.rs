@@ -1,5 +1,5 @@
-//! The generator measured against targets whose behaviour is known: a fixed delay, a stall, and
-//! a server that closes every connection. Only 127.0.0.1, a few seconds each.
+//! The generator measured against targets whose behaviour is known: a fixed delay, a stall, a
+//! server that stops answering, and a server that closes every connection. Only 127.0.0.1, a few seconds each.
 
 use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
 use std::io::{Read, Write};
@@ -76,6 +76,7 @@ fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, seconds: f64) -
         cpus: vec![0],
         interval: Duration::from_millis(250),
         phases: Vec::new(),
+        timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
         protocol: Default::default(),
     }
 }
@@ -127,6 +128,46 @@ fn servers_that_close_every_connection_are_followed() {
     assert_eq!(report.errors(), 0, "{:?}", report.counters.errors);
     assert!(report.counters.reconnects > 10);
     assert!(report.counters.connects >= report.counters.reconnects);
+}
+
+#[test]
+fn unanswered_requests_time_out_and_their_connections_are_replaced() {
+    let _one_at_a_time = serial();
+    // Requests arriving between 0.4 s and 0.7 s after start are held for 3 s: far past the
+    // generator's 300 ms timeout.
+    let addr = target(false, |t| {
+        if t >= Duration::from_millis(400) && t < Duration::from_millis(700) {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_micros(200)
+        }
+    });
+    let load = HttpLoad {
+        timeout: Duration::from_millis(300),
+        ..load(addr, 2, None, 1.5)
+    };
+    let report = run_http(&load).unwrap();
+    let timeouts = report.counters.errors.get("timeout").copied().unwrap_or(0);
+    // Each connection's request in the window times out once; the requests its replacement
+    // sends after 0.7 s are answered at once.
+    assert_eq!(
+        timeouts, 2,
+        "one timeout per connection: {:?}",
+        report.counters.errors
+    );
+    assert_eq!(report.errors(), timeouts, "{:?}", report.counters.errors);
+    assert!(
+        report.counters.connects >= 4,
+        "timed-out connections are replaced: {} connects",
+        report.counters.connects
+    );
+    let p = report.percentiles();
+    assert!(
+        p.max < 300.0,
+        "a timed-out request is an error, not a latency: max {} ms",
+        p.max
+    );
+    assert!(report.counters.completed > 100, "{:?}", report.counters);
 }
 
 #[test]

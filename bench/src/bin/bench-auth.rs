@@ -26,7 +26,7 @@ use sdsim_bench::token::{unix_now, Claims, Signer};
 use sdsim_bench::token_checks::{self, Target};
 use sdsim_bench::{machine_line, median, utc_stamp, verify_cost};
 use sdsim_loadtest::report::Report;
-use sdsim_loadtest::run::{run_http, GrpcCall, HttpLoad, Protocol};
+use sdsim_loadtest::run::{build_request, run_http, GrpcCall, HttpLoad, Protocol};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,12 @@ struct Args {
     /// Token checks timed per operation of the cost measurement (0 = skip it).
     #[arg(long, default_value_t = 20_000)]
     verify_iterations: u32,
+    /// Measured seconds of the login run (closed loop on sdsim only; 0 = skip it).
+    #[arg(long, default_value_t = 10.0)]
+    login_seconds: f64,
+    /// Connections of the login run, one login in flight on each.
+    #[arg(long, default_value_t = 4)]
+    login_connections: usize,
     /// The sdsim binary.
     #[arg(long, default_value = "target/release/sdsim")]
     sdsim: String,
@@ -237,12 +243,94 @@ fn measure(server: &Server, load: Load, token: &str, args: &Args) -> anyhow::Res
         cpus: vec![args.client_cpu],
         interval: Duration::from_secs(1),
         phases: Vec::new(),
+        timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
         protocol: Protocol::Grpc(GrpcCall {
             path: METHOD.into(),
             message: message.into(),
             metadata: Vec::new(),
         }),
     })
+}
+
+/// Logins over HTTP on the gateway, closed loop over `--login-connections`: each is one argon2id
+/// verification on the hashing pool plus a session written to storage.
+fn measure_logins(gateway: SocketAddr, password: &str, args: &Args) -> anyhow::Result<Report> {
+    let body = serde_json::json!({"email": EMAIL, "password": password}).to_string();
+    run_http(&HttpLoad {
+        addr: gateway,
+        request: build_request(
+            "POST",
+            &gateway.to_string(),
+            "/api/auth/login",
+            &["Content-Type: application/json".to_owned()],
+            body.as_bytes(),
+        ),
+        connections: args.login_connections,
+        rate: None,
+        duration: Duration::from_secs_f64(args.login_seconds),
+        warmup: Duration::from_secs(1),
+        cpus: vec![args.client_cpu],
+        interval: Duration::from_secs(1),
+        phases: Vec::new(),
+        timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
+        protocol: Protocol::Http,
+    })
+}
+
+/// What one argon2id verification (a login's work) costs on one thread of `cpu`: median of 5
+/// rounds of 10, in ns.
+fn argon2_verify_ns(cpu: usize) -> anyhow::Result<f64> {
+    std::thread::spawn(move || {
+        sdsim_bench::pin_current(cpu);
+        let hash = sdsim_auth::password::hash_now("correct horse battery staple")
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+        let mut rounds = Vec::new();
+        for _ in 0..6 {
+            let began = std::time::Instant::now();
+            for _ in 0..10 {
+                ensure!(
+                    sdsim_auth::password::verify_now("correct horse battery staple", &hash),
+                    "argon2 rejects its own hash"
+                );
+            }
+            rounds.push(began.elapsed().as_nanos() as f64 / 10.0);
+        }
+        rounds.remove(0); // warm-up
+        Ok(median(rounds))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the argon2 measurement panicked"))?
+}
+
+/// The login table: measured logins/s and latency against the bound one hashing thread sets.
+fn login_table(reports: &[Report], verify_ns: f64, args: &Args) -> anyhow::Result<String> {
+    let row = summarize(reports);
+    let bound = 1e9 / verify_ns;
+    let mut out = format!(
+        "
+## Login throughput (sdsim only: the peer has no login)
+
+Closed loop, {} connections, {} s after 1 s warm-up, `POST /api/auth/login` of one account with its password; the sdsim process (1 shard, so 1 argon2 thread: `auth.hash_threads = 0` is one per shard) pinned to CPU {}. Bound: one argon2id verification (the crate's defaults: 19 MiB, 2 passes, 1 lane) per login on one thread, measured on CPU {}.
+
+| logins/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | argon2id verify ms | bound logins/s | measured / bound |
+|---|---|---|---|---|---|---|---|---|
+",
+        args.login_connections, args.login_seconds, args.server_cpu, args.client_cpu
+    );
+    writeln!(
+        out,
+        "| {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} | {} |",
+        row.throughput,
+        row.p50 / 1e3,
+        row.p99 / 1e3,
+        row.p999 / 1e3,
+        row.max / 1e3,
+        row.errors,
+        verify_ns / 1e6,
+        bound,
+        ratio(row.throughput, bound)
+    )?;
+    Ok(out)
 }
 
 /// The figures of one target at one load point, medians over runs (latencies in µs).
@@ -511,6 +599,21 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
             }
         }
     }
+    let logins = match &tokens.login {
+        Some((gateway, password)) if args.login_seconds > 0.0 => {
+            let verify_ns = argon2_verify_ns(args.client_cpu)?;
+            let mut reports = Vec::new();
+            for run in 1..=args.runs {
+                let report = measure_logins(*gateway, password, args)?;
+                let line = run_line("sdsim login", Load::Closed(args.login_connections), &report);
+                eprintln!("run {run} {line}");
+                writeln!(per_run, "run {run} {line}")?;
+                reports.push(report);
+            }
+            login_table(&reports, verify_ns, args)?
+        }
+        _ => String::new(),
+    };
     let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
     drop(servers);
 
@@ -518,6 +621,7 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     out.push_str(&checks);
     out.push_str(&costs);
     out.push_str(&load_table(&names, &loads, &results)?);
+    out.push_str(&logins);
     out.push_str("\n## Every run\n\n```\n");
     out.push_str(&per_run);
     out.push_str("```\n");

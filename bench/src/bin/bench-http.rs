@@ -71,6 +71,7 @@ fn measure(target: &mut Target, args: &Args) -> anyhow::Result<Report> {
             cpus: vec![args.client_cpu],
             interval: Duration::from_secs(1),
             phases: Vec::new(),
+            timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
             protocol: Default::default(),
         })
     })();

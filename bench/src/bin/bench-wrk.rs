@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -87,6 +87,10 @@ struct Sample {
     p99: f64,
     max: f64,
     errors: u64,
+    /// CPU the generator used over the run, in CPUs (1.0 = one CPU all the time).
+    client_cpu: f64,
+    /// CPU the server used over the same time, in CPUs.
+    server_cpu: f64,
 }
 
 impl Sample {
@@ -101,7 +105,71 @@ impl Sample {
             p99: ms(0.99),
             max: histogram.max() as f64 / 1e3,
             errors,
+            client_cpu: 0.0,
+            server_cpu: 0.0,
         }
+    }
+
+    /// CPU time of the generator per completed request, µs.
+    fn client_us_per_request(&self) -> f64 {
+        self.client_cpu / self.throughput * 1e6
+    }
+}
+
+/// CPU seconds (user + system) of a process, from `/proc/PID/stat`.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the parenthesised command name: field 3 (state) first, so utime (14) and stime
+    // (15) are at 11 and 12.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / hz
+}
+
+/// CPU seconds (user + system) from getrusage: this process's threads (`RUSAGE_SELF`) or its
+/// waited-for children (`RUSAGE_CHILDREN`).
+fn rusage_cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU used by a generator (measured with `who`) and the server over one run.
+struct CpuMeter {
+    who: libc::c_int,
+    server_pid: u32,
+    client: f64,
+    server: f64,
+    began: Instant,
+}
+
+impl CpuMeter {
+    fn start(who: libc::c_int, server_pid: u32) -> CpuMeter {
+        CpuMeter {
+            who,
+            server_pid,
+            client: rusage_cpu_seconds(who),
+            server: process_cpu_seconds(server_pid),
+            began: Instant::now(),
+        }
+    }
+
+    /// Sets the sample's CPU figures: seconds used per second of the run.
+    fn stop(self, sample: &mut Sample) {
+        let wall = self.began.elapsed().as_secs_f64();
+        sample.client_cpu = (rusage_cpu_seconds(self.who) - self.client) / wall;
+        sample.server_cpu = (process_cpu_seconds(self.server_pid) - self.server) / wall;
     }
 }
 
@@ -219,11 +287,13 @@ fn run_wrk(args: &Args, port: u16, connections: usize, seconds: u64) -> anyhow::
     parse_wrk(&text)
 }
 
-fn run_engine(args: &Args, port: u16, load: Load) -> anyhow::Result<EngineRun> {
+fn run_engine(args: &Args, port: u16, server: u32, load: Load) -> anyhow::Result<EngineRun> {
     let (connections, rate) = match load {
         Load::Closed { connections } => (connections, None),
         Load::Open { connections, rate } => (connections, Some(rate)),
     };
+    // The engine's threads are this process's; the main thread waits meanwhile.
+    let meter = CpuMeter::start(libc::RUSAGE_SELF, server);
     let report = run_http(&HttpLoad {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         request: build_request("GET", "127.0.0.1", "/health", &[], b""),
@@ -234,17 +304,24 @@ fn run_engine(args: &Args, port: u16, load: Load) -> anyhow::Result<EngineRun> {
         cpus: vec![args.client_cpu],
         interval: Duration::from_secs(1),
         phases: Vec::new(),
+        timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
         protocol: Default::default(),
     })?;
+    let mut cpu = Sample::default();
+    meter.stop(&mut cpu);
     let (throughput, errors) = (report.throughput(), report.errors());
-    let measured = Sample::of(&report.histogram, throughput, errors);
+    let of = |h: &Histogram<u64>| Sample {
+        client_cpu: cpu.client_cpu,
+        server_cpu: cpu.server_cpu,
+        ..Sample::of(h, throughput, errors)
+    };
+    let measured = of(&report.histogram);
     // wrk's expected interval: runtime / (requests / connections), integer µs as in main.c.
     let per_connection = report.counters.completed / connections as u64;
     let corrected = match load {
         Load::Closed { .. } if per_connection > 0 => {
             let interval = report.duration.as_micros() as u64 / per_connection;
-            let h = wrk_correct(&report.histogram, interval);
-            Some(Sample::of(&h, throughput, errors))
+            Some(of(&wrk_correct(&report.histogram, interval)))
         }
         _ => None,
     };
@@ -278,20 +355,27 @@ fn wrk_correct(histogram: &Histogram<u64>, interval: u64) -> Histogram<u64> {
 }
 
 /// Starts a fresh sdsim, runs `generate` against its port, stops it.
-fn measure<T>(args: &Args, generate: impl FnOnce(u16) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn measure<T>(
+    args: &Args,
+    generate: impl FnOnce(u16, u32) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let (child, port) = start_sdsim(args)?;
-    let result = generate(port);
+    let result = generate(port, child.id());
     stop(child);
     result
 }
 
 /// wrk over `connections`, after a discarded warm-up run on the same server.
 fn measure_wrk(args: &Args, connections: usize) -> anyhow::Result<Sample> {
-    measure(args, |port| {
+    measure(args, |port, server| {
         if args.warmup > 0 {
             run_wrk(args, port, connections, args.warmup).context("wrk warm-up")?;
         }
-        run_wrk(args, port, connections, args.duration)
+        // wrk is a child: its CPU shows in RUSAGE_CHILDREN once `output` has waited for it.
+        let meter = CpuMeter::start(libc::RUSAGE_CHILDREN, server);
+        let mut sample = run_wrk(args, port, connections, args.duration)?;
+        meter.stop(&mut sample);
+        Ok(sample)
     })
 }
 
@@ -306,6 +390,8 @@ fn median_sample(samples: &[Sample]) -> Sample {
         p99: m(|s| s.p99),
         max: m(|s| s.max),
         errors: samples.iter().map(|s| s.errors).sum(),
+        client_cpu: m(|s| s.client_cpu),
+        server_cpu: m(|s| s.server_cpu),
     }
 }
 
@@ -332,8 +418,8 @@ impl Pair {
 /// One run's line, printed to stderr as it ends and kept for the report.
 fn log_run(log: &mut Vec<String>, run: usize, what: &str, generator: &str, s: &Sample) {
     let line = format!(
-        "run {run} {what:<17} {generator:<25} {:>7.0} req/s  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3} ms  errors {}",
-        s.throughput, s.mean, s.p50, s.p90, s.p99, s.max, s.errors
+        "run {run} {what:<17} {generator:<25} {:>7.0} req/s  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3} ms  errors {}  cpu generator {:.0}% server {:.0}%",
+        s.throughput, s.mean, s.p50, s.p90, s.p99, s.max, s.errors, s.client_cpu * 100.0, s.server_cpu * 100.0
     );
     eprintln!("{line}");
     log.push(line);
@@ -412,7 +498,7 @@ fn main() -> anyhow::Result<()> {
                     let load = Load::Closed {
                         connections: pair.connections,
                     };
-                    let r = measure(&args, |port| run_engine(&args, port, load))?;
+                    let r = measure(&args, |port, server| run_engine(&args, port, server, load))?;
                     log_run(&mut log, run, &what, "sdsim-loadtest", &r.measured);
                     pair.engine.push(r.measured);
                     if let Some(c) = r.corrected {
@@ -435,7 +521,7 @@ fn main() -> anyhow::Result<()> {
             connections: args.connections,
             rate: open_rate,
         };
-        let r = measure(&args, |port| run_engine(&args, port, load))?;
+        let r = measure(&args, |port, server| run_engine(&args, port, server, load))?;
         let what = format!("open, {open_rate:.0}/s");
         log_run(&mut log, run, &what, "sdsim-loadtest", &r.measured);
         open.push(r.measured);
@@ -514,6 +600,27 @@ fn render(
         out,
         "| {load} | wrk | (no --rate in wrk 4.1.0) | | | | | | |"
     )?;
+    out.push_str("\nCPU over the same runs (medians; in % of one CPU: the generator's from getrusage, the server's from /proc/PID/stat; the engine's figure includes its 2 s warm-up, wrk's is its measured run alone). When the server is at ~100% it is the bottleneck and both generators see the same throughput; the CPU a generator spends per request is then what says which could drive a faster target:\n\n| load | generator | generator CPU | server CPU | generator CPU µs per request |\n|---|---|---|---|---|\n");
+    for pair in pairs {
+        let load = format!("closed loop, {} conn", pair.connections);
+        let (wrk, engine) = (median_sample(&pair.wrk), median_sample(&pair.engine));
+        for (name, s) in [("wrk", &wrk), ("sdsim-loadtest", &engine)] {
+            writeln!(
+                out,
+                "| {load} | {name} | {:.0}% | {:.0}% | {:.2} |",
+                s.client_cpu * 100.0,
+                s.server_cpu * 100.0,
+                s.client_us_per_request()
+            )?;
+        }
+        writeln!(
+            out,
+            "| {load} | **sdsim-loadtest / wrk** | {:.2}× | {:.2}× | **{:.2}×** |",
+            engine.client_cpu / wrk.client_cpu,
+            engine.server_cpu / wrk.server_cpu,
+            engine.client_us_per_request() / wrk.client_us_per_request()
+        )?;
+    }
     out.push_str("\nLittle's law (closed loop: mean latency <= connections / throughput, equal when the generator adds no time between requests):\n\n");
     for pair in pairs {
         let (wrk, engine) = (median_sample(&pair.wrk), median_sample(&pair.engine));

@@ -108,7 +108,8 @@ impl Hasher {
     }
 }
 
-fn hash_now(password: &str) -> Result<String, String> {
+/// The argon2id PHC string of `password`, on the calling thread (what a pool thread runs).
+pub fn hash_now(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -116,7 +117,9 @@ fn hash_now(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn verify_now(password: &str, hash: &str) -> bool {
+/// Whether `password` matches the PHC string `hash`, on the calling thread (what a pool thread
+/// runs for a login).
+pub fn verify_now(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
