@@ -14,12 +14,38 @@ use std::fmt::Write as _;
 pub const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// The value of one label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub enum LabelValue {
     /// A static string, e.g. a route pattern registered at start-up or a method name.
     Str(&'static str),
     /// An integer, e.g. a status code or a shard index.
     Int(u64),
+}
+
+/// Equal contents, found without reading them when both are the same static string (the
+/// usual case: the request path records keys built from the same literals every time).
+fn same_str(a: &'static str, b: &'static str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+impl PartialEq for LabelValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (LabelValue::Str(a), LabelValue::Str(b)) => same_str(a, b),
+            (LabelValue::Int(a), LabelValue::Int(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+// By content, as equality is.
+impl std::hash::Hash for LabelValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            LabelValue::Str(s) => s.hash(state),
+            LabelValue::Int(i) => i.hash(state),
+        }
+    }
 }
 
 impl std::fmt::Display for LabelValue {
@@ -32,7 +58,7 @@ impl std::fmt::Display for LabelValue {
 }
 
 /// A metric name with up to three labels (unused label slots have an empty name).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct Key {
     /// Prometheus metric name, e.g. `sdsim_http_requests_total`.
     pub name: &'static str,
@@ -41,6 +67,29 @@ pub struct Key {
 }
 
 const NO_LABEL: (&str, LabelValue) = ("", LabelValue::Str(""));
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        same_str(self.name, other.name)
+            && self
+                .labels
+                .iter()
+                .zip(&other.labels)
+                .all(|((n1, v1), (n2, v2))| same_str(n1, n2) && v1 == v2)
+    }
+}
+
+// By content, as equality is.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.labels.hash(state);
+    }
+}
+
+/// The request path hashes a key a few times per request: a fast hash, not SipHash (keys are
+/// static names and integers chosen by the code, not by clients).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 impl Key {
     /// A key without labels.
@@ -130,9 +179,9 @@ fn new_histogram() -> Histogram<u64> {
 /// One shard's metrics. Shard-local (`!Sync`): record from the shard's own tasks only.
 #[derive(Default)]
 pub struct Metrics {
-    counters: RefCell<HashMap<Key, u64>>,
-    gauges: RefCell<HashMap<Key, i64>>,
-    histograms: RefCell<HashMap<Key, Histogram<u64>>>,
+    counters: RefCell<FastMap<Key, u64>>,
+    gauges: RefCell<FastMap<Key, i64>>,
+    histograms: RefCell<FastMap<Key, Histogram<u64>>>,
 }
 
 impl Metrics {

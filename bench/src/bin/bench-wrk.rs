@@ -30,7 +30,7 @@ use hdrhistogram::Histogram;
 use mimalloc::MiMalloc;
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::{machine_line, median};
-use sdsim_loadtest::run::{build_request, run_http, HttpLoad};
+use sdsim_loadtest::run::{build_request, run_http_with, HttpLoad};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +91,8 @@ struct Sample {
     client_cpu: f64,
     /// CPU the server used over the same time, in CPUs.
     server_cpu: f64,
+    /// The generator's CPU time per completed request, µs.
+    client_us_per_request: f64,
 }
 
 impl Sample {
@@ -107,12 +109,8 @@ impl Sample {
             errors,
             client_cpu: 0.0,
             server_cpu: 0.0,
+            client_us_per_request: 0.0,
         }
-    }
-
-    /// CPU time of the generator per completed request, µs.
-    fn client_us_per_request(&self) -> f64 {
-        self.client_cpu / self.throughput * 1e6
     }
 }
 
@@ -145,31 +143,30 @@ fn rusage_cpu_seconds(who: libc::c_int) -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-/// CPU used by a generator (measured with `who`) and the server over one run.
-struct CpuMeter {
-    who: libc::c_int,
-    server_pid: u32,
+/// CPU seconds used so far by a generator (measured with `who`) and by the server, at a time.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    at: Instant,
     client: f64,
     server: f64,
-    began: Instant,
 }
 
-impl CpuMeter {
-    fn start(who: libc::c_int, server_pid: u32) -> CpuMeter {
-        CpuMeter {
-            who,
-            server_pid,
+impl CpuMark {
+    fn now(who: libc::c_int, server_pid: u32) -> CpuMark {
+        CpuMark {
+            at: Instant::now(),
             client: rusage_cpu_seconds(who),
             server: process_cpu_seconds(server_pid),
-            began: Instant::now(),
         }
     }
 
-    /// Sets the sample's CPU figures: seconds used per second of the run.
-    fn stop(self, sample: &mut Sample) {
-        let wall = self.began.elapsed().as_secs_f64();
-        sample.client_cpu = (rusage_cpu_seconds(self.who) - self.client) / wall;
-        sample.server_cpu = (process_cpu_seconds(self.server_pid) - self.server) / wall;
+    /// Sets the sample's CPU figures from `self` to `later`, over which `requests` completed.
+    fn until(self, later: CpuMark, requests: u64, sample: &mut Sample) {
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        let client = later.client - self.client;
+        sample.client_cpu = client / wall;
+        sample.server_cpu = (later.server - self.server) / wall;
+        sample.client_us_per_request = client / requests.max(1) as f64 * 1e6;
     }
 }
 
@@ -292,27 +289,38 @@ fn run_engine(args: &Args, port: u16, server: u32, load: Load) -> anyhow::Result
         Load::Closed { connections } => (connections, None),
         Load::Open { connections, rate } => (connections, Some(rate)),
     };
-    // The engine's threads are this process's; the main thread waits meanwhile.
-    let meter = CpuMeter::start(libc::RUSAGE_SELF, server);
-    let report = run_http(&HttpLoad {
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        request: build_request("GET", "127.0.0.1", "/health", &[], b""),
-        connections,
-        rate,
-        duration: Duration::from_secs(args.duration),
-        warmup: Duration::from_secs(args.warmup),
-        cpus: vec![args.client_cpu],
-        interval: Duration::from_secs(1),
-        phases: Vec::new(),
-        timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
-        protocol: Default::default(),
-    })?;
+    // The engine's threads are this process's (the main thread waits meanwhile). CPU is
+    // counted from the end of the first measured interval to the end of the last, so neither
+    // the start-up nor the warm-up is in it.
+    let mut marks: Vec<(CpuMark, u64)> = Vec::new();
+    let report = run_http_with(
+        &HttpLoad {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            request: build_request("GET", "127.0.0.1", "/health", &[], b""),
+            connections,
+            rate,
+            duration: Duration::from_secs(args.duration),
+            warmup: Duration::from_secs(args.warmup),
+            cpus: vec![args.client_cpu],
+            interval: Duration::from_secs(1),
+            phases: Vec::new(),
+            timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
+            protocol: Default::default(),
+        },
+        |_, _, counters| marks.push((CpuMark::now(libc::RUSAGE_SELF, server), counters.completed)),
+    )?;
     let mut cpu = Sample::default();
-    meter.stop(&mut cpu);
+    if let [(first, _), rest @ ..] = marks.as_slice() {
+        if let Some((last, _)) = rest.last() {
+            let requests = rest.iter().map(|(_, completed)| completed).sum();
+            first.until(*last, requests, &mut cpu);
+        }
+    }
     let (throughput, errors) = (report.throughput(), report.errors());
     let of = |h: &Histogram<u64>| Sample {
         client_cpu: cpu.client_cpu,
         server_cpu: cpu.server_cpu,
+        client_us_per_request: cpu.client_us_per_request,
         ..Sample::of(h, throughput, errors)
     };
     let measured = of(&report.histogram);
@@ -372,9 +380,12 @@ fn measure_wrk(args: &Args, connections: usize) -> anyhow::Result<Sample> {
             run_wrk(args, port, connections, args.warmup).context("wrk warm-up")?;
         }
         // wrk is a child: its CPU shows in RUSAGE_CHILDREN once `output` has waited for it.
-        let meter = CpuMeter::start(libc::RUSAGE_CHILDREN, server);
+        let before = CpuMark::now(libc::RUSAGE_CHILDREN, server);
         let mut sample = run_wrk(args, port, connections, args.duration)?;
-        meter.stop(&mut sample);
+        let after = CpuMark::now(libc::RUSAGE_CHILDREN, server);
+        // wrk's Requests/sec is its request count over its own run time, `-d` seconds.
+        let requests = (sample.throughput * args.duration as f64) as u64;
+        before.until(after, requests, &mut sample);
         Ok(sample)
     })
 }
@@ -392,6 +403,7 @@ fn median_sample(samples: &[Sample]) -> Sample {
         errors: samples.iter().map(|s| s.errors).sum(),
         client_cpu: m(|s| s.client_cpu),
         server_cpu: m(|s| s.server_cpu),
+        client_us_per_request: m(|s| s.client_us_per_request),
     }
 }
 
@@ -600,7 +612,7 @@ fn render(
         out,
         "| {load} | wrk | (no --rate in wrk 4.1.0) | | | | | | |"
     )?;
-    out.push_str("\nCPU over the same runs (medians; in % of one CPU: the generator's from getrusage, the server's from /proc/PID/stat; the engine's figure includes its 2 s warm-up, wrk's is its measured run alone). When the server is at ~100% it is the bottleneck and both generators see the same throughput; the CPU a generator spends per request is then what says which could drive a faster target:\n\n| load | generator | generator CPU | server CPU | generator CPU µs per request |\n|---|---|---|---|---|\n");
+    out.push_str("\nCPU over the same runs (medians; in % of one CPU: the generator's from getrusage, the server's from /proc/PID/stat; the engine's from the end of its first measured second to the end of its last, wrk's over its whole measured run including its start-up; µs per request = CPU time / requests completed in the same window). When the server is at ~100% it is the bottleneck and both generators see the same throughput; the CPU a generator spends per request is then what says which could drive a faster target:\n\n| load | generator | generator CPU | server CPU | generator CPU µs per request |\n|---|---|---|---|---|\n");
     for pair in pairs {
         let load = format!("closed loop, {} conn", pair.connections);
         let (wrk, engine) = (median_sample(&pair.wrk), median_sample(&pair.engine));
@@ -610,7 +622,7 @@ fn render(
                 "| {load} | {name} | {:.0}% | {:.0}% | {:.2} |",
                 s.client_cpu * 100.0,
                 s.server_cpu * 100.0,
-                s.client_us_per_request()
+                s.client_us_per_request
             )?;
         }
         writeln!(
@@ -618,7 +630,7 @@ fn render(
             "| {load} | **sdsim-loadtest / wrk** | {:.2}× | {:.2}× | **{:.2}×** |",
             engine.client_cpu / wrk.client_cpu,
             engine.server_cpu / wrk.server_cpu,
-            engine.client_us_per_request() / wrk.client_us_per_request()
+            engine.client_us_per_request / wrk.client_us_per_request
         )?;
     }
     out.push_str("\nLittle's law (closed loop: mean latency <= connections / throughput, equal when the generator adds no time between requests):\n\n");
