@@ -431,6 +431,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("phases[0].duration"), "{err}");
+        assert_eq!(load.timeout, Duration::from_secs(10), "the default timeout");
+        for (timeout, expected) in [
+            ("0s", "load.timeout: must be positive"),
+            ("soon", "load.timeout: `soon` is not a duration"),
+            ("3h", "load.timeout: unknown unit"),
+        ] {
+            let text = format!("[target]\nurl = \"http://x\"\n[load]\ntimeout = \"{timeout}\"\n");
+            let err = Scenario::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{timeout}: {err}");
+        }
     }
 
     #[test]
