@@ -168,7 +168,9 @@ fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
     assert!(seen.contains(&GOAWAY), "no GOAWAY: {seen:?}");
     assert!(closed, "an aged idle connection stays open: {seen:?}");
 
-    // A tonic client calling through several ages of its connection sees no failed call.
+    // A tonic client calling through several ages of its connection carries on. A call sent
+    // as the GOAWAY arrives can fail (tonic, unlike grpc-go, does not retry a call the server
+    // never started); retried at once, it succeeds on the new connection.
     runtime().block_on(async {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
@@ -177,14 +179,28 @@ fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
             .unwrap();
         let mut c = tonic::client::Grpc::new(channel);
         let end = Instant::now() + Duration::from_millis(1500);
-        let mut calls = 0;
+        let (mut calls, mut raced) = (0, Vec::new());
         while Instant::now() < end {
-            let status = health_check(&mut c).await;
-            assert_eq!(status.as_deref().ok(), Some("SERVING"), "call {calls}");
+            let mut status = health_check(&mut c).await;
+            if let Err(first) = &status {
+                raced.push(format!("{:?}: {}", first.code(), first.message()));
+                status = health_check(&mut c).await;
+            }
+            assert_eq!(
+                status.as_deref().ok(),
+                Some("SERVING"),
+                "call {calls}, retried after {raced:?}"
+            );
             calls += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(calls > 10);
+        // At most one raced call per age of the connection (1.5 s / 360 ms at the shortest).
+        assert!(
+            raced.len() <= 5,
+            "{} of {calls} calls failed: {raced:?}",
+            raced.len()
+        );
     });
     stop(server);
 }
