@@ -519,6 +519,32 @@ fn write_outputs(
     Ok(())
 }
 
+/// The percentile plot of a run with several request types: one line per type that recorded
+/// something.
+fn plot_by_type<'a>(
+    title: &str,
+    reports: impl Iterator<Item = (&'a str, sdsim_loadtest::report::Report)>,
+) -> String {
+    let reports: Vec<_> = reports.filter(|(_, r)| !r.histogram.is_empty()).collect();
+    let lines: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
+    sdsim_loadtest::plot::percentile_svg(title, &lines)
+}
+
+/// The HDR interval log of a run with several request types, one tag per type; intervals are
+/// counted from the runs' start, 200 ms after `started`.
+fn hlog_by_type<'a>(
+    file: std::fs::File,
+    started: std::time::SystemTime,
+    interval: Duration,
+    tagged: impl Iterator<Item = (u64, &'a str, &'a hdrhistogram::Histogram<u64>)>,
+) -> anyhow::Result<()> {
+    let tagged: Vec<_> = tagged
+        .map(|(index, tag, h)| (index, Some(tag), h))
+        .collect();
+    let start = started + Duration::from_millis(200);
+    sdsim_loadtest::report::write_tagged_interval_log(file, start, interval, &tagged)
+}
+
 /// Runs `load`, printing progress and the table, writing the series and JSON if asked.
 fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
     if load.interval.is_zero() {
@@ -595,23 +621,18 @@ fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> an
         || {
             let keys = ["url", "connections", "publish_rate", "send_rate"];
             let title = plot_title(params, Some(&keys));
-            let reports: Vec<_> = Op::ALL
-                .iter()
-                .map(|op| (op.name(), report.report(*op)))
-                .filter(|(_, r)| !r.histogram.is_empty())
-                .collect();
-            let lines: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
-            sdsim_loadtest::plot::percentile_svg(&title, &lines)
+            plot_by_type(
+                &title,
+                Op::ALL.iter().map(|op| (op.name(), report.report(*op))),
+            )
         },
         |p| report.to_json(p),
         params,
         |file| {
-            let tagged: Vec<_> = intervals
+            let tagged = intervals
                 .iter()
-                .map(|(index, op, h)| (*index, Some(op.name()), h))
-                .collect();
-            let start = started + Duration::from_millis(200);
-            sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
+                .map(|(index, op, h)| (*index, op.name(), h));
+            hlog_by_type(file, started, load.interval, tagged)
         },
     )
 }
@@ -646,22 +667,18 @@ fn execute_flow(
         outputs,
         || {
             let title = plot_title(params, Some(&["scenario", "users"]));
-            let reports: Vec<_> = (0..types.len())
-                .map(|t| (types[t].as_str(), report.report(t)))
-                .filter(|(_, r)| !r.histogram.is_empty())
-                .collect();
-            let lines: Vec<_> = reports.iter().map(|(n, r)| (*n, &r.histogram)).collect();
-            sdsim_loadtest::plot::percentile_svg(&title, &lines)
+            plot_by_type(
+                &title,
+                (0..types.len()).map(|t| (types[t].as_str(), report.report(t))),
+            )
         },
         |p| report.to_json(p),
         params,
         |file| {
-            let tagged: Vec<_> = intervals
+            let tagged = intervals
                 .iter()
-                .map(|(index, t, h)| (*index, Some(types[*t].as_str()), h))
-                .collect();
-            let start = started + Duration::from_millis(200);
-            sdsim_loadtest::report::write_tagged_interval_log(file, start, load.interval, &tagged)
+                .map(|(index, t, h)| (*index, types[*t].as_str(), h));
+            hlog_by_type(file, started, load.interval, tagged)
         },
     )
 }

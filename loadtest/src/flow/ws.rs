@@ -9,9 +9,9 @@
 use super::spec::WsStep;
 use super::user::status_kind;
 use super::{sleep_until, Ctx, Signal};
-use crate::ws::proto::{self, HandshakeError, Inbound};
-use crate::ws::session::{connect_error_kind, read_some, write_all};
-use bytes::{Buf, BytesMut};
+use crate::ws::proto::{self, Inbound};
+use crate::ws::session::{connect_error_kind, read_some, upgrade, write_all, Upgrade};
+use bytes::BytesMut;
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use sdsim_net::ws::frame::{self, Decoder, Limits, Opcode, Role};
@@ -149,28 +149,12 @@ pub(super) async fn open(
     let token = step.bearer.as_ref().map(|b| b.render(slots));
     let path = step.path.render(slots);
     let request = proto::upgrade_request(&path, &step.host, &key, token.as_deref());
-    write_all(&mut stream, &request)
-        .await
-        .map_err(|e| io_kind(&e))?;
-    let mut buf = BytesMut::new();
-    loop {
-        match proto::parse_upgrade_response(&buf, &key) {
-            Ok(Some(head)) => {
-                buf.advance(head);
-                break;
-            }
-            Ok(None) if buf.len() > 64 * 1024 => return Err("handshake"),
-            Ok(None) => {}
-            Err(HandshakeError::Status(s)) => return Err(status_kind("handshake", s)),
-            Err(HandshakeError::Invalid(_)) => return Err("handshake"),
-        }
-        let n = read_some(&mut stream, &ctx.scratch, &mut buf)
-            .await
-            .map_err(|e| io_kind(&e))?;
-        if n == 0 {
-            return Err("handshake");
-        }
-    }
+    let buf = match upgrade(&mut stream, &ctx.scratch, &request, &key).await {
+        Ok(buf) => buf,
+        Err(Upgrade::Io(e)) => return Err(io_kind(&e)),
+        Err(Upgrade::Status(s)) => return Err(status_kind("handshake", s)),
+        Err(Upgrade::Invalid) => return Err("handshake"),
+    };
     let mut conn = Conn {
         stream,
         buf,

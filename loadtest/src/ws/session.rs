@@ -218,23 +218,12 @@ async fn establish(ctx: &Ctx, index: usize) -> Result<Box<Conn>, Failure> {
         .as_ref()
         .map(|t| t.replace("{i}", &index.to_string()));
     let request = proto::upgrade_request(&load.path, &load.host, &key, token.as_deref());
-    write_all(&mut stream, &request).await?;
-    let mut buf = BytesMut::new();
-    loop {
-        match proto::parse_upgrade_response(&buf, &key) {
-            Ok(Some(head)) => {
-                buf.advance(head);
-                break;
-            }
-            Ok(None) if buf.len() > 64 * 1024 => return Err(Failure::Handshake),
-            Ok(None) => {}
-            Err(HandshakeError::Status(s)) => return Err(Failure::Status(s)),
-            Err(HandshakeError::Invalid(_)) => return Err(Failure::Handshake),
-        }
-        if read_some(&mut stream, &ctx.scratch, &mut buf).await? == 0 {
-            return Err(Failure::Handshake);
-        }
-    }
+    let buf = match upgrade(&mut stream, &ctx.scratch, &request, &key).await {
+        Ok(buf) => buf,
+        Err(Upgrade::Io(e)) => return Err(e.into()),
+        Err(Upgrade::Status(s)) => return Err(Failure::Status(s)),
+        Err(Upgrade::Invalid) => return Err(Failure::Handshake),
+    };
     // Boxed: the task's future would otherwise keep room for it twice (moved-from locals
     // keep their slots across awaits).
     let mut conn = Box::new(Conn {
@@ -486,6 +475,46 @@ fn release_if_empty(buf: &mut BytesMut) {
 
 /// Waits until the socket is readable, reads into the thread's scratch buffer and appends what
 /// came to `buf`. Cancel-safe: bytes are moved in the same poll that reads them. `Ok(0)`: EOF.
+/// Why a WebSocket upgrade failed.
+pub(crate) enum Upgrade {
+    /// A socket error while sending the request or reading the answer.
+    Io(io::Error),
+    /// The server answered with this status instead of 101.
+    Status(u16),
+    /// The answer was not a valid upgrade, too long, or cut short by the server.
+    Invalid,
+}
+
+/// Sends the upgrade `request` made with `key` and reads the answer; returns what followed
+/// the answer's head (frames the server sent at once).
+pub(crate) async fn upgrade(
+    stream: &mut TcpStreamPoll,
+    scratch: &RefCell<Box<[u8]>>,
+    request: &[u8],
+    key: &str,
+) -> Result<BytesMut, Upgrade> {
+    write_all(stream, request).await.map_err(Upgrade::Io)?;
+    let mut buf = BytesMut::new();
+    loop {
+        match proto::parse_upgrade_response(&buf, key) {
+            Ok(Some(head)) => {
+                buf.advance(head);
+                return Ok(buf);
+            }
+            Ok(None) if buf.len() > 64 * 1024 => return Err(Upgrade::Invalid),
+            Ok(None) => {}
+            Err(HandshakeError::Status(s)) => return Err(Upgrade::Status(s)),
+            Err(HandshakeError::Invalid(_)) => return Err(Upgrade::Invalid),
+        }
+        let n = read_some(stream, scratch, &mut buf)
+            .await
+            .map_err(Upgrade::Io)?;
+        if n == 0 {
+            return Err(Upgrade::Invalid);
+        }
+    }
+}
+
 pub(crate) async fn read_some(
     stream: &mut TcpStreamPoll,
     scratch: &RefCell<Box<[u8]>>,
