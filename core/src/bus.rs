@@ -451,7 +451,7 @@ impl Bus {
         let Some(shard) = Shard::try_current() else {
             return;
         };
-        monoio::spawn(async move {
+        crate::runtime::spawn("bus-detach", async move {
             let _ = shard
                 .mesh()
                 .send_to(owner, move || {

@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`shard`]: [`shard::ShardId`] and CPU placement (the process affinity mask).
 //! - [`runtime`]: one pinned monoio runtime per CPU ([`runtime::Runtime`]); the typed shard handle
-//!   [`runtime::Shard`] with shard-local state and the instrumented spawn.
+//!   [`runtime::Shard`] with shard-local state and the instrumented spawn; [`runtime::spawn`],
+//!   the one way to start a task (timed by the stall detector).
 //! - [`mesh`]: the cross-shard mesh, N×(N-1) bounded SPSC rings with `submit_to` and `broadcast`.
 //! - [`stall`]: the stall detector that logs and counts tasks holding a shard too long.
 //! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).

@@ -397,7 +397,7 @@ impl MeshEndpoint {
         use futures_util::FutureExt;
         let (tx, rx) = oneshot::channel();
         let job = move || {
-            monoio::spawn(async move {
+            crate::runtime::spawn("mesh-submitted-task", async move {
                 let result = AssertUnwindSafe(async move { f().await })
                     .catch_unwind()
                     .await;
@@ -642,7 +642,7 @@ impl Future for YieldNow {
             if let Some(helper) = y.helper.borrow_mut().take() {
                 helper.wake();
             } else if !y.helper_spawned.replace(true) {
-                monoio::spawn(YieldHelper);
+                crate::runtime::spawn("yield-helper", YieldHelper);
             }
         });
         Poll::Pending

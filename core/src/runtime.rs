@@ -5,6 +5,7 @@
 //! [`Mesh`], and runs the caller's per-shard main future. Inside a shard, [`Shard::current`]
 //! gives the typed handle: id, mesh endpoint, instrumented spawn and shard-local state
 //! ([`Shard::insert`] / [`Shard::get`], one value per type, `Rc` and never shared across threads).
+//! [`spawn`] is the one way to start a task: it is timed by the shard's stall detector.
 
 use crate::config::{DriverKind, RuntimeConfig};
 use crate::mesh::{Mesh, MeshEndpoint};
@@ -159,7 +160,27 @@ impl Shard {
         F: Future + 'static,
         F::Output: 'static,
     {
+        #[allow(clippy::disallowed_methods)] // The one place tasks start: timed.
         monoio::spawn(Timed::new(name, Rc::clone(&self.inner.stall), future))
+    }
+}
+
+/// Spawns `future` as a task of the calling thread's runtime, timed under `name` by the stall
+/// detector of the shard running on this thread.
+///
+/// Every task in sdsim starts here or through [`Shard::spawn`] (clippy's `disallowed-methods`
+/// refuses `monoio::spawn` elsewhere), so no task can hold a shard without being seen. On a
+/// thread that is not a shard (a test's own monoio runtime) there is no detector to report to
+/// and the task runs untimed.
+pub fn spawn<F>(name: &'static str, future: F) -> monoio::task::JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match Shard::try_current() {
+        Some(shard) => shard.spawn(name, future),
+        #[allow(clippy::disallowed_methods)] // No shard, no detector.
+        None => monoio::spawn(future),
     }
 }
 
@@ -284,9 +305,11 @@ where
                 }),
             };
             CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
-            let receiver = monoio::spawn(endpoint.run_receiver());
+            // The receiver runs every job other shards send: timing it times those jobs.
+            let receiver = shard.spawn("mesh-receiver", endpoint.run_receiver());
             tracing::debug!(shard = id.index(), cpu, driver, "shard started");
-            main(shard).await;
+            let stall = Rc::clone(&shard.inner.stall);
+            Timed::new("shard-main", stall, main(shard)).await;
             // The last shard to finish closes the mesh; until then this shard keeps answering
             // its peers' messages.
             if running.fetch_sub(1, Ordering::AcqRel) == 1 {

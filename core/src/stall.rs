@@ -1,16 +1,20 @@
 //! The stall detector: a task that holds its shard longer than the threshold in one poll is
 //! logged (with its name and how long it held the shard) and counted.
 //!
-//! Every task spawned with [`crate::shard::Shard::spawn`] is wrapped in [`Timed`], which reads
-//! the clock around each poll (two `Instant::now()` calls, tens of nanoseconds). A shard is
-//! single-threaded, so one long poll delays every other connection on it: DESIGN rule 5 says such
-//! work belongs on a blocking pool or in slices, and this is how we find what broke the rule.
+//! Every task is wrapped in [`Timed`], which reads the clock around each poll (two
+//! `Instant::now()` calls, tens of nanoseconds): tasks start through
+//! [`crate::runtime::spawn`] (or [`crate::runtime::Shard::spawn`]), and clippy's
+//! `disallowed-methods` (`clippy.toml`) refuses a plain `monoio::spawn` anywhere else; the
+//! shard's main future and its mesh receiver (which runs the jobs other shards send) are timed
+//! too. A shard is single-threaded, so one long poll delays every other connection on it:
+//! DESIGN rule 5 says such work belongs on a blocking pool or in slices, and this is how we find
+//! what broke the rule.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,9 @@ pub struct StallStats {
     count: AtomicU64,
     total_us: AtomicU64,
     worst_us: AtomicU64,
+    /// Stalls per task name. A lock is fine here: it is taken only when a stall has already
+    /// happened, never on the path of a poll that stayed within the threshold.
+    by_task: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl StallStats {
@@ -36,6 +43,27 @@ impl StallStats {
     /// The longest such poll.
     pub fn worst(&self) -> Duration {
         Duration::from_micros(self.worst_us.load(Ordering::Relaxed))
+    }
+
+    /// Stalls of the task named `task` (the name it was spawned under).
+    pub fn count_for(&self, task: &str) -> u64 {
+        self.by_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(name, _)| *name == task)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn record(&self, task: &'static str, held_us: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(held_us, Ordering::Relaxed);
+        self.worst_us.fetch_max(held_us, Ordering::Relaxed);
+        let mut by_task = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
+        match by_task.iter_mut().find(|(name, _)| *name == task) {
+            Some((_, n)) => *n += 1,
+            None => by_task.push((task, 1)),
+        }
     }
 }
 
@@ -67,10 +95,7 @@ impl StallDetector {
         if held <= self.threshold {
             return;
         }
-        let us = held.as_micros() as u64;
-        self.stats.count.fetch_add(1, Ordering::Relaxed);
-        self.stats.total_us.fetch_add(us, Ordering::Relaxed);
-        self.stats.worst_us.fetch_max(us, Ordering::Relaxed);
+        self.stats.record(task, held.as_micros() as u64);
         tracing::warn!(
             shard = self.shard,
             task,
@@ -134,6 +159,7 @@ mod tests {
             .await;
         });
         assert_eq!(stats.count(), 1);
+        assert_eq!(stats.count_for("sleeper"), 1);
         assert!(stats.worst() >= Duration::from_millis(30));
     }
 }

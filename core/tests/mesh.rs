@@ -158,7 +158,7 @@ fn yield_now_lets_every_other_ready_task_run() {
             .into_iter()
             .map(|name| {
                 let order = Rc::clone(&order);
-                monoio::spawn(async move {
+                sdsim_core::runtime::spawn("test-task", async move {
                     for _ in 0..3 {
                         order.borrow_mut().push(name);
                         sdsim_core::mesh::yield_now().await;
@@ -189,7 +189,7 @@ fn yield_to_driver_lets_timers_and_other_threads_through_on_both_drivers() {
             let timer_fired = Rc::new(Cell::new(false));
             let answered = Rc::new(Cell::new(false));
             let fired = Rc::clone(&timer_fired);
-            monoio::spawn(async move {
+            sdsim_core::runtime::spawn("test-task", async move {
                 monoio::time::sleep(Duration::from_millis(3)).await;
                 fired.set(true);
             });
@@ -199,7 +199,7 @@ fn yield_to_driver_lets_timers_and_other_threads_through_on_both_drivers() {
                 let _ = tx.send(());
             });
             let got = Rc::clone(&answered);
-            monoio::spawn(async move {
+            sdsim_core::runtime::spawn("test-task", async move {
                 if rx.await.is_ok() {
                     got.set(true);
                 }

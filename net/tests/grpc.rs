@@ -109,13 +109,16 @@ fn start() -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
                 let (stream, peer) = listener.accept().await.unwrap();
                 use monoio::io::IntoPollIo;
                 let io = stream.into_poll_io().unwrap();
-                monoio::spawn(sdsim_net::grpc::server::serve_connection(
-                    io,
-                    peer,
-                    Rc::clone(&services),
-                    Rc::clone(&settings),
-                    phase_rx.clone(),
-                ));
+                sdsim_core::runtime::spawn(
+                    "grpc-connection",
+                    sdsim_net::grpc::server::serve_connection(
+                        io,
+                        peer,
+                        Rc::clone(&services),
+                        Rc::clone(&settings),
+                        phase_rx.clone(),
+                    ),
+                );
             }
         });
     });

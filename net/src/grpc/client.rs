@@ -87,7 +87,7 @@ impl Client {
             .await
             .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
         // h2 needs its connection future driven (DESIGN.md).
-        monoio::spawn(async move {
+        sdsim_core::runtime::spawn("grpc-client-connection", async move {
             let _ = connection.await;
         });
         Ok(sender)

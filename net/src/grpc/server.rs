@@ -282,7 +282,10 @@ pub async fn serve_connection<IO>(
     };
     let (dead_tx, mut dead_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(pinger) = conn.ping_pong() {
-        monoio::spawn(keepalive(pinger, Rc::clone(&settings), dead_tx));
+        sdsim_core::runtime::spawn(
+            "grpc-keepalive",
+            keepalive(pinger, Rc::clone(&settings), dead_tx),
+        );
     }
     let aged = monoio::time::sleep(jittered(settings.max_connection_age));
     futures_util::pin_mut!(aged);
@@ -319,7 +322,7 @@ pub async fn serve_connection<IO>(
             Some(Ok((req, respond))) => {
                 let services = Rc::clone(&services);
                 let settings = Rc::clone(&settings);
-                monoio::spawn(async move {
+                sdsim_core::runtime::spawn("grpc-call", async move {
                     handle_stream(req, respond, peer, &services, &settings).await;
                 });
             }

@@ -236,7 +236,10 @@ impl WebSocket {
     pub fn start(conn: Upgraded, settings: Rc<Settings>, deflate: bool) -> WebSocket {
         let (read, write) = conn.io.split();
         let outbox = Rc::new(Outbox::new(&settings, deflate));
-        monoio::spawn(write_loop(write, Rc::clone(&outbox), Rc::clone(&settings)));
+        sdsim_core::runtime::spawn(
+            "ws-writer",
+            write_loop(write, Rc::clone(&outbox), Rc::clone(&settings)),
+        );
         keeper::register(&outbox, &settings, conn.phase);
         WebSocket {
             read,
@@ -501,13 +504,16 @@ mod keeper {
             if !k.running.replace(true) {
                 let tick = (settings.ping_interval.min(settings.idle_timeout) / 4)
                     .clamp(Duration::from_millis(10), Duration::from_secs(1));
-                monoio::spawn(run(
-                    Rc::clone(k),
-                    tick,
-                    settings.ping_interval,
-                    settings.idle_timeout,
-                    phase,
-                ));
+                sdsim_core::runtime::spawn(
+                    "ws-keeper",
+                    run(
+                        Rc::clone(k),
+                        tick,
+                        settings.ping_interval,
+                        settings.idle_timeout,
+                        phase,
+                    ),
+                );
             }
         });
     }

@@ -166,7 +166,7 @@ impl Simulations {
             let slots = Arc::new(tokio::sync::Semaphore::new(service.config.runs_per_shard));
             while let Some(job) = rx.recv().await {
                 let (service, slots) = (Arc::clone(&service), Arc::clone(&slots));
-                monoio::spawn(async move {
+                sdsim_core::runtime::spawn("simulation-run", async move {
                     let stop = Runner::stop_flag(&job.id);
                     let permit = monoio::select! {
                         p = slots.acquire_owned() => p.ok(),

@@ -84,7 +84,7 @@ impl Drop for Slot {
                 };
                 let key = key.clone();
                 let target = owner(&key, shard.count());
-                monoio::spawn(async move {
+                sdsim_core::runtime::spawn("ws-slot-release", async move {
                     let _ = shard
                         .mesh()
                         .send_to(target, move || {
