@@ -641,6 +641,12 @@ pub struct TlsConfig {
 pub struct GrpcConfig {
     /// Largest message in either direction (larger → RESOURCE_EXHAUSTED).
     pub max_message_bytes: usize,
+    /// Largest request header list (HPACK-decoded names and values, RFC 9113
+    /// SETTINGS_MAX_HEADER_LIST_SIZE); larger → the stream is refused.
+    pub max_header_list_bytes: u32,
+    /// Largest HTTP/2 frame payload a client may send (SETTINGS_MAX_FRAME_SIZE, 16384 to
+    /// 16777215); larger → the connection is closed with FRAME_SIZE_ERROR.
+    pub max_frame_bytes: u32,
     /// Streams one connection may have open at once (advertised in SETTINGS).
     pub max_concurrent_streams: u32,
     /// How often the server pings a connection (HTTP/2 PING).
@@ -666,6 +672,8 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             max_message_bytes: 4 << 20,
+            max_header_list_bytes: 16 << 10,
+            max_frame_bytes: 16 << 10,
             max_concurrent_streams: 1000,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -913,6 +921,20 @@ impl Config {
                 "grpc.max_message_bytes",
                 grpc.max_message_bytes.to_string(),
                 "must be at least 1024",
+            );
+        }
+        if grpc.max_header_list_bytes < 1024 {
+            bad(
+                "grpc.max_header_list_bytes",
+                grpc.max_header_list_bytes.to_string(),
+                "must be at least 1024",
+            );
+        }
+        if !(16_384..=16_777_215).contains(&grpc.max_frame_bytes) {
+            bad(
+                "grpc.max_frame_bytes",
+                grpc.max_frame_bytes.to_string(),
+                "must be between 16384 and 16777215 (RFC 9113)",
             );
         }
         if grpc.max_concurrent_streams == 0 {

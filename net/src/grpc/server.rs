@@ -3,9 +3,11 @@
 //! One task drives each HTTP/2 connection (accepting streams, keepalive pings, maximum age,
 //! graceful shutdown when the server drains); each stream is a task of its own on the same
 //! shard. Unary and server-streaming methods are supported. Limits: `max_message_bytes` (4 MiB)
-//! per message in either direction → RESOURCE_EXHAUSTED; `max_concurrent_streams` (1,000) per
-//! connection, advertised in SETTINGS; `grpc-timeout` becomes the handler's deadline →
-//! DEADLINE_EXCEEDED. gzip message encoding is accepted, and used for responses when the client
+//! per message in either direction → RESOURCE_EXHAUSTED, decided from the length prefix before
+//! the message is read; `max_concurrent_streams` (1,000) per connection, advertised in SETTINGS,
+//! as are the largest header list (16 KiB, larger → the stream is refused before it is decoded
+//! into memory) and frame (16 KiB, larger → FRAME_SIZE_ERROR before its payload is read);
+//! `grpc-timeout` becomes the handler's deadline → DEADLINE_EXCEEDED. gzip message encoding is accepted, and used for responses when the client
 //! sent gzip and accepts it.
 
 use super::frame;
@@ -32,6 +34,10 @@ use tokio::sync::watch;
 pub struct Settings {
     /// Largest message in either direction (4 MiB).
     pub max_message_bytes: usize,
+    /// Largest request header list, HPACK-decoded (16 KiB).
+    pub max_header_list_bytes: u32,
+    /// Largest frame payload a client may send (16 KiB, the HTTP/2 minimum).
+    pub max_frame_bytes: u32,
     /// Streams one connection may have open (1,000).
     pub max_concurrent_streams: u32,
     /// How often an idle connection is pinged (and the ping's own timeout).
@@ -50,6 +56,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_message_bytes: 4 << 20,
+            max_header_list_bytes: 16 << 10,
+            max_frame_bytes: 16 << 10,
             max_concurrent_streams: 1000,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -269,7 +277,8 @@ pub async fn serve_connection<IO>(
         .max_concurrent_streams(settings.max_concurrent_streams)
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .max_header_list_size(16 << 10)
+        .max_header_list_size(settings.max_header_list_bytes)
+        .max_frame_size(settings.max_frame_bytes)
         .max_send_buffer_size(1 << 20)
         .handshake::<_, Bytes>(io);
     let mut conn = match monoio::time::timeout(settings.keepalive_timeout, handshake).await {
@@ -510,27 +519,48 @@ fn finish(stream: &mut SendStream<Bytes>, status: &Status) {
     let _ = stream.send_trailers(trailers);
 }
 
+/// Reads the one request message of a stream. The length prefix is checked as soon as its five
+/// bytes are in, so a message declared over `max` is refused before its bytes are read or
+/// buffered, and the buffer grows only to the declared length.
 async fn read_request(body: &mut RecvStream, max: usize, gzip: bool) -> Result<Bytes, Status> {
     let mut buf = BytesMut::new();
+    let mut declared: Option<usize> = None;
     while let Some(chunk) = body.data().await {
         let chunk = chunk
             .map_err(|e| Status::new(Code::Cancelled, format!("request stream failed: {e}")))?;
         let _ = body.flow_control().release_capacity(chunk.len());
+        if let Some(len) = declared {
+            if buf.len() + chunk.len() > 5 + len {
+                return Err(more_than_one_message());
+            }
+        }
         buf.extend_from_slice(&chunk);
-        if buf.len() > max + 5 {
-            return Err(Status::new(
-                Code::ResourceExhausted,
-                format!("request message is over the limit of {max} bytes"),
-            ));
+        if declared.is_none() && buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > max {
+                return Err(Status::new(
+                    Code::ResourceExhausted,
+                    format!("request message of {len} bytes is over the limit of {max} bytes"),
+                ));
+            }
+            if buf.len() > 5 + len {
+                return Err(more_than_one_message());
+            }
+            buf.reserve(5 + len - buf.len());
+            declared = Some(len);
         }
     }
     let message = frame::decode(&mut buf, max, gzip)?
         .ok_or_else(|| Status::new(Code::Internal, "the request ended without a whole message"))?;
     if !buf.is_empty() {
-        return Err(Status::new(
-            Code::Unimplemented,
-            "more than one request message: this method is not client-streaming",
-        ));
+        return Err(more_than_one_message());
     }
     Ok(message)
+}
+
+fn more_than_one_message() -> Status {
+    Status::new(
+        Code::Unimplemented,
+        "more than one request message: this method is not client-streaming",
+    )
 }

@@ -1,4 +1,9 @@
 //! The opening handshake (RFC 6455 §4.2): checks an upgrade request and builds the 101 answer.
+//!
+//! Every value is checked for size before anything is decoded or copied out of it: a key is
+//! exactly 24 base64 characters (16 bytes) and decodes into a stack buffer, a bearer token
+//! offered as a subprotocol is at most [`MAX_SUBPROTOCOL_TOKEN_BYTES`], an `Origin` at most
+//! [`MAX_ORIGIN_BYTES`]; larger ones are refused (400) without being copied.
 
 use super::deflate;
 use crate::http::types::{error, Request, Response};
@@ -10,6 +15,13 @@ use http::header::{
 use http::{StatusCode, Version};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Length of a valid `Sec-WebSocket-Key`: 16 bytes in base64.
+const KEY_CHARS: usize = 24;
+/// Longest bearer token accepted in `Sec-WebSocket-Protocol` (the access-token limit).
+pub const MAX_SUBPROTOCOL_TOKEN_BYTES: usize = 8192;
+/// Longest `Origin` accepted (scheme, host and port; real ones are far shorter).
+pub const MAX_ORIGIN_BYTES: usize = 2048;
 
 /// The subprotocol sdsim speaks (JSON text frames).
 pub const PROTOCOL: &str = "sdsim.v1";
@@ -115,14 +127,26 @@ pub fn check(req: &Request, policy: &Policy) -> Result<Accepted, Refused> {
         .headers()
         .get(SEC_WEBSOCKET_KEY)
         .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
-    if !matches!(decoded, Ok(ref k) if k.len() == 16) {
+    let mut decoded = [0u8; 18];
+    let valid_key = key.len() == KEY_CHARS
+        && base64::engine::general_purpose::STANDARD.decode_slice(key.as_bytes(), &mut decoded)
+            == Ok(16);
+    if !valid_key {
         return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Key must be 16 bytes in base64",
         ));
     }
     if let Some(origin) = req.headers().get(ORIGIN) {
+        if origin.len() > MAX_ORIGIN_BYTES {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Origin of {} bytes is longer than {MAX_ORIGIN_BYTES}",
+                    origin.len()
+                ),
+            ));
+        }
         let origin = origin.to_str().unwrap_or("");
         let allowed = policy
             .allowed_origins
@@ -142,6 +166,15 @@ pub fn check(req: &Request, policy: &Policy) -> Result<Accepted, Refused> {
             if offered == PROTOCOL {
                 protocol = Some(PROTOCOL);
             } else if let Some(token) = offered.strip_prefix(BEARER_PREFIX) {
+                if token.len() > MAX_SUBPROTOCOL_TOKEN_BYTES {
+                    return Err(Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the bearer subprotocol token of {} bytes is longer than {MAX_SUBPROTOCOL_TOKEN_BYTES}",
+                            token.len()
+                        ),
+                    ));
+                }
                 subprotocol_token = Some(token.to_string());
             }
         }

@@ -4,6 +4,12 @@
 //! Decoding is strict: exactly three base64url parts without padding, a header whose `alg` is
 //! `EdDSA` (so `none` and HMAC confusion are impossible), a known `kid`, a valid signature, then
 //! the claims: `iss`, `aud`, `nbf`, `exp`.
+//!
+//! Sizes are checked before anything is decoded, and nothing is allocated before the signature
+//! holds: a token over [`MAX_TOKEN_BYTES`], a header part over [`MAX_HEADER_CHARS`] or a
+//! signature part longer than an Ed25519 signature is malformed at once; the header and the
+//! signature decode into buffers on the stack; only the payload of a token whose signature is
+//! valid is decoded onto the heap.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -15,6 +21,10 @@ use std::sync::{Arc, RwLock};
 
 /// Longest token accepted (bytes); longer ones are malformed without further work.
 pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Longest header part accepted (base64url characters); ours are about 90.
+pub const MAX_HEADER_CHARS: usize = 512;
+/// Base64url characters of an Ed25519 signature (64 bytes, no padding).
+const SIGNATURE_CHARS: usize = 86;
 
 /// What an access token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,17 +226,27 @@ impl KeyRing {
         else {
             return Err(Problem::Malformed);
         };
-        let header = B64.decode(h).map_err(|_| Problem::Malformed)?;
-        let header: Header = sonic_rs::from_slice(&header).map_err(|_| Problem::Malformed)?;
+        if h.len() > MAX_HEADER_CHARS || s.len() > SIGNATURE_CHARS {
+            return Err(Problem::Malformed);
+        }
+        let mut header_buf = [0u8; MAX_HEADER_CHARS * 3 / 4 + 3];
+        let header_len = B64
+            .decode_slice(h, &mut header_buf)
+            .map_err(|_| Problem::Malformed)?;
+        let header: Header =
+            sonic_rs::from_slice(&header_buf[..header_len]).map_err(|_| Problem::Malformed)?;
         if header.alg != "EdDSA" {
             return Err(Problem::UnsupportedAlgorithm);
         }
         let kid = header.kid.ok_or(Problem::UnknownKey)?;
         let public = self.public.get(kid).ok_or(Problem::UnknownKey)?;
-        let signature = B64.decode(s).map_err(|_| Problem::Malformed)?;
+        let mut signature = [0u8; SIGNATURE_CHARS * 3 / 4 + 3];
+        let signature_len = B64
+            .decode_slice(s, &mut signature)
+            .map_err(|_| Problem::Malformed)?;
         let signed = &token[..h.len() + 1 + p.len()];
         UnparsedPublicKey::new(&ED25519, public)
-            .verify(signed.as_bytes(), &signature)
+            .verify(signed.as_bytes(), &signature[..signature_len])
             .map_err(|_| Problem::BadSignature)?;
         let payload = B64.decode(p).map_err(|_| Problem::Malformed)?;
         let claims: Claims = sonic_rs::from_slice(&payload).map_err(|_| Problem::Malformed)?;

@@ -145,6 +145,13 @@ impl Verifier {
 
     /// Verifies `token` at `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<Verified, Problem> {
+        if token.len() > crate::token::MAX_TOKEN_BYTES {
+            // Refused before it is even hashed for the cache.
+            return self.with_local(|local| {
+                local.refused[Problem::Malformed.index()] += 1;
+                Err(Problem::Malformed)
+            });
+        }
         let key = cache_key(token);
         self.with_local(|local| {
             let result = Self::check(local, key, token, &self.issuer, now, self.capacity);

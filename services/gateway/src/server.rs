@@ -654,6 +654,8 @@ async fn grpc_accept_loop(
     let grpc = &globals.config.grpc;
     let settings = Rc::new(GrpcSettings {
         max_message_bytes: grpc.max_message_bytes,
+        max_header_list_bytes: grpc.max_header_list_bytes,
+        max_frame_bytes: grpc.max_frame_bytes,
         max_concurrent_streams: grpc.max_concurrent_streams,
         keepalive_interval: grpc.keepalive_interval,
         keepalive_timeout: grpc.keepalive_timeout,

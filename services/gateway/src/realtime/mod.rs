@@ -377,7 +377,10 @@ async fn publish_route(req: Request) -> Response {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                &format!("body must be {{\"channel\": string, \"data\": any JSON}}: {e}"),
+                &format!(
+                    "body must be {{\"channel\": string, \"data\": any JSON}}: {}",
+                    sdsim_net::http::types::json_problem(&e)
+                ),
             )
         }
     };

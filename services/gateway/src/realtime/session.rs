@@ -186,7 +186,11 @@ impl Session {
         let op: ClientOp = match sonic_rs::from_str(text) {
             Ok(op) => op,
             Err(e) => {
-                let message = format!("expected {{\"op\": \"auth\"|\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {e}");
+                // Never quote the message: it may carry a token.
+                let message = format!(
+                    "expected {{\"op\": \"auth\"|\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {}",
+                    sdsim_net::http::types::json_problem(&e)
+                );
                 return self.fail("bad_request", &message, None);
             }
         };
