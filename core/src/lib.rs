@@ -7,12 +7,14 @@
 //!   the one way to start a task (timed by the stall detector).
 //! - [`mesh`]: the cross-shard mesh, N×(N-1) bounded SPSC rings with `submit_to` and `broadcast`.
 //! - [`stall`]: the stall detector that logs and counts tasks holding a shard too long.
+//! - [`blocking`]: the bounded pool of threads off the shards for work longer than a slice.
 //! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).
 //! - [`metrics`]: per-shard counters and HDR histograms, merged at scrape time.
 //! - [`bus`]: the sharded pub/sub bus (owner-shard sequencing, history, batched fan-out).
 //! - [`config`]: the configuration types, loading, overrides and validation.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod blocking;
 pub mod bus;
 pub mod config;
 pub mod mesh;

@@ -7,6 +7,7 @@
 //! ([`Shard::insert`] / [`Shard::get`], one value per type, `Rc` and never shared across threads).
 //! [`spawn`] is the one way to start a task: it is timed by the shard's stall detector.
 
+use crate::blocking::BlockingPool;
 use crate::config::{DriverKind, RuntimeConfig};
 use crate::mesh::{Mesh, MeshEndpoint};
 use crate::shard::{affinity_cpus, ShardId};
@@ -39,6 +40,10 @@ pub struct RuntimeSpec {
     pub stalls: Arc<StallStats>,
     /// Give each shard thread its own descriptor table (see [`RuntimeConfig`]).
     pub private_fd_tables: bool,
+    /// Threads of the blocking pool the shards share (0: one per shard).
+    pub blocking_threads: usize,
+    /// Jobs the blocking pool queues before it refuses more.
+    pub blocking_queue: usize,
 }
 
 impl RuntimeSpec {
@@ -65,6 +70,8 @@ impl RuntimeSpec {
             pin: true,
             stalls: Arc::new(StallStats::default()),
             private_fd_tables: cfg.private_fd_tables,
+            blocking_threads: cfg.blocking_threads,
+            blocking_queue: cfg.blocking_queue,
         }
     }
 
@@ -81,6 +88,7 @@ struct ShardInner {
     mesh: MeshEndpoint,
     mesh_all: Arc<Mesh>,
     stall: Rc<StallDetector>,
+    blocking: Arc<BlockingPool>,
     state: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
 
@@ -138,6 +146,11 @@ impl Shard {
         &self.inner.mesh_all
     }
 
+    /// The blocking pool the shards share, for work longer than a slice (DESIGN rule 5).
+    pub fn blocking(&self) -> &Arc<BlockingPool> {
+        &self.inner.blocking
+    }
+
     /// Stores a shard-local value of type `T` (replacing any earlier one) and returns it.
     pub fn insert<T: 'static>(&self, value: T) -> Rc<T> {
         let value = Rc::new(value);
@@ -189,6 +202,7 @@ pub struct Runtime {
     threads: Vec<JoinHandle<io::Result<()>>>,
     mesh: Arc<Mesh>,
     stalls: Arc<StallStats>,
+    blocking: Arc<BlockingPool>,
 }
 
 impl Runtime {
@@ -202,6 +216,11 @@ impl Runtime {
         let shards = spec.shards();
         let mesh = Mesh::new(shards, spec.ring_capacity);
         let stalls = Arc::clone(&spec.stalls);
+        let blocking_threads = match spec.blocking_threads {
+            0 => shards,
+            n => n,
+        };
+        let blocking = BlockingPool::start(blocking_threads, spec.blocking_queue)?;
         let main = Arc::new(main);
         let running = Arc::new(AtomicUsize::new(shards));
         let mut threads = Vec::with_capacity(shards);
@@ -214,6 +233,7 @@ impl Runtime {
             let main = Arc::clone(&main);
             let running = Arc::clone(&running);
             let stalls = Arc::clone(&stalls);
+            let blocking = Arc::clone(&blocking);
             let built = Arc::clone(&built);
             let spec = spec.clone();
             let thread = std::thread::Builder::new()
@@ -226,7 +246,13 @@ impl Runtime {
                     } else {
                         Ok(())
                     };
-                    let body = shard_body(ShardId(index), cpu, &spec, mesh, stalls, running, main);
+                    let links = ShardLinks {
+                        mesh,
+                        stalls,
+                        blocking,
+                        running,
+                    };
+                    let body = shard_body(ShardId(index), cpu, &spec, links, main);
                     let private = spec.private_fd_tables;
                     run_on_driver(spec.driver, body, move |runtime_built| {
                         if !private {
@@ -248,6 +274,7 @@ impl Runtime {
             threads,
             mesh,
             stalls,
+            blocking,
         })
     }
 
@@ -259,6 +286,11 @@ impl Runtime {
     /// Stall totals of all shards.
     pub fn stalls(&self) -> &Arc<StallStats> {
         &self.stalls
+    }
+
+    /// The blocking pool the shards share.
+    pub fn blocking(&self) -> &Arc<BlockingPool> {
+        &self.blocking
     }
 
     /// Waits for every shard thread; returns the first error (a driver that failed to start).
@@ -276,13 +308,20 @@ impl Runtime {
     }
 }
 
+/// What every shard shares with the others.
+struct ShardLinks {
+    mesh: Arc<Mesh>,
+    stalls: Arc<StallStats>,
+    blocking: Arc<BlockingPool>,
+    /// Shards whose main future has not returned yet.
+    running: Arc<AtomicUsize>,
+}
+
 fn shard_body<F, Fut>(
     id: ShardId,
     cpu: usize,
     spec: &RuntimeSpec,
-    mesh: Arc<Mesh>,
-    stalls: Arc<StallStats>,
-    running: Arc<AtomicUsize>,
+    links: ShardLinks,
     main: Arc<F>,
 ) -> impl FnOnce(&'static str) -> std::pin::Pin<Box<dyn Future<Output = ()>>>
 where
@@ -290,6 +329,12 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let threshold = spec.stall_threshold;
+    let ShardLinks {
+        mesh,
+        stalls,
+        blocking,
+        running,
+    } = links;
     move |driver| {
         Box::pin(async move {
             let endpoint = mesh.endpoint(id);
@@ -301,6 +346,7 @@ where
                     mesh: endpoint.clone(),
                     mesh_all: Arc::clone(&mesh),
                     stall: StallDetector::new(id.index(), threshold, stalls),
+                    blocking,
                     state: RefCell::new(HashMap::new()),
                 }),
             };

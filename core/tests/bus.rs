@@ -49,6 +49,8 @@ where
         pin: false,
         stalls: Arc::new(StallStats::default()),
         private_fd_tables: false,
+        blocking_threads: 1,
+        blocking_queue: 16,
     };
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::clone(&done);

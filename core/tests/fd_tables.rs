@@ -36,6 +36,8 @@ fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, Me
         pin: false,
         stalls: Arc::new(StallStats::default()),
         private_fd_tables: private,
+        blocking_threads: 1,
+        blocking_queue: 16,
     };
     let results = Arc::new(Mutex::new(Vec::new()));
     let out = Arc::clone(&results);

@@ -18,6 +18,8 @@ fn spec(shards: usize, driver: DriverKind, ring: usize) -> RuntimeSpec {
         pin: false,
         stalls: Arc::new(StallStats::default()),
         private_fd_tables: false,
+        blocking_threads: 1,
+        blocking_queue: 16,
     }
 }
 

@@ -32,6 +32,8 @@ where
         pin: false,
         stalls: Arc::clone(&stalls),
         private_fd_tables: false,
+        blocking_threads: 1,
+        blocking_queue: 16,
     };
     let body = Arc::new(body);
     let rt = Runtime::start(spec, move |shard| {

@@ -58,6 +58,8 @@ fn mesh_run(cpus: [usize; 2], round_trips: usize, messages: usize) -> Figures {
         pin: true,
         stalls: Arc::new(StallStats::default()),
         private_fd_tables: false,
+        blocking_threads: 1,
+        blocking_queue: 16,
     };
     let rt = Runtime::start(spec, move |shard: Shard| {
         let slot = Arc::clone(&slot);

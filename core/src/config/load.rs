@@ -314,6 +314,42 @@ mod tests {
     }
 
     #[test]
+    fn bounds_on_waits_and_sizes_name_their_keys() {
+        let c = load(&[
+            "runtime.blocking_queue=0",
+            "http.handler_timeout=0s",
+            "simulation.max_design_bytes=10",
+            "simulation.stop_timeout=0s",
+            "grpc.max_header_list_bytes=100",
+            "grpc.max_frame_bytes=1000",
+        ])
+        .unwrap();
+        let mut problems: Vec<(String, String)> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, reason, .. } => (key, reason),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        problems.sort();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "grpc.max_frame_bytes",
+                "grpc.max_header_list_bytes",
+                "http.handler_timeout",
+                "runtime.blocking_queue",
+                "simulation.max_design_bytes",
+                "simulation.stop_timeout",
+            ]
+        );
+        assert!(problems[0].1.contains("16384"), "{problems:?}");
+    }
+
+    #[test]
     fn syntax_errors_are_reported() {
         assert!(matches!(
             Config::from_toml("[runtime\nshards=1"),

@@ -117,6 +117,12 @@ pub struct RuntimeConfig {
     /// RLIMIT_NOFILE applies per shard instead of per process: N shards hold up to N times the
     /// limit in sockets. For hosts where the limit cannot be raised; see the README.
     pub private_fd_tables: bool,
+    /// Threads of the blocking pool, where work longer than a slice runs off the shards
+    /// (compressing large responses, validating large designs); 0 = one per shard.
+    pub blocking_threads: usize,
+    /// Jobs the blocking pool queues; more are refused (a large response then goes
+    /// uncompressed, a large design is answered 503).
+    pub blocking_queue: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -128,6 +134,8 @@ impl Default for RuntimeConfig {
             stall_threshold: Duration::from_millis(10),
             mesh_ring_capacity: 1024,
             private_fd_tables: false,
+            blocking_threads: 0,
+            blocking_queue: 256,
         }
     }
 }
@@ -176,6 +184,10 @@ pub struct HttpConfig {
     /// Requests slower than this are logged as slow.
     #[serde(with = "duration")]
     pub slow_request: Duration,
+    /// A handler that has not produced its response after this long is abandoned: the client
+    /// gets 503 with code `timeout` naming the request.
+    #[serde(with = "duration")]
+    pub handler_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -189,6 +201,7 @@ impl Default for HttpConfig {
             max_uri_bytes: 8 * 1024,
             max_headers: 100,
             slow_request: Duration::from_secs(1),
+            handler_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -270,6 +283,13 @@ pub struct SimulationConfig {
     /// Wall-clock time a run may hold its shard before it yields to other work.
     #[serde(with = "duration")]
     pub slice: Duration,
+    /// Largest design document (bytes of JSON) a project, template or validation accepts;
+    /// larger → 413. Designs over 64 KiB are validated off the shards.
+    pub max_design_bytes: usize,
+    /// How long `stop` waits for the run to record that it stopped; longer → 503 `timeout`
+    /// (the run still stops at its next slice).
+    #[serde(with = "duration")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for SimulationConfig {
@@ -284,6 +304,8 @@ impl Default for SimulationConfig {
             metrics_interval: Duration::from_millis(500),
             max_duration_s: 86_400.0,
             slice: Duration::from_millis(1),
+            max_design_bytes: 1 << 20,
+            stop_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -549,6 +571,9 @@ pub struct CompressionConfig {
     pub brotli: bool,
     /// brotli quality, 0 to 11.
     pub brotli_quality: u32,
+    /// Bodies larger than this are compressed on the blocking pool, off the shard (a 25 MiB
+    /// body takes far longer than a slice); smaller ones on the shard.
+    pub offload_bytes: usize,
 }
 
 impl Default for CompressionConfig {
@@ -559,6 +584,7 @@ impl Default for CompressionConfig {
             gzip_level: 6,
             brotli: true,
             brotli_quality: 4,
+            offload_bytes: 32 * 1024,
         }
     }
 }
@@ -804,6 +830,16 @@ impl Config {
                 "more shards than CPUs listed in runtime.cpus",
             );
         }
+        if self.runtime.blocking_queue == 0 {
+            bad("runtime.blocking_queue", "0".into(), "must be at least 1");
+        }
+        if self.runtime.blocking_threads > 1024 {
+            bad(
+                "runtime.blocking_threads",
+                self.runtime.blocking_threads.to_string(),
+                "at most 1024 threads",
+            );
+        }
         if self.runtime.mesh_ring_capacity < 2 || self.runtime.mesh_ring_capacity > 1 << 20 {
             bad(
                 "runtime.mesh_ring_capacity",
@@ -817,6 +853,7 @@ impl Config {
             ("http.read_timeout", self.http.read_timeout),
             ("http.write_timeout", self.http.write_timeout),
             ("http.idle_timeout", self.http.idle_timeout),
+            ("http.handler_timeout", self.http.handler_timeout),
         ];
         for (key, d) in positive {
             if d.is_zero() {
@@ -907,9 +944,17 @@ impl Config {
                 "must be greater than zero",
             );
         }
+        if sim.max_design_bytes < 1024 {
+            bad(
+                "simulation.max_design_bytes",
+                sim.max_design_bytes.to_string(),
+                "must be at least 1024",
+            );
+        }
         for (key, d) in [
             ("simulation.metrics_interval", sim.metrics_interval),
             ("simulation.slice", sim.slice),
+            ("simulation.stop_timeout", sim.stop_timeout),
         ] {
             if d.is_zero() {
                 bad(key, format_duration(d), "must be greater than zero");

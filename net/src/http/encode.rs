@@ -136,6 +136,10 @@ pub fn encode_simple_error(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    resp.headers_mut().insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
     let framing = ResponseFraming {
         head: false,
         keep_alive,

@@ -1,11 +1,14 @@
 //! Response compression: gzip, or brotli when the client prefers it, for bodies over
 //! `compression.min_bytes` (1 KiB) of compressible types. Never for images, audio, video,
 //! archives, fonts already compressed, or bodies that already have a `Content-Encoding`.
+//! Bodies over `compression.offload_bytes` (32 KiB) are compressed on the blocking pool, so a
+//! large response does not hold the shard ([`compress_response_off_shard`]).
 
 use bytes::Bytes;
 use http::header::{
     HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY,
 };
+use sdsim_core::blocking::BlockingPool;
 use sdsim_core::config::CompressionConfig;
 use std::io::Write;
 
@@ -101,8 +104,68 @@ pub fn is_compressible(content_type: Option<&str>) -> bool {
         || ct.ends_with("+xml")
 }
 
-/// Compresses `resp` in place when it should be; returns the coding used.
+/// Compresses `resp` in place when it should be, on the calling thread; returns the coding used.
 pub fn compress_response(
+    resp: &mut http::Response<Bytes>,
+    accept_encoding: Option<&HeaderValue>,
+    cfg: &CompressionConfig,
+) -> Option<Encoding> {
+    let encoding = choose(resp, accept_encoding, cfg)?;
+    let compressed = encode(resp.body(), encoding, cfg.gzip_level, cfg.brotli_quality)?;
+    apply(resp, encoding, compressed);
+    Some(encoding)
+}
+
+/// Like [`compress_response`], but a body over `compression.offload_bytes` is compressed on
+/// `pool`, off the shard, while the shard serves its other connections (compressing 25 MiB takes
+/// far longer than a slice). When the pool refuses the job (its queue is full) the body goes
+/// uncompressed, which every client accepts, and [`Compressed::Refused`] says so.
+pub async fn compress_response_off_shard(
+    resp: &mut http::Response<Bytes>,
+    accept_encoding: Option<&HeaderValue>,
+    cfg: &CompressionConfig,
+    pool: Option<&BlockingPool>,
+) -> Compressed {
+    let Some(encoding) = choose(resp, accept_encoding, cfg) else {
+        return Compressed::No;
+    };
+    let (level, quality) = (cfg.gzip_level, cfg.brotli_quality);
+    let compressed = match pool {
+        Some(pool) if resp.body().len() > cfg.offload_bytes => {
+            let body = resp.body().clone();
+            match pool
+                .run(move || encode(&body, encoding, level, quality))
+                .await
+            {
+                Ok(compressed) => compressed,
+                Err(_) => return Compressed::Refused,
+            }
+        }
+        _ => encode(resp.body(), encoding, level, quality),
+    };
+    match compressed {
+        Some(compressed) => {
+            apply(resp, encoding, compressed);
+            Compressed::With(encoding)
+        }
+        None => Compressed::No,
+    }
+}
+
+/// What [`compress_response_off_shard`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compressed {
+    /// The body is sent as it was (not compressible, too small, not accepted, or not smaller).
+    No,
+    /// The body was compressed with this coding.
+    With(Encoding),
+    /// It should have been compressed, but the blocking pool's queue was full.
+    Refused,
+}
+
+/// Decides whether `resp` gets compressed and with what (adding `Vary: Accept-Encoding` once
+/// the answer depends on it); no byte is compressed here.
+fn choose(
     resp: &mut http::Response<Bytes>,
     accept_encoding: Option<&HeaderValue>,
     cfg: &CompressionConfig,
@@ -130,33 +193,43 @@ pub fn compress_response(
     }
     // The response depends on Accept-Encoding from here on, compressed or not.
     add_vary(resp);
-    let encoding = negotiate(accept_encoding?.to_str().ok()?, cfg.brotli)?;
+    negotiate(accept_encoding?.to_str().ok()?, cfg.brotli)
+}
+
+/// `body` compressed with `encoding`, or `None` when that fails or does not make it smaller.
+/// Pure, so it runs on any thread.
+fn encode(
+    body: &[u8],
+    encoding: Encoding,
+    gzip_level: u32,
+    brotli_quality: u32,
+) -> Option<Vec<u8>> {
     let compressed = match encoding {
         Encoding::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(resp.body().len() / 3),
-                flate2::Compression::new(cfg.gzip_level),
+                Vec::with_capacity(body.len() / 3),
+                flate2::Compression::new(gzip_level),
             );
-            enc.write_all(resp.body()).ok()?;
+            enc.write_all(body).ok()?;
             enc.finish().ok()?
         }
         Encoding::Brotli => {
-            let mut out = Vec::with_capacity(resp.body().len() / 3);
+            let mut out = Vec::with_capacity(body.len() / 3);
             {
-                let mut w = brotli::CompressorWriter::new(&mut out, 4096, cfg.brotli_quality, 22);
-                w.write_all(resp.body()).ok()?;
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, brotli_quality, 22);
+                w.write_all(body).ok()?;
             }
             out
         }
     };
-    if compressed.len() >= resp.body().len() {
-        return None;
-    }
+    (compressed.len() < body.len()).then_some(compressed)
+}
+
+fn apply(resp: &mut http::Response<Bytes>, encoding: Encoding, compressed: Vec<u8>) {
     *resp.body_mut() = Bytes::from(compressed);
     let headers = resp.headers_mut();
     headers.remove(CONTENT_LENGTH);
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
-    Some(encoding)
 }
 
 fn add_vary(resp: &mut http::Response<Bytes>) {

@@ -5,10 +5,12 @@
 //! 2. CORS preflight (`OPTIONS` with `Origin`) is answered here;
 //! 3. rate limit per client IP, checked on the IP's owner shard through the mesh (health paths
 //!    exempt) → 429 with `Retry-After`;
-//! 4. router → handler; a handler panic becomes a 500 and the connection and shard survive;
-//! 5. on the way out: CORS headers, `X-RateLimit-*`, compression, `X-Request-Id`,
-//!    `X-Response-Time`, metrics (requests by route and status, latency HDR per route), the
-//!    access-log line, and a slow-request warning.
+//! 4. router → handler; a handler panic becomes a 500 and the connection and shard survive; a
+//!    handler still working after `http.handler_timeout` is dropped and answered 503 `timeout`;
+//! 5. on the way out: CORS headers, `X-RateLimit-*`, compression (large bodies on the blocking
+//!    pool), `X-Content-Type-Options: nosniff` (and `Strict-Transport-Security` on TLS),
+//!    `X-Request-Id`, `X-Response-Time`, metrics (requests by route and status, latency HDR per
+//!    route), the access-log line (never the body), and a slow-request warning.
 //!
 //! Each layer takes only its own slice of the configuration.
 
@@ -21,7 +23,10 @@ use crate::http::router::{Lookup, Router};
 use crate::http::types::{error, ClientAddr, MatchedRoute, Request, RequestId, Response};
 use cors::Cors;
 use futures_util::FutureExt;
-use http::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, ORIGIN, RETRY_AFTER};
+use http::header::{
+    HeaderValue, ACCEPT_ENCODING, ALLOW, ORIGIN, RETRY_AFTER, STRICT_TRANSPORT_SECURITY,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use http::{HeaderName, Method, StatusCode};
 use ratelimit::{Decision, RateLimiter};
 use sdsim_core::config::{CompressionConfig, Config, RateLimitConfig};
@@ -46,6 +51,11 @@ pub const RATELIMIT_REJECTED: &str = "sdsim_ratelimit_rejected_total";
 pub const RATELIMIT_UNAVAILABLE: &str = "sdsim_ratelimit_unavailable_total";
 /// Metric: handler panics turned into 500 responses.
 pub const HANDLER_PANICS: &str = "sdsim_http_handler_panics_total";
+/// Metric: handlers abandoned at `http.handler_timeout` (answered 503).
+pub const HANDLER_TIMEOUTS: &str = "sdsim_http_handler_timeouts_total";
+
+/// HSTS on TLS connections: browsers then refuse plain HTTP to this host for a year.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
@@ -90,19 +100,30 @@ impl App {
                     ext.insert(ClientAddr(conn.peer));
                     ext.insert(RequestId(request_id.clone()));
                     ext.insert(MatchedRoute(pattern));
-                    dispatch(lookup, req, &stack.metrics, &request_id).await
+                    let deadline = stack.handler_timeout;
+                    let handled = dispatch(lookup, req, &stack.metrics, &request_id);
+                    match monoio::time::timeout(deadline, handled).await {
+                        Ok(response) => response,
+                        Err(_) => stack.timed_out(&method, pattern, &request_id),
+                    }
                 }
             }
         };
 
-        stack.finish(
-            &mut response,
-            origin.as_ref(),
-            accept_encoding.as_ref(),
-            decision.as_ref(),
-        );
+        stack
+            .finish(
+                &mut response,
+                origin.as_ref(),
+                accept_encoding.as_ref(),
+                decision.as_ref(),
+            )
+            .await;
         let elapsed = started.elapsed();
         let headers = response.headers_mut();
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if conn.tls {
+            headers.insert(STRICT_TRANSPORT_SECURITY, HSTS);
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert(X_REQUEST_ID, v);
         }
@@ -183,6 +204,7 @@ pub struct Stack {
     compression: CompressionConfig,
     access_log: bool,
     slow_request: Duration,
+    handler_timeout: Duration,
     metrics: Rc<Metrics>,
     shard: Option<Shard>,
     id_seed: u64,
@@ -208,6 +230,7 @@ impl Stack {
             compression: cfg.compression.clone(),
             access_log: cfg.log.access,
             slow_request: cfg.http.slow_request,
+            handler_timeout: cfg.http.handler_timeout,
             metrics,
             shard,
             id_seed: nanos.rotate_left(17) ^ (shard_index << 56),
@@ -280,7 +303,19 @@ impl Stack {
         resp
     }
 
-    fn finish(
+    /// The answer to a request whose handler did not finish in time (it has been dropped).
+    fn timed_out(&self, method: &Method, pattern: &str, request_id: &str) -> Response {
+        let limit = sdsim_core::config::format_duration(self.handler_timeout);
+        tracing::warn!(request_id, method = %method, route = pattern, %limit, "handler timed out");
+        self.metrics.inc(Key::plain(HANDLER_TIMEOUTS), 1);
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            &format!("{method} {pattern} timed out after {limit} (http.handler_timeout)"),
+        )
+    }
+
+    async fn finish(
         &self,
         response: &mut Response,
         origin: Option<&HeaderValue>,
@@ -295,7 +330,17 @@ impl Stack {
                 response.headers_mut().insert(name, value);
             }
         }
-        compress::compress_response(response, accept_encoding, &self.compression);
+        let pool = self.shard.as_ref().map(|s| s.blocking().as_ref());
+        let compressed = compress::compress_response_off_shard(
+            response,
+            accept_encoding,
+            &self.compression,
+            pool,
+        )
+        .await;
+        if compressed == compress::Compressed::Refused {
+            tracing::debug!("blocking pool full: a large response goes uncompressed");
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -77,6 +77,14 @@ fn help(name: &str) -> &'static str {
         "sdsim_stall_seconds_total" => {
             "Time spent in such polls (milliseconds resolution in seconds)."
         }
+        "sdsim_blocking_queued" => "Jobs queued or running on the blocking pool (off the shards).",
+        "sdsim_blocking_completed_total" => "Jobs the blocking pool has run.",
+        "sdsim_blocking_refused_total" => {
+            "Jobs the blocking pool refused because runtime.blocking_queue was full."
+        }
+        "sdsim_http_handler_timeouts_total" => {
+            "Handlers abandoned at http.handler_timeout (answered 503 timeout)."
+        }
         "sdsim_uptime_seconds" => "Seconds since the server started.",
         "sdsim_ws_connections" => "Open WebSocket connections.",
         "sdsim_ws_connections_total" => "WebSocket connections accepted.",
@@ -152,10 +160,19 @@ async fn prometheus(g: &Globals) -> Response {
             g.shutdown.forced_closes(),
         ),
         ("sdsim_stalls_total", g.stalls.count()),
+        ("sdsim_blocking_refused_total", shard.blocking().refused()),
+        (
+            "sdsim_blocking_completed_total",
+            shard.blocking().completed(),
+        ),
     ];
     for (name, value) in counters {
         snapshot.counters.insert(Key::plain(name), value);
     }
+    snapshot.gauges.insert(
+        Key::plain("sdsim_blocking_queued"),
+        shard.blocking().waiting() as i64,
+    );
     if let Some(bridge) = &g.redis {
         let b = &bridge.stats;
         let redis = [

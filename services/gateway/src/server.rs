@@ -202,8 +202,12 @@ impl Server {
         )?;
         // The simulation service reads projects (designs, access) through the project service's
         // storage layer, in process.
-        let projects = (runs_project || runs_simulation)
-            .then(|| Arc::new(sdsim_projects::projects::Projects::new(store.clone())));
+        let projects = (runs_project || runs_simulation).then(|| {
+            Arc::new(
+                sdsim_projects::projects::Projects::new(store.clone())
+                    .with_max_design_bytes(config.simulation.max_design_bytes),
+            )
+        });
         let simulations = match &projects {
             Some(p) if runs_simulation => {
                 Some(Arc::new(sdsim_projects::simulations::Simulations::new(

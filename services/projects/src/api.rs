@@ -390,7 +390,7 @@ impl SimulationsApi {
     /// See [`Simulations::validate`].
     pub async fn validate(&self, who: &Caller, design: &str) -> Result<Validation, Failure> {
         match self {
-            Self::Local(s) => Ok(s.validate(design)),
+            Self::Local(s) => s.validate(design).await,
             Self::Remote(r) => {
                 let req = ps::ValidateConfigurationRequest {
                     user_id: who.user_id.to_string(),

@@ -60,6 +60,8 @@ pub fn status_of(f: &Failure) -> Status {
         Failure::QueueFull(_) => (Code::ResourceExhausted, "QUEUE_FULL"),
         Failure::TooMany(_) => (Code::ResourceExhausted, "TOO_MANY_RUNS"),
         Failure::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
+        Failure::TooLarge(_) => (Code::ResourceExhausted, "TOO_LARGE"),
+        Failure::Timeout(_) => (Code::DeadlineExceeded, "TIMEOUT"),
     };
     let status = Status::new(code, f.to_string()).with_reason(DOMAIN, reason);
     match f {
@@ -106,6 +108,8 @@ pub fn failure_of(s: &Status) -> Failure {
         Some("QUEUE_FULL") => Failure::QueueFull(message),
         Some("TOO_MANY_RUNS") => Failure::TooMany(message),
         Some("UNAVAILABLE") => Failure::Unavailable(message),
+        Some("TOO_LARGE") => Failure::TooLarge(message),
+        Some("TIMEOUT") => Failure::Timeout(message),
         _ => match s.code {
             Code::InvalidArgument => Failure::Invalid {
                 field: "request".into(),
@@ -913,7 +917,7 @@ pub fn register_simulations(
         verify,
         |s, _who, req: ps::ValidateConfigurationRequest| {
             let design = required(req.design_json, "design_json")?;
-            let v = s.validate(&design);
+            let v = s.validate(&design).await.map_err(|f| status_of(&f))?;
             Ok(ps::ValidateConfigurationResponse {
                 valid: v.valid,
                 problems: v

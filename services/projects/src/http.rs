@@ -31,6 +31,8 @@ pub fn status_of(f: &Failure) -> (StatusCode, &'static str) {
         Failure::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
         Failure::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
         Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        Failure::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        Failure::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
     }
 }
 
@@ -64,7 +66,7 @@ pub fn failure(f: &Failure) -> Response {
     };
     if matches!(
         f,
-        Failure::QueueFull(_) | Failure::TooMany(_) | Failure::Unavailable(_)
+        Failure::QueueFull(_) | Failure::TooMany(_) | Failure::Unavailable(_) | Failure::Timeout(_)
     ) {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));

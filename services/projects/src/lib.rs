@@ -107,6 +107,14 @@ pub enum Failure {
     /// Storage is unavailable (503 / UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
+    /// An input is over its size limit (413 / RESOURCE_EXHAUSTED); the message names the
+    /// field and the limit's config key.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A wait ran past its configured bound (503 / DEADLINE_EXCEEDED); the message names what
+    /// was awaited and the bound.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<StoreError> for Failure {

@@ -186,14 +186,31 @@ const MAX_SETTINGS: usize = 64 << 10;
 /// The project service.
 pub struct Projects {
     store: Store,
+    /// `simulation.max_design_bytes`.
+    max_design_bytes: usize,
 }
 
 const COLUMNS: &str = "p.id, p.name, p.description, p.owner_id, p.design, p.settings, COALESCE(p.template_id, ''), p.version, p.created_at, p.updated_at";
 
 impl Projects {
-    /// The service on `store` (migrated).
+    /// The service on `store` (migrated), accepting designs up to the default
+    /// `simulation.max_design_bytes`.
     pub fn new(store: Store) -> Projects {
-        Projects { store }
+        Projects {
+            store,
+            max_design_bytes: sdsim_core::config::SimulationConfig::default().max_design_bytes,
+        }
+    }
+
+    /// Accepts designs up to `max` bytes of JSON (`simulation.max_design_bytes`).
+    pub fn with_max_design_bytes(mut self, max: usize) -> Projects {
+        self.max_design_bytes = max;
+        self
+    }
+
+    /// The largest design accepted, in bytes.
+    pub fn max_design_bytes(&self) -> usize {
+        self.max_design_bytes
     }
 
     /// The storage.
@@ -216,7 +233,7 @@ impl Projects {
                 })
             }
         };
-        let design = check_design(&design)?;
+        let design = check_design_within(&design, self.max_design_bytes).await?;
         let settings = check_settings(new.settings.as_deref())?;
         let id = new_id();
         let now = now_ms();
@@ -386,7 +403,7 @@ impl Projects {
         };
         let old_design = current.design.to_string();
         let design = match &change.design {
-            Some(d) => check_design(d)?,
+            Some(d) => check_design_within(d, self.max_design_bytes).await?,
             None => old_design.clone(),
         };
         let settings = match &change.settings {
@@ -705,6 +722,17 @@ impl Projects {
 
     /// A new project from an export document (the same checks as [`Projects::create`]).
     pub async fn import(&self, who: &Caller, doc: &str) -> Result<Project, Failure> {
+        // Checked before the document is parsed (on the shard): a design over the limit cannot
+        // fit in a document this size with the longest name, description and settings.
+        let max_doc =
+            self.max_design_bytes + 4 * (MAX_NAME + MAX_DESCRIPTION) + MAX_SETTINGS + 4096;
+        if doc.len() > max_doc {
+            return Err(Failure::TooLarge(format!(
+                "body: the export document of {} bytes is larger than any with a design within simulation.max_design_bytes = {} bytes",
+                doc.len(),
+                self.max_design_bytes
+            )));
+        }
         let v: sonic_rs::Value = sonic_rs::from_str(doc).map_err(|e| Failure::Invalid {
             field: "body".into(),
             message: format!("not JSON: {e}"),
@@ -799,7 +827,7 @@ impl Projects {
         who.require("project:write")?;
         let name = check_name(name)?;
         let description = check_description(description)?;
-        check_design(design)?;
+        check_design_within(design, self.max_design_bytes).await?;
         let mut v: sonic_rs::Value = sonic_rs::from_str(design).map_err(|e| Failure::Invalid {
             field: "design".into(),
             message: e.to_string(),
@@ -948,7 +976,38 @@ fn check_description(d: &str) -> Result<String, Failure> {
     Ok(d.to_string())
 }
 
-/// Validates a design with the engine; returns it as stored (compact JSON).
+/// Designs up to this size are validated on the shard (well under a slice); larger ones on the
+/// blocking pool, which keeps the shard serving while a large design is parsed.
+pub const VALIDATE_ON_SHARD_BYTES: usize = 64 << 10;
+
+/// [`check_design`] for a design arriving from a client: over `max_bytes`
+/// (`simulation.max_design_bytes`) it is refused (413) before any parsing; over
+/// [`VALIDATE_ON_SHARD_BYTES`] it is validated on the blocking pool, off the shard.
+pub async fn check_design_within(design: &str, max_bytes: usize) -> Result<String, Failure> {
+    if design.len() > max_bytes {
+        return Err(Failure::TooLarge(format!(
+            "design: {} bytes of JSON is over the limit of {max_bytes} bytes (simulation.max_design_bytes)",
+            design.len()
+        )));
+    }
+    let shard = sdsim_core::runtime::Shard::try_current();
+    let Some(shard) = shard.filter(|_| design.len() > VALIDATE_ON_SHARD_BYTES) else {
+        return check_design(design);
+    };
+    let design = design.to_string();
+    shard
+        .blocking()
+        .run(move || check_design(&design))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Failure::Unavailable(format!(
+                "design validation: {e}; retry shortly"
+            )))
+        })
+}
+
+/// Validates a design with the engine on the calling thread; returns it as stored (compact
+/// JSON).
 pub fn check_design(design: &str) -> Result<String, Failure> {
     if let Err(problems) = sdsim_simulation::design::parse(design) {
         return Err(Failure::Design(

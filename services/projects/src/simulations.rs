@@ -11,9 +11,12 @@
 //! lifecycle events on `simulation:events:{started,completed,stopped,failed}`, and a
 //! notification on `notifications:user:{id}` when it ends. The report and the bottleneck
 //! analysis (whose confirmation re-run happens on a helper thread, not the shard) are stored.
-//! `stop` reaches the run's shard through the mesh and takes effect within one slice.
+//! `stop` reaches the run's shard through the mesh and takes effect within one slice; it waits
+//! for the run to record its end (a notification from the run, not polling) for at most
+//! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
+//! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
-use crate::projects::{check_design, Projects, Role};
+use crate::projects::{check_design_within, Projects, Role, VALIDATE_ON_SHARD_BYTES};
 use crate::{new_id, now_ms, publish, Caller, Failure};
 use sdsim_core::config::SimulationConfig;
 use sdsim_core::runtime::Shard;
@@ -181,24 +184,26 @@ impl Simulations {
         });
     }
 
-    /// Checks a design without running it.
-    pub fn validate(&self, design: &str) -> Validation {
-        match check_design(design) {
-            Ok(_) => Validation {
+    /// Checks a design without running it. A design over `simulation.max_design_bytes` is a
+    /// failure (413), not a problem of the design; so is a busy blocking pool (503).
+    pub async fn validate(&self, design: &str) -> Result<Validation, Failure> {
+        match check_design_within(design, self.config.max_design_bytes).await {
+            Ok(_) => Ok(Validation {
                 valid: true,
                 problems: Vec::new(),
-            },
-            Err(Failure::Design(problems)) => Validation {
+            }),
+            Err(Failure::Design(problems)) => Ok(Validation {
                 valid: false,
                 problems,
-            },
-            Err(other) => Validation {
+            }),
+            Err(f @ (Failure::TooLarge(_) | Failure::Unavailable(_))) => Err(f),
+            Err(other) => Ok(Validation {
                 valid: false,
                 problems: vec![crate::DesignProblem {
                     path: "$".into(),
                     message: other.to_string(),
                 }],
-            },
+            }),
         }
     }
 
@@ -215,7 +220,15 @@ impl Simulations {
             .projects
             .design_for(who, &req.project_id, Role::Editor)
             .await?;
-        let design = sdsim_simulation::design::parse(&design_text)
+        if design_text.len() > self.config.max_design_bytes {
+            return Err(Failure::TooLarge(format!(
+                "design: the project's design of {} bytes is over the limit of {} bytes (simulation.max_design_bytes)",
+                design_text.len(),
+                self.config.max_design_bytes
+            )));
+        }
+        let design = parse_design(&design_text)
+            .await?
             .map_err(|p| Failure::Design(p.into_iter().map(problem).collect()))?;
         let duration = match req.duration_s {
             None => design.duration,
@@ -374,36 +387,34 @@ impl Simulations {
             )));
         }
         let key = id.to_string();
-        let found = Shard::current()
+        let ended = Shard::current()
             .mesh()
             .broadcast(move || {
-                Shard::current()
-                    .get::<Runner>()
-                    .and_then(|r| {
-                        r.stops.borrow().get(&key).map(|stop| {
-                            stop.set.set(true);
-                            stop.notify.notify_one();
-                        })
-                    })
-                    .is_some()
+                let runner = Shard::current().get::<Runner>()?;
+                let stops = runner.stops.borrow();
+                let stop = stops.get(&key)?;
+                stop.set.set(true);
+                stop.notify.notify_one();
+                Some(stop.on_end())
             })
             .await
             .into_iter()
-            .any(|r| r.unwrap_or(false));
-        if !found {
+            .find_map(|r| r.ok().flatten());
+        let Some(ended) = ended else {
             // Not running here (another instance, or one that stopped without recording it).
             self.finish_row(id, "stopped", None, None, None).await;
             return self.get(who, id).await;
+        };
+        // The run stops within one slice and tells us once it has recorded its end (or its stop
+        // flag is gone with it, which says the same).
+        let bound = self.config.stop_timeout;
+        if monoio::time::timeout(bound, ended).await.is_err() {
+            return Err(Failure::Timeout(format!(
+                "stopping simulation {id} timed out after {} (simulation.stop_timeout): the run did not record its end in time; it stops at its next slice",
+                sdsim_core::config::format_duration(bound)
+            )));
         }
-        // The run records `stopped` within one slice.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let run = self.get(who, id).await?;
-            if TERMINAL.contains(&run.status.as_str()) || Instant::now() > deadline {
-                return Ok(run);
-            }
-            monoio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.get(who, id).await
     }
 
     /// A finished (or stopped) run's report and analysis.
@@ -497,6 +508,8 @@ impl Simulations {
             self.finish_row(&job.id, "stopped", None, None, None).await;
             Ok(false)
         };
+        // The end is recorded: whoever is stopping this run may answer now.
+        stop.ended();
         if let Some(runner) = Shard::current().get::<Runner>() {
             runner.stops.borrow_mut().remove(&job.id);
         }
@@ -522,7 +535,16 @@ impl Simulations {
             self.finish_row(&job.id, "stopped", None, None, None).await;
             return Ok(false);
         }
-        let mut design = match sdsim_simulation::design::parse(&job.design) {
+        let parsed = match parse_design(&job.design).await {
+            Ok(parsed) => parsed,
+            Err(busy) => {
+                let why = busy.to_string();
+                self.finish_row(&job.id, "failed", Some(&why), None, None)
+                    .await;
+                return Err(why);
+            }
+        };
+        let mut design = match parsed {
             Ok(d) => d,
             Err(p) => {
                 let why = format!("the design no longer validates: {}", p[0]);
@@ -651,6 +673,43 @@ impl Runner {
 struct Stop {
     set: Cell<bool>,
     notify: tokio::sync::Notify,
+    /// Callers of `stop` waiting for the run to record its end.
+    waiting: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Stop {
+    /// Resolves once the run has recorded its end, or errs when the flag is dropped without
+    /// that (the run is gone all the same).
+    fn on_end(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.borrow_mut().push(tx);
+        rx
+    }
+
+    /// Tells every waiting caller that the run's end is recorded.
+    fn ended(&self) {
+        for waiter in self.waiting.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// Parses a design with the engine: on the blocking pool when it is large (off the shard), on
+/// the shard otherwise. The outer error is a busy pool.
+async fn parse_design(
+    text: &str,
+) -> Result<Result<sdsim_simulation::design::Design, Vec<sdsim_simulation::design::Problem>>, Failure>
+{
+    let shard = Shard::try_current();
+    let Some(shard) = shard.filter(|_| text.len() > VALIDATE_ON_SHARD_BYTES) else {
+        return Ok(sdsim_simulation::design::parse(text));
+    };
+    let text = text.to_string();
+    shard
+        .blocking()
+        .run(move || sdsim_simulation::design::parse(&text))
+        .await
+        .map_err(|e| Failure::Unavailable(format!("design parsing: {e}; retry shortly")))
 }
 
 /// A run handed to a shard.
