@@ -689,6 +689,10 @@ pub struct StorageConfig {
     pub connect_timeout: Duration,
     /// SQLite reader threads.
     pub sqlite_readers: usize,
+    /// PostgreSQL: longest a statement may run before the server cancels it (the request then
+    /// fails with 503 naming this key). `"0s"` turns the bound off.
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -698,6 +702,7 @@ impl Default for StorageConfig {
             migrate_on_start: true,
             connect_timeout: Duration::from_secs(5),
             sqlite_readers: 2,
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn open_store(config: &Config) -> Result<Store, sdsim_store::StoreError> {
         &Options {
             connect_timeout: config.storage.connect_timeout,
             sqlite_readers: config.storage.sqlite_readers,
+            statement_timeout: config.storage.statement_timeout,
         },
     )
 }

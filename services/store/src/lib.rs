@@ -188,6 +188,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// SQLite reader threads beside the writer.
     pub sqlite_readers: usize,
+    /// PostgreSQL: the server cancels a statement that runs longer (`statement_timeout`), and
+    /// the call fails with [`StoreError::Unavailable`] naming the bound. Zero: no bound.
+    pub statement_timeout: Duration,
 }
 
 impl Default for Options {
@@ -195,6 +198,7 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(3),
             sqlite_readers: 2,
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -90,7 +90,7 @@ impl Postgres {
         pg
     }
 
-    /// Starts (or restarts) the server; waits until it accepts connections.
+    /// Starts (or restarts) the server; waits until it accepts sessions.
     pub fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -123,7 +123,13 @@ impl Postgres {
                 self.child = None;
                 panic!("postgres exited ({status}):\n{log}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // A listening socket is not enough: until recovery ends the server refuses
+            // sessions ("the database system is starting up"). pg_isready asks the server.
+            let ready = Command::new(pg_bin("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
                 return;
             }
             if Instant::now() > deadline {
