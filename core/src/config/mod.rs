@@ -58,6 +58,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// gRPC listeners: message and stream limits, keepalive, connection age, mutual TLS.
     pub grpc: GrpcConfig,
+    /// This process's identity among the instances sharing a database.
+    pub instance: InstanceConfig,
 }
 
 impl Default for Config {
@@ -81,6 +83,36 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             bus: BusConfig::default(),
             grpc: GrpcConfig::default(),
+            instance: InstanceConfig::default(),
+        }
+    }
+}
+
+/// `[instance]`: who this process is among the instances that share a database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// A name that stays the same across restarts of this instance and differs from every other
+    /// instance on the same database; runs are recorded under it, and at start an instance marks
+    /// the runs it left queued or running as failed. Empty: the host name (set it when several
+    /// instances on one host share a database).
+    pub id: String,
+}
+
+impl InstanceConfig {
+    /// `id`, or the host name when it is empty.
+    pub fn resolved_id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
+        // or truncates, and we stop at the first NUL or the end.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        match (rc, std::str::from_utf8(&buf[..len])) {
+            (0, Ok(name)) if !name.is_empty() => name.to_string(),
+            _ => "localhost".to_string(),
         }
     }
 }

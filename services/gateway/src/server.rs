@@ -211,6 +211,7 @@ impl Server {
                     Arc::clone(p),
                     config.simulation.clone(),
                     shards,
+                    config.instance.resolved_id(),
                 )))
             }
             _ => None,

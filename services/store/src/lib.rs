@@ -241,6 +241,33 @@ impl Store {
         }
     }
 
+    /// Runs statements in one transaction, serialised against every other `batch_exclusive` with
+    /// the same `key` on any connection of any instance: for check-then-write statements (an
+    /// `INSERT … SELECT … WHERE (SELECT COUNT(*) …) < n`) that would otherwise race under READ
+    /// COMMITTED. PostgreSQL takes a transaction-scoped advisory lock on a hash of `key` first;
+    /// SQLite's single writer serialises every write already. Returns each statement's changed
+    /// rows.
+    pub async fn batch_exclusive(
+        &self,
+        key: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<u64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.batch(statements).await,
+            Backend::Postgres(db) => {
+                let mut locked = Vec::with_capacity(statements.len() + 1);
+                locked.push(Statement::new(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    vec![Value::Text(key.to_string())],
+                ));
+                locked.extend(statements);
+                let mut counts = db.batch(locked).await?;
+                counts.remove(0);
+                Ok(counts)
+            }
+        }
+    }
+
     /// Runs a query and returns its rows.
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
         match &self.backend {

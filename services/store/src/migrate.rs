@@ -42,6 +42,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0004_active_runs.postgres.sql"),
         sqlite: include_str!("../migrations/0004_active_runs.sqlite.sql"),
     },
+    Migration {
+        version: 5,
+        name: "run owner",
+        postgres: include_str!("../migrations/0005_run_owner.postgres.sql"),
+        sqlite: include_str!("../migrations/0005_run_owner.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.

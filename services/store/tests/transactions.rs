@@ -32,9 +32,9 @@ async fn ids(store: &Store) -> Vec<String> {
         .collect()
 }
 
-/// Waits until some session waits for an advisory lock, i.e. the transaction under test has run
-/// its first statement and is parked on its second. Bounded only against a real hang.
-async fn until_a_session_waits_for_the_lock(store: &Store) {
+/// Waits until `sessions` sessions wait for an advisory lock (e.g. the transaction under test
+/// has run its first statement and is parked on its second). Bounded only against a real hang.
+async fn until_sessions_wait_for_a_lock(store: &Store, sessions: i64) {
     for _ in 0..3000 {
         let waiting = store
             .query_opt(
@@ -46,12 +46,12 @@ async fn until_a_session_waits_for_the_lock(store: &Store) {
             .unwrap()
             .int(0)
             .unwrap();
-        if waiting == 1 {
+        if waiting == sessions {
             return;
         }
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the transaction never reached its second statement");
+    panic!("{sessions} sessions never waited for a lock together");
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn a_dropped_postgres_transaction_leaves_no_writes_and_no_open_transaction() {
                 insert("abandoned"),
                 Statement::new("SELECT pg_advisory_lock(7)", vec![]),
             ]));
-            let watcher = pin!(until_a_session_waits_for_the_lock(&store));
+            let watcher = pin!(until_sessions_wait_for_a_lock(&store, 1));
             match select(abandoned, watcher).await {
                 Either::Left((result, _)) => panic!("the transaction did not block: {result:?}"),
                 // The transaction's future is dropped here, after its first write.
@@ -182,4 +182,92 @@ fn a_dropped_sqlite_batch_is_all_or_nothing() {
         assert!(rows.contains(&"b1".to_string()) && rows.contains(&"b2".to_string()));
     });
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A check-then-insert under READ COMMITTED: `INSERT … SELECT … WHERE (SELECT COUNT(*) …) < 1`.
+fn insert_within_limit(id: &str) -> Statement {
+    Statement::new(
+        "INSERT INTO runs (id, user_id) SELECT $1, 'ada' WHERE (SELECT COUNT(*) FROM runs WHERE user_id = 'ada') < 1",
+        vec![id.into()],
+    )
+}
+
+/// Two check-then-insert transactions on two connections, the first held open after its insert:
+/// with `batch` both pass the check (each counts only committed rows); with `batch_exclusive`
+/// the second waits for the first and counts its row.
+fn racing_inserts(exclusive: bool) -> Vec<String> {
+    let pg = Postgres::start();
+    // Two stores on one database: two transaction connections on this one thread.
+    let first = Store::open(&pg.url(), &Options::default()).unwrap();
+    let second = Store::open(&pg.url(), &Options::default()).unwrap();
+    let mut inserted = Vec::new();
+    on_monoio(async {
+        first
+            .execute_script("CREATE TABLE runs (id TEXT PRIMARY KEY, user_id TEXT NOT NULL);")
+            .await
+            .unwrap();
+        first
+            .query("SELECT 1 FROM (SELECT pg_advisory_lock(7)) AS l", vec![])
+            .await
+            .unwrap();
+        let run = |store: &Store, statements: Vec<Statement>| {
+            let store = store.clone();
+            async move {
+                if exclusive {
+                    store.batch_exclusive("runs:ada", statements).await
+                } else {
+                    store.batch(statements).await
+                }
+            }
+        };
+        // The first transaction inserts, then parks on the lock the test holds: its row is
+        // written but not committed.
+        let held = monoio::spawn(run(
+            &first,
+            vec![
+                insert_within_limit("first"),
+                Statement::new("SELECT pg_advisory_lock(7)", vec![]),
+            ],
+        ));
+        until_sessions_wait_for_a_lock(&second, 1).await;
+        let mut racer = Some(monoio::spawn(run(
+            &second,
+            vec![
+                insert_within_limit("second"),
+                Statement::new("SELECT 1", vec![]),
+            ],
+        )));
+        if exclusive {
+            // The racer must queue behind the first transaction's key lock: two sessions wait.
+            until_sessions_wait_for_a_lock(&second, 2).await;
+        } else {
+            racer.take().unwrap().await.unwrap();
+        }
+        first
+            .query("SELECT pg_advisory_unlock(7)", vec![])
+            .await
+            .unwrap();
+        held.await.unwrap();
+        if let Some(racer) = racer {
+            racer.await.unwrap();
+        }
+        inserted = first
+            .query("SELECT id FROM runs ORDER BY id", vec![])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.text(0).unwrap().to_string())
+            .collect();
+    });
+    inserted
+}
+
+#[test]
+fn check_then_insert_races_past_a_limit_without_the_exclusive_batch() {
+    assert_eq!(racing_inserts(false), ["first", "second"]);
+}
+
+#[test]
+fn an_exclusive_batch_serialises_check_then_insert_on_postgres() {
+    assert_eq!(racing_inserts(true), ["first"]);
 }
