@@ -363,6 +363,11 @@ pub struct AuthConfig {
     /// How often keys are re-read from storage (keys made by other instances).
     #[serde(with = "duration")]
     pub key_reload: Duration,
+    /// How often each shard reads the sessions revoked since the last one it saw from storage:
+    /// the bound on how long a revoked token can still work on an instance that missed the
+    /// revocation's broadcast (Redis down or a full queue). Also read when Redis reconnects.
+    #[serde(with = "duration")]
+    pub revocation_sync: Duration,
     /// Failed logins within `lockout_window` that lock an account.
     pub lockout_threshold: u32,
     /// Window in which failed logins are counted.
@@ -405,6 +410,7 @@ impl Default for AuthConfig {
             key_rotation: Duration::from_secs(7 * 24 * 3600),
             key_publish_delay: Duration::from_secs(120),
             key_reload: Duration::from_secs(60),
+            revocation_sync: Duration::from_secs(2),
             lockout_threshold: 5,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_duration: Duration::from_secs(15 * 60),
@@ -858,6 +864,7 @@ impl Config {
             ("auth.refresh_ttl", auth.refresh_ttl),
             ("auth.key_rotation", auth.key_rotation),
             ("auth.key_reload", auth.key_reload),
+            ("auth.revocation_sync", auth.revocation_sync),
             ("auth.lockout_window", auth.lockout_window),
             ("auth.lockout_duration", auth.lockout_duration),
             ("auth.verify_email_ttl", auth.verify_email_ttl),

@@ -183,6 +183,7 @@ impl Worker {
         .map_err(timeout("publisher connect"))?
         .map_err(|e| e.to_string())?;
         self.stats.up.store(true, Ordering::Relaxed);
+        sdsim_core::bus::remote_linked();
         tracing::info!(instance = %self.instance, "Redis bridge connected");
         let mut messages = pubsub.into_on_message();
         let mut payload = Vec::new();

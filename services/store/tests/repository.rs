@@ -50,13 +50,16 @@ async fn insert_user(store: &Store, id: &str, email: &str) -> Result<u64, StoreE
 
 /// The suite both backends must pass.
 async fn suite(store: &Store) {
-    assert_eq!(migrate::run(store).await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(migrate::run(store).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(
         migrate::run(store).await.unwrap(),
         Vec::<i64>::new(),
         "idempotent"
     );
-    assert_eq!(migrate::applied(store).await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        migrate::applied(store).await.unwrap(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
     store.ping().await.unwrap();
 
     assert_eq!(

@@ -2,6 +2,8 @@
 //! reads responses exactly (status, headers, Content-Length body), for keep-alive and pipelining.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use sdsim_core::config::{Config, Overrides};
