@@ -247,10 +247,10 @@ async fn send_with_flow_control(
     Ok(())
 }
 
-/// The response headers of a call: content type, encodings and what the layers added.
-fn grpc_headers(gzip: bool, metadata: &HeaderMap) -> http::Response<()> {
+/// The response headers of a call: what the layers added, content type and encodings.
+fn grpc_headers(gzip: bool, metadata: HeaderMap) -> http::Response<()> {
     let mut resp = http::Response::new(());
-    resp.headers_mut().clone_from(metadata);
+    *resp.headers_mut() = metadata;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     if gzip {
@@ -265,7 +265,7 @@ fn grpc_headers(gzip: bool, metadata: &HeaderMap) -> http::Response<()> {
 }
 
 /// A Trailers-Only response: the status in the only HEADERS frame. Returns its code.
-fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status, metadata: &HeaderMap) -> Code {
+fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status, metadata: HeaderMap) -> Code {
     let mut resp = grpc_headers(false, metadata);
     status.write(resp.headers_mut());
     let _ = respond.send_response(resp, true);
@@ -432,13 +432,13 @@ async fn handle_stream(
     let mut metadata = HeaderMap::new();
     layers.respond(&ex, &mut metadata);
     let code = match answer {
-        Some(answer) => trailers_only(&mut respond, &answer.into_status(), &metadata),
+        Some(answer) => trailers_only(&mut respond, &answer.into_status(), metadata),
         None => {
             let call = CallParts {
                 parts,
                 body,
                 peer,
-                metadata: &metadata,
+                metadata,
             };
             serve_call(call, registered, respond, settings).await
         }
@@ -451,18 +451,18 @@ async fn handle_stream(
 }
 
 /// A call the layers let through.
-struct CallParts<'a> {
+struct CallParts {
     parts: http::request::Parts,
     body: RecvStream,
     peer: SocketAddr,
     /// Response metadata from the layers.
-    metadata: &'a HeaderMap,
+    metadata: HeaderMap,
 }
 
 /// Reads the request, runs the handler within the deadline and sends the answer; returns the
 /// call's final code.
 async fn serve_call(
-    call: CallParts<'_>,
+    call: CallParts,
     registered: Option<Registered>,
     mut respond: SendResponse<Bytes>,
     settings: &Settings,
