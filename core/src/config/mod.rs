@@ -40,6 +40,8 @@ pub struct Config {
     pub simulation: SimulationConfig,
     /// Per-client rate limiting.
     pub ratelimit: RateLimitConfig,
+    /// Adaptive load shedding when a shard's queueing delay stays high.
+    pub shedding: SheddingConfig,
     /// Response compression.
     pub compression: CompressionConfig,
     /// Cross-origin resource sharing.
@@ -74,6 +76,7 @@ impl Default for Config {
             project: ServiceListen::new(10000, 10001),
             simulation: SimulationConfig::default(),
             ratelimit: RateLimitConfig::default(),
+            shedding: SheddingConfig::default(),
             compression: CompressionConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
@@ -539,6 +542,53 @@ pub struct RouteLimit {
     pub burst: u32,
 }
 
+/// `[shedding]`: refuse new work early when a shard is overloaded (its queueing delay stayed
+/// above `target` for a whole `interval`, as CoDel decides), so the work it admits still finishes
+/// fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SheddingConfig {
+    /// Off by default: turn it on where the server may be offered more than it can serve.
+    pub enabled: bool,
+    /// A queueing delay above this is a standing queue once it lasts `interval`.
+    #[serde(with = "duration")]
+    pub target: Duration,
+    /// How long the delay must stay above `target` before new work is refused.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// How often each shard measures its queueing delay.
+    #[serde(with = "duration")]
+    pub probe: Duration,
+    /// `Retry-After` of a refused request (whole seconds, at least 1).
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
+    /// Path prefixes never refused (HTTP paths and gRPC method paths): health, metrics, token
+    /// validation. WebSocket frames (keep-alives included) never pass through the stack and
+    /// are never refused; new WebSocket upgrades are.
+    pub never: Vec<String>,
+}
+
+impl Default for SheddingConfig {
+    fn default() -> Self {
+        SheddingConfig {
+            enabled: false,
+            target: Duration::from_millis(5),
+            interval: Duration::from_millis(100),
+            probe: Duration::from_millis(2),
+            retry_after: Duration::from_secs(1),
+            never: [
+                "/health",
+                "/metrics",
+                "/.well-known/",
+                "/grpc.health.v1.Health/",
+                "/sdsim.auth.v1.AuthService/ValidateToken",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 /// `[ratelimit]`: per-client-IP limits; the limit holds across shards (one owner shard per IP).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -865,6 +915,10 @@ impl Config {
             ("auth.key_rotation", auth.key_rotation),
             ("auth.key_reload", auth.key_reload),
             ("auth.revocation_sync", auth.revocation_sync),
+            ("shedding.target", self.shedding.target),
+            ("shedding.interval", self.shedding.interval),
+            ("shedding.probe", self.shedding.probe),
+            ("shedding.retry_after", self.shedding.retry_after),
             ("auth.lockout_window", auth.lockout_window),
             ("auth.lockout_duration", auth.lockout_duration),
             ("auth.verify_email_ttl", auth.verify_email_ttl),

@@ -100,6 +100,12 @@ pub enum Answer {
         /// Until the limit allows one more request.
         retry_after: Duration,
     },
+    /// The shard is overloaded and refuses new work: HTTP 503 `overloaded` with
+    /// `Retry-After`, gRPC RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` detail.
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A complete HTTP response (a CORS preflight). Only HTTP-only layers give it.
     Http(Response),
 }
@@ -121,6 +127,18 @@ impl Answer {
                     retry_after_secs(retry_after)
                 ),
             ),
+            Answer::Overloaded { retry_after } => {
+                let secs = retry_after_secs(retry_after);
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    &format!("the server is overloaded; retry in {secs} s"),
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, secs.into());
+                response
+            }
             Answer::Http(response) => response,
         }
     }
@@ -136,6 +154,15 @@ impl Answer {
                 ),
             )
             .with_reason("sdsim", "RATE_LIMITED")
+            .with_retry_delay(retry_after),
+            Answer::Overloaded { retry_after } => Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the server is overloaded; retry in {} s",
+                    retry_after_secs(retry_after)
+                ),
+            )
+            .with_reason("sdsim", "OVERLOADED")
             .with_retry_delay(retry_after),
             // A layer that answers in HTTP terms must check the protocol first.
             Answer::Http(response) => Status::new(

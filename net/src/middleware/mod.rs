@@ -6,13 +6,16 @@
 //!    echoed in the response (header / gRPC metadata);
 //! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
 //!    response headers;
-//! 3. [`service_callers`]: calls with a service token are not limited per IP (step 4);
-//! 4. [`client_limit`]: rate limit per client IP, checked on the IP's owner shard through the
+//! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
+//!    whole `shedding.interval`), new work is refused early → HTTP 503 / gRPC
+//!    RESOURCE_EXHAUSTED with `retry-after` (health, metrics, token validation exempt);
+//! 4. [`service_callers`]: calls with a service token are not limited per IP (step 5);
+//! 5. [`client_limit`]: rate limit per client IP, checked on the IP's owner shard through the
 //!    mesh (health exempt) → HTTP 429 / gRPC RESOURCE_EXHAUSTED, with `retry-after`;
 //!    `x-ratelimit-*` on every limited answer;
-//! 5. [`request_metrics`]: requests by route and status, latency HDR per route (HTTP); calls by
+//! 6. [`request_metrics`]: requests by route and status, latency HDR per route (HTTP); calls by
 //!    service, method and code, duration HDR per method (gRPC);
-//! 6. [`access_log`]: one line per request or call (`log.access`).
+//! 7. [`access_log`]: one line per request or call (`log.access`).
 //!
 //! An authentication layer belongs between 2 and 3, so that the rate limit can trust its
 //! caller. The HTTP adapter ([`App::handle`]) adds what only HTTP has: router → handler (a
@@ -32,6 +35,7 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod request_metrics;
 pub mod service_callers;
+pub mod shed;
 
 use crate::conn::ConnInfo;
 use crate::http::router::{Lookup, Router};
@@ -57,6 +61,7 @@ pub use client_limit::{RATELIMIT_REJECTED, RATELIMIT_UNAVAILABLE};
 pub use request_metrics::{
     GRPC_REQUESTS_TOTAL, GRPC_REQUEST_DURATION, REQUESTS_TOTAL, REQUEST_DURATION, RESPONSE_BYTES,
 };
+pub use shed::SHED_TOTAL;
 
 /// Metric: handler panics turned into 500 responses.
 pub const HANDLER_PANICS: &str = "sdsim_http_handler_panics_total";
@@ -206,6 +211,9 @@ impl Stack {
         layers.push(RequestIds::new(shard_index));
         if let Some(cors) = Cors::new(&cfg.cors) {
             layers.push(cors);
+        }
+        if let Some(shedder) = shed::Shedder::install(&cfg.shedding, Rc::clone(&metrics)) {
+            layers.push(shedder);
         }
         if let (Some(rate_limit), service_tokens) = (rate_limit, service_tokens) {
             if let Some(is_service) = service_tokens {

@@ -66,6 +66,9 @@ fn help(name: &str) -> &'static str {
             "Rate-limit checks whose owner shard was unreachable (allowed)."
         }
         "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
+        "sdsim_shed_total" => {
+            "Requests and gRPC calls refused because their shard was overloaded (503 / RESOURCE_EXHAUSTED)."
+        }
         "sdsim_grpc_server_requests_total" => "gRPC calls by service, method and code.",
         "sdsim_grpc_server_request_duration_seconds" => {
             "gRPC call duration by service and method (from per-shard HDR histograms)."
