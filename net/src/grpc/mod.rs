@@ -1,4 +1,4 @@
-//! gRPC over h2 (HTTP/2) on monoio, through `into_poll_io` (DESIGN.md).
+//! gRPC over h2 (HTTP/2) on monoio, through `into_poll_io` (docs/architecture.md).
 //!
 //! - [`status`]: codes, `grpc-status` / `grpc-message`, `grpc-timeout`.
 //! - [`frame`]: length-prefixed message framing with gzip (sans-IO).

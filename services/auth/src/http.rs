@@ -1,4 +1,4 @@
-//! The auth service's HTTP API (DESIGN.md paths), mounted on the gateway and on
+//! The auth service's HTTP API (the paths in the README), mounted on the gateway and on
 //! `auth.http_listen`.
 
 use crate::service::{now, Auth, Failure};

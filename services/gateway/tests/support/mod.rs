@@ -60,7 +60,7 @@ pub fn test_routes(router: &mut Router) {
         .unwrap();
     router
         .route(Method::GET, "/test/block", |_req: Request| async move {
-            // Breaks DESIGN rule 5 on purpose: blocks the shard for 40 ms.
+            // Breaks thread-per-core rule 5 (docs/architecture.md) on purpose: blocks the shard for 40 ms.
             std::thread::sleep(Duration::from_millis(40));
             with_body(StatusCode::OK, "text/plain", Bytes::from_static(b"blocked"))
         })
