@@ -3,7 +3,7 @@
 //!
 //! Every task spawned with [`crate::shard::Shard::spawn`] is wrapped in [`Timed`], which reads
 //! the clock around each poll (two `Instant::now()` calls, tens of nanoseconds). A shard is
-//! single-threaded, so one long poll delays every other connection on it: DESIGN rule 5 says such
+//! single-threaded, so one long poll delays every other connection on it: rule 5 of docs/architecture.md says such
 //! work belongs on a blocking pool or in slices, and this is how we find what broke the rule.
 
 use std::future::Future;
