@@ -400,10 +400,15 @@ fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
         subscribe(&mut fast, "system:announcements", None).await;
         let pad = "x".repeat(16 * 1024);
         let count = 1200u64; // ~19 MB: more than loopback socket buffers hold.
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
+        // The fast client has read each event before the next is published, so however the
+        // machine schedules it, its queue never holds more than one (16 KiB of the 64 KiB
+        // allowed); the slow client's fills.
         let reader = async {
             for i in 1..=count {
                 let ev = next(&mut fast).await;
                 assert_eq!(ev["seq"], i);
+                let _ = read_tx.send(i);
             }
         };
         let publisher = tokio::task::spawn_blocking(move || {
@@ -412,6 +417,12 @@ fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
                     r#"{{"channel":"system:announcements","data":{{"i":{i},"pad":"{pad}"}}}}"#
                 );
                 assert_eq!(publish(addr, ADMIN, &body).0, 200);
+                assert_eq!(
+                    read_rx.recv_timeout(Duration::from_secs(10)),
+                    Ok(i + 1),
+                    "the fast client did not read event {}",
+                    i + 1
+                );
             }
         });
         reader.await;
