@@ -123,13 +123,7 @@ impl Postgres {
                 self.child = None;
                 panic!("postgres exited ({status}):\n{log}");
             }
-            // A listening socket is not enough: until recovery ends the server refuses
-            // sessions ("the database system is starting up"). pg_isready asks the server.
-            let ready = Command::new(pg_bin("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
+            if self.accepts_sessions() {
                 return;
             }
             if Instant::now() > deadline {
@@ -139,6 +133,17 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the server accepts sessions. An open port is not enough: while it starts up
+    /// (or recovers after a restart) PostgreSQL accepts connections only to refuse them with
+    /// "the database system is starting up".
+    fn accepts_sessions(&self) -> bool {
+        pg_command("pg_isready")
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .status()
+            .is_ok_and(|status| status.success())
     }
 
     /// Stops the server (fast shutdown); the data stays.
