@@ -1,7 +1,10 @@
 //! WebSocket benchmark: sdsim against an axum peer (`peer-ws`), same protocol, same CPU, same
 //! load, in one run, as a ratio. Each server is pinned (all its threads) to `--server-cpu`; the
-//! client (one pinned current-thread tokio runtime per `--client-cpus` entry, plus the HTTP
-//! publisher) runs in this process. Servers alternate, `--runs` times; medians are reported.
+//! client is the load generator's WebSocket engine (`sdsim_loadtest::ws`: one pinned monoio
+//! thread per `--client-cpus` entry, holding the connections and running the HTTP publishers)
+//! in this process. Events are published in open loop and each carries its *intended* send
+//! time, so latency is publish → receive without coordinated omission: a publish held up by a
+//! slow answer counts its wait. Servers alternate, `--runs` times; medians are reported.
 //!
 //! Scenarios (`--scenario`):
 //! - `idle`: N connections (cumulative `--sizes`), each subscribed to `simulation:data:{i % K}`,
@@ -19,15 +22,15 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use mimalloc::MiMalloc;
+use sdsim_bench::proc_sample::{cpu_seconds, server_socket_memory, ProcSample};
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
-use sdsim_bench::ws_client::{
-    parse_target, publish, raise_nofile, server_socket_memory, ClientConfig, ConnSpec, Pool,
-    ProcSample, PublishPlan, PublishReport,
-};
 use sdsim_bench::{machine_line, median};
-use std::net::SocketAddr;
+use sdsim_loadtest::ws::{
+    fd_limits, run_ws_observed, Op, Publish, WsControl, WsEvent, WsLoad, WsReport,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -64,7 +67,8 @@ struct Args {
     /// CPU for the server under test.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
-    /// CPUs for the client runtimes (one thread each); the publisher uses the first.
+    /// CPUs for the client (one load-generator thread each, holding its share of the
+    /// connections and of the publishers).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     client_cpus: Vec<usize>,
     /// The sdsim binary.
@@ -82,7 +86,8 @@ struct Args {
     /// New connections per second.
     #[arg(long, default_value_t = 2000.0)]
     connect_rate: f64,
-    /// Client read buffer per connection (bytes).
+    /// Client read size (bytes): each client thread reads its sockets through one buffer of
+    /// this size; a connection keeps only a frame that has not fully arrived.
     #[arg(long, default_value_t = 4096)]
     client_read_buffer: usize,
     /// Application ping (`{"op":"ping"}`) interval per connection, seconds (0 = none).
@@ -170,41 +175,69 @@ fn command(kind: ServerKind, args: &Args, port: u16) -> Command {
     }
 }
 
-fn client_config(args: &Args, addr: SocketAddr, path: &str) -> ClientConfig {
-    ClientConfig {
-        addr,
-        path: path.to_owned(),
-        cpus: args.client_cpus.clone(),
-        connect_rate: args.connect_rate,
-        read_buffer: args.client_read_buffer,
-        ping_secs: args.ping_secs,
-    }
-}
+/// A hold that ends only when [`WsControl::stop`] ends it: an idle stage's connections stay
+/// open while the later stages open theirs and are measured.
+const HELD_UNTIL_STOPPED: Duration = Duration::from_secs(24 * 3600);
 
-fn specs(range: std::ops::Range<usize>, channel: impl Fn(usize) -> String) -> Vec<ConnSpec> {
-    range
-        .map(|i| ConnSpec {
-            channel: channel(i),
-            token: format!("bench{i}"),
-        })
+/// The source addresses of the connections, used in turn: 127.0.0.2 ..= 127.0.0.254 (so many
+/// connections to one server port never run out of source ports).
+fn source_addresses() -> Vec<Ipv4Addr> {
+    (2..=254)
+        .map(|last| Ipv4Addr::new(127, 0, 0, last))
         .collect()
 }
 
-/// Opens `specs`; warns about failures, fails if none subscribed. Returns how many did.
-fn open_checked(pool: &mut Pool, specs: Vec<ConnSpec>) -> anyhow::Result<usize> {
-    let (ok, failed) = pool.open(specs)?;
-    let errors = pool.shared().errors.lock().unwrap().clone();
-    if ok == 0 && failed > 0 {
-        bail!("no connection could subscribe ({failed} failed); first errors: {errors:?}");
+/// The load generator's run: `connections` to the server at `addr` + `path`, connection `i`
+/// subscribing to `channels[i % len]` with the bearer token `token` (`{i}`: its number).
+/// Nothing is published and the hold is `--duration`; callers set what differs.
+fn ws_load(
+    args: &Args,
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    channels: Vec<String>,
+    token: String,
+) -> WsLoad {
+    WsLoad {
+        addr,
+        host: addr.to_string(),
+        path: path.to_owned(),
+        connections,
+        connect_rate: args.connect_rate,
+        connect_timeout: Duration::from_secs(30),
+        // The holds of `--hold` are waited out by the measurements themselves, before anything
+        // is published (see `WsEvent::Connected`).
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs_f64(args.duration),
+        drain: Duration::from_secs_f64(args.drain),
+        channels,
+        token: Some(token),
+        publish: None,
+        ping_rate: (args.ping_secs > 0.0).then(|| connections as f64 / args.ping_secs),
+        cpus: args.client_cpus.clone(),
+        sources: source_addresses(),
+        interval: Duration::from_secs(1),
+        read_buffer: args.client_read_buffer,
     }
-    if failed > 0 {
-        eprintln!("  {failed} connections failed; first errors: {errors:?}");
-    }
-    Ok(ok)
 }
 
 fn per_conn(after: u64, before: u64, n: usize) -> f64 {
     (after as f64 - before as f64) / n.max(1) as f64
+}
+
+/// One cumulative size of the idle scenario: a load run of its own holding its connections
+/// until every size has been measured.
+struct IdleStage {
+    control: Arc<WsControl>,
+    run: std::thread::JoinHandle<anyhow::Result<WsReport>>,
+}
+
+/// What the idle stages' threads tell the measuring thread.
+enum StageNews {
+    /// Stage `n`'s connections are all subscribed or failed.
+    Connected(usize),
+    /// Stage `n`'s run is over (stopped, or ended by an error or by the server).
+    Ended(usize),
 }
 
 fn measure_idle(
@@ -214,55 +247,121 @@ fn measure_idle(
     pid: Option<u32>,
 ) -> anyhow::Result<Rows> {
     let k = args.channels.max(1);
-    let mut pool = Pool::start(&client_config(args, addr, path))?;
     let base = ProcSample::take(pid);
-    let mut rows = Rows::new();
-    // (held, RSS) at each size: the slope is the marginal cost of one more connection,
-    // without fixed costs such as the channels created by the first connections.
-    let mut points = Vec::new();
-    let mut open = 0;
-    for &n in &args.sizes {
-        let ok = open_checked(
-            &mut pool,
-            specs(open..n, |i| format!("simulation:data:{}", i % k)),
-        )?;
-        open = n;
-        std::thread::sleep(Duration::from_secs_f64(args.hold));
-        let s = ProcSample::take(pid);
-        let held = pool.shared().subscribed.load(Ordering::Relaxed)
-            - pool.shared().closed.load(Ordering::Relaxed);
-        eprintln!("  {n}: +{ok} subscribed, {held} held");
-        rows.push((format!("held connections @{n}"), held as f64));
-        if let (Some(a), Some(b)) = (s.rss, base.rss) {
+    let (news_tx, news) = mpsc::channel();
+    let mut stages: Vec<IdleStage> = Vec::new();
+    let measured = (|| {
+        let mut rows = Rows::new();
+        // (held, RSS) at each size: the slope is the marginal cost of one more connection,
+        // without fixed costs such as the channels created by the first connections.
+        let mut points = Vec::new();
+        let mut open = 0;
+        for (s, &n) in args.sizes.iter().enumerate() {
+            // Connection j of this stage is connection `open + j` of the scenario.
+            let channels = (0..k)
+                .map(|c| format!("simulation:data:{}", (open + c) % k))
+                .collect();
+            let mut load = ws_load(
+                args,
+                addr,
+                path,
+                n - open,
+                channels,
+                format!("bench{s}-{{i}}"),
+            );
+            load.duration = HELD_UNTIL_STOPPED;
+            let control = Arc::new(WsControl::default());
+            let (c, tx) = (Arc::clone(&control), news_tx.clone());
+            let run = std::thread::Builder::new()
+                .name(format!("idle-stage-{s}"))
+                .spawn(move || {
+                    let report = run_ws_observed(&load, &c, |event| {
+                        if let WsEvent::Connected { .. } = event {
+                            let _ = tx.send(StageNews::Connected(s));
+                        }
+                    });
+                    let _ = tx.send(StageNews::Ended(s));
+                    report
+                })?;
+            stages.push(IdleStage { control, run });
+            loop {
+                match news.recv()? {
+                    StageNews::Connected(x) if x == s => break,
+                    StageNews::Ended(x) if x == s => {
+                        bail!("the load of {n} connections ended before they were open")
+                    }
+                    _ => {}
+                }
+            }
+            let subscribed = stages[s].control.subscribed();
+            if subscribed == 0 {
+                bail!("no connection could subscribe ({} asked for)", n - open);
+            }
+            if subscribed < n - open {
+                eprintln!("  {} connections did not subscribe", n - open - subscribed);
+            }
+            open = n;
+            std::thread::sleep(Duration::from_secs_f64(args.hold));
+            let s = ProcSample::take(pid);
+            let held = stages
+                .iter()
+                .map(|st| st.control.held())
+                .sum::<i64>()
+                .max(0) as usize;
+            eprintln!("  {n}: +{subscribed} subscribed, {held} held");
+            rows.push((format!("held connections @{n}"), held as f64));
+            if let (Some(a), Some(b)) = (s.rss, base.rss) {
+                rows.push((
+                    format!("server RSS per conn @{n} (B)"),
+                    per_conn(a, b, held),
+                ));
+                points.push((held as f64, a as f64));
+            }
             rows.push((
-                format!("server RSS per conn @{n} (B)"),
-                per_conn(a, b, held),
+                format!("kernel TCP buffers per conn @{n} (B)"),
+                per_conn(s.tcp_mem, base.tcp_mem, held),
             ));
-            points.push((held as f64, a as f64));
+            rows.push((
+                format!("kernel slab per conn @{n} (B)"),
+                per_conn(s.slab, base.slab, held),
+            ));
+            if let Some((sockets, bytes)) = server_socket_memory(addr.port()) {
+                rows.push((
+                    format!("server socket buffers per conn @{n} (B)"),
+                    per_conn(bytes, 0, sockets),
+                ));
+            }
         }
-        rows.push((
-            format!("kernel TCP buffers per conn @{n} (B)"),
-            per_conn(s.tcp_mem, base.tcp_mem, held),
-        ));
-        rows.push((
-            format!("kernel slab per conn @{n} (B)"),
-            per_conn(s.slab, base.slab, held),
-        ));
-        if let Some((sockets, bytes)) = server_socket_memory(addr.port()) {
+        if points.len() >= 2 {
             rows.push((
-                format!("server socket buffers per conn @{n} (B)"),
-                per_conn(bytes, 0, sockets),
+                "server RSS slope over sizes (B/conn)".into(),
+                slope(&points),
             ));
+        }
+        Ok::<_, anyhow::Error>(rows)
+    })();
+    for stage in &stages {
+        stage.control.stop();
+    }
+    let mut errors = Vec::new();
+    for (s, stage) in stages.into_iter().enumerate() {
+        match stage.run.join() {
+            Ok(Ok(report)) if !report.errors_by_kind().is_empty() => {
+                errors.push(format!(
+                    "size {}: {:?}",
+                    args.sizes[s],
+                    report.errors_by_kind()
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => errors.push(format!("size {}: {e:#}", args.sizes[s])),
+            Err(_) => errors.push(format!("size {}: the load thread panicked", args.sizes[s])),
         }
     }
-    if points.len() >= 2 {
-        rows.push((
-            "server RSS slope over sizes (B/conn)".into(),
-            slope(&points),
-        ));
+    if !errors.is_empty() {
+        eprintln!("  errors: {}", errors.join("; "));
     }
-    pool.finish();
-    Ok(rows)
+    measured
 }
 
 /// Least-squares slope of y over x.
@@ -275,22 +374,24 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     sxy / sxx
 }
 
-/// What one fanout measurement collected before its connections closed.
-struct FanoutPhase {
-    ok: usize,
+/// A moment of the fanout run: when, the server's and this process's CPU seconds.
+type CpuMark = (Instant, Option<f64>, Option<f64>);
+
+/// What the fanout measurement samples around the load generator's run.
+#[derive(Default)]
+struct FanoutSamples {
+    /// Connections subscribed after `--hold`, before publishing.
     held: usize,
-    base: ProcSample,
+    /// Server and kernel memory then.
     mem: ProcSample,
-    published: PublishReport,
-    expected: u64,
-    start: Instant,
-    publish_secs: f64,
-    /// The server's established sockets and their kernel buffer bytes, before publishing.
+    /// The server's established sockets and their kernel buffer bytes then.
     skmem: Option<(usize, u64)>,
-    /// Server CPU seconds at publish start, publish end, drain end.
-    server_cpu: [Option<f64>; 3],
-    /// This process's CPU seconds while publishing.
-    client_cpu: Option<f64>,
+    /// When the hold (publishing) began: event `k` was due `k / rate` later.
+    hold_start: Option<Instant>,
+    /// As publishing starts and as it ends.
+    publishing: [Option<CpuMark>; 2],
+    /// Server CPU seconds once the deliveries owed had come (or `--drain` passed).
+    server_cpu_drained: Option<f64>,
 }
 
 fn measure_fanout(
@@ -301,154 +402,153 @@ fn measure_fanout(
 ) -> anyhow::Result<Rows> {
     let many = args.scenario == Scenario::FanoutMany;
     let k = if many { args.channels.max(1) } else { 1 };
-    let name = |i: usize| {
-        if many {
-            format!("simulation:data:{}", i % k)
-        } else {
-            "system:announcements".to_owned()
-        }
-    };
-    let channels: Vec<String> = (0..k).map(name).collect();
+    let channels: Vec<String> = (0..k)
+        .map(|i| {
+            if many {
+                format!("simulation:data:{i}")
+            } else {
+                "system:announcements".to_owned()
+            }
+        })
+        .collect();
     let mut subs_per_channel = vec![0u64; k];
     for i in 0..args.subscribers {
         subs_per_channel[i % k] += 1;
     }
     let rate = args.rate.unwrap_or(if many { k as f64 } else { 10.0 });
+    let mut load = ws_load(
+        args,
+        addr,
+        path,
+        args.subscribers,
+        channels,
+        "bench{i}".into(),
+    );
+    load.publish = Some(Publish {
+        addr,
+        host: addr.to_string(),
+        path: "/api/publish".into(),
+        token: Some("admin".into()),
+        rate,
+        connections: args.publishers,
+        data_size: Some(args.size),
+    });
 
-    let mut pool = Pool::start(&client_config(args, addr, path))?;
-    let result = (|| {
-        let base = ProcSample::take(pid);
-        let ok = open_checked(&mut pool, specs(0..args.subscribers, name))?;
-        std::thread::sleep(Duration::from_secs_f64(args.hold));
-        let held = pool.shared().subscribed.load(Ordering::Relaxed)
-            - pool.shared().closed.load(Ordering::Relaxed);
-        let mem = ProcSample::take(pid);
-        let skmem = server_socket_memory(addr.port());
-
-        let plan = PublishPlan {
-            addr,
-            channels,
-            rate,
-            duration: Duration::from_secs_f64(args.duration),
-            size: args.size,
-            connections: args.publishers,
-            cpu: args.client_cpus.first().copied(),
-        };
-        let me = Some(std::process::id());
-        let start = Instant::now();
-        let (server0, client0) = (ProcSample::take(pid).cpu, ProcSample::take(me).cpu);
-        let published = publish(&plan)?;
-        let publish_secs = start.elapsed().as_secs_f64();
-        let (server1, client1) = (ProcSample::take(pid).cpu, ProcSample::take(me).cpu);
-        if let Some(e) = &published.first_error {
-            eprintln!("  publish errors: {} (first: {e})", published.errors);
-        }
-        let expected: u64 = published
-            .per_channel
-            .iter()
-            .zip(&subs_per_channel)
-            .map(|(p, s)| p * s)
-            .sum();
-        // Late deliveries: until all arrived, or nothing for 2 s, or --drain s.
-        let drain_end = Instant::now() + Duration::from_secs_f64(args.drain);
-        let mut last = pool.shared().delivered.load(Ordering::Relaxed);
-        let mut last_change = Instant::now();
-        loop {
-            let d = pool.shared().delivered.load(Ordering::Relaxed);
-            if d >= expected || Instant::now() > drain_end {
-                break;
+    let base = ProcSample::take(pid);
+    let me = std::process::id();
+    let cpu_mark = || (Instant::now(), pid.and_then(cpu_seconds), cpu_seconds(me));
+    let control = WsControl::default();
+    let mut samples = FanoutSamples::default();
+    let report = run_ws_observed(&load, &control, |event| match event {
+        WsEvent::Connected { held } => {
+            if held > 0 {
+                std::thread::sleep(Duration::from_secs_f64(args.hold));
             }
-            if d != last {
-                last = d;
-                last_change = Instant::now();
-            } else if last_change.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            samples.held = control.held().max(0) as usize;
+            samples.mem = ProcSample::take(pid);
+            samples.skmem = server_socket_memory(addr.port());
         }
-        let server2 = ProcSample::take(pid).cpu;
-        Ok::<_, anyhow::Error>(FanoutPhase {
-            ok,
-            held,
-            base,
-            mem,
-            published,
-            expected,
-            start,
-            publish_secs,
-            skmem,
-            server_cpu: [server0, server1, server2],
-            client_cpu: client0.zip(client1).map(|(a, b)| b - a),
-        })
-    })();
-    let closed = pool.shared().closed.load(Ordering::Relaxed);
-    let stats = pool.finish();
-    let FanoutPhase {
-        ok,
-        held,
-        base,
-        mem,
-        published,
-        expected,
-        start,
-        publish_secs,
-        skmem,
-        server_cpu,
-        client_cpu,
-    } = result?;
+        WsEvent::HoldStarted { at, .. } => {
+            samples.hold_start = Some(at);
+            samples.publishing[0] = Some(cpu_mark());
+        }
+        WsEvent::HoldEnded { .. } => samples.publishing[1] = Some(cpu_mark()),
+        WsEvent::Stopping { .. } => samples.server_cpu_drained = pid.and_then(cpu_seconds),
+        WsEvent::Interval { .. } => {}
+    })?;
+    let errors = report.errors_by_kind();
+    if report.subscribed == 0 {
+        bail!("no connection could subscribe; errors: {errors:?}");
+    }
+    if !errors.is_empty() {
+        eprintln!("  errors: {errors:?}");
+    }
 
-    let window = stats
-        .last
-        .map(|l| l.saturating_duration_since(start).as_secs_f64())
+    let published: u64 = report.published.iter().sum();
+    let expected: u64 = report
+        .published
+        .iter()
+        .zip(&subs_per_channel)
+        .map(|(p, s)| p * s)
+        .sum();
+    let deliver = report.report(Op::Deliver);
+    let delivered = deliver.counters.completed;
+    let window = report
+        .tally
+        .last_delivery
+        .zip(samples.hold_start)
+        .map(|(last, start)| last.saturating_duration_since(start).as_secs_f64())
         .unwrap_or(0.0)
         .max(args.duration);
-    let q = |p: f64| stats.latency.value_at_quantile(p) as f64 / 1000.0;
+    let latency = deliver.percentiles();
+    let publish = report.report(Op::Publish);
+    let count = |n: u64| n as f64;
     let mut rows: Rows = vec![
-        ("subscribed connections".into(), ok as f64),
-        ("publishes/s".into(), published.ok as f64 / args.duration),
-        ("deliveries/s".into(), stats.delivered as f64 / window),
-        ("latency p50 ms".into(), q(0.5)),
-        ("latency p99 ms".into(), q(0.99)),
-        ("latency p99.9 ms".into(), q(0.999)),
-        ("latency max ms".into(), stats.latency.max() as f64 / 1000.0),
+        ("subscribed connections".into(), report.subscribed as f64),
+        ("publishes/s".into(), published as f64 / args.duration),
+        ("deliveries/s".into(), delivered as f64 / window),
+        ("latency p50 ms".into(), latency.p50),
+        ("latency p99 ms".into(), latency.p99),
+        ("latency p99.9 ms".into(), latency.p999),
+        ("latency max ms".into(), latency.max),
         (
             "missing (expected − delivered)".into(),
-            expected as f64 - stats.delivered as f64,
+            expected as f64 - delivered as f64,
         ),
-        ("seq gaps".into(), stats.gaps as f64),
+        ("seq gaps".into(), count(report.tally.seq_gaps)),
         (
             "duplicate / out-of-order events".into(),
-            stats.reordered as f64,
+            count(report.tally.seq_out_of_order),
         ),
-        ("unparsed messages".into(), stats.unparsed as f64),
-        ("closed by server (1008)".into(), stats.closed_1008 as f64),
-        ("closed by server (any)".into(), closed as f64),
-        ("publish errors".into(), published.errors as f64),
+        (
+            "unparsed messages".into(),
+            count(
+                deliver
+                    .counters
+                    .errors
+                    .get("unparsed")
+                    .copied()
+                    .unwrap_or(0),
+            ),
+        ),
+        (
+            "closed by server (1008)".into(),
+            count(report.tally.close_codes.get(&1008).copied().unwrap_or(0)),
+        ),
+        (
+            "closed by server (any)".into(),
+            (report.subscribed as i64 - report.held_at_end).max(0) as f64,
+        ),
+        ("publish errors".into(), count(publish.errors())),
+        ("publish request p50 ms".into(), publish.percentiles().p50),
     ];
-    if let Some(h) = &published.request_latency {
-        rows.push((
-            "publish request p50 ms".into(),
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-        ));
-    }
-    if let [Some(c0), Some(c1), Some(c2)] = server_cpu {
+    if let [Some((t0, Some(c0), m0)), Some((t1, Some(c1), m1))] = samples.publishing {
+        let publish_secs = (t1 - t0).as_secs_f64().max(1e-9);
         rows.push((
             "server CPU % while publishing".into(),
             (c1 - c0) / publish_secs * 100.0,
         ));
-        rows.push((
-            "server CPU µs per delivery".into(),
-            (c2 - c0) * 1e6 / stats.delivered.max(1) as f64,
-        ));
-    }
-    if let Some(c) = client_cpu {
-        // The whole bench-ws process, as a share of its client CPUs: near 100 % means the
-        // client, not the server, may be the bottleneck.
+        if let Some(c2) = samples.server_cpu_drained {
+            rows.push((
+                "server CPU µs per delivery".into(),
+                (c2 - c0) * 1e6 / delivered.max(1) as f64,
+            ));
+        }
+        if let (Some(m0), Some(m1)) = (m0, m1) {
+            // The whole bench-ws process, as a share of its client CPUs: near 100 % means the
+            // client, not the server, may be the bottleneck.
+            rows.push((
+                "client CPU % while publishing".into(),
+                (m1 - m0) / publish_secs / args.client_cpus.len() as f64 * 100.0,
+            ));
+        }
+    } else if let [Some((t0, None, Some(m0))), Some((t1, None, Some(m1)))] = samples.publishing {
         rows.push((
             "client CPU % while publishing".into(),
-            c / publish_secs / args.client_cpus.len() as f64 * 100.0,
+            (m1 - m0) / (t1 - t0).as_secs_f64().max(1e-9) / args.client_cpus.len() as f64 * 100.0,
         ));
     }
+    let (mem, held) = (samples.mem, samples.held);
     if let (Some(a), Some(b)) = (mem.rss, base.rss) {
         rows.push(("server RSS per conn (B)".into(), per_conn(a, b, held)));
     }
@@ -460,20 +560,15 @@ fn measure_fanout(
         "kernel slab per conn (B)".into(),
         per_conn(mem.slab, base.slab, held),
     ));
-    if let Some((sockets, bytes)) = skmem {
+    if let Some((sockets, bytes)) = samples.skmem {
         rows.push((
             "server socket buffers per conn (B)".into(),
             per_conn(bytes, 0, sockets),
         ));
     }
     eprintln!(
-        "  {} delivered of {} expected in {:.2} s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        stats.delivered,
-        expected,
-        window,
-        q(0.5),
-        q(0.99),
-        stats.latency.max() as f64 / 1000.0
+        "  {delivered} delivered of {expected} expected in {window:.2} s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (from each event's intended send time)",
+        latency.p50, latency.p99, latency.max
     );
     Ok(rows)
 }
@@ -501,6 +596,37 @@ fn measure_spawned(kind: ServerKind, args: &Args) -> anyhow::Result<Rows> {
     result
 }
 
+/// Parses `ws://HOST:PORT/PATH`, `http://HOST:PORT` or `HOST:PORT` into (address, path);
+/// the path defaults to `/ws`. Only loopback targets: the client spreads its connections over
+/// 127.0.0.2–254.
+fn parse_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let (hostport, path) = match rest.find('/') {
+        Some(p) => (&rest[..p], &rest[p..]),
+        None => (rest, "/ws"),
+    };
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .with_context(|| format!("{url}: no port"))?;
+    let ip: IpAddr = if host == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse().with_context(|| format!("{url}: host"))?
+    };
+    if !ip.is_loopback() {
+        bail!("{url}: only 127.0.0.0/8 targets are allowed");
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/ws"
+    } else {
+        path
+    };
+    Ok((SocketAddr::new(ip, port.parse()?), path.to_owned()))
+}
+
 fn fmt(v: f64) -> String {
     if v.is_nan() {
         "–".into()
@@ -521,7 +647,8 @@ fn main() -> anyhow::Result<()> {
         Scenario::Idle => args.sizes.last().copied().unwrap_or(0),
         _ => args.subscribers,
     };
-    let nofile = raise_nofile();
+    sdsim_loadtest::run::raise_fd_limit();
+    let (nofile, _) = fd_limits();
     let needed = most as u64 + 200;
     if needed > nofile {
         bail!(
@@ -637,6 +764,9 @@ fn main() -> anyhow::Result<()> {
         );
         println!("# sdsim: 1 shard, dev-open auth, rate limit and access log off; peer: axum 0.8 ws (tokio-tungstenite), 1 tokio worker, broadcast per channel");
     }
+    if args.scenario != Scenario::Idle {
+        println!("# client: the load generator's WebSocket engine (sdsim_loadtest::ws), events published in open loop; latency from each event's intended send time to its arrival");
+    }
     println!("# kernel figures are system-wide deltas over both ends of each loopback connection: TCP buffers = /proc/net/sockstat TCP mem (cached per CPU by the kernel: ± ~1 MB per CPU), slab = /proc/meminfo Slab; server socket buffers = `ss -m` r+w+f+o of the server's end only");
     let mut header = String::from("| metric |");
     let mut rule = String::from("|---|");
@@ -667,4 +797,28 @@ fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let (a, p) = parse_target("ws://127.0.0.1:8101/ws").unwrap();
+        assert_eq!(a, "127.0.0.1:8101".parse().unwrap());
+        assert_eq!(p, "/ws");
+        assert_eq!(parse_target("127.0.0.1:9").unwrap().1, "/ws");
+        assert_eq!(parse_target("http://localhost:9/").unwrap().1, "/ws");
+        assert!(parse_target("ws://10.0.0.1:80/ws").is_err());
+    }
+
+    #[test]
+    fn sources_stay_in_loopback_and_off_the_servers_address() {
+        let sources = source_addresses();
+        assert_eq!(sources.len(), 253);
+        assert!(sources
+            .iter()
+            .all(|ip| ip.is_loopback() && *ip != Ipv4Addr::LOCALHOST));
+    }
 }
