@@ -8,6 +8,8 @@
 //! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
 //! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
 //! - [`verify_cost`]: ns per token check on one thread, ring against jsonwebtoken.
+//! - [`ws`]: the WebSocket benchmark `bench-ws` (idle memory, fan-out), driving the load
+//!   generator's WebSocket engine.
 //! - [`proto`]: the tonic server and client of `sdsim.auth.v1.AuthService` (generated).
 #![warn(missing_docs, unreachable_pub)]
 
@@ -15,6 +17,7 @@ pub mod proc_sample;
 pub mod token;
 pub mod token_checks;
 pub mod verify_cost;
+pub mod ws;
 
 /// `sdsim.auth.v1`, generated from `proto/` by tonic-prost-build (see `build.rs`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
