@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`process`]: start a server pinned to a CPU, wait for its port, stop it.
+//! - [`projects`]: the project and simulation services benchmark `bench-projects`.
 //! - [`proc_sample`]: a process's RSS and CPU time and the kernel's socket memory, from `/proc`.
 //! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
 //! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
@@ -14,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod proc_sample;
+pub mod projects;
 pub mod token;
 pub mod token_checks;
 pub mod verify_cost;

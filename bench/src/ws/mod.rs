@@ -1,8 +1,8 @@
-//! The WebSocket benchmark (`bench-ws`): sdsim against an axum peer (`peer-ws`), same protocol, same CPU, same
-//! load, in one run, as a ratio. Each server is pinned (all its threads) to `--server-cpu`; the
-//! client is the load generator's WebSocket engine (`sdsim_loadtest::ws`: one pinned monoio
-//! thread per `--client-cpus` entry, holding the connections and running the HTTP publishers)
-//! in this process. Events are published in open loop and each carries its *intended* send
+//! The WebSocket benchmark (`bench-ws`): sdsim against an axum peer (`peer-ws`), same
+//! protocol, same CPU, same load, in one run, as a ratio. Each server is pinned (all its
+//! threads) to `--server-cpu`; the client is the load generator's WebSocket engine
+//! (`sdsim_loadtest::ws`: one pinned monoio thread per `--client-cpus` entry, holding the
+//! connections and running the HTTP publishers) in this process. Events are published in open loop and each carries its *intended* send
 //! time, so latency is publish → receive without coordinated omission: a publish held up by a
 //! slow answer counts its wait. Servers alternate, `--runs` times; medians are reported.
 //!
