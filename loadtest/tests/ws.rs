@@ -6,8 +6,10 @@ mod support;
 
 use sdsim_gateway::Server;
 use sdsim_loadtest::ws::{
-    run_ws, run_ws_observed, run_ws_with, Op, WsControl, WsEvent, WsLoad, WsOptions,
+    run_ws, run_ws_observed, run_ws_with, Op, WsClient, WsClientError, WsControl, WsEvent, WsLoad,
+    WsOptions,
 };
+use sdsim_net::ws::frame::Message;
 use std::time::{Duration, Instant};
 use support::{serial, stop};
 
@@ -246,6 +248,49 @@ fn a_control_ends_a_hold_early() {
     assert_eq!(stages, [("hold started", 10), ("stopping", 10)]);
     assert_eq!(report.held_at_end, 10);
     assert_eq!(report.errors_by_kind(), Default::default());
+}
+
+#[test]
+fn a_single_client_subscribes_gets_answers_and_is_refused_a_wrong_token() {
+    let _one_at_a_time = serial();
+    let server = gateway_with(&[
+        "auth.dev_open=false",
+        r#"auth.tokens=[{token="admin-token-0123456789",user="ops",roles=["admin"]}]"#,
+    ]);
+    let addr = server.local_addr();
+    let host = addr.to_string();
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    let (texts, refused) = rt.block_on(async {
+        let mut client = WsClient::connect(addr, &host, "/ws", Some("admin-token-0123456789"))
+            .await
+            .unwrap();
+        for channel in ["system:announcements", "simulation:events:started"] {
+            let text = format!(r#"{{"op":"subscribe","channel":"{channel}"}}"#);
+            client.send_text(&text).await.unwrap();
+        }
+        client.send_text(r#"{"op":"ping"}"#).await.unwrap();
+        let mut texts = Vec::new();
+        while texts.len() < 3 {
+            match client.recv().await.unwrap() {
+                Message::Text(t) => texts.push(String::from_utf8(t.to_vec()).unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let refused = WsClient::connect(addr, &host, "/ws", Some("wrong-token")).await;
+        (texts, refused.err())
+    });
+    stop(server);
+    assert!(texts[0].contains(r#""op":"subscribed""#), "{texts:?}");
+    assert!(texts[0].contains("system:announcements"), "{texts:?}");
+    assert!(texts[1].contains("simulation:events:started"), "{texts:?}");
+    assert_eq!(texts[2], r#"{"op":"pong"}"#);
+    assert!(
+        matches!(refused, Some(WsClientError::Status(401))),
+        "{refused:?}"
+    );
 }
 
 #[test]

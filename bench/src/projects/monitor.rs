@@ -5,7 +5,8 @@
 use super::http::{agent, call};
 use crate::pin_current;
 use anyhow::bail;
-use futures_util::{SinkExt, StreamExt};
+use sdsim_loadtest::ws::WsClient;
+use sdsim_net::ws::frame::{Message, Opcode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,38 +37,41 @@ pub(super) struct Monitor {
 }
 
 impl Monitor {
+    /// Connects from a monoio thread pinned to `cpu` with the admin `token` and subscribes;
+    /// returns once every subscription is confirmed.
     pub(super) fn start(gateway: SocketAddr, token: &str, cpu: usize) -> anyhow::Result<Monitor> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_tungstenite::tungstenite::Message;
         let state = Arc::new(Mutex::new(MonitorState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let mut request = format!("ws://{gateway}/ws").into_client_request()?;
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
-        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
+        let (st, sp, token) = (Arc::clone(&state), Arc::clone(&stop), token.to_string());
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             pin_current(cpu);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
                 .build()?;
             rt.block_on(async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+                let host = gateway.to_string();
+                let mut ws = WsClient::connect(gateway, &host, "/ws", Some(&token)).await?;
                 for e in ["started", "completed", "stopped", "failed"] {
-                    ws.send(Message::text(
-                        json!({"op": "subscribe", "channel": format!("simulation:events:{e}")})
-                            .to_string(),
-                    ))
-                    .await?;
+                    let subscribe =
+                        json!({"op": "subscribe", "channel": format!("simulation:events:{e}")});
+                    ws.send_text(&subscribe.to_string()).await?;
                 }
                 // Every subscription confirmed, or the server's refusal.
                 let mut confirmed = 0;
                 while confirmed < 4 {
-                    let Some(Ok(Message::Text(text))) = ws.next().await else {
-                        bail!("the monitor's WebSocket closed while subscribing");
+                    let text = match ws.recv().await {
+                        Ok(Message::Text(text)) => text,
+                        Ok(Message::Ping(payload)) => {
+                            ws.send(Opcode::Pong, &payload).await?;
+                            continue;
+                        }
+                        Ok(Message::Binary(_) | Message::Pong(_)) => continue,
+                        Ok(Message::Close(..)) | Err(_) => {
+                            bail!("the monitor's WebSocket closed while subscribing")
+                        }
                     };
-                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&text).unwrap_or_default();
                     match v["op"].as_str() {
                         Some("subscribed") => confirmed += 1,
                         Some("error") => bail!("the monitor's subscription was refused: {v}"),
@@ -76,17 +80,23 @@ impl Monitor {
                 }
                 let _ = ready_tx.send(());
                 while !sp.load(Ordering::Relaxed) {
-                    let Ok(next) = tokio::time::timeout(Duration::from_millis(50), ws.next()).await
+                    // `recv` is cancel-safe: a timeout only looks at the stop flag again.
+                    let Ok(next) =
+                        monoio::time::timeout(Duration::from_millis(50), ws.recv()).await
                     else {
                         continue;
                     };
                     let text = match next {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(_) => continue,
-                        None => bail!("the monitor's WebSocket closed"),
+                        Ok(Message::Text(text)) => text,
+                        Ok(Message::Ping(payload)) => {
+                            ws.send(Opcode::Pong, &payload).await?;
+                            continue;
+                        }
+                        Ok(Message::Binary(_) | Message::Pong(_)) => continue,
+                        Ok(Message::Close(..)) | Err(_) => bail!("the monitor's WebSocket closed"),
                     };
                     let at = Instant::now();
-                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&text).unwrap_or_default();
                     if v["op"] != "event" {
                         continue;
                     }
@@ -108,12 +118,21 @@ impl Monitor {
                 Ok::<(), anyhow::Error>(())
             })
         });
-        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let why = match thread.join() {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no answer within 10 s".into(),
-            };
-            bail!("the monitor did not subscribe: {why}");
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The thread may be waiting on the server: tell it to stop, do not wait for it.
+                stop.store(true, Ordering::Relaxed);
+                bail!("the monitor did not subscribe: no answer within 10 s");
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let why = match thread.join() {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Ok(Ok(())) => "it stopped".into(),
+                    Err(_) => "its thread panicked".into(),
+                };
+                bail!("the monitor did not subscribe: {why}");
+            }
         }
         Ok(Monitor {
             state,

@@ -19,14 +19,17 @@
 //! begins, and a [`WsControl`] reads the connections held and ends a hold early.
 //!
 //! Layout: [`WsOptions`] (flags and scenario keys, defaults), [`proto`] (sans-IO protocol), `session` (one connection's socket shell), `worker`
-//! (one pinned thread), [`report`] (what was measured).
+//! (one pinned thread), [`report`] (what was measured), [`WsClient`] (one connection outside
+//! a run, on the same shell).
 
+mod client;
 mod options;
 pub mod proto;
 pub mod report;
 pub(crate) mod session;
 mod worker;
 
+pub use client::{WsClient, WsClientError};
 pub use options::{WsOptions, DEFAULT_CHANNEL};
 pub use report::{Op, Tally, WsReport, WsSeriesPoint};
 pub use worker::Tick;
