@@ -7,6 +7,7 @@
 //! - [`transport`]: plain TCP (monoio's owned-buffer I/O) and TLS (tokio-rustls over
 //!   `into_poll_io`) behind one trait.
 //! - [`http`]: codec, router, request/response types.
+//! - [`json`]: JSON from the network: bounded nesting, errors naming the field.
 //! - [`middleware`]: the middleware stack, assembled in one place, and its layers (rate limit,
 //!   compression, CORS, request id, access log, timing, panic recovery).
 //! - [`tls`]: loading certificates into a rustls acceptor.
@@ -15,6 +16,7 @@
 pub mod conn;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod middleware;
 pub mod server;
 pub mod tls;
