@@ -1015,7 +1015,8 @@ pub struct ComponentDiff {
 /// Compares the `components` of two designs by id.
 pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
     let by_id = |text: &str| -> BTreeMap<String, sonic_rs::Value> {
-        let Ok(v) = sonic_rs::from_str::<sonic_rs::Value>(text) else {
+        // Bounded nesting: the texts are stored designs, but a diff takes any text.
+        let Ok(v) = sdsim_net::json::decode::<sonic_rs::Value>(text.as_bytes()) else {
             return BTreeMap::new();
         };
         v.get("components")
@@ -1042,8 +1043,8 @@ pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
 /// Whether two JSON texts hold the same value (object key order does not matter).
 fn same_json(a: &str, b: &str) -> bool {
     match (
-        sonic_rs::from_str::<sonic_rs::Value>(a),
-        sonic_rs::from_str::<sonic_rs::Value>(b),
+        sdsim_net::json::decode::<sonic_rs::Value>(a.as_bytes()),
+        sdsim_net::json::decode::<sonic_rs::Value>(b.as_bytes()),
     ) {
         (Ok(x), Ok(y)) => equal(&x, &y),
         _ => a == b,
