@@ -38,6 +38,8 @@ export CARGO_INCREMENTAL=0
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+# The libFuzzer targets (fuzz/ is its own workspace; their checks, fuzz/checks, are a member).
+rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -78,12 +78,13 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) ->
 }
 
 /// Parses a JSON request body into `T`; the error is a 400 `invalid_json` response saying the
-/// expected `shape` and what is wrong (unknown field, wrong type, missing field, bad JSON).
+/// expected `shape` and what is wrong (unknown field, wrong type, missing field, bad JSON,
+/// nesting deeper than [`crate::json::MAX_DEPTH`]), naming the field at fault.
 pub fn json_body<'a, T: serde::Deserialize<'a>>(
     req: &'a Request,
     shape: &str,
 ) -> Result<T, Box<Response>> {
-    sonic_rs::from_slice(req.body()).map_err(|e| {
+    crate::json::decode(req.body()).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",

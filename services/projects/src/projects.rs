@@ -74,7 +74,7 @@ pub struct Project {
 }
 
 /// What a new project starts from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewProject {
     /// Display name (1–200 characters).
     pub name: String,
@@ -705,42 +705,7 @@ impl Projects {
 
     /// A new project from an export document (the same checks as [`Projects::create`]).
     pub async fn import(&self, who: &Caller, doc: &str) -> Result<Project, Failure> {
-        let v: sonic_rs::Value = sonic_rs::from_str(doc).map_err(|e| Failure::Invalid {
-            field: "body".into(),
-            message: format!("not JSON: {e}"),
-        })?;
-        if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
-            return Err(Failure::Invalid {
-                field: "format".into(),
-                message: format!(
-                    "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
-                ),
-            });
-        }
-        let text = |k: &'static str| -> Result<String, Failure> {
-            match v.get(k) {
-                None => Ok(String::new()),
-                Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
-                    field: k.into(),
-                    message: "must be a string".into(),
-                }),
-            }
-        };
-        let design = v.get("design").ok_or(Failure::Invalid {
-            field: "design".into(),
-            message: "missing".into(),
-        })?;
-        self.create(
-            who,
-            NewProject {
-                name: text("name")?,
-                description: text("description")?,
-                template_id: None,
-                design: Some(design.to_string()),
-                settings: v.get("settings").map(|s| s.to_string()),
-            },
-        )
-        .await
+        self.create(who, import_document(doc)?).await
     }
 
     /// System templates and the caller's own.
@@ -845,6 +810,44 @@ impl Projects {
             .ok_or_else(|| Failure::NotFound(format!("project {id} not found")))?;
         Ok((row.text(0)?.to_string(), row.int(1)?))
     }
+}
+
+/// What an export document (`POST /api/projects/import`) asks to create: its name,
+/// description, design and settings; the name and design are checked by [`Projects::create`].
+pub fn import_document(doc: &str) -> Result<NewProject, Failure> {
+    let v: sonic_rs::Value =
+        sdsim_net::json::decode(doc.as_bytes()).map_err(|e| Failure::Invalid {
+            field: "body".into(),
+            message: format!("not JSON: {e}"),
+        })?;
+    if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
+        return Err(Failure::Invalid {
+            field: "format".into(),
+            message: format!(
+                "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
+            ),
+        });
+    }
+    let text = |k: &'static str| -> Result<String, Failure> {
+        match v.get(k) {
+            None => Ok(String::new()),
+            Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
+                field: k.into(),
+                message: "must be a string".into(),
+            }),
+        }
+    };
+    let design = v.get("design").ok_or(Failure::Invalid {
+        field: "design".into(),
+        message: "missing".into(),
+    })?;
+    Ok(NewProject {
+        name: text("name")?,
+        description: text("description")?,
+        template_id: None,
+        design: Some(design.to_string()),
+        settings: v.get("settings").map(|s| s.to_string()),
+    })
 }
 
 fn template_info(
@@ -979,7 +982,8 @@ fn check_settings(settings: Option<&str>) -> Result<String, Failure> {
     if s.len() > MAX_SETTINGS {
         return Err(invalid(format!("at most {MAX_SETTINGS} bytes")));
     }
-    let v: sonic_rs::Value = sonic_rs::from_str(s).map_err(|e| invalid(e.to_string()))?;
+    let v: sonic_rs::Value =
+        sdsim_net::json::decode(s.as_bytes()).map_err(|e| invalid(e.to_string()))?;
     if !v.is_object() {
         return Err(invalid("must be a JSON object".into()));
     }
@@ -1011,7 +1015,8 @@ pub struct ComponentDiff {
 /// Compares the `components` of two designs by id.
 pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
     let by_id = |text: &str| -> BTreeMap<String, sonic_rs::Value> {
-        let Ok(v) = sonic_rs::from_str::<sonic_rs::Value>(text) else {
+        // Bounded nesting: the texts are stored designs, but a diff takes any text.
+        let Ok(v) = sdsim_net::json::decode::<sonic_rs::Value>(text.as_bytes()) else {
             return BTreeMap::new();
         };
         v.get("components")
@@ -1038,8 +1043,8 @@ pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
 /// Whether two JSON texts hold the same value (object key order does not matter).
 fn same_json(a: &str, b: &str) -> bool {
     match (
-        sonic_rs::from_str::<sonic_rs::Value>(a),
-        sonic_rs::from_str::<sonic_rs::Value>(b),
+        sdsim_net::json::decode::<sonic_rs::Value>(a.as_bytes()),
+        sdsim_net::json::decode::<sonic_rs::Value>(b.as_bytes()),
     ) {
         (Ok(x), Ok(y)) => equal(&x, &y),
         _ => a == b,
