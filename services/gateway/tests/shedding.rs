@@ -34,10 +34,16 @@ fn a_standing_queue_is_shed_early_and_health_still_answers() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let served = answers.iter().filter(|(status, ..)| *status == 200).count();
-    let shed: Vec<_> = answers.iter().filter(|(status, ..)| *status == 503).collect();
+    let shed: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == 503)
+        .collect();
     assert_eq!(served + shed.len(), 30, "only 200 or 503: {answers:?}");
     assert!(served >= 1, "the first requests are admitted: {answers:?}");
-    assert!(!shed.is_empty(), "a standing queue must be shed: {answers:?}");
+    assert!(
+        !shed.is_empty(),
+        "a standing queue must be shed: {answers:?}"
+    );
     for (_, retry_after, body) in &shed {
         assert_eq!(retry_after.as_deref(), Some("1"));
         assert_eq!(body["error"]["code"], "overloaded", "{body}");
