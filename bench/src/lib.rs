@@ -4,17 +4,22 @@
 //!
 //! Layout:
 //! - [`process`]: start a server pinned to a CPU, wait for its port, stop it.
-//! - [`ws_client`]: the WebSocket client pool of `bench-ws`.
+//! - [`projects`]: the project and simulation services benchmark `bench-projects`.
+//! - [`proc_sample`]: a process's RSS and CPU time and the kernel's socket memory, from `/proc`.
 //! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
 //! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
 //! - [`verify_cost`]: ns per token check on one thread, ring against jsonwebtoken.
+//! - [`ws`]: the WebSocket benchmark `bench-ws` (idle memory, fan-out), driving the load
+//!   generator's WebSocket engine.
 //! - [`proto`]: the tonic server and client of `sdsim.auth.v1.AuthService` (generated).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod proc_sample;
+pub mod projects;
 pub mod token;
 pub mod token_checks;
 pub mod verify_cost;
-pub mod ws_client;
+pub mod ws;
 
 /// `sdsim.auth.v1`, generated from `proto/` by tonic-prost-build (see `build.rs`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

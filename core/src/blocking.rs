@@ -1,5 +1,5 @@
 //! The blocking pool: threads off the shards for work that would hold a shard longer than a
-//! slice (DESIGN rule 5), such as compressing a large response or validating a large design.
+//! slice (rule 5 of docs/architecture.md), such as compressing a large response or validating a large design.
 //!
 //! A shard hands a closure to [`BlockingPool::run`] and awaits its result; the shard meanwhile
 //! serves its other connections. The queue is bounded (`runtime.blocking_queue`): when it is

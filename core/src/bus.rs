@@ -44,6 +44,37 @@ pub const CHANNELS: &str = "sdsim_bus_channels";
 /// Metric: local subscriptions.
 pub const SUBSCRIPTIONS: &str = "sdsim_bus_subscriptions";
 
+/// Times the link to other instances (the Redis bridge) was established, first time included.
+static REMOTE_LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static REMOTE_LINKED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Called by the link to other instances each time it (re)connects. Events other instances
+/// published while it was down are gone; state that must not miss any (revoked sessions)
+/// reconciles from storage when this is called (see [`remote_link_changed`]).
+pub fn remote_linked() {
+    REMOTE_LINKS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    REMOTE_LINKED.notify_waiters();
+}
+
+/// How many times the link to other instances was established so far.
+pub fn remote_links() -> u64 {
+    REMOTE_LINKS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Resolves once the link to other instances has been established more than `seen` times
+/// (callable from any thread; wakes across shards).
+pub async fn remote_link_changed(seen: u64) {
+    loop {
+        let notified = REMOTE_LINKED.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if remote_links() > seen {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// One published event, shared by every shard and subscriber that receives it.
 #[derive(Debug)]
 pub struct Event {

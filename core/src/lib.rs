@@ -12,11 +12,14 @@
 //! - [`metrics`]: per-shard counters and HDR histograms, merged at scrape time.
 //! - [`bus`]: the sharded pub/sub bus (owner-shard sequencing, history, batched fan-out).
 //! - [`config`]: the configuration types, loading, overrides and validation.
+//! - [`load`]: the shard's queueing delay (a probe task) and the CoDel-style overload decision
+//!   that load shedding acts on.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod blocking;
 pub mod bus;
 pub mod config;
+pub mod load;
 pub mod mesh;
 pub mod metrics;
 pub mod runtime;

@@ -1,4 +1,4 @@
-//! The cross-shard mesh: how shards talk without locks (DESIGN rule 3).
+//! The cross-shard mesh: how shards talk without locks (rule 3 of docs/architecture.md).
 //!
 //! For N shards there are N×(N-1) bounded single-producer single-consumer rings, one per ordered
 //! pair (from, to); each carries boxed jobs, closures that run on the receiving shard. A ring of

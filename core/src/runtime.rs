@@ -146,7 +146,7 @@ impl Shard {
         &self.inner.mesh_all
     }
 
-    /// The blocking pool the shards share, for work longer than a slice (DESIGN rule 5).
+    /// The blocking pool the shards share, for work longer than a slice (rule 5 of docs/architecture.md).
     pub fn blocking(&self) -> &Arc<BlockingPool> {
         &self.inner.blocking
     }

@@ -268,13 +268,9 @@ mod tests {
             !s.drain(Duration::from_secs(5)),
             "draining twice is a no-op"
         );
-        // No connections are open, so the coordinator closes at once.
-        for _ in 0..200 {
-            if s.phase() == Phase::Closed {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // No connections are open, so the coordinator closes at once (waited for up to 10 s,
+        // which only a hang takes).
+        wait_until_closed(&s);
         assert_eq!(
             s.history(),
             vec![Phase::Accepting, Phase::Draining, Phase::Closed]
@@ -282,13 +278,25 @@ mod tests {
         assert!(s.entered_at(Phase::Draining) <= s.entered_at(Phase::Closed));
     }
 
+    /// Waits for the coordinator to close `s`; panics after 10 s.
+    fn wait_until_closed(s: &Shutdown) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.phase() != Phase::Closed {
+            assert!(Instant::now() < deadline, "not closed within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn drain_waits_for_open_connections_then_deadline_forces() {
+        const DEADLINE: Duration = Duration::from_secs(1);
         let s = Shutdown::new(2);
         let guard = s.connection_opened(1);
         let _stuck = s.connection_opened(0);
         assert_eq!(s.open_connections(), 2);
-        s.drain(Duration::from_millis(200));
+        s.drain(DEADLINE);
+        // Gives a coordinator that wrongly closes with connections open time to do so; the
+        // deadline is far enough for the check to come first on a busy machine.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             s.phase(),
@@ -297,15 +305,13 @@ mod tests {
         );
         drop(guard);
         assert_eq!(s.open_on(1), 0);
-        std::thread::sleep(Duration::from_millis(400));
-        assert_eq!(
-            s.phase(),
-            Phase::Closed,
-            "the deadline closes despite the stuck connection"
-        );
+        wait_until_closed(&s);
         let drained_for =
             s.entered_at(Phase::Closed).unwrap() - s.entered_at(Phase::Draining).unwrap();
-        assert!(drained_for >= Duration::from_millis(200), "{drained_for:?}");
+        assert!(
+            drained_for >= DEADLINE,
+            "the deadline, not the last open connection, closed it: {drained_for:?}"
+        );
     }
 
     #[test]

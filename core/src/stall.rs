@@ -7,7 +7,7 @@
 //! `disallowed-methods` (`clippy.toml`) refuses a plain `monoio::spawn` anywhere else; the
 //! shard's main future and its mesh receiver (which runs the jobs other shards send) are timed
 //! too. A shard is single-threaded, so one long poll delays every other connection on it:
-//! DESIGN rule 5 says such work belongs on a blocking pool or in slices, and this is how we find
+//! rule 5 of docs/architecture.md says such work belongs on a blocking pool or in slices, and this is how we find
 //! what broke the rule.
 
 use std::future::Future;
@@ -146,7 +146,9 @@ mod tests {
     #[test]
     fn long_polls_are_counted_short_ones_are_not() {
         let stats = Arc::new(StallStats::default());
-        let detector = StallDetector::new(0, Duration::from_millis(10), Arc::clone(&stats));
+        // A threshold no empty poll reaches even when a busy machine preempts it; the sleeper
+        // holds its poll longer than that.
+        let detector = StallDetector::new(0, Duration::from_millis(200), Arc::clone(&stats));
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
             .unwrap();
@@ -154,12 +156,12 @@ mod tests {
             Timed::new("quick", Rc::clone(&detector), async {}).await;
             assert_eq!(stats.count(), 0);
             Timed::new("sleeper", Rc::clone(&detector), async {
-                std::thread::sleep(Duration::from_millis(30));
+                std::thread::sleep(Duration::from_millis(250));
             })
             .await;
         });
         assert_eq!(stats.count(), 1);
         assert_eq!(stats.count_for("sleeper"), 1);
-        assert!(stats.worst() >= Duration::from_millis(30));
+        assert!(stats.worst() >= Duration::from_millis(250));
     }
 }

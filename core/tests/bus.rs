@@ -13,7 +13,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct Recorder(RefCell<Vec<u64>>);
@@ -54,10 +54,12 @@ where
     };
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::clone(&done);
+    let installed = Arc::new(AtomicUsize::new(0));
     let body = Arc::new(body);
     let rt = Runtime::start(spec, move |shard| {
         let body = Arc::clone(&body);
         let finished = Arc::clone(&finished);
+        let installed = Arc::clone(&installed);
         let config = config.clone();
         async move {
             let metrics = shard.insert(Metrics::new());
@@ -69,9 +71,13 @@ where
                 metrics,
             );
             shard.insert(Held::default());
+            installed.fetch_add(1, Ordering::SeqCst);
             if shard.id() == ShardId(0) {
-                // Let shard 1 install its bus first.
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                // Shard 1 must have its bus before the body asks it for anything.
+                eventually("shard 1 installs its bus", || async {
+                    installed.load(Ordering::SeqCst) == 2
+                })
+                .await;
                 body(shard).await;
                 finished.store(1, Ordering::SeqCst);
             }
@@ -105,8 +111,31 @@ async fn subscribe_on(on: usize, channel: &str, since: Option<Since>) -> (u64, b
         .unwrap()
 }
 
-/// What every subscription held on shard `on` has received.
-async fn received_on(on: usize) -> Vec<Vec<u64>> {
+/// Polls `done` until it says yes; panics after 10 s, which only a hang takes.
+async fn eventually<F, Fut>(what: &str, done: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// What every subscription held on shard `on` has received, once each has `n` events:
+/// delivery to another shard is asynchronous.
+async fn received_on(on: usize, n: usize) -> Vec<Vec<u64>> {
+    eventually("every subscription receives its events", || async {
+        received_now(on).await.iter().all(|got| got.len() >= n)
+    })
+    .await;
+    received_now(on).await
+}
+
+/// What every subscription held on shard `on` has received so far.
+async fn received_now(on: usize) -> Vec<Vec<u64>> {
     Shard::current()
         .mesh()
         .submit_to(ShardId(on), || {
@@ -121,10 +150,6 @@ async fn received_on(on: usize) -> Vec<Vec<u64>> {
         })
         .await
         .unwrap()
-}
-
-async fn settle() {
-    monoio::time::sleep(Duration::from_millis(100)).await;
 }
 
 #[test]
@@ -144,9 +169,12 @@ fn events_reach_subscribers_on_every_shard_once_and_in_order() {
                 i
             );
         }
-        settle().await;
         let want: Vec<u64> = (1..=200).collect();
-        for got in received_on(0).await.into_iter().chain(received_on(1).await) {
+        for got in received_on(0, 200)
+            .await
+            .into_iter()
+            .chain(received_on(1, 200).await)
+        {
             assert_eq!(got, want);
         }
         let delivered = Shard::current().get::<Metrics>().unwrap().snapshot();
@@ -256,8 +284,7 @@ fn a_full_forward_queue_drops_the_oldest_and_counts_them() {
                 "owner publishes complete at once"
             );
         }
-        settle().await;
-        let got = received_on(1).await.remove(0);
+        let got = received_on(1, 16).await.remove(0);
         assert_eq!(got, (985..=1000).collect::<Vec<_>>());
         let snap = Shard::current().get::<Metrics>().unwrap().snapshot();
         assert_eq!(

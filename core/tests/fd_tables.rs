@@ -7,6 +7,7 @@ use sdsim_core::runtime::{Runtime, RuntimeSpec, Shard};
 use sdsim_core::shard::ShardId;
 use sdsim_core::stall::StallStats;
 use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +42,12 @@ fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, Me
     };
     let results = Arc::new(Mutex::new(Vec::new()));
     let out = Arc::clone(&results);
+    // How many shards have opened their files, and how many have asked the other.
+    let opened_by = Arc::new(AtomicUsize::new(0));
+    let asked_by = Arc::new(AtomicUsize::new(0));
     let rt = Runtime::start(spec, move |shard: Shard| {
         let out = Arc::clone(&out);
+        let (opened_by, asked_by) = (Arc::clone(&opened_by), Arc::clone(&asked_by));
         async move {
             let mut files = Vec::new();
             for _ in 0..PER_SHARD {
@@ -54,8 +59,9 @@ fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, Me
             let opened = files.len();
             thread_local!(static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
             HELD.with(|h| h.set(opened));
-            // Let the other shard open its files before asking.
-            monoio::time::sleep(Duration::from_millis(100)).await;
+            // The other shard opens its files before it is asked.
+            opened_by.fetch_add(1, Ordering::SeqCst);
+            both(&opened_by, "open their files").await;
             let other = ShardId(1 - shard.id().index());
             let answered = shard
                 .mesh()
@@ -63,7 +69,8 @@ fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, Me
                 .await;
             out.lock().unwrap().push((opened, answered));
             // Stay until the other shard has asked too.
-            monoio::time::sleep(Duration::from_millis(100)).await;
+            asked_by.fetch_add(1, Ordering::SeqCst);
+            both(&asked_by, "ask each other").await;
             drop(files);
         }
     })
@@ -71,6 +78,19 @@ fn hold_files(private: bool, driver: DriverKind) -> Vec<(usize, Result<usize, Me
     rt.join().unwrap();
     let r = results.lock().unwrap().clone();
     r
+}
+
+/// Waits until both shards have counted themselves in `count`; panics after 10 s, which only
+/// a hang takes.
+async fn both(count: &AtomicUsize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shards did not {what} within 10 s"
+        );
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[test]

@@ -95,6 +95,34 @@ impl HttpLoad {
             .filter(|r| *r > 0.0)
             .map(|r| Duration::from_secs_f64(self.connections as f64 / r))
     }
+
+    /// The open-loop schedule of connection `index` in a run that starts at `start`: its
+    /// intended send times, up to the end of the run. Empty in closed loop, where a request is
+    /// due when the previous one is answered.
+    ///
+    /// The connections' schedules are staggered evenly over one step; each next time is one
+    /// step (at the rate in force at the previous one) later, whenever the request is really
+    /// sent, so a late connection keeps its schedule and catches up.
+    pub fn schedule(&self, start: Instant, index: usize) -> impl Iterator<Item = Instant> + '_ {
+        let measure_from = start + self.warmup;
+        let end = measure_from + self.duration;
+        std::iter::successors(self.first_due(start, index), move |&due| {
+            self.next_due(due, measure_from)
+        })
+        .take_while(move |&due| due < end)
+    }
+
+    /// The first intended send time of connection `index` (`None` in closed loop).
+    fn first_due(&self, start: Instant, index: usize) -> Option<Instant> {
+        self.step_at(0.0)
+            .map(|step| start + step.mul_f64(index as f64 / self.connections as f64))
+    }
+
+    /// The intended send time after `due` (`None` in closed loop).
+    fn next_due(&self, due: Instant, measure_from: Instant) -> Option<Instant> {
+        let since = due.saturating_duration_since(measure_from).as_secs_f64();
+        self.step_at(since).map(|step| due + step)
+    }
 }
 
 /// The rate of back-to-back `phases` at `t` seconds from their start (the last phase's final
@@ -387,11 +415,8 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
     let since = |t: Instant| t.saturating_duration_since(measure_from).as_secs_f64();
-    // Stagger the connections' schedules evenly over one interval.
-    let mut due = start
-        + load.step_at(0.0).map_or(Duration::ZERO, |i| {
-            i.mul_f64(index as f64 / load.connections as f64)
-        });
+    // The open-loop schedule, as `HttpLoad::schedule` lists it.
+    let mut due = load.first_due(start, index).unwrap_or(start);
     sleep_until(start).await;
     let mut conn: Option<Conn> = None;
     // One timer per connection, moved later before each exchange: moving a deadline later only
@@ -424,8 +449,8 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
                 Err(_) => {
                     tally.borrow_mut().counters.error(measured, "connect");
                     monoio::time::sleep(Duration::from_millis(10)).await;
-                    if let Some(step) = load.step_at(since(due)) {
-                        due += step;
+                    if let Some(next) = load.next_due(due, measure_from) {
+                        due = next;
                     }
                     continue;
                 }
@@ -466,8 +491,96 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
                 conn = None;
             }
         }
-        if let Some(step) = load.step_at(since(due)) {
-            due += step;
+        if let Some(next) = load.next_due(due, measure_from) {
+            due = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 4 connections, a 200 ms warm-up, then 200/s for 0.5 s, 400/s for 0.5 s and a ramp from
+    /// 400/s to 800/s over 0.5 s, in 250 ms intervals.
+    fn phased() -> HttpLoad {
+        let phase = |ms, rate, ramp_to| Phase {
+            duration: Duration::from_millis(ms),
+            rate,
+            ramp_to,
+        };
+        HttpLoad {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            request: Bytes::new(),
+            connections: 4,
+            rate: None,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::from_millis(200),
+            cpus: vec![0],
+            interval: Duration::from_millis(250),
+            phases: vec![
+                phase(500, 200.0, None),
+                phase(500, 400.0, None),
+                phase(500, 400.0, Some(800.0)),
+            ],
+            protocol: Protocol::Http,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Intended send times of every connection by interval of the measured run, and how many
+    /// fall in the warm-up.
+    fn scheduled(load: &HttpLoad) -> (Vec<u64>, u64) {
+        let start = Instant::now();
+        let measure_from = start + load.warmup;
+        let intervals = load.duration.as_nanos().div_ceil(load.interval.as_nanos()) as usize;
+        let mut per_interval = vec![0; intervals];
+        let mut warmup = 0;
+        for index in 0..load.connections {
+            for due in load.schedule(start, index) {
+                match due.checked_duration_since(measure_from) {
+                    Some(t) => {
+                        per_interval[(t.as_nanos() / load.interval.as_nanos()) as usize] += 1
+                    }
+                    None => warmup += 1,
+                }
+            }
+        }
+        (per_interval, warmup)
+    }
+
+    #[test]
+    fn phases_set_the_rate_of_every_interval() {
+        let (per_interval, warmup) = scheduled(&phased());
+        // 50, 50 at 200/s; 100, 100 at 400/s; the ramp 400→800/s averages 500/s and 700/s
+        // over its halves: 125 and 175. A step is as long as the rate at its start says, so
+        // where the rate rises a connection lags by up to one old step, which shifts a request
+        // or two between neighbouring intervals.
+        let want = [50, 50, 100, 100, 125, 175];
+        for (got, want) in per_interval.iter().zip(want) {
+            assert!(got.abs_diff(want) <= 2, "{per_interval:?}");
+        }
+        assert_eq!(per_interval.len(), want.len());
+        assert_eq!(warmup, 40, "the warm-up runs at the first phase's rate");
+    }
+
+    #[test]
+    fn a_constant_rate_is_staggered_over_the_connections_and_closed_loop_has_no_schedule() {
+        let load = HttpLoad {
+            rate: Some(400.0),
+            phases: Vec::new(),
+            ..phased()
+        };
+        let start = Instant::now();
+        // 10 ms apart per connection, the four offset by 2.5 ms from each other.
+        let firsts: Vec<Duration> = (0..4)
+            .map(|i| load.schedule(start, i).next().unwrap() - start)
+            .collect();
+        assert_eq!(firsts, [0, 2_500, 5_000, 7_500].map(Duration::from_micros));
+        let (per_interval, warmup) = scheduled(&load);
+        assert_eq!(per_interval, [100; 6]);
+        assert_eq!(warmup, 80);
+        let closed = HttpLoad { rate: None, ..load };
+        assert_eq!(closed.schedule(start, 0).count(), 0);
     }
 }

@@ -9,6 +9,7 @@
 //! the phases (rate = users per second) and each runs `[[flow.steps]]`; `[load]` gives only the
 //! CPUs and the interval (commented example: `loadtest/scenarios/journey.toml`).
 
+use crate::flow::spec::Resolver;
 use crate::flow::{FlowLoad, FlowSpec};
 use crate::run::{build_request, HttpLoad, Phase};
 use crate::ws::WsOptions;
@@ -185,6 +186,11 @@ impl Scenario {
     /// Parses and checks a scenario; errors name the key (and for a flow, the step and the
     /// variable).
     pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+        Self::parse_with(text, &crate::flow::spec::resolve)
+    }
+
+    /// [`Scenario::parse`] with `resolve` turning the flow steps' `host:port` into addresses.
+    pub fn parse_with(text: &str, resolve: &Resolver) -> anyhow::Result<Scenario> {
         let scenario: Scenario = toml::from_str(text)?;
         for (key, value) in [
             ("load.warmup", &scenario.load.warmup),
@@ -227,7 +233,8 @@ impl Scenario {
                         "phases: a flow scenario needs [[phases]] (rate = users per second)"
                     );
                 }
-                flow.compile(None).map_err(|e| anyhow::anyhow!(e))?;
+                flow.compile_with(None, resolve)
+                    .map_err(|e| anyhow::anyhow!(e))?;
             }
             (Some(t), None) => scenario.check_target(t)?,
         }

@@ -94,12 +94,16 @@ fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
         .replace(
             "duration = \"30s\"\nrate = 5",
             "duration = \"2s\"\nrate = 3",
-        );
+        )
+        // The run ends as soon as every user is done: a long drain costs nothing, and a busy
+        // machine's slow journeys still count as finished.
+        .replace("drain = \"10s\"", "drain = \"120s\"");
     let load = Scenario::parse(&text)
         .unwrap()
         .flow_load()
         .unwrap()
         .unwrap();
+    assert_eq!(load.flow.drain, std::time::Duration::from_secs(120));
     let users = 6;
     let report = run_flow(&load).unwrap();
     let table = report.table();
@@ -336,7 +340,9 @@ fn users_still_running_after_the_drain_are_counted_unfinished() {
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 3",
-        "drain = \"300ms\"",
+        // Long enough for every user's health request on a busy machine; the think step
+        // outlasts any drain.
+        "drain = \"2s\"",
         r#"
         [[flow.steps]]
         name = "health"

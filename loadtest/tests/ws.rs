@@ -5,8 +5,12 @@
 mod support;
 
 use sdsim_gateway::Server;
-use sdsim_loadtest::ws::{run_ws, run_ws_with, Op, WsLoad, WsOptions};
-use std::time::Duration;
+use sdsim_loadtest::ws::{
+    run_ws, run_ws_observed, run_ws_with, Op, WsClient, WsClientError, WsControl, WsEvent, WsLoad,
+    WsOptions,
+};
+use sdsim_net::ws::frame::Message;
+use std::time::{Duration, Instant};
 use support::{serial, stop};
 
 /// A gateway where any bearer token is accepted as an admin, with no per-user limit.
@@ -167,6 +171,126 @@ fn connections_the_server_closes_are_counted_with_their_close_code() {
     assert_eq!(report.tally.close_codes.get(&1001), Some(&20));
     assert_eq!(report.held_at_end, 0);
     assert_eq!(report.subscribed, 20);
+}
+
+#[test]
+fn an_observed_run_reports_its_stages_in_order_and_its_hold_waits_for_the_observer() {
+    let _one_at_a_time = serial();
+    let server = gateway_with(&[]);
+    let load = WsOptions {
+        publish_rate: Some(20.0),
+        publish_connections: 1,
+        ..options(&server, 10)
+    }
+    .build()
+    .unwrap();
+    let control = WsControl::default();
+    let (mut stages, mut measured_until) = (Vec::new(), None);
+    let report = run_ws_observed(&load, &control, |event| match event {
+        WsEvent::Connected { held } => {
+            stages.push(("connected", held));
+            // A caller measuring the idle connections: the hold must wait for it.
+            std::thread::sleep(Duration::from_millis(300));
+            measured_until = Some(Instant::now());
+        }
+        WsEvent::HoldStarted { at, held } => {
+            assert!(Some(at) >= measured_until, "the hold began while measuring");
+            stages.push(("hold started", held));
+        }
+        WsEvent::HoldEnded { held, .. } => stages.push(("hold ended", held)),
+        WsEvent::Stopping { held, .. } => stages.push(("stopping", held)),
+        WsEvent::Interval { .. } => {}
+    })
+    .unwrap();
+    stop(server);
+    assert_eq!(
+        stages,
+        [
+            ("connected", 10),
+            ("hold started", 10),
+            ("hold ended", 10),
+            ("stopping", 10)
+        ]
+    );
+    assert_eq!(control.subscribed(), 10);
+    assert_eq!(control.settled(), 10);
+    // Event k is due k / 20 s into the 1 s hold: 20 events, on the one channel.
+    assert_eq!(report.published, [20]);
+    assert_eq!(report.report(Op::Deliver).counters.completed, 200);
+    assert!(report
+        .tally
+        .last_delivery
+        .is_some_and(|t| Some(t) > measured_until));
+}
+
+#[test]
+fn a_control_ends_a_hold_early() {
+    let _one_at_a_time = serial();
+    let server = gateway_with(&[]);
+    let load = WsLoad {
+        duration: Duration::from_secs(600),
+        ..options(&server, 10).build().unwrap()
+    };
+    let control = WsControl::default();
+    let mut stages = Vec::new();
+    let report = run_ws_observed(&load, &control, |event| match event {
+        WsEvent::HoldStarted { held, .. } => {
+            stages.push(("hold started", held));
+            control.stop();
+        }
+        WsEvent::HoldEnded { held, .. } => stages.push(("hold ended", held)),
+        WsEvent::Stopping { held, .. } => stages.push(("stopping", held)),
+        _ => {}
+    })
+    .unwrap();
+    stop(server);
+    // Stopped, not drained: the 600 s hold never ended by itself.
+    assert_eq!(stages, [("hold started", 10), ("stopping", 10)]);
+    assert_eq!(report.held_at_end, 10);
+    assert_eq!(report.errors_by_kind(), Default::default());
+}
+
+#[test]
+fn a_single_client_subscribes_gets_answers_and_is_refused_a_wrong_token() {
+    let _one_at_a_time = serial();
+    let server = gateway_with(&[
+        "auth.dev_open=false",
+        r#"auth.tokens=[{token="admin-token-0123456789",user="ops",roles=["admin"]}]"#,
+    ]);
+    let addr = server.local_addr();
+    let host = addr.to_string();
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    let (texts, refused) = rt.block_on(async {
+        let mut client = WsClient::connect(addr, &host, "/ws", Some("admin-token-0123456789"))
+            .await
+            .unwrap();
+        for channel in ["system:announcements", "simulation:events:started"] {
+            let text = format!(r#"{{"op":"subscribe","channel":"{channel}"}}"#);
+            client.send_text(&text).await.unwrap();
+        }
+        client.send_text(r#"{"op":"ping"}"#).await.unwrap();
+        let mut texts = Vec::new();
+        while texts.len() < 3 {
+            match client.recv().await.unwrap() {
+                Message::Text(t) => texts.push(String::from_utf8(t.to_vec()).unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let refused = WsClient::connect(addr, &host, "/ws", Some("wrong-token")).await;
+        (texts, refused.err())
+    });
+    stop(server);
+    assert!(texts[0].contains(r#""op":"subscribed""#), "{texts:?}");
+    assert!(texts[0].contains("system:announcements"), "{texts:?}");
+    assert!(texts[1].contains("simulation:events:started"), "{texts:?}");
+    assert_eq!(texts[2], r#"{"op":"pong"}"#);
+    assert!(
+        matches!(refused, Some(WsClientError::Status(401))),
+        "{refused:?}"
+    );
 }
 
 #[test]

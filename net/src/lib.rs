@@ -7,14 +7,18 @@
 //! - [`transport`]: plain TCP (monoio's owned-buffer I/O) and TLS (tokio-rustls over
 //!   `into_poll_io`) behind one trait.
 //! - [`http`]: codec, router, request/response types.
-//! - [`middleware`]: the middleware stack, assembled in one place, and its layers (rate limit,
-//!   compression, CORS, request id, access log, timing, panic recovery).
+//! - [`json`]: JSON from the network: bounded nesting, errors naming the field.
+//! - [`middleware`]: one list of layers for HTTP and gRPC, assembled in one place (request id,
+//!   CORS, load shedding, rate limit, metrics, access log), and the HTTP-only steps (compression, timing, panic
+//!   recovery).
+//! - [`grpc`]: gRPC over h2, server (every call through the same layers) and client.
 //! - [`tls`]: loading certificates into a rustls acceptor.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod conn;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod middleware;
 pub mod server;
 pub mod tls;

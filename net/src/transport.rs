@@ -1,5 +1,5 @@
 //! Transports the connection loop runs over: plain TCP with monoio's owned-buffer I/O (io_uring
-//! or epoll), and TLS through tokio-rustls over monoio's `into_poll_io` adapter (DESIGN.md:
+//! or epoll), and TLS through tokio-rustls over monoio's `into_poll_io` adapter (docs/architecture.md:
 //! monoio-rustls panics as an h2 client, so one TLS stack serves both roles).
 
 use bytes::BytesMut;

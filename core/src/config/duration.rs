@@ -1,42 +1,79 @@
 //! Durations in config files: `"15s"`, `"500ms"`, `"2m"`, `"1h"`, or a bare number of seconds.
+//!
+//! Parsed exactly (decimal digits, not through a float) and formatted in the largest unit that
+//! keeps every nanosecond, so that what `sdsim config` prints reads back as the same value.
 
 use serde::{de, Deserializer, Serializer};
 use std::time::Duration;
 
-/// Parses `"250ms"`, `"15s"`, `"10m"`, `"1h"`, `"1.5s"` or `"15"` (seconds).
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// The longest duration accepted, in seconds (about 31 years).
+const MAX_SECONDS: u128 = 1_000_000_000;
+
+/// Parses `"250ms"`, `"15s"`, `"10m"`, `"1h"`, `"1.5s"`, `"20us"`, `"7ns"` or `"15"`
+/// (seconds), exactly to the nanosecond (finer digits are dropped).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 15s, 2m, 1h)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
+    let not_a_duration = || format!("`{text}` is not a duration (examples: 500ms, 15s, 2m, 1h)");
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return Err(not_a_duration());
+    }
+    let nanos_per_unit: u128 = match unit.trim() {
+        "" | "s" => NANOS_PER_SECOND,
+        "ms" => 1_000_000,
+        "us" | "µs" => 1_000,
+        "ns" => 1,
+        "m" | "min" => 60 * NANOS_PER_SECOND,
+        "h" => 3600 * NANOS_PER_SECOND,
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m or h)"
+                "unknown duration unit `{other}` in `{text}` (use ns, us, ms, s, m or h)"
             ))
         }
     };
-    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
-        return Err(format!("duration `{text}` is out of range"));
+    let out_of_range = || format!("duration `{text}` is out of range");
+    let whole = whole.trim_start_matches('0');
+    if whole.len() > 20 {
+        return Err(out_of_range());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| not_a_duration())?
+    };
+    // Digits past the nanosecond do not change the value: keep 12, enough for every unit.
+    let fraction = &fraction[..fraction.len().min(12)];
+    let scale = 10u128.pow(fraction.len() as u32);
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().map_err(|_| not_a_duration())?
+    };
+    let nanos = whole * nanos_per_unit + fraction * nanos_per_unit / scale;
+    if nanos > MAX_SECONDS * NANOS_PER_SECOND {
+        return Err(out_of_range());
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
-/// Formats a duration the way [`parse`] reads it back.
+/// Formats a duration the way [`parse`] reads it back: in the largest of s, ms, us and ns
+/// that holds it exactly.
 pub fn format(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
+    let nanos = d.as_nanos();
+    if nanos.is_multiple_of(NANOS_PER_SECOND) {
+        format!("{}s", nanos / NANOS_PER_SECOND)
+    } else if nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        format!("{}us", nanos / 1_000)
     } else {
-        format!("{}ms", d.as_millis())
+        format!("{nanos}ns")
     }
 }
 
@@ -88,5 +125,38 @@ mod tests {
         assert!(parse("fast").unwrap_err().contains("not a duration"));
         assert!(parse("3d").unwrap_err().contains("unknown duration unit"));
         assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(parse(".5s").unwrap(), Duration::from_millis(500));
+        assert!(parse(".").unwrap_err().contains("not a duration"));
+        assert!(parse("1.2.3s").unwrap_err().contains("not a duration"));
+        assert!(parse("1000000001s").unwrap_err().contains("out of range"));
+        assert_eq!(
+            parse("1000000000s").unwrap(),
+            Duration::from_secs(1_000_000_000)
+        );
+    }
+
+    /// What `sdsim config` prints reads back as the same value. Before, durations were parsed
+    /// through a float and printed in whole milliseconds: "0.5ms" printed as "0ms", and
+    /// "1.0000001s" as "1000ms".
+    #[test]
+    fn formatted_durations_parse_back_exactly() {
+        for text in [
+            "0.5ms",
+            "1.0000001s",
+            "1.5us",
+            "7ns",
+            "0.000000001s",
+            "2m",
+            "1.5h",
+        ] {
+            let d = parse(text).unwrap();
+            assert_eq!(parse(&format(d)), Ok(d), "{text} printed as {}", format(d));
+        }
+        assert_eq!(parse("0.5ms").unwrap(), Duration::from_micros(500));
+        assert_eq!(
+            parse("1.0000001s").unwrap(),
+            Duration::from_nanos(1_000_000_100)
+        );
+        assert_eq!(format(Duration::from_micros(500)), "500us");
     }
 }

@@ -144,17 +144,29 @@ impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then `overrides` in order.
     /// Unknown keys and wrong types are errors naming the key. Does not call [`Config::validate`].
     pub fn load(file: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        Self::load_text(file.zip(text.as_deref()), overrides)
+    }
+
+    /// [`Config::load`] with the file already read: `file` is its name (for errors) and text.
+    /// The fuzz targets call it, so what they check is what `sdsim` does with a file.
+    pub fn load_text(
+        file: Option<(&str, &str)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut root = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })?;
-                text.parse::<Table>().map_err(|e| ConfigError::Syntax {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })?
-            }
+            Some((path, text)) => text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?,
             None => Table::new(),
         };
         for (key, value, _source) in &overrides.entries {

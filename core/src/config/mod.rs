@@ -40,6 +40,8 @@ pub struct Config {
     pub simulation: SimulationConfig,
     /// Per-client rate limiting.
     pub ratelimit: RateLimitConfig,
+    /// Adaptive load shedding when a shard's queueing delay stays high.
+    pub shedding: SheddingConfig,
     /// Response compression.
     pub compression: CompressionConfig,
     /// Cross-origin resource sharing.
@@ -58,6 +60,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// gRPC listeners: message and stream limits, keepalive, connection age, mutual TLS.
     pub grpc: GrpcConfig,
+    /// This process's identity among the instances sharing a database.
+    pub instance: InstanceConfig,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             project: ServiceListen::new(10000, 10001),
             simulation: SimulationConfig::default(),
             ratelimit: RateLimitConfig::default(),
+            shedding: SheddingConfig::default(),
             compression: CompressionConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
@@ -81,6 +86,36 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             bus: BusConfig::default(),
             grpc: GrpcConfig::default(),
+            instance: InstanceConfig::default(),
+        }
+    }
+}
+
+/// `[instance]`: who this process is among the instances that share a database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// A name that stays the same across restarts of this instance and differs from every other
+    /// instance on the same database; runs are recorded under it, and at start an instance marks
+    /// the runs it left queued or running as failed. Empty: the host name (set it when several
+    /// instances on one host share a database).
+    pub id: String,
+}
+
+impl InstanceConfig {
+    /// `id`, or the host name when it is empty.
+    pub fn resolved_id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
+        // or truncates, and we stop at the first NUL or the end.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        match (rc, std::str::from_utf8(&buf[..len])) {
+            (0, Ok(name)) if !name.is_empty() => name.to_string(),
+            _ => "localhost".to_string(),
         }
     }
 }
@@ -353,6 +388,11 @@ pub struct AuthConfig {
     /// How often keys are re-read from storage (keys made by other instances).
     #[serde(with = "duration")]
     pub key_reload: Duration,
+    /// How often each shard reads the sessions revoked since the last one it saw from storage:
+    /// the bound on how long a revoked token can still work on an instance that missed the
+    /// revocation's broadcast (Redis down or a full queue). Also read when Redis reconnects.
+    #[serde(with = "duration")]
+    pub revocation_sync: Duration,
     /// Failed logins within `lockout_window` that lock an account.
     pub lockout_threshold: u32,
     /// Window in which failed logins are counted.
@@ -395,6 +435,7 @@ impl Default for AuthConfig {
             key_rotation: Duration::from_secs(7 * 24 * 3600),
             key_publish_delay: Duration::from_secs(120),
             key_reload: Duration::from_secs(60),
+            revocation_sync: Duration::from_secs(2),
             lockout_threshold: 5,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_duration: Duration::from_secs(15 * 60),
@@ -521,6 +562,53 @@ pub struct RouteLimit {
     pub rate_per_s: f64,
     /// Bucket size for this route.
     pub burst: u32,
+}
+
+/// `[shedding]`: refuse new work early when a shard is overloaded (its queueing delay stayed
+/// above `target` for a whole `interval`, as CoDel decides), so the work it admits still finishes
+/// fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SheddingConfig {
+    /// Off by default: turn it on where the server may be offered more than it can serve.
+    pub enabled: bool,
+    /// A queueing delay above this is a standing queue once it lasts `interval`.
+    #[serde(with = "duration")]
+    pub target: Duration,
+    /// How long the delay must stay above `target` before new work is refused.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// How often each shard measures its queueing delay.
+    #[serde(with = "duration")]
+    pub probe: Duration,
+    /// `Retry-After` of a refused request (whole seconds, at least 1).
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
+    /// Path prefixes never refused (HTTP paths and gRPC method paths): health, metrics, token
+    /// validation. WebSocket frames (keep-alives included) never pass through the stack and
+    /// are never refused; new WebSocket upgrades are.
+    pub never: Vec<String>,
+}
+
+impl Default for SheddingConfig {
+    fn default() -> Self {
+        SheddingConfig {
+            enabled: false,
+            target: Duration::from_millis(5),
+            interval: Duration::from_millis(100),
+            probe: Duration::from_millis(2),
+            retry_after: Duration::from_secs(1),
+            never: [
+                "/health",
+                "/metrics",
+                "/.well-known/",
+                "/grpc.health.v1.Health/",
+                "/sdsim.auth.v1.AuthService/ValidateToken",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// `[ratelimit]`: per-client-IP limits; the limit holds across shards (one owner shard per IP).
@@ -723,6 +811,10 @@ pub struct StorageConfig {
     pub connect_timeout: Duration,
     /// SQLite reader threads.
     pub sqlite_readers: usize,
+    /// PostgreSQL: longest a statement may run before the server cancels it (the request then
+    /// fails with 503 naming this key). `"0s"` turns the bound off.
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -732,6 +824,7 @@ impl Default for StorageConfig {
             migrate_on_start: true,
             connect_timeout: Duration::from_secs(5),
             sqlite_readers: 2,
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -866,6 +959,11 @@ impl Config {
             ("auth.refresh_ttl", auth.refresh_ttl),
             ("auth.key_rotation", auth.key_rotation),
             ("auth.key_reload", auth.key_reload),
+            ("auth.revocation_sync", auth.revocation_sync),
+            ("shedding.target", self.shedding.target),
+            ("shedding.interval", self.shedding.interval),
+            ("shedding.probe", self.shedding.probe),
+            ("shedding.retry_after", self.shedding.retry_after),
             ("auth.lockout_window", auth.lockout_window),
             ("auth.lockout_duration", auth.lockout_duration),
             ("auth.verify_email_ttl", auth.verify_email_ttl),

@@ -233,6 +233,16 @@ impl FlowSpec {
     /// Checks every step and builds the flow; `pool` (the compiled `.proto` files) is needed
     /// only to look the gRPC methods up, and without it they are checked for form only.
     pub fn compile(&self, pool: Option<&DescriptorPool>) -> Result<Flow, String> {
+        self.compile_with(pool, &resolve)
+    }
+
+    /// [`FlowSpec::compile`] with `resolve` turning each step's `host:port` into an address
+    /// (the fuzz targets resolve without DNS).
+    pub fn compile_with(
+        &self,
+        pool: Option<&DescriptorPool>,
+        resolve: &Resolver,
+    ) -> Result<Flow, String> {
         let duration = |key: &str, text: &Option<String>, default: u64| match text {
             Some(t) => parse_duration(t).map_err(|e| format!("flow.{key}: {e}")),
             None => Ok(Duration::from_secs(default)),
@@ -262,6 +272,7 @@ impl FlowSpec {
             types: Vec::new(),
             names: Vec::new(),
             pool,
+            resolve,
         };
         let mut steps = Vec::new();
         for (i, table) in self.steps.iter().enumerate() {
@@ -278,12 +289,16 @@ impl FlowSpec {
     }
 }
 
+/// Turns a `host:port` into an address; the error says why not.
+pub type Resolver = dyn Fn(&str) -> Result<SocketAddr, String>;
+
 struct Compiler<'p> {
     scope: Scope,
     slots: usize,
     types: Vec<String>,
     names: Vec<String>,
     pool: Option<&'p DescriptorPool>,
+    resolve: &'p Resolver,
 }
 
 /// Where an error is: `flow.steps[2] ("login")`.
@@ -410,7 +425,7 @@ impl Compiler<'_> {
             }
         };
         let authority = &rest[..authority_len];
-        let addr = resolve(authority).map_err(|e| format!("url: {e}"))?;
+        let addr = (self.resolve)(authority).map_err(|e| format!("url: {e}"))?;
         let mut path = t.without_prefix(scheme.len() + 3 + authority_len);
         if path.render(&[]).is_empty() && path.is_constant() {
             path = Template::parse("/", &Scope::new()).map_err(|e| e.to_string())?;
@@ -536,7 +551,7 @@ impl Compiler<'_> {
         if !addr_template.is_constant() {
             return Err("addr: must not use captured values (only [flow.vars])".into());
         }
-        let addr = resolve(&addr_template.render(&[])).map_err(|e| format!("addr: {e}"))?;
+        let addr = (self.resolve)(&addr_template.render(&[])).map_err(|e| format!("addr: {e}"))?;
         let path = format!("/{}", s.method.trim_start_matches('/'));
         if path[1..].split('/').count() != 2 || path.ends_with('/') {
             return Err(format!(
@@ -602,7 +617,8 @@ pub fn code_name(code: Code) -> String {
         .to_ascii_uppercase()
 }
 
-fn resolve(authority: &str) -> Result<SocketAddr, String> {
+/// The system resolver (DNS): the first address of `authority`.
+pub fn resolve(authority: &str) -> Result<SocketAddr, String> {
     authority
         .to_socket_addrs()
         .map_err(|e| format!("resolving `{authority}`: {e}"))?

@@ -14,15 +14,22 @@
 //!    read, and every connection is closed with 1000. A run whose connections have all been
 //!    closed by the server (or refused) stops as soon as the hold would begin or it happens.
 //!
+//! Callers that measure around a run (a benchmark sampling the server's memory and CPU when
+//! the hold starts and ends) use [`run_ws_observed`]: its [`WsEvent`]s say when each stage
+//! begins, and a [`WsControl`] reads the connections held and ends a hold early.
+//!
 //! Layout: [`WsOptions`] (flags and scenario keys, defaults), [`proto`] (sans-IO protocol), `session` (one connection's socket shell), `worker`
-//! (one pinned thread), [`report`] (what was measured).
+//! (one pinned thread), [`report`] (what was measured), [`WsClient`] (one connection outside
+//! a run, on the same shell).
 
+mod client;
 mod options;
 pub mod proto;
 pub mod report;
 pub(crate) mod session;
 mod worker;
 
+pub use client::{WsClient, WsClientError};
 pub use options::{WsOptions, DEFAULT_CHANNEL};
 pub use report::{Op, Tally, WsReport, WsSeriesPoint};
 pub use worker::Tick;
@@ -69,7 +76,13 @@ pub struct WsLoad {
     pub sources: Vec<Ipv4Addr>,
     /// Length of the intervals of the time series and the progress line.
     pub interval: Duration,
+    /// Bytes taken from a socket per read: the size of each thread's one read buffer
+    /// ([`DEFAULT_READ_BUFFER`]); a connection keeps only a frame that has not fully arrived.
+    pub read_buffer: usize,
 }
+
+/// The read buffer of each load thread, unless a run asks for another.
+pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
 
 /// Where and how fast the generator publishes.
 #[derive(Debug, Clone)]
@@ -86,6 +99,8 @@ pub struct Publish {
     pub rate: f64,
     /// HTTP/1.1 keep-alive connections publishing, one request in flight on each.
     pub connections: usize,
+    /// Pad each event's `data` object to this many bytes (`None`: only `t` and `k`).
+    pub data_size: Option<usize>,
 }
 
 /// Splits `scheme://host:port/path` into (address, authority, path).
@@ -288,9 +303,17 @@ pub fn run_ws(load: &WsLoad) -> anyhow::Result<WsReport> {
 }
 
 enum Coordinator {
-    Connecting { deadline: Instant },
-    Holding { end: Instant },
-    Draining { until: Instant },
+    Connecting {
+        deadline: Instant,
+    },
+    Holding {
+        start: Instant,
+        end: Instant,
+        announced: bool,
+    },
+    Draining {
+        until: Instant,
+    },
     Stopped,
 }
 
@@ -299,6 +322,104 @@ enum Coordinator {
 pub fn run_ws_with(
     load: &WsLoad,
     mut on_interval: impl FnMut(u64, i64, &Tally),
+) -> anyhow::Result<WsReport> {
+    run_ws_observed(load, &WsControl::default(), |event| {
+        if let WsEvent::Interval { index, held, tally } = event {
+            on_interval(index, held, tally);
+        }
+    })
+}
+
+/// What [`run_ws_observed`] reports while a run goes, on the calling thread.
+#[derive(Debug)]
+pub enum WsEvent<'a> {
+    /// Interval `index` (from the start of the run) ended on every thread: its merged figures,
+    /// and the connections subscribed then.
+    Interval {
+        /// The interval's number.
+        index: u64,
+        /// Connections subscribed at its end.
+        held: i64,
+        /// What every thread counted in it.
+        tally: &'a Tally,
+    },
+    /// Every connection has been subscribed or has failed (or the connect deadline passed).
+    /// Nothing is published or pinged yet, and the warm-up starts only when `observe`
+    /// returns: a caller may take its time here to measure the idle connections.
+    Connected {
+        /// Connections subscribed.
+        held: i64,
+    },
+    /// The warm-up is over and the hold begins: publishing and pinging start now.
+    HoldStarted {
+        /// When the hold began (the publishers' and pings' schedules count from here).
+        at: Instant,
+        /// Connections subscribed.
+        held: i64,
+    },
+    /// The hold's `duration` has passed: nothing more is published or pinged; what is on its
+    /// way is awaited.
+    HoldEnded {
+        /// When it ended.
+        at: Instant,
+        /// Connections subscribed.
+        held: i64,
+    },
+    /// The run ends (drained, everything closed by the server, or [`WsControl::stop`]): the
+    /// connections close now.
+    Stopping {
+        /// When the run ended.
+        at: Instant,
+        /// Connections subscribed.
+        held: i64,
+    },
+}
+
+/// A run seen and steered from outside its coordinator: how many connections it holds, and a
+/// way to end it (for a hold meant to last until the caller has measured what it wanted).
+#[derive(Default)]
+pub struct WsControl {
+    stop: std::sync::atomic::AtomicBool,
+    progress: std::sync::OnceLock<Arc<worker::Progress>>,
+}
+
+impl WsControl {
+    /// Ends the run within a few milliseconds, whatever its stage: every connection closes,
+    /// and what is still on its way is not awaited.
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+    }
+
+    /// Connections subscribed now (0 before the run starts).
+    pub fn held(&self) -> i64 {
+        self.progress.get().map_or(0, |p| p.held())
+    }
+
+    /// Connections subscribed or failed so far.
+    pub fn settled(&self) -> usize {
+        self.progress.get().map_or(0, |p| p.settled.load(Relaxed))
+    }
+
+    /// Connections that have been subscribed so far.
+    pub fn subscribed(&self) -> usize {
+        self.progress
+            .get()
+            .map_or(0, |p| p.subscribed.load(Relaxed))
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+}
+
+/// Like [`run_ws`], reporting each interval and each change of stage to `observe` as it
+/// happens, and following `control`. `observe` runs on this thread, which coordinates the run:
+/// the load threads go on while it runs, but stage changes wait for it (see
+/// [`WsEvent::Connected`]), so keep it short elsewhere.
+pub fn run_ws_observed(
+    load: &WsLoad,
+    control: &WsControl,
+    mut observe: impl FnMut(WsEvent<'_>),
 ) -> anyhow::Result<WsReport> {
     load.check()?;
     crate::run::raise_fd_limit();
@@ -326,6 +447,8 @@ pub fn run_ws_with(
     let threads = load.cpus.len();
     let publishers = load.publish.as_ref().map_or(0, |p| p.connections);
     let progress = Arc::new(worker::Progress::new(load.channels.len()));
+    // A control serves one run; a second run leaves it reading the first one's figures.
+    let _ = control.progress.set(Arc::clone(&progress));
     let clock = worker::Clock::new();
     let (sender, receiver) = std::sync::mpsc::channel::<Tick>();
     // Everyone starts together, a little after the threads are up.
@@ -378,7 +501,11 @@ pub fn run_ws_with(
                 entry.1.add(&tick.tally);
                 if entry.0 == threads {
                     if let Some((_, tally)) = pending.remove(&tick.index) {
-                        on_interval(tick.index, progress.held(), &tally);
+                        observe(WsEvent::Interval {
+                            index: tick.index,
+                            held: progress.held(),
+                            tally: &tally,
+                        });
                     }
                 }
             }
@@ -388,23 +515,61 @@ pub fn run_ws_with(
         let now = Instant::now();
         let p = &progress;
         state = match state {
+            Coordinator::Stopped => Coordinator::Stopped,
+            _ if control.stopped() => {
+                held_at_end = p.held();
+                expected = p.expected_deliveries();
+                rss_end = rss_bytes();
+                observe(WsEvent::Stopping {
+                    at: now,
+                    held: held_at_end,
+                });
+                p.stop.store(true, Relaxed);
+                Coordinator::Stopped
+            }
             Coordinator::Connecting { deadline }
                 if p.settled.load(Relaxed) >= load.connections || now >= deadline =>
             {
-                let hold_start = now + load.warmup;
+                observe(WsEvent::Connected { held: p.held() });
+                // From when the observer returns: it may have measured the connections.
+                let hold_start = Instant::now() + load.warmup;
                 let offset = hold_start.saturating_duration_since(start).as_nanos() as u64;
                 p.hold_start_ns.store(offset + 1, Relaxed);
                 Coordinator::Holding {
+                    start: hold_start,
                     end: hold_start + load.duration,
+                    announced: false,
                 }
             }
-            Coordinator::Holding { end } if now >= end => Coordinator::Draining {
-                until: now + load.drain,
-            },
+            Coordinator::Holding {
+                start,
+                end,
+                announced: false,
+            } if now >= start && p.held() > 0 => {
+                observe(WsEvent::HoldStarted {
+                    at: start,
+                    held: p.held(),
+                });
+                Coordinator::Holding {
+                    start,
+                    end,
+                    announced: true,
+                }
+            }
+            Coordinator::Holding { end, .. } if now >= end => {
+                observe(WsEvent::HoldEnded {
+                    at: end,
+                    held: p.held(),
+                });
+                Coordinator::Draining {
+                    until: now + load.drain,
+                }
+            }
             // The server closed (or refused) every connection: nothing is left to measure.
             Coordinator::Holding { .. } if p.held() <= 0 => {
                 expected = p.expected_deliveries();
                 rss_end = rss_bytes();
+                observe(WsEvent::Stopping { at: now, held: 0 });
                 p.stop.store(true, Relaxed);
                 Coordinator::Stopped
             }
@@ -417,6 +582,10 @@ pub fn run_ws_with(
                 held_at_end = p.held();
                 expected = p.expected_deliveries();
                 rss_end = rss_bytes();
+                observe(WsEvent::Stopping {
+                    at: now,
+                    held: held_at_end,
+                });
                 p.stop.store(true, Relaxed);
                 Coordinator::Stopped
             }
@@ -425,7 +594,11 @@ pub fn run_ws_with(
     }
     // Intervals some thread did not finish (a thread that stopped early or failed).
     for (index, (_, tally)) in std::mem::take(&mut pending) {
-        on_interval(index, held_at_end, &tally);
+        observe(WsEvent::Interval {
+            index,
+            held: held_at_end,
+            tally: &tally,
+        });
     }
     let mut tally = Tally::default();
     for h in handles {
@@ -447,6 +620,7 @@ pub fn run_ws_with(
         rss_end,
         fd_limit: limit,
         threads,
+        published: progress.published.iter().map(|p| p.load(Relaxed)).collect(),
     })
 }
 

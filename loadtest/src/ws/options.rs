@@ -93,6 +93,7 @@ impl WsOptions {
                     token: self.publish_token.clone().or_else(|| self.token.clone()),
                     rate,
                     connections: self.publish_connections,
+                    data_size: None,
                 })
             }
         };
@@ -117,6 +118,7 @@ impl WsOptions {
             cpus: self.cpus.clone(),
             sources,
             interval: self.interval,
+            read_buffer: super::DEFAULT_READ_BUFFER,
         };
         load.check()?;
         Ok(load)

@@ -117,10 +117,22 @@ pub fn subscribe(channel: &str) -> String {
 }
 
 /// The body of a `POST /api/publish`: an event on `channel` carrying its intended send time
-/// `t` (ns on the run's clock, see `ws::Clock`) and its number `k`.
-pub fn publish_body(channel: &str, t_ns: u64, k: u64) -> String {
+/// `t` (ns on the run's clock, see `ws::Clock`) and its number `k`; with `data_size`, a `pad`
+/// string makes the `data` object that many bytes (or as few as `t` and `k` allow).
+pub fn publish_body(channel: &str, t_ns: u64, k: u64, data_size: Option<usize>) -> String {
     let channel = sonic_rs::to_string(channel).unwrap_or_else(|_| "\"\"".into());
-    format!(r#"{{"channel":{channel},"data":{{"t":{t_ns},"k":{k}}}}}"#)
+    let mut data = format!(r#"{{"t":{t_ns},"k":{k}"#);
+    match data_size {
+        Some(size) => {
+            const PAD_FIELD: &str = r#","pad":""}"#;
+            let pad = size.saturating_sub(data.len() + PAD_FIELD.len());
+            data.push_str(r#","pad":""#);
+            data.extend(std::iter::repeat_n('x', pad));
+            data.push_str(r#""}"#);
+        }
+        None => data.push('}'),
+    }
+    format!(r#"{{"channel":{channel},"data":{data}}}"#)
 }
 
 /// What a message from the server means to a load connection.
@@ -200,22 +212,41 @@ pub struct SeqTracker {
     last: Option<u64>,
 }
 
+/// Where an event's sequence number falls in what a connection has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqStep {
+    /// Events skipped just before it (0 when it follows the last one).
+    pub skipped: u64,
+    /// It is not after the last one seen: a repeat, or late.
+    pub out_of_order: bool,
+}
+
 impl SeqTracker {
     /// Starts after `seq` (the `subscribed` reply's).
     pub fn after(seq: u64) -> SeqTracker {
         SeqTracker { last: Some(seq) }
     }
 
-    /// Notes event `seq`; returns how many events were skipped before it.
-    pub fn observe(&mut self, seq: u64) -> u64 {
-        let gap = match self.last {
-            Some(last) if seq > last + 1 => seq - last - 1,
-            _ => 0,
+    /// Notes event `seq`.
+    pub fn observe(&mut self, seq: u64) -> SeqStep {
+        let step = match self.last {
+            Some(last) if seq > last + 1 => SeqStep {
+                skipped: seq - last - 1,
+                out_of_order: false,
+            },
+            Some(last) => SeqStep {
+                skipped: 0,
+                out_of_order: seq <= last,
+            },
+            None => SeqStep {
+                skipped: 0,
+                out_of_order: false,
+            },
         };
         if self.last.is_none_or(|last| seq > last) {
             self.last = Some(seq);
         }
-        gap
+        step
     }
 }
 
@@ -339,16 +370,39 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         let got = decoder.decode(&mut buf).unwrap().unwrap();
         assert_eq!(got.as_text(), Some(text.as_str()));
-        let body = publish_body("c-1", 5, 9);
+        let body = publish_body("c-1", 5, 9, None);
         assert_eq!(body, r#"{"channel":"c-1","data":{"t":5,"k":9}}"#);
+    }
+
+    #[test]
+    fn padded_events_have_the_data_size_asked_for() {
+        let t = 1_700_000_000_000_000_000;
+        for size in [128, 1000] {
+            let body = publish_body("c", t, 12, Some(size));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["data"].to_string().len(), size, "{body}");
+            assert_eq!(v["data"]["t"], t);
+            assert_eq!(v["data"]["k"], 12);
+        }
+        // Smaller than `t` and `k` need: no padding, nothing cut.
+        let body = publish_body("c", t, 12, Some(8));
+        assert_eq!(
+            body,
+            format!(r#"{{"channel":"c","data":{{"t":{t},"k":12,"pad":""}}}}"#)
+        );
     }
 
     #[test]
     fn sequence_gaps_are_counted_once() {
         let mut s = SeqTracker::after(10);
-        assert_eq!(s.observe(11), 0);
-        assert_eq!(s.observe(14), 2);
-        assert_eq!(s.observe(13), 0, "late arrival: not a new gap");
-        assert_eq!(s.observe(15), 0);
+        let step = |skipped, out_of_order| SeqStep {
+            skipped,
+            out_of_order,
+        };
+        assert_eq!(s.observe(11), step(0, false));
+        assert_eq!(s.observe(14), step(2, false));
+        assert_eq!(s.observe(13), step(0, true), "late arrival: not a new gap");
+        assert_eq!(s.observe(15), step(0, false));
+        assert_eq!(s.observe(15), step(0, true), "a repeat");
     }
 }

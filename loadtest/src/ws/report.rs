@@ -6,7 +6,7 @@ use crate::report::{Counters, Machine, Percentiles, Report, Section};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The request types of a WebSocket run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,10 @@ pub struct Tally {
     pub statuses: BTreeMap<u16, u64>,
     /// Events missing from the sequence a connection saw.
     pub seq_gaps: u64,
+    /// Events that came again, or after a later one, on a connection.
+    pub seq_out_of_order: u64,
+    /// When the last timed event arrived.
+    pub last_delivery: Option<Instant>,
 }
 
 impl Default for Tally {
@@ -60,6 +64,8 @@ impl Default for Tally {
             close_codes: BTreeMap::new(),
             statuses: BTreeMap::new(),
             seq_gaps: 0,
+            seq_out_of_order: 0,
+            last_delivery: None,
         }
     }
 }
@@ -96,6 +102,8 @@ impl Tally {
             *self.statuses.entry(*k).or_insert(0) += v;
         }
         self.seq_gaps += other.seq_gaps;
+        self.seq_out_of_order += other.seq_out_of_order;
+        self.last_delivery = self.last_delivery.max(other.last_delivery);
     }
 
     /// Errors of every kind and type.
@@ -134,6 +142,8 @@ pub struct WsReport {
     pub fd_limit: u64,
     /// Load threads.
     pub threads: usize,
+    /// Events published successfully, per channel (in the order of [`super::WsLoad::channels`]).
+    pub published: Vec<u64>,
 }
 
 #[derive(Serialize)]

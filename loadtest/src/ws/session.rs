@@ -441,11 +441,15 @@ fn on_message(ctx: &Ctx, conn: &mut Conn, pings: &mut Option<Pings>, inbound: In
         Inbound::Event { seq, sent_ns } => {
             let mut tally = ctx.tally.borrow_mut();
             if let Some(seq) = seq {
-                tally.seq_gaps += conn.seq.observe(seq);
+                let step = conn.seq.observe(seq);
+                tally.seq_gaps += step.skipped;
+                tally.seq_out_of_order += u64::from(step.out_of_order);
             }
             if let Some(sent) = sent_ns {
-                let now = ctx.clock.ns(Instant::now());
+                let at = Instant::now();
+                let now = ctx.clock.ns(at);
                 tally.complete(Op::Deliver, Duration::from_nanos(now.saturating_sub(sent)));
+                tally.last_delivery = Some(at);
                 ctx.progress.delivered.fetch_add(1, Relaxed);
             }
         }

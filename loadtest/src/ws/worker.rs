@@ -203,7 +203,7 @@ pub(crate) async fn worker(
         progress,
         stage: StageCell::new(conns.len() + publishers.len()),
         tally: RefCell::new(Tally::default()),
-        scratch: RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice()),
+        scratch: RefCell::new(vec![0u8; load.read_buffer.max(1)].into_boxed_slice()),
         rng: RefCell::new(Rng::new(clock.ns(Instant::now()) ^ thread_seed)),
         live: Cell::new(0),
         load,
@@ -334,7 +334,12 @@ async fn publisher(ctx: Rc<Ctx>, p: usize, slot: usize) {
             continue;
         };
         let channel = (k % ctx.load.channels.len() as u64) as usize;
-        let body = publish_body(&ctx.load.channels[channel], ctx.clock.ns(intended), k);
+        let body = publish_body(
+            &ctx.load.channels[channel],
+            ctx.clock.ns(intended),
+            k,
+            target.data_size,
+        );
         let mut headers = vec!["Content-Type: application/json".to_string()];
         headers.extend(auth.clone());
         let request = build_request(

@@ -86,7 +86,7 @@ impl Client {
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
-        // h2 needs its connection future driven (DESIGN.md).
+        // h2 needs its connection future driven (docs/architecture.md).
         sdsim_core::runtime::spawn("grpc-client-connection", async move {
             let _ = connection.await;
         });

@@ -9,9 +9,15 @@
 //! into memory) and frame (16 KiB, larger → FRAME_SIZE_ERROR before its payload is read);
 //! `grpc-timeout` becomes the handler's deadline → DEADLINE_EXCEEDED. gzip message encoding is accepted, and used for responses when the client
 //! sent gzip and accepts it.
+//!
+//! Every call runs through the same layers as an HTTP request ([`Services::set_layers`]:
+//! request id, rate limit, metrics, access log); what they add to the response goes in the
+//! initial metadata, or with the status of a Trailers-Only answer.
 
 use super::frame;
+use super::method::MethodName;
 use super::status::{parse_timeout, Code, Status};
+use crate::middleware::layer::{Ended, Exchange, Layers, Outcome, UNMATCHED};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use h2::server::SendResponse;
@@ -19,6 +25,7 @@ use h2::{RecvStream, SendStream};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
 use sdsim_core::shutdown::Phase;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -87,10 +94,19 @@ enum Handler {
     Streaming(Streaming),
 }
 
-/// The methods one server answers, by path (`/package.Service/Method`).
+/// A registered method: its handler and its names.
+#[derive(Clone)]
+struct Registered {
+    handler: Handler,
+    name: MethodName,
+}
+
+/// The methods one server answers, by path (`/package.Service/Method`), and the layers every
+/// call runs through.
 #[derive(Default, Clone)]
 pub struct Services {
-    methods: HashMap<String, Handler>,
+    methods: HashMap<String, Registered>,
+    layers: Rc<Layers>,
 }
 
 fn decode_request<Req: prost::Message + Default>(bytes: &Bytes) -> Result<Req, Status> {
@@ -103,9 +119,20 @@ fn decode_request<Req: prost::Message + Default>(bytes: &Bytes) -> Result<Req, S
 }
 
 impl Services {
-    /// An empty set of methods.
+    /// An empty set of methods, without layers.
     pub fn new() -> Services {
         Services::default()
+    }
+
+    /// Runs every call through `layers` (the listener's `middleware::Stack::layers`).
+    pub fn set_layers(&mut self, layers: Rc<Layers>) {
+        self.layers = layers;
+    }
+
+    fn register(&mut self, path: &str, handler: Handler) {
+        let name = MethodName::intern(path);
+        self.methods
+            .insert(path.to_string(), Registered { handler, name });
     }
 
     /// Registers a unary method.
@@ -125,8 +152,7 @@ impl Services {
                 Ok(Bytes::from(resp.encode_to_vec()))
             })
         });
-        self.methods
-            .insert(path.to_string(), Handler::Unary(handler));
+        self.register(path, Handler::Unary(handler));
     }
 
     /// Registers a server-streaming method: the handler sends through [`Stream`].
@@ -153,8 +179,7 @@ impl Services {
                 .await
             })
         });
-        self.methods
-            .insert(path.to_string(), Handler::Streaming(handler));
+        self.register(path, Handler::Streaming(handler));
     }
 
     /// Whether `path` is served.
@@ -230,8 +255,10 @@ async fn send_with_flow_control(
     Ok(())
 }
 
-fn grpc_headers(gzip: bool) -> http::Response<()> {
+/// The response headers of a call: what the layers added, content type and encodings.
+fn grpc_headers(gzip: bool, metadata: HeaderMap) -> http::Response<()> {
     let mut resp = http::Response::new(());
+    *resp.headers_mut() = metadata;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     if gzip {
@@ -245,11 +272,12 @@ fn grpc_headers(gzip: bool) -> http::Response<()> {
     resp
 }
 
-/// A Trailers-Only response: the status in the only HEADERS frame.
-fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status) {
-    let mut resp = grpc_headers(false);
+/// A Trailers-Only response: the status in the only HEADERS frame. Returns its code.
+fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status, metadata: HeaderMap) -> Code {
+    let mut resp = grpc_headers(false, metadata);
     status.write(resp.headers_mut());
     let _ = respond.send_response(resp, true);
+    status.code
 }
 
 fn http_error(respond: &mut SendResponse<Bytes>, code: StatusCode) {
@@ -381,7 +409,8 @@ async fn handle_stream(
     services: &Services,
     settings: &Settings,
 ) {
-    let (parts, mut body) = req.into_parts();
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
         return http_error(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -393,11 +422,75 @@ async fn handle_stream(
     if !grpc_type {
         return http_error(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
+    let registered = services.methods.get(parts.uri.path()).cloned();
+    let mut ex = match &registered {
+        Some(r) => Exchange::grpc(
+            r.name.service,
+            r.name.method,
+            Cow::Borrowed(r.name.path),
+            r.name.path,
+            peer,
+        ),
+        None => Exchange::grpc(
+            UNMATCHED,
+            UNMATCHED,
+            Cow::Owned(parts.uri.path().to_string()),
+            UNMATCHED,
+            peer,
+        ),
+    };
+    let layers = &services.layers;
+    let answer = layers.request(&mut ex, &parts.headers).await;
+    let mut metadata = HeaderMap::new();
+    layers.respond(&ex, &mut metadata);
+    let code = match answer {
+        Some(answer) => trailers_only(&mut respond, &answer.into_status(), metadata),
+        None => {
+            let call = CallParts {
+                parts,
+                body,
+                peer,
+                metadata,
+            };
+            serve_call(call, registered, respond, settings).await
+        }
+    };
+    let outcome = Outcome {
+        ended: Ended::Grpc { code },
+        elapsed: started.elapsed(),
+    };
+    layers.done(&ex, &outcome);
+}
+
+/// A call the layers let through.
+struct CallParts {
+    parts: http::request::Parts,
+    body: RecvStream,
+    peer: SocketAddr,
+    /// Response metadata from the layers.
+    metadata: HeaderMap,
+}
+
+/// Reads the request, runs the handler within the deadline and sends the answer; returns the
+/// call's final code.
+async fn serve_call(
+    call: CallParts,
+    registered: Option<Registered>,
+    mut respond: SendResponse<Bytes>,
+    settings: &Settings,
+) -> Code {
+    let CallParts {
+        parts,
+        mut body,
+        peer,
+        metadata,
+    } = call;
     let path = parts.uri.path();
-    let Some(handler) = services.methods.get(path).cloned() else {
+    let Some(Registered { handler, .. }) = registered else {
         return trailers_only(
             &mut respond,
             &Status::new(Code::Unimplemented, format!("unknown method {path}")),
+            metadata,
         );
     };
     let request_gzip = match header(&parts.headers, "grpc-encoding") {
@@ -410,6 +503,7 @@ async fn handle_stream(
                     Code::Unimplemented,
                     format!("grpc-encoding {other:?} is not supported (identity, gzip)"),
                 ),
+                metadata,
             )
         }
     };
@@ -426,6 +520,7 @@ async fn handle_stream(
                         Code::InvalidArgument,
                         format!("grpc-timeout {v:?} is malformed"),
                     ),
+                    metadata,
                 )
             }
         },
@@ -443,7 +538,7 @@ async fn handle_stream(
     };
     let message = match message {
         Ok(m) => m,
-        Err(status) => return trailers_only(&mut respond, &status),
+        Err(status) => return trailers_only(&mut respond, &status, metadata),
     };
     let call = Call {
         metadata: parts.headers,
@@ -454,6 +549,8 @@ async fn handle_stream(
     let until = |d: Option<Instant>| {
         d.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
     };
+    // The client left before the answer was sent.
+    let gone = Code::Cancelled;
     match handler {
         Handler::Unary(f) => {
             let outcome = monoio::time::timeout_at(until(deadline).into(), f(call, message)).await;
@@ -472,23 +569,25 @@ async fn handle_stream(
                 }
             });
             match reply {
-                Err(status) => trailers_only(&mut respond, &status),
+                Err(status) => trailers_only(&mut respond, &status, metadata),
                 Ok(bytes) => {
-                    let Ok(mut stream) = respond.send_response(grpc_headers(gzip), false) else {
-                        return;
+                    let Ok(mut stream) = respond.send_response(grpc_headers(gzip, metadata), false)
+                    else {
+                        return gone;
                     };
                     if send_with_flow_control(&mut stream, frame::encode(&bytes, gzip))
                         .await
-                        .is_ok()
+                        .is_err()
                     {
-                        finish(&mut stream, &Status::new(Code::Ok, ""));
+                        return gone;
                     }
+                    finish(&mut stream, &Status::new(Code::Ok, ""))
                 }
             }
         }
         Handler::Streaming(f) => {
-            let Ok(stream) = respond.send_response(grpc_headers(gzip), false) else {
-                return;
+            let Ok(stream) = respond.send_response(grpc_headers(gzip, metadata), false) else {
+                return gone;
             };
             let slot = Rc::new(RefCell::new(Some(stream)));
             let responses = Responses {
@@ -503,20 +602,21 @@ async fn handle_stream(
             };
             // A send cut off by the deadline took the stream with it: h2 resets the stream.
             let stream = slot.borrow_mut().take();
-            if let Some(mut stream) = stream {
-                finish(
-                    &mut stream,
-                    &result.err().unwrap_or_else(|| Status::new(Code::Ok, "")),
-                );
+            let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
+            match stream {
+                Some(mut stream) => finish(&mut stream, &status),
+                None => status.code,
             }
         }
     }
 }
 
-fn finish(stream: &mut SendStream<Bytes>, status: &Status) {
+/// Sends the trailers; returns the call's code.
+fn finish(stream: &mut SendStream<Bytes>, status: &Status) -> Code {
     let mut trailers = HeaderMap::new();
     status.write(&mut trailers);
     let _ = stream.send_trailers(trailers);
+    status.code
 }
 
 /// Reads the one request message of a stream. The length prefix is checked as soon as its five

@@ -27,6 +27,31 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+impl Code {
+    /// The canonical name (`OK`, `RESOURCE_EXHAUSTED`), as metrics labels and logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
 /// A call's outcome other than success: a code and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
@@ -95,8 +120,28 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// `google.rpc.RetryInfo`: when the client may retry.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RetryInfo {
+    /// How long to wait before retrying.
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ProtoDuration {
+    /// Whole seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds beyond them (0..1e9).
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
 const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
+const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
 impl Status {
     /// A status with `code` and `message`.
@@ -140,6 +185,36 @@ impl Status {
             value: prost::Message::encode_to_vec(&bad),
         });
         self
+    }
+
+    /// Adds a `RetryInfo` detail: the client may retry after `delay`.
+    pub fn with_retry_delay(mut self, delay: std::time::Duration) -> Status {
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
+                nanos: delay.subsec_nanos() as i32,
+            }),
+        };
+        self.details.push(Any {
+            type_url: RETRY_INFO.into(),
+            value: prost::Message::encode_to_vec(&info),
+        });
+        self
+    }
+
+    /// The `RetryInfo` delay, if a detail carries one.
+    pub fn retry_delay(&self) -> Option<std::time::Duration> {
+        self.details
+            .iter()
+            .filter(|a| a.type_url == RETRY_INFO)
+            .find_map(|a| <RetryInfo as prost::Message>::decode(a.value.as_slice()).ok())
+            .and_then(|i| i.retry_delay)
+            .map(|d| {
+                std::time::Duration::new(
+                    u64::try_from(d.seconds).unwrap_or(0),
+                    u32::try_from(d.nanos).unwrap_or(0),
+                )
+            })
     }
 
     /// The `ErrorInfo` reason, if a detail carries one.
@@ -264,6 +339,7 @@ mod tests {
     fn details_round_trip_through_the_trailer() {
         let status = Status::new(Code::InvalidArgument, "the design has 2 problem(s)")
             .with_reason("sdsim", "INVALID_DESIGN")
+            .with_retry_delay(Duration::from_millis(1500))
             .with_violations([
                 ("$.components[0].instances", "must be at least 1"),
                 ("$.entry", "é"),
@@ -276,6 +352,7 @@ mod tests {
             ..Status::new(Code::InvalidArgument, "")
         };
         assert_eq!(back.reason().as_deref(), Some("INVALID_DESIGN"));
+        assert_eq!(back.retry_delay(), Some(Duration::from_millis(1500)));
         let v = back.violations();
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].field, "$.components[0].instances");
@@ -283,7 +360,7 @@ mod tests {
         // Padded base64 (as some peers send) reads the same.
         let padded = format!("{}==", headers["grpc-status-details-bin"].to_str().unwrap());
         let value = HeaderValue::from_str(&padded).unwrap();
-        assert_eq!(Status::details_from(Some(&value)).len(), 2);
+        assert_eq!(Status::details_from(Some(&value)).len(), 3);
     }
 
     #[test]

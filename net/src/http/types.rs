@@ -78,86 +78,17 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) ->
 }
 
 /// Parses a JSON request body into `T`; the error is a 400 `invalid_json` response saying the
-/// expected `shape` and what is wrong (unknown field, wrong type, missing field, bad JSON), in
-/// the words of [`json_problem`], which never quote the body.
+/// expected `shape` and what is wrong (unknown field, wrong type, missing field, bad JSON,
+/// nesting deeper than [`crate::json::MAX_DEPTH`]), naming the field at fault.
 pub fn json_body<'a, T: serde::Deserialize<'a>>(
     req: &'a Request,
     shape: &str,
 ) -> Result<T, Box<Response>> {
-    sonic_rs::from_slice(req.body()).map_err(|e| {
+    crate::json::decode(req.body()).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            &format!("body must be {shape}: {}", json_problem(&e)),
+            &format!("body must be {shape}: {e}"),
         ))
     })
-}
-
-/// What is wrong with a JSON document, and where, without quoting it. sonic-rs appends a
-/// fragment of the input around the error, and serde quotes string values of the wrong type:
-/// either could be a password or a token, and error messages reach clients and logs.
-pub fn json_problem(e: &sonic_rs::Error) -> String {
-    let text = e.to_string();
-    let text = text.split("\n\n").next().unwrap_or_default();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("string \"") {
-        out.push_str(&rest[..at]);
-        out.push_str("a string");
-        let quoted = &rest[at + "string \"".len()..];
-        let mut escaped = false;
-        let end = quoted.char_indices().find_map(|(i, c)| match c {
-            _ if escaped => {
-                escaped = false;
-                None
-            }
-            '\\' => {
-                escaped = true;
-                None
-            }
-            '"' => Some(i + 1),
-            _ => None,
-        });
-        rest = &quoted[end.unwrap_or(quoted.len())..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(serde::Deserialize, Debug)]
-    #[allow(dead_code)]
-    struct Login {
-        email: String,
-        password: String,
-        #[serde(default)]
-        remember: Option<u32>,
-    }
-
-    /// Malformed bodies carrying a secret: the problem is described, the secret never quoted.
-    #[test]
-    fn json_problems_never_quote_the_input() {
-        let secret = "hunter2-Secret-Passphrase";
-        let bodies = [
-            format!(r#"{{"email":"a@b.co","password":"{secret}"#),
-            format!(r#"{{"email":"a@b.co","password":"{secret}\q"}}"#),
-            format!(r#"{{"email":"a@b.co","password":"{secret}"}},}}"#),
-            format!(r#"{{"email":"a@b.co","password":"x","remember":"{secret}"}}"#),
-            format!(r#"{{"email":"a@b.co","password":{secret}}}"#),
-        ];
-        for body in bodies {
-            let e = sonic_rs::from_str::<Login>(&body).unwrap_err();
-            let problem = json_problem(&e);
-            assert!(!problem.contains("hunter2"), "{body} -> {problem}");
-            assert!(!problem.contains('\n'), "{problem}");
-            assert!(!problem.is_empty());
-        }
-        let e =
-            sonic_rs::from_str::<Login>(r#"{"email":"a@b.co","password":"x","remember":"yes"}"#)
-                .unwrap_err();
-        assert!(json_problem(&e).contains("invalid type: a string"), "{e}");
-    }
 }

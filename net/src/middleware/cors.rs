@@ -1,5 +1,7 @@
 //! CORS: preflight answers and response headers, from `[cors]` (off while no origin is set).
+//! An HTTP-only layer: browsers do not speak gRPC over HTTP/2.
 
+use super::layer::{Answer, Check, Exchange, Layer, Protocol};
 use crate::http::types::error;
 use bytes::Bytes;
 use http::header::{
@@ -8,7 +10,7 @@ use http::header::{
     ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
     VARY,
 };
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use sdsim_core::config::CorsConfig;
 
 /// The CORS layer.
@@ -64,11 +66,15 @@ impl Cors {
 
     /// Answers a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
     pub fn preflight(&self, req: &http::Request<Bytes>) -> Option<http::Response<Bytes>> {
-        if req.method() != Method::OPTIONS {
+        self.preflight_of(req.method(), req.headers())
+    }
+
+    fn preflight_of(&self, method: &Method, headers: &HeaderMap) -> Option<http::Response<Bytes>> {
+        if method != Method::OPTIONS {
             return None;
         }
-        let origin = req.headers().get(ORIGIN)?.to_str().ok()?.to_string();
-        let method = req.headers().get(ACCESS_CONTROL_REQUEST_METHOD)?;
+        let origin = headers.get(ORIGIN)?.to_str().ok()?.to_string();
+        let method = headers.get(ACCESS_CONTROL_REQUEST_METHOD)?;
         let forbidden = |why: &str| Some(error(StatusCode::FORBIDDEN, "cors_forbidden", why));
         if !self.allows(&origin) {
             return forbidden(&format!("origin {origin} is not allowed"));
@@ -77,7 +83,7 @@ impl Cors {
         if !self.methods.contains(&method) {
             return forbidden(&format!("method {method} is not allowed"));
         }
-        if let Some(asked) = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
+        if let Some(asked) = headers.get(ACCESS_CONTROL_REQUEST_HEADERS) {
             for header in asked
                 .to_str()
                 .unwrap_or("")
@@ -100,14 +106,16 @@ impl Cors {
 
     /// Adds the CORS response headers for a request from `origin`.
     pub fn apply(&self, origin: Option<&HeaderValue>, resp: &mut http::Response<Bytes>) {
-        resp.headers_mut()
-            .append(VARY, HeaderValue::from_static("origin"));
+        self.apply_to(origin, resp.headers_mut());
+    }
+
+    fn apply_to(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
+        h.append(VARY, HeaderValue::from_static("origin"));
         let Some(origin) = origin else { return };
         let Ok(text) = origin.to_str() else { return };
         if !self.allows(text) {
             return;
         }
-        let h = resp.headers_mut();
         if self.any_origin && !self.credentials {
             h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         } else {
@@ -121,6 +129,33 @@ impl Cors {
         }
         if let Some(expose) = &self.expose {
             h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+        }
+    }
+}
+
+/// The request's `Origin`, kept for the response headers.
+#[derive(Clone)]
+struct RequestOrigin(HeaderValue);
+
+impl Layer for Cors {
+    fn request<'a>(&'a self, ex: &'a mut Exchange, metadata: &'a HeaderMap) -> Check<'a> {
+        let Protocol::Http { method } = &ex.protocol else {
+            return Check::Pass;
+        };
+        let preflight = self.preflight_of(method, metadata);
+        if let Some(origin) = metadata.get(ORIGIN) {
+            ex.extensions.insert(RequestOrigin(origin.clone()));
+        }
+        match preflight {
+            Some(answer) => Check::Answer(Answer::Http(answer)),
+            None => Check::Pass,
+        }
+    }
+
+    fn respond(&self, ex: &Exchange, metadata: &mut HeaderMap) {
+        if let Protocol::Http { .. } = ex.protocol {
+            let origin = ex.extensions.get::<RequestOrigin>().map(|o| &o.0);
+            self.apply_to(origin, metadata);
         }
     }
 }

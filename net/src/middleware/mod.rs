@@ -1,54 +1,75 @@
-//! The middleware stack, assembled in one place ([`Stack::from_config`]) and run top-down for
-//! every request ([`App::handle`]):
+//! The middleware: one ordered list of layers ([`layer::Layers`]) that runs on HTTP/1.1 and on
+//! gRPC, assembled in one place ([`Stack::from_config`]), each layer taking only its own slice
+//! of the configuration. In order:
 //!
-//! 1. request id: a sane incoming `X-Request-Id` is kept, otherwise one is generated;
-//! 2. CORS preflight (`OPTIONS` with `Origin`) is answered here;
-//! 3. rate limit per client IP, checked on the IP's owner shard through the mesh (health paths
-//!    exempt) → 429 with `Retry-After`;
-//! 4. router → handler; a handler panic becomes a 500 and the connection and shard survive; a
-//!    handler still working after `http.handler_timeout` is dropped and answered 503 `timeout`;
-//! 5. on the way out: CORS headers, `X-RateLimit-*`, compression (large bodies on the blocking
-//!    pool), `X-Content-Type-Options: nosniff` (and `Strict-Transport-Security` on TLS),
-//!    `X-Request-Id`, `X-Response-Time`, metrics (requests by route and status, latency HDR per
-//!    route), the access-log line (never the body), and a slow-request warning.
+//! 1. [`request_id`]: a sane incoming `x-request-id` is kept, otherwise one is generated;
+//!    echoed in the response (header / gRPC metadata);
+//! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
+//!    response headers;
+//! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
+//!    whole `shedding.interval`), new work is refused early → HTTP 503 / gRPC
+//!    RESOURCE_EXHAUSTED with `retry-after` (health, metrics, token validation exempt);
+//! 4. [`service_callers`]: calls with a service token are not limited per IP (step 5);
+//! 5. [`client_limit`]: rate limit per client IP, checked on the IP's owner shard through the
+//!    mesh (health exempt) → HTTP 429 / gRPC RESOURCE_EXHAUSTED, with `retry-after`;
+//!    `x-ratelimit-*` on every limited answer;
+//! 6. [`request_metrics`]: requests by route and status, latency HDR per route (HTTP); calls by
+//!    service, method and code, duration HDR per method (gRPC);
+//! 7. [`access_log`]: one line per request or call (`log.access`).
 //!
-//! Each layer takes only its own slice of the configuration.
+//! An authentication layer belongs between 2 and 3, so that the rate limit can trust its
+//! caller. The HTTP adapter ([`App::handle`]) adds what only HTTP has: router → handler (a
+//! handler panic becomes a 500 and the connection and shard survive; a handler still working
+//! after `http.handler_timeout` is dropped and answered 503 `timeout`), compression (bodies over
+//! `compression.offload_bytes` on the blocking pool, off the shard),
+//! `X-Content-Type-Options: nosniff` (and `Strict-Transport-Security` on TLS),
+//! `X-Response-Time` and the slow-request warning. The gRPC adapter is the stream task of
+//! `grpc::server`.
+//!
+//! Adding a layer: a file here implementing [`layer::Layer`], and one line in
+//! [`Stack::from_config`].
 
+pub mod access_log;
+pub mod client_limit;
 pub mod compress;
 pub mod cors;
+pub mod layer;
 pub mod ratelimit;
+pub mod request_id;
+pub mod request_metrics;
+pub mod service_callers;
+pub mod shed;
 
 use crate::conn::ConnInfo;
 use crate::http::router::{Lookup, Router};
 use crate::http::types::{error, ClientAddr, MatchedRoute, Request, RequestId, Response};
+use access_log::AccessLog;
+use client_limit::ClientRateLimit;
 use cors::Cors;
 use futures_util::FutureExt;
 use http::header::{
-    HeaderValue, ACCEPT_ENCODING, ALLOW, ORIGIN, RETRY_AFTER, STRICT_TRANSPORT_SECURITY,
-    X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderName, Method, StatusCode};
-use ratelimit::{Decision, RateLimiter};
-use sdsim_core::config::{CompressionConfig, Config, RateLimitConfig};
-use sdsim_core::metrics::{Key, LabelValue, Metrics};
+use layer::{Ended, Exchange, Layers, Outcome, UNMATCHED};
+use request_id::RequestIds;
+use request_metrics::{method_label, RequestMetrics};
+use sdsim_core::blocking::BlockingPool;
+use sdsim_core::config::{CompressionConfig, Config};
+use sdsim_core::metrics::{Key, Metrics};
 use sdsim_core::runtime::Shard;
-use sdsim_core::shard::ShardId;
-use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
+use service_callers::{IsServiceToken, ServiceCallers};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Metric: requests by route, method and status.
-pub const REQUESTS_TOTAL: &str = "sdsim_http_requests_total";
-/// Metric: request latency by route (histogram, seconds).
-pub const REQUEST_DURATION: &str = "sdsim_http_request_duration_seconds";
-/// Metric: response body bytes by route.
-pub const RESPONSE_BYTES: &str = "sdsim_http_response_bytes_total";
-/// Metric: requests rejected by the rate limiter.
-pub const RATELIMIT_REJECTED: &str = "sdsim_ratelimit_rejected_total";
-/// Metric: rate-limit checks that could not reach the owner shard (the request was allowed).
-pub const RATELIMIT_UNAVAILABLE: &str = "sdsim_ratelimit_unavailable_total";
+pub use client_limit::{RATELIMIT_REJECTED, RATELIMIT_UNAVAILABLE};
+pub use request_metrics::{
+    GRPC_REQUESTS_TOTAL, GRPC_REQUEST_DURATION, REQUESTS_TOTAL, REQUEST_DURATION, RESPONSE_BYTES,
+};
+pub use shed::SHED_TOTAL;
+
 /// Metric: handler panics turned into 500 responses.
 pub const HANDLER_PANICS: &str = "sdsim_http_handler_panics_total";
 /// Metric: handlers abandoned at `http.handler_timeout` (answered 503).
@@ -57,7 +78,6 @@ pub const HANDLER_TIMEOUTS: &str = "sdsim_http_handler_timeouts_total";
 /// HSTS on TLS connections: browsers then refuse plain HTTP to this host for a year.
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// Router plus middleware: what a connection hands each request to.
@@ -72,73 +92,75 @@ impl App {
         App { router, stack }
     }
 
-    /// Runs one request through the stack and the router.
+    /// Runs one request through the layers and the router.
     pub async fn handle(&self, mut req: Request, conn: &ConnInfo) -> Response {
         let stack = &self.stack;
         let started = Instant::now();
-        let request_id = stack.request_id(&req);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let accept_encoding = req.headers().get(ACCEPT_ENCODING).cloned();
-        let origin = req.headers().get(ORIGIN).cloned();
         let lookup = self.router.lookup(&method, &path);
         let pattern = match &lookup {
             Lookup::Found { pattern, .. } | Lookup::MethodNotAllowed { pattern, .. } => *pattern,
-            Lookup::NotFound => "unmatched",
+            Lookup::NotFound => UNMATCHED,
         };
-
-        let preflight = stack.cors.as_ref().and_then(|c| c.preflight(&req));
-        let mut decision = None;
-        let mut response = if let Some(preflight) = preflight {
-            preflight
-        } else {
-            decision = stack.rate_limit(conn.peer.ip(), &path, pattern).await;
-            match decision {
-                Some(d) if !d.allowed => stack.too_many_requests(&d),
-                _ => {
-                    let ext = req.extensions_mut();
-                    ext.insert(ClientAddr(conn.peer));
-                    ext.insert(RequestId(request_id.clone()));
-                    ext.insert(MatchedRoute(pattern));
-                    let deadline = stack.handler_timeout;
-                    let handled = dispatch(lookup, req, &stack.metrics, &request_id);
-                    match monoio::time::timeout(deadline, handled).await {
-                        Ok(response) => response,
-                        Err(_) => stack.timed_out(&method, pattern, &request_id),
-                    }
+        let mut ex = Exchange::http(method.clone(), path, pattern, conn.peer);
+        let answer = stack.layers.request(&mut ex, req.headers()).await;
+        let mut response = match answer {
+            Some(answer) => answer.into_http(),
+            None => {
+                let ext = req.extensions_mut();
+                ext.insert(ClientAddr(conn.peer));
+                ext.insert(RequestId(ex.request_id.clone()));
+                ext.insert(MatchedRoute(pattern));
+                let handled = dispatch(lookup, req, &stack.metrics, &ex.request_id);
+                match monoio::time::timeout(stack.handler_timeout, handled).await {
+                    Ok(response) => response,
+                    Err(_) => stack.timed_out(&method, pattern, &ex.request_id),
                 }
             }
         };
-
-        stack
-            .finish(
-                &mut response,
-                origin.as_ref(),
-                accept_encoding.as_ref(),
-                decision.as_ref(),
-            )
-            .await;
-        let elapsed = started.elapsed();
+        stack.layers.respond(&ex, response.headers_mut());
+        let compressed = compress::compress_response_off_shard(
+            &mut response,
+            accept_encoding.as_ref(),
+            &stack.compression,
+            stack.blocking.as_deref(),
+        )
+        .await;
+        if compressed == compress::Compressed::Refused {
+            tracing::debug!("blocking pool full: a large response goes uncompressed");
+        }
         let headers = response.headers_mut();
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if conn.tls {
             headers.insert(STRICT_TRANSPORT_SECURITY, HSTS);
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            headers.insert(X_REQUEST_ID, v);
-        }
+        let elapsed = started.elapsed();
         if let Ok(v) = HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1e3)) {
-            headers.insert(X_RESPONSE_TIME, v);
+            response.headers_mut().insert(X_RESPONSE_TIME, v);
         }
-        stack.observe(
-            &method,
-            &path,
-            pattern,
-            &response,
+        let status = response.status();
+        let outcome = Outcome {
+            ended: Ended::Http {
+                status,
+                body_bytes: response.body().len(),
+            },
             elapsed,
-            &request_id,
-            conn,
-        );
+        };
+        stack.layers.done(&ex, &outcome);
+        if elapsed > stack.slow_request {
+            if let layer::Protocol::Http { method } = &ex.protocol {
+                tracing::warn!(
+                    method = method_label(method),
+                    path = &*ex.path,
+                    status = status.as_u16(),
+                    duration_ms = elapsed.as_secs_f64() * 1e3,
+                    request_id = ex.request_id,
+                    "slow request"
+                );
+            }
+        }
         response
     }
 }
@@ -194,113 +216,57 @@ async fn dispatch(
     }
 }
 
-/// The shard-local limiter of the client IPs this shard owns.
-struct OwnedLimiter(RefCell<RateLimiter>);
-
-/// The middleware layers of one shard, each holding only its own configuration.
+/// The middleware of one listener on one shard: the layers both protocols run, and the
+/// HTTP-only settings.
 pub struct Stack {
-    ratelimit: Option<RateLimitConfig>,
-    cors: Option<Cors>,
+    layers: Rc<Layers>,
     compression: CompressionConfig,
-    access_log: bool,
+    /// Where large bodies are compressed (the shard's blocking pool; none off a shard).
+    blocking: Option<Arc<BlockingPool>>,
     slow_request: Duration,
     handler_timeout: Duration,
     metrics: Rc<Metrics>,
-    shard: Option<Shard>,
-    id_seed: u64,
-    id_counter: Cell<u64>,
 }
 
 impl Stack {
     /// Assembles the stack for the calling shard from the configuration: the one place where
-    /// layers are chosen and ordered. Installs this shard's rate limiter.
-    pub fn from_config(cfg: &Config, metrics: Rc<Metrics>) -> Stack {
+    /// layers are chosen and ordered (see the module documentation). `service_tokens` tells
+    /// which bearer tokens are services' (exempt from per-IP limits); `None` when no service
+    /// token is configured.
+    pub fn from_config(
+        cfg: &Config,
+        metrics: Rc<Metrics>,
+        service_tokens: Option<IsServiceToken>,
+    ) -> Stack {
         let shard = Shard::try_current();
-        let ratelimit = cfg.ratelimit.enabled.then(|| cfg.ratelimit.clone());
-        if let (Some(rl), Some(shard)) = (&ratelimit, &shard) {
-            shard.insert(OwnedLimiter(RefCell::new(RateLimiter::new(rl))));
+        let shard_index = shard.as_ref().map_or(0, |s| s.id().index());
+        let rate_limit = ClientRateLimit::install(&cfg.ratelimit, Rc::clone(&metrics));
+        let mut layers = Layers::new();
+        layers.push(RequestIds::new(shard_index));
+        if let Some(cors) = Cors::new(&cfg.cors) {
+            layers.push(cors);
         }
-        let shard_index = shard.as_ref().map_or(0, |s| s.id().index() as u64);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        if let Some(shedder) = shed::Shedder::install(&cfg.shedding, Rc::clone(&metrics)) {
+            layers.push(shedder);
+        }
+        if let (Some(rate_limit), service_tokens) = (rate_limit, service_tokens) {
+            if let Some(is_service) = service_tokens {
+                layers.push(ServiceCallers::new(is_service));
+            }
+            layers.push(rate_limit);
+        }
+        layers.push(RequestMetrics::new(Rc::clone(&metrics)));
+        if cfg.log.access {
+            layers.push(AccessLog);
+        }
         Stack {
-            ratelimit,
-            cors: Cors::new(&cfg.cors),
+            layers: Rc::new(layers),
             compression: cfg.compression.clone(),
-            access_log: cfg.log.access,
+            blocking: shard.map(|s| Arc::clone(s.blocking())),
             slow_request: cfg.http.slow_request,
             handler_timeout: cfg.http.handler_timeout,
             metrics,
-            shard,
-            id_seed: nanos.rotate_left(17) ^ (shard_index << 56),
-            id_counter: Cell::new(0),
         }
-    }
-
-    fn request_id(&self, req: &Request) -> String {
-        if let Some(incoming) = req.headers().get(X_REQUEST_ID) {
-            let bytes = incoming.as_bytes();
-            let sane = !bytes.is_empty()
-                && bytes.len() <= 128
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
-            if sane {
-                return String::from_utf8_lossy(bytes).into_owned();
-            }
-        }
-        let n = self.id_counter.get().wrapping_add(1);
-        self.id_counter.set(n);
-        format!("{:016x}", self.id_seed.wrapping_add(n))
-    }
-
-    /// Checks the client's limits on its owner shard. `None` when limiting does not apply.
-    async fn rate_limit(&self, ip: IpAddr, path: &str, pattern: &'static str) -> Option<Decision> {
-        let cfg = self.ratelimit.as_ref()?;
-        if ratelimit::is_exempt(cfg, path) {
-            return None;
-        }
-        let shard = self.shard.as_ref()?;
-        let owner = ratelimit::owner_shard(ip, shard.count());
-        let check = move || {
-            let shard = Shard::current();
-            let limiter = shard.get::<OwnedLimiter>()?;
-            let decision = limiter.0.borrow_mut().check(ip, pattern, Instant::now());
-            Some(decision)
-        };
-        let decision = if owner == shard.id().index() {
-            check()
-        } else {
-            match shard.mesh().submit_to(ShardId(owner), check).await {
-                Ok(decision) => decision,
-                Err(e) => {
-                    // Failing open: a stopped owner shard must not take the API down with it.
-                    tracing::warn!(error = %e, "rate-limit owner shard unreachable; allowing");
-                    self.metrics.inc(Key::plain(RATELIMIT_UNAVAILABLE), 1);
-                    None
-                }
-            }
-        };
-        if let Some(d) = &decision {
-            if !d.allowed {
-                self.metrics.inc(Key::plain(RATELIMIT_REJECTED), 1);
-            }
-        }
-        decision
-    }
-
-    fn too_many_requests(&self, decision: &Decision) -> Response {
-        let wait = decision.retry_after.unwrap_or(Duration::from_secs(1));
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut resp = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            &format!("too many requests from this client; retry in {secs} s"),
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        resp
     }
 
     /// The answer to a request whose handler did not finish in time (it has been dropped).
@@ -315,100 +281,86 @@ impl Stack {
         )
     }
 
-    async fn finish(
-        &self,
-        response: &mut Response,
-        origin: Option<&HeaderValue>,
-        accept_encoding: Option<&HeaderValue>,
-        decision: Option<&Decision>,
-    ) {
-        if let Some(cors) = &self.cors {
-            cors.apply(origin, response);
-        }
-        if let Some(d) = decision {
-            for (name, value) in d.headers() {
-                response.headers_mut().insert(name, value);
-            }
-        }
-        let pool = self.shard.as_ref().map(|s| s.blocking().as_ref());
-        let compressed = compress::compress_response_off_shard(
-            response,
-            accept_encoding,
-            &self.compression,
-            pool,
-        )
-        .await;
-        if compressed == compress::Compressed::Refused {
-            tracing::debug!("blocking pool full: a large response goes uncompressed");
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
-        &self,
-        method: &Method,
-        path: &str,
-        pattern: &'static str,
-        response: &Response,
-        elapsed: Duration,
-        request_id: &str,
-        conn: &ConnInfo,
-    ) {
-        let status = response.status().as_u16();
-        let bytes = response.body().len();
-        let method_label = method_label(method);
-        let route = ("route", LabelValue::Str(pattern));
-        self.metrics.inc(
-            Key::with3(
-                REQUESTS_TOTAL,
-                route.clone(),
-                ("method", LabelValue::Str(method_label)),
-                ("status", LabelValue::Int(u64::from(status))),
-            ),
-            1,
-        );
-        self.metrics.record_us(
-            Key::with1(REQUEST_DURATION, route.clone()),
-            elapsed.as_micros() as u64,
-        );
-        self.metrics
-            .inc(Key::with1(RESPONSE_BYTES, route), bytes as u64);
-        let duration_ms = elapsed.as_secs_f64() * 1e3;
-        if self.access_log {
-            tracing::info!(
-                target: "sdsim::access",
-                method = method_label,
-                path,
-                status,
-                bytes,
-                duration_ms,
-                request_id,
-                peer = %conn.peer,
-                "request"
-            );
-        }
-        if elapsed > self.slow_request {
-            tracing::warn!(
-                method = method_label,
-                path,
-                status,
-                duration_ms,
-                request_id,
-                "slow request"
-            );
-        }
+    /// The layers, for a gRPC server on the same shard (`grpc::Services::set_layers`).
+    pub fn layers(&self) -> Rc<Layers> {
+        Rc::clone(&self.layers)
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY};
+    use http::Method;
+
+    const APP: &str = "https://app.example.com";
+
+    fn app(cfg: &Config) -> App {
+        let mut router = Router::new();
+        router
+            .route(Method::GET, "/x", |_req: Request| async move {
+                crate::http::types::with_body(StatusCode::OK, "text/plain", Bytes::new())
+            })
+            .unwrap();
+        App::new(
+            router,
+            Stack::from_config(cfg, Rc::new(Metrics::new()), None),
+        )
+    }
+
+    fn send(app: &App, req: Request) -> Response {
+        let conn = ConnInfo {
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            tls: false,
+        };
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(app.handle(req, &conn))
+    }
+
+    fn request(method: Method, headers: &[(http::HeaderName, &'static str)]) -> Request {
+        let mut b = http::Request::builder().method(method).uri("/x");
+        for (name, value) in headers {
+            b = b.header(name, *value);
+        }
+        b.body(Bytes::new()).unwrap()
+    }
+
+    /// CORS runs in the shared layer list: a preflight is answered by it (with the CORS and
+    /// request-id headers every answer gets), other requests go on to the handler.
+    #[test]
+    fn cors_preflight_and_headers_through_the_layers() {
+        let mut cfg = Config::default();
+        cfg.cors.allowed_origins = vec![APP.into()];
+        let app = app(&cfg);
+        let preflight = send(
+            &app,
+            request(
+                Method::OPTIONS,
+                &[(ORIGIN, APP), (ACCESS_CONTROL_REQUEST_METHOD, "GET")],
+            ),
+        );
+        assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+        assert_eq!(preflight.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], APP);
+        assert!(preflight.headers().contains_key(request_id::X_REQUEST_ID));
+        assert!(preflight.headers().contains_key(X_RESPONSE_TIME));
+
+        let plain = send(&app, request(Method::GET, &[(ORIGIN, APP)]));
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert_eq!(plain.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], APP);
+        assert_eq!(plain.headers()[VARY], "origin");
+
+        let stranger = send(
+            &app,
+            request(Method::GET, &[(ORIGIN, "https://evil.example.com")]),
+        );
+        assert!(!stranger.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert_eq!(
+            send(&app, request(Method::DELETE, &[])).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The auth service's HTTP API (DESIGN.md paths), mounted on the gateway and on
+//! The auth service's HTTP API (the paths in the README), mounted on the gateway and on
 //! `auth.http_listen`.
 
 use crate::service::{now, Auth, Failure};
@@ -109,44 +109,60 @@ pub fn authenticate_with(
     })
 }
 
-#[derive(Deserialize)]
+// The request bodies are public so that the fuzz targets decode them exactly as the handlers do.
+
+/// The body of `POST /api/auth/register` and `POST /api/auth/login`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct Credentials<'a> {
+pub struct Credentials<'a> {
+    /// The account's email.
     #[serde(borrow)]
-    email: std::borrow::Cow<'a, str>,
+    pub email: std::borrow::Cow<'a, str>,
+    /// The password, in clear (hashed by the service).
     #[serde(borrow)]
-    password: std::borrow::Cow<'a, str>,
+    pub password: std::borrow::Cow<'a, str>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/refresh`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RefreshBody {
-    refresh_token: String,
+pub struct RefreshBody {
+    /// The refresh token of the session.
+    pub refresh_token: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/verify-email`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
-    token: String,
+pub struct TokenBody {
+    /// The token mailed to the account.
+    pub token: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/password-reset`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct EmailBody {
-    email: String,
+pub struct EmailBody {
+    /// The account's email.
+    pub email: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/password-reset/confirm`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct ResetBody {
-    token: String,
-    password: String,
+pub struct ResetBody {
+    /// The token mailed to the account.
+    pub token: String,
+    /// The new password.
+    pub password: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /api/auth/users/{id}/roles`.
+#[derive(Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RolesBody {
-    roles: Vec<String>,
+pub struct RolesBody {
+    /// The roles the account gets (replacing its current ones).
+    pub roles: Vec<String>,
 }
 
 #[derive(serde::Serialize)]

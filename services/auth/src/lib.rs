@@ -40,6 +40,7 @@ pub fn open_store(config: &Config) -> Result<Store, sdsim_store::StoreError> {
         &Options {
             connect_timeout: config.storage.connect_timeout,
             sqlite_readers: config.storage.sqlite_readers,
+            statement_timeout: config.storage.statement_timeout,
         },
     )
 }
@@ -86,6 +87,34 @@ impl Sink for RevocationSink {
     }
 }
 
+/// Where a shard's reads of revoked sessions resume: every revocation stamped before the newest
+/// one seen, less a margin for clocks that differ between the instances that stamp them, has
+/// been applied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Reconcile {
+    newest: Option<i64>,
+}
+
+impl Reconcile {
+    /// Instances' clocks may differ by this much: a revocation stamped by a slower clock after
+    /// the newest one seen is still read.
+    const CLOCK_SKEW_S: i64 = 30;
+
+    fn saw(&mut self, revoked_at: i64) {
+        self.newest = Some(self.newest.map_or(revoked_at, |n| n.max(revoked_at)));
+    }
+
+    /// The `since` of the next read: from the newest seen less the skew margin, never older
+    /// than a token's lifetime (older revocations no longer matter).
+    fn since(&self, now: i64, ttl: i64) -> i64 {
+        let horizon = now - ttl + 1;
+        match self.newest {
+            Some(n) => (n - Self::CLOCK_SKEW_S).max(horizon),
+            None => horizon,
+        }
+    }
+}
+
 /// Starts the auth service's parts on one shard: the revocation subscriber and sweeper, and on
 /// shard 0 the key refresher and the mail dispatcher.
 pub fn install_shard(
@@ -112,13 +141,15 @@ pub fn install_shard(
             }
         };
         let mut pause = Duration::from_millis(200);
-        loop {
+        let mut reconcile = loop {
             match a.recent_revocations(service::now()).await {
                 Ok(list) => {
+                    let mut reconcile = Reconcile::default();
                     for (sid, until) in list {
+                        reconcile.saw(until - a.config().access_ttl.as_secs() as i64);
                         verifier.revoke(&[sid], until);
                     }
-                    break;
+                    break reconcile;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "loading revoked sessions: retrying");
@@ -126,10 +157,35 @@ pub fn install_shard(
                     pause = (pause * 2).min(Duration::from_secs(10));
                 }
             }
-        }
+        };
+        let sync = a.config().revocation_sync;
+        let mut swept = std::time::Instant::now();
         loop {
-            monoio::time::sleep(Duration::from_secs(30)).await;
-            verifier.sweep(service::now());
+            // Storage is the record of every revocation; broadcasts are only the fast path.
+            // Read it every `revocation_sync`, and at once when the link to other instances
+            // comes back (what they published while it was down was lost).
+            let links = sdsim_core::bus::remote_links();
+            monoio::select! {
+                _ = monoio::time::sleep(sync) => {}
+                _ = sdsim_core::bus::remote_link_changed(links) => {}
+            }
+            let ttl = a.config().access_ttl.as_secs() as i64;
+            match a
+                .revocations_since(reconcile.since(service::now(), ttl))
+                .await
+            {
+                Ok(list) => {
+                    for (sid, revoked_at) in list {
+                        reconcile.saw(revoked_at);
+                        verifier.revoke(&[sid], revoked_at + ttl);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "reading revoked sessions: next time"),
+            }
+            if swept.elapsed() >= Duration::from_secs(30) {
+                verifier.sweep(service::now());
+                swept = std::time::Instant::now();
+            }
             let _ = subscription.channel();
         }
     });
@@ -147,5 +203,22 @@ pub fn install_shard(
         shard.spawn("auth-mail", async move {
             a.mail().run(a.store()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reconcile;
+
+    #[test]
+    fn reconciliation_resumes_from_the_newest_revocation_less_the_clock_margin() {
+        let mut r = Reconcile::default();
+        // Nothing seen: everything within a token's lifetime.
+        assert_eq!(r.since(10_000, 900), 9_101);
+        r.saw(9_500);
+        r.saw(9_400);
+        assert_eq!(r.since(10_000, 900), 9_500 - Reconcile::CLOCK_SKEW_S);
+        // Never older than a token's lifetime, however long ago the last one was.
+        assert_eq!(r.since(20_000, 900), 19_101);
     }
 }

@@ -333,15 +333,27 @@ impl Auth {
     /// time until which they matter (every shard loads these at start).
     pub async fn recent_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, Failure> {
         let ttl = self.config.access_ttl.as_secs() as i64;
+        Ok(self
+            .revocations_since(now - ttl + 1)
+            .await?
+            .into_iter()
+            .map(|(sid, revoked_at)| (sid, revoked_at + ttl))
+            .collect())
+    }
+
+    /// Sessions revoked at or after `since` (Unix seconds), with when: what a shard that has
+    /// seen every revocation before `since` reads to catch up.
+    pub async fn revocations_since(&self, since: i64) -> Result<Vec<(String, i64)>, Failure> {
+        // `revoked_at IS NOT NULL` repeats the condition of the partial index (migration 6).
         let rows = self
             .store
             .query(
-                "SELECT id, revoked_at FROM auth_schema.sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1",
-                vec![Value::Int(now - ttl)],
+                "SELECT id, revoked_at FROM auth_schema.sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
+                vec![Value::Int(since)],
             )
             .await?;
         rows.iter()
-            .map(|r| Ok((r.text(0)?.to_string(), r.int(1)? + ttl)))
+            .map(|r| Ok((r.text(0)?.to_string(), r.int(1)?)))
             .collect::<Result<_, StoreError>>()
             .map_err(Failure::from)
     }
@@ -694,8 +706,10 @@ impl Auth {
         self.issue(&user, &session, next, now).await
     }
 
-    /// Revokes sessions: storage first, then this shard's verifier, then every shard and
-    /// instance through the bus.
+    /// Revokes sessions: storage first (the record every instance reconciles from), then every
+    /// shard of this instance through the mesh (backpressured, never dropped), then other
+    /// instances through the bus (best effort: their periodic and on-reconnect reads of storage
+    /// are the guarantee, bounded by `auth.revocation_sync`).
     pub async fn revoke_sessions(&self, sessions: &[String], why: &str) -> Result<(), Failure> {
         if sessions.is_empty() {
             return Ok(());
@@ -715,6 +729,19 @@ impl Auth {
         self.store.batch(statements).await?;
         let until = now + self.config.access_ttl.as_secs() as i64;
         self.verifier.revoke(sessions, until);
+        if let Some(shard) = sdsim_core::runtime::Shard::try_current() {
+            let verifier = Arc::clone(&self.verifier);
+            let revoked: Arc<[String]> = sessions.into();
+            let applied = shard
+                .mesh()
+                .broadcast(move || verifier.revoke(&revoked, until))
+                .await;
+            if applied.iter().any(Result::is_err) {
+                // Only while the mesh closes at shutdown; the other shards' next read of
+                // storage applies it.
+                tracing::warn!("revocation not applied on every shard through the mesh");
+            }
+        }
         let message = Revocation {
             sessions: sessions.to_vec(),
             until,

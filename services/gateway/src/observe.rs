@@ -59,11 +59,20 @@ fn help(name: &str) -> &'static str {
             "HTTP request latency by route pattern (from per-shard HDR histograms)."
         }
         "sdsim_http_response_bytes_total" => "Response body bytes by route pattern.",
-        "sdsim_ratelimit_rejected_total" => "Requests rejected with 429 by the rate limiter.",
+        "sdsim_ratelimit_rejected_total" => {
+            "Requests and gRPC calls rejected by the rate limiter (429 / RESOURCE_EXHAUSTED)."
+        }
         "sdsim_ratelimit_unavailable_total" => {
             "Rate-limit checks whose owner shard was unreachable (allowed)."
         }
         "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
+        "sdsim_shed_total" => {
+            "Requests and gRPC calls refused because their shard was overloaded (503 / RESOURCE_EXHAUSTED)."
+        }
+        "sdsim_grpc_server_requests_total" => "gRPC calls by service, method and code.",
+        "sdsim_grpc_server_request_duration_seconds" => {
+            "gRPC call duration by service and method (from per-shard HDR histograms)."
+        }
         "sdsim_connections_open" => "Open client connections per shard.",
         "sdsim_connections_accepted_total" => "Connections accepted.",
         "sdsim_connections_refused_total" => {

@@ -1,6 +1,6 @@
 //! The Redis bridge: carries bus events between sdsim instances.
 //!
-//! redis 1.x needs a tokio runtime (DESIGN.md), so one small thread runs a tokio current-thread
+//! redis 1.x needs a tokio runtime (docs/architecture.md), so one small thread runs a tokio current-thread
 //! runtime and owns both Redis connections: a publisher and a pattern subscriber on
 //! `sdsim:bus:*`. Owner shards hand it the events they sequence from local publishes (a bounded
 //! queue; full or disconnected → dropped and counted); it publishes each as
@@ -183,6 +183,7 @@ impl Worker {
         .map_err(timeout("publisher connect"))?
         .map_err(|e| e.to_string())?;
         self.stats.up.store(true, Ordering::Relaxed);
+        sdsim_core::bus::remote_linked();
         tracing::info!(instance = %self.instance, "Redis bridge connected");
         let mut messages = pubsub.into_on_message();
         let mut payload = Vec::new();

@@ -15,6 +15,7 @@ use sdsim_net::grpc::server as grpc_server;
 use sdsim_net::grpc::{Services, Settings as GrpcSettings};
 use sdsim_net::http::codec::Limits;
 use sdsim_net::http::router::Router;
+use sdsim_net::middleware::service_callers::IsServiceToken;
 use sdsim_net::middleware::{App, Stack};
 use sdsim_net::server::{
     accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet,
@@ -215,6 +216,7 @@ impl Server {
                     Arc::clone(p),
                     config.simulation.clone(),
                     shards,
+                    config.instance.resolved_id(),
                 )))
             }
             _ => None,
@@ -488,7 +490,11 @@ fn service_routes(globals: &Arc<Globals>, apis: &Apis) -> Router {
 async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Apis) {
     let config = &globals.config;
     let metrics = shard.insert(Metrics::new());
-    let stack = Stack::from_config(config, Rc::clone(&metrics));
+    let service_tokens = service_tokens(config);
+    let stack_of = |metrics: &Rc<Metrics>| {
+        Stack::from_config(config, Rc::clone(metrics), service_tokens.clone())
+    };
+    let stack = stack_of(&metrics);
     let rt = realtime::install(&shard, &globals, Rc::clone(&metrics));
     if let Some(mut inbound) = globals
         .redis
@@ -548,7 +554,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
     });
     if let (Some(auth), Some(set)) = (&globals.auth, &globals.auth_http) {
         if let Some(Ok(listener)) = set.take(shard.id().index()) {
-            let stack = Stack::from_config(config, Rc::clone(&metrics));
+            let stack = stack_of(&metrics);
             let ctx = Rc::new(ListenerContext {
                 app: Rc::new(App::new(auth_routes(&globals, auth), stack)),
                 settings: Rc::clone(&settings),
@@ -567,6 +573,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
         if let Some(Ok(listener)) = set.take(shard.id().index()) {
             let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
             let mut services = Services::new();
+            services.set_layers(stack_of(&metrics).layers());
             sdsim_auth::grpc::register(&mut services, auth);
             let health = Health::new(&["", "sdsim.auth.v1.AuthService"], phase);
             health.register(&mut services);
@@ -606,7 +613,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
     ];
     for ((http_task, grpc_task), http_set, grpc_set, apis) in roles {
         if let Some(Ok(listener)) = http_set.as_ref().and_then(|l| l.take(shard.id().index())) {
-            let stack = Stack::from_config(config, Rc::clone(&metrics));
+            let stack = stack_of(&metrics);
             let ctx = Rc::new(ListenerContext {
                 app: Rc::new(App::new(service_routes(&globals, &apis), stack)),
                 settings: Rc::clone(&settings),
@@ -623,6 +630,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
         if let Some(Ok(listener)) = grpc_set.as_ref().and_then(|l| l.take(shard.id().index())) {
             let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
             let mut services = Services::new();
+            services.set_layers(stack_of(&metrics).layers());
             let name = match (&apis.projects, &apis.simulations) {
                 (Some(ProjectsApi::Local(p)), _) => {
                     sdsim_projects::grpc::register_projects(&mut services, p, &verify);
@@ -645,6 +653,31 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
     }
     accept_loop(&shard, listener, ctx).await;
     drain_shard(&shard, &globals.shutdown).await;
+}
+
+/// Recognises service tokens (`auth.tokens` with role `service`) for the rate limit, which
+/// does not count them per IP: a gateway forwards all its users' calls from one address, each
+/// already limited by the user's own. `None` when no such token is configured.
+fn service_tokens(config: &sdsim_core::config::Config) -> Option<IsServiceToken> {
+    let lengths: Vec<usize> = config
+        .auth
+        .tokens
+        .iter()
+        .filter(|t| t.roles.iter().any(|r| r == "service"))
+        .map(|t| t.token.len())
+        .collect();
+    // Under auth.dev_open no token names a service.
+    if lengths.is_empty() || !config.ratelimit.enabled || config.auth.dev_open {
+        return None;
+    }
+    let tokens = auth::StaticTokens::new(&config.auth);
+    // Hashing every bearer token would tax user calls for nothing: few lengths match.
+    Some(Rc::new(move |token: &str| {
+        lengths.contains(&token.len())
+            && tokens
+                .verify(token)
+                .is_ok_and(|identity| identity.has_role("service"))
+    }))
 }
 
 /// Accepts gRPC (HTTP/2) connections until the server drains; each is served on its own task.

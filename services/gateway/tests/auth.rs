@@ -421,7 +421,7 @@ fn revocation_reaches_every_shard() {
             break;
         }
         assert!(
-            began.elapsed() < Duration::from_secs(2),
+            began.elapsed() < Duration::from_secs(10),
             "revocation did not spread"
         );
     }
@@ -690,7 +690,7 @@ mod grpc {
                 call(addr, "POST", "/api/auth/logout", Some(&access), None).0,
                 204
             );
-            let deadline = Instant::now() + Duration::from_secs(2);
+            let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let v: pb::ValidateTokenResponse = unary(
                     &mut c,
@@ -767,7 +767,7 @@ fn websocket_clients_authenticate_with_access_tokens() {
             call(addr, "POST", "/api/auth/logout", Some(&access), None).0,
             204
         );
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
                 .await

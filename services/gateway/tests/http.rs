@@ -198,13 +198,13 @@ fn idle_and_read_timeouts_close_connections() {
     let mut idle = Client::connect(server.local_addr());
     assert_eq!(idle.get("/health").status, 200);
     assert!(
-        idle.is_closed(Duration::from_secs(3)),
+        idle.is_closed(Duration::from_secs(10)),
         "idle connection closed"
     );
     let mut partial = Client::connect(server.local_addr());
     partial.send(b"GET /health HTTP/1.1\r\nHost:");
     assert!(
-        partial.is_closed(Duration::from_secs(3)),
+        partial.is_closed(Duration::from_secs(10)),
         "incomplete request closed"
     );
     stop(server);

@@ -608,7 +608,18 @@ fn runs_stop_midway_and_limits_hold() {
     assert_eq!(status, 202, "{run}");
     let first = run["simulation_id"].as_str().unwrap().to_string();
     wait_status(addr, &ada, &first, &["running"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Mid-way: once it has published a metrics point with some progress.
+    let channel = run["websocket_channel"].as_str().unwrap().to_string();
+    runtime().block_on(async {
+        let mut ws = subscribe(addr, &ada.token, &channel).await;
+        loop {
+            let m = next_json(&mut ws).await;
+            assert_eq!(m["op"], "event", "{m}");
+            if m["data"]["type"] == "metrics" && m["data"]["progress"].as_f64().unwrap() > 0.0 {
+                break;
+            }
+        }
+    });
     let (status, stopped) = as_user(
         addr,
         &ada,

@@ -221,7 +221,7 @@ fn json_value(text: &str, field: &'static str) -> Result<Value, Failure> {
     if text.is_empty() {
         return Ok(Value::default());
     }
-    sonic_rs::from_str(text).map_err(|e| Failure::Invalid {
+    sdsim_net::json::decode(text.as_bytes()).map_err(|e| Failure::Invalid {
         field: field.into(),
         message: format!("not JSON: {e}"),
     })

@@ -14,7 +14,7 @@ use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{
     error, json, json_body as body, with_body, PathParams, Request, Response,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Authenticates a request (the embedding server's verifier); the error is the response.
@@ -143,81 +143,109 @@ macro_rules! try_or {
 }
 
 /// A JSON value passed on as text (designs and settings are validated by the services).
-type Raw = Option<sonic_rs::Value>;
+pub type Raw = Option<sonic_rs::Value>;
 
 fn raw_text(v: &Raw) -> Option<String> {
     v.as_ref().map(|r| r.to_string())
 }
 
-#[derive(Deserialize)]
+// The request bodies are public so that the fuzz targets decode them exactly as the handlers do.
+
+/// The body of `POST /api/projects`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    name: String,
+pub struct CreateBody {
+    /// Display name.
+    pub name: String,
+    /// Free text.
     #[serde(default)]
-    description: String,
+    pub description: String,
+    /// The template the project starts from.
     #[serde(default)]
-    template_id: Option<String>,
+    pub template_id: Option<String>,
+    /// The design document (instead of, or overriding, the template's).
     #[serde(default)]
-    design: Raw,
+    pub design: Raw,
+    /// Settings (a JSON object).
     #[serde(default)]
-    settings: Raw,
+    pub settings: Raw,
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /api/projects/{id}`; absent fields stay as they are.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+pub struct UpdateBody {
+    /// New display name.
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
+    /// New description.
     #[serde(default)]
-    description: Option<String>,
+    pub description: Option<String>,
+    /// New design document.
     #[serde(default)]
-    design: Raw,
+    pub design: Raw,
+    /// New settings.
     #[serde(default)]
-    settings: Raw,
+    pub settings: Raw,
+    /// The version the change was made against (409 when the project has moved on).
     #[serde(default)]
-    expected_version: Option<i64>,
+    pub expected_version: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/projects/{id}/share`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ShareBody {
+pub struct ShareBody {
     /// A user id or an email.
-    user: String,
+    pub user: String,
     /// `editor`, `viewer` or `none` (removes).
-    role: String,
+    pub role: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/projects/{id}/rollback`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
-    version: i64,
+pub struct RollbackBody {
+    /// The version to go back to.
+    pub version: i64,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/templates`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct TemplateBody {
-    name: String,
+pub struct TemplateBody {
+    /// Display name.
+    pub name: String,
+    /// Free text.
     #[serde(default)]
-    description: String,
-    design: sonic_rs::Value,
+    pub description: String,
+    /// The design document.
+    pub design: sonic_rs::Value,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/simulations`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
-    project_id: String,
+pub struct StartBody {
+    /// The project whose design runs.
+    pub project_id: String,
+    /// Simulated seconds.
     #[serde(default)]
-    duration_s: Option<f64>,
+    pub duration_s: Option<f64>,
+    /// Seed of the random streams.
     #[serde(default)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
+    /// Simulated seconds per wall-clock second.
     #[serde(default)]
-    speed: Option<f64>,
+    pub speed: Option<f64>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/simulations/validate`.
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ValidateBody {
-    design: sonic_rs::Value,
+pub struct ValidateBody {
+    /// The design document to check.
+    pub design: sonic_rs::Value,
 }
 
 fn add<F, Fut>(router: &mut Router, method: Method, path: &str, handler: F)

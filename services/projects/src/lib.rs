@@ -5,6 +5,7 @@
 //! - [`simulations`]: runs of a project's design: a bounded instance-wide queue, per-user limits,
 //!   execution on a shard in slices that yield, live metrics on `simulation:data:{id}`, lifecycle
 //!   on `simulation:events:*`, results and bottleneck analysis in storage.
+//! - [`design_limits`]: the design size limit and off-shard validation of large designs.
 //! - [`http`]: the HTTP API (`/api/templates`, `/api/projects/*`, `/api/simulations/*`).
 //!
 //! Callers are authenticated by the embedding server (a [`Caller`] per request); authorization
@@ -12,6 +13,7 @@
 //! every operation.
 
 pub mod api;
+pub mod design_limits;
 pub mod grpc;
 pub mod http;
 pub mod projects;

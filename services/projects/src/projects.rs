@@ -6,6 +6,7 @@
 //! and deletes. A project the caller has no role in is reported as not found (its existence is
 //! not revealed). Admins act as owners of every project.
 
+use crate::design_limits::check_design_within;
 use crate::templates;
 use crate::{new_id, now_ms, publish, Caller, DesignProblem, Failure};
 use sdsim_store::{Row, Statement, Store, Value};
@@ -74,7 +75,7 @@ pub struct Project {
 }
 
 /// What a new project starts from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewProject {
     /// Display name (1–200 characters).
     pub name: String,
@@ -733,42 +734,7 @@ impl Projects {
                 self.max_design_bytes
             )));
         }
-        let v: sonic_rs::Value = sonic_rs::from_str(doc).map_err(|e| Failure::Invalid {
-            field: "body".into(),
-            message: format!("not JSON: {e}"),
-        })?;
-        if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
-            return Err(Failure::Invalid {
-                field: "format".into(),
-                message: format!(
-                    "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
-                ),
-            });
-        }
-        let text = |k: &'static str| -> Result<String, Failure> {
-            match v.get(k) {
-                None => Ok(String::new()),
-                Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
-                    field: k.into(),
-                    message: "must be a string".into(),
-                }),
-            }
-        };
-        let design = v.get("design").ok_or(Failure::Invalid {
-            field: "design".into(),
-            message: "missing".into(),
-        })?;
-        self.create(
-            who,
-            NewProject {
-                name: text("name")?,
-                description: text("description")?,
-                template_id: None,
-                design: Some(design.to_string()),
-                settings: v.get("settings").map(|s| s.to_string()),
-            },
-        )
-        .await
+        self.create(who, import_document(doc)?).await
     }
 
     /// System templates and the caller's own.
@@ -875,6 +841,44 @@ impl Projects {
     }
 }
 
+/// What an export document (`POST /api/projects/import`) asks to create: its name,
+/// description, design and settings; the name and design are checked by [`Projects::create`].
+pub fn import_document(doc: &str) -> Result<NewProject, Failure> {
+    let v: sonic_rs::Value =
+        sdsim_net::json::decode(doc.as_bytes()).map_err(|e| Failure::Invalid {
+            field: "body".into(),
+            message: format!("not JSON: {e}"),
+        })?;
+    if v.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT) {
+        return Err(Failure::Invalid {
+            field: "format".into(),
+            message: format!(
+                "must be \"{EXPORT_FORMAT}\" (a file from GET /api/projects/{{id}}/export)"
+            ),
+        });
+    }
+    let text = |k: &'static str| -> Result<String, Failure> {
+        match v.get(k) {
+            None => Ok(String::new()),
+            Some(x) => x.as_str().map(str::to_string).ok_or(Failure::Invalid {
+                field: k.into(),
+                message: "must be a string".into(),
+            }),
+        }
+    };
+    let design = v.get("design").ok_or(Failure::Invalid {
+        field: "design".into(),
+        message: "missing".into(),
+    })?;
+    Ok(NewProject {
+        name: text("name")?,
+        description: text("description")?,
+        template_id: None,
+        design: Some(design.to_string()),
+        settings: v.get("settings").map(|s| s.to_string()),
+    })
+}
+
 fn template_info(
     id: &str,
     kind: &'static str,
@@ -976,36 +980,6 @@ fn check_description(d: &str) -> Result<String, Failure> {
     Ok(d.to_string())
 }
 
-/// Designs up to this size are validated on the shard (well under a slice); larger ones on the
-/// blocking pool, which keeps the shard serving while a large design is parsed.
-pub const VALIDATE_ON_SHARD_BYTES: usize = 64 << 10;
-
-/// [`check_design`] for a design arriving from a client: over `max_bytes`
-/// (`simulation.max_design_bytes`) it is refused (413) before any parsing; over
-/// [`VALIDATE_ON_SHARD_BYTES`] it is validated on the blocking pool, off the shard.
-pub async fn check_design_within(design: &str, max_bytes: usize) -> Result<String, Failure> {
-    if design.len() > max_bytes {
-        return Err(Failure::TooLarge(format!(
-            "design: {} bytes of JSON is over the limit of {max_bytes} bytes (simulation.max_design_bytes)",
-            design.len()
-        )));
-    }
-    let shard = sdsim_core::runtime::Shard::try_current();
-    let Some(shard) = shard.filter(|_| design.len() > VALIDATE_ON_SHARD_BYTES) else {
-        return check_design(design);
-    };
-    let design = design.to_string();
-    shard
-        .blocking()
-        .run(move || check_design(&design))
-        .await
-        .unwrap_or_else(|e| {
-            Err(Failure::Unavailable(format!(
-                "design validation: {e}; retry shortly"
-            )))
-        })
-}
-
 /// Validates a design with the engine on the calling thread; returns it as stored (compact
 /// JSON).
 pub fn check_design(design: &str) -> Result<String, Failure> {
@@ -1038,7 +1012,8 @@ fn check_settings(settings: Option<&str>) -> Result<String, Failure> {
     if s.len() > MAX_SETTINGS {
         return Err(invalid(format!("at most {MAX_SETTINGS} bytes")));
     }
-    let v: sonic_rs::Value = sonic_rs::from_str(s).map_err(|e| invalid(e.to_string()))?;
+    let v: sonic_rs::Value =
+        sdsim_net::json::decode(s.as_bytes()).map_err(|e| invalid(e.to_string()))?;
     if !v.is_object() {
         return Err(invalid("must be a JSON object".into()));
     }
@@ -1070,7 +1045,8 @@ pub struct ComponentDiff {
 /// Compares the `components` of two designs by id.
 pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
     let by_id = |text: &str| -> BTreeMap<String, sonic_rs::Value> {
-        let Ok(v) = sonic_rs::from_str::<sonic_rs::Value>(text) else {
+        // Bounded nesting: the texts are stored designs, but a diff takes any text.
+        let Ok(v) = sdsim_net::json::decode::<sonic_rs::Value>(text.as_bytes()) else {
             return BTreeMap::new();
         };
         v.get("components")
@@ -1097,8 +1073,8 @@ pub fn diff_components(old: &str, new: &str) -> ComponentDiff {
 /// Whether two JSON texts hold the same value (object key order does not matter).
 fn same_json(a: &str, b: &str) -> bool {
     match (
-        sonic_rs::from_str::<sonic_rs::Value>(a),
-        sonic_rs::from_str::<sonic_rs::Value>(b),
+        sdsim_net::json::decode::<sonic_rs::Value>(a.as_bytes()),
+        sdsim_net::json::decode::<sonic_rs::Value>(b.as_bytes()),
     ) {
         (Ok(x), Ok(y)) => equal(&x, &y),
         _ => a == b,

@@ -16,13 +16,14 @@
 //! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
 //! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
-use crate::projects::{check_design_within, Projects, Role, VALIDATE_ON_SHARD_BYTES};
+use crate::design_limits::{check_design_within, parse_design};
+use crate::projects::{Projects, Role};
 use crate::{new_id, now_ms, publish, Caller, Failure};
 use sdsim_core::config::SimulationConfig;
 use sdsim_core::runtime::Shard;
 use sdsim_core::shard::ShardId;
 use sdsim_simulation::engine::Simulation;
-use sdsim_store::{Row, Store, Value};
+use sdsim_store::{Row, Statement, Store, Value};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -107,24 +108,38 @@ pub struct Simulations {
     projects: Arc<Projects>,
     config: SimulationConfig,
     shared: Shared,
+    /// This instance's name (`instance.id`), recorded with every run it accepts.
+    instance: String,
+    /// When this service started (Unix ms): runs of this instance created before it are left
+    /// over from a previous life.
+    started_ms: i64,
 }
 
 const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
 
 const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, '')";
 
-/// Queues a run unless its user already has `$8` queued or running. The count's condition is
-/// word for word the one of the `simulations_active` partial index (migration 4), so it reads
-/// only the user's active runs, not their whole history.
-const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8";
+/// Queues a run, recorded under instance `$9`, unless its user already has `$8` queued or
+/// running. The count's condition is word for word the one of the `simulations_active` partial
+/// index (migration 4), so it reads only the user's active runs, not their whole history. Run
+/// with [`Store::batch_exclusive`] keyed by the user: under READ COMMITTED two concurrent
+/// inserts would both count the same runs and both pass.
+const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8";
+
+/// Marks the runs instance `$1` accepted before it started (`created_at < $2`) and left queued
+/// or running as failed: that instance is this process, so whatever ran them is gone. Runs from
+/// before runs had owners (`instance IS NULL`) count as this instance's.
+const FAIL_ORPHANED_RUNS: &str = "UPDATE simulation_schema.simulations SET status = 'failed', finished_at = $3, error = $4 WHERE status IN ('queued', 'running') AND (instance = $1 OR instance IS NULL) AND created_at < $2";
 
 impl Simulations {
-    /// The service; `shards` is the number of shards that will run [`Simulations::install_shard`].
+    /// The service of instance `instance`; `shards` is the number of shards that will run
+    /// [`Simulations::install_shard`].
     pub fn new(
         store: Store,
         projects: Arc<Projects>,
         config: SimulationConfig,
         shards: usize,
+        instance: String,
     ) -> Simulations {
         Simulations {
             store,
@@ -134,7 +149,33 @@ impl Simulations {
                 queued: AtomicUsize::new(0),
                 per_shard: (0..shards.max(1)).map(|_| AtomicUsize::new(0)).collect(),
             },
+            instance,
+            started_ms: now_ms(),
         }
+    }
+
+    /// Marks the runs this instance left queued or running in an earlier life (a crash, a kill,
+    /// a shutdown that ran out of time) as failed with a reason, so they stop counting against
+    /// their users' limits; returns how many. Runs accepted since this service started are not
+    /// touched, so it may run while requests are served.
+    pub async fn fail_orphaned_runs(&self) -> Result<u64, Failure> {
+        let reason = format!(
+            "instance {} stopped before the run finished (found at its restart)",
+            self.instance
+        );
+        let now = now_ms();
+        Ok(self
+            .store
+            .execute(
+                FAIL_ORPHANED_RUNS,
+                vec![
+                    self.instance.clone().into(),
+                    self.started_ms.into(),
+                    now.into(),
+                    reason.into(),
+                ],
+            )
+            .await?)
     }
 
     /// The storage.
@@ -161,6 +202,30 @@ impl Simulations {
             jobs: tx,
             stops: RefCell::new(HashMap::new()),
         });
+        if shard.id().index() == 0 {
+            let service = Arc::clone(self);
+            shard.spawn("simulation-orphans", async move {
+                let mut pause = Duration::from_millis(200);
+                loop {
+                    match service.fail_orphaned_runs().await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            tracing::warn!(
+                                runs = n,
+                                instance = %service.instance,
+                                "runs left queued or running by this instance's previous life marked failed"
+                            );
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "looking for orphaned runs: retrying");
+                            monoio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            });
+        }
         let service = Arc::clone(self);
         let index = shard.id().index();
         shard.spawn("simulation-runner", async move {
@@ -272,20 +337,25 @@ impl Simulations {
         let now = now_ms();
         let inserted = self
             .store
-            .execute(
-                INSERT_RUN,
-                vec![
-                    id.clone().into(),
-                    req.project_id.clone().into(),
-                    version.into(),
-                    who.user_id.as_ref().into(),
-                    ((duration * 1000.0).round() as i64).into(),
-                    (seed as i64).into(),
-                    now.into(),
-                    (self.config.max_runs_per_user as i64).into(),
-                ],
+            .batch_exclusive(
+                &format!("simulation-runs:{}", who.user_id),
+                vec![Statement::new(
+                    INSERT_RUN,
+                    vec![
+                        id.clone().into(),
+                        req.project_id.clone().into(),
+                        version.into(),
+                        who.user_id.as_ref().into(),
+                        ((duration * 1000.0).round() as i64).into(),
+                        (seed as i64).into(),
+                        now.into(),
+                        (self.config.max_runs_per_user as i64).into(),
+                        self.instance.clone().into(),
+                    ],
+                )],
             )
-            .await;
+            .await
+            .map(|counts| counts.first().copied().unwrap_or(0));
         match inserted {
             Ok(1) => {}
             Ok(_) => {
@@ -694,24 +764,6 @@ impl Stop {
     }
 }
 
-/// Parses a design with the engine: on the blocking pool when it is large (off the shard), on
-/// the shard otherwise. The outer error is a busy pool.
-async fn parse_design(
-    text: &str,
-) -> Result<Result<sdsim_simulation::design::Design, Vec<sdsim_simulation::design::Problem>>, Failure>
-{
-    let shard = Shard::try_current();
-    let Some(shard) = shard.filter(|_| text.len() > VALIDATE_ON_SHARD_BYTES) else {
-        return Ok(sdsim_simulation::design::parse(text));
-    };
-    let text = text.to_string();
-    shard
-        .blocking()
-        .run(move || sdsim_simulation::design::parse(&text))
-        .await
-        .map_err(|e| Failure::Unavailable(format!("design parsing: {e}; retry shortly")))
-}
-
 /// A run handed to a shard.
 struct Job {
     id: String,
@@ -798,7 +850,7 @@ mod tests {
             .unwrap();
         let plan = rt.block_on(async {
             sdsim_store::migrate::run(&store).await.unwrap();
-            let params = (1..=8).map(|i| i64::from(i).into()).collect();
+            let params = (1..=9).map(|i| i64::from(i).into()).collect();
             let rows = store
                 .query(&format!("EXPLAIN QUERY PLAN {INSERT_RUN}"), params)
                 .await

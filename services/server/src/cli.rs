@@ -112,7 +112,7 @@ fn init_logging(config: &Config) {
 }
 
 /// Raises the soft descriptor limit to the hard limit; warns when it is below what the
-/// configuration allows (DESIGN.md: set LimitNOFILE in the service unit). With private
+/// configuration allows (docs/architecture.md: set LimitNOFILE in the service unit). With private
 /// descriptor tables the limit holds per shard.
 fn raise_fd_limit(config: &Config) {
     let max_connections = config.server.max_connections;

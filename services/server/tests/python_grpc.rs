@@ -82,9 +82,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        // The reader threads finish once the pipes close.
-        std::thread::sleep(Duration::from_millis(100));
-        (status.code(), self.log())
+        (status.code(), everything_logged(&self.lines))
     }
 
     fn log(&self) -> String {
@@ -124,6 +122,22 @@ fn wait_for_gateway(child: &mut Child, lines: &mpsc::Receiver<String>) -> Socket
             "sdsim did not log local_addr= within 20 s:\n{}",
             seen.join("\n")
         );
+    }
+}
+
+/// Every line left in `lines` once the process has exited: the reader threads send the rest
+/// of the output and end when the pipes close, which disconnects the channel.
+fn everything_logged(lines: &mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = Vec::new();
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => all.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return all.join("\n"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("output still open 10 s after exit:\n{}", all.join("\n"))
+            }
+        }
     }
 }
 

@@ -79,8 +79,22 @@ fn sigterm_and_wait(mut r: Running) -> (i32, Vec<String>) {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_millis(100));
-    let lines: Vec<String> = r.lines.try_iter().collect();
+    // The reader threads send the rest of the output and end when the pipes close, which
+    // disconnects the channel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    loop {
+        match r
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => lines.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("output still open 10 s after exit: {lines:?}")
+            }
+        }
+    }
     (status.code().unwrap_or(-1), lines)
 }
 

@@ -220,8 +220,49 @@ const PROBABILITY: (&str, fn(f64) -> bool) = ("a probability in (0, 1]", |n| n >
 
 const STATION_KINDS: [&str; 2] = ["service", "api_gateway"];
 
+/// Deepest nesting of arrays and objects in a design document (real designs use about five).
+/// The JSON parser recurses once per level with no limit of its own: a deeper document could
+/// overflow the stack of the thread parsing it and abort the process (the network layer's
+/// limit, `sdsim_net::json::MAX_DEPTH`, is the same and says how deep is safe).
+pub const MAX_DEPTH: usize = 32;
+
+/// Where `text` nests arrays and objects deeper than `max` (brackets inside strings do not
+/// count), if it does. The same one-pass scan as `sdsim_net::json::check_depth`: this crate
+/// does not depend on the network layer.
+fn too_deep(text: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'[' || b == b'{' {
+            depth += 1;
+            if depth > max {
+                return Some(at);
+            }
+        } else if b == b']' || b == b'}' {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    None
+}
+
 /// Parses and validates a design document.
 pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
+    if let Some(at) = too_deep(text.as_bytes(), MAX_DEPTH) {
+        return Err(vec![Problem {
+            path: "$".into(),
+            message: format!(
+                "arrays and objects nested deeper than {MAX_DEPTH} levels (byte {at})"
+            ),
+        }]);
+    }
     let root: Value = sonic_rs::from_str(text).map_err(|e| {
         vec![Problem {
             path: "$".into(),

@@ -187,3 +187,21 @@ fn every_example_design_runs_and_meets_its_slos() {
     }
     assert!(seen >= 4, "examples found: {seen}");
 }
+
+/// A document nested deeper than any stack allows is refused with one problem at `$`: the
+/// JSON parser recursed once per level, and before the limit this test overflowed its
+/// thread's stack (which aborts the process).
+#[test]
+fn deeply_nested_documents_are_refused_before_parsing() {
+    let levels = 1_000_000;
+    let deep = format!(
+        r#"{{"components":{}{}}}"#,
+        "[".repeat(levels),
+        "]".repeat(levels)
+    );
+    let got = problems(&deep);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("nested deeper than 32 levels"), "{got:?}");
+    let within = format!(r#"{{"x":{}{}}}"#, "[".repeat(31), "]".repeat(31));
+    assert!(!problems(&within)[0].contains("nested"));
+}

@@ -188,6 +188,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// SQLite reader threads beside the writer.
     pub sqlite_readers: usize,
+    /// PostgreSQL: the server cancels a statement that runs longer (`statement_timeout`), and
+    /// the call fails with [`StoreError::Unavailable`] naming the bound. Zero: no bound.
+    pub statement_timeout: Duration,
 }
 
 impl Default for Options {
@@ -195,6 +198,7 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(3),
             sqlite_readers: 2,
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -234,6 +238,33 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => db.batch(statements).await,
             Backend::Postgres(db) => db.batch(statements).await,
+        }
+    }
+
+    /// Runs statements in one transaction, serialised against every other `batch_exclusive` with
+    /// the same `key` on any connection of any instance: for check-then-write statements (an
+    /// `INSERT … SELECT … WHERE (SELECT COUNT(*) …) < n`) that would otherwise race under READ
+    /// COMMITTED. PostgreSQL takes a transaction-scoped advisory lock on a hash of `key` first;
+    /// SQLite's single writer serialises every write already. Returns each statement's changed
+    /// rows.
+    pub async fn batch_exclusive(
+        &self,
+        key: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<u64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.batch(statements).await,
+            Backend::Postgres(db) => {
+                let mut locked = Vec::with_capacity(statements.len() + 1);
+                locked.push(Statement::new(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    vec![Value::Text(key.to_string())],
+                ));
+                locked.extend(statements);
+                let mut counts = db.batch(locked).await?;
+                counts.remove(0);
+                Ok(counts)
+            }
         }
     }
 

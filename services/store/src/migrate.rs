@@ -42,6 +42,18 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0004_active_runs.postgres.sql"),
         sqlite: include_str!("../migrations/0004_active_runs.sqlite.sql"),
     },
+    Migration {
+        version: 5,
+        name: "run owner",
+        postgres: include_str!("../migrations/0005_run_owner.postgres.sql"),
+        sqlite: include_str!("../migrations/0005_run_owner.sqlite.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "revoked sessions index",
+        postgres: include_str!("../migrations/0006_revoked_sessions.postgres.sql"),
+        sqlite: include_str!("../migrations/0006_revoked_sessions.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.

@@ -5,10 +5,11 @@
 
 use crate::{Options, Row, Statement, StoreError, Value};
 use monoio::io::IntoPollIo;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
@@ -27,7 +28,30 @@ struct Conn {
     client: Rc<Client>,
     statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
     /// Held for a whole transaction on the transaction connection.
-    busy: tokio::sync::Mutex<()>,
+    busy: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a transaction on this connection was abandoned between `BEGIN` and the end of
+    /// `COMMIT`/`ROLLBACK` (its future was dropped: a deadline, a closed connection, shutdown).
+    /// The server may still hold that transaction open, so nothing else may run on this
+    /// connection: the next `BEGIN` would nest inside it and its `COMMIT` would save both. A
+    /// poisoned connection is forgotten; when its last user lets go, the client closes and the
+    /// server rolls the open transaction back.
+    poisoned: Cell<bool>,
+}
+
+/// Marks a connection poisoned unless the transaction it guards reached its end. Dropping the
+/// future of a transaction (the only way to leave one without an outcome) drops this guard
+/// with `settled == false`.
+struct Open<'a> {
+    conn: &'a Conn,
+    settled: bool,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.poisoned.set(true);
+        }
+    }
 }
 
 /// Autocommit statements share (and pipeline on) `shared`; a transaction takes `tx`
@@ -66,6 +90,21 @@ impl Postgres {
             }
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
+        let mut config = config;
+        if !options.statement_timeout.is_zero() {
+            // Sent in the startup packet, so it holds from the first statement on and needs no
+            // round trip; a `statement_timeout` the URL sets itself in `options` comes after
+            // and wins.
+            let ours = format!(
+                "-c statement_timeout={}",
+                options.statement_timeout.as_millis()
+            );
+            let options = match config.get_options() {
+                Some(theirs) => format!("{ours} {theirs}"),
+                None => ours,
+            };
+            config.options(&options);
+        }
         Ok(Postgres {
             config,
             host,
@@ -99,7 +138,8 @@ impl Postgres {
         Ok(Rc::new(Conn {
             client: Rc::new(client),
             statements: RefCell::new(HashMap::new()),
-            busy: tokio::sync::Mutex::new(()),
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+            poisoned: Cell::new(false),
         }))
     }
 
@@ -113,7 +153,7 @@ impl Postgres {
                 Use::Transaction => &mut local.tx,
             };
             if let Some(c) = conn.as_ref() {
-                if !c.client.is_closed() {
+                if !c.client.is_closed() && !c.poisoned.get() {
                     return Ok(Some(Rc::clone(c)));
                 }
                 *conn = None;
@@ -193,16 +233,19 @@ impl Postgres {
                 .map(|n| vec![n])
                 .map_err(map_error);
         }
-        let conn = self.conn(Use::Transaction).await?;
-        let _exclusive = conn.busy.lock().await;
+        let (conn, _exclusive) = self.transaction_conn().await?;
         let mut prepared = Vec::with_capacity(statements.len());
         for s in &statements {
             prepared.push(Self::prepare(&conn, &s.sql).await?);
         }
-        conn.client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(map_error)?;
+        let mut open = Open {
+            conn: &conn,
+            settled: false,
+        };
+        if let Err(e) = conn.client.batch_execute("BEGIN").await {
+            // BEGIN may or may not have reached the server: do not reuse the connection.
+            return Err(map_error(e));
+        }
         let mut counts = Vec::with_capacity(statements.len());
         for (s, stmt) in statements.iter().zip(&prepared) {
             let refs: Vec<&(dyn ToSql + Sync)> =
@@ -210,7 +253,9 @@ impl Postgres {
             match conn.client.execute(stmt, &refs).await {
                 Ok(n) => counts.push(n),
                 Err(e) => {
-                    let _ = conn.client.batch_execute("ROLLBACK").await;
+                    if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                        open.settled = true;
+                    }
                     return Err(map_error(e));
                 }
             }
@@ -219,18 +264,40 @@ impl Postgres {
             .batch_execute("COMMIT")
             .await
             .map_err(map_error)?;
+        open.settled = true;
         Ok(counts)
     }
 
     pub(crate) async fn script(&self, script: &str) -> Result<(), StoreError> {
-        let conn = self.conn(Use::Transaction).await?;
-        let _exclusive = conn.busy.lock().await;
+        let (conn, _exclusive) = self.transaction_conn().await?;
+        let mut open = Open {
+            conn: &conn,
+            settled: false,
+        };
         let wrapped = format!("BEGIN;\n{script}\nCOMMIT;");
         if let Err(e) = conn.client.batch_execute(&wrapped).await {
-            let _ = conn.client.batch_execute("ROLLBACK").await;
+            if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                open.settled = true;
+            }
             return Err(map_error(e));
         }
+        open.settled = true;
         Ok(())
+    }
+
+    /// The shard's transaction connection, held exclusively. A connection found poisoned once
+    /// the lock is ours (the transaction we queued behind was abandoned) is skipped: `conn`
+    /// never hands it out again.
+    async fn transaction_conn(
+        &self,
+    ) -> Result<(Rc<Conn>, tokio::sync::OwnedMutexGuard<()>), StoreError> {
+        loop {
+            let conn = self.conn(Use::Transaction).await?;
+            let exclusive = Arc::clone(&conn.busy).lock_owned().await;
+            if !conn.poisoned.get() {
+                return Ok((conn, exclusive));
+            }
+        }
     }
 }
 
@@ -305,6 +372,12 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 fn map_error(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
+        if *db.code() == SqlState::QUERY_CANCELED {
+            return StoreError::Unavailable(format!(
+                "the statement was cancelled by the database (storage.statement_timeout): {}",
+                db.message()
+            ));
+        }
         if *db.code() == SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict(db.constraint().unwrap_or(db.message()).to_string());
         }

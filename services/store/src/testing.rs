@@ -90,7 +90,7 @@ impl Postgres {
         pg
     }
 
-    /// Starts (or restarts) the server; waits until it accepts connections.
+    /// Starts (or restarts) the server; waits until it accepts sessions.
     pub fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -123,7 +123,7 @@ impl Postgres {
                 self.child = None;
                 panic!("postgres exited ({status}):\n{log}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.accepts_sessions() {
                 return;
             }
             if Instant::now() > deadline {
@@ -133,6 +133,17 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the server accepts sessions. An open port is not enough: while it starts up
+    /// (or recovers after a restart) PostgreSQL accepts connections only to refuse them with
+    /// "the database system is starting up".
+    fn accepts_sessions(&self) -> bool {
+        pg_command("pg_isready")
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .status()
+            .is_ok_and(|status| status.success())
     }
 
     /// Stops the server (fast shutdown); the data stays.

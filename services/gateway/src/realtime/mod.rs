@@ -329,6 +329,38 @@ struct PublishBody<'a> {
     data: sonic_rs::LazyValue<'a>,
 }
 
+/// A checked `POST /api/publish` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest<'a> {
+    /// The channel, a valid name ([`policy::valid_channel`]).
+    pub channel: std::borrow::Cow<'a, str>,
+    /// The event's data: the JSON text as sent, passed on without re-encoding.
+    pub data: Bytes,
+}
+
+/// Decodes and checks a publish body `{"channel": string, "data": any JSON}`; the error is the
+/// 400 response naming what is wrong.
+pub fn decode_publish(body: &[u8]) -> Result<PublishRequest<'_>, Box<Response>> {
+    let body: PublishBody = sdsim_net::json::decode(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("body must be {{\"channel\": string, \"data\": any JSON}}: {e}"),
+        ))
+    })?;
+    if let Err(denied) = policy::valid_channel(&body.channel) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            denied.code,
+            &format!("channel: {}", denied.message),
+        )));
+    }
+    Ok(PublishRequest {
+        data: Bytes::copy_from_slice(body.data.as_raw_str().as_bytes()),
+        channel: body.channel,
+    })
+}
+
 #[derive(serde::Serialize)]
 struct Published<'a> {
     channel: &'a str,
@@ -371,32 +403,15 @@ async fn publish_route(req: Request) -> Response {
             "publishing needs the admin role",
         );
     }
-    let body: PublishBody = match sonic_rs::from_slice(req.body()) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!(
-                    "body must be {{\"channel\": string, \"data\": any JSON}}: {}",
-                    sdsim_net::http::types::json_problem(&e)
-                ),
-            )
-        }
+    let PublishRequest { channel, data } = match decode_publish(req.body()) {
+        Ok(body) => body,
+        Err(resp) => return *resp,
     };
-    if let Err(denied) = policy::valid_channel(&body.channel) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            denied.code,
-            &format!("channel: {}", denied.message),
-        );
-    }
-    let data = Bytes::copy_from_slice(body.data.as_raw_str().as_bytes());
-    match rt.bus.publish(&body.channel, data).await {
+    match rt.bus.publish(&channel, data).await {
         Ok(seq) => json(
             StatusCode::OK,
             &Published {
-                channel: &body.channel,
+                channel: &channel,
                 seq,
             },
         ),
@@ -405,5 +420,54 @@ async fn publish_route(req: Request) -> Response {
             "unavailable",
             &e.to_string(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonic_rs::JsonValueTrait;
+
+    fn refusal(body: &str) -> (u16, String) {
+        let resp = decode_publish(body.as_bytes()).expect_err(body);
+        let v: sonic_rs::Value = sonic_rs::from_slice(resp.body()).expect("JSON");
+        let message = v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (resp.status().as_u16(), message)
+    }
+
+    #[test]
+    fn publish_bodies_pass_their_data_on_as_sent() {
+        let p = decode_publish(br#"{"channel":"c:1","data":{"a":[1, 2.5]}}"#).unwrap();
+        assert_eq!(p.channel, "c:1");
+        assert_eq!(&p.data[..], br#"{"a":[1, 2.5]}"#);
+    }
+
+    /// Data nested deeper than a stack allows is refused: before, the JSON parser recursed once
+    /// per level and this test overflowed its thread's stack (which aborts the process).
+    #[test]
+    fn deeply_nested_data_is_refused_before_parsing() {
+        let levels = 1_000_000;
+        let body = format!(
+            r#"{{"channel":"c","data":{}{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let (status, message) = refusal(&body);
+        assert_eq!(status, 400);
+        assert!(
+            message.contains("nested deeper than 32 levels"),
+            "{message}"
+        );
+    }
+
+    /// A value of the wrong type names its key (before: serde's "invalid type" alone).
+    #[test]
+    fn refusals_name_the_key() {
+        let (status, message) = refusal(r#"{"channel":5,"data":1}"#);
+        assert_eq!(status, 400);
+        assert!(message.contains("`channel`: invalid type"), "{message}");
     }
 }

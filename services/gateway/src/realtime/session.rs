@@ -1,4 +1,4 @@
-//! One client connection: the JSON protocol of DESIGN.md over the WebSocket driver.
+//! One client connection: the JSON protocol of docs/architecture.md and the README over the WebSocket driver.
 //!
 //! client → server: `{"op":"auth","token":".."}`, `{"op":"subscribe","channel":"c","since":42,
 //! "epoch":".."}` (`since`, `epoch` optional), `{"op":"unsubscribe","channel":"c"}`,
@@ -23,21 +23,87 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum ClientOp {
+/// A message from the client (public so that the fuzz targets decode it as sessions do).
+#[derive(Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ClientOp {
+    /// `{"op":"auth","token":".."}`: authenticates the connection.
     Auth {
+        /// An access token.
         token: String,
     },
+    /// `{"op":"subscribe","channel":"c","since":42,"epoch":".."}`.
     Subscribe {
+        /// The channel.
         channel: String,
+        /// Replay the events after this sequence number (when the history still has them).
+        #[serde(skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// The channel epoch `since` belongs to.
+        #[serde(skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
     },
+    /// `{"op":"unsubscribe","channel":"c"}`.
     Unsubscribe {
+        /// The channel.
         channel: String,
     },
+    /// `{"op":"ping"}`: answered with `{"op":"pong"}`.
     Ping,
+}
+
+/// Every key a client message may have; which ones an operation takes is checked after.
+/// (A struct rather than a tagged enum: serde cannot name the field of a tagged variant whose
+/// value has the wrong type, and lets any key through on a variant without fields.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    op: String,
+    token: Option<String>,
+    channel: Option<String>,
+    since: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// The shape of a client message, first in every error.
+const SHAPE: &str = r#"expected {"op": "auth"|"subscribe"|"unsubscribe"|"ping", ...}"#;
+
+/// Decodes a client's text message; the error is the `message` of the `bad_request` answer,
+/// naming the key at fault.
+pub fn decode_client_op(text: &str) -> Result<ClientOp, String> {
+    let f: Fields =
+        sdsim_net::json::decode(text.as_bytes()).map_err(|e| format!("{SHAPE}: {e}"))?;
+    let given = [
+        ("token", f.token.is_some()),
+        ("channel", f.channel.is_some()),
+        ("since", f.since.is_some()),
+        ("epoch", f.epoch.is_some()),
+    ];
+    let takes: &[&str] = match f.op.as_str() {
+        "auth" => &["token"],
+        "subscribe" => &["channel", "since", "epoch"],
+        "unsubscribe" => &["channel"],
+        "ping" => &[],
+        other => return Err(format!("{SHAPE}: `op`: unknown operation `{other}`")),
+    };
+    if let Some((key, _)) = given.iter().find(|(k, set)| *set && !takes.contains(k)) {
+        return Err(format!("{SHAPE}: `{key}`: not a key of op `{}`", f.op));
+    }
+    let missing = |key: &str| format!("{SHAPE}: missing field `{key}` (op `{}`)", f.op);
+    Ok(match f.op.as_str() {
+        "auth" => ClientOp::Auth {
+            token: f.token.ok_or_else(|| missing("token"))?,
+        },
+        "subscribe" => ClientOp::Subscribe {
+            channel: f.channel.ok_or_else(|| missing("channel"))?,
+            since: f.since,
+            epoch: f.epoch,
+        },
+        "unsubscribe" => ClientOp::Unsubscribe {
+            channel: f.channel.ok_or_else(|| missing("channel"))?,
+        },
+        _ => ClientOp::Ping,
+    })
 }
 
 #[derive(Serialize)]
@@ -183,16 +249,9 @@ impl Session {
     }
 
     async fn handle(&mut self, text: &str) {
-        let op: ClientOp = match sonic_rs::from_str(text) {
+        let op = match decode_client_op(text) {
             Ok(op) => op,
-            Err(e) => {
-                // Never quote the message: it may carry a token.
-                let message = format!(
-                    "expected {{\"op\": \"auth\"|\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {}",
-                    sdsim_net::http::types::json_problem(&e)
-                );
-                return self.fail("bad_request", &message, None);
-            }
+            Err(message) => return self.fail("bad_request", &message, None),
         };
         match op {
             ClientOp::Auth { token } => self.authenticate(&token).await,
@@ -289,4 +348,51 @@ pub async fn run(
     metrics.gauge_add(Key::plain(WS_OPEN), -1);
     drop(s.subscriptions);
     drop(s.slots);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_decode() {
+        assert_eq!(decode_client_op(r#"{"op":"ping"}"#), Ok(ClientOp::Ping));
+        assert_eq!(
+            decode_client_op(r#"{"op":"subscribe","channel":"c","since":4}"#),
+            Ok(ClientOp::Subscribe {
+                channel: "c".into(),
+                since: Some(4),
+                epoch: None
+            })
+        );
+        assert_eq!(
+            decode_client_op(r#"{"op":"auth","token":"t"}"#),
+            Ok(ClientOp::Auth { token: "t".into() })
+        );
+    }
+
+    /// Each refusal names the key at fault. Before, a value of the wrong type gave serde's
+    /// "invalid type" without the key, and `ping` took any key (serde does not apply
+    /// `deny_unknown_fields` to a tagged variant without fields).
+    #[test]
+    fn refusals_name_the_key() {
+        let cases = [
+            (r#"{"op":"ping","x":1}"#, "`x`"),
+            (r#"{"op":"ping","channel":"c"}"#, "`channel`"),
+            (
+                r#"{"op":"subscribe","channel":"c","since":"42"}"#,
+                "`since`",
+            ),
+            (r#"{"op":"auth","token":5}"#, "`token`"),
+            (r#"{"op":1}"#, "`op`"),
+            (r#"{"op":"fly"}"#, "`fly`"),
+            (r#"{"channel":"c"}"#, "`op`"),
+            (r#"{"op":"unsubscribe"}"#, "`channel`"),
+        ];
+        for (text, key) in cases {
+            let err = decode_client_op(text).expect_err(text);
+            assert!(err.starts_with(SHAPE), "{err}");
+            assert!(err.contains(key), "{text}: {err} does not name {key}");
+        }
+    }
 }

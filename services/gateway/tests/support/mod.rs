@@ -2,6 +2,8 @@
 //! reads responses exactly (status, headers, Content-Length body), for keep-alive and pipelining.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use sdsim_core::config::{Config, Overrides};
@@ -10,7 +12,38 @@ use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{with_body, Request};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
+
+/// The paths of the `/test/slow/{ms}` requests whose handler has started.
+static HANDLING: (Mutex<Vec<String>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
+
+fn handling(path: &str) {
+    let (paths, changed) = &HANDLING;
+    paths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(path.to_string());
+    changed.notify_all();
+}
+
+/// Waits until a request for `path` (a `/test/slow/{ms}` path) is in its handler, so a test
+/// knows the request is in flight and not merely sent; panics after 10 s.
+pub fn wait_until_handling(path: &str) {
+    let (paths, changed) = &HANDLING;
+    let paths = paths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (_paths, waited) = changed
+        .wait_timeout_while(paths, Duration::from_secs(10), |paths| {
+            !paths.iter().any(|p| p == path)
+        })
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    assert!(
+        !waited.timed_out(),
+        "no request for {path} reached its handler within 10 s"
+    );
+}
 
 /// Routes only tests mount: echo, panic, slow, big.
 pub fn test_routes(router: &mut Router) {
@@ -48,6 +81,7 @@ pub fn test_routes(router: &mut Router) {
                 .and_then(|p| p.get("ms"))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            handling(req.uri().path());
             monoio::time::sleep(Duration::from_millis(ms)).await;
             with_body(
                 StatusCode::OK,
@@ -58,7 +92,7 @@ pub fn test_routes(router: &mut Router) {
         .unwrap();
     router
         .route(Method::GET, "/test/block", |_req: Request| async move {
-            // Breaks DESIGN rule 5 on purpose: blocks the shard for 40 ms.
+            // Breaks thread-per-core rule 5 (docs/architecture.md) on purpose: blocks the shard for 40 ms.
             std::thread::sleep(Duration::from_millis(40));
             with_body(StatusCode::OK, "text/plain", Bytes::from_static(b"blocked"))
         })

@@ -1,0 +1,76 @@
+//! gRPC message frames (`sdsim_net::grpc::frame`) and the `grpc-status-details-bin` trailer
+//! (`sdsim_net::grpc::Status`, `sdsim_projects::grpc`).
+
+use crate::alloc::peak_while;
+use crate::ALLOCATION_SLACK;
+use base64::Engine;
+use bytes::BytesMut;
+use http::HeaderValue;
+use sdsim_net::grpc::frame::{decode, encode};
+use sdsim_net::grpc::{Code, Status};
+use sdsim_projects::grpc::{failure_of, status_of};
+
+const MAX: usize = 64 * 1024;
+
+/// `grpc_frames` (first byte: bit 0 = gzip accepted, bit 1 = re-encode compressed): never a
+/// message over the limit (after gzip too) and never more held than the limit allows; a
+/// decoded message re-encodes to a frame that decodes to itself.
+pub fn frames(data: &[u8]) {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let gzip = flags & 1 == 1;
+    let mut buf = BytesMut::from(data);
+    loop {
+        let (result, held) = peak_while(|| decode(&mut buf, MAX, gzip));
+        // A gzip bomb stops at the limit: the output, its growth, and the inflate state.
+        let bound = data.len() + 3 * MAX + ALLOCATION_SLACK;
+        assert!(
+            held <= bound,
+            "one decode held {held} bytes (bound {bound})"
+        );
+        let Ok(Some(message)) = result else {
+            break;
+        };
+        assert!(message.len() <= MAX);
+        let mut again = BytesMut::from(&encode(&message, flags & 2 == 2)[..]);
+        let round = decode(&mut again, MAX, true).expect("our own frame decodes");
+        assert_eq!(round.as_deref(), Some(&message[..]));
+    }
+}
+
+fn code_of(n: u8) -> Code {
+    match n % 4 {
+        0 => Code::InvalidArgument,
+        1 => Code::NotFound,
+        2 => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+/// `grpc_status_details` (first byte picks the status code): any trailer value, as sent or
+/// base64-encoded as a peer would, decodes without a panic, and the failure it stands for
+/// survives another trip over the wire unchanged (what the gateway rebuilds is what the
+/// service sent).
+pub fn status_details(data: &[u8]) {
+    let Some((&code, data)) = data.split_first() else {
+        return;
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let values = [
+        HeaderValue::from_bytes(data).ok(),
+        HeaderValue::from_str(&encoded).ok(),
+    ];
+    for value in values.iter().flatten() {
+        let mut status = Status::new(code_of(code), "message");
+        status.details = Status::details_from(Some(value));
+        let failure = failure_of(&status);
+        let mut headers = http::HeaderMap::new();
+        status_of(&failure).write(&mut headers);
+        let mut again = Status::new(Code::Unknown, "");
+        again.details = Status::details_from(headers.get("grpc-status-details-bin"));
+        again.code = status_of(&failure).code;
+        again.message = status_of(&failure).message;
+        assert_eq!(failure_of(&again), failure);
+    }
+}

@@ -1,0 +1,8 @@
+//! libFuzzer target `auth_credentials`: the checks of [`sdsim_fuzz_checks::bodies::auth_credentials`].
+#![no_main]
+
+#[global_allocator]
+static ALLOCATOR: sdsim_fuzz_checks::alloc::CountingAllocator =
+    sdsim_fuzz_checks::alloc::CountingAllocator;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sdsim_fuzz_checks::bodies::auth_credentials(data));

@@ -1,0 +1,8 @@
+//! libFuzzer target `ws_client_message`: the checks of [`sdsim_fuzz_checks::realtime::client_message`].
+#![no_main]
+
+#[global_allocator]
+static ALLOCATOR: sdsim_fuzz_checks::alloc::CountingAllocator =
+    sdsim_fuzz_checks::alloc::CountingAllocator;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sdsim_fuzz_checks::realtime::client_message(data));
