@@ -9,8 +9,8 @@
 //! - [`http`]: codec, router, request/response types.
 //! - [`json`]: JSON from the network: bounded nesting, errors naming the field.
 //! - [`middleware`]: one list of layers for HTTP and gRPC, assembled in one place (request id,
-//!   CORS, load shedding, rate limit, metrics, access log), and the HTTP-only steps (compression, timing, panic
-//!   recovery).
+//!   CORS, load shedding, rate limit, metrics, access log), and the HTTP-only steps
+//!   (compression, timing, panic recovery).
 //! - [`grpc`]: gRPC over h2, server (every call through the same layers) and client.
 //! - [`tls`]: loading certificates into a rustls acceptor.
 #![warn(missing_docs, unreachable_pub)]

@@ -77,7 +77,12 @@ pub(super) fn measure_idle(
                 match news.recv()? {
                     StageNews::Connected(x) if x == s => break,
                     StageNews::Ended(x) if x == s => {
-                        bail!("the load of {n} connections ended before they were open")
+                        let why = match stages.pop().map(|stage| stage.run.join()) {
+                            Some(Ok(Err(e))) => format!("{e:#}"),
+                            Some(Ok(Ok(report))) => format!("{:?}", report.errors_by_kind()),
+                            _ => "its thread panicked".into(),
+                        };
+                        bail!("the load of {} connections (up to {n}) ended before they were open: {why}", n - open);
                     }
                     _ => {}
                 }

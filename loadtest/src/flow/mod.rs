@@ -29,7 +29,7 @@ pub mod template;
 mod user;
 mod ws;
 
-pub use report::{FlowReport, FlowSeriesPoint, FlowTally, Users};
+pub use report::{FlowReport, FlowSeriesPoint, FlowTally, StepOutcome, Users};
 pub use spec::{Flow, FlowSpec};
 
 use crate::run::Phase;
@@ -38,7 +38,7 @@ use anyhow::bail;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -56,6 +56,13 @@ pub struct FlowLoad {
     pub interval: Duration,
     /// `{{run}}`: drawn once per run so that re-runs against one server do not collide.
     pub run_id: String,
+    /// Where every measured step's [`StepOutcome`] goes, if anywhere (off by default: a
+    /// message per step costs the generator time a plain run does not need to spend).
+    pub outcomes: Option<std::sync::mpsc::Sender<StepOutcome>>,
+    /// Once set, no more users arrive (the phases still give the schedule until then); users
+    /// already running finish and the run ends. For a caller that decides the run's length as
+    /// it goes, with a phase longer than it will need.
+    pub stop_arrivals: Option<Arc<AtomicBool>>,
 }
 
 impl FlowLoad {
@@ -67,6 +74,8 @@ impl FlowLoad {
             cpus,
             interval,
             run_id: run_id(),
+            outcomes: None,
+            stop_arrivals: None,
         }
     }
 
@@ -357,7 +366,8 @@ async fn arrive(ctx: Rc<Ctx>, thread: usize, start: Instant) {
         let intended = start + Duration::from_secs_f64(t);
         sleep_until(intended).await;
         let now = Instant::now();
-        if now >= deadline {
+        let stopped = load.stop_arrivals.as_ref().is_some_and(|s| s.load(Relaxed));
+        if now >= deadline || stopped {
             break;
         }
         // Late: past the next arrival of this thread (and past the timer's resolution).

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Users by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -25,6 +25,26 @@ pub struct Users {
     pub late: u64,
     /// Users still running when the drain time after the phases ran out.
     pub unfinished: u64,
+}
+
+/// How one measured step of one user ended, sent to [`super::FlowLoad::outcomes`] when a
+/// caller wants more than counts: which writes the client saw accepted (their captured ids), and
+/// when each failure happened.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The user's number (`{{user}}`).
+    pub user: u64,
+    /// The step's index in the flow.
+    pub step: usize,
+    /// When the step was issued (the first step: the user's intended arrival; a held
+    /// WebSocket's end: when the connection was opened).
+    pub issued: Instant,
+    /// When its outcome was known.
+    pub ended: Instant,
+    /// The error kind (`status_503`, `connect_refused`, ...); `None` when it passed.
+    pub error: Option<&'static str>,
+    /// The values the step captured (name, value), when it passed.
+    pub captured: Vec<(String, String)>,
 }
 
 /// What one load thread counted (per interval, then in total); merged across threads.

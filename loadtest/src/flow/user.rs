@@ -3,6 +3,7 @@
 //! one HTTP/2 connection per gRPC server (its own, so a user's connect cost and failures are
 //! its own, as for a separate client process), the WebSocket connections it holds.
 
+use super::report::StepOutcome;
 use super::spec::{Action, Capture, GrpcStep, HttpStep, Step};
 use super::template::{self, Slots, RUN_SLOT, USER_SLOT};
 use super::ws::Held;
@@ -42,7 +43,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, index: u64, intended: Instant, late: bool)
     };
     let at = Cell::new(0usize);
     let outcome = monoio::select! {
-        done = steps(&ctx, &mut user, intended, late, &at) => Some(done),
+        done = steps(&ctx, &mut user, index, intended, late, &at) => Some(done),
         _ = stop.changed(seen) => None,
     };
     {
@@ -69,15 +70,18 @@ pub(super) async fn run(ctx: Rc<Ctx>, index: u64, intended: Instant, late: bool)
 async fn steps(
     ctx: &Rc<Ctx>,
     user: &mut User,
+    index: u64,
     intended: Instant,
     late: bool,
     at: &Cell<usize>,
 ) -> bool {
     let flow = &ctx.load.flow;
+    let mut issued_at = vec![intended; flow.steps.len()];
     for (i, step) in flow.steps.iter().enumerate() {
         at.set(i);
         // The first step is charged from the user's intended arrival (no coordinated omission).
         let issued = if i == 0 { intended } else { Instant::now() };
+        issued_at[i] = issued;
         if let Some(t) = step.measured {
             let mut tally = ctx.tally.borrow_mut();
             tally.counters[t].sent += 1;
@@ -93,6 +97,7 @@ async fn steps(
                 .unwrap_or(Err("timeout")),
         };
         if let Some(t) = step.measured {
+            send_outcome(ctx, user, index, i, issued, result);
             if !record(ctx, i, t, result, issued) {
                 return false;
             }
@@ -103,13 +108,48 @@ async fn steps(
         let (i, held) = user.held.remove(0);
         at.set(i);
         let t = held.step_type;
-        if let Err(kind) = held.finish().await {
+        let result = held.finish().await;
+        if result.is_err() {
+            send_outcome(ctx, user, index, i, issued_at[i], result);
+        }
+        if let Err(kind) = result {
             ctx.tally.borrow_mut().error(t, kind);
             ctx.tally.borrow_mut().failed_by_step[i] += 1;
             return false;
         }
     }
     true
+}
+
+/// Sends step `i`'s outcome to the load's outcome stream, when it has one.
+fn send_outcome(
+    ctx: &Ctx,
+    user: &User,
+    index: u64,
+    i: usize,
+    issued: Instant,
+    result: Result<(), &'static str>,
+) {
+    let Some(outcomes) = &ctx.load.outcomes else {
+        return;
+    };
+    let captured = match (&result, &ctx.load.flow.steps[i].action) {
+        (Ok(()), Action::Http(HttpStep { captures, .. }))
+        | (Ok(()), Action::Grpc(GrpcStep { captures, .. })) => captures
+            .iter()
+            .map(|c| (c.name.clone(), user.slots[c.slot].clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    // The receiver may have gone (a caller that stopped listening): the run goes on.
+    let _ = outcomes.send(StepOutcome {
+        user: index,
+        step: i,
+        issued,
+        ended: Instant::now(),
+        error: result.err(),
+        captured,
+    });
 }
 
 /// Counts a step's outcome against type `t`; `false` when it failed.

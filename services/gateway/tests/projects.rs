@@ -646,21 +646,21 @@ fn runs_stop_midway_and_limits_hold() {
     );
     assert_eq!(status, 409, "stopping an ended run");
 
-    // Per-user limit: two at once, the third is 429.
+    // Per-user limit: two at once, the third is 429. Each run is running before the next is
+    // asked for: until a shard takes it, a run holds the queue's one place (max_queued = 1).
     let mut ids = Vec::new();
     for _ in 0..2 {
         let (status, run) = as_user(addr, &ada, "POST", "/api/simulations", Some(slow(&pa)));
         assert_eq!(status, 202, "{run}");
-        ids.push(run["simulation_id"].as_str().unwrap().to_string());
+        let id = run["simulation_id"].as_str().unwrap().to_string();
+        wait_status(addr, &ada, &id, &["running"]);
+        ids.push(id);
     }
     let (status, v) = as_user(addr, &ada, "POST", "/api/simulations", Some(slow(&pa)));
     assert_eq!(status, 429, "{v}");
     assert_eq!(v["error"]["code"], "too_many_runs");
     // Two shards × one run each are busy with ada's runs; one more waits in the queue; the
-    // queue (max_queued = 1) is then full.
-    for id in &ids {
-        wait_status(addr, &ada, id, &["running"]);
-    }
+    // queue is then full.
     let (status, queued) = as_user(addr, &bob, "POST", "/api/simulations", Some(slow(&pb)));
     assert_eq!(status, 202, "{queued}");
     assert_eq!(queued["status"], "queued");

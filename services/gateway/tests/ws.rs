@@ -384,56 +384,76 @@ fn resume_after_reconnect_recovers_missed_events_or_says_it_cannot() {
 
 #[test]
 fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
-    // The slow client reads nothing until every publish is done, which takes longer than the
-    // default close timeout on a loaded machine: the close frame waits behind the kernel
-    // buffers, so give it time to get through.
+    // One shard: a publish returns once its event is in both clients' queues, or refused by a
+    // closing one, so the bus's delivery count tells when the server gave up on the slow
+    // client. That client reads nothing until then; its close frame waits behind the kernel
+    // buffers meanwhile, which the write and idle timeouts must allow.
     let server = server(&[
+        "runtime.shards=1",
         "websocket.max_outbound_bytes=65536",
         "websocket.close_timeout=60s",
+        "websocket.idle_timeout=600s",
+        "http.write_timeout=600s",
         "ratelimit.enabled=false",
     ]);
     let addr = server.local_addr();
+    let delivered = move || metric(addr, "sdsim_bus_delivered_total");
+    let slow_closes = move || metric(addr, "sdsim_ws_closed_total{how=\"slow_consumer\"}");
     rt().block_on(async {
         let mut slow = connect(addr, Some(ALICE)).await;
         subscribe(&mut slow, "system:announcements", None).await;
         let mut fast = connect(addr, Some(ALICE)).await;
         subscribe(&mut fast, "system:announcements", None).await;
         let pad = "x".repeat(16 * 1024);
-        let count = 1200u64; // ~19 MB: more than loopback socket buffers hold.
-        let (read_tx, read_rx) = std::sync::mpsc::channel();
-        // The fast client has read each event before the next is published, so however the
+        // ~19 MB: several times what the kernel buffers between the server and a client that
+        // reads nothing can hold (the server's send buffer grows to 4 MB at most here).
+        let most = 1200u64;
+        // The fast client reads each event before the next is published, so however the
         // machine schedules it, its queue never holds more than one (16 KiB of the 64 KiB
         // allowed); the slow client's fills.
+        let (published_tx, mut published_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
         let reader = async {
-            for i in 1..=count {
+            while let Some(seq) = published_rx.recv().await {
                 let ev = next(&mut fast).await;
-                assert_eq!(ev["seq"], i);
-                let _ = read_tx.send(i);
+                assert_eq!(ev["seq"], seq);
+                let _ = read_tx.send(seq);
             }
         };
         let publisher = tokio::task::spawn_blocking(move || {
-            for i in 0..count {
+            for seq in 1..=most {
                 let body = format!(
-                    r#"{{"channel":"system:announcements","data":{{"i":{i},"pad":"{pad}"}}}}"#
+                    r#"{{"channel":"system:announcements","data":{{"i":{seq},"pad":"{pad}"}}}}"#
                 );
                 assert_eq!(publish(addr, ADMIN, &body).0, 200);
+                let _ = published_tx.send(seq);
                 assert_eq!(
                     read_rx.recv_timeout(Duration::from_secs(10)),
-                    Ok(i + 1),
-                    "the fast client did not read event {}",
-                    i + 1
+                    Ok(seq),
+                    "the fast client did not read event {seq}"
                 );
+                // A scrape is dearer than a publish: look every 16 events.
+                if seq % 16 == 0 && delivered() < 2 * seq {
+                    return;
+                }
             }
+            panic!("{most} events did not fill the slow client's queue");
         });
         reader.await;
         publisher.await.unwrap();
         // The slow client reads what was flushed before, then the close frame.
         assert_eq!(close_code(&mut slow).await, 1008);
     });
-    assert_eq!(
-        metric(addr, "sdsim_ws_closed_total{how=\"slow_consumer\"}"),
-        1
-    );
+    // Counted when the slow connection has ended, which the server sees shortly after.
+    let counted_by = std::time::Instant::now() + Duration::from_secs(10);
+    while slow_closes() == 0 {
+        assert!(
+            std::time::Instant::now() < counted_by,
+            "no slow consumer counted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(slow_closes(), 1, "only the slow client was closed as one");
     support::stop(server);
 }
 

@@ -23,7 +23,7 @@ use sdsim_core::config::SimulationConfig;
 use sdsim_core::runtime::Shard;
 use sdsim_core::shard::ShardId;
 use sdsim_simulation::engine::Simulation;
-use sdsim_store::{Row, Statement, Store, Value};
+use sdsim_store::{Row, Statement, Store, StoreError, Value};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -114,6 +114,9 @@ pub struct Simulations {
     /// over from a previous life.
     started_ms: i64,
 }
+
+/// How long the end of a run is retried while the database is unavailable.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(600);
 
 const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
 
@@ -541,6 +544,9 @@ impl Simulations {
         rows.iter().map(run_of).collect()
     }
 
+    /// Records how a run ended. While the database is unavailable the write is retried with
+    /// backoff (up to [`FINISH_RETRY_FOR`]): a run whose end is never recorded would stay
+    /// `running` and count against its user's limit until the instance restarts.
     async fn finish_row(
         &self,
         id: &str,
@@ -549,23 +555,37 @@ impl Simulations {
         report: Option<String>,
         analysis: Option<String>,
     ) {
-        let text = |v: Option<String>| v.map_or(Value::Null, Value::from);
-        let result = self
-            .store
-            .execute(
-                "UPDATE simulation_schema.simulations SET status = $1, finished_at = $2, error = $3, report = $4, analysis = $5 WHERE id = $6 AND status IN ('queued', 'running')",
-                vec![
-                    status.into(),
-                    now_ms().into(),
-                    text(error.map(str::to_string)),
-                    text(report),
-                    text(analysis),
-                    id.into(),
-                ],
-            )
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(simulation = id, error = %e, "could not record the end of a run");
+        let text = |v: Option<&str>| v.map_or(Value::Null, Value::from);
+        let finished_at = now_ms();
+        let giving_up = Instant::now() + FINISH_RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let result = self
+                .store
+                .execute(
+                    "UPDATE simulation_schema.simulations SET status = $1, finished_at = $2, error = $3, report = $4, analysis = $5 WHERE id = $6 AND status IN ('queued', 'running')",
+                    vec![
+                        status.into(),
+                        finished_at.into(),
+                        text(error),
+                        text(report.as_deref()),
+                        text(analysis.as_deref()),
+                        id.into(),
+                    ],
+                )
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(StoreError::Unavailable(e)) if Instant::now() < giving_up => {
+                    tracing::warn!(simulation = id, error = %e, "recording the end of a run: retrying");
+                    monoio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(simulation = id, error = %e, "could not record the end of a run");
+                    return;
+                }
+            }
         }
     }
 
