@@ -475,7 +475,10 @@ impl Simulations {
             .find_map(|r| r.ok().flatten());
         let Some(ended) = ended else {
             // Not running here (another instance, or one that stopped without recording it).
-            self.finish_row(id, "stopped", None, None, None).await;
+            // The caller waits for this write, so it is not retried: a database outage is the
+            // caller's 503.
+            self.record_end(id, "stopped", None, None, None, Duration::ZERO)
+                .await?;
             return self.get(who, id).await;
         };
         // The run stops within one slice and tells us once it has recorded its end (or its stop
@@ -544,9 +547,10 @@ impl Simulations {
         rows.iter().map(run_of).collect()
     }
 
-    /// Records how a run ended. While the database is unavailable the write is retried with
-    /// backoff (up to [`FINISH_RETRY_FOR`]): a run whose end is never recorded would stay
-    /// `running` and count against its user's limit until the instance restarts.
+    /// Records how a run ended, for a run that ended on this shard. While the database is
+    /// unavailable the write is retried with backoff (up to [`FINISH_RETRY_FOR`]): a run whose
+    /// end is never recorded would stay `running` and count against its user's limit until
+    /// the instance restarts.
     async fn finish_row(
         &self,
         id: &str,
@@ -555,9 +559,27 @@ impl Simulations {
         report: Option<String>,
         analysis: Option<String>,
     ) {
+        if let Err(e) = self
+            .record_end(id, status, error, report, analysis, FINISH_RETRY_FOR)
+            .await
+        {
+            tracing::error!(simulation = id, error = %e, "could not record the end of a run");
+        }
+    }
+
+    /// Writes a run's end, retrying for `retry_for` while the database is unavailable.
+    async fn record_end(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        report: Option<String>,
+        analysis: Option<String>,
+        retry_for: Duration,
+    ) -> Result<(), StoreError> {
         let text = |v: Option<&str>| v.map_or(Value::Null, Value::from);
         let finished_at = now_ms();
-        let giving_up = Instant::now() + FINISH_RETRY_FOR;
+        let giving_up = Instant::now() + retry_for;
         let mut pause = Duration::from_millis(100);
         loop {
             let result = self
@@ -575,16 +597,13 @@ impl Simulations {
                 )
                 .await;
             match result {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
                 Err(StoreError::Unavailable(e)) if Instant::now() < giving_up => {
                     tracing::warn!(simulation = id, error = %e, "recording the end of a run: retrying");
                     monoio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    tracing::error!(simulation = id, error = %e, "could not record the end of a run");
-                    return;
-                }
+                Err(e) => return Err(e),
             }
         }
     }

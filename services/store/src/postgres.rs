@@ -130,7 +130,7 @@ impl Postgres {
                 .await
                 .map_err(|_| down("handshake timed out".into()))?
                 .map_err(|e| down(describe(&e)))?;
-        monoio::spawn(async move {
+        sdsim_core::runtime::spawn("postgres-connection", async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");
             }

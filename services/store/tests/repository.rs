@@ -202,7 +202,7 @@ async fn suite(store: &Store) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let store = store.clone();
-            monoio::spawn(async move {
+            sdsim_core::runtime::spawn("concurrent-writer", async move {
                 insert_user(&store, &format!("c{i}"), &format!("c{i}@example.com")).await
             })
         })

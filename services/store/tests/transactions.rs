@@ -222,21 +222,27 @@ fn racing_inserts(exclusive: bool) -> Vec<String> {
         };
         // The first transaction inserts, then parks on the lock the test holds: its row is
         // written but not committed.
-        let held = monoio::spawn(run(
-            &first,
-            vec![
-                insert_within_limit("first"),
-                Statement::new("SELECT pg_advisory_lock(7)", vec![]),
-            ],
-        ));
+        let held = sdsim_core::runtime::spawn(
+            "racing-transaction",
+            run(
+                &first,
+                vec![
+                    insert_within_limit("first"),
+                    Statement::new("SELECT pg_advisory_lock(7)", vec![]),
+                ],
+            ),
+        );
         until_sessions_wait_for_a_lock(&second, 1).await;
-        let mut racer = Some(monoio::spawn(run(
-            &second,
-            vec![
-                insert_within_limit("second"),
-                Statement::new("SELECT 1", vec![]),
-            ],
-        )));
+        let mut racer = Some(sdsim_core::runtime::spawn(
+            "racing-transaction",
+            run(
+                &second,
+                vec![
+                    insert_within_limit("second"),
+                    Statement::new("SELECT 1", vec![]),
+                ],
+            ),
+        ));
         if exclusive {
             // The racer must queue behind the first transaction's key lock: two sessions wait.
             until_sessions_wait_for_a_lock(&second, 2).await;
