@@ -108,7 +108,7 @@ fn rejected(input: &Input<'_>, e: ConfigError) {
                         .env
                         .iter()
                         .filter_map(|(n, _)| n.strip_prefix("SDSIM__"))
-                        .map(|n| n.to_ascii_lowercase().replace("__", ".")),
+                        .map(|n| n.to_ascii_lowercase().replace("__", ".").trim().to_string()),
                 );
             let first = section(key);
             let named =

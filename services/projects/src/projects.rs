@@ -1081,12 +1081,27 @@ fn same_json(a: &str, b: &str) -> bool {
     }
 }
 
-/// JSON equality with objects compared by key, numbers by value.
+/// An object's values under each key, in order.
+fn values_by_key(o: &sonic_rs::Object) -> BTreeMap<&str, Vec<&sonic_rs::Value>> {
+    let mut keys: BTreeMap<&str, Vec<&sonic_rs::Value>> = BTreeMap::new();
+    for (k, v) in o.iter() {
+        keys.entry(k).or_default().push(v);
+    }
+    keys
+}
+
+/// JSON equality with objects compared by key, numbers by value. A key given twice is
+/// compared by all its values in order (looking up one value per key made such an object
+/// differ from itself).
 fn equal(a: &sonic_rs::Value, b: &sonic_rs::Value) -> bool {
     if let (Some(x), Some(y)) = (a.as_object(), b.as_object()) {
+        let (x, y) = (values_by_key(x), values_by_key(y));
         return x.len() == y.len()
-            && x.iter()
-                .all(|(k, v)| y.get(&k).is_some_and(|w| equal(v, w)));
+            && x.iter().all(|(k, vs)| {
+                y.get(k).is_some_and(|ws| {
+                    vs.len() == ws.len() && vs.iter().zip(ws).all(|(v, w)| equal(v, w))
+                })
+            });
     }
     if let (Some(x), Some(y)) = (a.as_array(), b.as_array()) {
         return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| equal(v, w));
@@ -1172,6 +1187,16 @@ mod tests {
                 changed: vec!["b".into()],
             }
         );
+    }
+
+    /// Found by the design_document fuzz target: a component with a key given twice was
+    /// "changed" between a design and itself.
+    #[test]
+    fn a_design_does_not_differ_from_itself() {
+        let text = r#"{"components":[{"id":"a","latency":1,"latency":2}]}"#;
+        assert_eq!(diff_components(text, text), ComponentDiff::default());
+        let other = r#"{"components":[{"id":"a","latency":1,"latency":3}]}"#;
+        assert_eq!(diff_components(text, other).changed, ["a"]);
     }
 
     #[test]

@@ -154,14 +154,19 @@ impl Checker {
         });
     }
 
+    /// Keys that are not `allowed`, and keys given twice: the engine reads the first value,
+    /// other JSON readers often the last, so a repeated key would mean two different designs.
     fn unknown_fields(&mut self, obj: &Value, path: &str, allowed: &[&str]) {
         if let Some(o) = obj.as_object() {
+            let mut seen = std::collections::BTreeSet::new();
             for (key, _) in o.iter() {
                 if !allowed.contains(&key) {
                     self.problem(
                         &format!("{path}.{key}"),
                         format!("unknown field (allowed: {})", allowed.join(", ")),
                     );
+                } else if !seen.insert(key) {
+                    self.problem(&format!("{path}.{key}"), "given more than once");
                 }
             }
         }

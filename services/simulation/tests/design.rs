@@ -205,3 +205,17 @@ fn deeply_nested_documents_are_refused_before_parsing() {
     let within = format!(r#"{{"x":{}{}}}"#, "[".repeat(31), "]".repeat(31));
     assert!(!problems(&within)[0].contains("nested"));
 }
+
+/// A key given twice is a problem (found by the design_document fuzz target): the engine read
+/// the first value, while most JSON readers (a browser's included) take the last, so the
+/// design run was not the design shown.
+#[test]
+fn keys_given_twice_are_refused() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/designs/minimal.json"
+    ))
+    .unwrap();
+    let twice = text.replacen('{', r#"{"seed": 99, "#, 1);
+    assert_eq!(problems(&twice), ["$.seed: given more than once"]);
+}

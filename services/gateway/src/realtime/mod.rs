@@ -355,8 +355,18 @@ pub fn decode_publish(body: &[u8]) -> Result<PublishRequest<'_>, Box<Response>> 
             &format!("channel: {}", denied.message),
         )));
     }
+    // Finding the end of `data` skips it without checking its strings' escapes: `"\uZZ"` was
+    // accepted and reached every subscriber as an event that is not JSON. Parse it once.
+    let data = body.data.as_raw_str();
+    if let Err(e) = sonic_rs::from_str::<sonic_rs::Value>(data) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("body must be {{\"channel\": string, \"data\": any JSON}}: `data`: {e}"),
+        )));
+    }
     Ok(PublishRequest {
-        data: Bytes::copy_from_slice(body.data.as_raw_str().as_bytes()),
+        data: Bytes::copy_from_slice(data.as_bytes()),
         channel: body.channel,
     })
 }
@@ -461,6 +471,18 @@ mod tests {
             message.contains("nested deeper than 32 levels"),
             "{message}"
         );
+    }
+
+    /// Data the event frame would carry as invalid JSON is refused (found by the publish_body
+    /// fuzz target: an invalid `\u` escape was accepted and sent to every subscriber).
+    #[test]
+    fn data_that_is_not_json_is_refused() {
+        for data in [r#""\uCC]]""#, r#"["\q"]"#, r#"{"a":"\u12"}"#] {
+            let body = format!(r#"{{"channel":"c","data":{data}}}"#);
+            let (status, message) = refusal(&body);
+            assert_eq!(status, 400, "{body}");
+            assert!(message.contains("`data`"), "{body}: {message}");
+        }
     }
 
     /// A value of the wrong type names its key (before: serde's "invalid type" alone).
