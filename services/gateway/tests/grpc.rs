@@ -367,6 +367,12 @@ fn a_client_ca_file_without_certificates_is_refused_at_start() {
         "gateway.listen=127.0.0.1:0".into(),
         "auth.http_listen=127.0.0.1:0".into(),
         "auth.grpc_listen=127.0.0.1:0".into(),
+        // Every listener on a free port: the default ones may be taken on a shared machine,
+        // and that error would come before the one this test is about.
+        "project.http_listen=127.0.0.1:0".into(),
+        "project.grpc_listen=127.0.0.1:0".into(),
+        "simulation.http_listen=127.0.0.1:0".into(),
+        "simulation.grpc_listen=127.0.0.1:0".into(),
         format!("storage.url=sqlite://{}/sdsim.db", dir.display()),
     ] {
         o.set(&s).unwrap();
