@@ -1,4 +1,4 @@
-//! One client connection: the JSON protocol of DESIGN.md over the WebSocket driver.
+//! One client connection: the JSON protocol (README, "Real time") over the WebSocket driver.
 //!
 //! client → server: `{"op":"auth","token":".."}`, `{"op":"subscribe","channel":"c","since":42,
 //! "epoch":".."}` (`since`, `epoch` optional), `{"op":"unsubscribe","channel":"c"}`,
