@@ -7,7 +7,8 @@ use base64::Engine;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 use sdsim_net::grpc::{Code, Status};
-use sdsim_projects::grpc::{failure_of, status_of};
+use sdsim_contract::{status as status_of, ServiceError};
+use sdsim_projects::Failure;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&code, data)) = data.split_first() else {
@@ -19,14 +20,14 @@ fuzz_target!(|data: &[u8]| {
     for value in values.iter().flatten() {
         let mut status = Status::new(code_of(code), "message");
         status.details = Status::details_from(Some(value));
-        let failure = failure_of(&status);
+        let failure = Failure::from_status(&status);
         let mut headers = http::HeaderMap::new();
         status_of(&failure).write(&mut headers);
         let mut again = Status::new(Code::Unknown, "");
         again.details = Status::details_from(headers.get("grpc-status-details-bin"));
         again.code = status_of(&failure).code;
         again.message = status_of(&failure).message;
-        assert_eq!(failure_of(&again), failure);
+        assert_eq!(Failure::from_status(&again), failure);
     }
 });
 
