@@ -403,7 +403,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     if args.target_only.is_none() {
         println!(
-            "# server pinned to CPU {}; client ({} current-thread runtime(s)) and publisher on CPU(s) {}; connect rate {}/s; medians of {} runs",
+            "# server pinned to CPU {}; client ({} load-generator thread(s), publishers included) on CPU(s) {}; connect rate {}/s; medians of {} runs",
             args.server_cpu,
             args.client_cpus.len(),
             client_cpus.join(","),
