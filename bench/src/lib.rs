@@ -1,11 +1,15 @@
 //! sdsim-bench: shared helpers of the benchmark binaries (`bench-mesh`, `bench-http`,
-//! `bench-ws`, `bench-auth`) and the peer servers they are compared with (`peer-axum`,
+//! `bench-ws`, `bench-auth`, `bench-shedding`) and the peer servers they are compared with (`peer-axum`,
 //! `peer-ws`, `peer-auth`).
 //!
 //! Layout:
 //! - [`process`]: start a server pinned to a CPU, wait for its port, stop it.
 //! - [`projects`]: the project and simulation services benchmark `bench-projects`.
 //! - [`proc_sample`]: a process's RSS and CPU time and the kernel's socket memory, from `/proc`.
+//! - [`sdsim_process`]: one pinned sdsim with its CPU time, `/metrics` counters and
+//!   the API calls a benchmark sets itself up with (`bench-shedding`).
+//! - [`split_load`]: open-loop HTTP load whose answers are split into admitted, shed (503) and
+//!   other, each with its own latency (`bench-shedding`).
 //! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
 //! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
 //! - [`verify_cost`]: ns per token check on one thread, ring against jsonwebtoken.
@@ -16,6 +20,8 @@
 
 pub mod proc_sample;
 pub mod projects;
+pub mod sdsim_process;
+pub mod split_load;
 pub mod token;
 pub mod token_checks;
 pub mod verify_cost;
@@ -89,6 +95,16 @@ pub mod process {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// CPU time used by the calling thread so far.
+pub fn thread_cpu() -> std::time::Duration {
+    // SAFETY: clock_gettime writes into the zeroed timespec it is given.
+    unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 }
 

@@ -48,6 +48,14 @@ impl ProcSample {
     }
 }
 
+/// The 1-minute load average from /proc/loadavg (NaN if it cannot be read).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 /// A process's user + system CPU time in seconds (all threads, exited ones included): from its
 /// CPU-time clock, or from `/proc/PID/stat` at clock-tick resolution where that is refused.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

@@ -20,6 +20,7 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use mimalloc::MiMalloc;
 use prost::Message;
+use sdsim_bench::proc_sample::load_average;
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::proto::ValidateTokenRequest;
 use sdsim_bench::token::{unix_now, Claims, Signer};
@@ -396,14 +397,6 @@ fn cost_table(iterations: u32, cpu: usize) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The 1-minute load average, from /proc/loadavg.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 fn sdsim_command(args: &Args, dir: &Path, ports: &[u16; 7], extra: &[&str]) -> Command {
     let mut c = pinned(&args.sdsim, args.server_cpu);
     c.arg("serve");
@@ -617,7 +610,7 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
     drop(servers);
 
-    let mut out = header(args, &load_at_start)?;
+    let mut out = header(args, load_at_start)?;
     out.push_str(&checks);
     out.push_str(&costs);
     out.push_str(&load_table(&names, &loads, &results)?);
@@ -629,7 +622,7 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The report's first lines: machine, placement, what each target is.
-fn header(args: &Args, load_at_start: &str) -> anyhow::Result<String> {
+fn header(args: &Args, load_at_start: f64) -> anyhow::Result<String> {
     let mut out = format!("# gRPC ValidateToken: {}\n", machine_line());
     writeln!(
         out,
@@ -650,7 +643,7 @@ fn header(args: &Args, load_at_start: &str) -> anyhow::Result<String> {
     writeln!(out, "# request: {{\"token\": <access token>, \"calling_service\": \"bench\"}}, the same token on every call (sdsim answers repeats from its per-shard cache of verified tokens; sdsim (no cache) and jsonwebtoken verify every call)")?;
     writeln!(
         out,
-        "# load average (1 min) of the machine: {load_at_start} at the start, {} at the end (other work on it skews the figures)",
+        "# load average (1 min) of the machine: {load_at_start:.2} at the start, {:.2} at the end (other work on it skews the figures)",
         load_average()
     )?;
     Ok(out)

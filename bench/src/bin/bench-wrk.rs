@@ -28,6 +28,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use mimalloc::MiMalloc;
+use sdsim_bench::proc_sample::load_average;
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::{machine_line, median};
 use sdsim_loadtest::run::{build_request, run_http_with, HttpLoad};
@@ -458,14 +459,6 @@ fn ratio_row(out: &mut String, load: &str, engine: &Sample, wrk: &Sample) -> std
     )
 }
 
-/// The 1-minute load average, from /proc/loadavg.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 /// wrk's version line, e.g. `wrk debian/4.1.0-3+b2 [epoll]`; wrk exits 1 after printing it.
 fn wrk_version(wrk: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new(wrk)
@@ -538,7 +531,7 @@ fn main() -> anyhow::Result<()> {
         log_run(&mut log, run, &what, "sdsim-loadtest", &r.measured);
         open.push(r.measured);
     }
-    let mut report = render(&args, &version, &load_at_start, &pairs, open_rate, &open)?;
+    let mut report = render(&args, &version, load_at_start, &pairs, open_rate, &open)?;
     report.push_str("\nEvery run (this machine is shared: throughput at 50 connections swings with its neighbours):\n\n```\n");
     for line in &log {
         report.push_str(line);
@@ -553,7 +546,7 @@ fn main() -> anyhow::Result<()> {
 fn render(
     args: &Args,
     version: &str,
-    load_at_start: &str,
+    load_at_start: f64,
     pairs: &[Pair],
     open_rate: f64,
     open: &[Sample],
@@ -569,7 +562,7 @@ fn render(
     )?;
     writeln!(
         out,
-        "# sdsim: 1 shard pinned to CPU {}, access log and rate limit off, restarted for every run; generators pinned to CPU {}, one thread each; {} s measured after {} s warm-up; medians of {} runs, generators alternating; load average {load_at_start} at start, {} at end",
+        "# sdsim: 1 shard pinned to CPU {}, access log and rate limit off, restarted for every run; generators pinned to CPU {}, one thread each; {} s measured after {} s warm-up; medians of {} runs, generators alternating; load average {load_at_start:.2} at start, {:.2} at end",
         args.server_cpu, args.client_cpu, args.duration, args.warmup, args.runs, load_average()
     )?;
     writeln!(

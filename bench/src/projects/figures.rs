@@ -3,14 +3,6 @@
 use crate::median;
 use sdsim_loadtest::report::Report;
 
-/// The 1-minute load average.
-pub(super) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 /// `a / b` as a ratio with two decimals.
 pub(super) fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}×", a / b)

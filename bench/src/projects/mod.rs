@@ -36,13 +36,13 @@ mod server;
 mod ws;
 
 use self::api::part_api;
-use self::figures::load_average;
 use self::http::{account, login};
 use self::monitor::Monitor;
 use self::runs::{part_runs, runs_header, RUNS_NOTE};
 use self::server::{add_admin, start_sdsim};
 use self::ws::{part_ws, ws_header, WS_NOTE};
 use crate::machine_line;
+use crate::proc_sample::load_average;
 use anyhow::{bail, ensure};
 use clap::Parser;
 use std::fmt::Write as _;
@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(report, "- servers pinned to CPU {} (every thread), load generators to CPU {}; one sdsim shard; a fresh SQLite database per server in a temporary directory", args.server_cpu, args.client_cpu)?;
     writeln!(report, "- sdsim `--set` of every server: `runtime.shards=1` `runtime.cpus=[{}]` `storage.url=sqlite://TMP/<server>/sdsim.db` `ratelimit.enabled=false` `log.access=false` `log.level=warn` `auth.access_ttl=1h` (tokens outlive the run){}, and every listener (`gateway.listen`, `auth.grpc_listen`, `auth.http_listen`, `project.grpc_listen`, `project.http_listen`, `simulation.grpc_listen`, `simulation.http_listen`) on a free 127.0.0.1 port; per part below", args.server_cpu, args.sdsim_set.iter().map(|s| format!(" `{s}`")).collect::<String>())?;
-    writeln!(report, "- load average (1 min): {load_at_start} at the start, {} at the end (the machine is shared; other work on it skews every figure); wall time {:.0} s", load_average(), started.elapsed().as_secs_f64())?;
+    writeln!(report, "- load average (1 min): {load_at_start:.2} at the start, {:.2} at the end (the machine is shared; other work on it skews every figure); wall time {:.0} s", load_average(), started.elapsed().as_secs_f64())?;
     report.push_str(&body);
     crate::write_report(args.out.as_deref(), "projects", &report)?;
     Ok(())
