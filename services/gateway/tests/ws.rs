@@ -575,6 +575,27 @@ fn publish_endpoint_validates_and_authorises() {
             400,
             "invalid_json",
         ),
+        // Strings in `data` are checked too (a raw control character, a bad `\u` escape), and
+        // before the channel: this body, refused channel and all, is `invalid_json`, not
+        // `bad_channel` (found by the `publish_body` fuzz target).
+        (
+            ADMIN,
+            "{\"channel\":\"x\",\"data\":\"a\u{1}b\"}",
+            400,
+            "invalid_json",
+        ),
+        (
+            ADMIN,
+            "{\"channel\":\"cAp%\",\"data\":\"\\u0\u{14}\u{0}\u{10}(0e9\\n[ [ \"}  ",
+            400,
+            "invalid_json",
+        ),
+        (
+            ADMIN,
+            r#"{"channel":"x","data":"\uZZ"}"#,
+            400,
+            "invalid_json",
+        ),
     ];
     for (token, body, status, code) in cases {
         let (got, v) = publish(addr, token, body);

@@ -348,21 +348,22 @@ pub fn decode_publish(body: &[u8]) -> Result<PublishRequest<'_>, Box<Response>> 
             &format!("body must be {{\"channel\": string, \"data\": any JSON}}: {e}"),
         ))
     })?;
-    if let Err(denied) = policy::valid_channel(&body.channel) {
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            denied.code,
-            &format!("channel: {}", denied.message),
-        )));
-    }
     // Finding the end of `data` skips it without checking its strings' escapes: `"\uZZ"` was
-    // accepted and reached every subscriber as an event that is not JSON. Parse it once.
+    // accepted and reached every subscriber as an event that is not JSON. Parse it once, before
+    // the channel: a body that is not JSON is `invalid_json`, whatever its channel.
     let data = body.data.as_raw_str();
     if let Err(e) = sonic_rs::from_str::<sonic_rs::Value>(data) {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             &format!("body must be {{\"channel\": string, \"data\": any JSON}}: `data`: {e}"),
+        )));
+    }
+    if let Err(denied) = policy::valid_channel(&body.channel) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            denied.code,
+            &format!("channel: {}", denied.message),
         )));
     }
     Ok(PublishRequest {
