@@ -89,6 +89,14 @@ thread_local! {
 
 /// Starts a one-thread monoio server; returns its address and the phase sender.
 fn start() -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
+    start_with(Settings {
+        keepalive_interval: Duration::from_millis(200),
+        ..Settings::default()
+    })
+}
+
+/// [`start`] with the given settings.
+fn start_with(settings: Settings) -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Accepting);
     std::thread::spawn(move || {
@@ -101,10 +109,7 @@ fn start() -> (SocketAddr, tokio::sync::watch::Sender<Phase>) {
             SELF.with(|a| a.set(Some(listener.local_addr().unwrap())));
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
             let services = Rc::new(services(phase_rx.clone()));
-            let settings = Rc::new(Settings {
-                keepalive_interval: Duration::from_millis(200),
-                ..Settings::default()
-            });
+            let settings = Rc::new(settings);
             loop {
                 let (stream, peer) = listener.accept().await.unwrap();
                 use monoio::io::IntoPollIo;
@@ -297,6 +302,53 @@ fn unary_status_codes_limits_and_deadlines() {
         .await
         .unwrap();
         assert_eq!(got.data, b"x");
+    });
+}
+
+#[test]
+fn a_unary_call_without_grpc_timeout_ends_at_the_servers_unary_timeout() {
+    let (addr, _phase) = start_with(Settings {
+        unary_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    });
+    rt().block_on(async {
+        let mut c = client(addr).await;
+        // No grpc-timeout, a handler that would run for an hour: the server's bound ends it.
+        let err = unary::<Blob, Blob>(
+            &mut c,
+            "/test.Svc/Sleep",
+            tonic::Request::new(Blob {
+                data: vec![],
+                n: 3_600_000,
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            err.message(),
+            "no grpc-timeout was sent and the call ran past 300ms (grpc.unary_timeout)"
+        );
+        // A client's own deadline wins, even when it is longer than the server's bound.
+        let mut req = tonic::Request::new(Blob {
+            data: b"slow".to_vec(),
+            n: 600,
+        });
+        req.set_timeout(Duration::from_secs(3600));
+        let got: Blob = unary(&mut c, "/test.Svc/Sleep", req).await.unwrap();
+        assert_eq!(got.data, b"slow");
+        // The connection still serves.
+        let got: Blob = unary(
+            &mut c,
+            "/test.Svc/Echo",
+            tonic::Request::new(Blob {
+                data: b"still here".to_vec(),
+                n: 0,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.data, b"still here");
     });
 }
 

@@ -777,6 +777,10 @@ pub struct GrpcConfig {
     /// closed ("0s": wait for them however long they take).
     #[serde(with = "duration")]
     pub max_connection_age_grace: Duration,
+    /// The deadline of a unary call whose client sent no `grpc-timeout` (and the bound on
+    /// reading any call's request); past it the call ends DEADLINE_EXCEEDED.
+    #[serde(with = "duration")]
+    pub unary_timeout: Duration,
     /// Mutual TLS: a PEM file of CA certificates; when set (and `tls.cert`/`tls.key` are), gRPC
     /// clients must present a certificate signed by one of them.
     pub client_ca: Option<String>,
@@ -793,6 +797,7 @@ impl Default for GrpcConfig {
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Duration::from_secs(5 * 60),
+            unary_timeout: Duration::from_secs(30),
             client_ca: None,
         }
     }
@@ -1091,6 +1096,7 @@ impl Config {
             ("grpc.keepalive_interval", grpc.keepalive_interval),
             ("grpc.keepalive_timeout", grpc.keepalive_timeout),
             ("grpc.max_connection_age", grpc.max_connection_age),
+            ("grpc.unary_timeout", grpc.unary_timeout),
         ] {
             if d.is_zero() {
                 bad(key, format_duration(d), "must be greater than zero");

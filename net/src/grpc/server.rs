@@ -57,6 +57,9 @@ pub struct Settings {
     /// How long calls in flight may go on after that GOAWAY before the connection is closed
     /// under them (`None`: as long as they take).
     pub max_connection_age_grace: Option<Duration>,
+    /// The deadline of a unary call that came without `grpc-timeout`, and the bound on reading
+    /// any call's request message (30 s).
+    pub unary_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Some(Duration::from_secs(5 * 60)),
+            unary_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -525,16 +529,25 @@ async fn serve_call(
             }
         },
     };
+    // Without a client deadline the server's own bounds the wait: a unary call gets
+    // `unary_timeout`; any call's request must arrive within it (a client that opens a stream and
+    // never sends its message does not hold a handler slot forever).
+    let server_bound = Instant::now() + settings.unary_timeout;
+    let read_until = deadline.map_or(server_bound, |d| d.min(server_bound));
     let read = read_request(&mut body, settings.max_message_bytes, request_gzip);
-    let message = match deadline {
-        Some(d) => match monoio::time::timeout_at(d.into(), read).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::new(
-                Code::DeadlineExceeded,
-                "deadline exceeded while reading the request",
-            )),
-        },
-        None => read.await,
+    let message = match monoio::time::timeout_at(read_until.into(), read).await {
+        Ok(r) => r,
+        Err(_) if deadline == Some(read_until) => Err(Status::new(
+            Code::DeadlineExceeded,
+            "deadline exceeded while reading the request",
+        )),
+        Err(_) => Err(Status::new(
+            Code::DeadlineExceeded,
+            format!(
+                "the request did not arrive within {} (grpc.unary_timeout)",
+                sdsim_core::config::format_duration(settings.unary_timeout)
+            ),
+        )),
     };
     let message = match message {
         Ok(m) => m,
@@ -553,9 +566,20 @@ async fn serve_call(
     let gone = Code::Cancelled;
     match handler {
         Handler::Unary(f) => {
-            let outcome = monoio::time::timeout_at(until(deadline).into(), f(call, message)).await;
+            let outcome =
+                monoio::time::timeout_at(deadline.unwrap_or(server_bound).into(), f(call, message))
+                    .await;
             let reply = match outcome {
-                Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),
+                Err(_) if deadline.is_some() => {
+                    Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"))
+                }
+                Err(_) => Err(Status::new(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "no grpc-timeout was sent and the call ran past {} (grpc.unary_timeout)",
+                        sdsim_core::config::format_duration(settings.unary_timeout)
+                    ),
+                )),
                 Ok(r) => r,
             };
             let reply = reply.and_then(|bytes| {

@@ -696,6 +696,7 @@ async fn grpc_accept_loop(
         max_concurrent_streams: grpc.max_concurrent_streams,
         keepalive_interval: grpc.keepalive_interval,
         keepalive_timeout: grpc.keepalive_timeout,
+        unary_timeout: grpc.unary_timeout,
         max_connection_age: grpc.max_connection_age,
         max_connection_age_grace: Some(grpc.max_connection_age_grace).filter(|g| !g.is_zero()),
     });
