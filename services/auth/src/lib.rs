@@ -8,6 +8,7 @@
 //!
 //! [`Auth::open`] builds the service; [`install_shard`] starts its per-shard parts.
 
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod mail;
