@@ -1,7 +1,13 @@
-//! The auth service's error: why an operation failed.
+//! The auth service's error, and how it appears on each wire: one table
+//! ([`ServiceError::wire`]) gives the HTTP status and error code and the gRPC code and
+//! `ErrorInfo` reason of each kind; [`Failure::from_received`] reads it back on the client side.
 
 use crate::password;
+use http::StatusCode;
+use sdsim_contract::{InvalidField, Received, ServiceError, Wire};
+use sdsim_net::grpc::Code;
 use sdsim_store::StoreError;
+use std::borrow::Cow;
 
 /// Why an operation failed; each maps to one HTTP status and one gRPC code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,7 +16,7 @@ pub enum Failure {
     #[error("{field}: {message}")]
     Invalid {
         /// The field.
-        field: &'static str,
+        field: Cow<'static, str>,
         /// What is wrong with it.
         message: String,
     },
@@ -49,5 +55,154 @@ impl From<StoreError> for Failure {
 impl From<password::Busy> for Failure {
     fn from(e: password::Busy) -> Failure {
         Failure::Unavailable(e.to_string())
+    }
+}
+
+impl From<InvalidField> for Failure {
+    fn from(e: InvalidField) -> Failure {
+        Failure::Invalid {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// `ErrorInfo` metadata: seconds until a locked account unlocks.
+const RETRY_AFTER: &str = "retry_after_s";
+
+impl ServiceError for Failure {
+    fn wire(&self) -> Wire {
+        use Code as G;
+        use StatusCode as H;
+        match self {
+            Failure::Invalid { .. } => Wire::new(
+                H::BAD_REQUEST,
+                "invalid_argument",
+                G::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
+            Failure::Unauthenticated(_) => Wire::new(
+                H::UNAUTHORIZED,
+                "unauthorized",
+                G::Unauthenticated,
+                "UNAUTHENTICATED",
+            ),
+            Failure::Forbidden(_) => {
+                Wire::new(H::FORBIDDEN, "forbidden", G::PermissionDenied, "FORBIDDEN")
+            }
+            Failure::Locked { retry_after_s } => Wire::new(
+                H::LOCKED,
+                "account_locked",
+                G::ResourceExhausted,
+                "ACCOUNT_LOCKED",
+            )
+            .retry_after(*retry_after_s),
+            Failure::Conflict(_) => {
+                Wire::new(H::CONFLICT, "conflict", G::AlreadyExists, "ALREADY_EXISTS")
+            }
+            Failure::NotFound(_) => Wire::new(H::NOT_FOUND, "not_found", G::NotFound, "NOT_FOUND"),
+            Failure::Unavailable(_) => Wire::new(
+                H::SERVICE_UNAVAILABLE,
+                "unavailable",
+                G::Unavailable,
+                "UNAVAILABLE",
+            )
+            .retry_after(1),
+        }
+    }
+
+    fn violations(&self) -> Vec<(&str, &str)> {
+        match self {
+            Failure::Invalid { field, message } => vec![(field.as_ref(), message.as_str())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Failure::Locked { retry_after_s } => vec![(RETRY_AFTER, retry_after_s.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn from_received(r: Received) -> Failure {
+        let message = r.message;
+        let invalid = |message| Failure::Invalid {
+            field: "request".into(),
+            message,
+        };
+        match r.reason.as_deref() {
+            Some("INVALID_ARGUMENT") => match r.violations.into_iter().next() {
+                Some((field, message)) => Failure::Invalid {
+                    field: field.into(),
+                    message,
+                },
+                None => invalid(message),
+            },
+            Some("UNAUTHENTICATED") => Failure::Unauthenticated(message),
+            Some("FORBIDDEN") => Failure::Forbidden(message),
+            Some("ACCOUNT_LOCKED") => Failure::Locked {
+                retry_after_s: r
+                    .metadata
+                    .get(RETRY_AFTER)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1),
+            },
+            Some("ALREADY_EXISTS") => Failure::Conflict(message),
+            Some("NOT_FOUND") => Failure::NotFound(message),
+            Some("UNAVAILABLE") => Failure::Unavailable(message),
+            _ => match r.code {
+                Code::InvalidArgument => invalid(message),
+                Code::Unauthenticated => Failure::Unauthenticated(message),
+                Code::PermissionDenied => Failure::Forbidden(message),
+                Code::NotFound => Failure::NotFound(message),
+                code => Failure::Unavailable(format!("{code:?}: {message}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sdsim_net::grpc::Status;
+
+    #[test]
+    fn every_failure_survives_the_wire() {
+        let failures = [
+            Failure::Invalid {
+                field: "user_id".into(),
+                message: "is required".into(),
+            },
+            Failure::Unauthenticated("token: the token has expired".into()),
+            Failure::Forbidden("changing roles needs the admin:users permission".into()),
+            Failure::Locked { retry_after_s: 42 },
+            Failure::Conflict("an account with email a@example.com already exists".into()),
+            Failure::NotFound("no user u".into()),
+            Failure::Unavailable("storage: down".into()),
+        ];
+        for f in failures {
+            let status = sdsim_contract::status(&f);
+            assert_eq!(status.message, f.to_string());
+            let mut trailers = http::HeaderMap::new();
+            status.write(&mut trailers);
+            let mut received = Status::new(status.code, status.message.clone());
+            received.details = Status::details_from(trailers.get("grpc-status-details-bin"));
+            assert_eq!(Failure::from_status(&received), f);
+        }
+    }
+
+    #[test]
+    fn http_answers_keep_their_status_code_and_retry_hint() {
+        let resp = sdsim_contract::response(&Failure::Locked { retry_after_s: 42 });
+        assert_eq!(resp.status(), StatusCode::LOCKED);
+        assert_eq!(resp.headers()["retry-after"], "42");
+        assert_eq!(
+            &resp.body()[..],
+            br#"{"error":{"code":"account_locked","message":"the account is locked after repeated failed logins; retry in 42 s"}}"#
+        );
+        let resp = sdsim_contract::response(&Failure::Conflict("taken".into()));
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        assert!(resp.headers().get("retry-after").is_none());
     }
 }

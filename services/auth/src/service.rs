@@ -7,7 +7,8 @@ mod keys;
 use crate::mail::Mail;
 use crate::password::{self, Hasher};
 use crate::token::{Claims, KeyRing, Keys};
-use crate::verifier::{Verified, Verifier};
+use crate::verifier::Verifier;
+use sdsim_contract::Caller;
 use sdsim_core::config::AuthConfig;
 use sdsim_store::{Statement, Store, StoreError, Value};
 use std::sync::Arc;
@@ -503,8 +504,13 @@ impl Auth {
     }
 
     /// Logs out the token's session.
-    pub async fn logout(&self, who: &Verified) -> Result<(), Failure> {
-        self.revoke_sessions(&[who.session_id.to_string()], "logout")
+    pub async fn logout(&self, who: &Caller) -> Result<(), Failure> {
+        let Some(session) = &who.session else {
+            return Err(Failure::Unauthenticated(
+                "only a user's access token has a session to end".into(),
+            ));
+        };
+        self.revoke_sessions(&[session.id.to_string()], "logout")
             .await
     }
 
@@ -542,7 +548,7 @@ impl Auth {
     }
 
     /// Whether `user` holds `permission` (from storage, for other services).
-    pub async fn check_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
+    pub async fn holds_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
         Ok(self.grants(user).await?.1.iter().any(|p| p == permission))
     }
 }

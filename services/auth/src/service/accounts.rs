@@ -2,8 +2,8 @@
 
 use super::{new_secret, now, secret_hash, Auth, User};
 use crate::password;
-use crate::verifier::Verified;
 use crate::Failure;
+use sdsim_contract::Caller;
 use sdsim_core::new_id;
 use sdsim_store::{Statement, StoreError, Value};
 
@@ -11,7 +11,7 @@ use sdsim_store::{Statement, StoreError, Value};
 pub fn normalise_email(raw: &str) -> Result<String, Failure> {
     let email = raw.trim().to_lowercase();
     let bad = |why: &str| Failure::Invalid {
-        field: "email",
+        field: "email".into(),
         message: why.to_string(),
     };
     if email.is_empty() {
@@ -55,7 +55,7 @@ impl Auth {
         let email = normalise_email(email)?;
         if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
             return Err(Failure::Invalid {
-                field: "password",
+                field: "password".into(),
                 message: why,
             });
         }
@@ -74,7 +74,7 @@ impl Auth {
         for role in roles {
             if !known.iter().any(|k| k == role) {
                 return Err(Failure::Invalid {
-                    field: "role",
+                    field: "role".into(),
                     message: format!("unknown role {role:?} (known: {})", known.join(", ")),
                 });
             }
@@ -197,7 +197,7 @@ impl Auth {
         let email = self.user(&user).await?.email;
         if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
             return Err(Failure::Invalid {
-                field: "password",
+                field: "password".into(),
                 message: why,
             });
         }
@@ -222,7 +222,7 @@ impl Auth {
             )
             .await?;
         let invalid = |why: &str| Failure::Invalid {
-            field: "token",
+            field: "token".into(),
             message: why.to_string(),
         };
         let row = row.ok_or_else(|| invalid("unknown token"))?;
@@ -246,7 +246,7 @@ impl Auth {
             .await?;
         if spent != 1 {
             return Err(Failure::Invalid {
-                field: "token",
+                field: "token".into(),
                 message: "the token was already used".into(),
             });
         }
@@ -257,7 +257,7 @@ impl Auth {
     /// roles apply at the next login.
     pub async fn set_roles(
         &self,
-        actor: &Verified,
+        actor: &Caller,
         user: &str,
         roles: &[String],
     ) -> Result<User, Failure> {
@@ -270,7 +270,7 @@ impl Auth {
         let known = self.role_names().await?;
         if let Some(bad) = roles.iter().find(|r| !known.contains(r)) {
             return Err(Failure::Invalid {
-                field: "roles",
+                field: "roles".into(),
                 message: format!("unknown role {bad:?} (known: {})", known.join(", ")),
             });
         }
@@ -317,7 +317,7 @@ mod tests {
         ] {
             let e = normalise_email(bad).unwrap_err();
             assert!(
-                matches!(e, Failure::Invalid { field: "email", .. }),
+                matches!(e, Failure::Invalid { ref field, .. } if field == "email"),
                 "{bad}"
             );
         }

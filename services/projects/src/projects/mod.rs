@@ -7,9 +7,13 @@
 //! not revealed). Admins act as owners of every project.
 
 mod catalog;
+pub mod contract;
 mod diff;
 mod history;
 mod sharing;
+pub(crate) mod wire;
+
+pub use contract::{ProjectContract, ProjectService, RemoteProjects};
 
 pub use self::diff::{diff_components, ComponentDiff};
 use self::diff::{same_json, Summary};
@@ -280,7 +284,7 @@ impl Projects {
     pub async fn role(&self, who: &Caller, id: &str) -> Result<Role, Failure> {
         who.require("project:read")?;
         let not_found = || Failure::NotFound(format!("project {id} not found"));
-        if who.is_admin {
+        if who.is_admin() {
             let exists = self
                 .store
                 .query_opt(
