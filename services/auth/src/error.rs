@@ -1,10 +1,10 @@
 //! The auth service's error, and how it appears on each wire: one table
-//! ([`ServiceError::wire`]) gives the HTTP status and error code and the gRPC code and
+//! ([`ServiceError::codes`]) gives the HTTP status and error code and the gRPC code and
 //! `ErrorInfo` reason of each kind; [`Failure::from_received`] reads it back on the client side.
 
 use crate::password;
 use http::StatusCode;
-use sdsim_contract::{InvalidField, Received, ServiceError, Wire};
+use sdsim_contract::{ErrorCodes, InvalidField, Received, ServiceError};
 use sdsim_net::grpc::Code;
 use sdsim_store::StoreError;
 use std::borrow::Cow;
@@ -71,26 +71,26 @@ impl From<InvalidField> for Failure {
 const RETRY_AFTER: &str = "retry_after_s";
 
 impl ServiceError for Failure {
-    fn wire(&self) -> Wire {
+    fn codes(&self) -> ErrorCodes {
         use Code as G;
         use StatusCode as H;
         match self {
-            Failure::Invalid { .. } => Wire::new(
+            Failure::Invalid { .. } => ErrorCodes::new(
                 H::BAD_REQUEST,
                 "invalid_argument",
                 G::InvalidArgument,
                 "INVALID_ARGUMENT",
             ),
-            Failure::Unauthenticated(_) => Wire::new(
+            Failure::Unauthenticated(_) => ErrorCodes::new(
                 H::UNAUTHORIZED,
                 "unauthorized",
                 G::Unauthenticated,
                 "UNAUTHENTICATED",
             ),
             Failure::Forbidden(_) => {
-                Wire::new(H::FORBIDDEN, "forbidden", G::PermissionDenied, "FORBIDDEN")
+                ErrorCodes::new(H::FORBIDDEN, "forbidden", G::PermissionDenied, "FORBIDDEN")
             }
-            Failure::Locked { retry_after_s } => Wire::new(
+            Failure::Locked { retry_after_s } => ErrorCodes::new(
                 H::LOCKED,
                 "account_locked",
                 G::ResourceExhausted,
@@ -98,10 +98,12 @@ impl ServiceError for Failure {
             )
             .retry_after(*retry_after_s),
             Failure::Conflict(_) => {
-                Wire::new(H::CONFLICT, "conflict", G::AlreadyExists, "ALREADY_EXISTS")
+                ErrorCodes::new(H::CONFLICT, "conflict", G::AlreadyExists, "ALREADY_EXISTS")
             }
-            Failure::NotFound(_) => Wire::new(H::NOT_FOUND, "not_found", G::NotFound, "NOT_FOUND"),
-            Failure::Unavailable(_) => Wire::new(
+            Failure::NotFound(_) => {
+                ErrorCodes::new(H::NOT_FOUND, "not_found", G::NotFound, "NOT_FOUND")
+            }
+            Failure::Unavailable(_) => ErrorCodes::new(
                 H::SERVICE_UNAVAILABLE,
                 "unavailable",
                 G::Unavailable,

@@ -26,7 +26,7 @@ pub const REQUESTS: &str = "sdsim_auth_requests_total";
 fn count<T>(operation: &'static str, r: &Result<T, Failure>) {
     let outcome = match r {
         Ok(_) => "ok",
-        Err(f) => f.wire().code,
+        Err(f) => f.codes().code,
     };
     if let Some(metrics) = Shard::try_current().and_then(|s| s.get::<Metrics>()) {
         metrics.inc(

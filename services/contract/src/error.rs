@@ -1,6 +1,6 @@
 //! A service's error on both wires, from one table.
 //!
-//! A service has one error type. It implements [`ServiceError`]: [`ServiceError::wire`] is the
+//! A service has one error type. It implements [`ServiceError`]: [`ServiceError::codes`] is the
 //! table (HTTP status and error code, gRPC code and `ErrorInfo` reason, retry hint), and
 //! [`ServiceError::from_received`] rebuilds the error from what a remote call received. From
 //! that, [`response`] writes `{"error":{"code","message"}}` and [`status`] writes the gRPC
@@ -22,7 +22,7 @@ pub const DOMAIN: &str = "sdsim";
 
 /// How one error appears on each wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wire {
+pub struct ErrorCodes {
     /// The HTTP status.
     pub http: StatusCode,
     /// The `code` of the HTTP error body, e.g. `not_found`.
@@ -37,15 +37,15 @@ pub struct Wire {
     pub problems_in_body: bool,
 }
 
-impl Wire {
+impl ErrorCodes {
     /// An error with these codes, no retry hint and no problem list.
     pub const fn new(
         http: StatusCode,
         code: &'static str,
         grpc: Code,
         reason: &'static str,
-    ) -> Wire {
-        Wire {
+    ) -> ErrorCodes {
+        ErrorCodes {
             http,
             code,
             grpc,
@@ -56,13 +56,13 @@ impl Wire {
     }
 
     /// With a retry hint.
-    pub const fn retry_after(mut self, seconds: i64) -> Wire {
+    pub const fn retry_after(mut self, seconds: i64) -> ErrorCodes {
         self.retry_after_s = Some(seconds);
         self
     }
 
     /// With the violations listed in the HTTP body.
-    pub const fn problems_in_body(mut self) -> Wire {
+    pub const fn problems_in_body(mut self) -> ErrorCodes {
         self.problems_in_body = true;
         self
     }
@@ -115,7 +115,7 @@ pub struct Received {
 /// A service's one error type.
 pub trait ServiceError: std::error::Error + From<InvalidField> + Sized {
     /// The table: how this error appears on each wire.
-    fn wire(&self) -> Wire;
+    fn codes(&self) -> ErrorCodes;
 
     /// Field violations: (field or path, what is wrong).
     fn violations(&self) -> Vec<(&str, &str)> {
@@ -152,9 +152,9 @@ const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 
 /// The gRPC status of an error, with its details.
 pub fn status<E: ServiceError>(e: &E) -> Status {
-    let wire = e.wire();
+    let codes = e.codes();
     let info = ErrorInfo {
-        reason: wire.reason.into(),
+        reason: codes.reason.into(),
         domain: DOMAIN.into(),
         metadata: e
             .metadata()
@@ -162,7 +162,7 @@ pub fn status<E: ServiceError>(e: &E) -> Status {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
     };
-    let mut status = Status::new(wire.grpc, e.to_string());
+    let mut status = Status::new(codes.grpc, e.to_string());
     status.details.push(Any {
         type_url: ERROR_INFO.into(),
         value: prost::Message::encode_to_vec(&info),
@@ -202,8 +202,8 @@ pub fn received(s: &Status) -> Received {
 /// The HTTP response of an error: `{"error":{"code","message"}}` (with `problems` when the
 /// table says so) and `Retry-After` when there is a retry hint.
 pub fn response<E: ServiceError>(e: &E) -> Response {
-    let wire = e.wire();
-    let mut resp = if wire.problems_in_body {
+    let codes = e.codes();
+    let mut resp = if codes.problems_in_body {
         #[derive(serde::Serialize)]
         struct Problem<'a> {
             path: &'a str,
@@ -225,19 +225,19 @@ pub fn response<E: ServiceError>(e: &E) -> Response {
             .map(|(path, message)| Problem { path, message })
             .collect();
         json(
-            wire.http,
+            codes.http,
             &Outer {
                 error: Inner {
-                    code: wire.code,
+                    code: codes.code,
                     message: e.to_string(),
                     problems,
                 },
             },
         )
     } else {
-        error(wire.http, wire.code, &e.to_string())
+        error(codes.http, codes.code, &e.to_string())
     };
-    if let Some(s) = wire.retry_after_s {
+    if let Some(s) = codes.retry_after_s {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(s.max(1)));
     }

@@ -28,7 +28,9 @@ pub mod wire;
 pub use caller::{
     bearer, http_caller, unauthorized, Authenticate, Caller, MissingPermission, Refusal, Session,
 };
-pub use error::{empty, required, response, status, InvalidField, Received, ServiceError, Wire};
+pub use error::{
+    empty, required, response, status, ErrorCodes, InvalidField, Received, ServiceError,
+};
 pub use remote::Remote;
 pub use wire::{ActsFor, Emit, Gone, Kind, Method, Pending, RequestWire, ResponseWire};
 

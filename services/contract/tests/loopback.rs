@@ -4,8 +4,8 @@
 //! for, and failures with their kind and field.
 
 use sdsim_contract::{
-    acts_for, contract, Authenticate, Caller, Emit, Gone, InvalidField, Kind, Pending, Received,
-    Refusal, Remote, RequestWire, ResponseWire, ServiceError, Wire,
+    acts_for, contract, Authenticate, Caller, Emit, ErrorCodes, Gone, InvalidField, Kind, Pending,
+    Received, Refusal, Remote, RequestWire, ResponseWire, ServiceError,
 };
 use sdsim_core::shutdown::Phase;
 use sdsim_net::grpc::server::serve_connection;
@@ -70,17 +70,19 @@ impl From<InvalidField> for Oops {
 }
 
 impl ServiceError for Oops {
-    fn wire(&self) -> Wire {
+    fn codes(&self) -> ErrorCodes {
         use http::StatusCode as H;
         match self {
-            Oops::Invalid { .. } => Wire::new(
+            Oops::Invalid { .. } => ErrorCodes::new(
                 H::BAD_REQUEST,
                 "invalid_argument",
                 Code::InvalidArgument,
                 "INVALID_ARGUMENT",
             ),
-            Oops::NotFound(_) => Wire::new(H::NOT_FOUND, "not_found", Code::NotFound, "NOT_FOUND"),
-            Oops::Other(_) => Wire::new(
+            Oops::NotFound(_) => {
+                ErrorCodes::new(H::NOT_FOUND, "not_found", Code::NotFound, "NOT_FOUND")
+            }
+            Oops::Other(_) => ErrorCodes::new(
                 H::SERVICE_UNAVAILABLE,
                 "unavailable",
                 Code::Unavailable,

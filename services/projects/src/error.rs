@@ -1,9 +1,9 @@
 //! The project and simulation services' error, and how it appears on each wire: one table
-//! ([`ServiceError::wire`]) gives the HTTP status and error code and the gRPC code and
+//! ([`ServiceError::codes`]) gives the HTTP status and error code and the gRPC code and
 //! `ErrorInfo` reason of each kind; [`Failure::from_received`] reads it back on the client side.
 
 use http::StatusCode;
-use sdsim_contract::{InvalidField, MissingPermission, Received, ServiceError, Wire};
+use sdsim_contract::{ErrorCodes, InvalidField, MissingPermission, Received, ServiceError};
 use sdsim_net::grpc::Code;
 use sdsim_store::StoreError;
 
@@ -83,17 +83,17 @@ impl From<MissingPermission> for Failure {
 }
 
 impl ServiceError for Failure {
-    fn wire(&self) -> Wire {
+    fn codes(&self) -> ErrorCodes {
         use Code as G;
         use StatusCode as H;
         match self {
-            Failure::Invalid { .. } => Wire::new(
+            Failure::Invalid { .. } => ErrorCodes::new(
                 H::BAD_REQUEST,
                 "invalid_argument",
                 G::InvalidArgument,
                 "INVALID_ARGUMENT",
             ),
-            Failure::Design(_) => Wire::new(
+            Failure::Design(_) => ErrorCodes::new(
                 H::UNPROCESSABLE_ENTITY,
                 "invalid_design",
                 G::InvalidArgument,
@@ -101,40 +101,42 @@ impl ServiceError for Failure {
             )
             .problems_in_body(),
             Failure::Forbidden(_) => {
-                Wire::new(H::FORBIDDEN, "forbidden", G::PermissionDenied, "FORBIDDEN")
+                ErrorCodes::new(H::FORBIDDEN, "forbidden", G::PermissionDenied, "FORBIDDEN")
             }
-            Failure::NotFound(_) => Wire::new(H::NOT_FOUND, "not_found", G::NotFound, "NOT_FOUND"),
+            Failure::NotFound(_) => {
+                ErrorCodes::new(H::NOT_FOUND, "not_found", G::NotFound, "NOT_FOUND")
+            }
             Failure::Conflict(_) => {
-                Wire::new(H::CONFLICT, "conflict", G::FailedPrecondition, "CONFLICT")
+                ErrorCodes::new(H::CONFLICT, "conflict", G::FailedPrecondition, "CONFLICT")
             }
-            Failure::QueueFull(_) => Wire::new(
+            Failure::QueueFull(_) => ErrorCodes::new(
                 H::SERVICE_UNAVAILABLE,
                 "queue_full",
                 G::ResourceExhausted,
                 "QUEUE_FULL",
             )
             .retry_after(1),
-            Failure::TooMany(_) => Wire::new(
+            Failure::TooMany(_) => ErrorCodes::new(
                 H::TOO_MANY_REQUESTS,
                 "too_many_runs",
                 G::ResourceExhausted,
                 "TOO_MANY_RUNS",
             )
             .retry_after(1),
-            Failure::Unavailable(_) => Wire::new(
+            Failure::Unavailable(_) => ErrorCodes::new(
                 H::SERVICE_UNAVAILABLE,
                 "unavailable",
                 G::Unavailable,
                 "UNAVAILABLE",
             )
             .retry_after(1),
-            Failure::TooLarge(_) => Wire::new(
+            Failure::TooLarge(_) => ErrorCodes::new(
                 H::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 G::ResourceExhausted,
                 "TOO_LARGE",
             ),
-            Failure::Timeout(_) => Wire::new(
+            Failure::Timeout(_) => ErrorCodes::new(
                 H::SERVICE_UNAVAILABLE,
                 "timeout",
                 G::DeadlineExceeded,
