@@ -204,14 +204,11 @@ where
         .expect("project and simulation routes are registered once");
 }
 
-/// The authenticator of the routes: the embedding server's.
-pub type Authenticator = Arc<dyn Authenticate>;
-
 /// Registers the project routes (`/api/templates`, `/api/projects/*`).
 pub fn register_projects(
     router: &mut Router,
     projects: &Rc<dyn ProjectService>,
-    auth: &Authenticator,
+    auth: &Arc<dyn Authenticate>,
 ) {
     // Each route: authenticate, then call the service with the request.
     macro_rules! route {
@@ -412,7 +409,7 @@ pub fn register_projects(
 pub fn register_simulations(
     router: &mut Router,
     sims: &Rc<dyn SimulationService>,
-    auth: &Authenticator,
+    auth: &Arc<dyn Authenticate>,
 ) {
     macro_rules! route {
         ($method:expr, $path:expr, |$s:ident, $who:ident, $req:ident| $body:expr) => {{
