@@ -1,14 +1,16 @@
 //! gRPC message frames (`sdsim_net::grpc::frame`) and the `grpc-status-details-bin` trailer
-//! (`sdsim_net::grpc::Status`, `sdsim_projects::grpc`).
+//! (`sdsim_net::grpc::Status`, and the projects' error table: `sdsim_contract::status`,
+//! `Failure::from_status`).
 
 use crate::alloc::peak_while;
 use crate::ALLOCATION_SLACK;
 use base64::Engine;
 use bytes::BytesMut;
 use http::HeaderValue;
+use sdsim_contract::{status as status_of, ServiceError};
 use sdsim_net::grpc::frame::{decode, encode};
 use sdsim_net::grpc::{Code, Status};
-use sdsim_projects::grpc::{failure_of, status_of};
+use sdsim_projects::Failure;
 
 const MAX: usize = 64 * 1024;
 
@@ -64,13 +66,13 @@ pub fn status_details(data: &[u8]) {
     for value in values.iter().flatten() {
         let mut status = Status::new(code_of(code), "message");
         status.details = Status::details_from(Some(value));
-        let failure = failure_of(&status);
+        let failure = Failure::from_status(&status);
         let mut headers = http::HeaderMap::new();
         status_of(&failure).write(&mut headers);
         let mut again = Status::new(Code::Unknown, "");
         again.details = Status::details_from(headers.get("grpc-status-details-bin"));
         again.code = status_of(&failure).code;
         again.message = status_of(&failure).message;
-        assert_eq!(failure_of(&again), failure);
+        assert_eq!(Failure::from_status(&again), failure);
     }
 }

@@ -1,49 +1,23 @@
 //! The auth service's HTTP API (the paths in the README), mounted on the gateway and on
 //! `auth.http_listen`.
+//!
+//! Errors are `{"error": {"code", "message"}}` with the status of the service's error table
+//! ([`crate::error`]). Routes that act on the caller's account (`/me`, `logout`, roles) take
+//! the caller from the one authentication layer ([`crate::authn`]) and need a user's access
+//! token: a static token has no account or session.
 
-use crate::service::{now, Auth, Failure};
-use crate::token::Problem;
-use crate::verifier::Verified;
-use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
+use crate::service::{Auth, Failure};
+use http::header::CACHE_CONTROL;
 use http::{HeaderValue, Method, StatusCode};
+use sdsim_contract::{empty, http_caller, response as failure, Authenticate, Caller, ServiceError};
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
 use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{
-    error, json, json_body as body, with_body, ClientAddr, PathParams, Request, Response,
+    error, json, json_body as body, ClientAddr, PathParams, Request, Response,
 };
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// HTTP status of a failure.
-pub fn status_of(f: &Failure) -> (StatusCode, &'static str) {
-    match f {
-        Failure::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
-        Failure::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-        Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        Failure::Locked { .. } => (StatusCode::LOCKED, "account_locked"),
-        Failure::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-        Failure::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-    }
-}
-
-/// The response for a failure.
-pub fn failure(f: &Failure) -> Response {
-    let (status, code) = status_of(f);
-    let mut resp = error(status, code, &f.to_string());
-    let retry = match f {
-        Failure::Locked { retry_after_s } => Some(*retry_after_s),
-        Failure::Unavailable(_) => Some(1),
-        _ => None,
-    };
-    if let Some(s) = retry {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(s.max(1)));
-    }
-    resp
-}
 
 /// Metric: register, login and refresh calls by outcome (`ok` or the error code).
 pub const REQUESTS: &str = "sdsim_auth_requests_total";
@@ -52,7 +26,7 @@ pub const REQUESTS: &str = "sdsim_auth_requests_total";
 fn count<T>(operation: &'static str, r: &Result<T, Failure>) {
     let outcome = match r {
         Ok(_) => "ok",
-        Err(f) => status_of(f).1,
+        Err(f) => f.codes().code,
     };
     if let Some(metrics) = Shard::try_current().and_then(|s| s.get::<Metrics>()) {
         metrics.inc(
@@ -73,40 +47,17 @@ fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Re
     }
 }
 
-/// The request's bearer token.
-pub fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// Verifies the request's bearer token (the shard-local fast path).
-pub fn authenticate(auth: &Auth, req: &Request) -> Result<Verified, Box<Response>> {
-    authenticate_with(auth.verifier(), req)
-}
-
-/// [`authenticate`] with a verifier (what other services in the process use).
-pub fn authenticate_with(
-    verifier: &crate::verifier::Verifier,
-    req: &Request,
-) -> Result<Verified, Box<Response>> {
-    let token = bearer(req).ok_or_else(|| {
-        Box::new(error(
+/// The caller of a route that acts on the caller's own account: a user's access token.
+fn account_holder(auth: &dyn Authenticate, req: &Request) -> Result<Caller, Box<Response>> {
+    let who = http_caller(auth, req)?;
+    if who.session.is_none() {
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "a bearer token is required (Authorization: Bearer ...)",
-        ))
-    })?;
-    verifier.verify(token, now()).map_err(|p: Problem| {
-        Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &p.to_string(),
-        ))
-    })
+            "this route needs a user's access token",
+        )));
+    }
+    Ok(who)
 }
 
 // The request bodies are public so that the fuzz targets decode them exactly as the handlers do.
@@ -193,8 +144,8 @@ fn client(req: &Request) -> String {
         .unwrap_or_default()
 }
 
-/// Mounts the routes on `router`.
-pub fn register(router: &mut Router, auth: &Arc<Auth>) {
+/// Mounts the routes on `router`; `authn` authenticates the routes that need a caller.
+pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authenticate>) {
     let a = Arc::clone(auth);
     add(router, Method::POST, "/api/auth/register", move |req| {
         let a = Arc::clone(&a);
@@ -225,26 +176,31 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
             respond(StatusCode::OK, r)
         }
     });
-    let a = Arc::clone(auth);
+    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
     add(router, Method::POST, "/api/auth/logout", move |req| {
-        let a = Arc::clone(&a);
+        let (a, n) = (Arc::clone(&a), Arc::clone(&n));
         async move {
-            let who = try_or!(authenticate(&a, &req));
+            let who = try_or!(account_holder(&*n, &req));
             match a.logout(&who).await {
-                Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+                Ok(()) => empty(StatusCode::NO_CONTENT),
                 Err(f) => failure(&f),
             }
         }
     });
-    let a = Arc::clone(auth);
+    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
     add(router, Method::GET, "/api/auth/me", move |req| {
-        let a = Arc::clone(&a);
+        let (a, n) = (Arc::clone(&a), Arc::clone(&n));
         async move {
-            let who = try_or!(authenticate(&a, &req));
+            let who = try_or!(account_holder(&*n, &req));
+            let (session_id, expires_at) = who
+                .session
+                .as_ref()
+                .map(|s| (s.id.to_string(), s.expires_at))
+                .unwrap_or_default();
             let r = a.user(&who.user_id).await.map(|user| Me {
                 user,
-                session_id: who.session_id.to_string(),
-                expires_at: who.expires_at,
+                session_id,
+                expires_at,
             });
             respond(StatusCode::OK, r)
         }
@@ -269,7 +225,7 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
                 let b: EmailBody = try_or!(body(&req, r#"{"email": string}"#));
                 match a.request_reset(&b.email).await {
                     // The same answer whether or not the account exists.
-                    Ok(()) => with_body(StatusCode::ACCEPTED, "application/json", Bytes::new()),
+                    Ok(()) => empty(StatusCode::ACCEPTED),
                     Err(f) => failure(&f),
                 }
             }
@@ -285,21 +241,21 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>) {
             async move {
                 let b: ResetBody = try_or!(body(&req, r#"{"token": string, "password": string}"#));
                 match a.reset_password(&b.token, &b.password).await {
-                    Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+                    Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(f) => failure(&f),
                 }
             }
         },
     );
-    let a = Arc::clone(auth);
+    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
     add(
         router,
         Method::PUT,
         "/api/auth/users/{id}/roles",
         move |req| {
-            let a = Arc::clone(&a);
+            let (a, n) = (Arc::clone(&a), Arc::clone(&n));
             async move {
-                let who = try_or!(authenticate(&a, &req));
+                let who = try_or!(account_holder(&*n, &req));
                 let b: RolesBody = try_or!(body(&req, r#"{"roles": [string]}"#));
                 let id = req
                     .extensions()

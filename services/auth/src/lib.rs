@@ -1,21 +1,31 @@
 //! The sdsim auth service (seed 004's "most critical" component).
 //!
 //! - [`token`]: EdDSA JWTs and the key ring; [`verifier`]: the shard-local validation fast path.
+//! - [`authn`]: the one authentication layer: bearer token → [`sdsim_contract::Caller`], for
+//!   HTTP, WebSocket and gRPC.
 //! - [`password`]: strength rules and the argon2id hashing pool.
 //! - [`service`]: accounts, sessions, refresh-token families, lockout, RBAC, one-time tokens.
 //! - [`mail`]: the outbox and its senders.
-//! - [`http`] and [`grpc`]: the two surfaces.
+//! - [`error`]: [`Failure`], the service's one error type, and its HTTP and gRPC forms.
+//! - [`contract`]: `sdsim.auth.v1.AuthService` — the trait other services call, its gRPC
+//!   registration and remote client; [`http`]: the account API (register, login, ...).
+//! - [`pb`]: the messages of `proto/sdsim/auth/v1`.
 //!
 //! [`Auth::open`] builds the service; [`install_shard`] starts its per-shard parts.
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod grpc;
+pub mod authn;
+pub mod contract;
+pub mod error;
 pub mod http;
 pub mod mail;
 pub mod password;
 pub mod service;
 pub mod token;
 pub mod verifier;
+mod wire;
 
+pub use contract::{AuthContract, AuthService, RemoteAuth};
 pub use service::{Auth, Failure, REVOCATIONS};
 
 use sdsim_core::bus::{Bus, Event, Sink};
@@ -28,7 +38,7 @@ use std::time::Duration;
 use verifier::Verifier;
 
 /// Types generated from `proto/sdsim/auth/v1/auth.proto`.
-#[allow(missing_docs, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/sdsim.auth.v1.rs"));
 }
@@ -45,22 +55,48 @@ pub fn open_store(config: &Config) -> Result<Store, sdsim_store::StoreError> {
     )
 }
 
+/// Why the auth service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The password hashing threads could not be started.
+    #[error("starting the hashing threads: {0}")]
+    Hashing(std::io::Error),
+    /// `auth.mail_sender` names a sender that cannot be opened.
+    #[error("auth.mail_sender = {setting}: {error}")]
+    Mail {
+        /// The setting.
+        setting: String,
+        /// Why it cannot be opened.
+        error: std::io::Error,
+    },
+    /// The signing keys could not be loaded or made.
+    #[error("loading the signing keys: {0}")]
+    Keys(Failure),
+}
+
 impl Auth {
     /// The service on `store`: starts the hashing pool and mail sender, loads (or makes) the
     /// signing keys. `shards` sizes the hashing pool when `auth.hash_threads` is 0.
-    pub async fn open(config: &Config, store: Store, shards: usize) -> Result<Arc<Auth>, String> {
+    pub async fn open(
+        config: &Config,
+        store: Store,
+        shards: usize,
+    ) -> Result<Arc<Auth>, OpenError> {
         let threads = match config.auth.hash_threads {
             0 => shards.max(1),
             n => n,
         };
-        let hasher = password::Hasher::start(threads, config.auth.hash_queue)
-            .map_err(|e| format!("starting the hashing threads: {e}"))?;
-        let mail = mail::Mail::from_config(&config.auth.mail_sender)
-            .map_err(|e| format!("auth.mail_sender = {}: {e}", config.auth.mail_sender))?;
+        let hasher =
+            password::Hasher::start(threads, config.auth.hash_queue).map_err(OpenError::Hashing)?;
+        let mail =
+            mail::Mail::from_config(&config.auth.mail_sender).map_err(|error| OpenError::Mail {
+                setting: config.auth.mail_sender.clone(),
+                error,
+            })?;
         let auth = Auth::new(store, config.auth.clone(), hasher, Arc::new(mail));
         auth.refresh_keys(service::now())
             .await
-            .map_err(|e| format!("loading the signing keys: {e}"))?;
+            .map_err(OpenError::Keys)?;
         Ok(auth)
     }
 }

@@ -1,10 +1,14 @@
 //! The auth service's logic, shared by its HTTP routes, its gRPC methods and the CLI: accounts,
 //! sessions and refresh-token families, lockout, RBAC, one-time tokens, signing keys.
 
+mod accounts;
+mod keys;
+
 use crate::mail::Mail;
 use crate::password::{self, Hasher};
-use crate::token::{Claims, KeyRing, Keys, SigningKey};
-use crate::verifier::{Verified, Verifier};
+use crate::token::{Claims, KeyRing, Keys};
+use crate::verifier::Verifier;
+use sdsim_contract::Caller;
 use sdsim_core::config::AuthConfig;
 use sdsim_store::{Statement, Store, StoreError, Value};
 use std::sync::Arc;
@@ -12,54 +16,8 @@ use std::sync::Arc;
 /// Bus channel carrying revoked sessions to every shard and, through Redis, every instance.
 pub const REVOCATIONS: &str = "auth:internal:revocations";
 
-/// Why an operation failed; each maps to one HTTP status and one gRPC code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
-    /// A field is missing or wrong (400 / INVALID_ARGUMENT).
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// Credentials or token refused (401 / UNAUTHENTICATED).
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// Not allowed (403 / PERMISSION_DENIED).
-    #[error("{0}")]
-    Forbidden(String),
-    /// Too many failed logins (423 / RESOURCE_EXHAUSTED).
-    #[error("the account is locked after repeated failed logins; retry in {retry_after_s} s")]
-    Locked {
-        /// Seconds until it unlocks.
-        retry_after_s: i64,
-    },
-    /// Already exists (409 / ALREADY_EXISTS).
-    #[error("{0}")]
-    Conflict(String),
-    /// Unknown (404 / NOT_FOUND).
-    #[error("{0}")]
-    NotFound(String),
-    /// The database or the hashing pool is unavailable (503 / UNAVAILABLE).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        match e {
-            StoreError::Conflict(m) => Failure::Conflict(m),
-            other => Failure::Unavailable(format!("storage: {other}")),
-        }
-    }
-}
-
-impl From<password::Busy> for Failure {
-    fn from(e: password::Busy) -> Failure {
-        Failure::Unavailable(e.to_string())
-    }
-}
+pub use self::accounts::normalise_email;
+pub use crate::error::Failure;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -152,48 +110,6 @@ pub fn secret_hash(secret: &str) -> String {
         .collect()
 }
 
-/// The normalised email, or why it is not one.
-pub fn normalise_email(raw: &str) -> Result<String, Failure> {
-    let email = raw.trim().to_lowercase();
-    let bad = |why: &str| Failure::Invalid {
-        field: "email",
-        message: why.to_string(),
-    };
-    if email.is_empty() {
-        return Err(bad("is required"));
-    }
-    if email.len() > 254 {
-        return Err(bad("must be at most 254 characters"));
-    }
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return Err(bad("must look like name@example.com"));
-    };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-        && labels
-            .last()
-            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
-    if !local_ok || !domain_ok {
-        return Err(bad("must look like name@example.com"));
-    }
-    Ok(email)
-}
-
 impl Auth {
     /// The service over `store` (migrated), with its hashing pool and mail sender.
     pub fn new(
@@ -243,92 +159,6 @@ impl Auth {
         self.verifier.ring()
     }
 
-    /// Reads the signing keys, making the first one or the next one when due, and installs the
-    /// ring (keys still needed to verify live tokens, the current signer, the next one).
-    pub async fn refresh_keys(&self, now: i64) -> Result<(), Failure> {
-        let mut rows = self.load_keys().await?;
-        let rotation = self.config.key_rotation.as_secs() as i64;
-        let newest_created = rows.iter().map(|k| k.1).max();
-        let due = match newest_created {
-            None => Some(now),
-            Some(created) if created + rotation <= now => {
-                Some(now + self.config.key_publish_delay.as_secs() as i64)
-            }
-            _ => None,
-        };
-        if let Some(active_from) = due {
-            let key = SigningKey::generate()
-                .map_err(|_| Failure::Unavailable("cannot generate a signing key".into()))?;
-            self.store
-                .execute(
-                    "INSERT INTO auth_schema.signing_keys (kid, private_pkcs8, public_key, created_at, active_from) VALUES ($1, $2, $3, $4, $5)",
-                    vec![
-                        Value::Text(key.kid.clone()),
-                        Value::Bytes(key.pkcs8.clone()),
-                        Value::Bytes(key.public()),
-                        Value::Int(now),
-                        Value::Int(active_from),
-                    ],
-                )
-                .await?;
-            tracing::info!(kid = %key.kid, active_from, "new signing key");
-            rows = self.load_keys().await?;
-        }
-        // Oldest first: (kid, created_at, active_from, pkcs8).
-        rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
-        let grace = self.config.access_ttl.as_secs() as i64 + 60;
-        let signer_index = rows.iter().rposition(|k| k.2 <= now).unwrap_or(0);
-        let mut public = Vec::new();
-        for (i, (kid, _, _, pkcs8)) in rows.iter().enumerate() {
-            let successor_since = rows.get(i + 1).map(|n| n.2).filter(|t| *t <= now);
-            let needed = match successor_since {
-                Some(t) => t + grace > now,
-                None => true,
-            };
-            if needed {
-                let key = SigningKey::from_pkcs8(kid.clone(), pkcs8.clone()).map_err(|e| {
-                    Failure::Unavailable(format!("signing key {kid} is unreadable: {e}"))
-                })?;
-                public.push((kid.clone(), key.public()));
-            }
-        }
-        let signer = rows
-            .get(signer_index)
-            .map(|(kid, _, _, pkcs8)| SigningKey::from_pkcs8(kid.clone(), pkcs8.clone()))
-            .transpose()
-            .map_err(|e| Failure::Unavailable(format!("signing key is unreadable: {e}")))?
-            .map(Arc::new);
-        let (_, current) = self.keys.current();
-        let same = current.signer().map(|k| &k.kid) == signer.as_ref().map(|k| &k.kid)
-            && public.iter().all(|(kid, _)| current.knows(kid))
-            && current.len() == public.len();
-        if !same {
-            self.keys.replace(KeyRing::new(signer, public));
-        }
-        Ok(())
-    }
-
-    async fn load_keys(&self) -> Result<Vec<(String, i64, i64, Vec<u8>)>, Failure> {
-        let rows = self
-            .store
-            .query(
-                "SELECT kid, created_at, active_from, private_pkcs8 FROM auth_schema.signing_keys",
-                vec![],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.text(0)?.to_string(),
-                    r.int(1)?,
-                    r.int(2)?,
-                    r.bytes(3)?.to_vec(),
-                ))
-            })
-            .collect::<Result<_, StoreError>>()
-            .map_err(Failure::from)
-    }
-
     /// Sessions revoked recently enough that their access tokens may still be live, with the
     /// time until which they matter (every shard loads these at start).
     pub async fn recent_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, Failure> {
@@ -356,99 +186,6 @@ impl Auth {
             .map(|r| Ok((r.text(0)?.to_string(), r.int(1)?)))
             .collect::<Result<_, StoreError>>()
             .map_err(Failure::from)
-    }
-
-    /// Registers an account with the `user` role and queues its verification mail.
-    pub async fn register(&self, email: &str, password: &str) -> Result<User, Failure> {
-        let email = normalise_email(email)?;
-        if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
-            return Err(Failure::Invalid {
-                field: "password",
-                message: why,
-            });
-        }
-        self.create_user(&email, password, &["user"]).await
-    }
-
-    /// Creates an account with `roles` (the CLI bootstraps operators this way).
-    pub async fn create_user(
-        &self,
-        email: &str,
-        password: &str,
-        roles: &[&str],
-    ) -> Result<User, Failure> {
-        let email = normalise_email(email)?;
-        let known = self.role_names().await?;
-        for role in roles {
-            if !known.iter().any(|k| k == role) {
-                return Err(Failure::Invalid {
-                    field: "role",
-                    message: format!("unknown role {role:?} (known: {})", known.join(", ")),
-                });
-            }
-        }
-        let hash = self.hasher.hash(password).await?;
-        let id = new_id();
-        let now = now();
-        let verify = new_secret();
-        let mut statements = vec![Statement::new(
-            "INSERT INTO auth_schema.users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-            vec![
-                Value::Text(id.clone()),
-                Value::Text(email.clone()),
-                Value::Text(hash),
-                Value::Int(now),
-            ],
-        )];
-        for role in roles {
-            statements.push(Statement::new(
-                "INSERT INTO auth_schema.user_roles (user_id, role) VALUES ($1, $2)",
-                vec![Value::Text(id.clone()), Value::Text(role.to_string())],
-            ));
-        }
-        statements.push(self.one_time_token(&id, "verify_email", &verify, now));
-        statements.push(self.mail.queue(
-            "verify_email",
-            &email,
-            &format!(
-                "Confirm your email address: {}/verify-email?token={verify}",
-                self.config.public_url
-            ),
-            now,
-        ));
-        match self.store.batch(statements).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => {
-                return Err(Failure::Conflict(format!(
-                    "an account with email {email} already exists"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.mail.wake();
-        self.user(&id).await
-    }
-
-    fn one_time_token(&self, user: &str, purpose: &str, secret: &str, now: i64) -> Statement {
-        let ttl = match purpose {
-            "verify_email" => self.config.verify_email_ttl,
-            _ => self.config.reset_ttl,
-        };
-        Statement::new(
-            "INSERT INTO auth_schema.one_time_tokens (token_hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                Value::Text(secret_hash(secret)),
-                Value::Text(user.to_string()),
-                Value::Text(purpose.to_string()),
-                Value::Int(now),
-                Value::Int(now + ttl.as_secs() as i64),
-            ],
-        )
-    }
-
-    async fn role_names(&self) -> Result<Vec<String>, Failure> {
-        self.strings("SELECT name FROM auth_schema.roles ORDER BY name", vec![])
-            .await
     }
 
     /// The first column of every row, as text.
@@ -767,8 +504,13 @@ impl Auth {
     }
 
     /// Logs out the token's session.
-    pub async fn logout(&self, who: &Verified) -> Result<(), Failure> {
-        self.revoke_sessions(&[who.session_id.to_string()], "logout")
+    pub async fn logout(&self, who: &Caller) -> Result<(), Failure> {
+        let Some(session) = &who.session else {
+            return Err(Failure::Unauthenticated(
+                "only a user's access token has a session to end".into(),
+            ));
+        };
+        self.revoke_sessions(&[session.id.to_string()], "logout")
             .await
     }
 
@@ -805,155 +547,8 @@ impl Auth {
         })
     }
 
-    /// Marks an email verified with a token from the verification mail.
-    pub async fn verify_email(&self, token: &str) -> Result<User, Failure> {
-        let user = self.spend_one_time(token, "verify_email").await?;
-        self.store
-            .execute(
-                "UPDATE auth_schema.users SET email_verified = TRUE, updated_at = $2 WHERE id = $1",
-                vec![Value::Text(user.clone()), Value::Int(now())],
-            )
-            .await?;
-        self.user(&user).await
-    }
-
-    /// Queues a password reset mail when the account exists (the answer never says whether).
-    pub async fn request_reset(&self, email: &str) -> Result<(), Failure> {
-        let Ok(email) = normalise_email(email) else {
-            return Ok(());
-        };
-        let row = self
-            .store
-            .query_opt(
-                "SELECT id FROM auth_schema.users WHERE email = $1",
-                vec![Value::Text(email.clone())],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(());
-        };
-        let secret = new_secret();
-        let now = now();
-        self.store
-            .batch(vec![
-                self.one_time_token(row.text(0)?, "reset_password", &secret, now),
-                self.mail.queue(
-                    "reset_password",
-                    &email,
-                    &format!(
-                        "Reset your password: {}/reset-password?token={secret}",
-                        self.config.public_url
-                    ),
-                    now,
-                ),
-            ])
-            .await?;
-        self.mail.wake();
-        Ok(())
-    }
-
-    /// Sets a new password with a reset token; every session of the account is revoked and
-    /// the lockout cleared.
-    pub async fn reset_password(&self, token: &str, password: &str) -> Result<(), Failure> {
-        let user = self.peek_one_time(token, "reset_password").await?;
-        let email = self.user(&user).await?.email;
-        if let Some(why) = password::weakness(password, &email, self.config.min_password_score) {
-            return Err(Failure::Invalid {
-                field: "password",
-                message: why,
-            });
-        }
-        let hash = self.hasher.hash(password).await?;
-        let user = self.spend_one_time(token, "reset_password").await?;
-        self.store
-            .execute(
-                "UPDATE auth_schema.users SET password_hash = $2, failed_logins = 0, first_failed_at = NULL, locked_until = NULL, updated_at = $3 WHERE id = $1",
-                vec![Value::Text(user.clone()), Value::Text(hash), Value::Int(now())],
-            )
-            .await?;
-        let sessions = self.open_sessions(&user).await?;
-        self.revoke_sessions(&sessions, "password reset").await
-    }
-
-    async fn peek_one_time(&self, token: &str, purpose: &str) -> Result<String, Failure> {
-        let row = self
-            .store
-            .query_opt(
-                "SELECT user_id, expires_at, used_at FROM auth_schema.one_time_tokens WHERE token_hash = $1 AND purpose = $2",
-                vec![Value::Text(secret_hash(token)), Value::Text(purpose.into())],
-            )
-            .await?;
-        let invalid = |why: &str| Failure::Invalid {
-            field: "token",
-            message: why.to_string(),
-        };
-        let row = row.ok_or_else(|| invalid("unknown token"))?;
-        if row.opt_int(2)?.is_some() {
-            return Err(invalid("the token was already used"));
-        }
-        if row.int(1)? <= now() {
-            return Err(invalid("the token has expired"));
-        }
-        Ok(row.text(0)?.to_string())
-    }
-
-    async fn spend_one_time(&self, token: &str, purpose: &str) -> Result<String, Failure> {
-        let user = self.peek_one_time(token, purpose).await?;
-        let spent = self
-            .store
-            .execute(
-                "UPDATE auth_schema.one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
-                vec![Value::Text(secret_hash(token)), Value::Int(now())],
-            )
-            .await?;
-        if spent != 1 {
-            return Err(Failure::Invalid {
-                field: "token",
-                message: "the token was already used".into(),
-            });
-        }
-        Ok(user)
-    }
-
-    /// Replaces a user's roles (needs `admin:users`); their sessions are revoked so the new
-    /// roles apply at the next login.
-    pub async fn set_roles(
-        &self,
-        actor: &Verified,
-        user: &str,
-        roles: &[String],
-    ) -> Result<User, Failure> {
-        if !actor.has_perm("admin:users") {
-            return Err(Failure::Forbidden(
-                "changing roles needs the admin:users permission".into(),
-            ));
-        }
-        self.user(user).await?;
-        let known = self.role_names().await?;
-        if let Some(bad) = roles.iter().find(|r| !known.contains(r)) {
-            return Err(Failure::Invalid {
-                field: "roles",
-                message: format!("unknown role {bad:?} (known: {})", known.join(", ")),
-            });
-        }
-        let mut statements = vec![Statement::new(
-            "DELETE FROM auth_schema.user_roles WHERE user_id = $1",
-            vec![Value::Text(user.to_string())],
-        )];
-        for role in roles {
-            statements.push(Statement::new(
-                "INSERT INTO auth_schema.user_roles (user_id, role) VALUES ($1, $2)",
-                vec![Value::Text(user.to_string()), Value::Text(role.clone())],
-            ));
-        }
-        self.store.batch(statements).await?;
-        let sessions = self.open_sessions(user).await?;
-        self.revoke_sessions(&sessions, "roles changed").await?;
-        self.user(user).await
-    }
-
     /// Whether `user` holds `permission` (from storage, for other services).
-    pub async fn check_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
+    pub async fn holds_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
         Ok(self.grants(user).await?.1.iter().any(|p| p == permission))
     }
 }
@@ -989,35 +584,6 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails() {
-        assert_eq!(
-            normalise_email(" Ada@Example.COM ").unwrap(),
-            "ada@example.com"
-        );
-        assert!(normalise_email("a.b+tag@sub.example.org").is_ok());
-        for bad in [
-            "",
-            "plain",
-            "@example.com",
-            "a@",
-            "a@example",
-            "a@@example.com",
-            "a..b@example.com",
-            ".a@example.com",
-            "a@-example.com",
-            "a b@example.com",
-            "a@example.c0m",
-        ] {
-            let e = normalise_email(bad).unwrap_err();
-            assert!(
-                matches!(e, Failure::Invalid { field: "email", .. }),
-                "{bad}"
-            );
-        }
-        assert!(normalise_email(&format!("{}@example.com", "a".repeat(65))).is_err());
-    }
 
     #[test]
     fn ids_are_uuid_v4() {

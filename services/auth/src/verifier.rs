@@ -5,48 +5,33 @@
 //! atomic version number of the key ring.
 
 use crate::token::{Claims, KeyRing, Keys, Problem};
+use sdsim_contract::{Caller, Session};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A verified access token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    /// The user id.
-    pub user_id: Arc<str>,
-    /// The session id.
-    pub session_id: Arc<str>,
-    /// The email.
-    pub email: Arc<str>,
-    /// Roles.
-    pub roles: Arc<[String]>,
-    /// Permissions.
-    pub perms: Arc<[String]>,
-    /// Expiry (Unix seconds).
-    pub expires_at: i64,
+/// The caller an access token's claims name, with its session.
+fn caller_of(c: Claims) -> Caller {
+    Caller {
+        user_id: c.sub.into(),
+        roles: c.roles.into(),
+        perms: c.perms.into(),
+        session: Some(Session {
+            id: c.sid.into(),
+            email: c.email.into(),
+            expires_at: c.exp,
+        }),
+    }
 }
 
-impl Verified {
-    fn from_claims(c: Claims) -> Verified {
-        Verified {
-            user_id: c.sub.into(),
-            session_id: c.sid.into(),
-            email: c.email.into(),
-            roles: c.roles.into(),
-            perms: c.perms.into(),
-            expires_at: c.exp,
-        }
-    }
+/// When a cached caller's token expires.
+fn expiry(c: &Caller) -> i64 {
+    c.session.as_ref().map_or(0, |s| s.expires_at)
+}
 
-    /// Whether the token carries `role`.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-
-    /// Whether the token grants `perm`.
-    pub fn has_perm(&self, perm: &str) -> bool {
-        self.perms.iter().any(|p| p == perm)
-    }
+/// Whether a cached caller's token belongs to session `sid`.
+fn in_session(c: &Caller, sid: &str) -> bool {
+    c.session.as_ref().is_some_and(|s| *s.id == *sid)
 }
 
 /// Shared configuration of every shard's verifier.
@@ -61,7 +46,7 @@ struct Local {
     owner: usize,
     version: u64,
     ring: Arc<KeyRing>,
-    cache: HashMap<u128, Verified>,
+    cache: HashMap<u128, Caller>,
     /// Revoked session id → until when it matters (its last token's expiry).
     revoked: HashMap<Arc<str>, i64>,
     hits: u64,
@@ -143,8 +128,8 @@ impl Verifier {
         self.with_local(|local| Arc::clone(&local.ring))
     }
 
-    /// Verifies `token` at `now` (Unix seconds).
-    pub fn verify(&self, token: &str, now: i64) -> Result<Verified, Problem> {
+    /// The caller `token` authenticates at `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Caller, Problem> {
         if token.len() > crate::token::MAX_TOKEN_BYTES {
             // Refused before it is even hashed for the cache.
             return self.with_local(|local| {
@@ -169,10 +154,14 @@ impl Verifier {
         issuer: &str,
         now: i64,
         capacity: usize,
-    ) -> Result<Verified, Problem> {
+    ) -> Result<Caller, Problem> {
         if let Some(hit) = local.cache.get(&key) {
-            if now < hit.expires_at {
-                if local.revoked.contains_key(&hit.session_id) {
+            if now < expiry(hit) {
+                if hit
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| local.revoked.contains_key(&s.id))
+                {
                     return Err(Problem::Revoked);
                 }
                 local.hits += 1;
@@ -186,7 +175,7 @@ impl Verifier {
         if local.revoked.contains_key(claims.sid.as_str()) {
             return Err(Problem::Revoked);
         }
-        let verified = Verified::from_claims(claims);
+        let verified = caller_of(claims);
         if capacity == 0 {
             return Ok(verified);
         }
@@ -206,7 +195,7 @@ impl Verifier {
             }
             local
                 .cache
-                .retain(|_, v| !sessions.iter().any(|s| **s == *v.session_id));
+                .retain(|_, v| !sessions.iter().any(|s| in_session(v, s)));
         })
     }
 
@@ -214,7 +203,7 @@ impl Verifier {
     pub fn sweep(&self, now: i64) {
         self.with_local(|local| {
             local.revoked.retain(|_, until| *until > now);
-            local.cache.retain(|_, v| v.expires_at > now);
+            local.cache.retain(|_, v| expiry(v) > now);
         })
     }
 
@@ -240,8 +229,8 @@ fn cache_key(token: &str) -> u128 {
 }
 
 /// Makes room: expired entries first, then an arbitrary eighth.
-fn evict(cache: &mut HashMap<u128, Verified>, now: i64, capacity: usize) {
-    cache.retain(|_, v| v.expires_at > now);
+fn evict(cache: &mut HashMap<u128, Caller>, now: i64, capacity: usize) {
+    cache.retain(|_, v| expiry(v) > now);
     if cache.len() >= capacity {
         let drop: Vec<u128> = cache.keys().take((capacity / 8).max(1)).copied().collect();
         for k in drop {

@@ -9,11 +9,9 @@
 //! - [`observe`]: `/metrics` (Prometheus text, per-shard metrics merged at scrape time) and
 //!   `/api/monitoring/performance` (p50/p95/p99 per route).
 //! - [`realtime`]: WebSocket `/ws`, `POST /api/publish`, the bus glue, connection limits.
-//! - [`auth`]: bearer-token verification shared by HTTP and WebSocket.
 //! - [`redis_bridge`]: bus events between instances over Redis pub/sub.
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod auth;
 pub mod health;
 pub mod observe;
 pub mod realtime;

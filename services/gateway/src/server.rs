@@ -1,8 +1,10 @@
 //! A running sdsim server: configuration → listeners → shards → per-shard app.
 
-use crate::auth::{self, TokenVerifier};
 use crate::redis_bridge::Bridge;
 use crate::{health, observe, realtime};
+use sdsim_auth::authn::Authenticator;
+use sdsim_auth::AuthContract;
+use sdsim_contract::{Authenticate, Remote};
 use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::{Runtime, RuntimeSpec, Shard};
@@ -20,7 +22,8 @@ use sdsim_net::middleware::{App, Stack};
 use sdsim_net::server::{
     accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet,
 };
-use sdsim_projects::api::{ProjectsApi, Remote, SimulationsApi};
+use sdsim_projects::projects::{ProjectContract, ProjectService, RemoteProjects};
+use sdsim_projects::simulations::{RemoteSimulations, SimulationContract, SimulationService};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -42,8 +45,8 @@ pub struct Globals {
     pub started: Instant,
     /// Number of shards.
     pub shards: usize,
-    /// Verifies bearer tokens (HTTP and WebSocket).
-    pub verifier: Arc<dyn TokenVerifier>,
+    /// The one authentication layer: bearer token → caller, for HTTP, WebSocket and gRPC.
+    pub authenticator: Arc<dyn Authenticate>,
     /// Open WebSocket connections, instance-wide.
     pub ws_open: Arc<AtomicUsize>,
     /// Random per process: makes bus channel epochs and the Redis instance id unique.
@@ -113,7 +116,7 @@ fn start_auth(
             }
             sdsim_auth::Auth::open(&config, init_store, shards)
                 .await
-                .map_err(StartError::Auth)
+                .map_err(|e| StartError::Auth(e.to_string()))
         })
     })
     .join()
@@ -247,10 +250,10 @@ impl Server {
             None => None,
         };
         let globals = Arc::new(Globals {
-            verifier: auth::from_config(
+            authenticator: Arc::new(Authenticator::new(
                 &config.auth,
                 auth.as_ref().map(|a| Arc::clone(a.verifier())),
-            ),
+            )),
             store,
             auth,
             runs_auth,
@@ -359,9 +362,9 @@ impl Server {
 #[derive(Clone, Default)]
 pub struct Apis {
     /// The project service.
-    pub projects: Option<ProjectsApi>,
+    pub projects: Option<Rc<dyn ProjectService>>,
     /// The simulation service.
-    pub simulations: Option<SimulationsApi>,
+    pub simulations: Option<Rc<dyn SimulationService>>,
 }
 
 impl Apis {
@@ -369,81 +372,45 @@ impl Apis {
     /// gRPC when `gateway.service_token` is set.
     pub fn for_shard(globals: &Globals) -> Apis {
         let gw = &globals.config.gateway;
-        let remote = |addr: &str| -> Option<Rc<Remote>> {
+        let remote = |addr: &str| -> Option<Remote> {
             if gw.service_token.is_empty() || !globals.config.has_role("gateway") {
                 return None;
             }
             let addr = addr.parse().ok()?;
             match Remote::new(addr, &gw.service_token, gw.service_timeout) {
-                Ok(r) => Some(Rc::new(r)),
+                Ok(r) => Some(r),
                 Err(e) => {
                     tracing::error!(error = %e, "gateway.service_token");
                     None
                 }
             }
         };
+        let local = Apis::local(globals);
         Apis {
-            projects: match &globals.projects {
-                Some(p) => Some(ProjectsApi::Local(Arc::clone(p))),
-                None => remote(&gw.project_service).map(ProjectsApi::Remote),
-            },
-            simulations: match &globals.simulations {
-                Some(s) => Some(SimulationsApi::Local(Arc::clone(s))),
-                None => remote(&gw.simulation_service).map(SimulationsApi::Remote),
-            },
+            projects: local.projects.or_else(|| {
+                remote(&gw.project_service)
+                    .map(|r| Rc::new(RemoteProjects(r)) as Rc<dyn ProjectService>)
+            }),
+            simulations: local.simulations.or_else(|| {
+                remote(&gw.simulation_service)
+                    .map(|r| Rc::new(RemoteSimulations(r)) as Rc<dyn SimulationService>)
+            }),
         }
     }
-}
 
-/// Authenticates HTTP requests for the project and simulation routes: the auth service's
-/// verifier when this process has it (its refusals name the reason), else the configured
-/// verifier (static tokens).
-fn authenticate(globals: &Globals) -> sdsim_projects::http::Authenticate {
-    match &globals.auth {
-        Some(auth) => {
-            let verifier = Arc::clone(auth.verifier());
-            Arc::new(move |req| {
-                let v = sdsim_auth::http::authenticate_with(&verifier, req)?;
-                Ok(auth::caller_of(&v))
-            })
-        }
-        None => {
-            let verifier = Arc::clone(&globals.verifier);
-            Arc::new(move |req| {
-                let token = auth::bearer(req).unwrap_or_default();
-                verifier.verify(token).map(|id| id.caller()).map_err(|e| {
-                    Box::new(sdsim_net::http::types::error(
-                        http::StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        &e.to_string(),
-                    ))
-                })
-            })
+    /// The services this process runs itself.
+    fn local(globals: &Globals) -> Apis {
+        Apis {
+            projects: globals
+                .projects
+                .clone()
+                .map(|p| Rc::new(p) as Rc<dyn ProjectService>),
+            simulations: globals
+                .simulations
+                .clone()
+                .map(|s| Rc::new(s) as Rc<dyn SimulationService>),
         }
     }
-}
-
-/// Verifies the bearer token of a gRPC call to the project or simulation service: an access
-/// token is its user; a static token with the `service` role may act for any user.
-fn verify_calls(globals: &Globals) -> sdsim_projects::VerifyToken {
-    let jwt = globals.auth.as_ref().map(|a| Arc::clone(a.verifier()));
-    let fixed = Arc::clone(&globals.verifier);
-    Arc::new(move |token| {
-        if let Some(jwt) = &jwt {
-            if token.bytes().filter(|b| *b == b'.').count() == 2 {
-                let v = jwt
-                    .verify(token, sdsim_auth::service::now())
-                    .map_err(|p| p.to_string())?;
-                return Ok(sdsim_projects::Principal::User(auth::caller_of(&v)));
-            }
-        }
-        let id = fixed.verify(token).map_err(|e| e.to_string())?;
-        Ok(if id.has_role("service") {
-            sdsim_projects::Principal::Service
-        } else {
-            sdsim_projects::Principal::User(id.caller())
-        })
-    })
 }
 
 /// The routes of the gateway role.
@@ -453,23 +420,27 @@ pub fn routes(globals: &Arc<Globals>, apis: &Apis) -> Router {
     observe::register(&mut router, globals);
     realtime::register(&mut router, globals);
     if let (Some(auth), true) = (&globals.auth, globals.runs_auth) {
-        sdsim_auth::http::register(&mut router, auth);
+        sdsim_auth::http::register(&mut router, auth, &globals.authenticator);
     }
-    let authenticate = authenticate(globals);
+    service_api(&mut router, globals, apis);
+    router
+}
+
+/// The project and simulation routes this shard reaches a service for.
+fn service_api(router: &mut Router, globals: &Globals, apis: &Apis) {
     if let Some(p) = &apis.projects {
-        sdsim_projects::http::register_projects(&mut router, p, &authenticate);
+        sdsim_projects::http::register_projects(router, p, &globals.authenticator);
     }
     if let Some(s) = &apis.simulations {
-        sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
+        sdsim_projects::http::register_simulations(router, s, &globals.authenticator);
     }
-    router
 }
 
 /// The routes of the auth role's own HTTP listener: its API and health.
 fn auth_routes(globals: &Arc<Globals>, auth: &Arc<sdsim_auth::Auth>) -> Router {
     let mut router = Router::new();
     health::register(&mut router, globals);
-    sdsim_auth::http::register(&mut router, auth);
+    sdsim_auth::http::register(&mut router, auth, &globals.authenticator);
     router
 }
 
@@ -477,13 +448,7 @@ fn auth_routes(globals: &Arc<Globals>, auth: &Arc<sdsim_auth::Auth>) -> Router {
 fn service_routes(globals: &Arc<Globals>, apis: &Apis) -> Router {
     let mut router = Router::new();
     health::register(&mut router, globals);
-    let authenticate = authenticate(globals);
-    if let Some(p) = &apis.projects {
-        sdsim_projects::http::register_projects(&mut router, p, &authenticate);
-    }
-    if let Some(s) = &apis.simulations {
-        sdsim_projects::http::register_simulations(&mut router, s, &authenticate);
-    }
+    service_api(&mut router, globals, apis);
     router
 }
 
@@ -574,8 +539,12 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
             let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
             let mut services = Services::new();
             services.set_layers(stack_of(&metrics).layers());
-            sdsim_auth::grpc::register(&mut services, auth);
-            let health = Health::new(&["", "sdsim.auth.v1.AuthService"], phase);
+            AuthContract::register(
+                &mut services,
+                Rc::new(Arc::clone(auth)),
+                Arc::clone(&globals.authenticator),
+            );
+            let health = Health::new(&["", AuthContract::SERVICE], phase);
             health.register(&mut services);
             let services = Rc::new(services);
             let g = Arc::clone(&globals);
@@ -586,11 +555,7 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
         }
     }
     // The project and simulation roles' own listeners: HTTP (their routes) and gRPC.
-    let local = Apis {
-        projects: globals.projects.clone().map(ProjectsApi::Local),
-        simulations: globals.simulations.clone().map(SimulationsApi::Local),
-    };
-    let verify = verify_calls(&globals);
+    let local = Apis::local(&globals);
     let roles = [
         (
             ("project-http-accept", "project-grpc-accept"),
@@ -631,14 +596,15 @@ async fn run_shard(shard: Shard, globals: Arc<Globals>, router: Router, apis: Ap
             let phase = sdsim_net::server::shard_phase(&shard, &globals.shutdown);
             let mut services = Services::new();
             services.set_layers(stack_of(&metrics).layers());
+            let authn = Arc::clone(&globals.authenticator);
             let name = match (&apis.projects, &apis.simulations) {
-                (Some(ProjectsApi::Local(p)), _) => {
-                    sdsim_projects::grpc::register_projects(&mut services, p, &verify);
-                    sdsim_projects::grpc::PROJECT_SERVICE
+                (Some(p), _) => {
+                    ProjectContract::register(&mut services, Rc::clone(p), authn);
+                    ProjectContract::SERVICE
                 }
-                (_, Some(SimulationsApi::Local(s))) => {
-                    sdsim_projects::grpc::register_simulations(&mut services, s, &verify);
-                    sdsim_projects::grpc::SIMULATION_SERVICE
+                (_, Some(s)) => {
+                    SimulationContract::register(&mut services, Rc::clone(s), authn);
+                    SimulationContract::SERVICE
                 }
                 _ => continue,
             };
@@ -670,13 +636,14 @@ fn service_tokens(config: &sdsim_core::config::Config) -> Option<IsServiceToken>
     if lengths.is_empty() || !config.ratelimit.enabled || config.auth.dev_open {
         return None;
     }
-    let tokens = auth::StaticTokens::new(&config.auth);
+    // Static tokens only: an access token never names a service.
+    let tokens = Authenticator::new(&config.auth, None);
     // Hashing every bearer token would tax user calls for nothing: few lengths match.
     Some(Rc::new(move |token: &str| {
         lengths.contains(&token.len())
             && tokens
-                .verify(token)
-                .is_ok_and(|identity| identity.has_role("service"))
+                .authenticate(Some(token))
+                .is_ok_and(|caller| caller.is_service())
     }))
 }
 

@@ -1,78 +1,24 @@
-//! The HTTP API of the project and simulation services (mounted on the gateway).
+//! The HTTP API of the project and simulation services (mounted on the gateway and on the
+//! services' own listeners), over their contracts: the same handlers serve whether a service
+//! runs in this process or in another one.
 //!
-//! Errors are `{"error": {"code", "message"}}` with the status of [`status_of`]; an invalid
-//! design is 422 with `problems: [{path, message}]` listing every problem.
+//! Errors are `{"error": {"code", "message"}}` with the status of the services' error table
+//! ([`crate::error`]); an invalid design is 422 with `problems: [{path, message}]` listing
+//! every problem.
 
-use crate::api::{ProjectsApi, SimulationsApi};
-use crate::projects::{Change, Filter, NewProject, Role};
-use crate::simulations::StartRequest;
-use crate::{Caller, Failure};
-use bytes::Bytes;
-use http::header::{CONTENT_DISPOSITION, RETRY_AFTER};
+use crate::projects::contract::{NewTemplate, Rollback, Share, Update};
+use crate::projects::{Change, Filter, NewProject, ProjectService, Role};
+use crate::simulations::contract::HistoryQuery;
+use crate::simulations::{SimulationService, StartRequest};
+use crate::Failure;
+use http::header::CONTENT_DISPOSITION;
 use http::{HeaderValue, Method, StatusCode};
+use sdsim_contract::{empty, http_caller, response as failure, Authenticate};
 use sdsim_net::http::router::Router;
-use sdsim_net::http::types::{
-    error, json, json_body as body, with_body, PathParams, Request, Response,
-};
+use sdsim_net::http::types::{json, json_body as body, PathParams, Request, Response};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use std::sync::Arc;
-
-/// Authenticates a request (the embedding server's verifier); the error is the response.
-pub type Authenticate = Arc<dyn Fn(&Request) -> Result<Caller, Box<Response>> + Send + Sync>;
-
-/// HTTP status and error code of a failure.
-pub fn status_of(f: &Failure) -> (StatusCode, &'static str) {
-    match f {
-        Failure::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
-        Failure::Design(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_design"),
-        Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        Failure::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        Failure::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-        Failure::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
-        Failure::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
-        Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        Failure::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        Failure::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-    }
-}
-
-/// The response for a failure.
-pub fn failure(f: &Failure) -> Response {
-    let (status, code) = status_of(f);
-    let mut resp = match f {
-        Failure::Design(problems) => {
-            #[derive(serde::Serialize)]
-            struct Inner<'a> {
-                code: &'a str,
-                message: String,
-                problems: &'a [crate::DesignProblem],
-            }
-            #[derive(serde::Serialize)]
-            struct Outer<'a> {
-                error: Inner<'a>,
-            }
-            json(
-                status,
-                &Outer {
-                    error: Inner {
-                        code,
-                        message: f.to_string(),
-                        problems,
-                    },
-                },
-            )
-        }
-        _ => error(status, code, &f.to_string()),
-    };
-    if matches!(
-        f,
-        Failure::QueueFull(_) | Failure::TooMany(_) | Failure::Unavailable(_) | Failure::Timeout(_)
-    ) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
-}
 
 fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
     match r {
@@ -259,15 +205,19 @@ where
 }
 
 /// Registers the project routes (`/api/templates`, `/api/projects/*`).
-pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Authenticate) {
+pub fn register_projects(
+    router: &mut Router,
+    projects: &Rc<dyn ProjectService>,
+    auth: &Arc<dyn Authenticate>,
+) {
     // Each route: authenticate, then call the service with the request.
     macro_rules! route {
         ($method:expr, $path:expr, |$p:ident, $who:ident, $req:ident| $body:expr) => {{
-            let (p, a) = (projects.clone(), Arc::clone(auth));
+            let (p, a) = (Rc::clone(projects), Arc::clone(auth));
             add(router, $method, $path, move |$req: Request| {
-                let ($p, a) = (p.clone(), Arc::clone(&a));
+                let ($p, a) = (Rc::clone(&p), Arc::clone(&a));
                 async move {
-                    let $who = try_or!(a(&$req));
+                    let $who = try_or!(http_caller(&*a, &$req));
                     $body
                 }
             });
@@ -275,13 +225,13 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
     }
     route!(Method::GET, "/api/templates", |p, who, _req| respond(
         StatusCode::OK,
-        p.templates(&who)
+        p.list_templates(&who, None)
             .await
             .map(|templates| Templates { templates })
     ));
     route!(Method::GET, "/api/templates/{id}", |p, who, req| respond(
         StatusCode::OK,
-        p.template(&who, &param(&req, "id")).await
+        p.get_template(&who, param(&req, "id")).await
     ));
     route!(Method::POST, "/api/templates", |p, who, req| {
         let b: TemplateBody = try_or!(body(
@@ -290,8 +240,15 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
         ));
         respond(
             StatusCode::CREATED,
-            p.save_template(&who, &b.name, &b.description, &b.design.to_string())
-                .await,
+            p.create_template(
+                &who,
+                NewTemplate {
+                    name: b.name,
+                    description: b.description,
+                    design: b.design.to_string(),
+                },
+            )
+            .await,
         )
     });
     route!(Method::POST, "/api/projects", |p, who, req| {
@@ -306,7 +263,7 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
             description: b.description,
             template_id: b.template_id,
         };
-        respond(StatusCode::CREATED, p.create(&who, new).await)
+        respond(StatusCode::CREATED, p.create_project(&who, new).await)
     });
     route!(Method::GET, "/api/projects", |p, who, req| {
         let role = match query(&req, "role").as_deref() {
@@ -327,15 +284,15 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
             page: try_or!(int_query(&req, "page", 1)),
             per_page: try_or!(int_query(&req, "per_page", 20)),
         };
-        respond(StatusCode::OK, p.list(&who, &filter).await)
+        respond(StatusCode::OK, p.list_projects(&who, filter).await)
     });
     route!(Method::POST, "/api/projects/import", |p, who, req| {
         let text = String::from_utf8_lossy(req.body()).into_owned();
-        respond(StatusCode::CREATED, p.import(&who, &text).await)
+        respond(StatusCode::CREATED, p.import_project(&who, text).await)
     });
     route!(Method::GET, "/api/projects/{id}", |p, who, req| respond(
         StatusCode::OK,
-        p.get(&who, &param(&req, "id")).await
+        p.get_project(&who, param(&req, "id")).await
     ));
     route!(Method::PUT, "/api/projects/{id}", |p, who, req| {
         let b: UpdateBody = try_or!(body(
@@ -351,12 +308,19 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
         };
         respond(
             StatusCode::OK,
-            p.update(&who, &param(&req, "id"), change).await,
+            p.update_project(
+                &who,
+                Update {
+                    project_id: param(&req, "id"),
+                    change,
+                },
+            )
+            .await,
         )
     });
     route!(Method::DELETE, "/api/projects/{id}", |p, who, req| {
-        match p.delete(&who, &param(&req, "id")).await {
-            Ok(()) => with_body(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+        match p.delete_project(&who, param(&req, "id")).await {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(f) => failure(&f),
         }
     });
@@ -378,23 +342,30 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
         };
         respond(
             StatusCode::OK,
-            p.share(&who, &param(&req, "id"), &b.user, role)
-                .await
-                .map(|members| Members { members }),
+            p.share_project(
+                &who,
+                Share {
+                    project_id: param(&req, "id"),
+                    grantee: b.user,
+                    role,
+                },
+            )
+            .await
+            .map(|members| Members { members }),
         )
     });
     route!(Method::GET, "/api/projects/{id}/members", |p, who, req| {
         respond(
             StatusCode::OK,
-            p.members(&who, &param(&req, "id"))
+            p.get_project_permissions(&who, param(&req, "id"))
                 .await
-                .map(|members| Members { members }),
+                .map(|p| Members { members: p.members }),
         )
     });
     route!(Method::GET, "/api/projects/{id}/versions", |p, who, req| {
         respond(
             StatusCode::OK,
-            p.versions(&who, &param(&req, "id"))
+            p.list_versions(&who, param(&req, "id"))
                 .await
                 .map(|versions| Versions { versions }),
         )
@@ -406,13 +377,20 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
             let b: RollbackBody = try_or!(body(&req, r#"{"version": integer}"#));
             respond(
                 StatusCode::OK,
-                p.rollback(&who, &param(&req, "id"), b.version).await,
+                p.rollback_project(
+                    &who,
+                    Rollback {
+                        project_id: param(&req, "id"),
+                        version: b.version,
+                    },
+                )
+                .await,
             )
         }
     );
     route!(Method::GET, "/api/projects/{id}/export", |p, who, req| {
         let id = param(&req, "id");
-        match p.export(&who, &id).await {
+        match p.export_project(&who, id.clone()).await {
             Ok(doc) => {
                 let mut resp = json(StatusCode::OK, &doc);
                 if let Ok(v) =
@@ -428,14 +406,18 @@ pub fn register_projects(router: &mut Router, projects: &ProjectsApi, auth: &Aut
 }
 
 /// Registers the simulation routes (`/api/simulations/*`).
-pub fn register_simulations(router: &mut Router, sims: &SimulationsApi, auth: &Authenticate) {
+pub fn register_simulations(
+    router: &mut Router,
+    sims: &Rc<dyn SimulationService>,
+    auth: &Arc<dyn Authenticate>,
+) {
     macro_rules! route {
         ($method:expr, $path:expr, |$s:ident, $who:ident, $req:ident| $body:expr) => {{
-            let (s, a) = (sims.clone(), Arc::clone(auth));
+            let (s, a) = (Rc::clone(sims), Arc::clone(auth));
             add(router, $method, $path, move |$req: Request| {
-                let ($s, a) = (s.clone(), Arc::clone(&a));
+                let ($s, a) = (Rc::clone(&s), Arc::clone(&a));
                 async move {
-                    let $who = try_or!(a(&$req));
+                    let $who = try_or!(http_caller(&*a, &$req));
                     $body
                 }
             });
@@ -452,36 +434,48 @@ pub fn register_simulations(router: &mut Router, sims: &SimulationsApi, auth: &A
             seed: b.seed,
             speed: b.speed,
         };
-        respond(StatusCode::ACCEPTED, s.start(&who, start).await)
+        respond(StatusCode::ACCEPTED, s.start_simulation(&who, start).await)
     });
     route!(Method::GET, "/api/simulations", |s, who, req| {
         let limit = try_or!(int_query(&req, "limit", 50));
         let project = query(&req, "project_id");
         respond(
             StatusCode::OK,
-            s.history(&who, project.as_deref(), limit)
-                .await
-                .map(|simulations| History { simulations }),
+            s.get_simulation_history(
+                &who,
+                HistoryQuery {
+                    project_id: project,
+                    limit,
+                },
+            )
+            .await
+            .map(|simulations| History { simulations }),
         )
     });
     route!(Method::POST, "/api/simulations/validate", |s, who, req| {
         let b: ValidateBody = try_or!(body(&req, r#"{"design": object}"#));
         respond(
             StatusCode::OK,
-            s.validate(&who, &b.design.to_string()).await,
+            s.validate_configuration(&who, b.design.to_string()).await,
         )
     });
     route!(Method::GET, "/api/simulations/{id}", |s, who, req| respond(
         StatusCode::OK,
-        s.get(&who, &param(&req, "id")).await
+        s.get_simulation_status(&who, param(&req, "id")).await
     ));
     route!(Method::POST, "/api/simulations/{id}/stop", |s, who, req| {
-        respond(StatusCode::OK, s.stop(&who, &param(&req, "id")).await)
+        respond(
+            StatusCode::OK,
+            s.stop_simulation(&who, param(&req, "id")).await,
+        )
     });
     route!(
         Method::GET,
         "/api/simulations/{id}/results",
-        |s, who, req| respond(StatusCode::OK, s.results(&who, &param(&req, "id")).await)
+        |s, who, req| respond(
+            StatusCode::OK,
+            s.get_simulation_results(&who, param(&req, "id")).await
+        )
     );
 }
 

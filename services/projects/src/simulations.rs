@@ -32,6 +32,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod contract;
+mod live;
+mod wire;
+
+pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
+
 /// What a caller asks for.
 #[derive(Debug, Clone, Default)]
 pub struct StartRequest {

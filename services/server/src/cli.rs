@@ -194,7 +194,9 @@ fn user_add(config: &Config, email: &str, roles: &[String]) -> anyhow::Result<()
                 .await
                 .map_err(|e| format!("migrations: {e}"))?;
         }
-        let auth = sdsim_auth::Auth::open(config, store, 1).await?;
+        let auth = sdsim_auth::Auth::open(config, store, 1)
+            .await
+            .map_err(|e| e.to_string())?;
         let email = sdsim_auth::service::normalise_email(email).map_err(|e| e.to_string())?;
         if let Some(why) =
             sdsim_auth::password::weakness(password, &email, config.auth.min_password_score)

@@ -11,11 +11,11 @@ pub mod limits;
 pub mod policy;
 pub mod session;
 
-use crate::auth::{self, Identity, TokenVerifier};
 use crate::server::Globals;
 use bytes::Bytes;
 use http::StatusCode;
 use policy::ChannelPolicy;
+use sdsim_contract::{bearer, http_caller, Authenticate, Caller};
 use sdsim_core::bus::{Bus, BusError, Event, Sink};
 use sdsim_core::config::WebSocketConfig;
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
@@ -26,6 +26,7 @@ use sdsim_net::http::types::{error, json, ClientAddr, Request, Response};
 use sdsim_net::ws::frame::{self as wsframe, Opcode};
 use sdsim_net::ws::handshake;
 use sdsim_net::ws::socket::{text_frame, Outbox, Settings};
+use sdsim_projects::simulations::SimulationService;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -47,24 +48,24 @@ pub struct Realtime {
     settings: Rc<Settings>,
     handshake: handshake::Policy,
     config: WebSocketConfig,
-    verifier: Arc<dyn TokenVerifier>,
+    authenticator: Arc<dyn Authenticate>,
     policy: Arc<dyn ChannelPolicy>,
     globals: Arc<Globals>,
     metrics: Rc<Metrics>,
     /// The simulation service, which decides who may read a run's live metrics.
-    runs: std::cell::RefCell<Option<sdsim_projects::api::SimulationsApi>>,
+    runs: std::cell::RefCell<Option<Rc<dyn SimulationService>>>,
 }
 
 impl Realtime {
     /// Sets how this shard reaches the simulation service (`None`: nobody but an admin may
     /// subscribe to `simulation:data:{id}`).
-    pub fn set_runs(&self, runs: Option<sdsim_projects::api::SimulationsApi>) {
+    pub fn set_runs(&self, runs: Option<Rc<dyn SimulationService>>) {
         *self.runs.borrow_mut() = runs;
     }
 
     /// Whether `who` may read channel `channel` beyond the static policy: the live metrics of
     /// a run are for those who may see the run (a member of its project, or who started it).
-    async fn may_read(&self, who: &Identity, channel: &str) -> Result<(), policy::Denied> {
+    async fn may_read(&self, who: &Caller, channel: &str) -> Result<(), policy::Denied> {
         let Some(id) = channel.strip_prefix("simulation:data:") else {
             return Ok(());
         };
@@ -78,7 +79,7 @@ impl Realtime {
                 message: "no simulation service is reachable to check access to this run".into(),
             });
         };
-        match runs.get(&who.caller(), id).await {
+        match runs.get_simulation_status(who, id.to_string()).await {
             Ok(_) => Ok(()),
             Err(sdsim_projects::Failure::Unavailable(m)) => Err(policy::Denied {
                 code: "unavailable",
@@ -142,7 +143,7 @@ pub fn install(shard: &Shard, globals: &Arc<Globals>, metrics: Rc<Metrics>) -> R
             compression: ws.compression,
         },
         config: ws.clone(),
-        verifier: Arc::clone(&globals.verifier),
+        authenticator: Arc::clone(&globals.authenticator),
         policy: Arc::new(policy::DefaultPolicy),
         globals: Arc::clone(globals),
         metrics,
@@ -231,16 +232,16 @@ async fn upgrade(req: Request) -> Response {
             "this client IP is at websocket.max_connections_per_ip",
         );
     };
-    let token = auth::bearer(&req)
+    let token = bearer(req.headers())
         .map(str::to_string)
         .or_else(|| accepted.subprotocol_token.clone());
     let mut user_slot = None;
     let identity = match token {
         None => None,
-        Some(token) => match rt.verifier.verify(&token) {
+        Some(token) => match rt.authenticator.authenticate(Some(&token)) {
             Ok(identity) => {
                 match limits::keyed(
-                    limits::LimitKey::User(Arc::clone(&identity.user)),
+                    limits::LimitKey::User(Arc::clone(&identity.user_id)),
                     rt.config.max_connections_per_user,
                 )
                 .await
@@ -378,23 +379,6 @@ struct Published<'a> {
     seq: u64,
 }
 
-fn authenticate(req: &Request, verifier: &dyn TokenVerifier) -> Result<Identity, Box<Response>> {
-    let token = auth::bearer(req).ok_or_else(|| {
-        Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is required (Authorization: Bearer ...)",
-        ))
-    })?;
-    verifier.verify(token).map_err(|e| {
-        Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &e.to_string(),
-        ))
-    })
-}
-
 async fn publish_route(req: Request) -> Response {
     let Some(rt) = local() else {
         return error(
@@ -403,7 +387,7 @@ async fn publish_route(req: Request) -> Response {
             "real time is not running on this shard",
         );
     };
-    let who = match authenticate(&req, rt.verifier.as_ref()) {
+    let who = match http_caller(&*rt.authenticator, &req) {
         Ok(who) => who,
         Err(resp) => return *resp,
     };

@@ -10,7 +10,7 @@
 //! - `system:announcements`: any authenticated user;
 //! - anything else: refused as an unknown channel.
 
-use crate::auth::Identity;
+use sdsim_contract::Caller;
 
 /// Why a subscription was refused: an error code for the client and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Denied {
 /// Decides subscriptions.
 pub trait ChannelPolicy: Send + Sync {
     /// Whether `who` may read `channel` (already checked by [`valid_channel`]).
-    fn may_subscribe(&self, who: &Identity, channel: &str) -> Result<(), Denied>;
+    fn may_subscribe(&self, who: &Caller, channel: &str) -> Result<(), Denied>;
 }
 
 /// Longest channel name.
@@ -53,13 +53,13 @@ pub fn valid_channel(channel: &str) -> Result<(), Denied> {
 pub struct DefaultPolicy;
 
 impl ChannelPolicy for DefaultPolicy {
-    fn may_subscribe(&self, who: &Identity, channel: &str) -> Result<(), Denied> {
+    fn may_subscribe(&self, who: &Caller, channel: &str) -> Result<(), Denied> {
         let forbidden = |why: &str| Denied {
             code: "forbidden",
             message: why.to_string(),
         };
         if let Some(user) = channel.strip_prefix("notifications:user:") {
-            return if who.is_admin() || *user == *who.user {
+            return if who.is_admin() || *user == *who.user_id {
                 Ok(())
             } else {
                 Err(forbidden("users may only read their own notifications"))

@@ -10,7 +10,7 @@
 
 use super::limits::{self, LimitKey, Slot};
 use super::{policy, ClientSink, Realtime, WS_ACCEPTED, WS_CLOSED, WS_MESSAGES_IN, WS_OPEN};
-use crate::auth::Identity;
+use sdsim_contract::Caller;
 use sdsim_core::bus::{Since, Subscription};
 use sdsim_core::metrics::{Key, LabelValue};
 use sdsim_core::runtime::Shard;
@@ -134,7 +134,7 @@ struct Session {
     rt: Rc<Realtime>,
     ws: WebSocket,
     sink: Rc<ClientSink>,
-    identity: Option<Identity>,
+    identity: Option<Caller>,
     subscriptions: HashMap<String, Subscription>,
     slots: Vec<Slot>,
 }
@@ -162,7 +162,7 @@ impl Session {
                 None,
             );
         }
-        let identity = match self.rt.verifier.verify(token) {
+        let identity = match self.rt.authenticator.authenticate(Some(token)) {
             Ok(identity) => identity,
             Err(e) => {
                 self.fail("unauthorized", &e.to_string(), None);
@@ -172,7 +172,7 @@ impl Session {
                 return;
             }
         };
-        let key = LimitKey::User(Arc::clone(&identity.user));
+        let key = LimitKey::User(Arc::clone(&identity.user_id));
         match limits::keyed(key, self.rt.config.max_connections_per_user).await {
             Ok(slot) => self.slots.extend(slot),
             Err(()) => {
@@ -188,7 +188,7 @@ impl Session {
             }
         }
         self.send(&ServerOp::Authenticated {
-            user: &identity.user,
+            user: &identity.user_id,
         });
         self.identity = Some(identity);
     }
@@ -280,7 +280,7 @@ impl Session {
 pub async fn run(
     conn: Upgraded,
     deflate: bool,
-    identity: Option<Identity>,
+    identity: Option<Caller>,
     slots: Vec<Option<Slot>>,
 ) {
     let Some(rt) = Shard::try_current().and_then(|s| s.get::<Realtime>()) else {

@@ -1,0 +1,57 @@
+//! The contract and `proto/` agree: every RPC that `proto/sdsim/auth/v1/auth.proto` declares
+//! is served, and every served method is declared there.
+
+use sdsim_auth::{AuthContract, RemoteAuth};
+use sdsim_contract::proto::{rpcs, Rpc};
+use sdsim_contract::{Authenticate, Caller, Kind, Refusal, Remote};
+use sdsim_net::grpc::Services;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Refuses every call: registration needs an authenticator, this test makes no call.
+struct NoCallers;
+
+impl Authenticate for NoCallers {
+    fn authenticate(&self, _token: Option<&str>) -> Result<Caller, Refusal> {
+        Err(Refusal::Missing)
+    }
+}
+
+#[test]
+fn every_auth_rpc_in_proto_is_served_and_nothing_else() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let declared = rpcs(&root, &root.join("sdsim/auth/v1/auth.proto")).unwrap();
+    // Registered without storage by serving a remote client (a proxy); no call is made.
+    let remote = Remote::new("127.0.0.1:9".parse().unwrap(), "t", Duration::from_secs(1)).unwrap();
+    let mut services = Services::new();
+    AuthContract::register(
+        &mut services,
+        Rc::new(RemoteAuth(remote)),
+        Arc::new(NoCallers),
+    );
+    for rpc in &declared {
+        assert!(
+            services.has(&rpc.path),
+            "{} is declared but not served",
+            rpc.path
+        );
+    }
+    let mut served: Vec<Rpc> = AuthContract::METHODS
+        .iter()
+        .map(|m| {
+            assert!(
+                services.has(m.path),
+                "{} is in the table but not served",
+                m.path
+            );
+            Rpc {
+                path: m.path.to_string(),
+                server_streaming: m.kind == Kind::Stream,
+            }
+        })
+        .collect();
+    served.sort();
+    assert_eq!(served, declared);
+}

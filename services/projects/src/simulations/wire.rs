@@ -1,0 +1,410 @@
+//! How the simulation service's requests and responses travel in `sdsim.simulation.v1`
+//! messages (both directions: the gRPC server decodes what the remote client encodes).
+
+use super::contract::{Analysis, HistoryQuery, SimulationHealth};
+use super::{Results, Run, StartRequest, Validation};
+use crate::pb::simulation as pb;
+use crate::projects::wire::{json_text, json_value};
+use crate::{DesignProblem, Failure};
+use sdsim_contract::{required, RequestWire, ResponseWire, ServiceHealth};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+sdsim_contract::acts_for!(
+    pb::StartSimulationRequest,
+    pb::StopSimulationRequest,
+    pb::GetSimulationStatusRequest,
+    pb::GetSimulationResultsRequest,
+    pb::GetLiveMetricsRequest,
+    pb::GetPerformanceAnalysisRequest,
+    pb::ValidateConfigurationRequest,
+    pb::GetSimulationHistoryRequest,
+);
+
+/// The service answered a message without the run.
+fn missing_run() -> Failure {
+    Failure::Unavailable("the simulation service answered without the run".into())
+}
+
+/// The contract's state of a stored status.
+pub(super) fn state_pb(status: &str) -> pb::RunState {
+    match status {
+        "queued" => pb::RunState::Queued,
+        "running" => pb::RunState::Running,
+        "completed" => pb::RunState::Completed,
+        "stopped" => pb::RunState::Stopped,
+        "failed" => pb::RunState::Failed,
+        _ => pb::RunState::Unspecified,
+    }
+}
+
+fn status_name(state: i32) -> String {
+    match pb::RunState::try_from(state) {
+        Ok(pb::RunState::Queued) => "queued",
+        Ok(pb::RunState::Running) => "running",
+        Ok(pb::RunState::Completed) => "completed",
+        Ok(pb::RunState::Stopped) => "stopped",
+        Ok(pb::RunState::Failed) => "failed",
+        _ => "unknown",
+    }
+    .into()
+}
+
+fn run_pb(r: &Run) -> pb::GetSimulationStatusResponse {
+    pb::GetSimulationStatusResponse {
+        simulation_id: r.simulation_id.clone(),
+        project_id: r.project_id.clone(),
+        state: state_pb(&r.status) as i32,
+        duration_s: r.duration_s,
+        started_at: r.started_at.unwrap_or(0),
+        finished_at: r.finished_at.unwrap_or(0),
+        error: r.error.clone().unwrap_or_default(),
+        project_version: r.project_version,
+        user_id: r.user_id.clone(),
+        seed: r.seed,
+        created_at: r.created_at,
+        websocket_channel: r.websocket_channel.clone(),
+    }
+}
+
+fn run_of(r: pb::GetSimulationStatusResponse) -> Run {
+    Run {
+        status: status_name(r.state),
+        started_at: (r.started_at != 0).then_some(r.started_at),
+        finished_at: (r.finished_at != 0).then_some(r.finished_at),
+        error: (!r.error.is_empty()).then_some(r.error),
+        simulation_id: r.simulation_id,
+        project_id: r.project_id,
+        project_version: r.project_version,
+        user_id: r.user_id,
+        duration_s: r.duration_s,
+        seed: r.seed,
+        created_at: r.created_at,
+        websocket_channel: r.websocket_channel,
+    }
+}
+
+fn f64_of(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(|x| x.as_f64()).unwrap_or(0.0)
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+/// Implements [`RequestWire`] for requests whose one field besides `user_id` is the run's id.
+macro_rules! run_id_request {
+    ($($message:path),* $(,)?) => {
+        $(impl RequestWire<$message> for String {
+            type Error = Failure;
+            fn into_message(self, user_id: &str) -> $message {
+                $message { user_id: user_id.into(), simulation_id: self }
+            }
+            fn from_message(m: $message) -> Result<String, Failure> {
+                Ok(m.simulation_id)
+            }
+        })*
+    };
+}
+
+run_id_request!(
+    pb::StopSimulationRequest,
+    pb::GetSimulationStatusRequest,
+    pb::GetSimulationResultsRequest,
+    pb::GetPerformanceAnalysisRequest,
+);
+
+impl RequestWire<pb::GetLiveMetricsRequest> for String {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::GetLiveMetricsRequest {
+        pb::GetLiveMetricsRequest {
+            user_id: user_id.into(),
+            simulation_id: self,
+        }
+    }
+    fn from_message(m: pb::GetLiveMetricsRequest) -> Result<String, Failure> {
+        Ok(required(m.simulation_id, "simulation_id")?)
+    }
+}
+
+/// A stream's points travel as they are made: the message is the item.
+impl ResponseWire<pb::GetLiveMetricsResponse> for pb::GetLiveMetricsResponse {
+    type Error = Failure;
+    fn into_message(self) -> pb::GetLiveMetricsResponse {
+        self
+    }
+    fn from_message(m: pb::GetLiveMetricsResponse) -> Result<Self, Failure> {
+        Ok(m)
+    }
+}
+
+impl RequestWire<pb::StartSimulationRequest> for StartRequest {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::StartSimulationRequest {
+        pb::StartSimulationRequest {
+            user_id: user_id.into(),
+            project_id: self.project_id,
+            duration_s: self.duration_s,
+            seed: self.seed,
+            speed: self.speed,
+        }
+    }
+    fn from_message(m: pb::StartSimulationRequest) -> Result<StartRequest, Failure> {
+        Ok(StartRequest {
+            project_id: m.project_id,
+            duration_s: m.duration_s,
+            seed: m.seed,
+            speed: m.speed,
+        })
+    }
+}
+
+impl ResponseWire<pb::StartSimulationResponse> for Run {
+    type Error = Failure;
+    fn into_message(self) -> pb::StartSimulationResponse {
+        pb::StartSimulationResponse {
+            simulation_id: self.simulation_id.clone(),
+            state: state_pb(&self.status) as i32,
+            websocket_channel: self.websocket_channel.clone(),
+            simulation: Some(run_pb(&self)),
+        }
+    }
+    fn from_message(m: pb::StartSimulationResponse) -> Result<Run, Failure> {
+        m.simulation.map(run_of).ok_or_else(missing_run)
+    }
+}
+
+impl ResponseWire<pb::StopSimulationResponse> for Run {
+    type Error = Failure;
+    fn into_message(self) -> pb::StopSimulationResponse {
+        pb::StopSimulationResponse {
+            state: state_pb(&self.status) as i32,
+            simulation: Some(run_pb(&self)),
+        }
+    }
+    fn from_message(m: pb::StopSimulationResponse) -> Result<Run, Failure> {
+        m.simulation.map(run_of).ok_or_else(missing_run)
+    }
+}
+
+impl ResponseWire<pb::GetSimulationStatusResponse> for Run {
+    type Error = Failure;
+    fn into_message(self) -> pb::GetSimulationStatusResponse {
+        run_pb(&self)
+    }
+    fn from_message(m: pb::GetSimulationStatusResponse) -> Result<Run, Failure> {
+        Ok(run_of(m))
+    }
+}
+
+impl ResponseWire<pb::GetSimulationResultsResponse> for Results {
+    type Error = Failure;
+    /// The typed summary is read from the engine's report.
+    fn into_message(self) -> pb::GetSimulationResultsResponse {
+        let e2e = self.report.get("end_to_end").cloned().unwrap_or_default();
+        let latency = |v: &Value, mean: &str, max: Option<&str>| pb::LatencySummary {
+            mean_ms: f64_of(v, mean),
+            p50_ms: f64_of(v, "p50_ms"),
+            p95_ms: f64_of(v, "p95_ms"),
+            p99_ms: f64_of(v, "p99_ms"),
+            max_ms: max.map_or(0.0, |k| f64_of(v, k)),
+        };
+        let mut components = Vec::new();
+        if let Some(map) = self.report.get("components").and_then(|c| c.as_object()) {
+            for (id, c) in map.iter() {
+                components.push(pb::ComponentMetrics {
+                    component: id.to_string(),
+                    kind: c
+                        .get("kind")
+                        .and_then(|k| k.as_str())
+                        .unwrap_or_default()
+                        .into(),
+                    arrivals_per_s: 0.0,
+                    throughput_per_s: f64_of(c, "throughput_per_s"),
+                    utilization: f64_of(c, "utilization"),
+                    mean_queue_length: f64_of(c, "mean_queue_length"),
+                    dropped: u64_of(c, "dropped"),
+                    errors: u64_of(c, "errors"),
+                    latency: Some(latency(c, "mean_response_ms", None)),
+                });
+            }
+        }
+        pb::GetSimulationResultsResponse {
+            simulation_id: self.simulation.simulation_id.clone(),
+            state: state_pb(&self.simulation.status) as i32,
+            requests: u64_of(&e2e, "arrivals"),
+            completed: u64_of(&e2e, "completed"),
+            failed: u64_of(&e2e, "dropped") + u64_of(&e2e, "errors"),
+            end_to_end: Some(latency(&e2e, "mean_ms", Some("max_ms"))),
+            components,
+            report_json: json_text(&self.report),
+            simulation: Some(run_pb(&self.simulation)),
+            analysis_json: json_text(&self.analysis),
+        }
+    }
+    fn from_message(m: pb::GetSimulationResultsResponse) -> Result<Results, Failure> {
+        Ok(Results {
+            simulation: run_of(m.simulation.unwrap_or_default()),
+            report: json_value(&m.report_json, "report_json")?,
+            analysis: json_value(&m.analysis_json, "analysis_json")?,
+        })
+    }
+}
+
+impl ResponseWire<pb::GetPerformanceAnalysisResponse> for Analysis {
+    type Error = Failure;
+    /// The findings as bottlenecks (those not `ok`) and recommendations.
+    fn into_message(self) -> pb::GetPerformanceAnalysisResponse {
+        let mut bottlenecks = Vec::new();
+        let mut recommendations = Vec::new();
+        if let Some(list) = self.0.as_array() {
+            for f in list.iter() {
+                let status = f.get("status").and_then(|s| s.as_str()).unwrap_or("ok");
+                let text = |key: &str| {
+                    f.get(key)
+                        .and_then(|s| s.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let component = text("component");
+                let recommendation = match f.get("recommendation").filter(|r| !r.is_null()) {
+                    Some(r) => format!(
+                        "{component}: instances {} -> {} (predicted mean wait {:.1} ms)",
+                        u64_of(r, "instances_now"),
+                        u64_of(r, "instances"),
+                        f64_of(r, "predicted_wait_ms")
+                    ),
+                    None => String::new(),
+                };
+                if !recommendation.is_empty() {
+                    recommendations.push(recommendation.clone());
+                }
+                if status != "ok" {
+                    bottlenecks.push(pb::Bottleneck {
+                        component,
+                        reason: text("explanation"),
+                        utilization: f64_of(f, "utilization"),
+                        recommendation,
+                    });
+                }
+            }
+        }
+        pb::GetPerformanceAnalysisResponse {
+            bottlenecks,
+            recommendations,
+            analysis_json: json_text(&self.0),
+        }
+    }
+    fn from_message(m: pb::GetPerformanceAnalysisResponse) -> Result<Analysis, Failure> {
+        Ok(Analysis(json_value(&m.analysis_json, "analysis_json")?))
+    }
+}
+
+impl RequestWire<pb::ValidateConfigurationRequest> for String {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::ValidateConfigurationRequest {
+        pb::ValidateConfigurationRequest {
+            user_id: user_id.into(),
+            design_json: self,
+        }
+    }
+    fn from_message(m: pb::ValidateConfigurationRequest) -> Result<String, Failure> {
+        Ok(required(m.design_json, "design_json")?)
+    }
+}
+
+impl ResponseWire<pb::ValidateConfigurationResponse> for Validation {
+    type Error = Failure;
+    fn into_message(self) -> pb::ValidateConfigurationResponse {
+        pb::ValidateConfigurationResponse {
+            valid: self.valid,
+            problems: self
+                .problems
+                .into_iter()
+                .map(|p| pb::DesignProblem {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect(),
+        }
+    }
+    fn from_message(m: pb::ValidateConfigurationResponse) -> Result<Validation, Failure> {
+        Ok(Validation {
+            valid: m.valid,
+            problems: m
+                .problems
+                .into_iter()
+                .map(|p| DesignProblem {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl RequestWire<pb::GetSimulationHistoryRequest> for HistoryQuery {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::GetSimulationHistoryRequest {
+        pb::GetSimulationHistoryRequest {
+            user_id: user_id.into(),
+            project_id: self.project_id.unwrap_or_default(),
+            page_size: self.limit.clamp(1, 200) as i32,
+        }
+    }
+    fn from_message(m: pb::GetSimulationHistoryRequest) -> Result<HistoryQuery, Failure> {
+        Ok(HistoryQuery {
+            project_id: (!m.project_id.is_empty()).then_some(m.project_id),
+            limit: if m.page_size == 0 {
+                50
+            } else {
+                m.page_size.into()
+            },
+        })
+    }
+}
+
+impl ResponseWire<pb::GetSimulationHistoryResponse> for Vec<Run> {
+    type Error = Failure;
+    fn into_message(self) -> pb::GetSimulationHistoryResponse {
+        pb::GetSimulationHistoryResponse {
+            runs: self.iter().map(run_pb).collect(),
+        }
+    }
+    fn from_message(m: pb::GetSimulationHistoryResponse) -> Result<Vec<Run>, Failure> {
+        Ok(m.runs.into_iter().map(run_of).collect())
+    }
+}
+
+impl RequestWire<pb::HealthCheckRequest> for () {
+    type Error = Failure;
+    fn into_message(self, _user_id: &str) -> pb::HealthCheckRequest {
+        pb::HealthCheckRequest {}
+    }
+    fn from_message(_: pb::HealthCheckRequest) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+impl ResponseWire<pb::HealthCheckResponse> for SimulationHealth {
+    type Error = Failure;
+    fn into_message(self) -> pb::HealthCheckResponse {
+        pb::HealthCheckResponse {
+            status: self.service.status,
+            dependencies: self.service.dependencies,
+            version: self.service.version,
+            queued: self.queued as i32,
+            running: self.running as i32,
+        }
+    }
+    fn from_message(m: pb::HealthCheckResponse) -> Result<SimulationHealth, Failure> {
+        Ok(SimulationHealth {
+            service: ServiceHealth {
+                status: m.status,
+                dependencies: m.dependencies,
+                version: m.version,
+            },
+            queued: m.queued.max(0) as usize,
+            running: m.running.max(0) as usize,
+        })
+    }
+}
