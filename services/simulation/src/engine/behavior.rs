@@ -99,6 +99,13 @@ impl Simulation {
             return None;
         };
         let op = match &s.behavior {
+            Behavior::Cache { model: Some(_), .. } => {
+                // Hits and misses follow the keys held; no draw of the routing stream.
+                let cache = self.stations[component].as_mut()?.cache.as_mut()?;
+                let key = cache.draw_key();
+                self.slab[request].key = key;
+                cache.lookup(key, self.now)
+            }
             Behavior::Cache { hit_ratio, .. } => self.routing_rng.uniform() < *hit_ratio,
             Behavior::Database { write_ratio, .. } => self.routing_rng.uniform() < *write_ratio,
             _ => false,
@@ -154,14 +161,33 @@ impl Simulation {
             return After::Fail;
         }
         match &s.behavior {
-            Behavior::Cache { miss_to, .. } => {
+            Behavior::Cache { miss_to, model, .. } => {
                 if self.slab[request].op == OP_SPECIAL {
-                    After::Complete
-                } else {
-                    miss_to.map_or(After::Complete, After::To)
+                    return After::Complete;
                 }
+                let miss_to = *miss_to;
+                if model.is_some() {
+                    // Cache-aside: the origin's answer fills the entry; without an origin the
+                    // miss time includes fetching it, so the entry is filled now.
+                    match miss_to {
+                        Some(_) => self.slab[request].fill = component as u32,
+                        None => self.fill_cache(component, self.slab[request].key),
+                    }
+                }
+                miss_to.map_or(After::Complete, After::To)
             }
             _ => After::Route,
+        }
+    }
+
+    /// Fills `key` into the capacity cache `component`.
+    pub(super) fn fill_cache(&mut self, component: usize, key: u32) {
+        let now = self.now;
+        if let Some(cache) = self.stations[component]
+            .as_mut()
+            .and_then(|st| st.cache.as_mut())
+        {
+            cache.fill(key, now);
         }
     }
 }

@@ -174,6 +174,31 @@ pub struct Report {
     pub slos: Vec<SloResult>,
     /// Faults, breakers and scaling decisions, in order.
     pub timeline: Vec<super::TimelineEntry>,
+    /// Schema version 2: each source's client, by source id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, super::ClientReport>,
+    /// Schema version 2: each cache with a capacity, by id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub caches: BTreeMap<String, super::CacheReport>,
+    /// Schema version 2: goodput against offered load, per window of the whole run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goodput: Vec<super::GoodputPoint>,
+    /// Schema version 2: whether goodput came back after the last fault ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metastability: Option<super::Metastability>,
+}
+
+/// The parts of a report that only version-2 designs have.
+#[derive(Debug, Clone, Default)]
+pub struct ReportV2 {
+    /// Per source id.
+    pub clients: BTreeMap<String, super::ClientReport>,
+    /// Per cache id.
+    pub caches: BTreeMap<String, super::CacheReport>,
+    /// The goodput series.
+    pub goodput: Vec<super::GoodputPoint>,
+    /// The verdict.
+    pub metastability: Option<super::Metastability>,
 }
 
 /// One service-level objective, checked.
@@ -192,7 +217,8 @@ pub struct SloResult {
 }
 
 impl EndToEnd {
-    fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
+    /// The end-to-end figures of `s` over `measured` seconds.
+    pub(crate) fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
         EndToEnd {
             arrivals: s.arrivals,
             completed: s.completed,
@@ -281,6 +307,10 @@ impl Report {
             classes,
             slos: Vec::new(),
             timeline: Vec::new(),
+            clients: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            goodput: Vec::new(),
+            metastability: None,
         };
         report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
         report
@@ -289,6 +319,15 @@ impl Report {
     /// Attaches the run's timeline.
     pub fn with_timeline(mut self, timeline: Vec<super::TimelineEntry>) -> Report {
         self.timeline = timeline;
+        self
+    }
+
+    /// Attaches the parts only version-2 designs have.
+    pub fn with_v2(mut self, v2: ReportV2) -> Report {
+        self.clients = v2.clients;
+        self.caches = v2.caches;
+        self.goodput = v2.goodput;
+        self.metastability = v2.metastability;
         self
     }
 
