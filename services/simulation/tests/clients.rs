@@ -114,3 +114,25 @@ fn a_closed_loop_user_waits_out_its_timeout_before_thinking() {
     assert_eq!(r.components["s"].completed, 30);
     assert!(r.components["s"].mean_queue_length > 30.0);
 }
+
+#[test]
+fn a_timeout_never_fires_for_a_later_request_of_the_same_client_slot() {
+    // 50 requests/s, 10 workers of 20 ms: answers come in ~20 ms, far inside the 1 s timeout,
+    // so no attempt may time out, although each timeout is still pending when the finished
+    // request's slot is reused by a newer request.
+    let r = simulate(
+        r#"{"version": 2, "duration_s": 2000, "seed": 12, "components": [
+            {"id": "c", "kind": "source", "rate_per_s": 50, "to": "s", "timeout_ms": 1000,
+             "retries": 2},
+            {"id": "s", "kind": "service", "concurrency": 10,
+             "service_time": {"dist": "exponential", "mean_ms": 20}}
+        ]}"#,
+    );
+    let c = &r.clients["c"];
+    assert_eq!(
+        (c.timeouts, c.retries, c.failed, c.late_answers),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    assert!(c.first_tries - c.succeeded <= 10, "{c:?}");
+}

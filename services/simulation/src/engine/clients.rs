@@ -212,7 +212,13 @@ impl Simulation {
         };
         let slot = match clients.free.pop() {
             Some(i) => {
-                clients.requests[i as usize] = request;
+                // Attempt numbers go on from the slot's previous request: a timeout still
+                // scheduled for one of its attempts must not match an attempt of this one.
+                let previous = clients.requests[i as usize].attempt;
+                clients.requests[i as usize] = ClientRequest {
+                    attempt: previous,
+                    ..request
+                };
                 i as usize
             }
             None => {
