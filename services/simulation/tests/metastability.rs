@@ -35,6 +35,9 @@ fn assert_collapsed(name: &str, from_trigger: f64, long: f64, ceiling: f64, ampl
     let r = run(name);
     let m = r.metastability.as_ref().expect("a verdict");
     assert_eq!(m.verdict, "metastable", "{name}: {m:?}");
+    assert!(r
+        .table()
+        .contains("metastability: metastable (trigger ended at"));
     let end = r.simulated_s;
     assert!(
         end - m.trigger_end_s >= long,

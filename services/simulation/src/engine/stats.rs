@@ -406,7 +406,32 @@ impl Report {
                 slo.target
             ));
         }
-        if !self.classes.is_empty() || !self.slos.is_empty() {
+        for (id, c) in &self.clients {
+            out.push_str(&format!(
+                "client {id}: {} first tries, {} retries, {} succeeded, {} failed, {} timeouts ({} answered late), {} retries over budget; goodput {:.2}/s\n",
+                c.first_tries, c.retries, c.succeeded, c.failed, c.timeouts, c.late_answers, c.budget_denied, c.goodput_per_s
+            ));
+        }
+        for (id, c) in &self.caches {
+            out.push_str(&format!(
+                "cache {id}: hit ratio {:.3} ({} hits, {} misses, {} evictions, {} expired)\n",
+                c.hit_ratio, c.hits, c.misses, c.evictions, c.expired
+            ));
+        }
+        if let Some(m) = &self.metastability {
+            out.push_str(&format!(
+                "metastability: {} (trigger ended at {:.1} s; goodput {:.1}% of the offered load after it{})\n",
+                m.verdict,
+                m.trigger_end_s,
+                m.goodput_ratio_after * 100.0,
+                m.recovered_at_s.map_or(String::new(), |t| format!("; at or above {:.0}% from {t:.1} s", m.threshold * 100.0))
+            ));
+        }
+        if !self.classes.is_empty()
+            || !self.slos.is_empty()
+            || !self.clients.is_empty()
+            || !self.caches.is_empty()
+        {
             out.push('\n');
         }
         out.push_str(&format!(
