@@ -127,8 +127,16 @@ impl Simulation {
         None
     }
 
-    /// Samples the service time of `request` at `component`.
-    pub(super) fn service_time(&mut self, component: usize, request: usize) -> f64 {
+    /// Samples the service time of `request` at `component`, starting on a worker of
+    /// `instance` (`newcomer`: not yet counted among its busy workers), stretched by the
+    /// station's contention with the requests in service there.
+    pub(super) fn service_time(
+        &mut self,
+        component: usize,
+        request: usize,
+        instance: usize,
+        newcomer: bool,
+    ) -> f64 {
         let special = self.slab[request].op == OP_SPECIAL;
         let Kind::Station(s) = &self.design.components[component].kind else {
             return 0.0;
@@ -145,7 +153,11 @@ impl Simulation {
             }
             Behavior::Service | Behavior::Queue => s.service_time.sample(&mut st.rng),
         };
-        base + st.extra_latency
+        let time = base + st.extra_latency;
+        match &s.contention {
+            None => time,
+            Some(c) => time * c.factor(st.instances[instance].busy + u32::from(newcomer)),
+        }
     }
 
     /// Decides where the request goes after its service at `component`.

@@ -272,10 +272,15 @@ impl Simulation {
 
     /// An attempt's chain ended (completed, failed, dropped, abandoned): the answer reaches
     /// its client, unless the client gave up on that attempt already.
+    #[inline]
     pub(super) fn client_answered(&mut self, r: &Request, ok: bool) {
-        if r.origin == NONE || r.background || r.frame.is_some() {
-            return;
+        // Version-1 requests, queue messages and calls' children have no client.
+        if r.origin != NONE && !r.background && r.frame.is_none() {
+            self.answer_client(r, ok);
         }
+    }
+
+    fn answer_client(&mut self, r: &Request, ok: bool) {
         let (slot, now) = (r.origin as usize, self.now);
         let clients = self.clients();
         let c = &mut clients.requests[slot];

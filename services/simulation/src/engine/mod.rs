@@ -498,14 +498,11 @@ impl Simulation {
             self.fail(component, request);
             return;
         };
-        let (free_worker, in_service) =
-            self.stations[component].as_ref().map_or((false, 0), |st| {
-                let busy = st.instances[i].busy;
-                (busy < st.concurrency, busy + 1)
-            });
+        let free_worker = self.stations[component]
+            .as_ref()
+            .is_some_and(|st| st.instances[i].busy < st.concurrency);
         let service = if free_worker {
-            let service = self.service_time(component, request);
-            self.contended(component, in_service, service)
+            self.service_time(component, request, i, true)
         } else {
             0.0
         };
@@ -575,11 +572,7 @@ impl Simulation {
         let next = self.next_waiting(component, instance, &mut shed);
         match next {
             Some(next) => {
-                let service = self.service_time(component, next);
-                let in_service = self.stations[component]
-                    .as_ref()
-                    .map_or(1, |st| st.instances[instance].busy);
-                let service = self.contended(component, in_service, service);
+                let service = self.service_time(component, next, instance, false);
                 self.slab[next].started = self.now;
                 self.schedule(
                     self.now + service,

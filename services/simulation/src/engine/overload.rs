@@ -1,7 +1,7 @@
-//! What a station does under load: contention stretches service times with the requests in
-//! service, and the discipline picks which waiting request a freed worker takes (FIFO, LIFO,
-//! or FIFO with CoDel shedding). Requests that waited past the station's `timeout_ms` are
-//! abandoned on the way, as before.
+//! What a station does under load: the discipline picks which waiting request a freed worker
+//! takes (FIFO, LIFO, or FIFO with CoDel shedding); requests that waited past the station's
+//! `timeout_ms` are abandoned on the way, as before. (Contention, which stretches service
+//! times with the requests in service, applies where service times are drawn.)
 
 use super::Simulation;
 use crate::design::{Discipline, Kind};
@@ -15,18 +15,6 @@ pub(super) enum Shed {
 }
 
 impl Simulation {
-    /// `service` stretched by the station's contention with `in_service` requests in service at
-    /// the instance (the new one included).
-    pub(super) fn contended(&self, component: usize, in_service: u32, service: f64) -> f64 {
-        match &self.design.components[component].kind {
-            Kind::Station(s) => match &s.contention {
-                Some(c) => service * c.factor(in_service),
-                None => service,
-            },
-            _ => service,
-        }
-    }
-
     /// The waiting request a freed worker of `instance` takes next; those passed over on the
     /// way are pushed onto `shed` (the caller handles them once the worker is settled).
     pub(super) fn next_waiting(
@@ -41,6 +29,12 @@ impl Simulation {
         let (timeout, discipline) = (s.timeout, s.discipline);
         let st = self.stations[component].as_mut()?;
         let inst = &mut st.instances[instance];
+        if timeout.is_none() && discipline == Discipline::Fifo {
+            // The common case, kept as lean as before disciplines existed.
+            let n = inst.waiting.pop_front()?;
+            st.waiting -= 1;
+            return Some(n);
+        }
         loop {
             let n = match discipline {
                 Discipline::Lifo => inst.waiting.pop_back(),
