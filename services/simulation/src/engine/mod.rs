@@ -5,6 +5,12 @@
 //! follows the number of requests in the system, not the length of the run. Statistics are
 //! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
 //! between events.
+//!
+//! Schema version 2 lives in its own modules: `clients` (closed-loop users, timeouts, retries,
+//! retry budgets), `goodput` (the series and the metastability verdict), `cache` (capacity,
+//! TTL, eviction, key popularity) and `overload` (LIFO, CoDel); contention stretches service
+//! times in `behavior`. Each reads its settings from the design when it acts, so a change to
+//! the design (a later what-if) can apply from the next slice on.
 
 mod arrivals;
 mod behavior;
