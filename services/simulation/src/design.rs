@@ -2,25 +2,36 @@
 //! engine runs. Validation collects **every** problem, each with its JSON path
 //! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
 
+mod cache;
+mod distribution;
 mod dynamics;
 mod kinds;
+mod overload;
+mod source;
 mod traffic;
 
+pub use cache::{CacheModel, Eviction, Popularity, MAX_KEYS};
 pub use dynamics::{Autoscale, CallPolicy, Fault, FaultAction};
 pub use kinds::{Balancer, Behavior, Strategy};
-pub use traffic::{Arrival, Schedule, Slo};
+pub use overload::{Contention, Discipline};
+pub use source::{Backoff, BackoffKind, ClientPolicy, ClosedLoop, RetryBudget, MAX_USERS};
+pub use traffic::{Arrival, GoodputSettings, Schedule, Slo};
 
 use crate::engine::dist::Dist;
+use distribution::parse_dist;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use std::collections::HashMap;
 use std::fmt;
 
-/// Schema version this engine reads.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The newest schema version this engine reads (it reads every version from 1 on; a version-1
+/// document gives the same figures as before version 2 existed).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// A validated design.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Design {
+    /// The document's schema version.
+    pub version: u64,
     /// Simulated seconds of the whole run, warm-up included.
     pub duration: f64,
     /// Simulated seconds run first and excluded from statistics.
@@ -37,6 +48,8 @@ pub struct Design {
     pub slos: Vec<Slo>,
     /// Scheduled faults.
     pub faults: Vec<Fault>,
+    /// How goodput is measured over time and when a run is called metastable.
+    pub goodput: GoodputSettings,
 }
 
 /// One component.
@@ -73,6 +86,10 @@ pub struct Source {
     pub schedule: Option<Schedule>,
     /// Request classes: (index in [`Design::classes`], probability).
     pub classes: Vec<(usize, f64)>,
+    /// A closed-loop population instead of an arrival rate.
+    pub closed: Option<ClosedLoop>,
+    /// The client's timeout and retries; every version-2 source has one (version 1: `None`).
+    pub client: Option<ClientPolicy>,
 }
 
 /// A `service` / `api_gateway`.
@@ -101,6 +118,10 @@ pub struct Station {
     pub timeout: Option<f64>,
     /// Instances follow utilisation, when set.
     pub autoscale: Option<Autoscale>,
+    /// Service times grow with the requests in service, when set.
+    pub contention: Option<Contention>,
+    /// The order the waiting room is served in.
+    pub discipline: Discipline,
 }
 
 /// How a service runs its synchronous calls.
@@ -144,9 +165,27 @@ impl fmt::Display for Problem {
 
 struct Checker {
     problems: Vec<Problem>,
+    /// The document's schema version (fields of later versions are refused).
+    version: u64,
 }
 
 impl Checker {
+    /// Fields of schema version 2 in an older document: refused, so a version-1 document
+    /// always means what it meant when it was written.
+    fn needs_v2(&mut self, obj: &Value, path: &str, keys: &[&str]) {
+        if self.version >= 2 {
+            return;
+        }
+        for key in keys {
+            if obj.get(*key).is_some() {
+                self.problem(
+                    &format!("{path}.{key}"),
+                    "a schema version 2 field: set \"version\": 2",
+                );
+            }
+        }
+    }
+
     fn problem(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_string(),
@@ -276,6 +315,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     })?;
     let mut c = Checker {
         problems: Vec::new(),
+        version: SCHEMA_VERSION,
     };
     if !root.is_object() {
         c.problem("$", "a design is a JSON object");
@@ -295,17 +335,22 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             "components",
             "slos",
             "faults",
+            "goodput",
         ],
     );
-    let version = c.integer(&root, "$", "version", SCHEMA_VERSION, 1);
-    if version != SCHEMA_VERSION {
+    // A document without a version is a version-1 document: that is how they were written.
+    let version = c.integer(&root, "$", "version", 1, 1);
+    if version > SCHEMA_VERSION {
         c.problem(
             "$.version",
             format!(
-                "schema version {version} is not supported (this engine reads {SCHEMA_VERSION})"
+                "schema version {version} is not supported (this engine reads 1 to {SCHEMA_VERSION})"
             ),
         );
     }
+    c.version = version.min(SCHEMA_VERSION);
+    c.needs_v2(&root, "$", &["goodput"]);
+    let goodput = traffic::parse_goodput(&mut c, &root);
     let duration = c.number(&root, "$", "duration_s", None, POSITIVE);
     let warmup = c.number(&root, "$", "warmup_s", Some(0.0), NON_NEGATIVE);
     let seed = c.integer(&root, "$", "seed", 1, 0);
@@ -393,40 +438,7 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
         let kind = kinds[i].as_str();
         let built = if kind == "source" {
             sources += 1;
-            c.unknown_fields(
-                item,
-                &path,
-                &[
-                    "id",
-                    "kind",
-                    "name",
-                    "rate_per_s",
-                    "arrival",
-                    "to",
-                    "schedule",
-                    "classes",
-                ],
-            );
-            let schedule = traffic::parse_schedule(&mut c, item, &path);
-            let rate = if schedule.is_some() {
-                c.number(item, &path, "rate_per_s", Some(0.0), NON_NEGATIVE)
-            } else {
-                c.number(item, &path, "rate_per_s", None, POSITIVE)
-            };
-            let arrival = traffic::parse_arrival(&mut c, item, &path);
-            let classes = traffic::parse_classes(&mut c, item, &path)
-                .into_iter()
-                .filter_map(|(name, p)| class_names.iter().position(|n| *n == name).map(|k| (k, p)))
-                .collect();
-            target(&mut c, item, &path, "to").map(|to| {
-                Kind::Source(Source {
-                    rate,
-                    arrival,
-                    to,
-                    schedule,
-                    classes,
-                })
-            })
+            source::parse(&mut c, item, &path, &target, &class_names)
         } else if STATION_KINDS.contains(&kind) {
             c.unknown_fields(
                 item,
@@ -445,8 +457,12 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     "error_rate",
                     "timeout_ms",
                     "autoscale",
+                    "contention",
+                    "discipline",
+                    "codel",
                 ],
             );
+            let (contention, discipline) = overload::parse(&mut c, item, &path);
             let instances = c.integer(item, &path, "instances", 1, 1) as u32;
             let timeout = item
                 .get("timeout_ms")
@@ -514,6 +530,8 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
                     error_rate,
                     timeout,
                     autoscale,
+                    contention,
+                    discipline,
                 })
             })
         } else if let Some(built) = kinds::parse(&mut c, kind, item, &path, &target, &class_names) {
@@ -566,6 +584,8 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
         return Err(c.problems);
     }
     let design = Design {
+        version,
+        goodput,
         classes: class_names,
         slos,
         faults,
@@ -705,74 +725,4 @@ fn trapped_components(design: &Design) -> Vec<usize> {
         }
     }
     (0..n).filter(|&i| !can_finish[i]).collect()
-}
-
-fn parse_dist(c: &mut Checker, v: &Value, path: &str) -> Option<Dist> {
-    let Some(name) = v.get("dist").and_then(|d| d.as_str()) else {
-        c.problem(
-            &format!("{path}.dist"),
-            "missing (required): exponential, constant, uniform, lognormal, erlang or empirical",
-        );
-        return None;
-    };
-    let before = c.problems.len();
-    let ms = 1e-3;
-    let dist = match name {
-        "exponential" => {
-            c.unknown_fields(v, path, &["dist", "mean_ms"]);
-            Dist::Exponential(c.number(v, path, "mean_ms", None, POSITIVE) * ms)
-        }
-        "constant" => {
-            c.unknown_fields(v, path, &["dist", "ms"]);
-            Dist::Constant(c.number(v, path, "ms", None, NON_NEGATIVE) * ms)
-        }
-        "uniform" => {
-            c.unknown_fields(v, path, &["dist", "min_ms", "max_ms"]);
-            let lo = c.number(v, path, "min_ms", None, NON_NEGATIVE);
-            let hi = c.number(v, path, "max_ms", None, NON_NEGATIVE);
-            if lo > hi {
-                c.problem(&format!("{path}.max_ms"), "must be at least min_ms");
-            }
-            Dist::Uniform(lo * ms, hi * ms)
-        }
-        "lognormal" => {
-            c.unknown_fields(v, path, &["dist", "mean_ms", "stddev_ms"]);
-            let mean = c.number(v, path, "mean_ms", None, POSITIVE);
-            let sd = c.number(v, path, "stddev_ms", None, NON_NEGATIVE);
-            Dist::lognormal(mean * ms, sd * ms)
-        }
-        "erlang" => {
-            c.unknown_fields(v, path, &["dist", "k", "mean_ms"]);
-            let k = c.integer(v, path, "k", 1, 1) as u32;
-            Dist::Erlang(k, c.number(v, path, "mean_ms", None, POSITIVE) * ms)
-        }
-        "empirical" => {
-            c.unknown_fields(v, path, &["dist", "points"]);
-            let mut points = Vec::new();
-            match v.get("points").and_then(|p| p.as_array()) {
-                Some(list) if !list.is_empty() => {
-                    for (i, point) in list.iter().enumerate() {
-                        let ppath = format!("{path}.points[{i}]");
-                        c.unknown_fields(point, &ppath, &["ms", "weight"]);
-                        let value = c.number(point, &ppath, "ms", None, NON_NEGATIVE);
-                        let weight = c.number(point, &ppath, "weight", Some(1.0), POSITIVE);
-                        points.push((value * ms, weight));
-                    }
-                }
-                _ => c.problem(
-                    &format!("{path}.points"),
-                    "missing (required): a non-empty array of {\"ms\", \"weight\"}",
-                ),
-            }
-            Dist::empirical(&points)
-        }
-        other => {
-            c.problem(
-                &format!("{path}.dist"),
-                format!("unknown distribution `{other}`"),
-            );
-            return None;
-        }
-    };
-    (c.problems.len() == before).then_some(dist)
 }

@@ -5,7 +5,9 @@
 //!   JSON path.
 //! - [`engine`]: the event loop ([`engine::Simulation`]): deterministic for a seed, runnable in
 //!   slices (`advance_to`), memory bounded by the requests in the system;
-//!   [`engine::dist`] (random streams and distributions), [`engine::stats`] (statistics, report).
+//!   [`engine::dist`] (random streams and distributions), [`engine::stats`] (statistics, report);
+//!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
+//!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
 //! - [`cli`]: `sdsim simulate DESIGN.json [--json] [--series FILE]`.
 //!

@@ -219,7 +219,7 @@ fn dynamics_problems_are_listed() {
     .unwrap_err();
     let text: Vec<String> = bad.iter().map(|p| p.to_string()).collect();
     for want in [
-        "$.faults[0].action: must be crash, add_latency, error_rate or partition",
+        "$.faults[0].action: must be crash, add_latency, error_rate, flush or partition",
         "$.faults[1].component: faults apply to stations",
         "$.faults[2].at_s: -1 is not a number ≥ 0",
         "$.faults[2].to: must name a component",

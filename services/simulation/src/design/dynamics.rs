@@ -41,6 +41,11 @@ pub enum FaultAction {
         /// Probability.
         rate: f64,
     },
+    /// A cache with a capacity loses every entry at once (schema version 2).
+    Flush {
+        /// Cache index.
+        component: usize,
+    },
     /// Requests and calls from `from` to `to` fail.
     Partition {
         /// Sender index.
@@ -214,6 +219,28 @@ pub(super) fn parse_faults(
                     ("a probability in [0, 1]", |p| (0.0..=1.0).contains(&p)),
                 ),
             }),
+            Some("flush") => {
+                c.needs_v2(f, &path, &["action"]);
+                if f.get("duration_s").is_some() {
+                    c.problem(
+                        &format!("{path}.duration_s"),
+                        "a flush is instantaneous: drop duration_s",
+                    );
+                }
+                let component = id(c, "component");
+                let holds_entries = component.is_some_and(|k| {
+                    let item = root.get("components").and_then(|l| l.get(k));
+                    matches!(kinds[k].as_str(), "cache" | "cdn")
+                        && item.is_some_and(|i| i.get("capacity").is_some())
+                });
+                if component.is_some() && !holds_entries {
+                    c.problem(
+                        &format!("{path}.component"),
+                        "a flush empties a cache with a `capacity`",
+                    );
+                }
+                component.map(|component| FaultAction::Flush { component })
+            }
             Some("partition") => match (id(c, "from"), id(c, "to")) {
                 (Some(from), Some(to)) => Some(FaultAction::Partition { from, to }),
                 _ => None,
@@ -221,7 +248,7 @@ pub(super) fn parse_faults(
             _ => {
                 c.problem(
                     &format!("{path}.action"),
-                    "must be crash, add_latency, error_rate or partition",
+                    "must be crash, add_latency, error_rate, flush or partition",
                 );
                 None
             }
@@ -229,7 +256,8 @@ pub(super) fn parse_faults(
         let station = match &action {
             Some(FaultAction::Crash { component, .. })
             | Some(FaultAction::AddLatency { component, .. })
-            | Some(FaultAction::ErrorRate { component, .. }) => Some(*component),
+            | Some(FaultAction::ErrorRate { component, .. })
+            | Some(FaultAction::Flush { component }) => Some(*component),
             _ => None,
         };
         if station.is_some_and(|s| matches!(kinds[s].as_str(), "source" | "load_balancer")) {

@@ -1,6 +1,8 @@
 //! The component kinds beyond plain services: `external`, `cache` / `cdn`, `database`, `queue`
 //! and `load_balancer`. Each becomes a [`Station`] with a [`Behavior`] (or a [`Balancer`]).
 
+use super::cache::CacheModel;
+use super::overload::{self, Discipline};
 use super::{parse_dist, Checker, Fanout, Kind, Station};
 use crate::engine::dist::Dist;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
@@ -12,8 +14,11 @@ pub enum Behavior {
     Service,
     /// A hit is served in `hit` and completes; a miss takes `miss` and goes to `miss_to`.
     Cache {
-        /// Probability of a hit.
+        /// Probability of a hit: given, or for a cache with a `model` the estimate of
+        /// [`CacheModel::estimated_hit_ratio`] (sizing only; the run decides hits by key).
         hit_ratio: f64,
+        /// Capacity, TTL, eviction and key space, when hits emerge from the traffic.
+        model: Option<CacheModel>,
         /// Time of a hit.
         hit: Dist,
         /// Time of a miss (before it goes downstream).
@@ -81,6 +86,8 @@ fn station(
         error_rate: 0.0,
         timeout: None,
         autoscale: None,
+        contention: None,
+        discipline: Discipline::Fifo,
     }
 }
 
@@ -159,8 +166,13 @@ pub(super) fn parse(
                     "miss_time",
                     "miss_to",
                     "queue_capacity",
+                    "capacity",
+                    "ttl_s",
+                    "eviction",
+                    "keys",
                 ]),
             );
+            let model = super::cache::parse(c, item, path);
             let instances = c.integer(item, path, "instances", 1, 1) as u32;
             let concurrency = c.integer(
                 item,
@@ -169,13 +181,17 @@ pub(super) fn parse(
                 if kind == "cdn" { 10_000 } else { 1_000 },
                 1,
             ) as u32;
-            let hit_ratio = c.number(
-                item,
-                path,
-                "hit_ratio",
-                None,
-                ("a probability in [0, 1]", |p| (0.0..=1.0).contains(&p)),
-            );
+            let hit_ratio = match &model {
+                Some(m) => m.estimated_hit_ratio(),
+                None if item.get("capacity").is_some() => 0.0,
+                None => c.number(
+                    item,
+                    path,
+                    "hit_ratio",
+                    None,
+                    ("a probability in [0, 1]", |p| (0.0..=1.0).contains(&p)),
+                ),
+            };
             let hit = dist_field(c, item, path, "hit_time", None);
             let miss = dist_field(c, item, path, "miss_time", Some(Dist::Constant(0.0)));
             let miss_to = item
@@ -187,6 +203,7 @@ pub(super) fn parse(
                     let mut s = station(instances, concurrency, hit.clone(), cap);
                     s.behavior = Behavior::Cache {
                         hit_ratio,
+                        model,
                         hit,
                         miss,
                         miss_to,
@@ -207,8 +224,12 @@ pub(super) fn parse(
                     "write_time",
                     "write_ratio",
                     "queue_capacity",
+                    "contention",
+                    "discipline",
+                    "codel",
                 ]),
             );
+            let (contention, discipline) = overload::parse(c, item, path);
             let replicas = c.integer(item, path, "replicas", 0, 0) as u32;
             let pool = c.integer(item, path, "pool_size", 10, 1) as u32;
             let read = dist_field(c, item, path, "read_time", None);
@@ -224,6 +245,8 @@ pub(super) fn parse(
             match (read, write) {
                 (Some(read), Some(write)) => {
                     let mut s = station(1 + replicas, pool, read.clone(), cap);
+                    s.contention = contention;
+                    s.discipline = discipline;
                     s.behavior = Behavior::Database {
                         read,
                         write,

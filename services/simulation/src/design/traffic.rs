@@ -54,6 +54,48 @@ impl Schedule {
     }
 }
 
+/// How goodput is measured over time (schema version 2): successful client requests per
+/// window against first tries per window; a run whose goodput stays below `threshold` of its
+/// offered load after its last fault ended is called metastable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoodputSettings {
+    /// Length of a window of the goodput series (seconds).
+    pub window: f64,
+    /// Goodput / offered load below which a window counts as collapsed.
+    pub threshold: f64,
+}
+
+impl Default for GoodputSettings {
+    fn default() -> Self {
+        GoodputSettings {
+            window: 10.0,
+            threshold: 0.9,
+        }
+    }
+}
+
+pub(super) fn parse_goodput(c: &mut Checker, root: &Value) -> GoodputSettings {
+    let mut out = GoodputSettings::default();
+    if let Some(v) = root.get("goodput") {
+        c.unknown_fields(v, "$.goodput", &["window_s", "threshold"]);
+        out.window = c.number(
+            v,
+            "$.goodput",
+            "window_s",
+            Some(out.window),
+            super::POSITIVE,
+        );
+        out.threshold = c.number(
+            v,
+            "$.goodput",
+            "threshold",
+            Some(out.threshold),
+            ("in (0, 1]", |x| x > 0.0 && x <= 1.0),
+        );
+    }
+    out
+}
+
 /// A service-level objective checked against the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slo {

@@ -99,6 +99,13 @@ impl Simulation {
             return None;
         };
         let op = match &s.behavior {
+            Behavior::Cache { model: Some(_), .. } => {
+                // Hits and misses follow the keys held; no draw of the routing stream.
+                let cache = self.stations[component].as_mut()?.cache.as_mut()?;
+                let key = cache.draw_key();
+                self.slab[request].key = key;
+                cache.lookup(key, self.now)
+            }
             Behavior::Cache { hit_ratio, .. } => self.routing_rng.uniform() < *hit_ratio,
             Behavior::Database { write_ratio, .. } => self.routing_rng.uniform() < *write_ratio,
             _ => false,
@@ -120,8 +127,16 @@ impl Simulation {
         None
     }
 
-    /// Samples the service time of `request` at `component`.
-    pub(super) fn service_time(&mut self, component: usize, request: usize) -> f64 {
+    /// Samples the service time of `request` at `component`, starting on a worker of
+    /// `instance` (`newcomer`: not yet counted among its busy workers), stretched by the
+    /// station's contention with the requests in service there.
+    pub(super) fn service_time(
+        &mut self,
+        component: usize,
+        request: usize,
+        instance: usize,
+        newcomer: bool,
+    ) -> f64 {
         let special = self.slab[request].op == OP_SPECIAL;
         let Kind::Station(s) = &self.design.components[component].kind else {
             return 0.0;
@@ -138,7 +153,11 @@ impl Simulation {
             }
             Behavior::Service | Behavior::Queue => s.service_time.sample(&mut st.rng),
         };
-        base + st.extra_latency
+        let time = base + st.extra_latency;
+        match &s.contention {
+            None => time,
+            Some(c) => time * c.factor(st.instances[instance].busy + u32::from(newcomer)),
+        }
     }
 
     /// Decides where the request goes after its service at `component`.
@@ -154,14 +173,33 @@ impl Simulation {
             return After::Fail;
         }
         match &s.behavior {
-            Behavior::Cache { miss_to, .. } => {
+            Behavior::Cache { miss_to, model, .. } => {
                 if self.slab[request].op == OP_SPECIAL {
-                    After::Complete
-                } else {
-                    miss_to.map_or(After::Complete, After::To)
+                    return After::Complete;
                 }
+                let miss_to = *miss_to;
+                if model.is_some() {
+                    // Cache-aside: the origin's answer fills the entry; without an origin the
+                    // miss time includes fetching it, so the entry is filled now.
+                    match miss_to {
+                        Some(_) => self.slab[request].fill = component as u32,
+                        None => self.fill_cache(component, self.slab[request].key),
+                    }
+                }
+                miss_to.map_or(After::Complete, After::To)
             }
             _ => After::Route,
+        }
+    }
+
+    /// Fills `key` into the capacity cache `component`.
+    pub(super) fn fill_cache(&mut self, component: usize, key: u32) {
+        let now = self.now;
+        if let Some(cache) = self.stations[component]
+            .as_mut()
+            .and_then(|st| st.cache.as_mut())
+        {
+            cache.fill(key, now);
         }
     }
 }

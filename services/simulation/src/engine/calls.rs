@@ -174,6 +174,10 @@ impl Simulation {
             class: self.slab[parent].class,
             op: 0,
             background: false,
+            origin: super::clients::NONE,
+            attempt: 0,
+            key: super::clients::NONE,
+            fill: super::clients::NONE,
         });
         if let Some(t) = timeout {
             self.schedule(self.now + t, EventKind::CallTimeout { call: reference });

@@ -179,6 +179,13 @@ impl Simulation {
                 };
                 (component, text)
             }
+            FaultAction::Flush { component } => {
+                let dropped = self.stations[component]
+                    .as_mut()
+                    .and_then(|st| st.cache.as_mut())
+                    .map_or(0, |cache| cache.flush());
+                (component, format!("flush: {dropped} entries dropped"))
+            }
             FaultAction::Partition { from, to } => {
                 if start {
                     self.dynamics.partitions.push((from, to));

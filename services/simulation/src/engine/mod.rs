@@ -5,19 +5,33 @@
 //! follows the number of requests in the system, not the length of the run. Statistics are
 //! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
 //! between events.
+//!
+//! Schema version 2 lives in its own modules: `clients` (closed-loop users, timeouts, retries,
+//! retry budgets), `goodput` (the series and the metastability verdict), `cache` (capacity,
+//! TTL, eviction, key popularity) and `overload` (LIFO, CoDel); contention stretches service
+//! times in `behavior`. Each reads its settings from the design when it acts, so a change to
+//! the design (a later what-if) can apply from the next slice on.
 
 mod arrivals;
 mod behavior;
+mod cache;
 mod calls;
+mod clients;
 mod dynamics;
+mod goodput;
+mod overload;
+mod report;
 
+pub use cache::CacheReport;
+pub use clients::ClientReport;
 pub use dynamics::TimelineEntry;
+pub use goodput::{GoodputPoint, Metastability};
 pub mod dist;
 pub mod stats;
 
 use crate::design::{Design, Kind};
 use dist::Rng;
-use stats::{ComponentStats, Report, Series};
+use stats::ComponentStats;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -43,6 +57,12 @@ enum EventKind {
     CallTimeout { call: calls::CallRef },
     /// A failed call is tried again.
     Retry { frame: u32, call: u32 },
+    /// A client gives up on attempt `attempt` of its request `slot` (ignored if answered).
+    ClientTimeout { slot: u32, attempt: u32 },
+    /// A client's backoff has passed: its request `slot` is tried again.
+    ClientRetry { slot: u32 },
+    /// A closed-loop user of `source` has thought and sends its next request.
+    UserWakes { source: u32 },
     /// The warm-up ends: statistics restart.
     WarmupEnd,
 }
@@ -96,11 +116,21 @@ struct Request {
     op: u8,
     /// A queue's message processed after the producer was answered: not counted end to end.
     background: bool,
+    /// The client request this is an attempt of (`clients::NONE` for version-1 sources).
+    origin: u32,
+    /// Which attempt of that client request it is.
+    attempt: u32,
+    /// The key it looks up at a cache with a capacity.
+    key: u32,
+    /// The cache its answer fills (a miss sent on to the origin), or `clients::NONE`.
+    fill: u32,
 }
 
 struct Instance {
     busy: u32,
     waiting: VecDeque<usize>,
+    /// When the waiting room last went from empty to not empty (CoDel).
+    nonempty_since: f64,
 }
 
 struct StationState {
@@ -127,6 +157,8 @@ struct StationState {
     error_override: Option<f64>,
     /// Autoscaling bookkeeping.
     scale: dynamics::ScaleState,
+    /// Entries of a cache with a capacity.
+    cache: Option<Box<cache::CacheState>>,
 }
 
 impl StationState {
@@ -159,6 +191,8 @@ pub struct Simulation {
     stats: Vec<ComponentStats>,
     end_to_end: ComponentStats,
     class_stats: Vec<ComponentStats>,
+    /// The clients of version-2 sources (`None` for a version-1 design).
+    clients: Option<clients::Clients>,
     events_processed: u64,
     measuring_since: f64,
     finished: bool,
@@ -181,6 +215,7 @@ impl Simulation {
                         .map(|_| Instance {
                             busy: 0,
                             waiting: VecDeque::new(),
+                            nonempty_since: 0.0,
                         })
                         .collect(),
                     busy: 0,
@@ -202,6 +237,11 @@ impl Simulation {
                     extra_latency: 0.0,
                     error_override: None,
                     scale: dynamics::ScaleState::default(),
+                    cache: cache_model(s).map(|m| {
+                        // Its own stream: drawing keys moves no draw of the version-1 streams.
+                        let seed = design.seed ^ (0x6b65_7973 << 20) ^ stations_len(&stations);
+                        Box::new(cache::CacheState::new(m, seed))
+                    }),
                 }),
                 Kind::Source(_) | Kind::Balancer(_) => None,
             });
@@ -231,6 +271,7 @@ impl Simulation {
             stats,
             end_to_end: ComponentStats::new(0.0),
             class_stats: Vec::new(),
+            clients: None,
             events_processed: 0,
             measuring_since: 0.0,
             finished: false,
@@ -244,10 +285,18 @@ impl Simulation {
             .collect();
         for i in 0..sim.design.components.len() {
             if let Kind::Source(src) = &sim.design.components[i].kind {
+                if src.closed.is_some() {
+                    continue; // its users wake up from the event heap
+                }
                 let first = arrivals::next_arrival(src, 0.0, &mut sim.source_rng[i]);
                 let key = sim.key(first);
                 sim.arrivals.push((key, i));
             }
+        }
+        if sim.design.version >= 2 {
+            let (n, window) = (sim.design.components.len(), sim.design.goodput.window);
+            sim.clients = Some(clients::Clients::new(sim.design.seed, n, window));
+            sim.start_users();
         }
         sim.schedule_dynamics();
         if sim.design.warmup > 0.0 {
@@ -361,7 +410,12 @@ impl Simulation {
         let to = src.to;
         let next = arrivals::next_arrival(src, self.now, &mut self.source_rng[source]);
         let class = pick_class(&src.classes, &mut self.source_rng[source]);
+        let client = src.client.is_some();
         self.arrivals[slot].0 = self.key(next);
+        if client {
+            self.client_request(source, false, class);
+            return;
+        }
         self.stats[source].arrivals += 1;
         let request = self.alloc(Request {
             born: self.now,
@@ -371,6 +425,10 @@ impl Simulation {
             class,
             op: 0,
             background: false,
+            origin: clients::NONE,
+            attempt: 0,
+            key: clients::NONE,
+            fill: clients::NONE,
         });
         self.end_to_end.arrivals += 1;
         self.enter(to, request);
@@ -395,7 +453,20 @@ impl Simulation {
             } => self.scale_up(component as usize, instances as usize),
             EventKind::CallTimeout { call } => self.call_returned(call, true),
             EventKind::Retry { frame, call } => self.retry(frame as usize, call as usize),
+            EventKind::ClientTimeout { slot, attempt } => {
+                self.client_timeout(slot as usize, attempt)
+            }
+            EventKind::ClientRetry { slot } => self.client_retry(slot as usize),
+            EventKind::UserWakes { source } => self.user_wakes(source as usize),
             EventKind::WarmupEnd => {
+                if let Some(c) = self.clients.as_mut() {
+                    c.reset(self.now);
+                }
+                for st in self.stations.iter_mut().flatten() {
+                    if let Some(cache) = st.cache.as_mut() {
+                        cache.reset();
+                    }
+                }
                 for s in &mut self.stats {
                     s.reset(self.now);
                 }
@@ -437,7 +508,7 @@ impl Simulation {
             .as_ref()
             .is_some_and(|st| st.instances[i].busy < st.concurrency);
         let service = if free_worker {
-            self.service_time(component, request)
+            self.service_time(component, request, i, true)
         } else {
             0.0
         };
@@ -458,18 +529,29 @@ impl Simulation {
                 },
             );
         } else if st.capacity.is_some_and(|cap| inst.waiting.len() >= cap) {
-            self.stats[component].dropped += 1;
-            self.free.push(request);
-            let r = self.slab[request];
-            match r.frame {
-                // A call that is refused answers its caller with a failure.
-                Some(frame) => self.answer(frame, true),
-                None if !r.background => self.end_to_end.dropped += 1,
-                None => {}
-            }
+            self.drop_request(component, request);
         } else {
+            if inst.waiting.is_empty() {
+                inst.nonempty_since = self.now;
+            }
             inst.waiting.push_back(request);
             st.waiting += 1;
+        }
+    }
+
+    /// The station has no room for `request` (full waiting room, or shed by CoDel).
+    fn drop_request(&mut self, component: usize, request: usize) {
+        self.stats[component].dropped += 1;
+        self.free.push(request);
+        let r = self.slab[request];
+        match r.frame {
+            // A call that is refused answers its caller with a failure.
+            Some(frame) => self.answer(frame, true),
+            None if !r.background => {
+                self.end_to_end.dropped += 1;
+                self.client_answered(&r, false);
+            }
+            None => {}
         }
     }
 
@@ -491,31 +573,12 @@ impl Simulation {
             _ => None,
         };
         // The freed worker takes the next waiting request; those that waited past the
-        // station's timeout are abandoned on the way.
-        let timeout = match &self.design.components[component].kind {
-            Kind::Station(s) => s.timeout,
-            _ => None,
-        };
-        let mut abandoned = Vec::new();
-        let next = {
-            let Some(st) = self.stations[component].as_mut() else {
-                return;
-            };
-            loop {
-                let Some(n) = st.instances[instance].waiting.pop_front() else {
-                    break None;
-                };
-                st.waiting -= 1;
-                if timeout.is_some_and(|t| self.now - self.slab[n].entered > t) {
-                    abandoned.push(n);
-                } else {
-                    break Some(n);
-                }
-            }
-        };
+        // station's timeout (or CoDel's limit) are shed on the way.
+        let mut shed = Vec::new();
+        let next = self.next_waiting(component, instance, &mut shed);
         match next {
             Some(next) => {
-                let service = self.service_time(component, next);
+                let service = self.service_time(component, next, instance, false);
                 self.slab[next].started = self.now;
                 self.schedule(
                     self.now + service,
@@ -533,8 +596,11 @@ impl Simulation {
                 }
             }
         }
-        for waited in abandoned {
-            self.abandon(component, waited);
+        for (waited, why) in shed {
+            match why {
+                overload::Shed::TimedOut => self.abandon(component, waited),
+                overload::Shed::Dropped => self.drop_request(component, waited),
+            }
         }
         match (after, route) {
             (behavior::After::Fail, _) => self.fail(component, request),
@@ -604,6 +670,9 @@ impl Simulation {
     fn complete(&mut self, request: usize) {
         let r = self.slab[request];
         self.free.push(request);
+        if r.fill != clients::NONE {
+            self.fill_cache(r.fill as usize, r.key);
+        }
         if let Some(frame) = r.frame {
             self.answer(frame, false);
             return;
@@ -615,6 +684,7 @@ impl Simulation {
         if let Some(class) = r.class {
             self.class_stats[class].complete(self.now - r.born, 0.0);
         }
+        self.client_answered(&r, true);
         if self
             .design
             .max_requests
@@ -632,7 +702,10 @@ impl Simulation {
         self.free.push(request);
         match r.frame {
             Some(frame) => self.answer(frame, true),
-            None if !r.background => self.end_to_end.errors += 1,
+            None if !r.background => {
+                self.end_to_end.errors += 1;
+                self.client_answered(&r, false);
+            }
             None => {}
         }
     }
@@ -644,48 +717,26 @@ impl Simulation {
         self.free.push(request);
         match r.frame {
             Some(frame) => self.answer(frame, true),
-            None if !r.background => self.end_to_end.errors += 1,
+            None if !r.background => {
+                self.end_to_end.errors += 1;
+                self.client_answered(&r, false);
+            }
             None => {}
         }
     }
+}
 
-    /// Statistics with the time-weighted integrals brought up to now.
-    fn current_stats(&self) -> Vec<ComponentStats> {
-        let mut stats = self.stats.clone();
-        for (c, s) in stats.iter_mut().enumerate() {
-            if let Some(st) = &self.stations[c] {
-                let capacity = f64::from(st.capacity_workers());
-                s.integrate_to(self.now, f64::from(st.busy), st.waiting as f64, capacity);
-            }
-        }
-        stats
+/// The capacity model of a cache station, if it has one.
+fn cache_model(s: &crate::design::Station) -> Option<&crate::design::CacheModel> {
+    match &s.behavior {
+        crate::design::Behavior::Cache { model, .. } => model.as_ref(),
+        _ => None,
     }
+}
 
-    /// A snapshot of the statistics so far (the final report once finished).
-    pub fn report(&self) -> Report {
-        let measured = (self.now - self.measuring_since).max(1e-12);
-        Report::build(
-            &self.design,
-            &self.current_stats(),
-            &self.end_to_end,
-            &self.class_stats,
-            measured,
-            self.events_processed,
-            self.now,
-        )
-        .with_timeline(self.dynamics.timeline.clone())
-    }
-
-    /// One line of the per-interval series.
-    pub fn series_point(&self) -> Series {
-        Series::build(
-            &self.design,
-            &self.current_stats(),
-            &self.end_to_end,
-            self.now,
-            self.measuring_since,
-        )
-    }
+/// The index the next station state gets (a cache's stream differs per component).
+fn stations_len(stations: &[Option<StationState>]) -> u64 {
+    stations.len() as u64
 }
 
 /// Draws a request class from a source's mix.

@@ -174,6 +174,31 @@ pub struct Report {
     pub slos: Vec<SloResult>,
     /// Faults, breakers and scaling decisions, in order.
     pub timeline: Vec<super::TimelineEntry>,
+    /// Schema version 2: each source's client, by source id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, super::ClientReport>,
+    /// Schema version 2: each cache with a capacity, by id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub caches: BTreeMap<String, super::CacheReport>,
+    /// Schema version 2: goodput against offered load, per window of the whole run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goodput: Vec<super::GoodputPoint>,
+    /// Schema version 2: whether goodput came back after the last fault ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metastability: Option<super::Metastability>,
+}
+
+/// The parts of a report that only version-2 designs have.
+#[derive(Debug, Clone, Default)]
+pub struct ReportV2 {
+    /// Per source id.
+    pub clients: BTreeMap<String, super::ClientReport>,
+    /// Per cache id.
+    pub caches: BTreeMap<String, super::CacheReport>,
+    /// The goodput series.
+    pub goodput: Vec<super::GoodputPoint>,
+    /// The verdict.
+    pub metastability: Option<super::Metastability>,
 }
 
 /// One service-level objective, checked.
@@ -192,7 +217,8 @@ pub struct SloResult {
 }
 
 impl EndToEnd {
-    fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
+    /// The end-to-end figures of `s` over `measured` seconds.
+    pub(crate) fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
         EndToEnd {
             arrivals: s.arrivals,
             completed: s.completed,
@@ -281,6 +307,10 @@ impl Report {
             classes,
             slos: Vec::new(),
             timeline: Vec::new(),
+            clients: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            goodput: Vec::new(),
+            metastability: None,
         };
         report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
         report
@@ -289,6 +319,15 @@ impl Report {
     /// Attaches the run's timeline.
     pub fn with_timeline(mut self, timeline: Vec<super::TimelineEntry>) -> Report {
         self.timeline = timeline;
+        self
+    }
+
+    /// Attaches the parts only version-2 designs have.
+    pub fn with_v2(mut self, v2: ReportV2) -> Report {
+        self.clients = v2.clients;
+        self.caches = v2.caches;
+        self.goodput = v2.goodput;
+        self.metastability = v2.metastability;
         self
     }
 
@@ -367,7 +406,32 @@ impl Report {
                 slo.target
             ));
         }
-        if !self.classes.is_empty() || !self.slos.is_empty() {
+        for (id, c) in &self.clients {
+            out.push_str(&format!(
+                "client {id}: {} first tries, {} retries, {} succeeded, {} failed, {} timeouts ({} answered late), {} retries over budget; goodput {:.2}/s\n",
+                c.first_tries, c.retries, c.succeeded, c.failed, c.timeouts, c.late_answers, c.budget_denied, c.goodput_per_s
+            ));
+        }
+        for (id, c) in &self.caches {
+            out.push_str(&format!(
+                "cache {id}: hit ratio {:.3} ({} hits, {} misses, {} evictions, {} expired)\n",
+                c.hit_ratio, c.hits, c.misses, c.evictions, c.expired
+            ));
+        }
+        if let Some(m) = &self.metastability {
+            out.push_str(&format!(
+                "metastability: {} (trigger ended at {:.1} s; goodput {:.1}% of the offered load after it{})\n",
+                m.verdict,
+                m.trigger_end_s,
+                m.goodput_ratio_after * 100.0,
+                m.recovered_at_s.map_or(String::new(), |t| format!("; at or above {:.0}% from {t:.1} s", m.threshold * 100.0))
+            ));
+        }
+        if !self.classes.is_empty()
+            || !self.slos.is_empty()
+            || !self.clients.is_empty()
+            || !self.caches.is_empty()
+        {
             out.push('\n');
         }
         out.push_str(&format!(
