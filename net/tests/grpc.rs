@@ -175,11 +175,13 @@ async fn raw_call(
         req = req.header("grpc-timeout", t);
     }
     let (resp, mut send) = h2c.send_request(req.body(()).unwrap(), false).unwrap();
-    send.send_data(
+    // On a busy machine a short deadline can pass before the message is sent: the server then
+    // answers DEADLINE_EXCEEDED while reading the request and closes the stream, and this send
+    // fails. The answer below is what the test checks.
+    let _ = send.send_data(
         sdsim_net::grpc::frame::encode(&msg.encode_to_vec(), false),
         true,
-    )
-    .unwrap();
+    );
     let resp = resp.await.unwrap();
     let (parts, mut body) = resp.into_parts();
     let mut headers = parts.headers;
