@@ -120,6 +120,12 @@ fn the_tour(addr: SocketAddr) {
         "chat-notifications",
         "read-heavy-cache",
         "event-pipeline",
+        "retry-storm",
+        "retry-storm-budget",
+        "cache-stampede",
+        "cache-stampede-fixed",
+        "slow-dependency",
+        "slow-dependency-codel",
     ] {
         assert!(ids.contains(&wanted), "{ids:?}");
     }

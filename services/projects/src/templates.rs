@@ -42,6 +42,37 @@ pub const SYSTEM: &[SystemTemplate] = &[
         category: "streaming",
         design: include_str!("../../../config/designs/event-pipeline.json"),
     },
+    // Metastable failures (design schema version 2), each beside the same system with its fix.
+    SystemTemplate {
+        id: "retry-storm",
+        category: "resilience",
+        design: include_str!("../../../config/designs/retry-storm.json"),
+    },
+    SystemTemplate {
+        id: "retry-storm-budget",
+        category: "resilience",
+        design: include_str!("../../../config/designs/retry-storm-budget.json"),
+    },
+    SystemTemplate {
+        id: "cache-stampede",
+        category: "resilience",
+        design: include_str!("../../../config/designs/cache-stampede.json"),
+    },
+    SystemTemplate {
+        id: "cache-stampede-fixed",
+        category: "resilience",
+        design: include_str!("../../../config/designs/cache-stampede-fixed.json"),
+    },
+    SystemTemplate {
+        id: "slow-dependency",
+        category: "resilience",
+        design: include_str!("../../../config/designs/slow-dependency.json"),
+    },
+    SystemTemplate {
+        id: "slow-dependency-codel",
+        category: "resilience",
+        design: include_str!("../../../config/designs/slow-dependency-codel.json"),
+    },
 ];
 
 /// The system template `id`.
