@@ -243,7 +243,7 @@ impl Server {
         let redis = match &config.redis.url {
             Some(url) => Some(
                 Bridge::start(url, shards, format!("{process_epoch:016x}"))
-                    .map_err(StartError::Redis)?,
+                    .map_err(|e| StartError::Redis(e.to_string()))?,
             ),
             None => None,
         };
