@@ -159,8 +159,22 @@ pub struct PhaseSpec {
     pub ramp_to: Option<f64>,
 }
 
+/// Why a scenario's duration does not parse; each message quotes the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number followed by a unit.
+    #[error("`{0}` is not a duration (500ms, 10s, 2m)")]
+    Malformed(String),
+    /// The unit is none of ms, s and m.
+    #[error("unknown unit in `{0}` (ms, s, m)")]
+    UnknownUnit(String),
+    /// Negative, or too large to be a duration.
+    #[error("`{0}` is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses "500ms", "10s", "2m" or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| c.is_ascii_alphabetic())
@@ -169,15 +183,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let v: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration (500ms, 10s, 2m)"))?;
+        .map_err(|_| DurationError::Malformed(text.to_string()))?;
     let secs = match unit {
         "" | "s" => v,
         "ms" => v / 1e3,
         "m" => v * 60.0,
-        _ => return Err(format!("unknown unit in `{text}` (ms, s, m)")),
+        _ => return Err(DurationError::UnknownUnit(text.to_string())),
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{text}` is out of range"));
+        return Err(DurationError::OutOfRange(text.to_string()));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -13,6 +13,8 @@
 //!   (compression, timing, panic recovery).
 //! - [`grpc`]: gRPC over h2, server (every call through the same layers) and client.
 //! - [`tls`]: loading certificates into a rustls acceptor.
+//! - [`ws`]: WebSocket: the sans-IO frame codec, the upgrade handshake, permessage-deflate and
+//!   the connection driver.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod conn;

@@ -283,8 +283,7 @@ fn measure_logins(gateway: SocketAddr, password: &str, args: &Args) -> anyhow::R
 fn argon2_verify_ns(cpu: usize) -> anyhow::Result<f64> {
     std::thread::spawn(move || {
         sdsim_bench::pin_current(cpu);
-        let hash = sdsim_auth::password::hash_now("correct horse battery staple")
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+        let hash = sdsim_auth::password::hash_now("correct horse battery staple")?;
         let mut rounds = Vec::new();
         for _ in 0..6 {
             let began = std::time::Instant::now();

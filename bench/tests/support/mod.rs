@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// What the server does wrong, on purpose.
 #[derive(Debug, Clone, Default)]
-pub struct Quirks {
+pub(crate) struct Quirks {
     /// The answer to the first publish comes this much later (its event is sent at once).
     pub first_publish_answer_delay: Duration,
     /// The event of this publish (1-based) is sent to every subscriber twice.
@@ -34,13 +34,13 @@ struct Hub {
 }
 
 /// The running server; its threads end with the test process.
-pub struct ProtocolServer {
+pub(crate) struct ProtocolServer {
     addr: SocketAddr,
 }
 
 impl ProtocolServer {
     /// Listens on a free loopback port.
-    pub fn start(quirks: Quirks) -> ProtocolServer {
+    pub(crate) fn start(quirks: Quirks) -> ProtocolServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         let hub = Arc::new(Mutex::new(Hub::default()));
@@ -57,7 +57,7 @@ impl ProtocolServer {
     }
 
     /// `ws://127.0.0.1:PORT/ws`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 }

@@ -11,15 +11,34 @@ const NANOS_PER_SECOND: u128 = 1_000_000_000;
 /// The longest duration accepted, in seconds (about 31 years).
 const MAX_SECONDS: u128 = 1_000_000_000;
 
+/// Why a text is not a duration; each message quotes the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a decimal number followed by a unit.
+    #[error("`{0}` is not a duration (examples: 500ms, 15s, 2m, 1h)")]
+    Malformed(String),
+    /// The unit is none of ns, us, ms, s, m and h.
+    #[error("unknown duration unit `{unit}` in `{text}` (use ns, us, ms, s, m or h)")]
+    UnknownUnit {
+        /// The unit given.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// Longer than the longest duration accepted (about 31 years).
+    #[error("duration `{0}` is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses `"250ms"`, `"15s"`, `"10m"`, `"1h"`, `"1.5s"`, `"20us"`, `"7ns"` or `"15"`
 /// (seconds), exactly to the nanosecond (finer digits are dropped).
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let not_a_duration = || format!("`{text}` is not a duration (examples: 500ms, 15s, 2m, 1h)");
+    let not_a_duration = || DurationError::Malformed(text.to_string());
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
         return Err(not_a_duration());
@@ -32,12 +51,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "m" | "min" => 60 * NANOS_PER_SECOND,
         "h" => 3600 * NANOS_PER_SECOND,
         other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ns, us, ms, s, m or h)"
-            ))
+            return Err(DurationError::UnknownUnit {
+                unit: other.to_string(),
+                text: text.to_string(),
+            })
         }
     };
-    let out_of_range = || format!("duration `{text}` is out of range");
+    let out_of_range = || DurationError::OutOfRange(text.to_string());
     let whole = whole.trim_start_matches('0');
     if whole.len() > 20 {
         return Err(out_of_range());
@@ -122,13 +142,27 @@ mod tests {
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
-        assert!(parse("fast").unwrap_err().contains("not a duration"));
-        assert!(parse("3d").unwrap_err().contains("unknown duration unit"));
+        assert_eq!(parse("fast"), Err(DurationError::Malformed("fast".into())));
+        let unknown = parse("3d").unwrap_err();
+        assert_eq!(
+            unknown,
+            DurationError::UnknownUnit {
+                unit: "d".into(),
+                text: "3d".into()
+            }
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "unknown duration unit `d` in `3d` (use ns, us, ms, s, m or h)"
+        );
         assert_eq!(format(Duration::from_millis(1500)), "1500ms");
         assert_eq!(parse(".5s").unwrap(), Duration::from_millis(500));
-        assert!(parse(".").unwrap_err().contains("not a duration"));
-        assert!(parse("1.2.3s").unwrap_err().contains("not a duration"));
-        assert!(parse("1000000001s").unwrap_err().contains("out of range"));
+        assert_eq!(parse("."), Err(DurationError::Malformed(".".into())));
+        assert!(matches!(parse("1.2.3s"), Err(DurationError::Malformed(_))));
+        assert_eq!(
+            parse("1000000001s").unwrap_err().to_string(),
+            "duration `1000000001s` is out of range"
+        );
         assert_eq!(
             parse("1000000000s").unwrap(),
             Duration::from_secs(1_000_000_000)

@@ -8,7 +8,7 @@
 mod duration;
 mod load;
 
-pub use duration::{format as format_duration, parse as parse_duration};
+pub use duration::{format as format_duration, parse as parse_duration, DurationError};
 pub use load::{ConfigError, Overrides};
 
 use serde::{Deserialize, Serialize};

@@ -10,11 +10,10 @@
 use bytes::Bytes;
 use sdsim_auth::http::{Credentials, EmailBody, RefreshBody, ResetBody, RolesBody, TokenBody};
 use sdsim_net::http::types::{json_body, Request, Response};
-use sdsim_projects::http::{
-    CreateBody, RollbackBody, ShareBody, StartBody, TemplateBody, UpdateBody, ValidateBody,
-};
+use sdsim_projects::http::{CreateBody, RollbackBody, ShareBody, TemplateBody, UpdateBody};
 use sdsim_projects::projects::{check_design, import_document, NewProject, EXPORT_FORMAT};
 use sdsim_projects::Failure;
+use sdsim_simulations::http::{StartBody, ValidateBody};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};

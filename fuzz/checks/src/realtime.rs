@@ -112,7 +112,8 @@ pub fn client_message(data: &[u8]) {
             let back: ClientOp = decode_client_op(&again).expect("a re-encoded message decodes");
             assert_eq!(back, op);
         }
-        Err(message) => {
+        Err(refused) => {
+            let message = refused.to_string();
             assert!(message.starts_with("expected {\"op\""), "{message}");
             let Some(keys) = object_keys(data) else {
                 return;

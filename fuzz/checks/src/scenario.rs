@@ -1,11 +1,12 @@
 //! Load-test scenario files (`sdsim_loadtest::scenario`) with their flows
 //! (`sdsim_loadtest::flow::spec`), resolved without DNS.
 
+use sdsim_loadtest::flow::spec::ResolveError;
 use sdsim_loadtest::scenario::{parse_duration, Scenario, TargetProtocol};
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// Numeric addresses and `localhost` only: a fuzzer must not send its inputs to a resolver.
-fn offline(authority: &str) -> Result<SocketAddr, String> {
+fn offline(authority: &str) -> Result<SocketAddr, ResolveError> {
     if let Ok(addr) = authority.parse() {
         return Ok(addr);
     }
@@ -13,8 +14,8 @@ fn offline(authority: &str) -> Result<SocketAddr, String> {
         Some(("localhost", port)) => port
             .parse()
             .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-            .map_err(|_| format!("`{authority}` has no valid port")),
-        _ => Err(format!("`{authority}` is not resolved offline")),
+            .map_err(|_| ResolveError::BadPort(authority.to_string())),
+        _ => Err(ResolveError::Offline(authority.to_string())),
     }
 }
 

@@ -232,7 +232,7 @@ impl FlowSpec {
 
     /// Checks every step and builds the flow; `pool` (the compiled `.proto` files) is needed
     /// only to look the gRPC methods up, and without it they are checked for form only.
-    pub fn compile(&self, pool: Option<&DescriptorPool>) -> Result<Flow, String> {
+    pub fn compile(&self, pool: Option<&DescriptorPool>) -> Result<Flow, FlowError> {
         self.compile_with(pool, &resolve)
     }
 
@@ -242,29 +242,35 @@ impl FlowSpec {
         &self,
         pool: Option<&DescriptorPool>,
         resolve: &Resolver,
-    ) -> Result<Flow, String> {
+    ) -> Result<Flow, FlowError> {
+        let invalid = |key: String, message: String| FlowError::Flow { key, message };
         let duration = |key: &str, text: &Option<String>, default: u64| match text {
-            Some(t) => parse_duration(t).map_err(|e| format!("flow.{key}: {e}")),
+            Some(t) => parse_duration(t).map_err(|e| invalid(format!("flow.{key}"), e.to_string())),
             None => Ok(Duration::from_secs(default)),
         };
         let timeout = duration("timeout", &self.timeout, 10)?;
         let drain = duration("drain", &self.drain, 10)?;
         if timeout.is_zero() {
-            return Err("flow.timeout: must be positive".into());
+            return Err(invalid("flow.timeout".into(), "must be positive".into()));
         }
         let mut scope = Scope::new();
         scope.insert("user".into(), Binding::Slot(USER_SLOT));
         scope.insert("run".into(), Binding::Slot(RUN_SLOT));
         for (name, value) in &self.vars {
             if !template::is_identifier(name) || scope.contains_key(name) {
-                return Err(format!(
-                    "flow.vars.{name}: not a usable name (letters, digits and _; `user` and `run` are built in)"
+                return Err(invalid(
+                    format!("flow.vars.{name}"),
+                    "not a usable name (letters, digits and _; `user` and `run` are built in)"
+                        .into(),
                 ));
             }
             scope.insert(name.clone(), Binding::Const(value.clone()));
         }
         if self.steps.is_empty() {
-            return Err("flow.steps: a flow needs at least one step".into());
+            return Err(invalid(
+                "flow.steps".into(),
+                "a flow needs at least one step".into(),
+            ));
         }
         let mut compiler = Compiler {
             scope,
@@ -289,8 +295,51 @@ impl FlowSpec {
     }
 }
 
+/// Why a flow does not compile; the message starts with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// A key of `[flow]` itself: `flow.timeout`, `flow.drain`, `flow.vars.NAME`, `flow.steps`.
+    #[error("{key}: {message}")]
+    Flow {
+        /// The full key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A step: `step` names it (`flow.steps[2] ("login")`), `message` starts with its key.
+    #[error("{step}: {message}")]
+    Step {
+        /// Which step.
+        step: String,
+        /// The key at fault and what is wrong with it.
+        message: String,
+    },
+}
+
+/// Why a `host:port` was not turned into an address; each message quotes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The lookup failed.
+    #[error("resolving `{authority}`: {source}")]
+    Lookup {
+        /// What was looked up.
+        authority: String,
+        /// The resolver's reason.
+        source: std::io::Error,
+    },
+    /// The lookup found no address.
+    #[error("`{0}` has no address")]
+    NoAddress(String),
+    /// The port is not a number from 0 to 65535.
+    #[error("`{0}` has no valid port")]
+    BadPort(String),
+    /// A resolver that does not use DNS (the fuzz targets') was given a host name.
+    #[error("`{0}` is not resolved offline")]
+    Offline(String),
+}
+
 /// Turns a `host:port` into an address; the error says why not.
-pub type Resolver = dyn Fn(&str) -> Result<SocketAddr, String>;
+pub type Resolver = dyn Fn(&str) -> Result<SocketAddr, ResolveError>;
 
 struct Compiler<'p> {
     scope: Scope,
@@ -315,7 +364,7 @@ impl Compiler<'_> {
         i: usize,
         table: &toml::Table,
         default_timeout: Duration,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, FlowError> {
         let mut rest = table.clone();
         let text = |rest: &mut toml::Table, key: &str| -> Result<Option<String>, String> {
             match rest.remove(key) {
@@ -324,10 +373,17 @@ impl Compiler<'_> {
                 Some(_) => Err(format!("{key}: must be a string")),
             }
         };
-        let name = text(&mut rest, "name").map_err(|e| format!("{}: {e}", at(i, None)))?;
-        let name = name.ok_or_else(|| format!("{}: missing key `name`", at(i, None)))?;
+        let unnamed = |message: String| FlowError::Step {
+            step: at(i, None),
+            message,
+        };
+        let name = text(&mut rest, "name").map_err(unnamed)?;
+        let name = name.ok_or_else(|| unnamed("missing key `name`".into()))?;
         let here = at(i, Some(&name));
-        let fail = |e: String| format!("{here}: {e}");
+        let fail = |message: String| FlowError::Step {
+            step: here.clone(),
+            message,
+        };
         if name.is_empty()
             || name == "flow"
             || !name
@@ -618,12 +674,15 @@ pub fn code_name(code: Code) -> String {
 }
 
 /// The system resolver (DNS): the first address of `authority`.
-pub fn resolve(authority: &str) -> Result<SocketAddr, String> {
+pub fn resolve(authority: &str) -> Result<SocketAddr, ResolveError> {
     authority
         .to_socket_addrs()
-        .map_err(|e| format!("resolving `{authority}`: {e}"))?
+        .map_err(|source| ResolveError::Lookup {
+            authority: authority.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("`{authority}` has no address"))
+        .ok_or_else(|| ResolveError::NoAddress(authority.to_string()))
 }
 
 /// A deserialisation error of a step's keys, without the position (the step is named instead).

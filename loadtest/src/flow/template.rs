@@ -158,20 +158,27 @@ impl Template {
     }
 }
 
+/// Why a capture's JSON pointer is refused; each message quotes the pointer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PointerError {
+    /// A non-empty pointer that does not start with `/`.
+    #[error("`{0}` is not a JSON pointer (it must start with `/`, e.g. \"/user/id\")")]
+    NoLeadingSlash(String),
+    /// A `~` not followed by `0` or `1`.
+    #[error("`{0}`: `~` must be followed by 0 or 1 in a JSON pointer")]
+    BadEscape(String),
+}
+
 /// Checks an RFC 6901 JSON pointer: empty (the whole document) or `/`-separated tokens in which
 /// `~` is only ever followed by `0` or `1`.
-pub fn check_pointer(pointer: &str) -> Result<(), String> {
+pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!(
-            "`{pointer}` is not a JSON pointer (it must start with `/`, e.g. \"/user/id\")"
-        ));
+        return Err(PointerError::NoLeadingSlash(pointer.to_string()));
     }
     let bytes = pointer.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'~' && !matches!(bytes.get(i + 1), Some(b'0' | b'1')) {
-            return Err(format!(
-                "`{pointer}`: `~` must be followed by 0 or 1 in a JSON pointer"
-            ));
+            return Err(PointerError::BadEscape(pointer.to_string()));
         }
     }
     Ok(())
@@ -243,8 +250,14 @@ mod tests {
         assert!(check_pointer("").is_ok());
         assert!(check_pointer("/user/id").is_ok());
         assert!(check_pointer("/a~1b/~0").is_ok());
-        assert!(check_pointer("access_token").is_err());
-        assert!(check_pointer("/a~2").is_err());
+        assert_eq!(
+            check_pointer("access_token"),
+            Err(PointerError::NoLeadingSlash("access_token".into()))
+        );
+        assert_eq!(
+            check_pointer("/a~2"),
+            Err(PointerError::BadEscape("/a~2".into()))
+        );
         let doc: serde_json::Value =
             serde_json::from_str(r#"{"user":{"id":"u1","n":3,"ok":true},"x":null}"#).unwrap();
         assert_eq!(capture(&doc, "/user/id").as_deref(), Some("u1"));

@@ -152,6 +152,53 @@ pub fn channel_names(base: &str, count: Option<usize>) -> Vec<String> {
     }
 }
 
+/// Why the connections asked for do not fit under RLIMIT_NOFILE; the message names the limit,
+/// the connections asked for and what would fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FdBudgetError {
+    /// Over the limit of the process's one descriptor table.
+    #[error(
+        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
+         per process ({in_use} in use, {other} more for the generator itself), so at most {fit} \
+         connections fit; raise the limit (ulimit -n, LimitNOFILE=) or split the run over \
+         several processes"
+    )]
+    OneTable {
+        /// Connections asked for.
+        connections: usize,
+        /// Descriptors the generator needs besides its connections.
+        other: usize,
+        /// RLIMIT_NOFILE.
+        limit: u64,
+        /// Descriptors already open.
+        in_use: u64,
+        /// Connections that would fit.
+        fit: u64,
+    },
+    /// Over the limit even with a descriptor table per generator thread.
+    #[error(
+        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
+         per descriptor table ({in_use} in use), and {threads} generator threads with a table \
+         each hold about {fit} connections; give at least {threads_needed} threads (a CPU may \
+         repeat in --cpus, e.g. --cpus 1,1,1,1,1,1), raise the limit (ulimit -n, LimitNOFILE=) \
+         or split the run over several processes"
+    )]
+    PerThreadTables {
+        /// Connections asked for.
+        connections: usize,
+        /// RLIMIT_NOFILE.
+        limit: u64,
+        /// Descriptors already open (in every table: each starts as a copy).
+        in_use: u64,
+        /// Generator threads asked for.
+        threads: usize,
+        /// Connections that would fit over those threads.
+        fit: u64,
+        /// Threads that would make the run fit.
+        threads_needed: u64,
+    },
+}
+
 /// Checks that `wanted` more descriptors fit under `limit` with `in_use` already open; the
 /// error names the limit and the connections asked for.
 pub fn check_fd_budget(
@@ -159,18 +206,18 @@ pub fn check_fd_budget(
     other: usize,
     limit: u64,
     in_use: u64,
-) -> Result<(), String> {
+) -> Result<(), FdBudgetError> {
     let needed = connections as u64 + other as u64;
     if in_use + needed <= limit {
         return Ok(());
     }
-    Err(format!(
-        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
-         per process ({in_use} in use, {other} more for the generator itself), so at most {} \
-         connections fit; raise the limit (ulimit -n, LimitNOFILE=) or split the run over \
-         several processes",
-        limit.saturating_sub(in_use + other as u64)
-    ))
+    Err(FdBudgetError::OneTable {
+        connections,
+        other,
+        limit,
+        in_use,
+        fit: limit.saturating_sub(in_use + other as u64),
+    })
 }
 
 /// Whether the run fits one descriptor table (`Ok(false)`), fits only with a table per
@@ -182,7 +229,7 @@ pub fn plan_fd_tables(
     other: usize,
     limit: u64,
     in_use: u64,
-) -> Result<bool, String> {
+) -> Result<bool, FdBudgetError> {
     let shared = check_fd_budget(connections, other, limit, in_use);
     if shared.is_ok() || threads < 2 {
         return shared.map(|()| false);
@@ -194,15 +241,14 @@ pub fn plan_fd_tables(
         return Ok(true);
     }
     let fits = limit.saturating_sub(in_use + per_thread as u64).max(1);
-    Err(format!(
-        "{connections} connections were asked for, but RLIMIT_NOFILE allows {limit} open files \
-         per descriptor table ({in_use} in use), and {threads} generator threads with a table \
-         each hold about {} connections; give at least {} threads (a CPU may repeat in \
-         --cpus, e.g. --cpus 1,1,1,1,1,1), raise the limit (ulimit -n, LimitNOFILE=) or split \
-         the run over several processes",
-        fits * threads as u64,
-        (connections as u64).div_ceil(fits)
-    ))
+    Err(FdBudgetError::PerThreadTables {
+        connections,
+        limit,
+        in_use,
+        threads,
+        fit: fits * threads as u64,
+        threads_needed: (connections as u64).div_ceil(fits),
+    })
 }
 
 /// RLIMIT_NOFILE (soft, hard).
@@ -650,11 +696,15 @@ mod tests {
     fn the_fd_budget_names_the_limit_and_the_ask() {
         assert_eq!(plan_fd_tables(900, 1, 40, 1024, 10), Ok(false));
         assert_eq!(plan_fd_tables(100_000, 6, 40, 20_000, 20), Ok(true));
-        let err = plan_fd_tables(100_000, 4, 40, 20_000, 20).unwrap_err();
+        let err = plan_fd_tables(100_000, 4, 40, 20_000, 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("give at least 6 threads"), "{err}");
         assert!(plan_fd_tables(30_000, 1, 40, 20_000, 10).is_err());
         assert!(check_fd_budget(900, 40, 1024, 10).is_ok());
-        let err = check_fd_budget(30_000, 40, 20_000, 10).unwrap_err();
+        let err = check_fd_budget(30_000, 40, 20_000, 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("30000 connections"), "{err}");
         assert!(err.contains("RLIMIT_NOFILE allows 20000"), "{err}");
         assert!(err.contains("at most 19950"), "{err}");

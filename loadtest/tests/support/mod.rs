@@ -9,7 +9,7 @@ use sdsim_gateway::Server;
 use std::time::Duration;
 
 /// The runs of one test binary measure time or start users at fixed times: one at a time.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL
         .lock()
@@ -17,7 +17,7 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Starts a gateway (see the module); `tag` names its data directory.
-pub fn gateway(tag: &str, sets: &[&str]) -> Server {
+pub(crate) fn gateway(tag: &str, sets: &[&str]) -> Server {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -57,7 +57,7 @@ pub fn gateway(tag: &str, sets: &[&str]) -> Server {
 }
 
 /// Drains and stops the gateway.
-pub fn stop(server: Server) {
+pub(crate) fn stop(server: Server) {
     server.shutdown().drain(Duration::from_secs(5));
     server.join().unwrap();
 }

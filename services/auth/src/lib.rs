@@ -9,6 +9,7 @@
 //! - [`error`]: [`Failure`], the service's one error type, and its HTTP and gRPC forms.
 //! - [`contract`]: `sdsim.auth.v1.AuthService` — the trait other services call, its gRPC
 //!   registration and remote client; [`http`]: the account API (register, login, ...).
+//! - `wire`: how the contract's requests and responses travel in `sdsim.auth.v1` messages.
 //! - [`pb`]: the messages of `proto/sdsim/auth/v1`.
 //!
 //! [`Auth::open`] builds the service; [`install_shard`] starts its per-shard parts.

@@ -9,17 +9,28 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Why a sender did not deliver a mail (the dispatcher logs it and retries the mail later).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The mail could not be written as a JSON line.
+    #[error("encoding the mail as JSON: {0}")]
+    Encode(#[from] sonic_rs::Error),
+    /// The mail file could not be written.
+    #[error("writing the mail file: {0}")]
+    Write(#[from] std::io::Error),
+}
+
 /// Where mail goes.
 pub trait Sender: Send + Sync {
     /// Delivers one mail.
-    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), String>;
+    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), SendError>;
 }
 
 /// Logs every mail at info level (local development and tests).
 pub struct LogSender;
 
 impl Sender for LogSender {
-    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), String> {
+    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), SendError> {
         tracing::info!(target: "sdsim::mail", kind, to = recipient, body, "mail");
         Ok(())
     }
@@ -40,7 +51,7 @@ impl FileSender {
 }
 
 impl Sender for FileSender {
-    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), String> {
+    fn send(&self, kind: &str, recipient: &str, body: &str) -> Result<(), SendError> {
         #[derive(serde::Serialize)]
         struct Line<'a> {
             kind: &'a str,
@@ -51,11 +62,10 @@ impl Sender for FileSender {
             kind,
             to: recipient,
             body,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         line.push(b'\n');
         let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line).map_err(|e| e.to_string())
+        Ok(file.write_all(&line)?)
     }
 }
 

@@ -40,7 +40,7 @@ pub fn weakness(password: &str, email: &str, min_score: u8) -> Option<String> {
 }
 
 enum Job {
-    Hash(String, oneshot::Sender<Result<String, String>>),
+    Hash(String, oneshot::Sender<Result<String, HashError>>),
     Verify(String, String, oneshot::Sender<bool>),
 }
 
@@ -108,13 +108,21 @@ impl Hasher {
     }
 }
 
+/// Why argon2 did not hash a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// argon2 refused the input or its parameters (e.g. a password over its length limit).
+    #[error("argon2: {0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 /// The argon2id PHC string of `password`, on the calling thread (what a pool thread runs).
-pub fn hash_now(password: &str) -> Result<String, String> {
+pub fn hash_now(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 /// Whether `password` matches the PHC string `hash`, on the calling thread (what a pool thread

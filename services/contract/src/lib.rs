@@ -12,7 +12,8 @@
 //! - [`wire`]: how request and response types travel in their `proto/` messages.
 //! - [`remote`]: [`Remote`], a service in another process (service token, forwarded user).
 //! - [`serve`]: who a gRPC call acts for; the stream of a streaming method.
-//! - [`contract!`]: the method table.
+//! - [`contract!`]: the method table (its expansion is in `macros`; `__private` holds what the
+//!   expansion names, not an API).
 //! - `proto` (feature `proto`): the RPCs a `.proto` file declares, to compare with a table.
 #![warn(missing_docs, unreachable_pub)]
 

@@ -46,6 +46,22 @@ pub struct BridgeStats {
 /// One event crossing instances.
 pub type Remote = (String, Bytes);
 
+/// Why the bridge did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// `redis.url` is not a Redis URL the client accepts.
+    #[error("redis.url = {url}: {source}")]
+    Url {
+        /// The setting as given.
+        url: String,
+        /// The client's reason.
+        source: redis::RedisError,
+    },
+    /// The thread that owns the Redis connections could not be started.
+    #[error("cannot start the Redis thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// The handle the shards use.
 pub struct Bridge {
     out: mpsc::Sender<(Arc<str>, Bytes)>,
@@ -58,8 +74,11 @@ pub struct Bridge {
 
 impl Bridge {
     /// Starts the bridge thread for `url` with one inbound queue per shard.
-    pub fn start(url: &str, shards: usize, instance: String) -> Result<Arc<Bridge>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis.url = {url}: {e}"))?;
+    pub fn start(url: &str, shards: usize, instance: String) -> Result<Arc<Bridge>, BridgeError> {
+        let client = redis::Client::open(url).map_err(|source| BridgeError::Url {
+            url: url.to_string(),
+            source,
+        })?;
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let mut senders = Vec::with_capacity(shards);
         let mut receivers = Vec::with_capacity(shards);
@@ -79,7 +98,7 @@ impl Bridge {
         std::thread::Builder::new()
             .name("sdsim-redis".into())
             .spawn(move || thread.run())
-            .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
+            .map_err(BridgeError::Thread)?;
         Ok(Arc::new(Bridge {
             out: out_tx,
             inbound: Mutex::new(receivers),

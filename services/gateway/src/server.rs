@@ -23,7 +23,7 @@ use sdsim_net::server::{
     accept_loop, bind_reuseport, drain_shard, ConnStats, ListenerContext, ListenerSet,
 };
 use sdsim_projects::projects::{ProjectContract, ProjectService, RemoteProjects};
-use sdsim_projects::simulations::{RemoteSimulations, SimulationContract, SimulationService};
+use sdsim_simulations::{RemoteSimulations, SimulationContract, SimulationService};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -63,7 +63,7 @@ pub struct Globals {
     /// The project service, when this process runs the `project` role.
     pub projects: Option<Arc<sdsim_projects::projects::Projects>>,
     /// The simulation service, when this process runs the `simulation` role.
-    pub simulations: Option<Arc<sdsim_projects::simulations::Simulations>>,
+    pub simulations: Option<Arc<sdsim_simulations::Simulations>>,
     gateway: ListenerSet,
     auth_http: Option<ListenerSet>,
     auth_grpc: Option<ListenerSet>,
@@ -213,15 +213,13 @@ impl Server {
             )
         });
         let simulations = match &projects {
-            Some(p) if runs_simulation => {
-                Some(Arc::new(sdsim_projects::simulations::Simulations::new(
-                    store.clone(),
-                    Arc::clone(p),
-                    config.simulation.clone(),
-                    shards,
-                    config.instance.resolved_id(),
-                )))
-            }
+            Some(p) if runs_simulation => Some(Arc::new(sdsim_simulations::Simulations::new(
+                store.clone(),
+                Arc::clone(p),
+                config.simulation.clone(),
+                shards,
+                config.instance.resolved_id(),
+            ))),
             _ => None,
         };
         let projects = projects.filter(|_| runs_project);
@@ -245,7 +243,7 @@ impl Server {
         let redis = match &config.redis.url {
             Some(url) => Some(
                 Bridge::start(url, shards, format!("{process_epoch:016x}"))
-                    .map_err(StartError::Redis)?,
+                    .map_err(|e| StartError::Redis(e.to_string()))?,
             ),
             None => None,
         };
@@ -432,7 +430,7 @@ fn service_api(router: &mut Router, globals: &Globals, apis: &Apis) {
         sdsim_projects::http::register_projects(router, p, &globals.authenticator);
     }
     if let Some(s) = &apis.simulations {
-        sdsim_projects::http::register_simulations(router, s, &globals.authenticator);
+        sdsim_simulations::http::register_simulations(router, s, &globals.authenticator);
     }
 }
 

@@ -8,7 +8,7 @@ mod support;
 use prost::Message;
 use sdsim_net::grpc::status::{BadRequest, ErrorInfo, RpcStatus};
 use sdsim_projects::pb::project as pp;
-use sdsim_projects::pb::simulation as ps;
+use sdsim_simulations::pb as ps;
 use serde_json::Value;
 use std::net::SocketAddr;
 use support::{login, register, runtime, start, stop, STRONG};

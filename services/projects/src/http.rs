@@ -1,6 +1,7 @@
-//! The HTTP API of the project and simulation services (mounted on the gateway and on the
-//! services' own listeners), over their contracts: the same handlers serve whether a service
-//! runs in this process or in another one.
+//! The HTTP API of the project service (mounted on the gateway and on the service's own
+//! listeners), over its contract: the same handlers serve whether the service runs in this
+//! process or in another one. The request helpers here (`respond`, `param`, `query`,
+//! `int_query`) serve the simulation service's routes too.
 //!
 //! Errors are `{"error": {"code", "message"}}` with the status of the services' error table
 //! ([`crate::error`]); an invalid design is 422 with `problems: [{path, message}]` listing
@@ -8,8 +9,6 @@
 
 use crate::projects::contract::{NewTemplate, Rollback, Share, Update};
 use crate::projects::{Change, Filter, NewProject, ProjectService, Role};
-use crate::simulations::contract::HistoryQuery;
-use crate::simulations::{SimulationService, StartRequest};
 use crate::Failure;
 use http::header::CONTENT_DISPOSITION;
 use http::{HeaderValue, Method, StatusCode};
@@ -20,14 +19,16 @@ use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use std::sync::Arc;
 
-fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
+/// The response of a service call: `value` as JSON with `status`, or the failure's error body.
+pub fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
     match r {
         Ok(v) => json(status, &v),
         Err(f) => failure(&f),
     }
 }
 
-fn param(req: &Request, name: &str) -> String {
+/// The path parameter `name` (`{name}` in the route); empty when the route has none.
+pub fn param(req: &Request, name: &str) -> String {
     req.extensions()
         .get::<PathParams>()
         .and_then(|p| p.get(name))
@@ -36,7 +37,7 @@ fn param(req: &Request, name: &str) -> String {
 }
 
 /// The decoded value of query parameter `name`.
-fn query(req: &Request, name: &str) -> Option<String> {
+pub fn query(req: &Request, name: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| percent_decode(v))
@@ -67,7 +68,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn int_query(req: &Request, name: &'static str, default: i64) -> Result<i64, Box<Response>> {
+/// The integer query parameter `name` (`default` when absent); a value that is not an integer
+/// is the 400 response naming the parameter.
+pub fn int_query(req: &Request, name: &'static str, default: i64) -> Result<i64, Box<Response>> {
     match query(req, name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| {
@@ -169,31 +172,6 @@ pub struct TemplateBody {
     pub design: sonic_rs::Value,
 }
 
-/// The body of `POST /api/simulations`.
-#[derive(Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartBody {
-    /// The project whose design runs.
-    pub project_id: String,
-    /// Simulated seconds.
-    #[serde(default)]
-    pub duration_s: Option<f64>,
-    /// Seed of the random streams.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// Simulated seconds per wall-clock second.
-    #[serde(default)]
-    pub speed: Option<f64>,
-}
-
-/// The body of `POST /api/simulations/validate`.
-#[derive(Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidateBody {
-    /// The design document to check.
-    pub design: sonic_rs::Value,
-}
-
 fn add<F, Fut>(router: &mut Router, method: Method, path: &str, handler: F)
 where
     F: Fn(Request) -> Fut + 'static,
@@ -201,7 +179,7 @@ where
 {
     router
         .route(method, path, handler)
-        .expect("project and simulation routes are registered once");
+        .expect("project routes are registered once");
 }
 
 /// Registers the project routes (`/api/templates`, `/api/projects/*`).
@@ -405,80 +383,6 @@ pub fn register_projects(
     });
 }
 
-/// Registers the simulation routes (`/api/simulations/*`).
-pub fn register_simulations(
-    router: &mut Router,
-    sims: &Rc<dyn SimulationService>,
-    auth: &Arc<dyn Authenticate>,
-) {
-    macro_rules! route {
-        ($method:expr, $path:expr, |$s:ident, $who:ident, $req:ident| $body:expr) => {{
-            let (s, a) = (Rc::clone(sims), Arc::clone(auth));
-            add(router, $method, $path, move |$req: Request| {
-                let ($s, a) = (Rc::clone(&s), Arc::clone(&a));
-                async move {
-                    let $who = try_or!(http_caller(&*a, &$req));
-                    $body
-                }
-            });
-        }};
-    }
-    route!(Method::POST, "/api/simulations", |s, who, req| {
-        let b: StartBody = try_or!(body(
-            &req,
-            r#"{"project_id": string, "duration_s"?: number, "seed"?: integer, "speed"?: number}"#
-        ));
-        let start = StartRequest {
-            project_id: b.project_id,
-            duration_s: b.duration_s,
-            seed: b.seed,
-            speed: b.speed,
-        };
-        respond(StatusCode::ACCEPTED, s.start_simulation(&who, start).await)
-    });
-    route!(Method::GET, "/api/simulations", |s, who, req| {
-        let limit = try_or!(int_query(&req, "limit", 50));
-        let project = query(&req, "project_id");
-        respond(
-            StatusCode::OK,
-            s.get_simulation_history(
-                &who,
-                HistoryQuery {
-                    project_id: project,
-                    limit,
-                },
-            )
-            .await
-            .map(|simulations| History { simulations }),
-        )
-    });
-    route!(Method::POST, "/api/simulations/validate", |s, who, req| {
-        let b: ValidateBody = try_or!(body(&req, r#"{"design": object}"#));
-        respond(
-            StatusCode::OK,
-            s.validate_configuration(&who, b.design.to_string()).await,
-        )
-    });
-    route!(Method::GET, "/api/simulations/{id}", |s, who, req| respond(
-        StatusCode::OK,
-        s.get_simulation_status(&who, param(&req, "id")).await
-    ));
-    route!(Method::POST, "/api/simulations/{id}/stop", |s, who, req| {
-        respond(
-            StatusCode::OK,
-            s.stop_simulation(&who, param(&req, "id")).await,
-        )
-    });
-    route!(
-        Method::GET,
-        "/api/simulations/{id}/results",
-        |s, who, req| respond(
-            StatusCode::OK,
-            s.get_simulation_results(&who, param(&req, "id")).await
-        )
-    );
-}
-
 #[derive(serde::Serialize)]
 struct Templates {
     templates: Vec<crate::projects::TemplateInfo>,
@@ -492,11 +396,6 @@ struct Members {
 #[derive(serde::Serialize)]
 struct Versions {
     versions: Vec<crate::projects::Version>,
-}
-
-#[derive(serde::Serialize)]
-struct History {
-    simulations: Vec<crate::simulations::Run>,
 }
 
 #[cfg(test)]

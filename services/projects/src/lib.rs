@@ -1,18 +1,15 @@
-//! The project and simulation services of seed 004.
+//! The project service of seed 004 (the simulation service, `sdsim-simulations`, builds on it).
 //!
 //! - [`projects`]: projects (a design document and settings) with versions, members (owner,
 //!   editor, viewer), templates, import/export; events on `project:events:*`. Its contract,
 //!   [`projects::contract::ProjectService`], is what HTTP handlers and remote callers use.
-//! - [`simulations`]: runs of a project's design: a bounded instance-wide queue, per-user limits,
-//!   execution on a shard in slices that yield, live metrics on `simulation:data:{id}`, lifecycle
-//!   on `simulation:events:*`, results and bottleneck analysis in storage. Its contract:
-//!   [`simulations::contract::SimulationService`].
 //! - [`design_limits`]: the design size limit and off-shard validation of large designs.
-//! - [`error`]: [`Failure`], the services' one error type, and its HTTP and gRPC forms.
-//! - [`http`]: the HTTP API (`/api/templates`, `/api/projects/*`, `/api/simulations/*`), over
-//!   the contracts: it serves the same whether the services run here or in another process.
+//! - [`error`]: [`Failure`], the project and simulation services' one error type, and its HTTP
+//!   and gRPC forms.
+//! - [`http`]: the HTTP API (`/api/templates`, `/api/projects/*`) over the contract: it serves
+//!   the same whether the service runs here or in another process.
 //! - [`templates`]: the system templates.
-//! - [`pb`]: the messages of `proto/sdsim/{project,simulation}/v1`.
+//! - [`pb`]: the messages of `proto/sdsim/project/v1`.
 //!
 //! Callers are authenticated by the embedding server (a [`Caller`] per request); authorization
 //! (global permissions from the token, and the caller's role in the project) happens here, on
@@ -23,19 +20,14 @@ pub mod design_limits;
 pub mod error;
 pub mod http;
 pub mod projects;
-pub mod simulations;
 pub mod templates;
 
-/// Types generated from `proto/sdsim/project/v1` and `proto/sdsim/simulation/v1`.
+/// Types generated from `proto/sdsim/project/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb {
     /// `sdsim.project.v1`.
     pub mod project {
         include!(concat!(env!("OUT_DIR"), "/sdsim.project.v1.rs"));
-    }
-    /// `sdsim.simulation.v1`.
-    pub mod simulation {
-        include!(concat!(env!("OUT_DIR"), "/sdsim.simulation.v1.rs"));
     }
 }
 

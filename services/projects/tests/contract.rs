@@ -1,12 +1,10 @@
-//! The contracts and `proto/` agree: every RPC that `proto/` declares for the project and
-//! simulation services is served, and every served method is declared there (with the same
-//! streaming shape).
+//! The contract and `proto/` agree: every RPC that `proto/` declares for the project service is
+//! served, and every served method is declared there (with the same streaming shape).
 
 use sdsim_contract::proto::{rpcs, Rpc};
 use sdsim_contract::{Authenticate, Caller, Kind, Method, Refusal, Remote};
 use sdsim_net::grpc::Services;
 use sdsim_projects::projects::{ProjectContract, RemoteProjects};
-use sdsim_projects::simulations::{RemoteSimulations, SimulationContract};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -78,21 +76,6 @@ fn every_project_rpc_in_proto_is_served_and_nothing_else() {
     check(
         "sdsim/project/v1/project.proto",
         ProjectContract::METHODS,
-        &services,
-    );
-}
-
-#[test]
-fn every_simulation_rpc_in_proto_is_served_and_nothing_else() {
-    let mut services = Services::new();
-    SimulationContract::register(
-        &mut services,
-        Rc::new(RemoteSimulations(remote())),
-        Arc::new(NoCallers),
-    );
-    check(
-        "sdsim/simulation/v1/simulation.proto",
-        SimulationContract::METHODS,
         &services,
     );
 }

@@ -11,6 +11,9 @@
 //!
 //! SQL is written once with `$1, $2, ...` parameters (SQLite reads them as numbered names);
 //! migrations carry a DDL text per dialect ([`migrate`]).
+//!
+//! Modules: `sqlite` and `postgres` (the two backends behind [`Store`]), [`migrate`] (versioned
+//! migrations), [`testing`] (a private PostgreSQL server for tests).
 
 pub mod migrate;
 mod postgres;

@@ -26,7 +26,7 @@ use sdsim_net::http::types::{error, json, ClientAddr, Request, Response};
 use sdsim_net::ws::frame::{self as wsframe, Opcode};
 use sdsim_net::ws::handshake;
 use sdsim_net::ws::socket::{text_frame, Outbox, Settings};
-use sdsim_projects::simulations::SimulationService;
+use sdsim_simulations::SimulationService;
 use std::rc::Rc;
 use std::sync::Arc;
 

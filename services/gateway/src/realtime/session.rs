@@ -68,11 +68,39 @@ struct Fields {
 /// The shape of a client message, first in every error.
 const SHAPE: &str = r#"expected {"op": "auth"|"subscribe"|"unsubscribe"|"ping", ...}"#;
 
-/// Decodes a client's text message; the error is the `message` of the `bad_request` answer,
-/// naming the key at fault.
-pub fn decode_client_op(text: &str) -> Result<ClientOp, String> {
-    let f: Fields =
-        sdsim_net::json::decode(text.as_bytes()).map_err(|e| format!("{SHAPE}: {e}"))?;
+/// Why a client message is refused; its text is the `message` of the `bad_request` answer:
+/// the expected shape, then the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientOpError {
+    /// Not a JSON object of the known keys with the right types (the decoder's message names
+    /// the key).
+    #[error("{shape}: {0}", shape = SHAPE)]
+    Malformed(String),
+    /// `op` is none of the operations.
+    #[error("{shape}: `op`: unknown operation `{0}`", shape = SHAPE)]
+    UnknownOp(String),
+    /// A key that operation `op` does not take.
+    #[error("{shape}: `{key}`: not a key of op `{op}`", shape = SHAPE)]
+    NotAKeyOf {
+        /// The key given.
+        key: &'static str,
+        /// The operation.
+        op: String,
+    },
+    /// A key that operation `op` needs is absent.
+    #[error("{shape}: missing field `{key}` (op `{op}`)", shape = SHAPE)]
+    Missing {
+        /// The key needed.
+        key: &'static str,
+        /// The operation.
+        op: String,
+    },
+}
+
+/// Decodes a client's text message; the error names the key at fault.
+pub fn decode_client_op(text: &str) -> Result<ClientOp, ClientOpError> {
+    let f: Fields = sdsim_net::json::decode(text.as_bytes())
+        .map_err(|e| ClientOpError::Malformed(e.to_string()))?;
     let given = [
         ("token", f.token.is_some()),
         ("channel", f.channel.is_some()),
@@ -84,12 +112,18 @@ pub fn decode_client_op(text: &str) -> Result<ClientOp, String> {
         "subscribe" => &["channel", "since", "epoch"],
         "unsubscribe" => &["channel"],
         "ping" => &[],
-        other => return Err(format!("{SHAPE}: `op`: unknown operation `{other}`")),
+        other => return Err(ClientOpError::UnknownOp(other.to_string())),
     };
     if let Some((key, _)) = given.iter().find(|(k, set)| *set && !takes.contains(k)) {
-        return Err(format!("{SHAPE}: `{key}`: not a key of op `{}`", f.op));
+        return Err(ClientOpError::NotAKeyOf {
+            key,
+            op: f.op.clone(),
+        });
     }
-    let missing = |key: &str| format!("{SHAPE}: missing field `{key}` (op `{}`)", f.op);
+    let missing = |key: &'static str| ClientOpError::Missing {
+        key,
+        op: f.op.clone(),
+    };
     Ok(match f.op.as_str() {
         "auth" => ClientOp::Auth {
             token: f.token.ok_or_else(|| missing("token"))?,
@@ -251,7 +285,7 @@ impl Session {
     async fn handle(&mut self, text: &str) {
         let op = match decode_client_op(text) {
             Ok(op) => op,
-            Err(message) => return self.fail("bad_request", &message, None),
+            Err(refused) => return self.fail("bad_request", &refused.to_string(), None),
         };
         match op {
             ClientOp::Auth { token } => self.authenticate(&token).await,
@@ -390,7 +424,7 @@ mod tests {
             (r#"{"op":"unsubscribe"}"#, "`channel`"),
         ];
         for (text, key) in cases {
-            let err = decode_client_op(text).expect_err(text);
+            let err = decode_client_op(text).expect_err(text).to_string();
             assert!(err.starts_with(SHAPE), "{err}");
             assert!(err.contains(key), "{text}: {err} does not name {key}");
         }

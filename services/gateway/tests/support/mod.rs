@@ -2,7 +2,7 @@
 //! reads responses exactly (status, headers, Content-Length body), for keep-alive and pipelining.
 #![allow(dead_code)]
 
-pub mod redis;
+pub(crate) mod redis;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -29,7 +29,7 @@ fn handling(path: &str) {
 
 /// Waits until a request for `path` (a `/test/slow/{ms}` path) is in its handler, so a test
 /// knows the request is in flight and not merely sent; panics after 10 s.
-pub fn wait_until_handling(path: &str) {
+pub(crate) fn wait_until_handling(path: &str) {
     let (paths, changed) = &HANDLING;
     let paths = paths
         .lock()
@@ -46,7 +46,7 @@ pub fn wait_until_handling(path: &str) {
 }
 
 /// Routes only tests mount: echo, panic, slow, big.
-pub fn test_routes(router: &mut Router) {
+pub(crate) fn test_routes(router: &mut Router) {
     router
         .route(Method::POST, "/test/echo", |req: Request| async move {
             let ct = req
@@ -117,7 +117,7 @@ pub fn test_routes(router: &mut Router) {
 }
 
 /// A fresh directory under the system temp dir (storage of one test server).
-pub fn temp_dir() -> std::path::PathBuf {
+pub(crate) fn temp_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -132,7 +132,7 @@ pub fn temp_dir() -> std::path::PathBuf {
 
 /// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet, storage in
 /// a fresh temporary directory).
-pub fn start(sets: &[&str]) -> Server {
+pub(crate) fn start(sets: &[&str]) -> Server {
     let mut o = Overrides::default();
     let db = format!("storage.url=sqlite://{}/sdsim.db", temp_dir().display());
     for s in [
@@ -162,7 +162,7 @@ pub fn start(sets: &[&str]) -> Server {
 }
 
 /// Drains the server and waits for it; returns the phase history.
-pub fn stop(server: Server) -> Vec<sdsim_core::shutdown::Phase> {
+pub(crate) fn stop(server: Server) -> Vec<sdsim_core::shutdown::Phase> {
     let shutdown = std::sync::Arc::clone(server.shutdown());
     shutdown.drain(Duration::from_secs(5));
     server.join().unwrap();
@@ -171,32 +171,32 @@ pub fn stop(server: Server) -> Vec<sdsim_core::shutdown::Phase> {
 
 /// A parsed response.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A blocking client connection.
-pub struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
 }
 
 impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -206,12 +206,12 @@ impl Client {
         }
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).unwrap();
     }
 
     /// Reads one response; `head_request` = no body follows despite Content-Length.
-    pub fn read_response(&mut self, head_request: bool) -> Resp {
+    pub(crate) fn read_response(&mut self, head_request: bool) -> Resp {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
         let status: u16 = line
@@ -246,13 +246,13 @@ impl Client {
         resp
     }
 
-    pub fn get(&mut self, path: &str) -> Resp {
+    pub(crate) fn get(&mut self, path: &str) -> Resp {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         self.read_response(false)
     }
 
     /// True when the server has closed the connection (EOF within the read timeout).
-    pub fn is_closed(&mut self, within: Duration) -> bool {
+    pub(crate) fn is_closed(&mut self, within: Duration) -> bool {
         self.reader
             .get_ref()
             .set_read_timeout(Some(within))
@@ -263,17 +263,17 @@ impl Client {
 }
 
 /// One request on a fresh connection with `Connection: close`.
-pub fn get(addr: SocketAddr, path: &str) -> Resp {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Resp {
     let mut c = Client::connect(addr);
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
     c.read_response(false)
 }
 
 /// A password zxcvbn scores 4.
-pub const STRONG: &str = "correct horse battery staple";
+pub(crate) const STRONG: &str = "correct horse battery staple";
 
 /// One HTTP request on a fresh connection; the JSON body of the answer (Null when empty).
-pub fn call(
+pub(crate) fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -295,7 +295,7 @@ pub fn call(
     (resp.status, value, resp)
 }
 
-pub fn register(addr: SocketAddr, email: &str) -> serde_json::Value {
+pub(crate) fn register(addr: SocketAddr, email: &str) -> serde_json::Value {
     let (status, v, _) = call(
         addr,
         "POST",
@@ -307,7 +307,7 @@ pub fn register(addr: SocketAddr, email: &str) -> serde_json::Value {
     v["user"].clone()
 }
 
-pub fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json::Value) {
+pub(crate) fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json::Value) {
     let (status, v, _) = call(
         addr,
         "POST",
@@ -319,7 +319,7 @@ pub fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json:
 }
 
 /// A current-thread tokio runtime for the real clients (tonic, tokio-tungstenite).
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running redis-server without persistence.
-pub struct Redis {
+pub(crate) struct Redis {
     child: Child,
     /// Its port.
     pub port: u16,
@@ -13,7 +13,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts a server on `port` and waits until it accepts connections.
-    pub fn start(port: u16) -> Redis {
+    pub(crate) fn start(port: u16) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -38,13 +38,13 @@ impl Redis {
     }
 
     /// Kills the server (its data is gone; the port can be reused).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// `redis.url=...` for this server.
-    pub fn url_setting(&self) -> String {
+    pub(crate) fn url_setting(&self) -> String {
         format!("redis.url=redis://127.0.0.1:{}", self.port)
     }
 }
@@ -56,7 +56,7 @@ impl Drop for Redis {
 }
 
 /// A free loopback port.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

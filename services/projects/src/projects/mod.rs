@@ -11,7 +11,7 @@ pub mod contract;
 mod diff;
 mod history;
 mod sharing;
-pub(crate) mod wire;
+pub mod wire;
 
 pub use contract::{ProjectContract, ProjectService, RemoteProjects};
 

@@ -56,7 +56,7 @@ fn role_of(value: i32) -> Option<Role> {
 }
 
 /// JSON text of a value; empty for null (an absent document).
-pub(crate) fn json_text(v: &Value) -> String {
+pub fn json_text(v: &Value) -> String {
     if v.is_null() {
         String::new()
     } else {
@@ -65,7 +65,7 @@ pub(crate) fn json_text(v: &Value) -> String {
 }
 
 /// The value of JSON text; null for empty text.
-pub(crate) fn json_value(text: &str, field: &'static str) -> Result<Value, Failure> {
+pub fn json_value(text: &str, field: &'static str) -> Result<Value, Failure> {
     if text.is_empty() {
         return Ok(Value::default());
     }

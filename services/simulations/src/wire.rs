@@ -1,12 +1,12 @@
 //! How the simulation service's requests and responses travel in `sdsim.simulation.v1`
 //! messages (both directions: the gRPC server decodes what the remote client encodes).
 
-use super::contract::{Analysis, HistoryQuery, SimulationHealth};
-use super::{Results, Run, StartRequest, Validation};
-use crate::pb::simulation as pb;
-use crate::projects::wire::{json_text, json_value};
-use crate::{DesignProblem, Failure};
+use crate::contract::{Analysis, HistoryQuery, SimulationHealth};
+use crate::pb;
+use crate::runs::{Results, Run, StartRequest, Validation};
 use sdsim_contract::{required, RequestWire, ResponseWire, ServiceHealth};
+use sdsim_projects::projects::wire::{json_text, json_value};
+use sdsim_projects::{DesignProblem, Failure};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 sdsim_contract::acts_for!(
@@ -26,7 +26,7 @@ fn missing_run() -> Failure {
 }
 
 /// The contract's state of a stored status.
-pub(super) fn state_pb(status: &str) -> pb::RunState {
+pub(crate) fn state_pb(status: &str) -> pb::RunState {
     match status {
         "queued" => pb::RunState::Queued,
         "running" => pb::RunState::Running,

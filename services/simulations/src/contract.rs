@@ -6,10 +6,11 @@
 //! [`RemoteSimulations`] implements it over gRPC. How each request and response travels is in
 //! `wire.rs`; the live metrics stream is in `live.rs`.
 
-use super::{live, Results, Run, Simulations, StartRequest, Validation};
-use crate::pb::simulation as pb;
-use crate::{Caller, Failure};
+use crate::live;
+use crate::pb;
+use crate::runs::{Results, Run, Simulations, StartRequest, Validation};
 use sdsim_contract::{Emit, Pending, ServiceHealth};
+use sdsim_projects::{Caller, Failure};
 
 sdsim_contract::contract! {
     /// The simulation service: runs of a project's design, their live metrics and results.

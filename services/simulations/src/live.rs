@@ -1,12 +1,12 @@
 //! The live metrics of a run as a stream: the points its runner publishes on
 //! `simulation:data:{id}`, with the throughput between points worked out here.
 
-use super::wire::state_pb;
-use super::Simulations;
-use crate::pb::simulation as ps;
-use crate::{Caller, Failure};
+use crate::pb as ps;
+use crate::runs::Simulations;
+use crate::wire::state_pb;
 use sdsim_contract::{Emit, Gone};
 use sdsim_core::bus::{Bus, Event, Sink};
+use sdsim_projects::{Caller, Failure};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ const LIVE_RECHECK: Duration = Duration::from_secs(2);
 
 /// Streams the points of run `id` until it ends (or the receiver goes away): subscribe first,
 /// then read the run's state, so no point falls between the two.
-pub(super) async fn stream(
+pub(crate) async fn stream(
     sims: &Simulations,
     who: &Caller,
     id: String,

@@ -1,0 +1,33 @@
+//! The simulation service of seed 004: runs of a project's design.
+//!
+//! - [`runs`]: the service ([`Simulations`]): a bounded instance-wide queue, per-user limits,
+//!   execution on a shard in slices that yield (its runner), live metrics on
+//!   `simulation:data:{id}`, lifecycle on `simulation:events:*`, results and bottleneck analysis
+//!   in storage.
+//! - [`contract`]: [`SimulationService`], what HTTP handlers, the gateway's real-time code and
+//!   remote callers use; its gRPC registration ([`SimulationContract`]) and remote client
+//!   ([`RemoteSimulations`]).
+//! - `wire`: how the contract's requests and responses travel in `sdsim.simulation.v1` messages.
+//! - `live`: a run's live metrics as a gRPC stream.
+//! - [`http`]: the HTTP API (`/api/simulations/*`) over the contract.
+//! - [`pb`]: the messages of `proto/sdsim/simulation/v1`.
+//!
+//! Projects, their designs and the caller's role in them come from `sdsim_projects`, and so
+//! does the error type ([`Failure`]) that the two services share.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod contract;
+pub mod http;
+mod live;
+pub mod runs;
+mod wire;
+
+/// Types generated from `proto/sdsim/simulation/v1` (`sdsim.simulation.v1`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/sdsim.simulation.v1.rs"));
+}
+
+pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
+pub use runs::{Results, Run, Simulations, StartRequest, Validation};
+pub use sdsim_projects::Failure;

@@ -1,0 +1,370 @@
+//! A shard's runner: it receives the runs [`Simulations::start`] assigns to its shard, waits
+//! for one of the shard's `simulation.runs_per_shard` slots, advances the engine in slices that
+//! yield, publishes metrics points and lifecycle events, and records how each run ended.
+
+use super::{Simulations, FINISH_RETRY_FOR};
+use sdsim_core::runtime::Shard;
+use sdsim_projects::design_limits::parse_design;
+use sdsim_projects::{now_ms, publish};
+use sdsim_simulation::engine::Simulation;
+use sdsim_store::{StoreError, Value};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Simulations {
+    /// Starts this shard's runner (call on every shard).
+    pub fn install_shard(self: &Arc<Self>, shard: &Shard) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        shard.insert(Runner {
+            jobs: tx,
+            stops: RefCell::new(HashMap::new()),
+        });
+        if shard.id().index() == 0 {
+            let service = Arc::clone(self);
+            shard.spawn("simulation-orphans", async move {
+                let mut pause = Duration::from_millis(200);
+                loop {
+                    match service.fail_orphaned_runs().await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            tracing::warn!(
+                                runs = n,
+                                instance = %service.instance,
+                                "runs left queued or running by this instance's previous life marked failed"
+                            );
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "looking for orphaned runs: retrying");
+                            monoio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            });
+        }
+        let service = Arc::clone(self);
+        let index = shard.id().index();
+        shard.spawn("simulation-runner", async move {
+            // Each job waits for one of the shard's slots (first come, first served) or for
+            // its stop, whichever comes first.
+            let slots = Arc::new(tokio::sync::Semaphore::new(service.config.runs_per_shard));
+            while let Some(job) = rx.recv().await {
+                let (service, slots) = (Arc::clone(&service), Arc::clone(&slots));
+                sdsim_core::runtime::spawn("simulation-run", async move {
+                    let stop = Runner::stop_flag(&job.id);
+                    let permit = monoio::select! {
+                        p = slots.acquire_owned() => p.ok(),
+                        _ = stop.notify.notified() => None,
+                    };
+                    service.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    service.execute(job, &stop, permit.is_some()).await;
+                    service.shared.per_shard[index].fetch_sub(1, Ordering::AcqRel);
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    /// Records how a run ended, for a run that ended on this shard. While the database is
+    /// unavailable the write is retried with backoff (up to [`FINISH_RETRY_FOR`]): a run whose
+    /// end is never recorded would stay `running` and count against its user's limit until
+    /// the instance restarts.
+    pub(super) async fn finish_row(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        report: Option<String>,
+        analysis: Option<String>,
+    ) {
+        if let Err(e) = self
+            .record_end(id, status, error, report, analysis, FINISH_RETRY_FOR)
+            .await
+        {
+            tracing::error!(simulation = id, error = %e, "could not record the end of a run");
+        }
+    }
+
+    /// Writes a run's end, retrying for `retry_for` while the database is unavailable.
+    pub(super) async fn record_end(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        report: Option<String>,
+        analysis: Option<String>,
+        retry_for: Duration,
+    ) -> Result<(), StoreError> {
+        let text = |v: Option<&str>| v.map_or(Value::Null, Value::from);
+        let finished_at = now_ms();
+        let giving_up = Instant::now() + retry_for;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let result = self
+                .store
+                .execute(
+                    "UPDATE simulation_schema.simulations SET status = $1, finished_at = $2, error = $3, report = $4, analysis = $5 WHERE id = $6 AND status IN ('queued', 'running')",
+                    vec![
+                        status.into(),
+                        finished_at.into(),
+                        text(error),
+                        text(report.as_deref()),
+                        text(analysis.as_deref()),
+                        id.into(),
+                    ],
+                )
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Unavailable(e)) if Instant::now() < giving_up => {
+                    tracing::warn!(simulation = id, error = %e, "recording the end of a run: retrying");
+                    monoio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Executes one run on this shard (or records it stopped, when it was stopped before it
+    /// got a slot).
+    async fn execute(&self, job: Job, stop: &Stop, started: bool) {
+        let outcome = if started {
+            self.simulate(&job, &stop.set).await
+        } else {
+            self.finish_row(&job.id, "stopped", None, None, None).await;
+            Ok(false)
+        };
+        // The end is recorded: whoever is stopping this run may answer now.
+        stop.ended();
+        if let Some(runner) = Shard::current().get::<Runner>() {
+            runner.stops.borrow_mut().remove(&job.id);
+        }
+        let (status, error) = match &outcome {
+            Ok(true) => ("completed", None),
+            Ok(false) => ("stopped", None),
+            Err(e) => ("failed", Some(e.clone())),
+        };
+        let event = Lifecycle {
+            event: status,
+            simulation_id: &job.id,
+            project_id: &job.project_id,
+            user_id: &job.user_id,
+            error: error.as_deref(),
+        };
+        publish(&format!("simulation:events:{status}"), &event).await;
+        publish(&format!("notifications:user:{}", job.user_id), &event).await;
+    }
+
+    /// Runs the engine; `Ok(true)` when it ran to the end, `Ok(false)` when stopped.
+    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<bool, String> {
+        if stop.get() {
+            self.finish_row(&job.id, "stopped", None, None, None).await;
+            return Ok(false);
+        }
+        let parsed = match parse_design(&job.design).await {
+            Ok(parsed) => parsed,
+            Err(busy) => {
+                let why = busy.to_string();
+                self.finish_row(&job.id, "failed", Some(&why), None, None)
+                    .await;
+                return Err(why);
+            }
+        };
+        let mut design = match parsed {
+            Ok(d) => d,
+            Err(p) => {
+                let why = format!("the design no longer validates: {}", p[0]);
+                self.finish_row(&job.id, "failed", Some(&why), None, None)
+                    .await;
+                return Err(why);
+            }
+        };
+        design.duration = job.duration;
+        if design.warmup >= design.duration {
+            design.warmup = design.duration * 0.1;
+        }
+        design.seed = job.seed;
+        let claimed = self
+            .store
+            .execute(
+                "UPDATE simulation_schema.simulations SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'",
+                vec![now_ms().into(), job.id.clone().into()],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if claimed == 0 {
+            // Stopped while it was on its way to this shard.
+            return Ok(false);
+        }
+        let channel = format!("simulation:data:{}", job.id);
+        publish(
+            "simulation:events:started",
+            &Lifecycle {
+                event: "started",
+                simulation_id: &job.id,
+                project_id: &job.project_id,
+                user_id: &job.user_id,
+                error: None,
+            },
+        )
+        .await;
+        let mut sim = Simulation::new(design.clone());
+        let began = Instant::now();
+        let mut next_point = began + self.config.metrics_interval;
+        // Simulated time per engine step: at most 1/2000 of the run, shrunk while one step takes
+        // more than a quarter of a slice (busy designs), grown back while steps are cheap.
+        let max_step = (job.duration / 2000.0).max(1e-3);
+        let mut step = max_step;
+        let budget = self.config.slice;
+        while !sim.is_finished() {
+            // How far the run may be by now: paced, or all of it.
+            let target = if job.speed > 0.0 {
+                (began.elapsed().as_secs_f64() * job.speed).min(job.duration)
+            } else {
+                job.duration
+            };
+            let slice = Instant::now();
+            while sim.now() < target && !sim.is_finished() && slice.elapsed() < budget {
+                let t0 = Instant::now();
+                sim.advance_to((sim.now() + step).min(target));
+                let took = t0.elapsed();
+                if took > budget / 4 {
+                    step = (step / 2.0).max(1e-6);
+                } else if took < budget / 16 {
+                    step = (step * 2.0).min(max_step);
+                }
+            }
+            if stop.get() {
+                break;
+            }
+            if Instant::now() >= next_point {
+                next_point += self.config.metrics_interval;
+                publish(&channel, &point(&sim, job, "metrics")).await;
+            }
+            if sim.now() >= target && !sim.is_finished() {
+                // Paced and caught up: wait for the clock (at most until the next point).
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            } else {
+                // Not a plain yield: a run that only yields keeps the shard's run queue busy, and
+                // monoio then polls neither sockets, timers nor other threads' answers.
+                sdsim_core::mesh::yield_to_driver().await;
+            }
+        }
+        let finished = sim.is_finished();
+        let kind = if finished { "completed" } else { "stopped" };
+        publish(&channel, &point(&sim, job, kind)).await;
+        let report = sim.report();
+        let report_json = sonic_rs::to_string(&report).unwrap_or_else(|_| "null".into());
+        let analysis = if finished {
+            // The analysis confirms its recommendations by re-running the design: a helper
+            // thread does that, not the shard.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("sdsim-analysis".into())
+                .spawn(move || {
+                    let findings = sdsim_simulation::analysis::analyze(&design, &report, 0.7);
+                    let _ = tx.send(sonic_rs::to_string(&findings).unwrap_or_else(|_| "[]".into()));
+                });
+            match spawned {
+                Ok(_) => rx.await.unwrap_or_else(|_| "[]".into()),
+                Err(_) => "[]".into(),
+            }
+        } else {
+            "[]".into()
+        };
+        self.finish_row(&job.id, kind, None, Some(report_json), Some(analysis))
+            .await;
+        Ok(finished)
+    }
+}
+
+/// One shard's runner: where jobs arrive and their stop flags.
+pub(super) struct Runner {
+    pub(super) jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    pub(super) stops: RefCell<HashMap<String, Rc<Stop>>>,
+}
+
+impl Runner {
+    /// The stop flag of job `id` on this shard.
+    fn stop_flag(id: &str) -> Rc<Stop> {
+        Shard::current()
+            .get::<Runner>()
+            .and_then(|r| r.stops.borrow().get(id).cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// Asks a run to stop: checked between slices, and wakes a run still waiting for a slot.
+#[derive(Default)]
+pub(super) struct Stop {
+    pub(super) set: Cell<bool>,
+    pub(super) notify: tokio::sync::Notify,
+    /// Callers of `stop` waiting for the run to record its end.
+    waiting: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Stop {
+    /// Resolves once the run has recorded its end, or errs when the flag is dropped without
+    /// that (the run is gone all the same).
+    pub(super) fn on_end(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.borrow_mut().push(tx);
+        rx
+    }
+
+    /// Tells every waiting caller that the run's end is recorded.
+    fn ended(&self) {
+        for waiter in self.waiting.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// A run handed to a shard.
+pub(super) struct Job {
+    pub(super) id: String,
+    pub(super) project_id: String,
+    pub(super) user_id: String,
+    pub(super) design: String,
+    pub(super) duration: f64,
+    pub(super) seed: u64,
+    pub(super) speed: f64,
+}
+
+#[derive(Serialize)]
+struct Lifecycle<'a> {
+    event: &'static str,
+    simulation_id: &'a str,
+    project_id: &'a str,
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Point<'a> {
+    r#type: &'static str,
+    simulation_id: &'a str,
+    progress: f64,
+    sim_time_s: f64,
+    events: u64,
+    metrics: sdsim_simulation::engine::stats::Series,
+}
+
+fn point<'a>(sim: &Simulation, job: &'a Job, kind: &'static str) -> Point<'a> {
+    Point {
+        r#type: kind,
+        simulation_id: &job.id,
+        progress: (sim.now() / job.duration).clamp(0.0, 1.0),
+        sim_time_s: sim.now(),
+        events: sim.events_processed(),
+        metrics: sim.series_point(),
+    }
+}
