@@ -53,151 +53,167 @@ struct Outputs {
 #[derive(Subcommand)]
 enum Command {
     /// HTTP/1.1 keep-alive load against URL (http:// only).
-    Http {
-        /// e.g. http://127.0.0.1:8000/health
-        url: String,
-        /// Total requests per second (open loop, wrk2-style); without it: closed loop.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Measured duration, e.g. 30s.
-        #[arg(long, default_value = "10s")]
-        duration: String,
-        /// Unmeasured warm-up before it.
-        #[arg(long, default_value = "2s")]
-        warmup: String,
-        /// Connections in total.
-        #[arg(long, default_value_t = 50)]
-        connections: usize,
-        /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-        #[arg(long, default_value = "0")]
-        cpus: String,
-        /// HTTP method.
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// Extra header, "Name: value" (repeatable).
-        #[arg(long = "header")]
-        headers: Vec<String>,
-        /// Request body.
-        #[arg(long, default_value = "")]
-        body: String,
-        /// Interval of the time series and the progress line.
-        #[arg(long, default_value = "1s")]
-        interval: String,
-        /// A request not answered within this counts as a `timeout` error; its connection is
-        /// closed and the next request opens a new one.
-        #[arg(long, default_value = "10s")]
-        timeout: String,
-        #[command(flatten)]
-        outputs: Outputs,
-    },
+    Http(HttpArgs),
     /// gRPC unary load against ADDR (host:port): any method of the .proto files, request as JSON.
-    Grpc {
-        /// e.g. 127.0.0.1:9000
-        addr: String,
-        /// The method, /package.Service/Method.
-        #[arg(long)]
-        method: String,
-        /// The request message as JSON (proto3 JSON mapping).
-        #[arg(long, default_value = "{}")]
-        data: String,
-        /// Folder of the .proto files.
-        #[arg(long, default_value = "proto")]
-        proto_dir: String,
-        /// Metadata sent with every call, "name: value" (repeatable).
-        #[arg(long = "metadata")]
-        metadata: Vec<String>,
-        /// Total calls per second (open loop); without it: closed loop.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Measured duration, e.g. 30s.
-        #[arg(long, default_value = "10s")]
-        duration: String,
-        /// Unmeasured warm-up before it.
-        #[arg(long, default_value = "2s")]
-        warmup: String,
-        /// HTTP/2 connections in total (one call in flight on each).
-        #[arg(long, default_value_t = 50)]
-        connections: usize,
-        /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-        #[arg(long, default_value = "0")]
-        cpus: String,
-        /// Interval of the time series and the progress line.
-        #[arg(long, default_value = "1s")]
-        interval: String,
-        /// A call not answered within this counts as a `timeout` error; its connection is
-        /// closed and the next call opens a new one.
-        #[arg(long, default_value = "10s")]
-        timeout: String,
-        #[command(flatten)]
-        outputs: Outputs,
-    },
+    Grpc(GrpcArgs),
     /// WebSocket load: hold N subscribed connections, publish events and time their delivery.
-    Ws {
-        /// e.g. ws://127.0.0.1:8000/ws
-        url: String,
-        /// Connections in total.
-        #[arg(long, default_value_t = 100)]
-        connections: usize,
-        /// New connections per second at most (deterministic token bucket).
-        #[arg(long, default_value_t = 1000.0)]
-        connect_rate: f64,
-        /// Limit on TCP connect + upgrade + subscribe of one connection.
-        #[arg(long, default_value = "10s")]
-        connect_timeout: String,
-        /// Measured hold once every connection is open, e.g. 30s.
-        #[arg(long, default_value = "10s")]
-        duration: String,
-        /// Unmeasured pause between the last connection opening and the hold.
-        #[arg(long, default_value = "1s")]
-        warmup: String,
-        /// The channel every connection subscribes to (the base name with --channels).
-        #[arg(long, default_value = sdsim_loadtest::ws::DEFAULT_CHANNEL)]
-        channel: String,
-        /// Spread the connections over K channels CHANNEL-0 .. CHANNEL-{K-1}.
-        #[arg(long)]
-        channels: Option<usize>,
-        /// Bearer token of the upgrade; {i} is replaced by the connection number.
-        #[arg(long)]
-        token: Option<String>,
-        /// Events per second the generator publishes (open loop, spread over the channels).
-        #[arg(long)]
-        publish_rate: Option<f64>,
-        /// Where to publish; default http://HOST:PORT/api/publish of URL.
-        #[arg(long)]
-        publish_url: Option<String>,
-        /// Admin token of the publish requests; default --token.
-        #[arg(long)]
-        publish_token: Option<String>,
-        /// HTTP/1.1 connections publishing (one request in flight on each).
-        #[arg(long, default_value_t = 4)]
-        publish_connections: usize,
-        /// {"op":"ping"} per second over all connections (each sends its share).
-        #[arg(long)]
-        send_rate: Option<f64>,
-        /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-        #[arg(long, default_value = "0")]
-        cpus: String,
-        /// Source addresses, round robin, e.g. 127.0.0.1-127.0.0.50 (beyond 64K connections).
-        #[arg(long)]
-        sources: Option<String>,
-        /// Interval of the time series and the progress line.
-        #[arg(long, default_value = "1s")]
-        interval: String,
-        #[command(flatten)]
-        outputs: Outputs,
-    },
+    Ws(WsArgs),
     /// Run a scenario file (TOML; examples in loadtest/scenarios/): phases of HTTP load, a
     /// WebSocket hold, or a flow of chained HTTP, WebSocket and gRPC steps per arriving user.
-    Run {
-        /// The scenario.
-        scenario: String,
-        /// Replace a [flow.vars] constant of a flow scenario, e.g. --var
-        /// http=http://10.0.0.5:8000 (repeatable).
-        #[arg(long = "var", value_name = "NAME=VALUE")]
-        vars: Vec<String>,
-        #[command(flatten)]
-        outputs: Outputs,
-    },
+    Run(RunArgs),
+}
+
+/// The `http` subcommand's arguments.
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// e.g. http://127.0.0.1:8000/health
+    url: String,
+    /// Total requests per second (open loop, wrk2-style); without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured duration, e.g. 30s.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// Connections in total.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
+    #[arg(long, default_value = "0")]
+    cpus: String,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Extra header, "Name: value" (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(long, default_value = "")]
+    body: String,
+    /// Interval of the time series and the progress line.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// A request not answered within this counts as a `timeout` error; its connection is
+    /// closed and the next request opens a new one.
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+/// The `grpc` subcommand's arguments.
+#[derive(clap::Args)]
+struct GrpcArgs {
+    /// e.g. 127.0.0.1:9000
+    addr: String,
+    /// The method, /package.Service/Method.
+    #[arg(long)]
+    method: String,
+    /// The request message as JSON (proto3 JSON mapping).
+    #[arg(long, default_value = "{}")]
+    data: String,
+    /// Folder of the .proto files.
+    #[arg(long, default_value = "proto")]
+    proto_dir: String,
+    /// Metadata sent with every call, "name: value" (repeatable).
+    #[arg(long = "metadata")]
+    metadata: Vec<String>,
+    /// Total calls per second (open loop); without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured duration, e.g. 30s.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// HTTP/2 connections in total (one call in flight on each).
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
+    #[arg(long, default_value = "0")]
+    cpus: String,
+    /// Interval of the time series and the progress line.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// A call not answered within this counts as a `timeout` error; its connection is
+    /// closed and the next call opens a new one.
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+/// The `ws` subcommand's arguments.
+#[derive(clap::Args)]
+struct WsArgs {
+    /// e.g. ws://127.0.0.1:8000/ws
+    url: String,
+    /// Connections in total.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// New connections per second at most (deterministic token bucket).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// Limit on TCP connect + upgrade + subscribe of one connection.
+    #[arg(long, default_value = "10s")]
+    connect_timeout: String,
+    /// Measured hold once every connection is open, e.g. 30s.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Unmeasured pause between the last connection opening and the hold.
+    #[arg(long, default_value = "1s")]
+    warmup: String,
+    /// The channel every connection subscribes to (the base name with --channels).
+    #[arg(long, default_value = sdsim_loadtest::ws::DEFAULT_CHANNEL)]
+    channel: String,
+    /// Spread the connections over K channels CHANNEL-0 .. CHANNEL-{K-1}.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Bearer token of the upgrade; {i} is replaced by the connection number.
+    #[arg(long)]
+    token: Option<String>,
+    /// Events per second the generator publishes (open loop, spread over the channels).
+    #[arg(long)]
+    publish_rate: Option<f64>,
+    /// Where to publish; default http://HOST:PORT/api/publish of URL.
+    #[arg(long)]
+    publish_url: Option<String>,
+    /// Admin token of the publish requests; default --token.
+    #[arg(long)]
+    publish_token: Option<String>,
+    /// HTTP/1.1 connections publishing (one request in flight on each).
+    #[arg(long, default_value_t = 4)]
+    publish_connections: usize,
+    /// {"op":"ping"} per second over all connections (each sends its share).
+    #[arg(long)]
+    send_rate: Option<f64>,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
+    #[arg(long, default_value = "0")]
+    cpus: String,
+    /// Source addresses, round robin, e.g. 127.0.0.1-127.0.0.50 (beyond 64K connections).
+    #[arg(long)]
+    sources: Option<String>,
+    /// Interval of the time series and the progress line.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+/// The `run` subcommand's arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario.
+    scenario: String,
+    /// Replace a [flow.vars] constant of a flow scenario, e.g. --var
+    /// http=http://10.0.0.5:8000 (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    outputs: Outputs,
 }
 
 /// Parses "500ms", "10s", "2m" or bare seconds.
@@ -238,213 +254,228 @@ fn target(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Http {
-            url,
-            rate,
-            duration: d,
-            warmup,
-            connections,
-            cpus,
-            method,
-            headers,
-            body,
-            interval,
-            timeout,
-            outputs,
-        } => {
-            let (addr, authority, path) = target(&url)?;
-            let cpus = parse_cpus(&cpus)?;
-            if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
-                bail!("--rate and --connections must be positive");
-            }
-            let load = HttpLoad {
-                addr,
-                request: build_request(&method, &authority, &path, &headers, body.as_bytes()),
-                connections,
-                rate,
-                duration: duration(&d)?,
-                warmup: duration(&warmup)?,
-                cpus: cpus.clone(),
-                interval: duration(&interval)?,
-                phases: Vec::new(),
-                protocol: Default::default(),
-                timeout: positive(&timeout, "--timeout")?,
-            };
-            let params = [
-                ("url", url),
-                ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
-                ("connections", connections.to_string()),
-                ("duration", d),
-                ("warmup", warmup),
-                ("cpus", format!("{cpus:?}")),
-            ];
-            execute(&load, &outputs, &params)
-        }
-        Command::Grpc {
-            addr,
-            method,
-            data,
-            proto_dir,
-            metadata,
-            rate,
-            duration: d,
-            warmup,
-            connections,
-            cpus,
-            interval,
-            timeout,
-            outputs,
-        } => {
-            let target = addr
-                .to_socket_addrs()
-                .with_context(|| format!("resolving {addr}"))?
-                .next()
-                .context("no address")?;
-            let cpus = parse_cpus(&cpus)?;
-            if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
-                bail!("--rate and --connections must be positive");
-            }
-            let pool = sdsim_loadtest::grpc::load_pool(std::path::Path::new(&proto_dir))?;
-            let message = sdsim_loadtest::grpc::encode_request(&pool, &method, &data)?;
-            let metadata = metadata
-                .iter()
-                .map(|m| {
-                    m.split_once(':')
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                        .with_context(|| format!("--metadata {m:?}: expected \"name: value\""))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let load = HttpLoad {
-                addr: target,
-                request: bytes::Bytes::new(),
-                connections,
-                rate,
-                duration: duration(&d)?,
-                warmup: duration(&warmup)?,
-                cpus: cpus.clone(),
-                interval: duration(&interval)?,
-                phases: Vec::new(),
-                protocol: Protocol::Grpc(GrpcCall {
-                    path: format!("/{}", method.trim_start_matches('/')),
-                    message,
-                    metadata,
-                }),
-                timeout: positive(&timeout, "--timeout")?,
-            };
-            let params = [
-                ("grpc", addr),
-                ("method", method),
-                ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
-                ("connections", connections.to_string()),
-                ("duration", d),
-                ("warmup", warmup),
-                ("cpus", format!("{cpus:?}")),
-            ];
-            execute(&load, &outputs, &params)
-        }
-        Command::Ws {
-            url,
-            connections,
-            connect_rate,
-            connect_timeout,
-            duration: d,
-            warmup,
-            channel,
-            channels,
-            token,
-            publish_rate,
-            publish_url,
-            publish_token,
-            publish_connections,
-            send_rate,
-            cpus,
-            sources,
-            interval,
-            outputs,
-        } => {
-            let options = WsOptions {
-                url,
-                connections,
-                connect_rate,
-                connect_timeout: duration(&connect_timeout)?,
-                duration: duration(&d)?,
-                warmup: duration(&warmup)?,
-                channel,
-                channels,
-                token,
-                publish_rate,
-                publish_url,
-                publish_token,
-                publish_connections,
-                send_rate,
-                cpus: parse_cpus(&cpus)?,
-                sources,
-                interval: duration(&interval)?,
-            };
-            let load = options.build()?;
-            execute_ws(&load, &outputs, &options.parameters())
-        }
-        Command::Run {
-            scenario,
-            vars,
-            outputs,
-        } => {
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("reading {scenario}"))?;
-            let mut parsed = Scenario::parse(&text)
-                .with_context(|| format!("{scenario} is not a valid scenario"))?;
-            for var in &vars {
-                let Some(flow) = parsed.flow.as_mut() else {
-                    bail!("--var: only a flow scenario has [flow.vars]");
-                };
-                let (name, value) = var
-                    .split_once('=')
-                    .with_context(|| format!("--var {var}: expected NAME=VALUE"))?;
-                let Some(slot) = flow.vars.get_mut(name) else {
-                    let known: Vec<&String> = flow.vars.keys().collect();
-                    bail!("--var {name}: {scenario} has no such [flow.vars] (it has {known:?})");
-                };
-                *slot = value.to_string();
-            }
-            if let Some(load) = parsed
-                .flow_load()
-                .with_context(|| format!("{scenario}: the flow cannot run"))?
-            {
-                let rates: Vec<String> = parsed
-                    .phases
-                    .iter()
-                    .map(|p| match p.ramp_to {
-                        Some(to) => format!("{}->{}/s for {}", p.rate, to, p.duration),
-                        None => format!("{}/s for {}", p.rate, p.duration),
-                    })
-                    .collect();
-                let params = [
-                    ("scenario", scenario),
-                    ("users", rates.join(", ")),
-                    ("steps", load.flow.steps.len().to_string()),
-                    ("run", load.run_id.clone()),
-                    ("cpus", format!("{:?}", load.cpus)),
-                    ("vars", vars.join(" ")),
-                ];
-                return execute_flow(&load, &outputs, &params);
-            }
-            if let Some(options) = parsed.ws_options()? {
-                let load = options.build()?;
-                let mut params = options.parameters();
-                params.push(("scenario", scenario));
-                return execute_ws(&load, &outputs, &params);
-            }
-            let url = parsed.target()?.url.clone();
-            let (addr, authority, path) = target(&url)?;
-            let load = parsed.load(addr, &authority, &path)?;
-            let params = [
-                ("scenario", scenario),
-                ("url", url),
-                ("phases", parsed.phases.len().to_string()),
-            ];
-            execute(&load, &outputs, &params)
-        }
+        Command::Http(args) => http(args),
+        Command::Grpc(args) => grpc(args),
+        Command::Ws(args) => ws(args),
+        Command::Run(args) => run(args),
     }
+}
+
+/// `sdsim-loadtest http`.
+fn http(args: HttpArgs) -> anyhow::Result<()> {
+    let HttpArgs {
+        url,
+        rate,
+        duration: d,
+        warmup,
+        connections,
+        cpus,
+        method,
+        headers,
+        body,
+        interval,
+        timeout,
+        outputs,
+    } = args;
+    let (addr, authority, path) = target(&url)?;
+    let cpus = parse_cpus(&cpus)?;
+    if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
+        bail!("--rate and --connections must be positive");
+    }
+    let load = HttpLoad {
+        addr,
+        request: build_request(&method, &authority, &path, &headers, body.as_bytes()),
+        connections,
+        rate,
+        duration: duration(&d)?,
+        warmup: duration(&warmup)?,
+        cpus: cpus.clone(),
+        interval: duration(&interval)?,
+        phases: Vec::new(),
+        protocol: Default::default(),
+        timeout: positive(&timeout, "--timeout")?,
+    };
+    let params = [
+        ("url", url),
+        ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
+        ("connections", connections.to_string()),
+        ("duration", d),
+        ("warmup", warmup),
+        ("cpus", format!("{cpus:?}")),
+    ];
+    execute(&load, &outputs, &params)
+}
+
+/// `sdsim-loadtest grpc`.
+fn grpc(args: GrpcArgs) -> anyhow::Result<()> {
+    let GrpcArgs {
+        addr,
+        method,
+        data,
+        proto_dir,
+        metadata,
+        rate,
+        duration: d,
+        warmup,
+        connections,
+        cpus,
+        interval,
+        timeout,
+        outputs,
+    } = args;
+    let target = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .context("no address")?;
+    let cpus = parse_cpus(&cpus)?;
+    if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
+        bail!("--rate and --connections must be positive");
+    }
+    let pool = sdsim_loadtest::grpc::load_pool(std::path::Path::new(&proto_dir))?;
+    let message = sdsim_loadtest::grpc::encode_request(&pool, &method, &data)?;
+    let metadata = metadata
+        .iter()
+        .map(|m| {
+            m.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .with_context(|| format!("--metadata {m:?}: expected \"name: value\""))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let load = HttpLoad {
+        addr: target,
+        request: bytes::Bytes::new(),
+        connections,
+        rate,
+        duration: duration(&d)?,
+        warmup: duration(&warmup)?,
+        cpus: cpus.clone(),
+        interval: duration(&interval)?,
+        phases: Vec::new(),
+        protocol: Protocol::Grpc(GrpcCall {
+            path: format!("/{}", method.trim_start_matches('/')),
+            message,
+            metadata,
+        }),
+        timeout: positive(&timeout, "--timeout")?,
+    };
+    let params = [
+        ("grpc", addr),
+        ("method", method),
+        ("rate", rate.map_or("closed-loop".into(), |r| r.to_string())),
+        ("connections", connections.to_string()),
+        ("duration", d),
+        ("warmup", warmup),
+        ("cpus", format!("{cpus:?}")),
+    ];
+    execute(&load, &outputs, &params)
+}
+
+/// `sdsim-loadtest ws`.
+fn ws(args: WsArgs) -> anyhow::Result<()> {
+    let WsArgs {
+        url,
+        connections,
+        connect_rate,
+        connect_timeout,
+        duration: d,
+        warmup,
+        channel,
+        channels,
+        token,
+        publish_rate,
+        publish_url,
+        publish_token,
+        publish_connections,
+        send_rate,
+        cpus,
+        sources,
+        interval,
+        outputs,
+    } = args;
+    let options = WsOptions {
+        url,
+        connections,
+        connect_rate,
+        connect_timeout: duration(&connect_timeout)?,
+        duration: duration(&d)?,
+        warmup: duration(&warmup)?,
+        channel,
+        channels,
+        token,
+        publish_rate,
+        publish_url,
+        publish_token,
+        publish_connections,
+        send_rate,
+        cpus: parse_cpus(&cpus)?,
+        sources,
+        interval: duration(&interval)?,
+    };
+    let load = options.build()?;
+    execute_ws(&load, &outputs, &options.parameters())
+}
+
+/// `sdsim-loadtest run`.
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        scenario,
+        vars,
+        outputs,
+    } = args;
+    let text = std::fs::read_to_string(&scenario).with_context(|| format!("reading {scenario}"))?;
+    let mut parsed =
+        Scenario::parse(&text).with_context(|| format!("{scenario} is not a valid scenario"))?;
+    for var in &vars {
+        let Some(flow) = parsed.flow.as_mut() else {
+            bail!("--var: only a flow scenario has [flow.vars]");
+        };
+        let (name, value) = var
+            .split_once('=')
+            .with_context(|| format!("--var {var}: expected NAME=VALUE"))?;
+        let Some(slot) = flow.vars.get_mut(name) else {
+            let known: Vec<&String> = flow.vars.keys().collect();
+            bail!("--var {name}: {scenario} has no such [flow.vars] (it has {known:?})");
+        };
+        *slot = value.to_string();
+    }
+    if let Some(load) = parsed
+        .flow_load()
+        .with_context(|| format!("{scenario}: the flow cannot run"))?
+    {
+        let rates: Vec<String> = parsed
+            .phases
+            .iter()
+            .map(|p| match p.ramp_to {
+                Some(to) => format!("{}->{}/s for {}", p.rate, to, p.duration),
+                None => format!("{}/s for {}", p.rate, p.duration),
+            })
+            .collect();
+        let params = [
+            ("scenario", scenario),
+            ("users", rates.join(", ")),
+            ("steps", load.flow.steps.len().to_string()),
+            ("run", load.run_id.clone()),
+            ("cpus", format!("{:?}", load.cpus)),
+            ("vars", vars.join(" ")),
+        ];
+        return execute_flow(&load, &outputs, &params);
+    }
+    if let Some(options) = parsed.ws_options()? {
+        let load = options.build()?;
+        let mut params = options.parameters();
+        params.push(("scenario", scenario));
+        return execute_ws(&load, &outputs, &params);
+    }
+    let url = parsed.target()?.url.clone();
+    let (addr, authority, path) = target(&url)?;
+    let load = parsed.load(addr, &authority, &path)?;
+    let params = [
+        ("scenario", scenario),
+        ("url", url),
+        ("phases", parsed.phases.len().to_string()),
+    ];
+    execute(&load, &outputs, &params)
 }
 
 /// The `--series` file (NDJSON), and the first error writing it.
