@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sdsim_core::config::{Config, Overrides};
 use sdsim_core::runtime::RuntimeSpec;
-use sdsim_gateway::Server;
+use sdsim_server::Server;
 use std::process::ExitCode;
 
 /// sdsim: the backend of the System Design Simulator.
