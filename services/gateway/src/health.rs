@@ -5,7 +5,7 @@
 //! - `/health/database`, `/health/redis`, `/health/services`: one component each, saying what is
 //!   true of this build and configuration (a component that is not configured says so).
 
-use crate::state::GatewayState;
+use crate::state::{GatewayState, ServiceHealth};
 use http::StatusCode;
 use sdsim_core::shutdown::Phase;
 use sdsim_net::http::router::Router;
@@ -187,19 +187,6 @@ async fn ready(g: &GatewayState) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json(code, &body)
-}
-
-/// One role's line in `/health/services`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceHealth {
-    /// The role's name in `server.roles`.
-    pub name: &'static str,
-    /// Whether `server.roles` names it.
-    pub configured: bool,
-    /// `up`, `remote`, `not_configured`, `unavailable`.
-    pub status: &'static str,
-    /// A sentence for a person.
-    pub detail: String,
 }
 
 #[derive(Serialize)]

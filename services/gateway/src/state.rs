@@ -1,7 +1,6 @@
 //! What every shard of the gateway role shares: the configuration, the process-wide counters,
 //! and what the health and metrics endpoints report about the other roles.
 
-use crate::health::ServiceHealth;
 use crate::redis_bridge::Bridge;
 use sdsim_auth::verifier::Verifier;
 use sdsim_contract::Authenticate;
@@ -9,9 +8,23 @@ use sdsim_core::config::Config;
 use sdsim_core::shutdown::Shutdown;
 use sdsim_core::stall::StallStats;
 use sdsim_net::server::ConnStats;
+use serde::Serialize;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// One role's line in `/health/services`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceHealth {
+    /// The role's name in `server.roles`.
+    pub name: &'static str,
+    /// Whether `server.roles` names it.
+    pub configured: bool,
+    /// `up`, `remote`, `not_configured`, `unavailable`.
+    pub status: &'static str,
+    /// A sentence for a person.
+    pub detail: String,
+}
 
 /// The gateway role's process-wide state, shared by every shard.
 pub struct GatewayState {

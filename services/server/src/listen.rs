@@ -1,7 +1,7 @@
 //! Listener wiring: the HTTP connection settings every listener shares, and the accept loop
 //! of the gRPC listeners.
 
-use crate::server::Composition;
+use crate::composition::Composition;
 use sdsim_core::runtime::Shard;
 use sdsim_core::shutdown::Phase;
 use sdsim_net::conn::ConnSettings;

@@ -1,20 +1,19 @@
 //! Roles: what one process can run, each with its listeners, routes, gRPC service, per-shard
-//! setup and line in `/health/services`, and [`ROLES`], the list of them.
+//! setup and line in `/health/services`, and the helpers roles share. The list of them is
+//! [`crate::roles::ROLES`].
 //!
-//! A role starts in two steps: [`Start`] once per process (it may start the services it
-//! needs through [`Parts`] and bind its own listeners), then [`Role::on_shard`] on every
-//! shard, whose [`ShardRole`] says what the shard serves for it.
+//! A role starts in two steps: [`crate::roles::Start`] once per process (it may start the
+//! services it needs through [`Parts`] and bind its own listeners), then [`Role::on_shard`]
+//! on every shard, whose [`ShardRole`] says what the shard serves for it.
 
-use crate::roles::simulation::SimulationRole;
-use crate::roles::{auth::AuthRole, gateway::GatewayRole, project::ProjectRole};
-use crate::server::StartError;
+use crate::error::StartError;
 use sdsim_auth::Auth;
 use sdsim_contract::Remote;
 use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::Shard;
-use sdsim_gateway::health::ServiceHealth;
 use sdsim_gateway::realtime::Realtime;
+use sdsim_gateway::state::ServiceHealth;
 use sdsim_gateway::GatewayState;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
@@ -24,19 +23,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-
-/// Starts one role of the list for this process (whether or not `server.roles` names it: a
-/// role that does not run here may still serve its routes through a remote client).
-pub type Start = fn(&mut Parts<'_>) -> Result<Box<dyn Role>, StartError>;
-
-/// Every role a process can run, in the order `/health/services` lists them. Adding a
-/// service is its crate plus one line here (and its module in `roles`).
-pub const ROLES: &[Start] = &[
-    GatewayRole::start,
-    AuthRole::start,
-    ProjectRole::start,
-    SimulationRole::start,
-];
 
 /// A started role, shared by every shard.
 pub trait Role: Send + Sync {

@@ -1,6 +1,9 @@
 //! A running sdsim server: configuration → the roles of [`ROLES`] → listeners → shards.
 
-use crate::role::{bind, Parts, Role, ROLES};
+use crate::composition::Composition;
+use crate::error::StartError;
+use crate::role::{bind, Parts};
+use crate::roles::ROLES;
 use crate::shard;
 use sdsim_auth::authn::Authenticator;
 use sdsim_auth::Auth;
@@ -10,61 +13,18 @@ use sdsim_core::shutdown::Shutdown;
 use sdsim_gateway::redis_bridge::Bridge;
 use sdsim_gateway::GatewayState;
 use sdsim_net::http::router::Router;
-use sdsim_net::server::{ConnStats, ListenerSet};
+use sdsim_net::server::ConnStats;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What every shard of a server shares: the started roles, the gateway's state, the public
-/// listener and the TLS acceptors.
-pub(crate) struct Composition {
-    /// The gateway role's state (configuration, counters, authentication).
-    pub(crate) gateway: Arc<GatewayState>,
-    /// Every role of the list, started.
-    pub(crate) roles: Vec<Box<dyn Role>>,
-    /// The auth service, when a role of this process started it.
-    pub(crate) auth: Option<Arc<Auth>>,
-    /// The public (gateway) listener, one socket per shard.
-    pub(crate) public: ListenerSet,
-    /// TLS for HTTP listeners, when `tls.cert` and `tls.key` are set.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    /// TLS for gRPC listeners (ALPN h2, client certificates when `grpc.client_ca` is set).
-    pub(crate) grpc_tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
 /// A started server.
 pub struct Server {
     runtime: Runtime,
     composition: Arc<Composition>,
     local_addr: SocketAddr,
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not be bound (address in use, permission).
-    #[error("{0}")]
-    Listen(io::Error),
-    /// TLS files could not be loaded.
-    #[error(transparent)]
-    Tls(#[from] sdsim_net::tls::TlsError),
-    /// Shard threads could not be started.
-    #[error("cannot start shards: {0}")]
-    Runtime(io::Error),
-    /// The Redis bridge could not start.
-    #[error("{0}")]
-    Redis(String),
-    /// A listen address is not an IP:port.
-    #[error("{0}: not an IP:port address")]
-    Address(String),
-    /// Storage could not be opened or migrated.
-    #[error("storage: {0}")]
-    Storage(String),
-    /// The auth service could not start.
-    #[error("auth: {0}")]
-    Auth(String),
 }
 
 impl Server {

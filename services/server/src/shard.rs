@@ -1,9 +1,9 @@
 //! One shard of a server, top-down: install the gateway and every role, build the public
 //! router, serve each role's own listeners, then the public listener until the server drains.
 
+use crate::composition::Composition;
 use crate::listen::{grpc_accept_loop, http_context};
 use crate::role::{Role, ShardContext, ShardRole};
-use crate::server::Composition;
 use sdsim_auth::authn::Authenticator;
 use sdsim_contract::Authenticate;
 use sdsim_core::config::Config;

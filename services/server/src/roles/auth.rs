@@ -3,11 +3,11 @@
 //! wherever the service was started, also for the project and simulation roles, which verify
 //! tokens with its keys.
 
+use crate::error::StartError;
 use crate::role::{health_line, Parts, Role, RoleListeners, ShardContext, ShardRole};
-use crate::server::StartError;
 use sdsim_auth::{Auth, AuthContract};
 use sdsim_contract::Authenticate;
-use sdsim_gateway::health::ServiceHealth;
+use sdsim_gateway::state::ServiceHealth;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use std::rc::Rc;

@@ -2,9 +2,9 @@
 //! process serves the public listener; `server.roles` naming `gateway` also lets it reach
 //! the project and simulation services over gRPC when they run elsewhere.
 
+use crate::error::StartError;
 use crate::role::{Parts, Role, ShardContext, ShardRole};
-use crate::server::StartError;
-use sdsim_gateway::health::ServiceHealth;
+use sdsim_gateway::state::ServiceHealth;
 use sdsim_gateway::GatewayState;
 use sdsim_net::http::router::Router;
 use std::sync::Arc;
