@@ -4,7 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use sdsim_core::config::{Config, Overrides};
+use sdsim_core::config::Overrides;
+use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! it with the other roles and owns the listeners.
 //!
 //! Layout:
+//! - [`config`]: the role's sections, `[gateway]`, `[websocket]`, `[redis]`.
 //! - [`state`]: [`GatewayState`], what every shard of the role shares.
 //! - [`health`]: `/health`, `/health/ready`, `/health/database`, `/health/redis`,
 //!   `/health/services`.
@@ -12,6 +13,7 @@
 //! - [`redis_bridge`]: bus events between instances over Redis pub/sub.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
 pub mod health;
 pub mod observe;
 pub mod realtime;

@@ -1,13 +1,15 @@
 //! What every shard of the gateway role shares: the configuration, the process-wide counters,
 //! and what the health and metrics endpoints report about the other roles.
 
+use crate::config::{RedisConfig, WebSocketConfig};
 use crate::redis_bridge::Bridge;
 use sdsim_auth::verifier::Verifier;
 use sdsim_contract::Authenticate;
-use sdsim_core::config::Config;
+use sdsim_core::config::{BusConfig, HttpConfig};
 use sdsim_core::shutdown::Shutdown;
 use sdsim_core::stall::StallStats;
 use sdsim_net::server::ConnStats;
+use sdsim_store::StorageConfig;
 use serde::Serialize;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -26,10 +28,25 @@ pub struct ServiceHealth {
     pub detail: String,
 }
 
+/// The sections of the validated configuration the gateway role reads.
+#[derive(Debug, Clone, Default)]
+pub struct GatewaySections {
+    /// `[websocket]`: `/ws` and its limits.
+    pub websocket: WebSocketConfig,
+    /// `[bus]`: channel history and queues.
+    pub bus: BusConfig,
+    /// `[http]`: WebSocket writes share its write timeout.
+    pub http: HttpConfig,
+    /// `[storage]`: what `/health/database` names and how long it waits.
+    pub storage: StorageConfig,
+    /// `[redis]`: what `/health/redis` names.
+    pub redis: RedisConfig,
+}
+
 /// The gateway role's process-wide state, shared by every shard.
 pub struct GatewayState {
-    /// The validated configuration.
-    pub config: Arc<Config>,
+    /// The sections of the configuration the gateway reads.
+    pub config: GatewaySections,
     /// The shutdown state machine.
     pub shutdown: Arc<Shutdown>,
     /// Connection counters.

@@ -16,10 +16,10 @@
 //! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
 //! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
+use crate::config::SimulationConfig;
 use crate::design_limits::{check_design_within, parse_design};
 use crate::projects::{Projects, Role};
 use crate::{new_id, now_ms, publish, Caller, Failure};
-use sdsim_core::config::SimulationConfig;
 use sdsim_core::runtime::Shard;
 use sdsim_core::shard::ShardId;
 use sdsim_simulation::engine::Simulation;

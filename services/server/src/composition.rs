@@ -1,5 +1,6 @@
 //! What every shard of a server shares, built by [`crate::Server::start`].
 
+use crate::config::Config;
 use crate::role::Role;
 use sdsim_auth::Auth;
 use sdsim_gateway::GatewayState;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 /// What every shard of a server shares: the started roles, the gateway's state, the public
 /// listener and the TLS acceptors.
 pub(crate) struct Composition {
+    /// The validated configuration.
+    pub(crate) config: Arc<Config>,
     /// The gateway role's state (configuration, counters, authentication).
     pub(crate) gateway: Arc<GatewayState>,
     /// Every role of the list, started.

@@ -6,6 +6,8 @@
 //!   share.
 //! - [`roles`]: [`roles::ROLES`], the role list, and one module per role (gateway, auth,
 //!   project, simulation).
+//! - [`config`]: [`config::Config`], the sections every crate owns composed under their keys,
+//!   loaded and validated.
 //! - [`server`]: [`Server::start`] turns a validated configuration into running shards.
 //! - [`error`]: [`StartError`], why a server could not start.
 //! - `composition`: what every shard of a server shares.
@@ -14,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod composition;
+pub mod config;
 pub mod error;
 mod listen;
 pub mod role;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// What an HTTP listener's connections run with: `app`, the `http` limits and timeouts, TLS.
 pub(crate) fn http_context(c: &Composition, app: App) -> Rc<ListenerContext> {
-    let config = &c.gateway.config;
+    let config = &c.config;
     let http = &config.http;
     Rc::new(ListenerContext {
         app: Rc::new(app),
@@ -46,7 +46,7 @@ pub(crate) async fn grpc_accept_loop(
 ) {
     let g = &c.gateway;
     let mut phase = sdsim_net::server::shard_phase(shard, &g.shutdown);
-    let grpc = &g.config.grpc;
+    let grpc = &c.config.grpc;
     let settings = Rc::new(GrpcSettings {
         max_message_bytes: grpc.max_message_bytes,
         max_header_list_bytes: grpc.max_header_list_bytes,
@@ -64,7 +64,7 @@ pub(crate) async fn grpc_accept_loop(
         &mut phase,
         &g.shutdown,
         &g.conn_stats,
-        g.config.server.max_connections,
+        c.config.server.max_connections,
     )
     .await
     {
@@ -84,7 +84,7 @@ pub(crate) async fn grpc_accept_loop(
                             .await
                     }
                     Some(acceptor) => {
-                        let read_timeout = c.gateway.config.http.read_timeout;
+                        let read_timeout = c.config.http.read_timeout;
                         let handshake =
                             monoio::time::timeout(read_timeout, acceptor.accept(io)).await;
                         if let Ok(Ok(tls)) = handshake {

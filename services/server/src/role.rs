@@ -6,10 +6,10 @@
 //! services it needs through [`Parts`] and bind its own listeners), then [`Role::on_shard`]
 //! on every shard, whose [`ShardRole`] says what the shard serves for it.
 
+use crate::config::Config;
 use crate::error::StartError;
 use sdsim_auth::Auth;
 use sdsim_contract::Remote;
-use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::Shard;
 use sdsim_gateway::realtime::Realtime;
@@ -121,7 +121,7 @@ fn start_auth(
     store: &sdsim_store::Store,
     shards: usize,
 ) -> Result<Arc<Auth>, StartError> {
-    let config = config.clone();
+    let (config, migrate_on_start) = (config.auth.clone(), config.storage.migrate_on_start);
     let init_store = store.clone();
     std::thread::spawn(move || {
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -129,7 +129,7 @@ fn start_auth(
             .build()
             .map_err(|e| StartError::Storage(e.to_string()))?;
         rt.block_on(async {
-            if config.storage.migrate_on_start {
+            if migrate_on_start {
                 let applied = sdsim_store::migrate::run(&init_store)
                     .await
                     .map_err(|e| StartError::Storage(format!("migrations: {e}")))?;

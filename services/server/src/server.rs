@@ -1,16 +1,17 @@
 //! A running sdsim server: configuration → the roles of [`ROLES`] → listeners → shards.
 
 use crate::composition::Composition;
+use crate::config::Config;
 use crate::error::StartError;
 use crate::role::{bind, Parts};
 use crate::roles::ROLES;
 use crate::shard;
 use sdsim_auth::authn::Authenticator;
 use sdsim_auth::Auth;
-use sdsim_core::config::Config;
 use sdsim_core::runtime::{Runtime, RuntimeSpec};
 use sdsim_core::shutdown::Shutdown;
 use sdsim_gateway::redis_bridge::Bridge;
+use sdsim_gateway::state::GatewaySections;
 use sdsim_gateway::GatewayState;
 use sdsim_net::http::router::Router;
 use sdsim_net::server::ConnStats;
@@ -44,8 +45,7 @@ impl Server {
         let public = bind("gateway.listen", &config.gateway.listen, shards)?;
         let local_addr = public.local_addr();
         // Connections open lazily (PostgreSQL per shard); SQLite files are created here.
-        let store =
-            sdsim_auth::open_store(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let store = (config.storage.open()).map_err(|e| StartError::Storage(e.to_string()))?;
         let mut parts = Parts::new(&config, store.clone(), shards);
         let roles = ROLES
             .iter()
@@ -70,7 +70,13 @@ impl Server {
             ws_open: Arc::new(AtomicUsize::new(0)),
             process_epoch,
             redis,
-            config: Arc::new(config),
+            config: GatewaySections {
+                websocket: config.websocket.clone(),
+                bus: config.bus.clone(),
+                http: config.http.clone(),
+                storage: config.storage.clone(),
+                redis: config.redis.clone(),
+            },
             shutdown: Shutdown::new(shards),
             conn_stats: Arc::new(ConnStats::default()),
             stalls: Arc::clone(&spec.stalls),
@@ -78,6 +84,7 @@ impl Server {
             shards,
         });
         let composition = Arc::new(Composition {
+            config: Arc::new(config),
             gateway,
             roles,
             auth,

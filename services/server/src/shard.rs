@@ -2,18 +2,18 @@
 //! router, serve each role's own listeners, then the public listener until the server drains.
 
 use crate::composition::Composition;
+use crate::config::Config;
 use crate::listen::{grpc_accept_loop, http_context};
 use crate::role::{Role, ShardContext, ShardRole};
 use sdsim_auth::authn::Authenticator;
 use sdsim_contract::Authenticate;
-use sdsim_core::config::Config;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::Shard;
 use sdsim_net::grpc::health::Health;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_net::middleware::service_callers::IsServiceToken;
-use sdsim_net::middleware::{App, Stack};
+use sdsim_net::middleware::{App, Stack, StackConfig};
 use sdsim_net::server::{accept_loop, drain_shard};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(crate) type ExtraRoutes = dyn Fn(&mut Router) + Send + Sync;
 
 /// Runs shard `shard` until the server has drained.
 pub(crate) async fn run(shard: Shard, c: Arc<Composition>, extra_routes: Arc<ExtraRoutes>) {
-    let config = &c.gateway.config;
+    let config = &c.config;
     let metrics = shard.insert(Metrics::new());
     let layers = StackFactory::new(config, &metrics);
     let realtime = sdsim_gateway::install_shard(&shard, &c.gateway, Rc::clone(&metrics));
@@ -109,16 +109,23 @@ fn serve_role(
 }
 
 /// Builds this shard's layer stack, once per listener (every listener has its own).
-struct StackFactory<'a> {
-    config: &'a Config,
+struct StackFactory {
+    config: StackConfig,
     metrics: Rc<Metrics>,
     service_tokens: Option<IsServiceToken>,
 }
 
-impl<'a> StackFactory<'a> {
-    fn new(config: &'a Config, metrics: &Rc<Metrics>) -> StackFactory<'a> {
+impl StackFactory {
+    fn new(config: &Config, metrics: &Rc<Metrics>) -> StackFactory {
         StackFactory {
-            config,
+            config: StackConfig {
+                http: config.http.clone(),
+                ratelimit: config.ratelimit.clone(),
+                cors: config.cors.clone(),
+                shedding: config.shedding.clone(),
+                compression: config.compression.clone(),
+                log: config.log.clone(),
+            },
             metrics: Rc::clone(metrics),
             service_tokens: service_tokens(config),
         }
@@ -126,7 +133,7 @@ impl<'a> StackFactory<'a> {
 
     fn stack(&self) -> Stack {
         Stack::from_config(
-            self.config,
+            &self.config,
             Rc::clone(&self.metrics),
             self.service_tokens.clone(),
         )

@@ -377,7 +377,7 @@ fn a_client_ca_file_without_certificates_is_refused_at_start() {
     ] {
         o.set(&s).unwrap();
     }
-    let config = sdsim_core::config::Config::load(None, &o).unwrap();
+    let config = sdsim_server::config::Config::load(None, &o).unwrap();
     let err = sdsim_server::Server::start_with(config, |_| {})
         .err()
         .expect("start-up fails");

@@ -12,10 +12,13 @@
 //! SQL is written once with `$1, $2, ...` parameters (SQLite reads them as numbered names);
 //! migrations carry a DDL text per dialect ([`migrate`]).
 
+pub mod config;
 pub mod migrate;
 mod postgres;
 mod sqlite;
 pub mod testing;
+
+pub use config::StorageConfig;
 
 use std::sync::Arc;
 use std::time::Duration;

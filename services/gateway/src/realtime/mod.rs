@@ -11,13 +11,13 @@ pub mod limits;
 pub mod policy;
 pub mod session;
 
+use crate::config::WebSocketConfig;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use http::StatusCode;
 use policy::ChannelPolicy;
 use sdsim_contract::{bearer, http_caller, Authenticate, Caller};
 use sdsim_core::bus::{Bus, BusError, Event, Sink};
-use sdsim_core::config::WebSocketConfig;
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
 use sdsim_core::runtime::Shard;
 use sdsim_core::shutdown::Phase;

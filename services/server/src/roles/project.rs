@@ -2,11 +2,11 @@
 //! listener and on its own HTTP and gRPC listeners. When it runs elsewhere, the gateway
 //! serves the same routes through the service's gRPC client.
 
+use crate::config::Config;
 use crate::error::StartError;
 use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListeners};
 use crate::role::{ShardContext, ShardRole};
 use sdsim_contract::Authenticate;
-use sdsim_core::config::Config;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;

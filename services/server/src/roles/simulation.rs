@@ -2,11 +2,11 @@
 //! public listener and on its own HTTP and gRPC listeners, and who may watch a run's live
 //! metrics over WebSocket. When it runs elsewhere, the gateway reaches it over gRPC.
 
+use crate::config::Config;
 use crate::error::StartError;
 use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListeners};
 use crate::role::{ShardContext, ShardRole};
 use sdsim_contract::Authenticate;
-use sdsim_core::config::Config;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;

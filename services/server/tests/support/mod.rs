@@ -6,9 +6,10 @@ pub mod redis;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use sdsim_core::config::{Config, Overrides};
+use sdsim_core::config::Overrides;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{with_body, Request};
+use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
