@@ -6,10 +6,10 @@
 
 mod support;
 
-use sdsim_gateway::Server;
 use sdsim_loadtest::client::parse_response_with_body;
 use sdsim_loadtest::flow::{run_flow, FlowLoad, FlowReport};
 use sdsim_loadtest::scenario::Scenario;
+use sdsim_server::Server;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::SocketAddr;

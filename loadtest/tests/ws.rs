@@ -4,12 +4,12 @@
 
 mod support;
 
-use sdsim_gateway::Server;
 use sdsim_loadtest::ws::{
     run_ws, run_ws_observed, run_ws_with, Op, WsClient, WsClientError, WsControl, WsEvent, WsLoad,
     WsOptions,
 };
 use sdsim_net::ws::frame::Message;
+use sdsim_server::Server;
 use std::time::{Duration, Instant};
 use support::{serial, stop};
 

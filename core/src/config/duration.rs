@@ -97,10 +97,9 @@ pub fn format(d: Duration) -> String {
     }
 }
 
-/// serde `with` module for `Duration` fields.
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
+/// Reads a duration field (`#[serde(with = "duration")]`): a string such as `"15s"` or a
+/// number of seconds.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     struct Visitor;
     impl de::Visitor<'_> for Visitor {
         type Value = Duration;
@@ -125,8 +124,8 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(Visitor)
 }
 
-/// serde `with` module for `Duration` fields.
-pub(crate) fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+/// Writes a duration field in the form [`format`] gives, which reads back the same.
+pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format(*d))
 }
 

@@ -1,6 +1,6 @@
 //! Loading: defaults, then the file, then `SDSIM__SECTION__KEY` variables, then `--set` flags.
 
-use super::Config;
+use serde::de::DeserializeOwned;
 use std::fmt;
 use toml::{Table, Value};
 
@@ -140,58 +140,59 @@ fn apply(root: &mut Table, key: &str, value: Value) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl Config {
-    /// Loads the configuration: defaults, then `file` (if any), then `overrides` in order.
-    /// Unknown keys and wrong types are errors naming the key. Does not call [`Config::validate`].
-    pub fn load(file: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = match file {
-            Some(path) => Some(
-                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })?,
-            ),
-            None => None,
-        };
-        Self::load_text(file.zip(text.as_deref()), overrides)
-    }
-
-    /// [`Config::load`] with the file already read: `file` is its name (for errors) and text.
-    /// The fuzz targets call it, so what they check is what `sdsim` does with a file.
-    pub fn load_text(
-        file: Option<(&str, &str)>,
-        overrides: &Overrides,
-    ) -> Result<Config, ConfigError> {
-        let mut root = match file {
-            Some((path, text)) => text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+/// Loads a configuration: defaults, then `file` (if any), then `overrides` in order. Unknown
+/// keys and wrong types are errors naming the key. Does not validate.
+pub fn load<T: DeserializeOwned>(
+    file: Option<&str>,
+    overrides: &Overrides,
+) -> Result<T, ConfigError> {
+    let text = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                 path: path.to_string(),
                 reason: e.to_string(),
             })?,
-            None => Table::new(),
-        };
-        for (key, value, _source) in &overrides.entries {
-            apply(&mut root, key, parse_value(value))?;
-        }
-        Self::from_table(root)
-    }
+        ),
+        None => None,
+    };
+    load_text(file.zip(text.as_deref()), overrides)
+}
 
-    /// Parses a whole configuration from TOML text (defaults fill what is missing).
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let table = text.parse::<Table>().map_err(|e| ConfigError::Syntax {
-            path: "(text)".into(),
+/// [`load`] with the file already read: `file` is its name (for errors) and text. The fuzz
+/// targets call it, so what they check is what `sdsim` does with a file.
+pub fn load_text<T: DeserializeOwned>(
+    file: Option<(&str, &str)>,
+    overrides: &Overrides,
+) -> Result<T, ConfigError> {
+    let mut root = match file {
+        Some((path, text)) => text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+            path: path.to_string(),
             reason: e.to_string(),
-        })?;
-        Self::from_table(table)
+        })?,
+        None => Table::new(),
+    };
+    for (key, value, _source) in &overrides.entries {
+        apply(&mut root, key, parse_value(value))?;
     }
+    from_table(root)
+}
 
-    fn from_table(table: Table) -> Result<Config, ConfigError> {
-        serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
-            // The path names the offending key, an unknown one included.
-            let key = e.path().to_string();
-            let reason = e.into_inner().to_string();
-            ConfigError::Key { key, reason }
-        })
-    }
+/// Parses a whole configuration from TOML text (defaults fill what is missing).
+pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let table = text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+        path: "(text)".into(),
+        reason: e.to_string(),
+    })?;
+    from_table(table)
+}
+
+fn from_table<T: DeserializeOwned>(table: Table) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        // The path names the offending key, an unknown one included.
+        let key = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        ConfigError::Key { key, reason }
+    })
 }
 
 impl fmt::Display for Overrides {
@@ -200,186 +201,5 @@ impl fmt::Display for Overrides {
             writeln!(f, "{key} = {value} ({source})")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn load(sets: &[&str]) -> Result<Config, ConfigError> {
-        let mut o = Overrides::default();
-        for s in sets {
-            o.set(s)?;
-        }
-        Config::load(None, &o)
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        let c = Config::default();
-        c.validate().unwrap();
-        assert_eq!(c.gateway.listen, "0.0.0.0:8000");
-        assert_eq!(c.ratelimit.burst, 200);
-        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
-        assert_eq!(load(&[]).unwrap(), c);
-    }
-
-    #[test]
-    fn set_overrides_parse_types() {
-        let c = load(&[
-            "runtime.shards=2",
-            "runtime.cpus=[0, 1]",
-            "ratelimit.enabled=false",
-            "gateway.listen=127.0.0.1:9999",
-            "server.shutdown_timeout=2s",
-        ])
-        .unwrap();
-        assert_eq!(c.runtime.shards, 2);
-        assert_eq!(c.runtime.cpus, vec![0, 1]);
-        assert!(!c.ratelimit.enabled);
-        assert_eq!(c.gateway.listen, "127.0.0.1:9999");
-        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn env_overrides_and_set_wins() {
-        let mut o = Overrides::default();
-        o.from_env(vec![
-            ("SDSIM__RATELIMIT__BURST".to_string(), "7".to_string()),
-            ("PATH".to_string(), "/bin".to_string()),
-        ])
-        .unwrap();
-        o.set("ratelimit.burst=9").unwrap();
-        assert_eq!(Config::load(None, &o).unwrap().ratelimit.burst, 9);
-    }
-
-    #[test]
-    fn unknown_keys_name_the_key() {
-        let err = load(&["ratelimit.brust=5"]).unwrap_err();
-        match err {
-            ConfigError::Key { key, .. } => assert_eq!(key, "ratelimit.brust"),
-            other => panic!("unexpected {other:?}"),
-        }
-        let err = load(&["nosuch.key=1"]).unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Key { ref key, .. } if key == "nosuch"),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn wrong_types_name_the_key() {
-        let err = load(&["runtime.shards=lots"]).unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Key { ref key, .. } if key == "runtime.shards"),
-            "{err:?}"
-        );
-        let err = load(&["http.idle_timeout=soon"]).unwrap_err();
-        assert!(err.to_string().contains("http.idle_timeout"), "{err}");
-    }
-
-    #[test]
-    fn malformed_overrides_are_rejected() {
-        let mut o = Overrides::default();
-        assert!(matches!(
-            o.set("noequals"),
-            Err(ConfigError::BadOverride { .. })
-        ));
-        assert!(matches!(
-            o.set("a..b=1"),
-            Err(ConfigError::BadOverride { .. })
-        ));
-        assert!(matches!(o.set("=1"), Err(ConfigError::BadOverride { .. })));
-    }
-
-    #[test]
-    fn validate_lists_every_problem_by_key() {
-        let c = load(&[
-            "gateway.listen=nowhere",
-            "ratelimit.burst=0",
-            "compression.gzip_level=12",
-            "tls.cert=/x.pem",
-            "roles=[\"gateway\", \"mailer\"]",
-        ])
-        .unwrap();
-        let keys: Vec<String> = c
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| match e {
-                ConfigError::Invalid { key, .. } => key,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "roles",
-                "gateway.listen",
-                "ratelimit.burst",
-                "compression.gzip_level",
-                "tls.key"
-            ]
-        );
-    }
-
-    #[test]
-    fn bounds_on_waits_and_sizes_name_their_keys() {
-        let c = load(&[
-            "runtime.blocking_queue=0",
-            "http.handler_timeout=0s",
-            "simulation.max_design_bytes=10",
-            "simulation.stop_timeout=0s",
-            "grpc.max_header_list_bytes=100",
-            "grpc.max_frame_bytes=1000",
-        ])
-        .unwrap();
-        let mut problems: Vec<(String, String)> = c
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| match e {
-                ConfigError::Invalid { key, reason, .. } => (key, reason),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        problems.sort();
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "grpc.max_frame_bytes",
-                "grpc.max_header_list_bytes",
-                "http.handler_timeout",
-                "runtime.blocking_queue",
-                "simulation.max_design_bytes",
-                "simulation.stop_timeout",
-            ]
-        );
-        assert!(problems[0].1.contains("16384"), "{problems:?}");
-    }
-
-    #[test]
-    fn syntax_errors_are_reported() {
-        assert!(matches!(
-            Config::from_toml("[runtime\nshards=1"),
-            Err(ConfigError::Syntax { .. })
-        ));
-    }
-}
-
-#[cfg(test)]
-mod default_file {
-    use super::super::Config;
-
-    /// config/default.toml must load, list the defaults exactly, and stay valid.
-    #[test]
-    fn default_toml_matches_the_built_in_defaults() {
-        let text = include_str!("../../../config/default.toml");
-        let parsed = Config::from_toml(text).expect("config/default.toml parses");
-        assert_eq!(parsed, Config::default());
-        parsed.validate().expect("defaults are valid");
     }
 }

@@ -1,7 +1,9 @@
-//! The configuration (`sdsim_core::config`): a TOML file, `SDSIM__SECTION__KEY` variables and
-//! `--set section.key=value` flags, loaded and validated as `sdsim` does at start.
+//! The configuration (`sdsim_server::config`, its sections in the crates that own them): a
+//! TOML file, `SDSIM__SECTION__KEY` variables and `--set section.key=value` flags, loaded and
+//! validated as `sdsim` does at start.
 
-use sdsim_core::config::{Config, ConfigError, Overrides};
+use sdsim_core::config::{ConfigError, Overrides};
+use sdsim_server::config::Config;
 use toml::{Table, Value};
 
 /// The input split the way `sdsim` receives it: lines starting with `--set ` are flags,

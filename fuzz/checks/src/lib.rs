@@ -8,7 +8,8 @@
 //! - [`grpc`]: gRPC message frames and `grpc-status-details-bin` (`sdsim_net::grpc`).
 //! - [`token`]: access tokens (`sdsim_auth::token`).
 //! - [`design`]: design documents (`sdsim_simulation::design`, `sdsim_projects::projects`).
-//! - [`config`]: the configuration file and its `--set` / `SDSIM__` overrides (`sdsim_core::config`).
+//! - [`config`]: the configuration file and its `--set` / `SDSIM__` overrides
+//!   (`sdsim_server::config`).
 //! - [`bodies`]: every JSON request body of the HTTP API (auth, projects, simulations).
 //! - [`realtime`]: `POST /api/publish` and the WebSocket client messages (`sdsim_gateway::realtime`).
 //! - [`scenario`]: load-test scenario files with their flows (`sdsim_loadtest`).

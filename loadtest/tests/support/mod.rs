@@ -4,8 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use sdsim_core::config::{Config, Overrides};
-use sdsim_gateway::Server;
+use sdsim_core::config::Overrides;
+use sdsim_server::config::Config;
+use sdsim_server::Server;
 use std::time::Duration;
 
 /// The runs of one test binary measure time or start users at fixed times: one at a time.

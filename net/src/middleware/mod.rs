@@ -55,7 +55,9 @@ use layer::{Ended, Exchange, Layers, Outcome, UNMATCHED};
 use request_id::RequestIds;
 use request_metrics::{method_label, RequestMetrics};
 use sdsim_core::blocking::BlockingPool;
-use sdsim_core::config::{CompressionConfig, Config};
+use sdsim_core::config::{
+    CompressionConfig, CorsConfig, HttpConfig, LogConfig, RateLimitConfig, SheddingConfig,
+};
 use sdsim_core::metrics::{Key, Metrics};
 use sdsim_core::runtime::Shard;
 use service_callers::{IsServiceToken, ServiceCallers};
@@ -228,13 +230,30 @@ pub struct Stack {
     metrics: Rc<Metrics>,
 }
 
+/// The sections of the configuration the stack reads; each layer takes only its own.
+#[derive(Debug, Clone, Default)]
+pub struct StackConfig {
+    /// `[http]`: slow-request logging and the handler timeout.
+    pub http: HttpConfig,
+    /// `[ratelimit]`: the rate-limit layer.
+    pub ratelimit: RateLimitConfig,
+    /// `[cors]`: the CORS layer.
+    pub cors: CorsConfig,
+    /// `[shedding]`: the load-shedding layer.
+    pub shedding: SheddingConfig,
+    /// `[compression]`: response compression.
+    pub compression: CompressionConfig,
+    /// `[log]`: whether the access-log layer runs.
+    pub log: LogConfig,
+}
+
 impl Stack {
     /// Assembles the stack for the calling shard from the configuration: the one place where
     /// layers are chosen and ordered (see the module documentation). `service_tokens` tells
     /// which bearer tokens are services' (exempt from per-IP limits); `None` when no service
     /// token is configured.
     pub fn from_config(
-        cfg: &Config,
+        cfg: &StackConfig,
         metrics: Rc<Metrics>,
         service_tokens: Option<IsServiceToken>,
     ) -> Stack {
@@ -296,7 +315,7 @@ mod tests {
 
     const APP: &str = "https://app.example.com";
 
-    fn app(cfg: &Config) -> App {
+    fn app(cfg: &StackConfig) -> App {
         let mut router = Router::new();
         router
             .route(Method::GET, "/x", |_req: Request| async move {
@@ -333,7 +352,7 @@ mod tests {
     /// request-id headers every answer gets), other requests go on to the handler.
     #[test]
     fn cors_preflight_and_headers_through_the_layers() {
-        let mut cfg = Config::default();
+        let mut cfg = StackConfig::default();
         cfg.cors.allowed_origins = vec![APP.into()];
         let app = app(&cfg);
         let preflight = send(

@@ -8,10 +8,10 @@
 //! timing says nothing useful about the token), or — with `auth.dev_open = true`, for local
 //! development only — accepted as an administrator named by the token.
 
+use crate::config::AuthConfig;
 use crate::service::now;
 use crate::verifier::Verifier;
 use sdsim_contract::{Authenticate, Caller, Refusal};
-use sdsim_core::config::AuthConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -86,8 +86,8 @@ impl Authenticate for Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StaticToken;
     use crate::token::{Claims, KeyRing, Keys, Problem, SigningKey};
-    use sdsim_core::config::StaticToken;
 
     fn config(dev_open: bool) -> AuthConfig {
         AuthConfig {

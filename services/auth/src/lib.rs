@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod authn;
+pub mod config;
 pub mod contract;
 pub mod error;
 pub mod http;
@@ -26,13 +27,13 @@ pub mod token;
 pub mod verifier;
 mod wire;
 
+pub use config::{AuthConfig, StaticToken};
 pub use contract::{AuthContract, AuthService, RemoteAuth};
 pub use service::{Auth, Failure, REVOCATIONS};
 
 use sdsim_core::bus::{Bus, Event, Sink};
-use sdsim_core::config::Config;
 use sdsim_core::metrics::{Key, Metrics};
-use sdsim_store::{Options, Store};
+use sdsim_store::Store;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,18 +43,6 @@ use verifier::Verifier;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/sdsim.auth.v1.rs"));
-}
-
-/// Opens `storage.url`.
-pub fn open_store(config: &Config) -> Result<Store, sdsim_store::StoreError> {
-    Store::open(
-        &config.storage.url,
-        &Options {
-            connect_timeout: config.storage.connect_timeout,
-            sqlite_readers: config.storage.sqlite_readers,
-            statement_timeout: config.storage.statement_timeout,
-        },
-    )
 }
 
 /// Why the auth service could not start.
@@ -79,22 +68,22 @@ impl Auth {
     /// The service on `store`: starts the hashing pool and mail sender, loads (or makes) the
     /// signing keys. `shards` sizes the hashing pool when `auth.hash_threads` is 0.
     pub async fn open(
-        config: &Config,
+        config: &AuthConfig,
         store: Store,
         shards: usize,
     ) -> Result<Arc<Auth>, OpenError> {
-        let threads = match config.auth.hash_threads {
+        let threads = match config.hash_threads {
             0 => shards.max(1),
             n => n,
         };
         let hasher =
-            password::Hasher::start(threads, config.auth.hash_queue).map_err(OpenError::Hashing)?;
+            password::Hasher::start(threads, config.hash_queue).map_err(OpenError::Hashing)?;
         let mail =
-            mail::Mail::from_config(&config.auth.mail_sender).map_err(|error| OpenError::Mail {
-                setting: config.auth.mail_sender.clone(),
+            mail::Mail::from_config(&config.mail_sender).map_err(|error| OpenError::Mail {
+                setting: config.mail_sender.clone(),
                 error,
             })?;
-        let auth = Auth::new(store, config.auth.clone(), hasher, Arc::new(mail));
+        let auth = Auth::new(store, config.clone(), hasher, Arc::new(mail));
         auth.refresh_keys(service::now())
             .await
             .map_err(OpenError::Keys)?;

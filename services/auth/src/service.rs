@@ -4,12 +4,12 @@
 mod accounts;
 mod keys;
 
+use crate::config::AuthConfig;
 use crate::mail::Mail;
 use crate::password::{self, Hasher};
 use crate::token::{Claims, KeyRing, Keys};
 use crate::verifier::Verifier;
 use sdsim_contract::Caller;
-use sdsim_core::config::AuthConfig;
 use sdsim_store::{Statement, Store, StoreError, Value};
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! - `/health/database`, `/health/redis`, `/health/services`: one component each, saying what is
 //!   true of this build and configuration (a component that is not configured says so).
 
-use crate::server::Globals;
+use crate::state::{GatewayState, ServiceHealth};
 use http::StatusCode;
 use sdsim_core::shutdown::Phase;
 use sdsim_net::http::router::Router;
@@ -14,9 +14,9 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Registers the health routes.
-pub fn register(router: &mut Router, globals: &Arc<Globals>) {
-    let add = |router: &mut Router, path: &str, f: fn(&Globals) -> Response| {
-        let g = Arc::clone(globals);
+pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
+    let add = |router: &mut Router, path: &str, f: fn(&GatewayState) -> Response| {
+        let g = Arc::clone(state);
         router
             .route(http::Method::GET, path, move |_req: Request| {
                 std::future::ready(f(&g))
@@ -26,14 +26,14 @@ pub fn register(router: &mut Router, globals: &Arc<Globals>) {
     add(router, "/health", |_| {
         json(StatusCode::OK, &Status { status: "ok" })
     });
-    let g = Arc::clone(globals);
+    let g = Arc::clone(state);
     router
         .route(http::Method::GET, "/health/ready", move |_req: Request| {
             let g = Arc::clone(&g);
             async move { ready(&g).await }
         })
         .expect("health routes do not conflict");
-    let g = Arc::clone(globals);
+    let g = Arc::clone(state);
     router
         .route(
             http::Method::GET,
@@ -82,7 +82,7 @@ fn component_response(c: Component) -> Response {
 }
 
 /// Storage: a round trip to the database (`SELECT 1`), bounded by `storage.connect_timeout`.
-pub async fn storage_check(g: &Globals) -> Component {
+pub async fn storage_check(g: &GatewayState) -> Component {
     let Some(store) = &g.store else {
         return Component {
             status: "not_configured",
@@ -122,7 +122,7 @@ pub async fn storage_check(g: &Globals) -> Component {
 }
 
 /// Redis: unset by default (one instance, in-process bus).
-pub fn redis_check(g: &Globals) -> Component {
+pub fn redis_check(g: &GatewayState) -> Component {
     match &g.config.redis.url {
         None => Component {
             status: "not_configured",
@@ -167,7 +167,7 @@ struct Ready {
     redis: Component,
 }
 
-async fn ready(g: &Globals) -> Response {
+async fn ready(g: &GatewayState) -> Response {
     let phase = g.shutdown.phase();
     let storage = storage_check(g).await;
     let redis = redis_check(g);
@@ -190,56 +190,17 @@ async fn ready(g: &Globals) -> Response {
 }
 
 #[derive(Serialize)]
-struct ServiceState {
-    name: &'static str,
-    configured: bool,
+struct Services<'a> {
     status: &'static str,
-    detail: String,
+    services: &'a [ServiceHealth],
 }
 
-#[derive(Serialize)]
-struct Services {
-    status: &'static str,
-    services: Vec<ServiceState>,
-}
-
-fn services(g: &Globals) -> Response {
-    let mut list = Vec::new();
-    for name in sdsim_core::config::ROLES {
-        let configured = g.config.has_role(name);
-        let remote = !g.config.gateway.service_token.is_empty() && g.config.has_role("gateway");
-        let elsewhere = |addr: &str| format!("served by the {name} service at {addr} over gRPC");
-        let (status, detail) = match (name, configured) {
-            ("project", false) if remote => {
-                ("remote", elsewhere(&g.config.gateway.project_service))
-            }
-            ("simulation", false) if remote => {
-                ("remote", elsewhere(&g.config.gateway.simulation_service))
-            }
-            (_, false) => (
-                "not_configured",
-                "this process does not run the role".into(),
-            ),
-            ("gateway", true) => ("up", "served in this process on every shard".into()),
-            ("auth", true) if g.auth.is_some() => ("up", "served in this process".into()),
-            ("project", true) if g.projects.is_some() => ("up", "served in this process".into()),
-            ("simulation", true) if g.simulations.is_some() => {
-                ("up", "served in this process".into())
-            }
-            (_, true) => ("unavailable", "configured, but not served here".into()),
-        };
-        list.push(ServiceState {
-            name,
-            configured,
-            status,
-            detail,
-        });
-    }
+fn services(g: &GatewayState) -> Response {
     json(
         StatusCode::OK,
         &Services {
             status: "ok",
-            services: list,
+            services: &g.services,
         },
     )
 }

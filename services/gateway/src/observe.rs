@@ -4,9 +4,10 @@
 //! mesh (one message per shard), merges them (HDR histograms add exactly), and adds the
 //! process-wide figures: open connections per shard, mesh queue depths, stalls, forced closes.
 
-use crate::server::Globals;
+use crate::state::GatewayState;
 use bytes::Bytes;
 use http::StatusCode;
+use sdsim_auth::verifier::Verifier;
 use sdsim_core::metrics::{Key, LabelValue, Metrics, Snapshot};
 use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
@@ -17,15 +18,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Registers `/metrics` and `/api/monitoring/performance`.
-pub fn register(router: &mut Router, globals: &Arc<Globals>) {
-    let g = Arc::clone(globals);
+pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
+    let g = Arc::clone(state);
     router
         .route(http::Method::GET, "/metrics", move |_req: Request| {
             let g = Arc::clone(&g);
             async move { prometheus(&g).await }
         })
         .expect("metrics route does not conflict");
-    let g = Arc::clone(globals);
+    let g = Arc::clone(state);
     router
         .route(
             http::Method::GET,
@@ -129,7 +130,7 @@ fn help(name: &str) -> &'static str {
     }
 }
 
-async fn prometheus(g: &Globals) -> Response {
+async fn prometheus(g: &GatewayState) -> Response {
     let mut snapshot = gather().await;
     let shard = Shard::current();
     for i in 0..g.shards {
@@ -201,8 +202,8 @@ async fn prometheus(g: &Globals) -> Response {
             b.up.load(Ordering::Relaxed) as i64,
         );
     }
-    if let Some(auth) = &g.auth {
-        add_token_checks(&mut snapshot, auth).await;
+    if let Some(verifier) = &g.verifier {
+        add_token_checks(&mut snapshot, verifier).await;
     }
     snapshot.gauges.insert(
         Key::plain("sdsim_uptime_seconds"),
@@ -222,9 +223,9 @@ async fn prometheus(g: &Globals) -> Response {
 }
 
 /// Every shard's token verifier counters: checks by result, cache size, revoked sessions.
-async fn add_token_checks(snapshot: &mut Snapshot, auth: &Arc<sdsim_auth::Auth>) {
+async fn add_token_checks(snapshot: &mut Snapshot, verifier: &Arc<Verifier>) {
     use sdsim_auth::token::Problem;
-    let verifier = Arc::clone(auth.verifier());
+    let verifier = Arc::clone(verifier);
     let parts = Shard::current()
         .mesh()
         .broadcast(move || verifier.stats())
@@ -273,7 +274,7 @@ struct Performance {
     routes: Vec<RouteFigures>,
 }
 
-async fn performance(g: &Globals) -> Response {
+async fn performance(g: &GatewayState) -> Response {
     let snapshot = gather().await;
     let mut routes = Vec::new();
     let mut total = 0;

@@ -16,6 +16,7 @@
 //! every operation.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
 pub mod design_limits;
 pub mod error;
 pub mod http;

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use sdsim_core::config::{Config, Overrides};
+use sdsim_core::config::Overrides;
 use sdsim_core::runtime::RuntimeSpec;
-use sdsim_gateway::Server;
+use sdsim_server::config::Config;
+use sdsim_server::Server;
 use std::process::ExitCode;
 
 /// sdsim: the backend of the System Design Simulator.
@@ -155,7 +156,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
 
 fn open_store(config: &Config) -> anyhow::Result<sdsim_store::Store> {
     create_data_dir(config)?;
-    sdsim_auth::open_store(config).map_err(|e| anyhow::anyhow!("{e}"))
+    config.storage.open().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -194,7 +195,7 @@ fn user_add(config: &Config, email: &str, roles: &[String]) -> anyhow::Result<()
                 .await
                 .map_err(|e| format!("migrations: {e}"))?;
         }
-        let auth = sdsim_auth::Auth::open(config, store, 1)
+        let auth = sdsim_auth::Auth::open(&config.auth, store, 1)
             .await
             .map_err(|e| e.to_string())?;
         let email = sdsim_auth::service::normalise_email(email).map_err(|e| e.to_string())?;

@@ -1,4 +1,5 @@
-//! The `sdsim` binary: command line, configuration, logging, and the roles of this process.
+//! The `sdsim` binary: command line, configuration, logging; [`sdsim_server`] composes the
+//! roles of this process.
 
 mod cli;
 

@@ -18,7 +18,7 @@
 //! each instance recovers. Times are measured and printed, never asserted: only hangs (120 s)
 //! fail the test.
 
-mod support;
+mod subprocess;
 
 use sdsim_loadtest::flow::{FlowLoad, FlowReport, StepOutcome};
 use sdsim_loadtest::scenario::{PhaseSpec, Scenario};
@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::ledger::Ledger;
-use support::{column, Ports, Redis, Sdsim};
+use subprocess::ledger::Ledger;
+use subprocess::{column, Ports, Redis, Sdsim};
 
 /// Users per second arriving at each instance (the journey makes 7 HTTP requests, a WebSocket
 /// and 2 gRPC calls per user).

@@ -15,10 +15,13 @@
 //! Modules: `sqlite` and `postgres` (the two backends behind [`Store`]), [`migrate`] (versioned
 //! migrations), [`testing`] (a private PostgreSQL server for tests).
 
+pub mod config;
 pub mod migrate;
 mod postgres;
 mod sqlite;
 pub mod testing;
+
+pub use config::StorageConfig;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,13 +11,13 @@ pub mod limits;
 pub mod policy;
 pub mod session;
 
-use crate::server::Globals;
+use crate::config::WebSocketConfig;
+use crate::state::GatewayState;
 use bytes::Bytes;
 use http::StatusCode;
 use policy::ChannelPolicy;
 use sdsim_contract::{bearer, http_caller, Authenticate, Caller};
 use sdsim_core::bus::{Bus, BusError, Event, Sink};
-use sdsim_core::config::WebSocketConfig;
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
 use sdsim_core::runtime::Shard;
 use sdsim_core::shutdown::Phase;
@@ -50,7 +50,7 @@ pub struct Realtime {
     config: WebSocketConfig,
     authenticator: Arc<dyn Authenticate>,
     policy: Arc<dyn ChannelPolicy>,
-    globals: Arc<Globals>,
+    state: Arc<GatewayState>,
     metrics: Rc<Metrics>,
     /// The simulation service, which decides who may read a run's live metrics.
     runs: std::cell::RefCell<Option<Rc<dyn SimulationService>>>,
@@ -109,16 +109,16 @@ pub fn encode_event(channel: &str, seq: u64, data: &[u8]) -> Bytes {
 }
 
 /// Installs the bus and real-time state on this shard.
-pub fn install(shard: &Shard, globals: &Arc<Globals>, metrics: Rc<Metrics>) -> Rc<Realtime> {
-    let config = &globals.config;
+pub fn install(shard: &Shard, state: &Arc<GatewayState>, metrics: Rc<Metrics>) -> Rc<Realtime> {
+    let config = &state.config;
     let bus = Bus::install(
         shard,
         config.bus.clone(),
         Arc::new(encode_event),
-        globals.process_epoch,
+        state.process_epoch,
         Rc::clone(&metrics),
     );
-    if let Some(bridge) = &globals.redis {
+    if let Some(bridge) = &state.redis {
         bus.set_outlet(bridge.outlet());
     }
     shard.insert(limits::Counts::default());
@@ -143,17 +143,17 @@ pub fn install(shard: &Shard, globals: &Arc<Globals>, metrics: Rc<Metrics>) -> R
             compression: ws.compression,
         },
         config: ws.clone(),
-        authenticator: Arc::clone(&globals.authenticator),
+        authenticator: Arc::clone(&state.authenticator),
         policy: Arc::new(policy::DefaultPolicy),
-        globals: Arc::clone(globals),
+        state: Arc::clone(state),
         metrics,
         runs: std::cell::RefCell::new(None),
     })
 }
 
 /// Registers `/ws` (when enabled) and `POST /api/publish`.
-pub fn register(router: &mut Router, globals: &Arc<Globals>) {
-    if globals.config.websocket.enabled {
+pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
+    if state.config.websocket.enabled {
         router
             .route(http::Method::GET, "/ws", upgrade)
             .expect("/ws is registered once");
@@ -190,7 +190,7 @@ async fn upgrade(req: Request) -> Response {
             "real time is not running on this shard",
         );
     };
-    if rt.globals.shutdown.phase() != Phase::Accepting {
+    if rt.state.shutdown.phase() != Phase::Accepting {
         return refused(
             &rt,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -208,8 +208,7 @@ async fn upgrade(req: Request) -> Response {
             return refusal.response();
         }
     };
-    let Some(instance_slot) = limits::instance(&rt.globals.ws_open, rt.config.max_connections)
-    else {
+    let Some(instance_slot) = limits::instance(&rt.state.ws_open, rt.config.max_connections) else {
         return refused(
             &rt,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -209,7 +209,7 @@ impl Projects {
     pub fn new(store: Store) -> Projects {
         Projects {
             store,
-            max_design_bytes: sdsim_core::config::SimulationConfig::default().max_design_bytes,
+            max_design_bytes: crate::config::SimulationConfig::default().max_design_bytes,
         }
     }
 

@@ -1,308 +1,328 @@
-//! Real processes for the chaos test: `sdsim serve` on fixed loopback ports (so a replacement
-//! started on the same data takes over the same addresses), a redis-server that can be killed
-//! and started again on its port, and row queries against the test PostgreSQL through `psql`.
-//! Needs Debian's `postgresql` and `redis-server` packages (`./test.sh` installs them).
+//! Test support: an in-process server on 127.0.0.1:0 and a small blocking HTTP/1.1 client that
+//! reads responses exactly (status, headers, Content-Length body), for keep-alive and pipelining.
+#![allow(dead_code)]
 
-pub mod ledger;
+pub mod redis;
 
-use std::collections::VecDeque;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use sdsim_core::config::Overrides;
+use sdsim_net::http::router::Router;
+use sdsim_net::http::types::{with_body, Request};
+use sdsim_server::config::Config;
+use sdsim_server::Server;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
-/// How long anything may take before the test calls it hung (never a pass/fail bound on speed).
-pub const HANG: Duration = Duration::from_secs(120);
+/// The paths of the `/test/slow/{ms}` requests whose handler has started.
+static HANDLING: (Mutex<Vec<String>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
 
-const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn handling(path: &str) {
+    let (paths, changed) = &HANDLING;
+    paths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(path.to_string());
+    changed.notify_all();
 }
 
-/// The addresses a journey needs from one instance.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    /// Gateway: HTTP and WebSocket.
-    pub http: u16,
-    /// `sdsim.auth.v1.AuthService`.
-    pub auth_grpc: u16,
-    /// `sdsim.project.v1.ProjectService`.
-    pub project_grpc: u16,
+/// Waits until a request for `path` (a `/test/slow/{ms}` path) is in its handler, so a test
+/// knows the request is in flight and not merely sent; panics after 10 s.
+pub fn wait_until_handling(path: &str) {
+    let (paths, changed) = &HANDLING;
+    let paths = paths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (_paths, waited) = changed
+        .wait_timeout_while(paths, Duration::from_secs(10), |paths| {
+            !paths.iter().any(|p| p == path)
+        })
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    assert!(
+        !waited.timed_out(),
+        "no request for {path} reached its handler within 10 s"
+    );
 }
 
-impl Ports {
-    /// Three free ports.
-    pub fn free() -> Ports {
-        Ports {
-            http: free_port(),
-            auth_grpc: free_port(),
-            project_grpc: free_port(),
-        }
-    }
-}
-
-/// One `sdsim serve` process (every role), restartable on the same ports, data and
-/// `instance.id`. Killed when dropped.
-pub struct Sdsim {
-    name: String,
-    env: Vec<(String, String)>,
-    dir: PathBuf,
-    child: Option<Child>,
-    /// Its addresses.
-    pub ports: Ports,
-    /// The last lines it printed (both streams), for failure messages.
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Sdsim {
-    /// Starts `sdsim serve` with `env` (SDSIM__… variables) on `ports`; returns once
-    /// `/health/ready` answers 200 (storage and Redis reachable).
-    pub fn start(name: &str, ports: Ports, env: Vec<(String, String)>) -> Sdsim {
-        let dir = std::env::temp_dir().join(format!("sdsim-chaos-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut sdsim = Sdsim {
-            name: name.to_string(),
-            env,
-            dir,
-            child: None,
-            ports,
-            log: Arc::new(Mutex::new(VecDeque::new())),
-        };
-        sdsim.launch();
-        sdsim
-    }
-
-    /// Starts the process again with the same configuration (after [`Sdsim::sigterm`]).
-    pub fn launch(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let any = "127.0.0.1:0".to_string();
-        let local = |port: u16| format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .current_dir(&self.dir)
-            .env("NO_COLOR", "1")
-            .env("SDSIM__GATEWAY__LISTEN", local(self.ports.http))
-            .env("SDSIM__AUTH__GRPC_LISTEN", local(self.ports.auth_grpc))
-            .env(
-                "SDSIM__PROJECT__GRPC_LISTEN",
-                local(self.ports.project_grpc),
-            )
-            .env("SDSIM__AUTH__HTTP_LISTEN", &any)
-            .env("SDSIM__PROJECT__HTTP_LISTEN", &any)
-            .env("SDSIM__SIMULATION__GRPC_LISTEN", &any)
-            .env("SDSIM__SIMULATION__HTTP_LISTEN", &any)
-            .env("SDSIM__LOG__ACCESS", "false")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = Arc::clone(&self.log);
-            // Keeps draining the output so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut log = log.lock().unwrap();
-                    if log.len() == 200 {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
-                }
-            });
-        }
-        self.child = Some(child);
-        let deadline = Instant::now() + HANG;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!(
-                    "{} exited at start ({status}):\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+/// Routes only tests mount: echo, panic, slow, big.
+pub fn test_routes(router: &mut Router) {
+    router
+        .route(Method::POST, "/test/echo", |req: Request| async move {
+            let ct = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let mut resp = with_body(
+                StatusCode::OK,
+                "application/octet-stream",
+                req.body().clone(),
+            );
+            resp.headers_mut()
+                .insert("content-type", ct.parse().unwrap());
+            resp
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/panic", |_req: Request| async move {
+            if std::hint::black_box(true) {
+                panic!("deliberate test panic");
             }
-            if get_status(self.ports.http, "/health/ready") == Some(200) {
+            with_body(StatusCode::OK, "text/plain", Bytes::new())
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/slow/{ms}", |req: Request| async move {
+            let ms: u64 = req
+                .extensions()
+                .get::<sdsim_net::http::types::PathParams>()
+                .and_then(|p| p.get("ms"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            handling(req.uri().path());
+            monoio::time::sleep(Duration::from_millis(ms)).await;
+            with_body(
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from(format!("slept {ms}")),
+            )
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/block", |_req: Request| async move {
+            // Breaks thread-per-core rule 5 (docs/architecture.md) on purpose: blocks the shard for 40 ms.
+            std::thread::sleep(Duration::from_millis(40));
+            with_body(StatusCode::OK, "text/plain", Bytes::from_static(b"blocked"))
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/big", |_req: Request| async move {
+            let text: String = (0..400)
+                .map(|i| format!("{{\"item\":{i},\"name\":\"component-{i}\"}},"))
+                .collect();
+            with_body(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(format!("[{}0]", text)),
+            )
+        })
+        .unwrap();
+    router
+        .route(Method::GET, "/test/png", |_req: Request| async move {
+            with_body(StatusCode::OK, "image/png", Bytes::from(vec![7u8; 4096]))
+        })
+        .unwrap();
+}
+
+/// A fresh directory under the system temp dir (storage of one test server).
+pub fn temp_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sdsim-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet, storage in
+/// a fresh temporary directory).
+pub fn start(sets: &[&str]) -> Server {
+    let mut o = Overrides::default();
+    let db = format!("storage.url=sqlite://{}/sdsim.db", temp_dir().display());
+    for s in [
+        "gateway.listen=127.0.0.1:0",
+        "auth.http_listen=127.0.0.1:0",
+        "auth.grpc_listen=127.0.0.1:0",
+        "project.http_listen=127.0.0.1:0",
+        "project.grpc_listen=127.0.0.1:0",
+        "simulation.http_listen=127.0.0.1:0",
+        "simulation.grpc_listen=127.0.0.1:0",
+        "log.access=false",
+        "runtime.shards=2",
+        "runtime.cpus=[0, 1]",
+        db.as_str(),
+    ] {
+        o.set(s).unwrap();
+    }
+    for s in sets {
+        o.set(s).unwrap();
+    }
+    let mut config = Config::load(None, &o).unwrap();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        config.runtime.cpus = vec![0, 0];
+    }
+    config.validate().unwrap();
+    Server::start_with(config, test_routes).expect("server starts")
+}
+
+/// Drains the server and waits for it; returns the phase history.
+pub fn stop(server: Server) -> Vec<sdsim_core::shutdown::Phase> {
+    let shutdown = std::sync::Arc::clone(server.shutdown());
+    shutdown.drain(Duration::from_secs(5));
+    server.join().unwrap();
+    shutdown.history()
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A blocking client connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Reads one response; `head_request` = no body follows despite Content-Length.
+    pub fn read_response(&mut self, head_request: bool) -> Resp {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status line: {line:?}"))
+            .parse()
+            .unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} was not ready in {HANG:?}:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(25));
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        // The gRPC listeners are bound before the shards start serving; check anyway, since a
-        // journey's gRPC steps would fail against a port nobody listens on.
-        for port in [self.ports.auth_grpc, self.ports.project_grpc] {
-            assert!(
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                "{}: nothing listens on gRPC port {port}",
-                self.name
-            );
-        }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit; its exit status.
-    pub fn sigterm(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + HANG;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} did not exit within {HANG:?} of SIGTERM:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Its last output lines.
-    pub fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        log.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Sdsim {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The status of `GET path` on a fresh connection, `None` when the server cannot be reached.
-fn get_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    String::from_utf8_lossy(&raw)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-}
-
-/// A redis-server without persistence on a fixed loopback port, killed when dropped.
-pub struct Redis {
-    child: Option<Child>,
-    /// Its port.
-    pub port: u16,
-}
-
-impl Redis {
-    /// Starts a server on a free port.
-    pub fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
         };
-        redis.launch();
-        redis
-    }
-
-    /// Starts (or restarts) the server on its port; waits until it answers PING.
-    pub fn launch(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./test.sh installs Debian's redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + HANG;
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        if status >= 200 && !head_request && status != 204 && status != 304 {
+            let len: usize = resp
+                .header("content-length")
+                .map_or(0, |v| v.parse().unwrap());
+            resp.body = vec![0; len];
+            self.reader.read_exact(&mut resp.body).unwrap();
         }
+        resp
     }
 
-    fn answers_ping(&self) -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut reply = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.read_response(false)
     }
 
-    /// Kills the server (SIGKILL: a crash, nothing flushed) and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `redis://` URL of the server.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+    /// True when the server has closed the connection (EOF within the read timeout).
+    pub fn is_closed(&mut self, within: Duration) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0))
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// One request on a fresh connection with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> Resp {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+    c.read_response(false)
 }
 
-/// The first column of `sql`'s rows, run with `psql` against `url`.
-pub fn column(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new(pg_bin("psql"))
-        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// A password zxcvbn scores 4.
+pub const STRONG: &str = "correct horse battery staple";
+
+/// One HTTP request on a fresh connection; the JSON body of the answer (Null when empty).
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, Resp) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    let mut c = Client::connect(addr);
+    c.send(req.as_bytes());
+    let resp = c.read_response(false);
+    let value = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+    (resp.status, value, resp)
 }
 
-/// A program of the newest PostgreSQL installed (Debian keeps them per version).
-fn pg_bin(name: &str) -> PathBuf {
-    std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL must be installed (./test.sh installs Debian's postgresql)")
-        .flatten()
-        .map(|e| e.path())
-        .max()
-        .expect("a PostgreSQL version directory")
-        .join("bin")
-        .join(name)
+pub fn register(addr: SocketAddr, email: &str) -> serde_json::Value {
+    let (status, v, _) = call(
+        addr,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(serde_json::json!({"email": email, "password": STRONG})),
+    );
+    assert_eq!(status, 201, "{v}");
+    v["user"].clone()
+}
+
+pub fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, serde_json::Value) {
+    let (status, v, _) = call(
+        addr,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(serde_json::json!({"email": email, "password": password})),
+    );
+    (status, v)
+}
+
+/// A current-thread tokio runtime for the real clients (tonic, tokio-tungstenite).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

@@ -4,8 +4,8 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use sdsim_gateway::Server;
 use sdsim_net::ws::frame::{self, Decoder, Limits, Message as Frame, Opcode, Role};
+use sdsim_server::Server;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -146,7 +146,7 @@ fn the_remote_auth_client_answers_what_the_service_in_process_answers() {
     let (_, tokens) = login(addr, "eve@example.com", STRONG);
     let access = tokens["access_token"].as_str().unwrap().to_string();
     let session = tokens["session_id"].as_str().unwrap().to_string();
-    let local = server.globals().auth.clone().unwrap();
+    let local = std::sync::Arc::clone(server.auth().unwrap());
     let grpc = server.auth_grpc_addr().unwrap();
     on_monoio(async {
         let remote = RemoteAuth(Remote::new(grpc, "unused", Duration::from_secs(5)).unwrap());

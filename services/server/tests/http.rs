@@ -279,11 +279,11 @@ fn health_components_say_what_is_true() {
 fn a_task_that_blocks_its_shard_is_counted_as_a_stall() {
     let server = start(&["runtime.stall_threshold=10ms"]);
     let addr = server.local_addr();
-    assert_eq!(server.globals().stalls.count(), 0);
+    assert_eq!(server.gateway().stalls.count(), 0);
     assert_eq!(get(addr, "/test/block").text(), "blocked");
-    let stalls = server.globals().stalls.count();
+    let stalls = server.gateway().stalls.count();
     assert!(stalls >= 1);
-    assert!(server.globals().stalls.worst() >= Duration::from_millis(40));
+    assert!(server.gateway().stalls.worst() >= Duration::from_millis(40));
     let metrics = get(addr, "/metrics").text();
     assert!(!metrics.contains("sdsim_stalls_total 0"), "{metrics}");
     stop(server);

@@ -8,10 +8,11 @@ mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use sdsim_core::config::{Config, Overrides};
-use sdsim_gateway::Server;
+use sdsim_core::config::Overrides;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{with_body, Request};
+use sdsim_server::config::Config;
+use sdsim_server::Server;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

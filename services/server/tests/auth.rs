@@ -290,7 +290,7 @@ fn bad_input_and_security_cases() {
     );
     assert_eq!(status, 403, "{v}");
     // An operator can; the user's sessions end so the new roles apply at the next login.
-    let admin = server.globals().auth.clone().unwrap();
+    let admin = std::sync::Arc::clone(server.auth().unwrap());
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()

@@ -377,8 +377,8 @@ fn a_client_ca_file_without_certificates_is_refused_at_start() {
     ] {
         o.set(&s).unwrap();
     }
-    let config = sdsim_core::config::Config::load(None, &o).unwrap();
-    let err = sdsim_gateway::Server::start_with(config, |_| {})
+    let config = sdsim_server::config::Config::load(None, &o).unwrap();
+    let err = sdsim_server::Server::start_with(config, |_| {})
         .err()
         .expect("start-up fails");
     let text = err.to_string();

@@ -1,0 +1,176 @@
+//! The composed configuration: loading with overrides, validation naming every key, and
+//! `config/default.toml` equal to the built-in defaults.
+
+use super::Config;
+use sdsim_core::config::{ConfigError, Overrides};
+use std::time::Duration;
+
+fn load(sets: &[&str]) -> Result<Config, ConfigError> {
+    let mut o = Overrides::default();
+    for s in sets {
+        o.set(s)?;
+    }
+    Config::load(None, &o)
+}
+
+#[test]
+fn defaults_are_valid() {
+    let c = Config::default();
+    c.validate().unwrap();
+    assert_eq!(c.gateway.listen, "0.0.0.0:8000");
+    assert_eq!(c.ratelimit.burst, 200);
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(load(&[]).unwrap(), c);
+}
+
+#[test]
+fn set_overrides_parse_types() {
+    let c = load(&[
+        "runtime.shards=2",
+        "runtime.cpus=[0, 1]",
+        "ratelimit.enabled=false",
+        "gateway.listen=127.0.0.1:9999",
+        "server.shutdown_timeout=2s",
+    ])
+    .unwrap();
+    assert_eq!(c.runtime.shards, 2);
+    assert_eq!(c.runtime.cpus, vec![0, 1]);
+    assert!(!c.ratelimit.enabled);
+    assert_eq!(c.gateway.listen, "127.0.0.1:9999");
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn env_overrides_and_set_wins() {
+    let mut o = Overrides::default();
+    o.from_env(vec![
+        ("SDSIM__RATELIMIT__BURST".to_string(), "7".to_string()),
+        ("PATH".to_string(), "/bin".to_string()),
+    ])
+    .unwrap();
+    o.set("ratelimit.burst=9").unwrap();
+    assert_eq!(Config::load(None, &o).unwrap().ratelimit.burst, 9);
+}
+
+#[test]
+fn unknown_keys_name_the_key() {
+    let err = load(&["ratelimit.brust=5"]).unwrap_err();
+    match err {
+        ConfigError::Key { key, .. } => assert_eq!(key, "ratelimit.brust"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let err = load(&["nosuch.key=1"]).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Key { ref key, .. } if key == "nosuch"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let err = load(&["runtime.shards=lots"]).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Key { ref key, .. } if key == "runtime.shards"),
+        "{err:?}"
+    );
+    let err = load(&["http.idle_timeout=soon"]).unwrap_err();
+    assert!(err.to_string().contains("http.idle_timeout"), "{err}");
+}
+
+#[test]
+fn malformed_overrides_are_rejected() {
+    let mut o = Overrides::default();
+    assert!(matches!(
+        o.set("noequals"),
+        Err(ConfigError::BadOverride { .. })
+    ));
+    assert!(matches!(
+        o.set("a..b=1"),
+        Err(ConfigError::BadOverride { .. })
+    ));
+    assert!(matches!(o.set("=1"), Err(ConfigError::BadOverride { .. })));
+}
+
+#[test]
+fn validate_lists_every_problem_by_key() {
+    let c = load(&[
+        "gateway.listen=nowhere",
+        "ratelimit.burst=0",
+        "compression.gzip_level=12",
+        "tls.cert=/x.pem",
+        "roles=[\"gateway\", \"mailer\"]",
+    ])
+    .unwrap();
+    let keys: Vec<String> = c
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "roles",
+            "gateway.listen",
+            "ratelimit.burst",
+            "compression.gzip_level",
+            "tls.key"
+        ]
+    );
+}
+
+#[test]
+fn bounds_on_waits_and_sizes_name_their_keys() {
+    let c = load(&[
+        "runtime.blocking_queue=0",
+        "http.handler_timeout=0s",
+        "simulation.max_design_bytes=10",
+        "simulation.stop_timeout=0s",
+        "grpc.max_header_list_bytes=100",
+        "grpc.max_frame_bytes=1000",
+    ])
+    .unwrap();
+    let mut problems: Vec<(String, String)> = c
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, reason, .. } => (key, reason),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    problems.sort();
+    let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "grpc.max_frame_bytes",
+            "grpc.max_header_list_bytes",
+            "http.handler_timeout",
+            "runtime.blocking_queue",
+            "simulation.max_design_bytes",
+            "simulation.stop_timeout",
+        ]
+    );
+    assert!(problems[0].1.contains("16384"), "{problems:?}");
+}
+
+#[test]
+fn syntax_errors_are_reported() {
+    assert!(matches!(
+        Config::from_toml("[runtime\nshards=1"),
+        Err(ConfigError::Syntax { .. })
+    ));
+}
+
+/// config/default.toml must load, list the defaults exactly, and stay valid.
+#[test]
+fn default_toml_matches_the_built_in_defaults() {
+    let text = include_str!("../../../../config/default.toml");
+    let parsed = Config::from_toml(text).expect("config/default.toml parses");
+    assert_eq!(parsed, Config::default());
+    parsed.validate().expect("defaults are valid");
+}

@@ -1,0 +1,122 @@
+//! The simulation role: the queue and shard runners of simulation runs, their API on the
+//! public listener and on its own HTTP and gRPC listeners, and who may watch a run's live
+//! metrics over WebSocket. When it runs elsewhere, the gateway reaches it over gRPC.
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListeners};
+use crate::role::{ShardContext, ShardRole};
+use sdsim_contract::Authenticate;
+use sdsim_gateway::state::ServiceHealth;
+use sdsim_net::grpc::Services;
+use sdsim_net::http::router::Router;
+use sdsim_simulations::{RemoteSimulations, SimulationContract, SimulationService, Simulations};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The simulation role.
+pub struct SimulationRole {
+    /// The service and its listeners, when this process runs the role.
+    local: Option<(Arc<Simulations>, RoleListeners)>,
+    config: Arc<Config>,
+    health: ServiceHealth,
+}
+
+impl SimulationRole {
+    /// Its entry in the role list.
+    pub fn start(parts: &mut Parts<'_>) -> Result<Box<dyn Role>, StartError> {
+        let config = parts.config;
+        let local = if config.has_role("simulation") {
+            parts.auth()?;
+            let listeners = RoleListeners::bind(
+                ("simulation.http_listen", &config.simulation.http_listen),
+                ("simulation.grpc_listen", &config.simulation.grpc_listen),
+                ("simulation-http-accept", "simulation-grpc-accept"),
+                parts.shards,
+            )?;
+            // Designs and access are read through the project service's storage layer, in
+            // process.
+            let simulations = Simulations::new(
+                parts.store.clone(),
+                parts.projects(),
+                config.simulation.clone(),
+                parts.shards,
+                config.instance.resolved_id(),
+            );
+            Some((Arc::new(simulations), listeners))
+        } else {
+            None
+        };
+        let remote = remote_address(config, &config.gateway.simulation_service);
+        let health = health_line(config, "simulation", local.is_some(), remote);
+        Ok(Box::new(SimulationRole {
+            local,
+            config: Arc::new(config.clone()),
+            health,
+        }))
+    }
+}
+
+impl Role for SimulationRole {
+    fn name(&self) -> &'static str {
+        "simulation"
+    }
+
+    fn listeners(&self) -> Option<&RoleListeners> {
+        self.local.as_ref().map(|(_, l)| l)
+    }
+
+    fn health(&self) -> ServiceHealth {
+        self.health.clone()
+    }
+
+    fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole> {
+        if let Some((simulations, _)) = &self.local {
+            simulations.install_shard(on.shard);
+        }
+        let local = self
+            .local
+            .as_ref()
+            .map(|(s, _)| Rc::new(Arc::clone(s)) as Rc<dyn SimulationService>);
+        let config = &self.config;
+        let client = local.clone().or_else(|| {
+            let addr = remote_address(config, &config.gateway.simulation_service)?;
+            remote(config, addr).map(|r| Rc::new(RemoteSimulations(r)) as Rc<dyn SimulationService>)
+        });
+        // Who may watch `simulation:data:{id}` is the simulation service's decision.
+        on.realtime.set_runs(client.clone());
+        Box::new(SimulationOnShard {
+            local,
+            client,
+            authn: Arc::clone(&on.gateway.authenticator),
+        })
+    }
+}
+
+struct SimulationOnShard {
+    /// The service in this process.
+    local: Option<Rc<dyn SimulationService>>,
+    /// The service as the public listener reaches it: in process, else over gRPC.
+    client: Option<Rc<dyn SimulationService>>,
+    authn: Arc<dyn Authenticate>,
+}
+
+impl ShardRole for SimulationOnShard {
+    fn public_routes(&self, router: &mut Router) {
+        if let Some(s) = &self.client {
+            sdsim_simulations::http::register_simulations(router, s, &self.authn);
+        }
+    }
+
+    fn own_routes(&self, router: &mut Router) {
+        if let Some(s) = &self.local {
+            sdsim_simulations::http::register_simulations(router, s, &self.authn);
+        }
+    }
+
+    fn grpc(&self, services: &mut Services) -> Option<&'static str> {
+        let s = self.local.as_ref()?;
+        SimulationContract::register(services, Rc::clone(s), Arc::clone(&self.authn));
+        Some(SimulationContract::SERVICE)
+    }
+}
