@@ -16,9 +16,9 @@
 //! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
 //! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
-use sdsim_projects::config::SimulationConfig;
 use sdsim_core::runtime::Shard;
 use sdsim_core::shard::ShardId;
+use sdsim_projects::config::SimulationConfig;
 use sdsim_projects::design_limits::{check_design_within, parse_design};
 use sdsim_projects::projects::{Projects, Role};
 use sdsim_projects::{new_id, now_ms, Caller, DesignProblem, Failure};
@@ -495,7 +495,7 @@ impl Simulations {
     }
 }
 
-fn problem(p: sdsim_simulation::design::Problem) -> DesignProblem {
+fn problem(p: sdsim_engine::design::Problem) -> DesignProblem {
     DesignProblem {
         path: p.path,
         message: p.message,
