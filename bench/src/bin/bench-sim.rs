@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use mimalloc::MiMalloc;
 use sdsim_bench::{machine_line, median, pin_current};
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::Simulation;
 use std::time::Instant;
 
 #[global_allocator]

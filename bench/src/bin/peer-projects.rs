@@ -371,7 +371,7 @@ async fn put_project(
         return Err(invalid("description", "at most 4000 characters"));
     }
     if let Some(design) = &body.design {
-        if let Err(problems) = sdsim_simulation::design::parse(design.get()) {
+        if let Err(problems) = sdsim_engine::design::parse(design.get()) {
             let list: Vec<_> = problems
                 .iter()
                 .map(|p| serde_json::json!({"path": p.path, "message": p.message}))

@@ -1,5 +1,5 @@
 //! Design documents: what `POST /api/projects`, `PUT /api/projects/{id}` and
-//! `POST /api/simulations/validate` accept (`sdsim_simulation::design`,
+//! `POST /api/simulations/validate` accept (`sdsim_engine::design`,
 //! `sdsim_projects::projects::check_design`).
 
 /// `design_document`: arbitrary text yields a design or a list of problems each with a JSON
@@ -10,11 +10,11 @@ pub fn document(data: &[u8]) {
     let Some(text) = crate::text(data) else {
         return;
     };
-    match sdsim_simulation::design::parse(text) {
+    match sdsim_engine::design::parse(text) {
         Ok(design) => {
             let stored =
                 sdsim_projects::projects::check_design(text).expect("a valid design is stored");
-            assert_eq!(sdsim_simulation::design::parse(&stored).ok(), Some(design));
+            assert_eq!(sdsim_engine::design::parse(&stored).ok(), Some(design));
         }
         Err(problems) => {
             assert!(!problems.is_empty());

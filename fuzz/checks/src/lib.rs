@@ -7,7 +7,7 @@
 //! - [`ws`]: WebSocket frames, with and without permessage-deflate (`sdsim_net::ws`).
 //! - [`grpc`]: gRPC message frames and `grpc-status-details-bin` (`sdsim_net::grpc`).
 //! - [`token`]: access tokens (`sdsim_auth::token`).
-//! - [`design`]: design documents (`sdsim_simulation::design`, `sdsim_projects::projects`).
+//! - [`design`]: design documents (`sdsim_engine::design`, `sdsim_projects::projects`).
 //! - [`config`]: the configuration file and its `--set` / `SDSIM__` overrides
 //!   (`sdsim_server::config`).
 //! - [`bodies`]: every JSON request body of the HTTP API (auth, projects, simulations).

@@ -5,7 +5,7 @@
 use crate::projects::check_design;
 use crate::Failure;
 use sdsim_core::runtime::Shard;
-use sdsim_simulation::design::{Design, Problem};
+use sdsim_engine::design::{Design, Problem};
 
 /// Designs up to this size are validated on the shard (well under a slice); larger ones on the
 /// blocking pool, which keeps the shard serving while a large design is parsed.
@@ -42,12 +42,12 @@ pub async fn check_design_within(design: &str, max_bytes: usize) -> Result<Strin
 pub async fn parse_design(text: &str) -> Result<Result<Design, Vec<Problem>>, Failure> {
     let shard = Shard::try_current();
     let Some(shard) = shard.filter(|_| text.len() > VALIDATE_ON_SHARD_BYTES) else {
-        return Ok(sdsim_simulation::design::parse(text));
+        return Ok(sdsim_engine::design::parse(text));
     };
     let text = text.to_string();
     shard
         .blocking()
-        .run(move || sdsim_simulation::design::parse(&text))
+        .run(move || sdsim_engine::design::parse(&text))
         .await
         .map_err(|e| Failure::Unavailable(format!("design parsing: {e}; retry shortly")))
 }

@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn every_system_template_validates_and_has_a_name() {
         for t in super::SYSTEM {
-            if let Err(problems) = sdsim_simulation::design::parse(t.design) {
+            if let Err(problems) = sdsim_engine::design::parse(t.design) {
                 panic!("template {}: {problems:?}", t.id);
             }
             let (name, description) = super::title(t.design);

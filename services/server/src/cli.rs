@@ -30,7 +30,7 @@ enum Command {
     /// Print the effective configuration (after file, environment and --set) as TOML.
     Config,
     /// Simulate a system design document and print its report.
-    Simulate(sdsim_simulation::cli::SimulateArgs),
+    Simulate(crate::simulate::SimulateArgs),
     /// Apply pending storage migrations to `storage.url` and list what was applied.
     Migrate,
     /// Manage accounts.
@@ -66,7 +66,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Config => toml::to_string_pretty(&config)
             .map(|text| print!("{text}"))
             .context("printing the configuration"),
-        Command::Simulate(args) => sdsim_simulation::cli::run(args),
+        Command::Simulate(args) => crate::simulate::run(args),
         Command::Migrate => migrate(&config),
         Command::User(UserCommand::Add { email, roles }) => user_add(&config, &email, &roles),
     };

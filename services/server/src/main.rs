@@ -2,6 +2,7 @@
 //! roles of this process.
 
 mod cli;
+mod simulate;
 
 use mimalloc::MiMalloc;
 

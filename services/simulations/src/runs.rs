@@ -495,7 +495,7 @@ impl Simulations {
     }
 }
 
-fn problem(p: sdsim_simulation::design::Problem) -> DesignProblem {
+fn problem(p: sdsim_engine::design::Problem) -> DesignProblem {
     DesignProblem {
         path: p.path,
         message: p.message,

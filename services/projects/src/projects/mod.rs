@@ -645,7 +645,7 @@ fn check_description(d: &str) -> Result<String, Failure> {
 /// Validates a design with the engine on the calling thread; returns it as stored (compact
 /// JSON).
 pub fn check_design(design: &str) -> Result<String, Failure> {
-    if let Err(problems) = sdsim_simulation::design::parse(design) {
+    if let Err(problems) = sdsim_engine::design::parse(design) {
         return Err(Failure::Design(
             problems
                 .into_iter()

@@ -4,9 +4,9 @@
 
 use super::{Simulations, FINISH_RETRY_FOR};
 use sdsim_core::runtime::Shard;
+use sdsim_engine::engine::Simulation;
 use sdsim_projects::design_limits::parse_design;
 use sdsim_projects::{now_ms, publish};
-use sdsim_simulation::engine::Simulation;
 use sdsim_store::{StoreError, Value};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
@@ -269,7 +269,7 @@ impl Simulations {
             let spawned = std::thread::Builder::new()
                 .name("sdsim-analysis".into())
                 .spawn(move || {
-                    let findings = sdsim_simulation::analysis::analyze(&design, &report, 0.7);
+                    let findings = sdsim_engine::analysis::analyze(&design, &report, 0.7);
                     let _ = tx.send(sonic_rs::to_string(&findings).unwrap_or_else(|_| "[]".into()));
                 });
             match spawned {
@@ -355,7 +355,7 @@ struct Point<'a> {
     progress: f64,
     sim_time_s: f64,
     events: u64,
-    metrics: sdsim_simulation::engine::stats::Series,
+    metrics: sdsim_engine::engine::stats::Series,
 }
 
 fn point<'a>(sim: &Simulation, job: &'a Job, kind: &'static str) -> Point<'a> {

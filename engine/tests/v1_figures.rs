@@ -2,8 +2,8 @@
 //! version 2 existed: the numbers below were recorded from that engine (same seeds). A change
 //! to the engine that moves any of them changes what every saved version-1 design reports.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::Simulation;
 
 /// (template, events, completed, dropped, errors, mean_ms, p99_ms, timeline entries)
 type Pinned = (&'static str, u64, u64, u64, u64, f64, f64, usize);
@@ -85,7 +85,7 @@ const PINNED: [Pinned; 7] = [
 fn version_1_templates_report_the_recorded_figures() {
     let mut wrong = Vec::new();
     for (name, events, completed, dropped, errors, mean_ms, p99_ms, timeline) in PINNED {
-        let path = format!("{}/../../config/designs/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../config/designs/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("template");
         let design = parse(&text).unwrap_or_else(|p| panic!("{name}: {p:?}"));
         let mut sim = Simulation::new(design);

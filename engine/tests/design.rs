@@ -1,7 +1,7 @@
 //! Design documents: every problem listed with its JSON path; determinism; slices.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::Simulation;
 
 fn problems(json: &str) -> Vec<String> {
     parse(json)
@@ -15,7 +15,7 @@ fn problems(json: &str) -> Vec<String> {
 fn the_minimal_form_is_accepted() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../config/designs/minimal.json"
+        "/../config/designs/minimal.json"
     ))
     .unwrap();
     let d = parse(&text).unwrap();
@@ -135,7 +135,7 @@ fn max_requests_stops_the_run() {
 
 #[test]
 fn bottleneck_analysis_ranks_explains_and_confirms_a_resize() {
-    use sdsim_simulation::analysis::analyze;
+    use sdsim_engine::analysis::analyze;
     let text = r#"{"duration_s": 50000, "warmup_s": 500, "seed": 4, "components": [
         {"id": "u", "kind": "source", "rate_per_s": 9, "to": "api"},
         {"id": "api", "kind": "service", "service_time": {"dist": "exponential", "mean_ms": 100}, "routes": [{"to": "db", "p": 1}]},
@@ -167,7 +167,7 @@ fn bottleneck_analysis_ranks_explains_and_confirms_a_resize() {
 
 #[test]
 fn every_example_design_runs_and_meets_its_slos() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/designs");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/designs");
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -213,7 +213,7 @@ fn deeply_nested_documents_are_refused_before_parsing() {
 fn keys_given_twice_are_refused() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../config/designs/minimal.json"
+        "/../config/designs/minimal.json"
     ))
     .unwrap();
     let twice = text.replacen('{', r#"{"seed": 99, "#, 1);

@@ -2,9 +2,9 @@
 //! and matches what the independent reference model predicts; a flush sends every request to
 //! the origin at once.
 
-use sdsim_simulation::design::{parse, Behavior, Kind};
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::{parse, Behavior, Kind};
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn cache_design(rate: f64, cache: &str, faults: &str) -> String {
     format!(

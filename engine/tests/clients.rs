@@ -1,9 +1,9 @@
 //! Client behaviour of version-2 sources: timeouts give up on attempts that go on inside the
 //! system, retries follow their backoff, a retry budget caps retries at a share of first tries.
 
-use sdsim_simulation::design::{parse, Backoff, BackoffKind};
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::{parse, Backoff, BackoffKind};
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(json: &str) -> Report {
     let design = parse(json).unwrap_or_else(|p| panic!("{p:?}"));

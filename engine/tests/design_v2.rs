@@ -1,7 +1,7 @@
 //! Schema version 2 documents: every malformed new field is reported by its JSON path, and
 //! version-2 fields in a version-1 document are refused (such a document keeps its meaning).
 
-use sdsim_simulation::design::parse;
+use sdsim_engine::design::parse;
 
 fn problems(json: &str) -> Vec<String> {
     parse(json)
@@ -149,7 +149,7 @@ fn a_version_2_document_reads_back_its_settings() {
           ]}"#,
     )
     .expect("valid");
-    use sdsim_simulation::design::{BackoffKind, Contention, Discipline, Kind};
+    use sdsim_engine::design::{BackoffKind, Contention, Discipline, Kind};
     assert_eq!(
         (d.version, d.goodput.window, d.goodput.threshold),
         (2, 5.0, 0.8)

@@ -6,9 +6,9 @@
 //! (the burst at 300 s of `event-pipeline.json`, the crash at 900 s of `url-shortener.json`),
 //! and the engine is optimised even in debug builds, so all of them take seconds.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -39,7 +39,7 @@ const METASTABILITY_TEMPLATES: [&str; 6] = [
 const UNDOCUMENTED: [&str; 1] = ["minimal.json"];
 
 fn designs_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/designs")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/designs")
 }
 
 /// File name → its text.

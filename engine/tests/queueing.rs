@@ -1,9 +1,9 @@
 //! The engine against queueing theory. Each run simulates enough time that the estimate's
 //! standard error is well inside the stated tolerance (long runs; warm-up excluded).
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(json: &str) -> Report {
     let design = parse(json).unwrap_or_else(|p| panic!("{p:?}"));
@@ -198,7 +198,7 @@ fn jackson_networks_tandem_and_feedback() {
 fn littles_law_holds_on_every_component() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../config/designs/three-tier.json"
+        "/../config/designs/three-tier.json"
     ))
     .unwrap();
     let r = simulate(&text);
@@ -209,7 +209,7 @@ fn littles_law_holds_on_every_component() {
             continue;
         }
         let workers = match &comp.kind {
-            sdsim_simulation::design::Kind::Station(s) => f64::from(s.instances * s.concurrency),
+            sdsim_engine::design::Kind::Station(s) => f64::from(s.instances * s.concurrency),
             _ => unreachable!(),
         };
         let in_system = c.mean_queue_length + c.utilization * workers;

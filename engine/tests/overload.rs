@@ -1,9 +1,9 @@
 //! Stations under load: contention stretches service times (linear, and Gunther's Universal
 //! Scalability Law), LIFO serves the newest first, CoDel sheds requests from a standing queue.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(json: &str) -> Report {
     let design = parse(json).unwrap_or_else(|p| panic!("{p:?}"));

@@ -1,4 +1,5 @@
-//! sdsim-simulation: the discrete-event simulation of system designs.
+//! sdsim-engine: the discrete-event simulation of system designs (the simulation service,
+//! `sdsim-simulations`, runs it; `sdsim simulate` runs it from the command line).
 //!
 //! Layout:
 //! - [`design`]: design documents (JSON) → a validated model; every problem reported with its
@@ -9,12 +10,10 @@
 //!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
 //!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
-//! - [`cli`]: `sdsim simulate DESIGN.json [--json] [--series FILE]`.
 //!
 //! The engine does no I/O, so a server can run it in slices on a shard.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod analysis;
-pub mod cli;
 pub mod design;
 pub mod engine;

@@ -1,8 +1,8 @@
 //! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS]`
 
-use crate::engine::Simulation;
-use crate::{analysis, design};
 use anyhow::{bail, Context};
+use sdsim_engine::engine::Simulation;
+use sdsim_engine::{analysis, design};
 use std::io::Write;
 
 /// Arguments of `sdsim simulate`.
@@ -27,7 +27,7 @@ pub struct SimulateArgs {
 #[derive(serde::Serialize)]
 struct Output<'a> {
     #[serde(flatten)]
-    report: &'a crate::engine::stats::Report,
+    report: &'a sdsim_engine::engine::stats::Report,
     bottlenecks: &'a [analysis::Finding],
 }
 

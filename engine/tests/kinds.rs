@@ -1,8 +1,8 @@
 //! The component kinds: cache / cdn, database, queue, load balancer, external.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(components: &str) -> Report {
     let json = format!(r#"{{"duration_s": 4000, "seed": 12, "components": [{components}]}}"#);

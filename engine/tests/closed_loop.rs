@@ -4,9 +4,9 @@
 //! form network; the asymptotic bounds X ≤ min(N/(D+Z), 1/D_max) and R ≥ max(D, N·D_max − Z)
 //! must hold too. Long runs with fixed seeds, so each row's error is well inside 3 %.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(json: &str) -> Report {
     let design = parse(json).unwrap_or_else(|p| panic!("{p:?}"));

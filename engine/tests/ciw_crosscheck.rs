@@ -2,8 +2,8 @@
 //! an M/G/2/5 loss-and-wait station feeding, with probability 0.3, a G/E2/1 station.
 //! `./test.sh` installs Ciw; without it this test fails and says how to install it.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::Simulation;
 use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ciw/network.py");

@@ -3,13 +3,13 @@
 //! at least 95 % goodput within a bound. Times are simulated seconds: the engine is
 //! deterministic for a seed, so these bounds are exact properties of the runs, not timing.
 
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::{GoodputPoint, Simulation};
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::{GoodputPoint, Simulation};
 
 fn run(name: &str) -> Report {
-    let path = format!("{}/../../config/designs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../config/designs/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).expect("template");
-    let design = sdsim_simulation::design::parse(&text).unwrap_or_else(|p| panic!("{p:?}"));
+    let design = sdsim_engine::design::parse(&text).unwrap_or_else(|p| panic!("{p:?}"));
     let mut sim = Simulation::new(design);
     sim.run();
     sim.report()

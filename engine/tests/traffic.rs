@@ -1,8 +1,8 @@
 //! Arrival processes, rate schedules, request classes and SLOs.
 
-use sdsim_simulation::design::parse;
-use sdsim_simulation::engine::stats::Report;
-use sdsim_simulation::engine::Simulation;
+use sdsim_engine::design::parse;
+use sdsim_engine::engine::stats::Report;
+use sdsim_engine::engine::Simulation;
 
 fn simulate(json: &str) -> Report {
     let mut sim = Simulation::new(parse(json).unwrap_or_else(|p| panic!("{p:?}")));
