@@ -1,9 +1,9 @@
 //! The contract and `proto/` agree: every RPC that `proto/sdsim/auth/v1/auth.proto` declares
-//! is served, and every served method is declared there.
+//! is served, and every served method is declared there (with the same streaming shape).
 
 use sdsim_auth::{AuthContract, RemoteAuth};
-use sdsim_contract::proto::{rpcs, Rpc};
-use sdsim_contract::{Authenticate, Caller, Kind, Refusal, Remote};
+use sdsim_contract::proto::{differences, rpcs};
+use sdsim_contract::{Authenticate, Caller, Refusal, Remote};
 use sdsim_net::grpc::Services;
 use std::path::Path;
 use std::rc::Rc;
@@ -31,27 +31,10 @@ fn every_auth_rpc_in_proto_is_served_and_nothing_else() {
         Rc::new(RemoteAuth(remote)),
         Arc::new(NoCallers),
     );
-    for rpc in &declared {
-        assert!(
-            services.has(&rpc.path),
-            "{} is declared but not served",
-            rpc.path
-        );
-    }
-    let mut served: Vec<Rpc> = AuthContract::METHODS
-        .iter()
-        .map(|m| {
-            assert!(
-                services.has(m.path),
-                "{} is in the table but not served",
-                m.path
-            );
-            Rpc {
-                path: m.path.to_string(),
-                server_streaming: m.kind == Kind::Stream,
-            }
-        })
-        .collect();
-    served.sort();
-    assert_eq!(served, declared);
+    let found = differences(&declared, AuthContract::METHODS, &services);
+    assert!(
+        found.is_empty(),
+        "proto/sdsim/auth/v1/auth.proto:\n{}",
+        found.join("\n")
+    );
 }
