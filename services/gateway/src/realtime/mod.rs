@@ -476,4 +476,18 @@ mod tests {
         assert_eq!(status, 400);
         assert!(message.contains("`channel`: invalid type"), "{message}");
     }
+
+    /// A body must be an object: `["general", {...}]` was accepted by position as channel
+    /// `general` (found by the publish_body fuzz target).
+    #[test]
+    fn an_array_is_not_a_body() {
+        for body in [r#"["general", {"x": 1}]"#, r#"[     "  ","data"]      "#] {
+            let (status, message) = refusal(body);
+            assert_eq!(status, 400, "{body}");
+            assert!(
+                message.contains("expected a JSON object"),
+                "{body}: {message}"
+            );
+        }
+    }
 }

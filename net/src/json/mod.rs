@@ -6,6 +6,9 @@
 //! shard's size) in a release build, and a stack overflow aborts the whole process. [`decode`] measures the nesting first, in one pass without recursion, and
 //! refuses anything deeper than [`MAX_DEPTH`].
 
+mod objects;
+
+use objects::Objects;
 use serde::Deserialize;
 
 /// Deepest nesting of arrays and objects accepted from the network. On a 2 MiB thread stack
@@ -73,17 +76,19 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<(), JsonError> {
 }
 
 /// Decodes JSON text from the network into `T`: nesting within [`MAX_DEPTH`], UTF-8, one
-/// document (whitespace after it only); the error names the field at fault.
+/// document (whitespace after it only), structs from objects only (never an array read by
+/// position); the error names the field at fault.
 pub fn decode<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Result<T, JsonError> {
     check_depth(text, MAX_DEPTH)?;
     let text = simdutf8::compat::from_utf8(text).map_err(|e| JsonError::NotUtf8 {
         at: e.valid_up_to(),
     })?;
     let mut de = sonic_rs::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| JsonError::Invalid {
-        path: e.path().to_string(),
-        reason: describe(&e.into_inner()),
-    })?;
+    let value =
+        serde_path_to_error::deserialize(Objects(&mut de)).map_err(|e| JsonError::Invalid {
+            path: e.path().to_string(),
+            reason: describe(&e.into_inner()),
+        })?;
     de.end().map_err(|e| JsonError::Invalid {
         path: ".".into(),
         reason: describe(&e),
@@ -234,5 +239,94 @@ mod tests {
         assert!(e.to_string().contains("invalid type: a string"), "{e}");
         let message = body_error::<LoginOrRemember>(&format!(r#"{{"password":"{secret}"#));
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Point {
+        x: i32,
+        y: i32,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum Shape {
+        Dot(Point),
+        Line { from: Point, to: Point },
+        Pair(i32, i32),
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Drawing {
+        origin: Option<Point>,
+        points: Vec<Point>,
+        shape: Option<Shape>,
+        #[serde(default)]
+        tuple: Option<(i32, String)>,
+        #[serde(default)]
+        any: Option<sonic_rs::Value>,
+    }
+
+    /// serde fills a struct from an array by position, and sonic-rs offers it one: a publish
+    /// body `["general", {...}]` was accepted as channel `general` (found by the fuzzer). A
+    /// struct comes from an object only, at any depth; the error names where.
+    #[test]
+    fn structs_come_from_objects_only() {
+        let refused = [
+            (r#"[1, 2]"#, "."),
+            (r#"{"origin": [1, 2], "points": []}"#, "origin"),
+            (r#"{"points": [{"x": 1, "y": 2}, [3, 4]]}"#, "points[1]"),
+            (r#"{"points": [], "shape": {"dot": [1, 2]}}"#, "shape.dot"),
+            (
+                r#"{"points": [], "shape": {"line": [{"x":1,"y":1}, {"x":2,"y":2}]}}"#,
+                "shape.line",
+            ),
+            (
+                r#"{"points": [], "shape": {"line": {"from": [1, 1], "to": {"x":2,"y":2}}}}"#,
+                "shape.line.from",
+            ),
+            (r#"[null, []]"#, "."),
+        ];
+        for (text, path) in refused {
+            match decode::<Drawing>(text.as_bytes()) {
+                Err(JsonError::Invalid { path: at, reason }) => {
+                    assert_eq!(at, path, "{text}: {reason}");
+                    assert!(
+                        reason.contains("expected a JSON object"),
+                        "{text}: {reason}"
+                    );
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let message = body_error::<Login>(r#"["a@b.co", "hunter2-secret"]"#);
+        assert!(message.contains("expected a JSON object"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+
+        // Arrays where arrays belong still decode: sequences, tuples, tuple variants, values.
+        let drawing = decode::<Drawing>(
+            br#"{"origin": {"x": 0, "y": 0}, "points": [{"x": 1, "y": 2}],
+                 "shape": {"pair": [5, 6]}, "tuple": [7, "seven"], "any": [1, [2, {"z": 3}]]}"#,
+        )
+        .unwrap();
+        assert_eq!(drawing.origin, Some(Point { x: 0, y: 0 }));
+        assert_eq!(drawing.points, vec![Point { x: 1, y: 2 }]);
+        assert_eq!(drawing.shape, Some(Shape::Pair(5, 6)));
+        assert_eq!(drawing.tuple, Some((7, "seven".to_string())));
+        assert_eq!(
+            drawing.any,
+            Some(sonic_rs::from_str(r#"[1, [2, {"z": 3}]]"#).unwrap())
+        );
+        let line = decode::<Shape>(br#"{"line": {"from": {"x":1,"y":1}, "to": {"x":2,"y":2}}}"#);
+        assert_eq!(
+            line.unwrap(),
+            Shape::Line {
+                from: Point { x: 1, y: 1 },
+                to: Point { x: 2, y: 2 }
+            }
+        );
+        assert_eq!(
+            decode::<Vec<Point>>(br#"[{"x": 1, "y": 2}]"#).unwrap(),
+            vec![Point { x: 1, y: 2 }]
+        );
     }
 }
