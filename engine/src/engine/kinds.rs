@@ -35,10 +35,6 @@ pub(super) enum Arrival {
         latency: Option<f64>,
     },
     /// Refuse it at once: an error here, and for the caller or the end-to-end count.
-    #[allow(
-        dead_code,
-        reason = "a decision of the engine's vocabulary no kind takes yet"
-    )]
     Reject,
     /// Answer the sender now and carry the request on here as a background message.
     Detach,
@@ -260,6 +256,7 @@ kinds! {
     database: ["database"] => Database;
     queue: ["queue"] => Queue;
     load_balancer: ["load_balancer"];
+    rate_limiter: ["rate_limiter"] => RateLimiter;
 }
 
 pub use load_balancer::{Balancer, Strategy};
