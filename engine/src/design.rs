@@ -5,20 +5,25 @@
 mod cache;
 mod distribution;
 mod dynamics;
-mod kinds;
 mod overload;
 mod source;
 mod traffic;
 
+pub use crate::engine::kinds::{Balancer, Behavior, Strategy};
 pub use cache::{CacheModel, Eviction, Popularity, MAX_KEYS};
 pub use dynamics::{Autoscale, CallPolicy, Fault, FaultAction};
-pub use kinds::{Balancer, Behavior, Strategy};
 pub use overload::{Contention, Discipline};
 pub use source::{Backoff, BackoffKind, ClientPolicy, ClosedLoop, RetryBudget, MAX_USERS};
 pub use traffic::{Arrival, GoodputSettings, Schedule, Slo};
 
+// What the parsers of the component kinds (`crate::engine::kinds`) share with this module.
+pub(crate) use cache::parse as parse_cache_model;
+pub(crate) use distribution::parse_dist;
+pub(crate) use dynamics::parse_autoscale;
+pub(crate) use overload::parse as parse_overload;
+
 use crate::engine::dist::Dist;
-use distribution::parse_dist;
+use crate::engine::kinds;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -66,10 +71,10 @@ pub struct Component {
 pub enum Kind {
     /// Client traffic.
     Source(Source),
-    /// A `service`, `api_gateway`, `external`, `cache`, `cdn`, `database` or `queue`:
-    /// instances × concurrency workers with queues.
+    /// Instances × concurrency workers with queues: a `service`, `api_gateway`, `external`,
+    /// `cache`, `cdn`, `database`, `queue` (see [`Behavior`] for what each does).
     Station(Station),
-    /// A `load_balancer`.
+    /// A `load_balancer`: no workers, forwards at once.
     Balancer(Balancer),
 }
 
@@ -92,7 +97,7 @@ pub struct Source {
     pub client: Option<ClientPolicy>,
 }
 
-/// A `service` / `api_gateway`.
+/// A station: workers with queues, and what its kind does ([`Behavior`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Station {
     /// Instances; requests are spread round robin, each instance has its own queue.
@@ -163,7 +168,7 @@ impl fmt::Display for Problem {
     }
 }
 
-struct Checker {
+pub(crate) struct Checker {
     problems: Vec<Problem>,
     /// The document's schema version (fields of later versions are refused).
     version: u64,
@@ -186,7 +191,7 @@ impl Checker {
         }
     }
 
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_string(),
             message: message.into(),
@@ -195,7 +200,7 @@ impl Checker {
 
     /// Keys that are not `allowed`, and keys given twice: the engine reads the first value,
     /// other JSON readers often the last, so a repeated key would mean two different designs.
-    fn unknown_fields(&mut self, obj: &Value, path: &str, allowed: &[&str]) {
+    pub(crate) fn unknown_fields(&mut self, obj: &Value, path: &str, allowed: &[&str]) {
         if let Some(o) = obj.as_object() {
             let mut seen = std::collections::BTreeSet::new();
             for (key, _) in o.iter() {
@@ -212,7 +217,7 @@ impl Checker {
     }
 
     /// A number field: required unless `default` is given; must satisfy `ok`.
-    fn number(
+    pub(crate) fn number(
         &mut self,
         obj: &Value,
         path: &str,
@@ -243,7 +248,14 @@ impl Checker {
         }
     }
 
-    fn integer(&mut self, obj: &Value, path: &str, key: &str, default: u64, min: u64) -> u64 {
+    pub(crate) fn integer(
+        &mut self,
+        obj: &Value,
+        path: &str,
+        key: &str,
+        default: u64,
+        min: u64,
+    ) -> u64 {
         let at = format!("{path}.{key}");
         match obj.get(key) {
             None => default,
@@ -258,11 +270,10 @@ impl Checker {
     }
 }
 
-const POSITIVE: (&str, fn(f64) -> bool) = ("a positive number", |n| n > 0.0 && n.is_finite());
+pub(crate) const POSITIVE: (&str, fn(f64) -> bool) =
+    ("a positive number", |n| n > 0.0 && n.is_finite());
 const NON_NEGATIVE: (&str, fn(f64) -> bool) = ("a number ≥ 0", |n| n >= 0.0 && n.is_finite());
 const PROBABILITY: (&str, fn(f64) -> bool) = ("a probability in (0, 1]", |n| n > 0.0 && n <= 1.0);
-
-const STATION_KINDS: [&str; 2] = ["service", "api_gateway"];
 
 /// Deepest nesting of arrays and objects in a design document (real designs use about five).
 /// The JSON parser recurses once per level with no limit of its own: a deeper document could
@@ -439,108 +450,24 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
         let built = if kind == "source" {
             sources += 1;
             source::parse(&mut c, item, &path, &target, &class_names)
-        } else if STATION_KINDS.contains(&kind) {
-            c.unknown_fields(
+        } else if let Some(built) = kinds::parse(
+            &mut c,
+            &kinds::Entry {
+                kind,
                 item,
-                &path,
-                &[
-                    "id",
-                    "kind",
-                    "name",
-                    "instances",
-                    "concurrency",
-                    "service_time",
-                    "queue_capacity",
-                    "routes",
-                    "calls",
-                    "fanout",
-                    "error_rate",
-                    "timeout_ms",
-                    "autoscale",
-                    "contention",
-                    "discipline",
-                    "codel",
-                ],
-            );
-            let (contention, discipline) = overload::parse(&mut c, item, &path);
-            let instances = c.integer(item, &path, "instances", 1, 1) as u32;
-            let timeout = item
-                .get("timeout_ms")
-                .map(|_| c.number(item, &path, "timeout_ms", None, POSITIVE) / 1e3);
-            let autoscale = dynamics::parse_autoscale(&mut c, item, &path, instances);
-            let error_rate = c.number(
-                item,
-                &path,
-                "error_rate",
-                Some(0.0),
-                ("a probability in [0, 1]", |p| (0.0..=1.0).contains(&p)),
-            );
-            let concurrency = c.integer(item, &path, "concurrency", 1, 1) as u32;
-            let queue_capacity = item
-                .get("queue_capacity")
-                .filter(|v| !v.is_null())
-                .map(|_| c.integer(item, &path, "queue_capacity", 0, 0) as usize);
-            let service_time = match item.get("service_time") {
-                Some(d) => parse_dist(&mut c, d, &format!("{path}.service_time")),
-                None => {
-                    c.problem(
-                        &format!("{path}.service_time"),
-                        "missing (required): a distribution",
-                    );
-                    None
-                }
-            };
-            let (routes, total) = edges(&mut c, item, &path, "routes", &target, &class_names);
-            if total > 1.0 + 1e-9 {
-                c.problem(
-                    &format!("{path}.routes"),
-                    format!("probabilities add up to {total}, more than 1"),
-                );
-            }
-            let (calls, _) = edges(&mut c, item, &path, "calls", &target, &class_names);
-            let fanout = match item.get("fanout").map(|v| v.as_str()) {
-                None | Some(Some("sequential")) => Fanout::Sequential,
-                Some(Some("parallel")) => Fanout::Parallel,
-                _ => {
-                    c.problem(
-                        &format!("{path}.fanout"),
-                        "must be \"sequential\" or \"parallel\"",
-                    );
-                    Fanout::Sequential
-                }
-            };
-            for (j, call) in calls.iter().enumerate() {
-                if call.to == i {
-                    c.problem(
-                        &format!("{path}.calls[{j}].to"),
-                        "a service cannot call itself",
-                    );
-                }
-            }
-            service_time.map(|service_time| {
-                Kind::Station(Station {
-                    instances,
-                    concurrency,
-                    service_time,
-                    queue_capacity,
-                    routes,
-                    calls,
-                    fanout,
-                    behavior: Behavior::Service,
-                    error_rate,
-                    timeout,
-                    autoscale,
-                    contention,
-                    discipline,
-                })
-            })
-        } else if let Some(built) = kinds::parse(&mut c, kind, item, &path, &target, &class_names) {
+                path: &path,
+                index: i,
+                target: &target,
+                classes: &class_names,
+            },
+        ) {
             built
         } else {
             c.problem(
                 &format!("{path}.kind"),
                 format!(
-                    "unknown kind `{kind}` (source, service, api_gateway, external, cache, cdn, database, queue, load_balancer)"
+                    "unknown kind `{kind}` (source, {})",
+                    kinds::NAMES.join(", ")
                 ),
             );
             None
@@ -612,10 +539,10 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     Ok(design)
 }
 
-type Target<'a> = dyn Fn(&mut Checker, &Value, &str, &str) -> Option<usize> + 'a;
+pub(crate) type Target<'a> = dyn Fn(&mut Checker, &Value, &str, &str) -> Option<usize> + 'a;
 
 /// Parses `routes` or `calls`: `[{"to", "p", "latency"}]`; returns them and their total p.
-fn edges(
+pub(crate) fn edges(
     c: &mut Checker,
     item: &Value,
     path: &str,

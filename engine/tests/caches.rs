@@ -3,6 +3,7 @@
 //! the origin at once.
 
 use sdsim_engine::design::{parse, Behavior, Kind};
+use sdsim_engine::engine::kinds::Cache;
 use sdsim_engine::engine::stats::Report;
 use sdsim_engine::engine::Simulation;
 
@@ -89,7 +90,7 @@ fn the_hit_ratio_emerges_and_matches_the_independent_reference_model() {
     let Kind::Station(s) = &design.components[1].kind else {
         panic!()
     };
-    let Behavior::Cache { hit_ratio, .. } = s.behavior else {
+    let Behavior::Cache(Cache { hit_ratio, .. }) = s.behavior else {
         panic!()
     };
     assert!(hit_ratio > lru && hit_ratio < 1.0, "{hit_ratio}");

@@ -73,7 +73,7 @@ fn zipf_mass(n: u32, s: f64) -> f64 {
 pub(super) const FIELDS: [&str; 4] = ["capacity", "ttl_s", "eviction", "keys"];
 
 /// Parses the capacity form of a cache, when `capacity` is given.
-pub(super) fn parse(c: &mut Checker, item: &Value, path: &str) -> Option<CacheModel> {
+pub(crate) fn parse(c: &mut Checker, item: &Value, path: &str) -> Option<CacheModel> {
     c.needs_v2(item, path, &FIELDS);
     if item.get("capacity").is_none() {
         for key in ["ttl_s", "eviction", "keys"] {

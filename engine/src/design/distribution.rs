@@ -5,7 +5,7 @@ use crate::engine::dist::Dist;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 /// Parses a distribution at `path`; `None` (with problems recorded) when it is invalid.
-pub(super) fn parse_dist(c: &mut Checker, v: &Value, path: &str) -> Option<Dist> {
+pub(crate) fn parse_dist(c: &mut Checker, v: &Value, path: &str) -> Option<Dist> {
     let Some(name) = v.get("dist").and_then(|d| d.as_str()) else {
         c.problem(
             &format!("{path}.dist"),

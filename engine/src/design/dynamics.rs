@@ -85,7 +85,7 @@ pub struct CallPolicy {
     pub breaker: Option<(u32, f64)>,
 }
 
-pub(super) fn parse_autoscale(
+pub(crate) fn parse_autoscale(
     c: &mut Checker,
     item: &Value,
     path: &str,

@@ -56,7 +56,7 @@ pub enum Discipline {
 pub(super) const FIELDS: [&str; 3] = ["contention", "discipline", "codel"];
 
 /// Parses `contention`, `discipline` and `codel` of a station.
-pub(super) fn parse(c: &mut Checker, item: &Value, path: &str) -> (Option<Contention>, Discipline) {
+pub(crate) fn parse(c: &mut Checker, item: &Value, path: &str) -> (Option<Contention>, Discipline) {
     c.needs_v2(item, path, &FIELDS);
     let contention = item.get("contention").and_then(|v| {
         let at = format!("{path}.contention");

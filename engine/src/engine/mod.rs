@@ -19,6 +19,7 @@ mod calls;
 mod clients;
 mod dynamics;
 mod goodput;
+pub mod kinds;
 mod overload;
 mod report;
 
@@ -112,7 +113,7 @@ struct Request {
     frame: Option<calls::CallRef>,
     /// Its request class (index in the design's classes).
     class: Option<usize>,
-    /// The operation at its current station (cache hit, database write): `behavior::OP_SPECIAL`.
+    /// The operation at its current station (cache hit, database write): `kinds::OP_SPECIAL`.
     op: u8,
     /// A queue's message processed after the producer was answered: not counted end to end.
     background: bool,
@@ -183,6 +184,8 @@ pub struct Simulation {
     slab: Vec<Request>,
     free: Vec<usize>,
     balancer_turn: Vec<usize>,
+    /// What each station's kind remembers between requests (`KindState::None` elsewhere).
+    kind_states: Vec<kinds::KindState>,
     frames: calls::Frames,
     dynamics: dynamics::Dynamics,
     stations: Vec<Option<StationState>>,
@@ -254,7 +257,16 @@ impl Simulation {
                 Kind::Source(_) | Kind::Balancer(_) => ComponentStats::new(0.0),
             })
             .collect();
+        let kind_states = design
+            .components
+            .iter()
+            .map(|c| match &c.kind {
+                Kind::Station(s) => s.behavior.new_state(),
+                Kind::Source(_) | Kind::Balancer(_) => kinds::KindState::None,
+            })
+            .collect();
         let mut sim = Simulation {
+            kind_states,
             routing_rng: Rng::new(seeds.next_u64()),
             design,
             now: 0.0,
@@ -569,7 +581,7 @@ impl Simulation {
         self.touch(component);
         let after = self.after_service(component, request);
         let route = match after {
-            behavior::After::Route => self.pick_route(component, r.class),
+            kinds::After::Route => self.pick_route(component, r.class),
             _ => None,
         };
         // The freed worker takes the next waiting request; those that waited past the
@@ -603,11 +615,11 @@ impl Simulation {
             }
         }
         match (after, route) {
-            (behavior::After::Fail, _) => self.fail(component, request),
-            (behavior::After::To(to), _) if self.dynamics.partitioned(component, to) => {
+            (kinds::After::Fail, _) => self.fail(component, request),
+            (kinds::After::To(to), _) if self.dynamics.partitioned(component, to) => {
                 self.fail(component, request)
             }
-            (behavior::After::To(to), _) => self.send(to, request, None),
+            (kinds::After::To(to), _) => self.send(to, request, None),
             (_, Some((to, _))) if self.dynamics.partitioned(component, to) => {
                 self.fail(component, request)
             }
@@ -729,7 +741,7 @@ impl Simulation {
 /// The capacity model of a cache station, if it has one.
 fn cache_model(s: &crate::design::Station) -> Option<&crate::design::CacheModel> {
     match &s.behavior {
-        crate::design::Behavior::Cache { model, .. } => model.as_ref(),
+        crate::design::Behavior::Cache(cache) => cache.model.as_ref(),
         _ => None,
     }
 }

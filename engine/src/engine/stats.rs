@@ -239,16 +239,10 @@ impl EndToEnd {
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
-    use crate::design::Behavior;
     match kind {
         Kind::Source(_) => "source",
         Kind::Balancer(_) => "load_balancer",
-        Kind::Station(s) => match s.behavior {
-            Behavior::Service => "service",
-            Behavior::Cache { .. } => "cache",
-            Behavior::Database { .. } => "database",
-            Behavior::Queue => "queue",
-        },
+        Kind::Station(s) => s.behavior.report_name(),
     }
 }
 
