@@ -3,7 +3,7 @@
 //! of the configuration. In order:
 //!
 //! 1. [`request_id`]: a sane incoming `x-request-id` is kept, otherwise one is generated;
-//!    echoed in the response (header / gRPC metadata);
+//!    echoed in the response (header / gRPC metadata); then [`trace_context`] (W3C);
 //! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
 //!    response headers;
 //! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
@@ -40,6 +40,7 @@ pub mod request_id;
 pub mod request_metrics;
 pub mod service_callers;
 pub mod shed;
+pub mod trace_context;
 
 use crate::conn::ConnInfo;
 use crate::http::router::{Lookup, Router};
@@ -269,6 +270,7 @@ impl Stack {
         let rate_limit = ClientRateLimit::install(&cfg.ratelimit, Rc::clone(&metrics));
         let mut layers = Layers::new();
         layers.push(RequestIds::new(shard_index));
+        layers.push(trace_context::TraceContexts::new());
         if let Some(cors) = Cors::new(&cfg.cors) {
             layers.push(cors);
         }
