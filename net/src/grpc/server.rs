@@ -35,6 +35,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Connection and message limits.
 #[derive(Debug, Clone)]
@@ -87,6 +88,8 @@ pub struct Call {
     pub deadline: Option<Instant>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// What the layers learned about the call (`middleware::layer::Exchange::extensions`).
+    pub extensions: http::Extensions,
 }
 
 type Unary = Rc<dyn Fn(Call, Bytes) -> LocalBoxFuture<'static, Result<Bytes, Status>>>;
@@ -455,8 +458,11 @@ async fn handle_stream(
                 body,
                 peer,
                 metadata,
+                extensions: ex.extensions.clone(),
             };
-            serve_call(call, registered, respond, settings).await
+            serve_call(call, registered, respond, settings)
+                .instrument(ex.span.clone())
+                .await
         }
     };
     let outcome = Outcome {
@@ -473,6 +479,8 @@ struct CallParts {
     peer: SocketAddr,
     /// Response metadata from the layers.
     metadata: HeaderMap,
+    /// What the layers learned, for the handler.
+    extensions: http::Extensions,
 }
 
 /// Reads the request, runs the handler within the deadline and sends the answer; returns the
@@ -488,6 +496,7 @@ async fn serve_call(
         mut body,
         peer,
         metadata,
+        extensions,
     } = call;
     let path = parts.uri.path();
     let Some(Registered { handler, .. }) = registered else {
@@ -557,6 +566,7 @@ async fn serve_call(
         metadata: parts.headers,
         deadline,
         peer,
+        extensions,
     };
     let gzip = request_gzip && accepts_gzip;
     let until = |d: Option<Instant>| {

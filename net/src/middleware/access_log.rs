@@ -1,7 +1,10 @@
 //! The access-log layer (`log.access`): one line per HTTP request or gRPC call at INFO on
 //! target `sdsim::access`. Both lines carry `path`, `duration_ms`, `request_id` and `peer`;
 //! HTTP adds `method`, `status` and `bytes`, gRPC `service`, `method` and `grpc_status` (the
-//! code's name, e.g. `RESOURCE_EXHAUSTED`).
+//! code's name, e.g. `RESOURCE_EXHAUSTED`). The line is written in the exchange's span
+//! ([`Exchange::span`]), so the fields other layers put there are on it too, without this file
+//! knowing them: in the text format as `name{field=value …}:` before the target, in JSON under
+//! `span` and `spans`.
 
 use super::layer::{Ended, Exchange, Layer, Outcome, Protocol};
 use super::request_metrics::method_label;
@@ -14,6 +17,7 @@ pub struct AccessLog;
 
 impl Layer for AccessLog {
     fn done(&self, ex: &Exchange, outcome: &Outcome) {
+        let _in_exchange = ex.span.enter();
         let duration_ms = outcome.elapsed.as_secs_f64() * 1e3;
         let path: &str = &ex.path;
         let request_id = ex.request_id.as_str();

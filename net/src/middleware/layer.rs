@@ -11,6 +11,11 @@
 //! Each protocol has one adapter that runs a [`Layers`] list: `middleware::App::handle` for
 //! HTTP, the stream task of `grpc::server` for gRPC. A layer written against this module runs
 //! on both; one that only makes sense for one protocol checks [`Exchange::protocol`].
+//!
+//! What a layer learns reaches the rest without touching them: values it puts in
+//! [`Exchange::extensions`] are seen by the later layers and by the handler (the adapters copy
+//! them into the HTTP request's extensions and the gRPC `Call`), and fields it puts on
+//! [`Exchange::span`] appear on the access-log line and on every event the handler logs.
 
 use crate::grpc::status::{Code, Status};
 use crate::http::types::{error, Response};
@@ -54,9 +59,15 @@ pub struct Exchange {
     pub route: &'static str,
     /// Set by the request-id layer; empty when the stack has none.
     pub request_id: String,
-    /// What a layer learned for its own later hooks or for the layers after it (the
-    /// rate-limit decision; an authentication layer's caller).
+    /// What a layer learned for its own later hooks, for the layers after it and for the
+    /// handler (the rate-limit decision; the trace context).
     pub extensions: http::Extensions,
+    /// The span the access-log line and the handler's events are written in: a layer with
+    /// something to say on every line about this exchange replaces it with a child span
+    /// carrying its fields (`tracing` fixes an event's field names where the event is written,
+    /// so a span is how fields decided elsewhere reach a line). Disabled (`Span::none`) until a
+    /// layer sets one.
+    pub span: tracing::Span,
 }
 
 impl Exchange {
@@ -69,6 +80,7 @@ impl Exchange {
             route,
             request_id: String::new(),
             extensions: http::Extensions::new(),
+            span: tracing::Span::none(),
         }
     }
 
@@ -87,6 +99,7 @@ impl Exchange {
             route,
             request_id: String::new(),
             extensions: http::Extensions::new(),
+            span: tracing::Span::none(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! of the configuration. In order:
 //!
 //! 1. [`request_id`]: a sane incoming `x-request-id` is kept, otherwise one is generated;
-//!    echoed in the response (header / gRPC metadata);
+//!    echoed in the response (header / gRPC metadata); then [`trace_context`] (W3C);
 //! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
 //!    response headers;
 //! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
@@ -27,7 +27,8 @@
 //! `grpc::server`.
 //!
 //! Adding a layer: a file here implementing [`layer::Layer`], and one line in
-//! [`Stack::from_config`].
+//! [`Stack::from_config`] (plus its `mod` line). What it learns reaches the handler through
+//! [`layer::Exchange::extensions`], and the log lines through [`layer::Exchange::span`].
 
 pub mod access_log;
 pub mod client_limit;
@@ -39,6 +40,7 @@ pub mod request_id;
 pub mod request_metrics;
 pub mod service_callers;
 pub mod shed;
+pub mod trace_context;
 
 use crate::conn::ConnInfo;
 use crate::http::router::{Lookup, Router};
@@ -65,6 +67,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 pub use client_limit::{RATELIMIT_REJECTED, RATELIMIT_UNAVAILABLE};
 pub use request_metrics::{
@@ -112,13 +115,17 @@ impl App {
             Some(answer) => answer.into_http(),
             None => {
                 let ext = req.extensions_mut();
+                ext.extend(ex.extensions.clone());
                 ext.insert(ClientAddr(conn.peer));
                 ext.insert(RequestId(ex.request_id.clone()));
                 ext.insert(MatchedRoute(pattern));
-                let handled = dispatch(lookup, req, &stack.metrics, &ex.request_id);
+                let handled = dispatch(lookup, req, &stack.metrics, &ex.request_id)
+                    .instrument(ex.span.clone());
                 match monoio::time::timeout(stack.handler_timeout, handled).await {
                     Ok(response) => response,
-                    Err(_) => stack.timed_out(&method, pattern, &ex.request_id),
+                    Err(_) => ex
+                        .span
+                        .in_scope(|| stack.timed_out(&method, pattern, &ex.request_id)),
                 }
             }
         };
@@ -152,6 +159,7 @@ impl App {
         };
         stack.layers.done(&ex, &outcome);
         if elapsed > stack.slow_request {
+            let _in_exchange = ex.span.enter();
             if let layer::Protocol::Http { method } = &ex.protocol {
                 tracing::warn!(
                     method = method_label(method),
@@ -262,6 +270,7 @@ impl Stack {
         let rate_limit = ClientRateLimit::install(&cfg.ratelimit, Rc::clone(&metrics));
         let mut layers = Layers::new();
         layers.push(RequestIds::new(shard_index));
+        layers.push(trace_context::TraceContexts::new());
         if let Some(cors) = Cors::new(&cfg.cors) {
             layers.push(cors);
         }
@@ -381,5 +390,85 @@ mod tests {
             send(&app, request(Method::DELETE, &[])).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    /// What [`Tagger`] learned about a request.
+    #[derive(Clone)]
+    struct Tag(&'static str);
+
+    /// A layer that learns something about every request.
+    struct Tagger;
+
+    impl layer::Layer for Tagger {
+        fn request<'a>(
+            &'a self,
+            ex: &'a mut Exchange,
+            _metadata: &'a http::HeaderMap,
+        ) -> layer::Check<'a> {
+            ex.span = tracing::info_span!(target: access_log::TARGET, parent: &ex.span, "tagged", tag = "t-42");
+            ex.extensions.insert(Tag("t-42"));
+            layer::Check::Pass
+        }
+    }
+
+    /// Text log output.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A layer adds to the handler's request and to every log line of the exchange without
+    /// the adapter, the handler or the access log knowing it.
+    #[test]
+    fn a_layers_extension_reaches_the_handler_and_its_span_fields_the_log_lines() {
+        let mut router = Router::new();
+        router
+            .route(Method::GET, "/x", |req: Request| async move {
+                let tag = req.extensions().get::<Tag>().map_or("none", |t| t.0);
+                tracing::info!(target: "test_handler", "handling");
+                crate::http::types::with_body(StatusCode::OK, "text/plain", Bytes::from(tag))
+            })
+            .unwrap();
+        let mut stack = Stack::from_config(&StackConfig::default(), Rc::new(Metrics::new()), None);
+        let mut layers = Layers::new();
+        layers.push(Tagger).push(AccessLog);
+        stack.layers = Rc::new(layers);
+        let app = App::new(router, stack);
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let response =
+            tracing::subscriber::with_default(subscriber, || send(&app, request(Method::GET, &[])));
+        assert_eq!(&response.body()[..], b"t-42");
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = |target: &str| {
+            text.lines()
+                .find(|l| l.contains(target))
+                .unwrap_or_else(|| panic!("no {target} line in\n{text}"))
+                .to_owned()
+        };
+        assert!(
+            line("test_handler").contains(r#"tagged{tag="t-42"}: test_handler: handling"#),
+            "{text}"
+        );
+        let access = line(access_log::TARGET);
+        assert!(
+            access.contains(r#"tagged{tag="t-42"}: sdsim::access: request"#),
+            "{access}"
+        );
+        assert!(access.contains("status=200"), "{access}");
     }
 }
