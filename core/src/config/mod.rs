@@ -19,7 +19,7 @@ pub mod transport;
 
 pub use duration::{format as format_duration, parse as parse_duration, DurationError};
 pub use load::{from_toml, load, load_text, ConfigError, Overrides};
-pub use problems::Problems;
+pub use problems::{redacted_url, Problems};
 pub use transport::{
     CompressionConfig, CorsConfig, GrpcConfig, RateLimitConfig, RouteLimit, SheddingConfig,
     WindowTier,

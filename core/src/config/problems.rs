@@ -39,6 +39,12 @@ impl Problems {
         }
     }
 
+    /// Key `key` holds a URL that is wrong for `reason`; the URL is quoted with its password
+    /// replaced ([`redacted_url`]), since configuration errors reach logs and terminals.
+    pub fn bad_url(&mut self, key: &str, url: &str, reason: &str) {
+        self.bad(key, redacted_url(url), reason);
+    }
+
     /// A listen or service address, `IP:port`.
     pub fn address(&mut self, key: &str, addr: &str) {
         if addr.parse::<SocketAddr>().is_err() {
@@ -52,6 +58,40 @@ impl Problems {
             Ok(())
         } else {
             Err(self.found)
+        }
+    }
+}
+
+/// `url` with the credentials of its authority (`user:password@`) replaced by `***`, for
+/// messages: `redis://:s3cret@cache:6379` → `redis://***@cache:6379`.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme + 3], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn urls_lose_their_credentials_only() {
+        for (url, shown) in [
+            ("redis://:s3cret@cache:6379/0", "redis://***@cache:6379/0"),
+            ("postgres://sdsim:pw@db/sdsim", "postgres://***@db/sdsim"),
+            ("postgres://u:p@ss@db/x", "postgres://***@db/x"),
+            ("redis://cache:6379", "redis://cache:6379"),
+            ("sqlite://data/sdsim.db", "sqlite://data/sdsim.db"),
+            ("sqlite://data/a@b.db", "sqlite://data/a@b.db"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
         }
     }
 }

@@ -166,14 +166,21 @@ impl RedisConfig {
         let Some(url) = &self.url else {
             return;
         };
-        if !url.starts_with("redis://") {
-            problems.bad("redis.url", url.clone(), "must start with redis://");
-        }
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            problems.bad(
+        // The client is built without TLS: a `rediss://` URL would pass here and then fail at
+        // every connection attempt, so it is refused with the reason.
+        if url.starts_with("rediss://") {
+            problems.bad_url(
                 "redis.url",
-                url.clone(),
-                "must start with redis:// or rediss://",
+                url,
+                "TLS (rediss://) is not supported by this build; use redis:// on a trusted network",
+            );
+        } else if !url.starts_with("redis://") {
+            problems.bad_url("redis.url", url, "must start with redis://");
+        } else if redis::Client::open(url.as_str()).is_err() {
+            problems.bad_url(
+                "redis.url",
+                url,
+                "not a Redis URL: redis://[[user]:password@]host[:port][/db]",
             );
         }
     }

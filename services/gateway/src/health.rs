@@ -7,6 +7,7 @@
 
 use crate::state::{GatewayState, ServiceHealth};
 use http::StatusCode;
+use sdsim_core::config::redacted_url;
 use sdsim_core::shutdown::Phase;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{json, Request, Response};
@@ -100,21 +101,21 @@ pub async fn storage_check(g: &GatewayState) -> Component {
             kind,
             detail: format!(
                 "{}: answered in {:.2} ms",
-                redacted(&g.config.storage.url),
+                redacted_url(&g.config.storage.url),
                 took.as_secs_f64() * 1e3
             ),
         },
         Ok(Err(e)) => Component {
             status: "down",
             kind,
-            detail: format!("{}: {e}", redacted(&g.config.storage.url)),
+            detail: format!("{}: {e}", redacted_url(&g.config.storage.url)),
         },
         Err(_) => Component {
             status: "down",
             kind,
             detail: format!(
                 "{}: no answer within {:?}",
-                redacted(&g.config.storage.url),
+                redacted_url(&g.config.storage.url),
                 g.config.storage.connect_timeout
             ),
         },
@@ -136,7 +137,7 @@ pub fn redis_check(g: &GatewayState) -> Component {
                 |f: fn(&crate::redis_bridge::BridgeStats) -> u64| stats.map(|s| f(s)).unwrap_or(0);
             let detail = format!(
                 "{}: bridge {}; published {}, received {}, dropped {}, connection failures {}",
-                redacted(url),
+                redacted_url(url),
                 if up {
                     "connected"
                 } else {
@@ -203,14 +204,4 @@ fn services(g: &GatewayState) -> Response {
             services: &g.services,
         },
     )
-}
-
-/// A URL with its password (if any) replaced.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }

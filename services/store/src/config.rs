@@ -47,9 +47,9 @@ impl StorageConfig {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            problems.bad(
+            problems.bad_url(
                 "storage.url",
-                url.clone(),
+                url,
                 "must start with sqlite:// or postgres://",
             );
         }

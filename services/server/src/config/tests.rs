@@ -174,3 +174,38 @@ fn default_toml_matches_the_built_in_defaults() {
     assert_eq!(parsed, Config::default());
     parsed.validate().expect("defaults are valid");
 }
+
+/// `rediss://` passed one check and failed the next with a second message about the same key
+/// (and the client has no TLS); URLs are quoted without their password.
+#[test]
+fn storage_and_redis_urls_are_refused_once_with_their_reason_and_no_password() {
+    let refusal = |setting: &str| -> (String, String, String) {
+        let errors = load(&[setting]).unwrap().validate().unwrap_err();
+        assert_eq!(errors.len(), 1, "{setting}: {errors:?}");
+        match errors.into_iter().next().unwrap() {
+            ConfigError::Invalid { key, value, reason } => (key, value, reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let (key, value, reason) = refusal("redis.url=rediss://:s3cret@cache:6380");
+    assert_eq!(key, "redis.url");
+    assert_eq!(value, "rediss://***@cache:6380");
+    assert!(
+        reason.contains("TLS (rediss://) is not supported"),
+        "{reason}"
+    );
+    let (_, value, reason) = refusal("redis.url=http://u:s3cret@cache");
+    assert_eq!(value, "http://***@cache");
+    assert_eq!(reason, "must start with redis://");
+    let (_, _, reason) = refusal("redis.url=redis://cache:port");
+    assert!(reason.starts_with("not a Redis URL"), "{reason}");
+    let (key, value, _) = refusal("storage.url=mysql://root:s3cret@db/sdsim");
+    assert_eq!(key, "storage.url");
+    assert_eq!(value, "mysql://***@db/sdsim");
+    for fine in [
+        "redis.url=redis://:pw@127.0.0.1:6379/2",
+        "redis.url=redis://cache",
+    ] {
+        load(&[fine]).unwrap().validate().unwrap();
+    }
+}
