@@ -3,6 +3,7 @@
 //! (`$.components[2].service_time.mean_ms`), instead of stopping at the first.
 
 mod cache;
+mod cost;
 mod distribution;
 mod dynamics;
 mod overload;
@@ -11,6 +12,7 @@ mod traffic;
 
 pub use crate::engine::kinds::{Balancer, Behavior, Strategy};
 pub use cache::{CacheModel, Eviction, Popularity, MAX_KEYS};
+pub use cost::Cost;
 pub use dynamics::{Autoscale, CallPolicy, Fault, FaultAction};
 pub use overload::{Contention, Discipline};
 pub use source::{Backoff, BackoffKind, ClientPolicy, ClosedLoop, RetryBudget, MAX_USERS};
@@ -18,6 +20,7 @@ pub use traffic::{Arrival, GoodputSettings, Schedule, Slo};
 
 // What the parsers of the component kinds (`crate::engine::kinds`) share with this module.
 pub(crate) use cache::parse as parse_cache_model;
+pub(crate) use cost::{INSTANCE_FIELD as COST_INSTANCE_FIELD, REQUEST_FIELD as COST_REQUEST_FIELD};
 pub(crate) use distribution::parse_dist;
 pub(crate) use dynamics::parse_autoscale;
 pub(crate) use overload::parse as parse_overload;
@@ -64,6 +67,8 @@ pub struct Component {
     pub id: String,
     /// What it does.
     pub kind: Kind,
+    /// Its prices (schema version 2), when it has any.
+    pub cost: Option<Cost>,
 }
 
 /// Component kinds this engine version simulates.
@@ -472,8 +477,14 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
             );
             None
         };
+        // Sources cost nothing here: their allowed fields refuse the price fields.
+        let cost = if kind == "source" {
+            None
+        } else {
+            cost::parse(&mut c, item, &path)
+        };
         if let Some(kind) = built {
-            components.push(Component { id, kind });
+            components.push(Component { id, kind, cost });
         }
     }
     if sources == 0 && !list.is_empty() {
@@ -487,6 +498,12 @@ pub fn parse(text: &str) -> Result<Design, Vec<Problem>> {
     }
     let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
     let slos = traffic::parse_slos(&mut c, &root, &ids, &class_names);
+    let priced: Vec<&str> = components
+        .iter()
+        .filter(|comp| comp.cost.is_some())
+        .map(|comp| comp.id.as_str())
+        .collect();
+    cost::check_slos(&mut c, &slos, &ids, &priced);
     let faults = dynamics::parse_faults(&mut c, &root, &index, &kinds);
     for (i, comp) in components.iter().enumerate() {
         let Kind::Station(st) = &comp.kind else {

@@ -101,7 +101,8 @@ pub(super) fn parse_goodput(c: &mut Checker, root: &Value) -> GoodputSettings {
 pub struct Slo {
     /// Its name (or a generated description).
     pub name: String,
-    /// `mean_ms`, `p50_ms`, `p95_ms`, `p99_ms`, `drop_rate`, `utilization`, `throughput_per_s`.
+    /// `mean_ms`, `p50_ms`, `p95_ms`, `p99_ms`, `drop_rate`, `utilization`, `throughput_per_s`,
+    /// and (schema version 2) `cost_per_hour`, `cost_per_million_requests`.
     pub metric: String,
     /// A component id, or end to end when absent.
     pub component: Option<String>,
@@ -113,7 +114,7 @@ pub struct Slo {
     pub at_most: bool,
 }
 
-const METRICS: [&str; 7] = [
+const METRICS: [&str; 9] = [
     "mean_ms",
     "p50_ms",
     "p95_ms",
@@ -121,6 +122,8 @@ const METRICS: [&str; 7] = [
     "drop_rate",
     "utilization",
     "throughput_per_s",
+    super::cost::METRICS[0],
+    super::cost::METRICS[1],
 ];
 
 pub(super) fn parse_arrival(c: &mut Checker, item: &Value, path: &str) -> Arrival {

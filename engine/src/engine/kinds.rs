@@ -321,9 +321,9 @@ fn queue_capacity(c: &mut Checker, item: &Value, path: &str, key: &str) -> Optio
         .map(|_| c.integer(item, path, key, 0, 0) as usize)
 }
 
-/// The fields every component has, then `extra`.
+/// The fields every component but a source has, then `extra`.
 fn fields(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut all = vec!["id", "kind", "name"];
+    let mut all = vec!["id", "kind", "name", crate::design::COST_INSTANCE_FIELD];
     all.extend_from_slice(extra);
     all
 }

@@ -17,6 +17,7 @@ mod behavior;
 mod cache;
 mod calls;
 mod clients;
+mod cost;
 mod dynamics;
 mod goodput;
 pub mod kinds;
@@ -25,6 +26,7 @@ mod report;
 
 pub use cache::CacheReport;
 pub use clients::ClientReport;
+pub use cost::{ComponentCost, CostReport};
 pub use dynamics::TimelineEntry;
 pub use goodput::{GoodputPoint, Metastability};
 pub mod dist;

@@ -32,6 +32,7 @@ impl Simulation {
         )
         .with_timeline(self.dynamics.timeline.clone())
         .with_v2(self.v2_report(measured))
+        .with_cost(&self.design)
     }
 
     /// One line of the per-interval series.

@@ -186,6 +186,9 @@ pub struct Report {
     /// Schema version 2: whether goodput came back after the last fault ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metastability: Option<super::Metastability>,
+    /// Schema version 2: what the run cost, when a component has a price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<super::CostReport>,
 }
 
 /// The parts of a report that only version-2 designs have.
@@ -305,6 +308,7 @@ impl Report {
             caches: BTreeMap::new(),
             goodput: Vec::new(),
             metastability: None,
+            cost: None,
         };
         report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
         report
@@ -325,14 +329,57 @@ impl Report {
         self
     }
 
+    /// Attaches the cost of the run (computed from this report's figures, the clients'
+    /// included) and checks the design's cost budgets against it.
+    pub fn with_cost(mut self, design: &Design) -> Report {
+        self.cost = super::CostReport::build(design, &self);
+        for (slo, result) in design.slos.iter().zip(self.slos.iter_mut()) {
+            if slo.metric.starts_with("cost_") {
+                *result = Report::check_against(
+                    slo,
+                    &self.components,
+                    &self.classes,
+                    &self.end_to_end,
+                    self.cost.as_ref(),
+                );
+            }
+        }
+        self
+    }
+
     fn check(&self, slo: &Slo) -> SloResult {
+        Report::check_against(
+            slo,
+            &self.components,
+            &self.classes,
+            &self.end_to_end,
+            self.cost.as_ref(),
+        )
+    }
+
+    fn check_against(
+        slo: &Slo,
+        components: &BTreeMap<String, ComponentReport>,
+        classes: &BTreeMap<String, EndToEnd>,
+        end_to_end: &EndToEnd,
+        cost: Option<&super::CostReport>,
+    ) -> SloResult {
         let e2e = match &slo.class {
-            Some(class) => self.classes.get(class),
-            None => Some(&self.end_to_end),
+            Some(class) => classes.get(class),
+            None => Some(end_to_end),
         };
-        let actual = match (&slo.component, e2e) {
-            (Some(id), _) => {
-                self.components
+        // Validation allows cost metrics only where a price makes them defined; a report
+        // without a cost (a snapshot asked for before `with_cost`) reads NaN: not met.
+        let actual = match (slo.metric.as_str(), &slo.component, e2e) {
+            ("cost_per_hour", Some(id), _) => cost
+                .and_then(|c| c.components.get(id))
+                .map_or(f64::NAN, |c| c.per_hour),
+            ("cost_per_hour", None, _) => cost.map_or(f64::NAN, |c| c.per_hour),
+            ("cost_per_million_requests", ..) => cost
+                .and_then(|c| c.per_million_requests)
+                .unwrap_or(f64::NAN),
+            (_, Some(id), _) => {
+                components
                     .get(id)
                     .map_or(f64::NAN, |c| match slo.metric.as_str() {
                         "mean_ms" => c.mean_response_ms,
@@ -344,7 +391,7 @@ impl Report {
                         _ => c.throughput_per_s,
                     })
             }
-            (None, Some(e)) => match slo.metric.as_str() {
+            (_, None, Some(e)) => match slo.metric.as_str() {
                 "mean_ms" => e.mean_ms,
                 "p50_ms" => e.p50_ms,
                 "p95_ms" => e.p95_ms,
@@ -352,7 +399,7 @@ impl Report {
                 "drop_rate" => e.dropped as f64 / (e.arrivals.max(1)) as f64,
                 _ => e.throughput_per_s,
             },
-            (None, None) => f64::NAN,
+            (_, None, None) => f64::NAN,
         };
         let met = if slo.at_most {
             actual <= slo.target
@@ -421,10 +468,14 @@ impl Report {
                 m.recovered_at_s.map_or(String::new(), |t| format!("; at or above {:.0}% from {t:.1} s", m.threshold * 100.0))
             ));
         }
+        if let Some(cost) = &self.cost {
+            out.push_str(&cost.lines());
+        }
         if !self.classes.is_empty()
             || !self.slos.is_empty()
             || !self.clients.is_empty()
             || !self.caches.is_empty()
+            || self.cost.is_some()
         {
             out.push('\n');
         }

@@ -1,5 +1,7 @@
 //! `external`: a third-party API, seen from the system as one service with a latency, a bound
 //! on the calls it takes at once, and an error rate. Its stations behave as plain services.
+//! Besides the price per instance-hour every component may have, it may be priced per
+//! million calls (`cost_per_million_requests`), as third-party APIs bill.
 
 use super::{Entry, RATIO};
 use crate::design::{Checker, Kind, Station};
@@ -10,7 +12,13 @@ pub(super) fn parse(c: &mut Checker, entry: &Entry<'_>) -> Option<Kind> {
     c.unknown_fields(
         item,
         path,
-        &super::fields(&["latency", "max_concurrency", "error_rate", "queue_capacity"]),
+        &super::fields(&[
+            "latency",
+            "max_concurrency",
+            "error_rate",
+            "queue_capacity",
+            crate::design::COST_REQUEST_FIELD,
+        ]),
     );
     let latency = super::dist_field(c, item, path, "latency", None);
     let concurrency = c.integer(item, path, "max_concurrency", 10_000, 1) as u32;
