@@ -10,6 +10,8 @@
 //!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
 //!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
+//! - [`sweep`]: a design run over a grid of parameter values ([`sweep::Parameter`]), a row of
+//!   figures per point ([`sweep::SweepRow`]) and the knee.
 //!
 //! The engine does no I/O, so a server can run it in slices on a shard.
 #![warn(missing_docs, unreachable_pub)]
@@ -17,3 +19,4 @@
 pub mod analysis;
 pub mod design;
 pub mod engine;
+pub mod sweep;
