@@ -1,8 +1,9 @@
-//! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS]`
+//! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS]
+//! [--sweep PATH=VALUES]... [--slo-p99 MS]`
 
 use anyhow::{bail, Context};
 use sdsim_engine::engine::Simulation;
-use sdsim_engine::{analysis, design};
+use sdsim_engine::{analysis, design, sweep};
 use std::io::Write;
 
 /// Arguments of `sdsim simulate`.
@@ -22,6 +23,21 @@ pub struct SimulateArgs {
     /// Utilisation the bottleneck analysis sizes components for.
     #[arg(long, default_value_t = 0.7)]
     pub target_utilization: f64,
+    /// Run the design once per value instead, e.g. `components[api].instances=1..8` or
+    /// `components[users].rate_per_s=10,20,40`; several make the grid (256 points at most).
+    #[arg(long, value_name = "PATH=VALUES")]
+    pub sweep: Vec<String>,
+    /// With `--sweep`: the p99 (end to end, ms) the knee must stay within.
+    #[arg(long, value_name = "MS")]
+    pub slo_p99: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct SweepOutput<'a> {
+    parameters: Vec<&'a str>,
+    points: &'a [sweep::SweepRow],
+    /// Index in `points`.
+    knee: Option<usize>,
 }
 
 #[derive(serde::Serialize)]
@@ -35,6 +51,12 @@ struct Output<'a> {
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.design)
         .with_context(|| format!("reading {}", args.design))?;
+    if !args.sweep.is_empty() {
+        return run_sweep(&args, &text);
+    }
+    if args.slo_p99.is_some() {
+        bail!("--slo-p99 applies to a sweep: add --sweep PATH=VALUES");
+    }
     let design = match design::parse(&text) {
         Ok(d) => d,
         Err(problems) => {
@@ -80,4 +102,54 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         print!("{}{}", report.table(), analysis::table(&findings));
     }
     Ok(())
+}
+
+/// `--sweep`: every point of the grid, a table (or JSON) and the knee.
+fn run_sweep(args: &SimulateArgs, text: &str) -> anyhow::Result<()> {
+    if args.series.is_some() {
+        bail!("--series writes one run's series: it does not combine with --sweep");
+    }
+    if let Some(slo) = args.slo_p99 {
+        if !(slo.is_finite() && slo > 0.0) {
+            bail!("--slo-p99 must be a positive number of milliseconds");
+        }
+    }
+    let parameters = args
+        .sweep
+        .iter()
+        .map(|spec| sweep::Parameter::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = sweep::run(text, &parameters, sweep::MAX_POINTS)
+        .with_context(|| format!("sweeping {}", args.design))?;
+    let knee = args.slo_p99.and_then(|slo| sweep::knee(&rows, slo));
+    if args.json {
+        let output = SweepOutput {
+            parameters: parameters.iter().map(|p| p.path.as_str()).collect(),
+            points: &rows,
+            knee,
+        };
+        println!("{}", sonic_rs::to_string_pretty(&output)?);
+        return Ok(());
+    }
+    print!("{}", sweep::table(&parameters, &rows, knee));
+    if let Some(slo) = args.slo_p99 {
+        match knee {
+            Some(i) => println!(
+                "knee: {} — the largest load ({:.2}/s offered) with p99 within {slo} ms",
+                describe(&parameters, &rows[i].values),
+                rows[i].offered_per_s
+            ),
+            None => println!("knee: none — no point keeps p99 within {slo} ms"),
+        }
+    }
+    Ok(())
+}
+
+fn describe(parameters: &[sweep::Parameter], values: &[String]) -> String {
+    let parts: Vec<String> = parameters
+        .iter()
+        .zip(values)
+        .map(|(p, v)| format!("{}={v}", p.path))
+        .collect();
+    parts.join(", ")
 }
