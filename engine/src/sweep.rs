@@ -197,6 +197,15 @@ pub fn grid(parameters: &[Parameter], max: usize) -> Result<Vec<Vec<usize>>, Swe
     Ok(out)
 }
 
+/// The most utilised component of a point.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Busiest {
+    /// Its id.
+    pub component: String,
+    /// Its utilisation, 0 to 1.
+    pub utilization: f64,
+}
+
 /// The figures of one point.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SweepRow {
@@ -212,8 +221,8 @@ pub struct SweepRow {
     pub p99_ms: f64,
     /// Dropped / arrivals, end to end.
     pub drop_rate: f64,
-    /// The component with the highest utilisation, and that utilisation.
-    pub busiest: Option<(String, f64)>,
+    /// The component with the highest utilisation.
+    pub busiest: Option<Busiest>,
     /// The cost per hour, when the design has prices.
     pub cost_per_hour: Option<f64>,
 }
@@ -232,7 +241,10 @@ impl SweepRow {
             .iter()
             .filter(|(_, c)| c.kind != "source" && c.kind != "load_balancer")
             .max_by(|a, b| a.1.utilization.total_cmp(&b.1.utilization))
-            .map(|(id, c)| (id.clone(), c.utilization));
+            .map(|(id, c)| Busiest {
+                component: id.clone(),
+                utilization: c.utilization,
+            });
         SweepRow {
             values,
             offered_per_s: offered as f64 / report.measured_s,
@@ -318,10 +330,9 @@ pub fn table(parameters: &[Parameter], rows: &[SweepRow], knee: Option<usize>) -
         for v in &row.values {
             out.push_str(&format!("{v:>14} "));
         }
-        let busiest = row
-            .busiest
-            .as_ref()
-            .map_or("-".to_string(), |(id, u)| format!("{id} {:.1}%", u * 100.0));
+        let busiest = row.busiest.as_ref().map_or("-".to_string(), |b| {
+            format!("{} {:.1}%", b.component, b.utilization * 100.0)
+        });
         let cost = row
             .cost_per_hour
             .map_or("-".to_string(), |c| format!("{c:.4}"));

@@ -76,11 +76,11 @@ fn each_row_is_the_run_of_its_point_and_the_knee_is_the_fewest_instances_within_
         assert_eq!(row, &direct, "{instances} instances");
         // A fixed-size design: the cost is exactly the instances at their price.
         assert_eq!(row.cost_per_hour, Some(instances as f64 * 0.2));
-        assert_eq!(row.busiest.as_ref().unwrap().0, "api");
+        assert_eq!(row.busiest.as_ref().unwrap().component, "api");
     }
     // 25 req/s of 100 ms on one instance is 2.5 times its capacity: it drops, and is full.
     assert!(rows[0].drop_rate > 0.5, "{:?}", rows[0]);
-    assert!(rows[0].busiest.as_ref().unwrap().1 > 0.99);
+    assert!(rows[0].busiest.as_ref().unwrap().utilization > 0.99);
     // From three instances on (83 % busy) nothing is dropped and p99 falls with each instance.
     assert!(rows[2..].iter().all(|r| r.drop_rate == 0.0), "{rows:?}");
     assert!(rows[2].p99_ms > rows[3].p99_ms && rows[3].p99_ms > rows[4].p99_ms);

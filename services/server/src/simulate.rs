@@ -97,11 +97,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             report: &report,
             bottlenecks: &findings,
         };
-        println!("{}", sonic_rs::to_string_pretty(&output)?);
+        emit(&format!("{}\n", sonic_rs::to_string_pretty(&output)?))
     } else {
-        print!("{}{}", report.table(), analysis::table(&findings));
+        emit(&format!("{}{}", report.table(), analysis::table(&findings)))
     }
-    Ok(())
 }
 
 /// `--sweep`: every point of the grid, a table (or JSON) and the knee.
@@ -128,21 +127,33 @@ fn run_sweep(args: &SimulateArgs, text: &str) -> anyhow::Result<()> {
             points: &rows,
             knee,
         };
-        println!("{}", sonic_rs::to_string_pretty(&output)?);
-        return Ok(());
+        return emit(&format!("{}\n", sonic_rs::to_string_pretty(&output)?));
     }
-    print!("{}", sweep::table(&parameters, &rows, knee));
+    let mut out = sweep::table(&parameters, &rows, knee);
     if let Some(slo) = args.slo_p99 {
-        match knee {
-            Some(i) => println!(
-                "knee: {} — the largest load ({:.2}/s offered) with p99 within {slo} ms",
+        out.push_str(&match knee {
+            Some(i) => format!(
+                "knee: {} — the largest load ({:.2}/s offered) with p99 within {slo} ms\n",
                 describe(&parameters, &rows[i].values),
                 rows[i].offered_per_s
             ),
-            None => println!("knee: none — no point keeps p99 within {slo} ms"),
-        }
+            None => format!("knee: none — no point keeps p99 within {slo} ms\n"),
+        });
     }
-    Ok(())
+    emit(&out)
+}
+
+/// Writes `text` to standard output. A reader that went away (`sdsim simulate ... | head`) is
+/// not an error: `print!` panicked with a backtrace there.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
+    }
 }
 
 fn describe(parameters: &[sweep::Parameter], values: &[String]) -> String {
