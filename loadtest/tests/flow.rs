@@ -6,12 +6,10 @@
 
 mod support;
 
-use sdsim_loadtest::client::parse_response_with_body;
 use sdsim_loadtest::flow::{run_flow, FlowLoad, FlowReport};
 use sdsim_loadtest::scenario::Scenario;
 use sdsim_server::Server;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use support::{serial, stop};
 
@@ -56,20 +54,8 @@ fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let mut buf = bytes::BytesMut::from(&bytes[..]);
-    let (exchange, body) = parse_response_with_body(&mut buf).unwrap().unwrap();
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (exchange.status, value)
+    let (status, value, _) = sdsim_testing::http::call(addr, method, path, token, body);
+    (status, value)
 }
 
 #[test]

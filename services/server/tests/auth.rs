@@ -146,7 +146,7 @@ fn register_login_refresh_logout_on_sqlite() {
 
 #[test]
 fn register_login_refresh_logout_on_postgres() {
-    let pg = sdsim_store::testing::Postgres::start();
+    let pg = sdsim_testing::postgres::Postgres::start();
     let url = format!("storage.url={}", pg.url());
     let server = start(&[&url]);
     the_flow(server.local_addr());

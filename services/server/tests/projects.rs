@@ -246,7 +246,7 @@ fn the_tour_on_sqlite() {
 
 #[test]
 fn the_tour_on_postgres() {
-    let pg = sdsim_store::testing::Postgres::start();
+    let pg = sdsim_testing::postgres::Postgres::start();
     let url = format!("storage.url={}", pg.url());
     let server = start(&[
         &url,

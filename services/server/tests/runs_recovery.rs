@@ -47,7 +47,7 @@ fn status_of(addr: SocketAddr, token: &str, id: &str) -> Value {
 
 #[test]
 fn concurrent_starts_by_one_user_on_postgres_never_pass_the_per_user_limit() {
-    let pg = sdsim_store::testing::Postgres::start();
+    let pg = sdsim_testing::postgres::Postgres::start();
     let url = format!("storage.url={}", pg.url());
     // Four shards, so starts land on four PostgreSQL connections at once.
     let server = start(&[
