@@ -61,7 +61,7 @@ fn call(
 #[test]
 fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let addr = server.local_addr();
     // The example file itself, pointed at this gateway: 3 users/s for 2 s.
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
@@ -166,7 +166,7 @@ fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
 #[test]
 fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 4",
@@ -204,7 +204,7 @@ fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
 #[test]
 fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let grpc = server.project_grpc_addr().unwrap();
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -290,7 +290,7 @@ fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
 #[test]
 fn users_start_exactly_as_the_phases_say_across_threads() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     // 4 users in the first second, then a ramp from 4/s to 12/s: (4 + 12) / 2 = 8 more.
     let load = flow_scenario(
         &server,
@@ -322,7 +322,7 @@ fn users_start_exactly_as_the_phases_say_across_threads() {
 #[test]
 fn users_still_running_after_the_drain_are_counted_unfinished() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 3",

@@ -8,6 +8,8 @@
 //!   per call, [`postgres::fresh_database_url`]) and private servers a test may stop
 //!   ([`postgres::Postgres`]).
 //! - [`redis`]: a private `redis-server` ([`redis::Redis`]).
+//! - `server` (feature `server`): an sdsim server in the test process on the current backend
+//!   (`server::start`, `server::start_with` for extra routes, `server::stop`).
 //! - [`http`]: a blocking HTTP/1.1 client that reads responses exactly ([`http::Client`],
 //!   [`http::Resp`], [`http::call`] for JSON APIs).
 //! - [`alloc`]: an allocator that counts the bytes each thread allocates, for tests that bound
@@ -19,6 +21,8 @@ pub mod backend;
 pub mod http;
 pub mod postgres;
 pub mod redis;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use backend::{Backend, Driver, Storage};
 pub use sdsim_testing_macros::backends;

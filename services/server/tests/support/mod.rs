@@ -1,17 +1,18 @@
-//! Test support: an in-process server on 127.0.0.1:0 on the test's backend (driver and storage,
-//! `sdsim_testing::Backend`), test-only routes, and the auth calls most suites begin with. The
-//! blocking HTTP client is `sdsim_testing::http`'s, re-exported here.
+//! Test support: the harness's in-process server (`sdsim_testing::server`: 127.0.0.1:0, the
+//! test's backend) with test-only routes mounted, and the auth calls most suites begin with. The
+//! blocking HTTP client and `stop` are `sdsim_testing`'s, re-exported here.
 #![allow(dead_code)]
 
 #[allow(unused_imports)] // each test binary uses its own part
-pub use sdsim_testing::http::{call, get, Client, Resp};
+pub use sdsim_testing::{
+    http::{call, get, Client, Resp},
+    server::stop,
+};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use sdsim_core::config::Overrides;
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{with_body, Request};
-use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
@@ -123,58 +124,10 @@ pub fn temp_dir() -> std::path::PathBuf {
     sdsim_testing::temp_dir("test")
 }
 
-/// Starts a server with `sets` applied over test defaults (loopback, port 0, quiet, 2 shards)
-/// and the test's backend (`sdsim_testing::backend::current()`: its driver, and storage in a
-/// fresh SQLite directory or a fresh PostgreSQL database).
+/// Starts a server with `sets` over the harness's test defaults and the test's backend
+/// (`sdsim_testing::server`), with [`test_routes`] mounted.
 pub fn start(sets: &[&str]) -> Server {
-    let backend = sdsim_testing::backend::current();
-    let mut o = Overrides::default();
-    let db = match backend.database_url() {
-        Some(url) => {
-            // A test that names its own storage would silently not run on the backend's.
-            assert!(
-                !sets.iter().any(|s| s.starts_with("storage.url=")),
-                "a test that sets storage.url cannot run on {backend:?}"
-            );
-            format!("storage.url={url}")
-        }
-        None => format!("storage.url=sqlite://{}/sdsim.db", temp_dir().display()),
-    };
-    for s in [
-        "gateway.listen=127.0.0.1:0",
-        "auth.http_listen=127.0.0.1:0",
-        "auth.grpc_listen=127.0.0.1:0",
-        "project.http_listen=127.0.0.1:0",
-        "project.grpc_listen=127.0.0.1:0",
-        "simulation.http_listen=127.0.0.1:0",
-        "simulation.grpc_listen=127.0.0.1:0",
-        "log.access=false",
-        "runtime.shards=2",
-        "runtime.cpus=[0, 1]",
-        db.as_str(),
-    ]
-    .into_iter()
-    .chain(backend.driver_setting())
-    {
-        o.set(s).unwrap();
-    }
-    for s in sets {
-        o.set(s).unwrap();
-    }
-    let mut config = Config::load(None, &o).unwrap();
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        config.runtime.cpus = vec![0, 0];
-    }
-    config.validate().unwrap();
-    Server::start_with(config, test_routes).expect("server starts")
-}
-
-/// Drains the server and waits for it; returns the phase history.
-pub fn stop(server: Server) -> Vec<sdsim_core::shutdown::Phase> {
-    let shutdown = std::sync::Arc::clone(server.shutdown());
-    shutdown.drain(Duration::from_secs(5));
-    server.join().unwrap();
-    shutdown.history()
+    sdsim_testing::server::start_with(sets, test_routes)
 }
 
 /// A password zxcvbn scores 4.
