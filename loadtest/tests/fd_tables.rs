@@ -24,16 +24,13 @@ fn lower_limit() {
 #[test]
 fn both_sides_hold_more_connections_than_one_table_allows_and_the_listener_really_closes() {
     lower_limit();
-    let server = support::gateway(
-        "fd-tables",
-        &[
-            "runtime.cpus=[0, 0]",
-            "runtime.private_fd_tables=true",
-            "auth.dev_open=true",
-            "websocket.max_connections_per_user=0",
-            "websocket.max_connections_per_ip=0",
-        ],
-    );
+    let server = support::gateway(&[
+        "runtime.cpus=[0, 0]",
+        "runtime.private_fd_tables=true",
+        "auth.dev_open=true",
+        "websocket.max_connections_per_user=0",
+        "websocket.max_connections_per_ip=0",
+    ]);
     let addr = server.local_addr();
     let load = WsOptions {
         url: format!("ws://{addr}/ws"),

@@ -6,12 +6,10 @@
 
 mod support;
 
-use sdsim_loadtest::client::parse_response_with_body;
 use sdsim_loadtest::flow::{run_flow, FlowLoad, FlowReport};
 use sdsim_loadtest::scenario::Scenario;
 use sdsim_server::Server;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use support::{serial, stop};
 
@@ -56,26 +54,14 @@ fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let mut buf = bytes::BytesMut::from(&bytes[..]);
-    let (exchange, body) = parse_response_with_body(&mut buf).unwrap().unwrap();
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (exchange.status, value)
+    let (status, value, _) = sdsim_testing::http::call(addr, method, path, token, body);
+    (status, value)
 }
 
 #[test]
 fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let addr = server.local_addr();
     // The example file itself, pointed at this gateway: 3 users/s for 2 s.
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
@@ -180,7 +166,7 @@ fn the_journey_runs_every_step_once_per_user_and_its_values_reach_the_server() {
 #[test]
 fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 4",
@@ -218,7 +204,7 @@ fn a_capture_that_does_not_match_ends_the_user_at_its_step() {
 #[test]
 fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let grpc = server.project_grpc_addr().unwrap();
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -304,7 +290,7 @@ fn statuses_not_expected_and_refused_connects_are_errors_by_kind() {
 #[test]
 fn users_start_exactly_as_the_phases_say_across_threads() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     // 4 users in the first second, then a ramp from 4/s to 12/s: (4 + 12) / 2 = 8 more.
     let load = flow_scenario(
         &server,
@@ -336,7 +322,7 @@ fn users_start_exactly_as_the_phases_say_across_threads() {
 #[test]
 fn users_still_running_after_the_drain_are_counted_unfinished() {
     let _one_at_a_time = serial();
-    let server = support::gateway("flow", &[]);
+    let server = support::gateway(&[]);
     let load = flow_scenario(
         &server,
         "[[phases]]\nduration = \"1s\"\nrate = 3",

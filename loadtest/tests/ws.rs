@@ -17,7 +17,7 @@ use support::{serial, stop};
 fn gateway_with(sets: &[&str]) -> Server {
     let mut all = vec!["auth.dev_open=true", "websocket.max_connections_per_user=0"];
     all.extend_from_slice(sets);
-    support::gateway("ws", &all)
+    support::gateway(&all)
 }
 
 fn options(server: &Server, connections: usize) -> WsOptions {

@@ -35,6 +35,14 @@ fn mailed_token(path: &std::path::Path, kind: &str, to: &str) -> String {
 }
 
 /// The README's flow: register → login → protected route → refresh → logout.
+/// What `/health/database` calls the storage of the backend this test runs on.
+fn storage_kind() -> &'static str {
+    match sdsim_testing::backend::current().storage {
+        sdsim_testing::Storage::Sqlite => "sqlite",
+        sdsim_testing::Storage::Postgres => "postgres",
+    }
+}
+
 fn the_flow(addr: SocketAddr) {
     let user = register(addr, "Ada@Example.com");
     assert_eq!(user["email"], "ada@example.com");
@@ -97,11 +105,15 @@ fn the_flow(addr: SocketAddr) {
     assert_eq!(status, 401);
 }
 
-#[test]
-fn register_login_refresh_logout_on_sqlite() {
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
+fn register_login_refresh_logout() {
     let server = start(&[]);
     let addr = server.local_addr();
     the_flow(addr);
+    // The backend the test runs on is the one the server uses.
+    let (status, db, _) = call(addr, "GET", "/health/database", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(db["kind"], storage_kind());
     // The auth role's own listener serves the same API and the JWKS.
     let own = server.auth_http_addr().unwrap();
     let (status, jwks, resp) = call(own, "GET", "/.well-known/jwks.json", None, None);
@@ -144,19 +156,7 @@ fn register_login_refresh_logout_on_sqlite() {
     stop(server);
 }
 
-#[test]
-fn register_login_refresh_logout_on_postgres() {
-    let pg = sdsim_store::testing::Postgres::start();
-    let url = format!("storage.url={}", pg.url());
-    let server = start(&[&url]);
-    the_flow(server.local_addr());
-    let (status, db, _) = call(server.local_addr(), "GET", "/health/database", None, None);
-    assert_eq!(status, 200);
-    assert_eq!(db["kind"], "postgres");
-    stop(server);
-}
-
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn bad_input_and_security_cases() {
     let dir = support::temp_dir();
     let mail = dir.join("mail.jsonl");
@@ -399,7 +399,7 @@ fn bad_input_and_security_cases() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn revocation_reaches_every_shard() {
     let server = start(&["ratelimit.enabled=false"]);
     let addr = server.local_addr();
@@ -464,7 +464,7 @@ mod grpc {
             .map(|r| r.into_inner())
     }
 
-    #[test]
+    #[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
     fn every_auth_service_method_with_a_tonic_client() {
         let server = start(&["ratelimit.enabled=false"]);
         let addr = server.local_addr();
@@ -719,7 +719,7 @@ mod grpc {
 
 /// The WebSocket endpoint authenticates with the same access tokens: the channel policy sees
 /// the token's user, and a logged-out session cannot authenticate any more.
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn websocket_clients_authenticate_with_access_tokens() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;

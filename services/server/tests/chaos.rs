@@ -22,7 +22,7 @@ mod subprocess;
 
 use sdsim_loadtest::flow::{FlowLoad, FlowReport, StepOutcome};
 use sdsim_loadtest::scenario::{PhaseSpec, Scenario};
-use sdsim_store::testing::Postgres;
+use sdsim_testing::postgres::Postgres;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -63,7 +63,7 @@ async fn over_websocket(addr: SocketAddr, token: &str, channel: &str) -> (Value,
     (authenticated, next_json(&mut ws).await)
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn one_token_is_one_caller_on_http_websocket_and_grpc() {
     let server = start(&["ratelimit.enabled=false", TOKENS]);
     let addr = server.local_addr();
@@ -135,7 +135,7 @@ fn one_token_is_one_caller_on_http_websocket_and_grpc() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn the_remote_auth_client_answers_what_the_service_in_process_answers() {
     let server = start(&["ratelimit.enabled=false"]);
     let addr = server.local_addr();

@@ -117,7 +117,7 @@ impl RawH2 {
     }
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn keepalive_pings_close_silent_connections_and_keep_live_ones() {
     let server = start(&[
         "grpc.keepalive_interval=200ms",
@@ -166,7 +166,7 @@ async fn health_check(c: &mut tonic::client::Grpc<Channel>) -> Result<String, to
     Ok(reply.status)
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
     let server = start(&["grpc.max_connection_age=400ms"]);
     let addr = server.auth_grpc_addr().unwrap();
@@ -216,7 +216,7 @@ fn connections_past_their_maximum_age_are_sent_goaway_and_clients_carry_on() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn calls_outliving_the_maximum_age_grace_are_cut_off() {
     const AGE: Duration = Duration::from_millis(400);
     const GRACE: Duration = Duration::from_millis(600);
@@ -294,7 +294,7 @@ fn pki() -> Pki {
     }
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn mutual_tls_serves_clients_with_a_certificate_from_the_ca_only() {
     let ours = pki();
     let strangers = pki();
@@ -349,7 +349,7 @@ fn mutual_tls_serves_clients_with_a_certificate_from_the_ca_only() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn a_client_ca_file_without_certificates_is_refused_at_start() {
     let ours = pki();
     let dir = temp_dir();

@@ -7,62 +7,54 @@ use std::io::Read;
 use std::time::Duration;
 use support::{get, start, stop, Client};
 
-fn drivers() -> [&'static str; 2] {
-    ["runtime.driver=epoll", "runtime.driver=io_uring"]
+#[sdsim_testing::backends(epoll, io_uring)]
+fn health_answers_with_request_id_and_timing() {
+    let server = start(&[]);
+    let resp = get(server.local_addr(), "/health");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), r#"{"status":"ok"}"#);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(resp.header("x-request-id").map(str::len), Some(16));
+    assert!(resp.header("x-response-time").unwrap().ends_with("ms"));
+    assert!(resp.header("date").is_some());
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-abc.123\r\n\r\n");
+    assert_eq!(
+        c.read_response(false).header("x-request-id"),
+        Some("trace-abc.123")
+    );
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-Id: bad id with spaces\r\n\r\n");
+    assert_ne!(
+        c.read_response(false).header("x-request-id"),
+        Some("bad id with spaces")
+    );
+    assert_eq!(stop(server).len(), 3);
 }
 
-#[test]
-fn health_answers_with_request_id_and_timing_on_both_drivers() {
-    for driver in drivers() {
-        let server = start(&[driver]);
-        let resp = get(server.local_addr(), "/health");
-        assert_eq!(resp.status, 200, "{driver}");
-        assert_eq!(resp.text(), r#"{"status":"ok"}"#);
-        assert_eq!(resp.header("content-type"), Some("application/json"));
-        assert_eq!(resp.header("x-request-id").map(str::len), Some(16));
-        assert!(resp.header("x-response-time").unwrap().ends_with("ms"));
-        assert!(resp.header("date").is_some());
-        let mut c = Client::connect(server.local_addr());
-        c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-abc.123\r\n\r\n");
-        assert_eq!(
-            c.read_response(false).header("x-request-id"),
-            Some("trace-abc.123")
-        );
-        c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-Id: bad id with spaces\r\n\r\n");
-        assert_ne!(
-            c.read_response(false).header("x-request-id"),
-            Some("bad id with spaces")
-        );
-        assert_eq!(stop(server).len(), 3);
-    }
-}
-
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn keep_alive_and_pipelining_answer_in_order() {
-    for driver in drivers() {
-        let server = start(&[driver]);
-        let mut c = Client::connect(server.local_addr());
-        for _ in 0..5 {
-            assert_eq!(c.get("/health").status, 200);
-        }
-        // Three requests in one write, the last with a body: three responses, in order.
-        c.send(
-            b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n\
-              GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
-              POST /test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
-        );
-        assert_eq!(c.read_response(false).status, 200);
-        let not_found = c.read_response(false);
-        assert_eq!(not_found.status, 404);
-        assert!(
-            not_found.text().contains("\"code\":\"not_found\""),
-            "{}",
-            not_found.text()
-        );
-        let echo = c.read_response(false);
-        assert_eq!((echo.status, echo.text().as_str()), (200, "hello"));
-        stop(server);
+    let server = start(&[]);
+    let mut c = Client::connect(server.local_addr());
+    for _ in 0..5 {
+        assert_eq!(c.get("/health").status, 200);
     }
+    // Three requests in one write, the last with a body: three responses, in order.
+    c.send(
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(c.read_response(false).status, 200);
+    let not_found = c.read_response(false);
+    assert_eq!(not_found.status, 404);
+    assert!(
+        not_found.text().contains("\"code\":\"not_found\""),
+        "{}",
+        not_found.text()
+    );
+    let echo = c.read_response(false);
+    assert_eq!((echo.status, echo.text().as_str()), (200, "hello"));
+    stop(server);
 }
 
 #[test]

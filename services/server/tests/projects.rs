@@ -234,8 +234,8 @@ fn the_tour(addr: SocketAddr) {
     assert_eq!(history["simulations"][0]["simulation_id"], id.as_str());
 }
 
-#[test]
-fn the_tour_on_sqlite() {
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
+fn the_tour_on_every_backend() {
     let server = start(&[
         "ratelimit.enabled=false",
         "simulation.metrics_interval=100ms",
@@ -244,20 +244,7 @@ fn the_tour_on_sqlite() {
     stop(server);
 }
 
-#[test]
-fn the_tour_on_postgres() {
-    let pg = sdsim_store::testing::Postgres::start();
-    let url = format!("storage.url={}", pg.url());
-    let server = start(&[
-        &url,
-        "ratelimit.enabled=false",
-        "simulation.metrics_interval=100ms",
-    ]);
-    the_tour(server.local_addr());
-    stop(server);
-}
-
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn every_route_checks_the_callers_role() {
     let server = start(&["ratelimit.enabled=false"]);
     let addr = server.local_addr();
@@ -406,7 +393,7 @@ fn every_route_checks_the_callers_role() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn versions_rollback_import_export_and_bad_input() {
     let server = start(&["ratelimit.enabled=false"]);
     let addr = server.local_addr();
@@ -584,7 +571,7 @@ fn versions_rollback_import_export_and_bad_input() {
     stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn runs_stop_midway_and_limits_hold() {
     let server = start(&[
         "ratelimit.enabled=false",

@@ -4,8 +4,8 @@
 //! test fails rather than skipping, so a missing dependency never passes unnoticed.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -141,11 +141,9 @@ fn everything_logged(lines: &mpsc::Receiver<String>) -> String {
     }
 }
 
+/// A free loopback address.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], sdsim_testing::free_port()))
 }
 
 /// Fails (never skips) when python3, grpcio or grpcio-tools is missing.
@@ -164,13 +162,6 @@ fn require_python_grpc() {
     );
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sdsim-python-grpc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn text(out: &Output) -> String {
     format!(
         "--- stdout\n{}--- stderr\n{}",
@@ -182,7 +173,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn a_python_grpcio_client_calls_every_auth_service_method() {
     require_python_grpc();
-    let dir = temp_dir();
+    let dir = sdsim_testing::temp_dir("python-grpc");
     let server = Server::start(&dir);
     let client = Command::new("python3")
         .arg(CLIENT)

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::redis::{free_port, Redis};
+use sdsim_testing::redis::Redis;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -102,9 +102,8 @@ async fn take(ws: &mut Ws, n: usize) -> Vec<Value> {
 
 #[test]
 fn two_instances_share_events_through_redis_and_survive_its_outage() {
-    let port = free_port();
-    let mut redis = Redis::start(port);
-    let url = format!("redis.url=redis://127.0.0.1:{port}");
+    let mut redis = Redis::start();
+    let url = redis.url_setting();
     let one = support::start(&[TOKENS, &url, "ratelimit.enabled=false"]);
     let two = support::start(&[TOKENS, &url, "ratelimit.enabled=false"]);
     let (a1, a2) = (one.local_addr(), two.local_addr());
@@ -134,7 +133,7 @@ fn two_instances_share_events_through_redis_and_survive_its_outage() {
         assert_eq!(next(&mut on_two, Duration::from_millis(300)).await, None);
 
         // Redis goes away: both report it; each still serves its own subscribers.
-        redis.stop();
+        redis.kill();
         wait_health(a1, "down");
         wait_health(a2, "down");
         assert_eq!(redis_health(a1).0, 503);
@@ -145,7 +144,7 @@ fn two_instances_share_events_through_redis_and_survive_its_outage() {
         );
 
         // Redis comes back on the same port: the bridges reconnect by themselves.
-        let _redis = Redis::start(redis.port);
+        redis.launch();
         wait_health(a1, "up");
         wait_health(a2, "up");
         publish(a1, channel, json!({"after": "outage"}));

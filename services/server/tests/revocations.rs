@@ -6,9 +6,9 @@
 
 mod support;
 
+use sdsim_testing::redis::Redis;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::redis::{free_port, Redis};
 use support::{call, login, register, start, stop, STRONG};
 
 /// `/api/auth/me`'s status for `token` on `addr`.
@@ -57,9 +57,9 @@ fn log_in_then_out(one: SocketAddr, two: SocketAddr, email: &str) -> String {
 
 #[test]
 fn a_logout_while_redis_is_down_reaches_the_other_instance_when_redis_returns() {
-    let pg = sdsim_store::testing::Postgres::start();
-    let mut redis = Redis::start(free_port());
-    let storage = format!("storage.url={}", pg.url());
+    let database = sdsim_testing::postgres::fresh_database_url();
+    let mut redis = Redis::start();
+    let storage = format!("storage.url={}", database);
     let link = redis.url_setting();
     // Periodic reads effectively off: only the read on reconnect can deliver the revocation.
     let sets = [
@@ -73,7 +73,7 @@ fn a_logout_while_redis_is_down_reaches_the_other_instance_when_redis_returns() 
     let two = start(&sets);
     let (a1, a2) = (one.local_addr(), two.local_addr());
 
-    redis.stop();
+    redis.kill();
     let token = log_in_then_out(a1, a2, "ada@example.com");
     // Redis is down: the broadcast was lost, and nothing else tells instance two yet.
     assert_eq!(
@@ -81,7 +81,7 @@ fn a_logout_while_redis_is_down_reaches_the_other_instance_when_redis_returns() 
         200,
         "no path to instance two while Redis is down"
     );
-    let _redis = Redis::start(redis.port);
+    redis.launch();
     until_refused(a2, &token);
     stop(one);
     stop(two);
@@ -89,8 +89,8 @@ fn a_logout_while_redis_is_down_reaches_the_other_instance_when_redis_returns() 
 
 #[test]
 fn without_any_broadcast_a_logout_reaches_the_other_instance_by_the_periodic_read() {
-    let pg = sdsim_store::testing::Postgres::start();
-    let storage = format!("storage.url={}", pg.url());
+    let database = sdsim_testing::postgres::fresh_database_url();
+    let storage = format!("storage.url={}", database);
     // No Redis: instances share only the database.
     let sets = [
         storage.as_str(),

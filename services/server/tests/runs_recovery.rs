@@ -45,13 +45,12 @@ fn status_of(addr: SocketAddr, token: &str, id: &str) -> Value {
     run
 }
 
-#[test]
-fn concurrent_starts_by_one_user_on_postgres_never_pass_the_per_user_limit() {
-    let pg = sdsim_store::testing::Postgres::start();
-    let url = format!("storage.url={}", pg.url());
+/// Mostly on PostgreSQL, where the starts are concurrent transactions (on SQLite one writer
+/// serialises them).
+#[sdsim_testing::backends(epoll_postgres, io_uring_postgres, io_uring)]
+fn concurrent_starts_by_one_user_never_pass_the_per_user_limit() {
     // Four shards, so starts land on four PostgreSQL connections at once.
     let server = start(&[
-        &url,
         "ratelimit.enabled=false",
         "runtime.shards=4",
         "runtime.cpus=[0, 1, 0, 1]",
@@ -116,7 +115,8 @@ fn concurrent_starts_by_one_user_on_postgres_never_pass_the_per_user_limit() {
     stop(server);
 }
 
-#[test]
+/// On SQLite only: the test plays the crash by writing to the store's file while no server runs.
+#[sdsim_testing::backends(epoll, io_uring)]
 fn runs_left_running_by_a_crash_are_failed_at_restart_and_free_the_limit() {
     let dir = temp_dir();
     let url = format!("sqlite://{}/sdsim.db", dir.display());

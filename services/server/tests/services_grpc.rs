@@ -126,7 +126,7 @@ fn token_of(addr: SocketAddr, email: &str) -> (String, String) {
     )
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring, epoll_postgres, io_uring_postgres)]
 fn both_services_with_a_tonic_client() {
     let tokens =
         format!(r#"auth.tokens=[{{token="{SERVICE_TOKEN}",user="gateway-1",roles=["service"]}}]"#);

@@ -7,6 +7,7 @@
 //! Needs PostgreSQL's and redis-server's Debian packages (test.sh installs them).
 
 use futures_util::{SinkExt, StreamExt};
+use sdsim_testing::free_port;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -18,14 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
 const SERVICE_TOKEN: &str = "split-test-service-token-0123";
 const PASSWORD: &str = "correct horse battery staple 42!";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -84,6 +77,7 @@ fn sdsim(name: &str, env: &[(String, String)]) -> (Proc, u16) {
     (Proc(child), port)
 }
 
+/// One request to the process listening on `port`: status and JSON body.
 fn call(
     port: u16,
     method: &str,
@@ -91,28 +85,9 @@ fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, value, _) = sdsim_testing::http::call(addr, method, path, token, body);
+    (status, value)
 }
 
 fn user(port: u16, email: &str) -> (String, String) {
@@ -174,7 +149,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 
 #[test]
 fn the_tour_with_roles_split_over_two_processes_on_postgres() {
-    let pg = sdsim_store::testing::Postgres::start();
+    let pg = sdsim_testing::postgres::Postgres::start();
     let redis_port = free_port();
     let _redis = Proc(
         Command::new("redis-server")

@@ -120,7 +120,7 @@ fn metric(addr: SocketAddr, line_prefix: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn subscribers_on_both_shards_receive_every_event_in_order() {
     let server = server(&[]);
     let addr = server.local_addr();
@@ -168,7 +168,7 @@ fn subscribers_on_both_shards_receive_every_event_in_order() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn first_message_auth_policy_and_protocol_errors() {
     let server = server(&[]);
     let addr = server.local_addr();
@@ -263,7 +263,7 @@ fn first_message_auth_policy_and_protocol_errors() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn auth_timeout_closes_with_1008() {
     let server = server(&["websocket.auth_timeout=300ms"]);
     let addr = server.local_addr();
@@ -275,7 +275,7 @@ fn auth_timeout_closes_with_1008() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn browser_style_client_with_subprotocol_token_and_origin() {
     let server = server(&[r#"websocket.allowed_origins=["https://app.example"]"#]);
     let addr = server.local_addr();
@@ -317,7 +317,7 @@ fn browser_style_client_with_subprotocol_token_and_origin() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn resume_after_reconnect_recovers_missed_events_or_says_it_cannot() {
     let server = server(&["bus.history_size=5"]);
     let addr = server.local_addr();
@@ -382,7 +382,7 @@ fn resume_after_reconnect_recovers_missed_events_or_says_it_cannot() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
     // One shard: a publish returns once its event is in both clients' queues, or refused by a
     // closing one, so the bus's delivery count tells when the server gave up on the slow
@@ -457,7 +457,7 @@ fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn handshake_refusals_and_connection_limits() {
     let server = server(&[
         "websocket.max_connections_per_ip=2",
@@ -519,7 +519,7 @@ fn handshake_refusals_and_connection_limits() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn per_user_limit_closes_with_1013_after_auth_message() {
     let server = server(&["websocket.max_connections_per_user=1"]);
     let addr = server.local_addr();
@@ -533,7 +533,7 @@ fn per_user_limit_closes_with_1013_after_auth_message() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn publish_endpoint_validates_and_authorises() {
     let server = server(&[]);
     let addr = server.local_addr();
@@ -614,7 +614,7 @@ fn publish_endpoint_validates_and_authorises() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn shutdown_closes_clients_with_1001() {
     let server = server(&[]);
     let addr = server.local_addr();
@@ -684,7 +684,7 @@ fn client_frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     out.to_vec()
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn protocol_violations_close_with_the_rfc_code_and_the_shard_survives() {
     let server = server(&["websocket.max_frame_bytes=1000"]);
     let addr = server.local_addr();
@@ -802,7 +802,7 @@ impl RawTexts {
     }
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn permessage_deflate_is_negotiated_and_large_events_arrive_compressed() {
     let server = server(&[]);
     let addr = server.local_addr();
@@ -833,13 +833,12 @@ fn permessage_deflate_is_negotiated_and_large_events_arrive_compressed() {
     support::stop(server);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn wss_through_the_same_tls_listener() {
     use std::io::{Read, Write};
     use std::sync::Arc;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("sdsim-wss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
@@ -905,7 +904,7 @@ fn wss_through_the_same_tls_listener() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
+#[sdsim_testing::backends(epoll, io_uring)]
 fn server_pings_and_closes_silent_clients() {
     let server = server(&[
         "websocket.ping_interval=100ms",

@@ -13,13 +13,12 @@
 //! migrations carry a DDL text per dialect ([`migrate`]).
 //!
 //! Modules: `sqlite` and `postgres` (the two backends behind [`Store`]), [`migrate`] (versioned
-//! migrations), [`testing`] (a private PostgreSQL server for tests).
+//! migrations). Tests get their PostgreSQL servers from the `sdsim-testing` dev-dependency.
 
 pub mod config;
 pub mod migrate;
 mod postgres;
 mod sqlite;
-pub mod testing;
 
 pub use config::StorageConfig;
 

@@ -1,9 +1,8 @@
 //! One repository suite, two backends: the embedded SQLite files and a real PostgreSQL server
 //! (started here from Debian's postgresql package on a free loopback port, stopped after).
 
-use sdsim_store::testing::Postgres;
 use sdsim_store::{migrate, Options, Statement, Store, StoreError, Value};
-use std::path::PathBuf;
+use sdsim_testing::postgres::Postgres;
 use std::time::{Duration, Instant};
 
 fn on_monoio<F: std::future::Future<Output = ()>>(f: F) {
@@ -12,24 +11,6 @@ fn on_monoio<F: std::future::Future<Output = ()>>(f: F) {
         .build()
         .unwrap();
     rt.block_on(f);
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sdsim-store-{tag}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        % 1_000_000_007
 }
 
 fn now() -> i64 {
@@ -220,7 +201,7 @@ async fn suite(store: &Store) {
 
 #[test]
 fn sqlite_backend_passes_the_suite() {
-    let dir = temp_dir("sqlite");
+    let dir = sdsim_testing::temp_dir("store-sqlite");
     let url = format!("sqlite://{}/sdsim.db", dir.display());
     let store = Store::open(&url, &Options::default()).unwrap();
     on_monoio(suite(&store));

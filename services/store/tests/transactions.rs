@@ -4,8 +4,8 @@
 //! here on a free loopback port) and on the embedded SQLite files.
 
 use futures_util::future::{select, Either};
-use sdsim_store::testing::Postgres;
 use sdsim_store::{Options, Statement, Store, StoreError};
+use sdsim_testing::postgres::Postgres;
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
@@ -148,15 +148,7 @@ fn a_postgres_statement_over_the_statement_timeout_is_cancelled_and_named() {
 
 #[test]
 fn a_dropped_sqlite_batch_is_all_or_nothing() {
-    let dir = std::env::temp_dir().join(format!(
-        "sdsim-store-tx-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sdsim_testing::temp_dir("store-tx");
     let url = format!("sqlite://{}/sdsim.db", dir.display());
     let store = Store::open(&url, &Options::default()).unwrap();
     on_monoio(async {

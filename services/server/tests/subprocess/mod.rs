@@ -5,6 +5,10 @@
 
 pub mod ledger;
 
+use sdsim_testing::free_port;
+pub use sdsim_testing::postgres::column;
+pub use sdsim_testing::redis::Redis;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -16,15 +20,6 @@ use std::time::{Duration, Instant};
 pub const HANG: Duration = Duration::from_secs(120);
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdsim");
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The addresses a journey needs from one instance.
 #[derive(Debug, Clone, Copy)]
@@ -208,101 +203,4 @@ fn get_status(port: u16, path: &str) -> Option<u16> {
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-}
-
-/// A redis-server without persistence on a fixed loopback port, killed when dropped.
-pub struct Redis {
-    child: Option<Child>,
-    /// Its port.
-    pub port: u16,
-}
-
-impl Redis {
-    /// Starts a server on a free port.
-    pub fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-        };
-        redis.launch();
-        redis
-    }
-
-    /// Starts (or restarts) the server on its port; waits until it answers PING.
-    pub fn launch(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./test.sh installs Debian's redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + HANG;
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut reply = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
-    /// Kills the server (SIGKILL: a crash, nothing flushed) and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `redis://` URL of the server.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The first column of `sql`'s rows, run with `psql` against `url`.
-pub fn column(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new(pg_bin("psql"))
-        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// A program of the newest PostgreSQL installed (Debian keeps them per version).
-fn pg_bin(name: &str) -> PathBuf {
-    std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL must be installed (./test.sh installs Debian's postgresql)")
-        .flatten()
-        .map(|e| e.path())
-        .max()
-        .expect("a PostgreSQL version directory")
-        .join("bin")
-        .join(name)
 }
