@@ -91,6 +91,53 @@ fn stat_cpu(p: u32) -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
+/// CPU `cpu`'s time from `/proc/stat`, in clock ticks: (busy, total), busy being everything
+/// but idle and iowait — user, nice, system, irq and softirq (the loopback receive path runs
+/// there) and steal — of every process on that CPU, not only a server's.
+pub fn cpu_ticks(cpu: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_ticks(&stat, cpu)
+}
+
+fn parse_cpu_ticks(stat: &str, cpu: usize) -> Option<(u64, u64)> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    // user nice system idle iowait irq softirq steal
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Clock ticks per second (`/proc/stat`'s unit).
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// Time the threads of process `pid` have spent runnable but waiting for a CPU, summed over
+/// `/proc/PID/task/*/schedstat` (exited threads are not counted): how much other work on the
+/// server's CPU held it back.
+pub fn cpu_wait_seconds(pid: u32) -> Option<f64> {
+    let mut waited = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).unwrap_or_default();
+        waited += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(waited as f64 * 1e-9)
+}
+
 /// Kernel memory charged to the established TCP sockets whose local port is `port` (the
 /// server's end of each connection): (sockets, bytes), the bytes summing each socket's receive
 /// queue, send queue, forward allocation and option memory (`ss -m`'s `r`, `w`, `f`, `o`).
@@ -163,6 +210,16 @@ mod tests {
             );
         }
         assert!(stat_cpu(me).is_some_and(|s| s > 0.0));
+    }
+
+    #[test]
+    fn busy_ticks_of_one_cpu() {
+        let stat =
+            "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 1 2 3 40 5 6 7 8 0 0\ncpu1 9 0 0 1 0 0 0 0 0 0\n";
+        assert_eq!(parse_cpu_ticks(stat, 0), Some((1 + 2 + 3 + 6 + 7 + 8, 72)));
+        assert_eq!(parse_cpu_ticks(stat, 1), Some((9, 10)));
+        assert_eq!(parse_cpu_ticks(stat, 2), None);
+        assert!(cpu_ticks(0).is_some_and(|(busy, total)| busy <= total));
     }
 
     #[test]

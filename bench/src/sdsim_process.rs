@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The listeners of an sdsim process, each moved to a free loopback port (the defaults would
 /// collide with anything else on the machine).
-const LISTENERS: [&str; 7] = [
+pub const LISTENERS: [&str; 7] = [
     "gateway.listen",
     "auth.grpc_listen",
     "auth.http_listen",

@@ -215,6 +215,10 @@ pub struct LogConfig {
     pub access: bool,
     /// `text` or `json`.
     pub format: String,
+    /// Bytes of access-log lines each shard holds for the log writer thread; while the writer
+    /// is behind and a shard's buffer is full, new lines are dropped and counted
+    /// (`sdsim_access_log_dropped_total`).
+    pub access_buffer_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -223,6 +227,7 @@ impl Default for LogConfig {
             level: "info".into(),
             access: true,
             format: "text".into(),
+            access_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -316,6 +321,7 @@ impl LogConfig {
                 "must be \"text\" or \"json\"",
             );
         }
+        problems.at_least("log.access_buffer_bytes", self.access_buffer_bytes, 4096);
     }
 }
 

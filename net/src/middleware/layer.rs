@@ -15,7 +15,9 @@
 //! What a layer learns reaches the rest without touching them: values it puts in
 //! [`Exchange::extensions`] are seen by the later layers and by the handler (the adapters copy
 //! them into the HTTP request's extensions and the gRPC `Call`), and fields it puts on
-//! [`Exchange::span`] appear on the access-log line and on every event the handler logs.
+//! [`Exchange::span`] appear on every event the handler logs (and on the access-log line when
+//! it is written as a `tracing` event; the buffered access log of the server writes the
+//! trace context from the extensions instead).
 
 use crate::grpc::status::{Code, Status};
 use crate::http::types::{error, Response};

@@ -35,6 +35,7 @@ pub mod client_limit;
 pub mod compress;
 pub mod cors;
 pub mod layer;
+pub mod log_writer;
 pub mod ratelimit;
 pub mod request_id;
 pub mod request_metrics;
@@ -45,7 +46,7 @@ pub mod trace_context;
 use crate::conn::ConnInfo;
 use crate::http::router::{Lookup, Router};
 use crate::http::types::{error, ClientAddr, MatchedRoute, Request, RequestId, Response};
-use access_log::AccessLog;
+use access_log::{AccessLog, BufferedAccessLog};
 use client_limit::ClientRateLimit;
 use cors::Cors;
 use futures_util::FutureExt;
@@ -285,7 +286,14 @@ impl Stack {
         }
         layers.push(RequestMetrics::new(Rc::clone(&metrics)));
         if cfg.log.access {
-            layers.push(AccessLog);
+            match access_log::installed() {
+                Some((source, format)) => layers.push(BufferedAccessLog::new(
+                    source.shard_log(),
+                    format,
+                    Rc::clone(&metrics),
+                )),
+                None => layers.push(AccessLog),
+            };
         }
         Stack {
             layers: Rc::new(layers),

@@ -67,6 +67,9 @@ fn help(name: &str) -> &'static str {
             "Rate-limit checks whose owner shard was unreachable (allowed)."
         }
         "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
+        "sdsim_access_log_dropped_total" => {
+            "Access-log lines dropped because the log writer was behind."
+        }
         "sdsim_shed_total" => {
             "Requests and gRPC calls refused because their shard was overloaded (503 / RESOURCE_EXHAUSTED)."
         }

@@ -4,6 +4,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sdsim_core::config::Overrides;
 use sdsim_core::runtime::RuntimeSpec;
+use sdsim_net::middleware::access_log::{self, LineFormat};
+use sdsim_net::middleware::log_writer::LogWriter;
 use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::process::ExitCode;
@@ -93,7 +95,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
+/// Sets up `tracing` for every log line, and the access log's writer thread when access lines
+/// are on: the shards format access lines into buffers of their own, the thread writes them
+/// to standard output (see `sdsim_net::middleware::log_writer`). The writer must be
+/// [finished](LogWriter::finish) after the shards stop, so that their last lines are written.
+fn init_logging(config: &Config) -> anyhow::Result<Option<LogWriter>> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
         eprintln!(
@@ -102,14 +109,32 @@ fn init_logging(config: &Config) {
         );
         EnvFilter::new("info")
     });
+    // Colours only for a person reading a terminal: escape codes in a file or a pipe are noise,
+    // and the access lines, formatted without them, would differ from the rest.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
-    if config.log.format == "json" {
+        .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal());
+    let format = if config.log.format == "json" {
         builder.json().init();
+        LineFormat::Json
     } else {
         builder.init();
+        LineFormat::Text
+    };
+    // The filter decides for access lines too (`sdsim::access=off` turns them off).
+    let access_enabled = tracing::enabled!(target: access_log::TARGET, tracing::Level::INFO);
+    if !(config.log.access && access_enabled) {
+        return Ok(None);
     }
+    let writer = LogWriter::start(
+        "sdsim-access-log",
+        Box::new(std::io::stdout()),
+        config.log.access_buffer_bytes,
+    )
+    .context("starting the access log's writer thread")?;
+    access_log::install(&writer, format);
+    Ok(Some(writer))
 }
 
 /// Raises the soft descriptor limit to the hard limit; warns when it is below what the
@@ -233,7 +258,7 @@ fn create_data_dir(config: &Config) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
+    let access_writer = init_logging(&config)?;
     raise_fd_limit(&config);
     create_data_dir(&config)?;
     let timeout = config.server.shutdown_timeout;
@@ -244,6 +269,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     let shutdown = std::sync::Arc::clone(server.shutdown());
     server.join().context("running the shards")?;
+    if let Some(writer) = access_writer {
+        let totals = writer.finish();
+        if totals.lost > 0 {
+            tracing::warn!(lost = totals.lost, "access-log lines lost to failed writes");
+        }
+    }
     tracing::info!(
         phases = ?shutdown.history(),
         forced_closes = shutdown.forced_closes(),
