@@ -95,12 +95,34 @@ impl Drop for BareProcess {
     }
 }
 
-/// The bare server's runs at one load and one status.
+/// What a floor run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Floor {
+    /// `bare-answer` answering this status.
+    Bare(u16),
+    /// sdsim refusing (nearly) everything (`shedding.target=1us`).
+    SdsimRefusing,
+}
+
+impl Floor {
+    /// Every floor run of a round.
+    pub(crate) const ALL: [Floor; 3] = [Floor::Bare(503), Floor::Bare(200), Floor::SdsimRefusing];
+
+    /// Its name in the report.
+    pub(crate) fn label(self) -> String {
+        match self {
+            Floor::Bare(status) => format!("bare {status}"),
+            Floor::SdsimRefusing => "sdsim refusing".into(),
+        }
+    }
+}
+
+/// The floor runs at one load of one kind.
 pub(crate) struct FloorPoint {
     /// Load as a multiple of C.
     pub(crate) multiplier: f64,
-    /// 503 or 200.
-    pub(crate) status: u16,
+    /// What was measured.
+    pub(crate) floor: Floor,
     /// The runs.
     pub(crate) samples: Vec<Sample>,
 }
@@ -150,7 +172,7 @@ pub(crate) fn write_floor(
     }
     writeln!(
         out,
-        "\n## The floor: a bare server's CPU per answer\n\n`bare-answer` (monoio on the same driver as sdsim, httparse, one task per connection, one fixed response: the refusal's bytes, or 200 with a body of the project's size) pinned to the server CPU, the same open-loop load, a fresh process for every run, in the same rounds as sdsim; medians. µs per answer = its CPU time in the window / answers in the window.\n\n| load | answer | sent req/s | answered req/s | server CPU / waited | µs per answer | sdsim µs per 2xx (off) | sdsim µs per 503 (on, estimated) |\n|---|---|---|---|---|---|---|---|"
+        "\n## The floor: a bare server's CPU per answer\n\n`bare-answer` (monoio on the same driver as sdsim, httparse, one task per connection, one fixed response: the refusal's bytes, or 200 with a body of the project's size) pinned to the server CPU, the same open-loop load, a fresh process for every run, in the same rounds as sdsim; medians. Beside it, **sdsim refusing**: sdsim with `shedding.target=1us`, which no queueing delay meets, so after the warm-up its admission limit is at its floor (one request per interval) and nearly every answer is a 503: its CPU per answer is sdsim's refusal cost, measured. µs per answer = CPU time in the window / answers in the window.\n\n| load | server | sent req/s | answered req/s | server CPU / waited | µs per answer | sdsim µs per 2xx (off) | sdsim µs per 503 (on, estimated) |\n|---|---|---|---|---|---|---|---|"
     )?;
     for p in floor {
         let costs = sdsim.iter().find(|c| c.multiplier == p.multiplier);
@@ -159,7 +181,7 @@ pub(crate) fn write_floor(
             out,
             "| {}× | {} | {:.0} | {:.0} | {:.0}% / {:.0}% | {:.1} | {} | {} |",
             p.multiplier,
-            p.status,
+            p.floor.label(),
             p.med(Sample::sent_per_s),
             p.med(|s| s.report.answered_in_window() as f64 / s.report.duration.as_secs_f64()),
             p.med(Sample::server_cpu_share) * 100.0,
@@ -170,15 +192,18 @@ pub(crate) fn write_floor(
         )?;
     }
     let top = floor.iter().map(|p| p.multiplier).fold(f64::MIN, f64::max);
-    let at = |status: u16| {
+    let at = |kind: Floor| {
         floor
             .iter()
-            .find(|p| p.multiplier == top && p.status == status)
+            .find(|p| p.multiplier == top && p.floor == kind)
             .map(FloorPoint::us_per_answer)
     };
-    let (Some(r_floor), Some(s_floor), Some(costs)) =
-        (at(503), at(200), sdsim.iter().find(|c| c.multiplier == top))
-    else {
+    let r_sdsim = at(Floor::SdsimRefusing);
+    let (Some(r_floor), Some(s_floor), Some(costs)) = (
+        at(Floor::Bare(503)),
+        at(Floor::Bare(200)),
+        sdsim.iter().find(|c| c.multiplier == top),
+    ) else {
         return Ok(());
     };
     let offered = top * capacity;
@@ -186,20 +211,27 @@ pub(crate) fn write_floor(
     let s = costs.per_ok * 1e-6;
     let budget = refusal_budget(offered, s, goal) * 1e6;
     let best = |r_us: f64| best_goodput(offered, s, r_us * 1e-6) / one_x;
+    let budget_text = if budget > 0.0 {
+        format!("the goal needs **r ≤ {budget:.2} µs**")
+    } else {
+        format!(
+            "no r is small enough: serving 0.9·G₁ at s alone takes {:.2} of the core (s here, under 1,000 connections, is above the closed-loop 1/C)",
+            goal * s
+        )
+    };
     writeln!(
         out,
-        "\n**The arithmetic.** On one core, a second of CPU pays for the requests served and the requests refused: with goodput g, offered load λ = k·C, serve cost s and refusal cost r, g·s + (λ − g)·r ≤ 1, so **g ≤ (1 − λ·r) / (s − r)** (and g ≤ 1/s). The goal g ≥ 0.9·G₁ (G₁, the 1× maximum, = {one_x:.0} req/s) therefore needs **r ≤ (1 − 0.9·G₁·s) / (λ − 0.9·G₁)**; with G₁ = 1/s this is r ≤ 0.1·s / (k − 0.9), s / 31 at k = 4. Here, at {top}× (λ = {offered:.0} req/s) with sdsim's s = {:.1} µs per 2xx: the goal needs **r ≤ {budget:.2} µs**. The bare server pays **{r_floor:.1} µs per refusal** and {s_floor:.1} µs per served answer of the project's size (the read, the write, the kernel's TCP work: no server that answers each request pays less here). With sdsim's s, the best goodput one core allows is {:.2}·G₁ at the bare floor r = {r_floor:.1} µs{}; at r = 0 it would be {:.2}·G₁.",
+        "\n**The arithmetic.** On one core, a second of CPU pays for the requests served and the requests refused: with goodput g, offered load λ = k·C, serve cost s and refusal cost r, g·s + (λ − g)·r ≤ 1, so **g ≤ (1 − λ·r) / (s − r)** (and g ≤ 1/s, g ≤ λ). The goal g ≥ 0.9·G₁ (G₁, the 1× maximum, = {one_x:.0} req/s) therefore needs **r ≤ (1 − 0.9·G₁·s) / (λ − 0.9·G₁)**; with G₁ = 1/s this is r ≤ 0.1·s / (k − 0.9), s / 31 at k = 4. Here, at {top}× (λ = {offered:.0} req/s) with sdsim's s = {:.1} µs per 2xx (shedding off, same load): {budget_text}. The bare server pays **{r_floor:.1} µs per refusal** and {s_floor:.1} µs per 200 of the project's size (the read, the write, the kernel's TCP work: no server that answers each request pays less here); sdsim pays {} per refusal. With sdsim's s, the best goodput one core allows is {:.2}·G₁ at the bare floor r{}; with free refusals (r = 0) it would be {:.2}·G₁.",
         costs.per_ok,
+        r_sdsim.map_or("(not measured)".to_string(), |r| format!("**{r:.1} µs**")),
         best(r_floor),
-        costs
-            .per_refusal
-            .map_or(String::new(), |r| format!(", {:.2}·G₁ at sdsim's measured r = {r:.1} µs", best(r))),
+        r_sdsim.map_or(String::new(), |r| format!(", {:.2}·G₁ at sdsim's r", best(r))),
         best(0.0),
     )?;
-    let verdict = if r_floor <= budget {
-        format!("The floor ({r_floor:.1} µs) is within the budget ({budget:.2} µs): the goal is reachable in principle; what is left is sdsim's own refusal cost and its policy.")
+    let verdict = if budget > 0.0 && r_floor <= budget {
+        format!("The floor ({r_floor:.1} µs) is within the budget ({budget:.2} µs): the goal is reachable in principle on this machine; what is left is sdsim's own costs and its policy.")
     } else {
-        format!("The floor ({r_floor:.1} µs) is above the budget ({budget:.2} µs): **at {top}× on one core, the goal is beyond what this machine allows any server that answers every request**; the best achievable is the bound above.")
+        format!("**At {top}× on one core, the goal is beyond what this machine allows any server that answers every request** (the floor, {r_floor:.1} µs per refusal, is above the budget); the best achievable is the bound above, and reaching it needs refusals at the floor and admissions that keep the core full.")
     };
     writeln!(out, "\n{verdict}")?;
     Ok(())

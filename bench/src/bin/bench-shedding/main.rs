@@ -24,7 +24,7 @@ mod series;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
-use floor::{BareProcess, FloorPoint, SdsimCosts};
+use floor::{BareProcess, Floor, FloorPoint, SdsimCosts};
 use mimalloc::MiMalloc;
 use sdsim_bench::proc_sample::load_average;
 use sdsim_bench::sdsim_process::{
@@ -247,6 +247,15 @@ fn start(args: &Args, dir: &Path, shedding: bool) -> anyhow::Result<SdsimProcess
         dir,
         name,
     )
+}
+
+/// sdsim that refuses (nearly) everything: a 1 µs target is always exceeded, so the admission
+/// limit falls to its floor (one per `shedding.interval`) within the warm-up. Its CPU per
+/// answer is what a refusal costs sdsim, measured rather than estimated.
+fn start_refusing(args: &Args, dir: &Path) -> anyhow::Result<SdsimProcess> {
+    let mut sets = sets(args, dir, true);
+    sets.push("shedding.target=1us".into());
+    SdsimProcess::start(&args.sdsim, args.server_cpu, &sets, dir, "refusing")
 }
 
 /// Registers a user, creates the project and checks that the measured request answers 200
@@ -517,28 +526,32 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
             if args.no_floor {
                 continue;
             }
-            let statuses = if (run + k) % 2 == 0 {
-                [503, 200]
-            } else {
-                [200, 503]
-            };
-            for status in statuses {
+            let mut order = Floor::ALL;
+            order.rotate_left((run + k) % Floor::ALL.len());
+            for floor in order {
                 let rate = capacity * m;
-                let mut server =
-                    BareProcess::start(&bare, args.server_cpu, status, target.body_bytes)?;
-                let s = sample(args, &mut server, &target, Some(rate), args.connections)?;
-                drop(server);
-                let line = s.line(&format!("run {} {m}× bare {status}", run + 1));
+                let s = match floor {
+                    Floor::Bare(status) => {
+                        let mut server =
+                            BareProcess::start(&bare, args.server_cpu, status, target.body_bytes)?;
+                        sample(args, &mut server, &target, Some(rate), args.connections)?
+                    }
+                    Floor::SdsimRefusing => {
+                        let mut server = start_refusing(args, dir)?;
+                        sample(args, &mut server, &target, Some(rate), args.connections)?
+                    }
+                };
+                let line = s.line(&format!("run {} {m}× {}", run + 1, floor.label()));
                 eprintln!("{line}");
                 writeln!(lines, "{line}")?;
                 let at = floor_points
                     .iter()
-                    .position(|p| p.multiplier == m && p.status == status);
+                    .position(|p| p.multiplier == m && p.floor == floor);
                 match at {
                     Some(i) => floor_points[i].samples.push(s),
                     None => floor_points.push(FloorPoint {
                         multiplier: m,
-                        status,
+                        floor,
                         samples: vec![s],
                     }),
                 }
