@@ -100,8 +100,18 @@ pub async fn serve_connection<T: Transport + IntoAnyIo>(
         let mut upgrade_to = None;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(decoded)) => {
+                Ok(Some(mut decoded)) => {
                     request_started = None;
+                    // Load shedding decides first: a refusal costs only the decode and a
+                    // copy of bytes encoded once.
+                    let keep_alive = decoded.keep_alive && *phase.borrow() == Phase::Accepting;
+                    if app.shed(&mut decoded.request, keep_alive, &date, &mut out) {
+                        if !keep_alive {
+                            close_after_flush = Some(ConnEnd::Close);
+                            break;
+                        }
+                        continue;
+                    }
                     let head = decoded.request.method() == Method::HEAD;
                     let version = decoded.request.version();
                     let mut response = app.handle(decoded.request, &info).await;

@@ -52,6 +52,9 @@ pub struct SheddingConfig {
     /// validation. WebSocket frames (keep-alives included) never pass through the stack and
     /// are never refused; new WebSocket upgrades are.
     pub never: Vec<String>,
+    /// Path prefixes of low-priority work: while the shard limits admissions, these are
+    /// admitted only from spare capacity, so they are refused before anything else.
+    pub low: Vec<String>,
 }
 
 impl Default for SheddingConfig {
@@ -71,6 +74,7 @@ impl Default for SheddingConfig {
             ]
             .map(String::from)
             .to_vec(),
+            low: Vec::new(),
         }
     }
 }

@@ -7,8 +7,10 @@
 //! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
 //!    response headers;
 //! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
-//!    whole `shedding.interval`), new work is refused early → HTTP 503 / gRPC
-//!    RESOURCE_EXHAUSTED with `retry-after` (health, metrics, token validation exempt);
+//!    whole `shedding.interval`), new work is admitted only at the rate the shard can serve
+//!    and the excess refused → HTTP 503 / gRPC RESOURCE_EXHAUSTED with `retry-after` (health,
+//!    metrics, token validation exempt). HTTP requests are decided before the stack, by the
+//!    connection loop ([`App::shed`]); this layer decides gRPC calls;
 //! 4. [`service_callers`]: calls with a service token are not limited per IP (step 5);
 //! 5. [`client_limit`]: rate limit per client IP, checked on the IP's owner shard through the
 //!    mesh (health exempt) → HTTP 429 / gRPC RESOURCE_EXHAUSTED, with `retry-after`;
@@ -44,14 +46,16 @@ pub mod shed;
 pub mod trace_context;
 
 use crate::conn::ConnInfo;
+use crate::http::encode::HttpDate;
 use crate::http::router::{Lookup, Router};
 use crate::http::types::{error, ClientAddr, MatchedRoute, Request, RequestId, Response};
 use access_log::{AccessLog, BufferedAccessLog};
+use bytes::BytesMut;
 use client_limit::ClientRateLimit;
 use cors::Cors;
 use futures_util::FutureExt;
 use http::header::{
-    HeaderValue, ACCEPT_ENCODING, ALLOW, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, ORIGIN, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderName, Method, StatusCode};
 use layer::{Ended, Exchange, Layers, Outcome, UNMATCHED};
@@ -64,6 +68,7 @@ use sdsim_core::config::{
 use sdsim_core::metrics::{Key, Metrics};
 use sdsim_core::runtime::Shard;
 use service_callers::{IsServiceToken, ServiceCallers};
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -98,6 +103,32 @@ impl App {
         App { router, stack }
     }
 
+    /// The load-shedding decision for a decoded HTTP request, taken by the connection loop
+    /// before any other work is done for it. `true`: refused, and the refusal is already in
+    /// `out` (framed by `keep_alive`, stamped with `date`'s now). A refused request with `Origin` while
+    /// CORS is on is marked instead and answered by the layers, which add the CORS headers a
+    /// browser needs to read the refusal.
+    pub fn shed(
+        &self,
+        req: &mut Request,
+        keep_alive: bool,
+        date: &RefCell<HttpDate>,
+        out: &mut BytesMut,
+    ) -> bool {
+        let Some(shedder) = &self.stack.shedder else {
+            return false;
+        };
+        if !shedder.refuses_http(req) {
+            return false;
+        }
+        if self.stack.cors && req.headers().contains_key(ORIGIN) {
+            req.extensions_mut().insert(shed::Refused);
+            return false;
+        }
+        shedder.encode_refusal(req, keep_alive, date.borrow_mut().now(), out);
+        true
+    }
+
     /// Runs one request through the layers and the router.
     pub async fn handle(&self, mut req: Request, conn: &ConnInfo) -> Response {
         let stack = &self.stack;
@@ -111,6 +142,9 @@ impl App {
             Lookup::NotFound => UNMATCHED,
         };
         let mut ex = Exchange::http(method.clone(), path, pattern, conn.peer);
+        if req.extensions_mut().remove::<shed::Refused>().is_some() {
+            ex.extensions.insert(shed::Refused);
+        }
         let answer = stack.layers.request(&mut ex, req.headers()).await;
         let mut response = match answer {
             Some(answer) => answer.into_http(),
@@ -237,6 +271,10 @@ pub struct Stack {
     slow_request: Duration,
     handler_timeout: Duration,
     metrics: Rc<Metrics>,
+    /// The shard's load shedding (also in `layers`, for gRPC); `None` when off.
+    shedder: Option<Rc<shed::Shedder>>,
+    /// Whether the CORS layer runs.
+    cors: bool,
 }
 
 /// The sections of the configuration the stack reads; each layer takes only its own.
@@ -272,11 +310,14 @@ impl Stack {
         let mut layers = Layers::new();
         layers.push(RequestIds::new(shard_index));
         layers.push(trace_context::TraceContexts::new());
-        if let Some(cors) = Cors::new(&cfg.cors) {
+        let cors = Cors::new(&cfg.cors);
+        let cors_on = cors.is_some();
+        if let Some(cors) = cors {
             layers.push(cors);
         }
-        if let Some(shedder) = shed::Shedder::install(&cfg.shedding, Rc::clone(&metrics)) {
-            layers.push(shedder);
+        let shedder = shed::Shedder::install(&cfg.shedding, Rc::clone(&metrics)).map(Rc::new);
+        if let Some(shedder) = &shedder {
+            layers.push(shed::ShedLayer(Rc::clone(shedder)));
         }
         if let (Some(rate_limit), service_tokens) = (rate_limit, service_tokens) {
             if let Some(is_service) = service_tokens {
@@ -302,6 +343,8 @@ impl Stack {
             slow_request: cfg.http.slow_request,
             handler_timeout: cfg.http.handler_timeout,
             metrics,
+            shedder,
+            cors: cors_on,
         }
     }
 

@@ -35,12 +35,7 @@ impl RequestIds {
     pub fn id_for(&self, metadata: &HeaderMap) -> String {
         if let Some(incoming) = metadata.get(X_REQUEST_ID) {
             let bytes = incoming.as_bytes();
-            let sane = !bytes.is_empty()
-                && bytes.len() <= MAX_LEN
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
-            if sane {
+            if is_sane(bytes) {
                 return String::from_utf8_lossy(bytes).into_owned();
             }
         }
@@ -48,6 +43,15 @@ impl RequestIds {
         self.counter.set(n);
         format!("{:016x}", self.seed.wrapping_add(n))
     }
+}
+
+/// Whether an incoming id is kept (echoed, logged) as it is.
+pub fn is_sane(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
 impl Layer for RequestIds {

@@ -10,23 +10,31 @@
 //!    admitted requests, 503s seen by the client and `sdsim_shed_total` counted by the server,
 //!    other errors, late sends, the server's CPU per admitted request (`/proc/PID/stat`), the
 //!    1-minute load average at the start and end, and the answers per 100 ms.
+//! 3. The floor ([`floor`]): in the same rounds, `bare-answer` — a server that does nothing but
+//!    answer — under the same load, answering 503 and then 200: the least CPU any server pays
+//!    per refusal and per answer here, and from it the best goodput the goal allows.
 //!
 //! The goal stated in the issue: at 4× capacity, goodput ≥ 90 % of the 1× maximum and admitted
 //! p99 under 50 ms. The report says whether this run met it.
 //!
 //! `cargo build --release -p sdsim-server -p sdsim-bench && target/release/bench-shedding`
 
+mod floor;
+mod series;
+
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
+use floor::{BareProcess, Floor, FloorPoint, SdsimCosts};
 use mimalloc::MiMalloc;
 use sdsim_bench::proc_sample::load_average;
 use sdsim_bench::sdsim_process::{
     create_project_from_template, get_json, register_and_login, SdsimProcess,
 };
-use sdsim_bench::split_load::{self, percentiles_ms, Bucket, SplitLoad, SplitReport};
+use sdsim_bench::split_load::{self, percentiles_ms, SplitLoad, SplitReport};
 use sdsim_bench::{machine_line, median};
 use sdsim_loadtest::run::build_request;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,6 +88,12 @@ struct Args {
     /// The sdsim binary.
     #[arg(long, default_value = "target/release/sdsim")]
     sdsim: String,
+    /// The bare answering server (default: `bare-answer` beside this program).
+    #[arg(long)]
+    bare: Option<String>,
+    /// Skip the floor (the bare server's runs).
+    #[arg(long)]
+    no_floor: bool,
     /// Extra `--set KEY=VALUE` for every server (e.g. `shedding.target=10ms`).
     #[arg(long = "sdsim-set")]
     sdsim_set: Vec<String>,
@@ -93,6 +107,44 @@ struct Target {
     project: String,
     request: bytes::Bytes,
     design_bytes: usize,
+    /// Length of the answer's JSON body.
+    body_bytes: usize,
+}
+
+/// A server under measurement: sdsim or the bare one.
+trait Watched {
+    /// Where it listens.
+    fn addr(&self) -> SocketAddr;
+    /// Its CPU time so far, every thread.
+    fn cpu_time(&self) -> anyhow::Result<Duration>;
+    /// Time its threads waited for a CPU so far.
+    fn cpu_wait(&self) -> anyhow::Result<Duration>;
+    /// Requests it counted as shed so far.
+    fn shed_count(&self) -> anyhow::Result<u64>;
+    /// An error if it has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()>;
+}
+
+impl Watched for SdsimProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        SdsimProcess::cpu_time(self)
+    }
+
+    fn cpu_wait(&self) -> anyhow::Result<Duration> {
+        SdsimProcess::cpu_wait(self)
+    }
+
+    fn shed_count(&self) -> anyhow::Result<u64> {
+        self.counter(SHED_SERIES)
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        SdsimProcess::check_alive(self)
+    }
 }
 
 /// One measured run.
@@ -197,6 +249,15 @@ fn start(args: &Args, dir: &Path, shedding: bool) -> anyhow::Result<SdsimProcess
     )
 }
 
+/// sdsim that refuses (nearly) everything: a 1 µs target is always exceeded, so the admission
+/// limit falls to its floor (one per `shedding.interval`) within the warm-up. Its CPU per
+/// answer is what a refusal costs sdsim, measured rather than estimated.
+fn start_refusing(args: &Args, dir: &Path) -> anyhow::Result<SdsimProcess> {
+    let mut sets = sets(args, dir, true);
+    sets.push("shedding.target=1us".into());
+    SdsimProcess::start(&args.sdsim, args.server_cpu, &sets, dir, "refusing")
+}
+
 /// Registers a user, creates the project and checks that the measured request answers 200
 /// with that project.
 fn set_up(args: &Args, server: &SdsimProcess) -> anyhow::Result<Target> {
@@ -215,6 +276,7 @@ fn set_up(args: &Args, server: &SdsimProcess) -> anyhow::Result<Target> {
             b"",
         ),
         design_bytes: body["design"].to_string().len(),
+        body_bytes: body.to_string().len(),
         project,
     })
 }
@@ -230,13 +292,13 @@ fn sleep_until(t: Instant) {
 /// window's edges from this thread.
 fn sample(
     args: &Args,
-    server: &mut SdsimProcess,
+    server: &mut impl Watched,
     target: &Target,
     rate: Option<f64>,
     connections: usize,
 ) -> anyhow::Result<Sample> {
     let load = SplitLoad {
-        addr: server.addr,
+        addr: server.addr(),
         request: target.request.clone(),
         connections,
         rate,
@@ -252,10 +314,10 @@ fn sample(
     // CPU first: the scrape may wait behind the queue, the CPU window must not.
     let (cpu_from, wait_from) = (server.cpu_time()?, server.cpu_wait()?);
     let load_start = load_average();
-    let shed_from = server.counter(SHED_SERIES)?;
+    let shed_from = server.shed_count()?;
     sleep_until(load.end());
     let (cpu_to, wait_to) = (server.cpu_time()?, server.cpu_wait()?);
-    let shed_to = server.counter(SHED_SERIES)?;
+    let shed_to = server.shed_count()?;
     let load_end = load_average();
     let report = generator
         .join()
@@ -405,6 +467,18 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
         capacity > 0.0,
         "the capacity came out as 0 req/s: see the runs above"
     );
+    let bare = match &args.bare {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .with_file_name("bare-answer")
+            .display()
+            .to_string(),
+    };
+    ensure!(
+        args.no_floor || Path::new(&bare).exists(),
+        "{bare} not found: cargo build --release -p sdsim-bench (or --no-floor)"
+    );
+    let mut floor_points: Vec<FloorPoint> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
     for &m in &args.multipliers {
         for shedding in [false, true] {
@@ -449,9 +523,62 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
                     .samples
                     .push(s);
             }
+            if args.no_floor {
+                continue;
+            }
+            let mut order = Floor::ALL;
+            order.rotate_left((run + k) % Floor::ALL.len());
+            for floor in order {
+                let rate = capacity * m;
+                let s = match floor {
+                    Floor::Bare(status) => {
+                        let mut server =
+                            BareProcess::start(&bare, args.server_cpu, status, target.body_bytes)?;
+                        sample(args, &mut server, &target, Some(rate), args.connections)?
+                    }
+                    Floor::SdsimRefusing => {
+                        let mut server = start_refusing(args, dir)?;
+                        sample(args, &mut server, &target, Some(rate), args.connections)?
+                    }
+                };
+                let line = s.line(&format!("run {} {m}× {}", run + 1, floor.label()));
+                eprintln!("{line}");
+                writeln!(lines, "{line}")?;
+                let at = floor_points
+                    .iter()
+                    .position(|p| p.multiplier == m && p.floor == floor);
+                match at {
+                    Some(i) => floor_points[i].samples.push(s),
+                    None => floor_points.push(FloorPoint {
+                        multiplier: m,
+                        floor,
+                        samples: vec![s],
+                    }),
+                }
+            }
         }
     }
     write_open_loop(&mut out, args, capacity, &points)?;
+    let costs: Vec<SdsimCosts> = args
+        .multipliers
+        .iter()
+        .filter_map(|&m| {
+            let off = find(&points, m, false)?;
+            let per_ok = off.med(Sample::cpu_per_admitted_us);
+            Some(SdsimCosts {
+                multiplier: m,
+                per_ok,
+                per_refusal: find(&points, m, true).and_then(|on| refusal_cost(on, per_ok)),
+            })
+        })
+        .collect();
+    floor::write_floor(
+        &mut out,
+        capacity,
+        one_x(capacity, &points),
+        &floor_points,
+        &costs,
+    )?;
     write!(out, "\n## Every run\n\n```\n{lines}```\n")?;
     Ok(out)
 }
@@ -545,7 +672,7 @@ fn write_open_loop(
     }
     write_goal(out, capacity, points)?;
     write_refusal_cost(out, points)?;
-    write_series(out, points)?;
+    series::write_series(out, points)?;
     Ok(())
 }
 
@@ -555,16 +682,35 @@ fn find(points: &[Point], multiplier: f64, shedding: bool) -> Option<&Point> {
         .find(|p| p.multiplier == multiplier && p.shedding == shedding)
 }
 
+/// "The 1× maximum": the most that was served at 1× (capacity or open loop at 1×).
+fn one_x(capacity: f64, points: &[Point]) -> f64 {
+    points
+        .iter()
+        .filter(|p| p.multiplier == 1.0)
+        .map(|p| p.med(|s| s.report.goodput()))
+        .fold(capacity, f64::max)
+}
+
+/// The server CPU µs per 503 of the shedding runs `on`: what each spent beyond its 2xx answers
+/// at `per_ok` µs each, per 503 (median over the runs); `None` without refusals.
+fn refusal_cost(on: &Point, per_ok: f64) -> Option<f64> {
+    let per_503 = on.med(|s| {
+        let shed = s.report.shed_in_window();
+        let rest = s.server_cpu.as_secs_f64() * 1e6 - per_ok * s.report.admitted_in_window() as f64;
+        if shed == 0 {
+            f64::NAN
+        } else {
+            rest / shed as f64
+        }
+    });
+    (!per_503.is_nan()).then_some(per_503)
+}
+
 fn write_goal(out: &mut String, capacity: f64, points: &[Point]) -> anyhow::Result<()> {
     let Some(at4) = find(points, 4.0, true) else {
         return Ok(());
     };
-    // "The 1× maximum": the most that was served at 1× (capacity or open loop at 1×).
-    let one_x = points
-        .iter()
-        .filter(|p| p.multiplier == 1.0)
-        .map(|p| p.med(|s| s.report.goodput()))
-        .fold(capacity, f64::max);
+    let one_x = one_x(capacity, points);
     let goodput = at4.med(|s| s.report.goodput());
     let p99 = at4.med_pct(1);
     let verdict = |ok: bool| if ok { "**met**" } else { "**not met**" };
@@ -597,19 +743,9 @@ fn write_refusal_cost(out: &mut String, points: &[Point]) -> anyhow::Result<()> 
             continue;
         };
         let per_ok = off.med(Sample::cpu_per_admitted_us);
-        let per_503 = on.med(|s| {
-            let shed = s.report.shed_in_window();
-            let rest =
-                s.server_cpu.as_secs_f64() * 1e6 - per_ok * s.report.admitted_in_window() as f64;
-            if shed == 0 {
-                f64::NAN
-            } else {
-                rest / shed as f64
-            }
-        });
-        if per_503.is_nan() {
+        let Some(per_503) = refusal_cost(on, per_ok) else {
             continue;
-        }
+        };
         writeln!(
             rows,
             "| {}× | {per_ok:.1} | {per_503:.1} | {:.2} |",
@@ -621,80 +757,4 @@ fn write_refusal_cost(out: &mut String, points: &[Point]) -> anyhow::Result<()> 
         writeln!(out, "\n**What a refusal costs** (estimate: server CPU of the shedding run minus its 2xx answers at the per-2xx cost of the run without shedding at the same load, divided by its 503s; medians):\n\n| load | µs per 2xx (shedding off) | µs per 503 | 503 / 2xx |\n|---|---|---|---|\n{rows}")?;
     }
     Ok(())
-}
-
-/// Answers per second over the window, and how much of it was spent shedding, for the first
-/// run of each load point with shedding on and its twin without.
-fn write_series(out: &mut String, points: &[Point]) -> anyhow::Result<()> {
-    for on in points.iter().filter(|p| p.shedding) {
-        let Some(off) = find(points, on.multiplier, false) else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (off.samples.first(), on.samples.first()) else {
-            continue;
-        };
-        let shedding_intervals = b.report.series.iter().filter(|x| x.shed > 0).count();
-        writeln!(
-            out,
-            "\n### Over time at {}× C (run 1)\n\nWith shedding on, {} of {} 100-ms intervals had a 503; the longest run of consecutive intervals without one was {} ms. Answers per second:\n",
-            on.multiplier,
-            shedding_intervals,
-            b.report.series.len(),
-            longest_without_shed(&b.report.series) * 100,
-        )?;
-        writeln!(
-            out,
-            "| second | off: 2xx | off: other | on: 2xx | on: 503 | on: other | on: max 503 in 100 ms |\n|---|---|---|---|---|---|---|"
-        )?;
-        let off_s = per_second(&a.report.series);
-        let on_s = per_second(&b.report.series);
-        for (i, (x, y)) in off_s.iter().zip(&on_s).enumerate() {
-            let peak = b
-                .report
-                .series
-                .iter()
-                .skip(i * 10)
-                .take(10)
-                .map(|b| b.shed)
-                .max()
-                .unwrap_or(0);
-            writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {peak} |",
-                i + 1,
-                x.admitted,
-                x.other,
-                y.admitted,
-                y.shed,
-                y.other
-            )?;
-        }
-        let shed_lat = percentiles_ms(&b.report.shed);
-        writeln!(
-            out,
-            "\n503 latency in that run (p50 / p99 / max): {:.2} / {:.2} / {:.2} ms.",
-            shed_lat[0], shed_lat[1], shed_lat[3]
-        )?;
-    }
-    Ok(())
-}
-
-fn per_second(series: &[Bucket]) -> Vec<Bucket> {
-    series
-        .chunks(10)
-        .map(|c| Bucket {
-            admitted: c.iter().map(|b| b.admitted).sum(),
-            shed: c.iter().map(|b| b.shed).sum(),
-            other: c.iter().map(|b| b.other).sum(),
-        })
-        .collect()
-}
-
-fn longest_without_shed(series: &[Bucket]) -> usize {
-    let (mut best, mut current) = (0, 0);
-    for b in series {
-        current = if b.shed == 0 { current + 1 } else { 0 };
-        best = best.max(current);
-    }
-    best
 }
