@@ -11,7 +11,7 @@ mkdir -p bench/results
 echo "== mesh (sdsim mesh vs std::sync::mpsc, CPUs 0,1)"
 target/release/bench-mesh --runs 3 | tee "bench/results/$stamp-mesh.md"
 echo "== HTTP keep-alive (sdsim vs axum, server CPU 0, load CPU 1)"
-target/release/bench-http --runs 3 "$@" | tee "bench/results/$stamp-http.md"
+target/release/bench-http --runs 3 --out "bench/results/$stamp-http.md" "$@"
 echo "== simulation engine (sdsim vs Ciw, CPU 1)"
 python3 -c 'import ciw' 2>/dev/null || python3 -m pip install --quiet "ciw==3.*"
 target/release/bench-sim --runs 3 | tee "bench/results/$stamp-sim.md"
