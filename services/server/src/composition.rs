@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::role::Role;
 use sdsim_auth::Auth;
 use sdsim_gateway::GatewayState;
+use sdsim_mesh::Directory;
 use sdsim_net::server::ListenerSet;
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub(crate) struct Composition {
     pub(crate) roles: Vec<Box<dyn Role>>,
     /// The auth service, when a role of this process started it.
     pub(crate) auth: Option<Arc<Auth>>,
+    /// The instances of every service this process may call.
+    pub(crate) directory: Arc<Directory>,
     /// The public (gateway) listener, one socket per shard.
     pub(crate) public: ListenerSet,
     /// TLS for HTTP listeners, when `tls.cert` and `tls.key` are set.

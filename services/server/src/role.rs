@@ -15,6 +15,7 @@ use sdsim_core::runtime::Shard;
 use sdsim_gateway::realtime::Realtime;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_gateway::GatewayState;
+use sdsim_mesh::Directory;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_net::server::{bind_reuseport, ListenerSet};
@@ -63,6 +64,8 @@ pub struct ShardContext<'a> {
     pub metrics: &'a Rc<Metrics>,
     /// The auth service, when a role of this process started it.
     pub auth: Option<&'a Arc<Auth>>,
+    /// The instances of every service this process may call.
+    pub directory: &'a Arc<Directory>,
 }
 
 /// The parts of a process that roles share, started by the first role that needs them.
@@ -73,6 +76,9 @@ pub struct Parts<'a> {
     pub shards: usize,
     /// Storage (PostgreSQL connections open lazily; SQLite files exist already).
     pub store: sdsim_store::Store,
+    /// The instances of every service this process may call (static addresses, or the
+    /// registry when Redis is set).
+    pub directory: Arc<Directory>,
     auth: Option<Arc<Auth>>,
     projects: Option<Arc<Projects>>,
 }
@@ -84,6 +90,7 @@ impl<'a> Parts<'a> {
             config,
             shards,
             store,
+            directory: Arc::new(Directory::new()),
             auth: None,
             projects: None,
         }

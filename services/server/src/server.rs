@@ -52,6 +52,7 @@ impl Server {
             .map(|start| start(&mut parts))
             .collect::<Result<Vec<_>, _>>()?;
         let auth = parts.started_auth().cloned();
+        let directory = Arc::clone(&parts.directory);
         let (tls, grpc_tls) = tls_acceptors(&config)?;
         let process_epoch = sdsim_gateway::state::process_epoch();
         let redis = match &config.redis.url {
@@ -88,6 +89,7 @@ impl Server {
             gateway,
             roles,
             auth,
+            directory,
             public,
             tls,
             grpc_tls,

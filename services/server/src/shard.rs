@@ -33,6 +33,7 @@ pub(crate) async fn run(shard: Shard, c: Arc<Composition>, extra_routes: Arc<Ext
         realtime: &realtime,
         metrics: &metrics,
         auth: c.auth.as_ref(),
+        directory: &c.directory,
     };
     let roles: Vec<(&dyn Role, Box<dyn ShardRole>)> = c
         .roles
