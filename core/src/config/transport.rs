@@ -220,6 +220,23 @@ pub struct GrpcConfig {
     /// Mutual TLS: a PEM file of CA certificates; when set (and `tls.cert`/`tls.key` are), gRPC
     /// clients must present a certificate signed by one of them.
     pub client_ca: Option<String>,
+    /// The internal client (a process calling another role's gRPC service) speaks TLS when set:
+    /// a PEM file of the CAs that sign the other instances' certificates.
+    pub client_tls_ca: Option<String>,
+    /// The name the other instances' certificates must carry; unset: the IP address called
+    /// (the certificates then name it as an IP subject alternative name).
+    pub client_tls_name: Option<String>,
+    /// Mutual TLS: the PEM certificate chain the internal client presents (with `client_key`).
+    pub client_cert: Option<String>,
+    /// Mutual TLS: the PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// The internal client pings each connection this often (HTTP/2 PING); "0s": never.
+    #[serde(with = "duration")]
+    pub client_keepalive: Duration,
+    /// A ping unanswered this long drops the connection: its calls fail over and the next call
+    /// reconnects.
+    #[serde(with = "duration")]
+    pub client_keepalive_timeout: Duration,
 }
 
 impl Default for GrpcConfig {
@@ -235,6 +252,12 @@ impl Default for GrpcConfig {
             max_connection_age_grace: Duration::from_secs(5 * 60),
             unary_timeout: Duration::from_secs(30),
             client_ca: None,
+            client_tls_ca: None,
+            client_tls_name: None,
+            client_cert: None,
+            client_key: None,
+            client_keepalive: Duration::from_secs(20),
+            client_keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -353,8 +376,26 @@ impl GrpcConfig {
             ("grpc.keepalive_timeout", self.keepalive_timeout),
             ("grpc.max_connection_age", self.max_connection_age),
             ("grpc.unary_timeout", self.unary_timeout),
+            (
+                "grpc.client_keepalive_timeout",
+                self.client_keepalive_timeout,
+            ),
         ] {
             problems.positive(key, d);
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            problems.bad(
+                "grpc.client_cert",
+                self.client_cert.clone().unwrap_or_default(),
+                "set grpc.client_cert and grpc.client_key together (mutual TLS)",
+            );
+        }
+        if self.client_cert.is_some() && self.client_tls_ca.is_none() {
+            problems.bad(
+                "grpc.client_cert",
+                self.client_cert.clone().unwrap_or_default(),
+                "mutual TLS needs grpc.client_tls_ca (the CAs of the other instances)",
+            );
         }
     }
 }

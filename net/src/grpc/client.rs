@@ -2,16 +2,21 @@
 //! shard-local; [`Clients::get`] keeps one per address on the calling shard), unary and
 //! server-streaming calls, deadlines sent as `grpc-timeout` and enforced locally, status from
 //! the trailers. A broken connection is replaced on the next call.
+//!
+//! [`Connect`] says how connections are opened: TLS (and mutual TLS) through [`ClientTls`], and
+//! keepalive pings; a connection whose ping goes unanswered for the timeout is dropped, so calls
+//! fail over instead of waiting on a peer that stopped (a frozen process, a silent network).
 
 use super::frame;
 use super::status::{Code, Status};
+use crate::tls::ClientTls;
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use h2::RecvStream;
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
 use http::{HeaderMap, Request};
 use monoio::io::IntoPollIo;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -45,50 +50,142 @@ impl CallOptions {
     }
 }
 
+/// HTTP/2 PINGs on an idle or busy connection: one every `interval`; one unanswered for
+/// `timeout` drops the connection (its calls fail UNAVAILABLE, the next call reconnects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time from one pong (or the connection's start) to the next ping.
+    pub interval: Duration,
+    /// How long a ping may go unanswered.
+    pub timeout: Duration,
+}
+
+/// How a [`Client`] opens its connection.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// TLS (mutual TLS when it carries a client certificate); `None` speaks plaintext HTTP/2.
+    pub tls: Option<ClientTls>,
+    /// Keepalive pings; `None` never pings.
+    pub keepalive: Option<Keepalive>,
+    /// Bound on TCP connect plus the TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Connect {
+    fn default() -> Connect {
+        Connect {
+            tls: None,
+            keepalive: None,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 /// A client of one target address, for the calling shard.
 pub struct Client {
     addr: SocketAddr,
     authority: String,
-    connect_timeout: Duration,
+    connect: Connect,
     max_message_bytes: usize,
     sender: RefCell<Option<SendRequest<Bytes>>>,
+    keepalive_drops: Rc<Cell<u64>>,
 }
 
 impl Client {
-    /// A client of `addr` (connects on first use).
+    /// A plaintext client of `addr` without keepalive (connects on first use).
     pub fn new(addr: SocketAddr) -> Client {
+        Client::with_connect(addr, Connect::default())
+    }
+
+    /// A client of `addr` that opens its connections as `connect` says.
+    pub fn with_connect(addr: SocketAddr, connect: Connect) -> Client {
         Client {
             addr,
             authority: addr.to_string(),
-            connect_timeout: Duration::from_secs(3),
+            connect,
             max_message_bytes: 4 << 20,
             sender: RefCell::new(None),
+            keepalive_drops: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// Connections this client dropped because a keepalive ping went unanswered.
+    pub fn keepalive_drops(&self) -> u64 {
+        self.keepalive_drops.get()
     }
 
     async fn connect(&self) -> Result<SendRequest<Bytes>, Status> {
         let unavailable =
             |what: String| Status::new(Code::Unavailable, format!("{}: {what}", self.addr));
-        let tcp = monoio::time::timeout(
-            self.connect_timeout,
-            monoio::net::TcpStream::connect(self.addr),
-        )
-        .await
-        .map_err(|_| unavailable("connect timed out".into()))?
-        .map_err(|e| unavailable(format!("connect failed: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let io = tcp
-            .into_poll_io()
-            .map_err(|e| unavailable(format!("poll io: {e}")))?;
-        let (sender, connection) = h2::client::Builder::new()
+        let opened = async {
+            let tcp = monoio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| unavailable(format!("connect failed: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let io = tcp
+                .into_poll_io()
+                .map_err(|e| unavailable(format!("poll io: {e}")))?;
+            match &self.connect.tls {
+                None => self.handshake(io).await,
+                Some(tls) => {
+                    let name = tls.server_name(self.addr.ip());
+                    let io = tls
+                        .connector()
+                        .connect(name, io)
+                        .await
+                        .map_err(|e| unavailable(format!("TLS handshake failed: {e}")))?;
+                    if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        return Err(unavailable("TLS peer did not agree to ALPN h2".into()));
+                    }
+                    self.handshake(io).await
+                }
+            }
+        };
+        monoio::time::timeout(self.connect.connect_timeout, opened)
+            .await
+            .map_err(|_| unavailable("connect timed out".into()))?
+    }
+
+    /// The HTTP/2 handshake on an open stream; spawns the task that drives the connection (and
+    /// pings it, with keepalive on).
+    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Bytes>, Status>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    {
+        let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .handshake::<_, Bytes>(io)
             .await
-            .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
-        // h2 needs its connection future driven (docs/architecture.md).
+            .map_err(|e| {
+                Status::new(
+                    Code::Unavailable,
+                    format!("{}: HTTP/2 handshake failed: {e}", self.addr),
+                )
+            })?;
+        let pinger = self
+            .connect
+            .keepalive
+            .and_then(|k| Some((k, connection.ping_pong()?)));
+        let (addr, drops) = (self.addr, Rc::clone(&self.keepalive_drops));
+        // h2 needs its connection future driven (docs/architecture.md). Dropping it (when a
+        // ping goes unanswered) fails the calls in flight and makes the sender refuse new ones.
         sdsim_core::runtime::spawn("grpc-client-connection", async move {
-            let _ = connection.await;
+            let Some((keepalive, pinger)) = pinger else {
+                let _ = connection.await;
+                return;
+            };
+            monoio::select! {
+                _ = &mut connection => {}
+                unanswered = ping_until_unanswered(pinger, keepalive) => if unanswered {
+                    drops.set(drops.get() + 1);
+                    tracing::warn!(
+                        %addr,
+                        timeout = ?keepalive.timeout,
+                        "gRPC client: keepalive ping unanswered, dropping the connection"
+                    );
+                }
+            }
         });
         Ok(sender)
     }
@@ -250,6 +347,20 @@ impl Client {
             deadline: opts.deadline,
             _type: PhantomData,
         })
+    }
+}
+
+/// Pings until a ping goes unanswered for `keepalive.timeout` (`true`) or the connection ends
+/// (`false`).
+async fn ping_until_unanswered(mut pinger: h2::PingPong, keepalive: Keepalive) -> bool {
+    loop {
+        monoio::time::sleep(keepalive.interval).await;
+        let pong = pinger.ping(h2::Ping::opaque());
+        match monoio::time::timeout(keepalive.timeout, pong).await {
+            Ok(Ok(_pong)) => continue,
+            Ok(Err(_)) => return false,
+            Err(_) => return true,
+        }
     }
 }
 

@@ -38,10 +38,19 @@ impl Remote {
         service_token: &str,
         timeout: Duration,
     ) -> Result<Remote, InvalidServiceToken> {
+        Remote::over(Client::new(addr), service_token, timeout)
+    }
+
+    /// Like [`Remote::new`] over a client already set up (TLS, keepalive).
+    pub fn over(
+        client: Client,
+        service_token: &str,
+        timeout: Duration,
+    ) -> Result<Remote, InvalidServiceToken> {
         let authorization = HeaderValue::from_str(&format!("Bearer {service_token}"))
             .map_err(|_| InvalidServiceToken)?;
         Ok(Remote {
-            client: Client::new(addr),
+            client,
             authorization,
             timeout,
         })

@@ -16,9 +16,11 @@ use sdsim_gateway::realtime::Realtime;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_gateway::GatewayState;
 use sdsim_mesh::Directory;
+use sdsim_net::grpc::client::{Client, Connect, Keepalive};
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_net::server::{bind_reuseport, ListenerSet};
+use sdsim_net::tls::ClientTls;
 use sdsim_projects::projects::Projects;
 use std::io;
 use std::net::SocketAddr;
@@ -195,11 +197,41 @@ pub fn remote_address<'c>(config: &'c Config, addr: &'c str) -> Option<&'c str> 
     (!gw.service_token.is_empty() && config.has_role("gateway")).then_some(addr)
 }
 
+/// How the internal gRPC client connects: TLS from `grpc.client_tls_*` (mutual TLS with
+/// `grpc.client_cert`/`grpc.client_key`) and keepalive from `grpc.client_keepalive*`. The start
+/// of the server calls it once so bad files stop the start, naming the key.
+pub fn client_connect(config: &Config) -> Result<Connect, sdsim_net::tls::TlsError> {
+    let grpc = &config.grpc;
+    let tls = ClientTls::from_settings(
+        grpc.client_tls_ca.as_deref(),
+        grpc.client_cert.as_deref(),
+        grpc.client_key.as_deref(),
+        grpc.client_tls_name.as_deref(),
+    )?;
+    let keepalive = (!grpc.client_keepalive.is_zero()).then_some(Keepalive {
+        interval: grpc.client_keepalive,
+        timeout: grpc.client_keepalive_timeout,
+    });
+    Ok(Connect {
+        tls,
+        keepalive,
+        ..Connect::default()
+    })
+}
+
 /// A gRPC client of the service at `addr` (see [`remote_address`]) for one shard.
 pub fn remote(config: &Config, addr: &str) -> Option<Remote> {
     let gw = &config.gateway;
     let addr = addr.parse().ok()?;
-    match Remote::new(addr, &gw.service_token, gw.service_timeout) {
+    let connect = match client_connect(config) {
+        Ok(connect) => connect,
+        Err(e) => {
+            tracing::error!(error = %e, "internal gRPC client TLS");
+            return None;
+        }
+    };
+    let client = Client::with_connect(addr, connect);
+    match Remote::over(client, &gw.service_token, gw.service_timeout) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::error!(error = %e, "gateway.service_token");

@@ -54,6 +54,8 @@ impl Server {
         let auth = parts.started_auth().cloned();
         let directory = Arc::clone(&parts.directory);
         let (tls, grpc_tls) = tls_acceptors(&config)?;
+        // The shards build their clients from the same files; a bad one stops the start here.
+        crate::role::client_connect(&config)?;
         let process_epoch = sdsim_gateway::state::process_epoch();
         let redis = match &config.redis.url {
             Some(url) => Some(
