@@ -25,12 +25,15 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 # stress-ng (Debian package): the suite must also pass on a busy machine, e.g. beside
 # `stress-ng --cpu 2`; no test starts it.
 command -v stress-ng >/dev/null || missing+=(stress-ng)
+# HAProxy (Debian package): the load-balancer tier of the cluster test (config/haproxy.cfg).
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   # The packages start system-wide instances on the default ports; the tests use their own.
   sudo_if_needed service redis-server stop >/dev/null 2>&1 || true
   sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
+  sudo_if_needed service haproxy stop >/dev/null 2>&1 || true
 fi
 
 # A one-shot build gains nothing from incremental state, which roughly doubles the target's size.
