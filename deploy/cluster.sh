@@ -5,6 +5,7 @@
 #
 #   deploy/cluster.sh up [--gateways 2] [--auth 2] [--projects 2] [--simulations 2]
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
+#                        [--lists] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
@@ -12,7 +13,8 @@
 # Redis B+2, PostgreSQL B+3; sdsim process k (0, 1, ...) gets B+10+3k (HTTP: the API on
 # gateways, /health and /metrics on every process), B+11+3k (its role's gRPC) and B+12+3k (its
 # role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
-# nothing else.
+# nothing else. --lists gives each gateway every project and simulation instance
+# (gateway.project_service = "a,b"), for the mesh client; --set goes to every sdsim process.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,6 +24,8 @@ gateways=2 auth=2 projects=2 simulations=2 base=18000
 state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
 profile=release
+lists=false
+sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --gateways) gateways="$2"; shift 2 ;;
@@ -32,13 +36,16 @@ while [ $# -gt 0 ]; do
     --state) state="$2"; shift 2 ;;
     --debug) profile=debug; shift ;;
     --bin) bin="$2"; shift 2 ;;
+    --lists) lists=true; shift ;;
+    --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 for n in "$gateways" "$auth" "$projects" "$simulations" "$base"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "cluster.sh: not a number: $n" >&2; exit 2; }
 done
-[ "$gateways" -ge 1 ] || { echo "cluster.sh: --gateways must be at least 1" >&2; exit 2; }
+[ "$gateways" -ge 1 ] && [ "$projects" -ge 1 ] && [ "$simulations" -ge 1 ] ||
+  { echo "cluster.sh: --gateways, --projects and --simulations must be at least 1" >&2; exit 2; }
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # PostgreSQL refuses to run as root: as root, its programs run as the postgres account.
@@ -89,10 +96,15 @@ start_sdsim() {
     echo "listen = \"127.0.0.1:$http\""
     if [[ "$roles" == *'"gateway"'* ]]; then
       echo "service_token = \"$token\""
-      # TODO(mesh): every instance (gateway.project_service = "a,b") once the mesh client
-      # takes a list; until then each gateway talks to one instance, spread over gateways.
-      echo "project_service = \"${project_addrs[$((gateway_index % ${#project_addrs[@]}))]}\""
-      echo "simulation_service = \"${simulation_addrs[$((gateway_index % ${#simulation_addrs[@]}))]}\""
+      if $lists; then
+        echo "project_service = \"$(IFS=,; echo "${project_addrs[*]}")\""
+        echo "simulation_service = \"$(IFS=,; echo "${simulation_addrs[*]}")\""
+      else
+        # TODO(mesh): --lists by default once the mesh client takes address lists; until
+        # then each gateway talks to one instance of each, spread over the gateways.
+        echo "project_service = \"${project_addrs[$((gateway_index % ${#project_addrs[@]}))]}\""
+        echo "simulation_service = \"${simulation_addrs[$((gateway_index % ${#simulation_addrs[@]}))]}\""
+      fi
     fi
     # The service token is accepted everywhere (it names the gateways as callers); each role
     # run here gets the listeners.
@@ -112,7 +124,7 @@ start_sdsim() {
     echo "[instance]"
     echo "id = \"$name\""
   } >"$cfg"
-  setsid "$bin" --config "$cfg" serve >"$state/$name.log" 2>&1 </dev/null &
+  setsid "$bin" --config "$cfg" "${sets[@]}" serve >"$state/$name.log" 2>&1 </dev/null &
   record $! "$name" "$(basename "$bin")"
   echo "$name http=127.0.0.1:$http grpc=127.0.0.1:$grpc" >>"$state/instances"
 }
