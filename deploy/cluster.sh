@@ -5,7 +5,7 @@
 #
 #   deploy/cluster.sh up [--gateways 2] [--auth 2] [--projects 2] [--simulations 2]
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
-#                        [--lists] [--set section.key=value]...
+#                        [--lists] [--tls] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
@@ -15,6 +15,10 @@
 # role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
 # nothing else. --lists gives each gateway every project and simulation instance
 # (gateway.project_service = "a,b"), for the mesh client; --set goes to every sdsim process.
+# --tls: a CA made with openssl in $state/tls signs one certificate for the service processes
+# (auth, project, simulation: every listener speaks TLS, and their gRPC requires a client
+# certificate from the CA: mutual TLS) and one client certificate the gateways present;
+# HAProxy still reaches the gateways over plain HTTP.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,6 +29,7 @@ state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
 profile=release
 lists=false
+tls=false
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --debug) profile=debug; shift ;;
     --bin) bin="$2"; shift 2 ;;
     --lists) lists=true; shift ;;
+    --tls) tls=true; shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -84,7 +90,49 @@ wait_for() { # what, seconds, command...
   done
 }
 
-ready() { curl -fsS -o /dev/null "http://127.0.0.1:$1/health/ready"; }
+# /health/ready on port $1 answers 200; over TLS when $2 is "https".
+ready() {
+  if [ "${2:-http}" = https ]; then
+    curl -fsS -o /dev/null --cacert "$state/tls/ca.pem" "https://127.0.0.1:$1/health/ready"
+  else
+    curl -fsS -o /dev/null "http://127.0.0.1:$1/health/ready"
+  fi
+}
+
+# Process $1 is ready (/health/ready on port $2 over $3); exits the script with the end of its
+# log when it is gone.
+started() {
+  local pid
+  pid="$(awk -v n="$1" '$2 == n { print $1 }' "$state/pids")"
+  if ! alive "$pid" sdsim; then
+    echo "cluster.sh: $1 exited at start; the end of $state/$1.log:" >&2
+    tail -5 "$state/$1.log" >&2
+    exit 1
+  fi
+  ready "$2" "$3"
+}
+
+# The CA, the service processes' certificate (127.0.0.1 as an IP SAN, which the internal
+# client checks by default) and the gateways' client certificate, in $state/tls.
+make_certificates() {
+  local d="$state/tls" name
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -subj "/CN=sdsim cluster CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  for name in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$d/$name.key" -out "$d/$name.csr" -subj "/CN=sdsim $name" 2>/dev/null
+    if [ "$name" = server ]; then
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/$name.ext"
+    else
+      printf 'extendedKeyUsage=clientAuth\n' >"$d/$name.ext"
+    fi
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 365 -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
+  done
+  chmod 600 "$d"/*.key
+}
 
 # One sdsim process: name, role list (TOML), HTTP, gRPC and role-HTTP ports.
 start_sdsim() {
@@ -117,6 +165,20 @@ start_sdsim() {
         echo "http_listen = \"127.0.0.1:$role_http\""
       fi
     done
+    if $tls; then
+      if [[ "$roles" == *'"gateway"'* ]]; then
+        echo "[grpc]"
+        echo "client_tls_ca = \"$state/tls/ca.pem\""
+        echo "client_cert = \"$state/tls/client.pem\""
+        echo "client_key = \"$state/tls/client.key\""
+      else
+        echo "[tls]"
+        echo "cert = \"$state/tls/server.pem\""
+        echo "key = \"$state/tls/server.key\""
+        echo "[grpc]"
+        echo "client_ca = \"$state/tls/ca.pem\""
+      fi
+    fi
     echo "[storage]"
     echo "url = \"$pg_url\""
     echo "[redis]"
@@ -126,7 +188,9 @@ start_sdsim() {
   } >"$cfg"
   setsid "$bin" --config "$cfg" "${sets[@]}" serve >"$state/$name.log" 2>&1 </dev/null &
   record $! "$name" "$(basename "$bin")"
-  echo "$name http=127.0.0.1:$http grpc=127.0.0.1:$grpc" >>"$state/instances"
+  local scheme=http
+  if $tls && [[ "$roles" != *'"gateway"'* ]]; then scheme=https; fi
+  echo "$name http=127.0.0.1:$http grpc=127.0.0.1:$grpc $scheme" >>"$state/instances"
 }
 
 up() {
@@ -143,6 +207,7 @@ up() {
   mkdir -p "$state"
   state="$(cd "$state" && pwd)"
   : >"$state/instances"
+  if $tls; then make_certificates; fi
   token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
   echo "$token" >"$state/service_token"
   lb_port=$base stats_port=$((base + 1)) redis_port=$((base + 2)) pg_port=$((base + 3))
@@ -191,8 +256,8 @@ up() {
     gateway_ports+=("$port")
     k=$((k + 1)) gateway_index=$((gateway_index + 1))
   done
-  while read -r name http _; do
-    wait_for "$name" 120 ready "${http##*:}"
+  while read -r name http _ scheme; do
+    wait_for "$name" 120 started "$name" "${http##*:}" "$scheme"
   done <"$state/instances"
 
   awk -v lb="127.0.0.1:$lb_port" -v stats="127.0.0.1:$stats_port" -v servers="$servers" '
@@ -215,13 +280,16 @@ alive() { [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "${2:0:15}"* ]] && [ -n "$2
 
 status() {
   [ -s "$state/pids" ] || { echo "no cluster in $state"; exit 1; }
-  local pid name program http
+  local pid name program http scheme ca=()
+  [ -f "$state/tls/ca.pem" ] && ca=(--cacert "$state/tls/ca.pem")
   while read -r pid name program; do
     http="$(awk -v n="$name" '$1 == n { sub("http=127.0.0.1:", "", $2); print $2 }' "$state/instances")"
+    scheme="$(awk -v n="$name" '$1 == n { print $4 }' "$state/instances")"
     if alive "$pid" "$program"; then
       if [ -n "$http" ]; then
         printf '%-14s pid %-8s running  /health/ready %s\n' "$name" "$pid" \
-          "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http/health/ready" || true)"
+          "$(curl -s -o /dev/null -w '%{http_code}' "${ca[@]}" \
+            "${scheme:-http}://127.0.0.1:$http/health/ready" || true)"
       else
         printf '%-14s pid %-8s running\n' "$name" "$pid"
       fi
