@@ -99,17 +99,24 @@ ready() {
   fi
 }
 
-# Process $1 is ready (/health/ready on port $2 over $3); exits the script with the end of its
-# log when it is gone.
-started() {
-  local pid
-  pid="$(awk -v n="$1" '$2 == n { print $1 }' "$state/pids")"
-  if ! alive "$pid" sdsim; then
-    echo "cluster.sh: $1 exited at start; the end of $state/$1.log:" >&2
-    tail -5 "$state/$1.log" >&2
-    exit 1
-  fi
-  ready "$2" "$3"
+# Waits until process $1 is ready (/health/ready on port $2 over $3); exits the script with
+# the end of its log when the process is gone (a zombie counts as gone: it exited).
+wait_started() {
+  local name="$1" pid run deadline=$((SECONDS + 120))
+  pid="$(awk -v n="$name" '$2 == n { print $1 }' "$state/pids")"
+  until ready "$2" "$3" >/dev/null 2>&1; do
+    run="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true)"
+    if [ -z "$run" ] || [ "$run" = Z ]; then
+      echo "cluster.sh: $name exited at start; the end of $state/$name.log:" >&2
+      tail -5 "$state/$name.log" >&2
+      exit 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "cluster.sh: $name not ready within 120s (log: $state/$name.log)" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
 }
 
 # The CA, the service processes' certificate (127.0.0.1 as an IP SAN, which the internal
@@ -257,7 +264,7 @@ up() {
     k=$((k + 1)) gateway_index=$((gateway_index + 1))
   done
   while read -r name http _ scheme; do
-    wait_for "$name" 120 started "$name" "${http##*:}" "$scheme"
+    wait_started "$name" "${http##*:}" "$scheme"
   done <"$state/instances"
 
   awk -v lb="127.0.0.1:$lb_port" -v stats="127.0.0.1:$stats_port" -v servers="$servers" '

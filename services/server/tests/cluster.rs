@@ -193,6 +193,37 @@ fn faults_one_at_a_time_haproxy_takes_a_killed_gateway_out_and_no_accepted_write
     println!("{accepted} creates answered 201, {rows} projects in PostgreSQL");
 }
 
+#[test]
+fn a_mutual_tls_cluster_serves_every_journey() {
+    let cluster = Cluster::up(
+        &[
+            &SETS[..],
+            &[
+                "--tls",
+                "--gateways",
+                "1",
+                "--auth",
+                "0",
+                "--projects",
+                "1",
+                "--simulations",
+                "1",
+            ],
+        ]
+        .concat(),
+    );
+    let load = Load::start(cluster.lb, users(cluster.lb, 2), 20, 4);
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = load.finish();
+    let failed: Vec<String> = sent.iter().filter(|s| !s.ok()).map(describe).collect();
+    assert_eq!(failed, Vec::<String>::new(), "{}", cluster.log("gateway-1"));
+    // Every step crossed to the service processes over mutual TLS.
+    for step in ["create", "read", "runs"] {
+        assert!(sent.iter().any(|s| s.step == step), "no {step} was sent");
+    }
+    accepted_writes_kept(&cluster, &sent);
+}
+
 /// Time from `fault` until the last failure of a request due after it (zero without one): how
 /// long the cluster took to serve everything again.
 fn recovery(sent: &[Sent], fault: Duration) -> Duration {

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/cluster.sh");
@@ -29,12 +29,18 @@ pub struct Cluster {
     pids: HashMap<String, i32>,
     /// Each sdsim process's HTTP port by name.
     pub http: HashMap<String, u16>,
+    /// One cluster at a time per test binary: two would share two cores and their ports.
+    _alone: MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 impl Cluster {
     /// `cluster.sh up` with `args` (e.g. `--gateways 2`), the debug binary and a state directory
     /// of its own. Panics with the script's output when it fails.
     pub fn up(args: &[&str]) -> Cluster {
+        // A test that failed while holding it poisoned nothing this one relies on.
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let state = sdsim_testing::temp_dir("cluster");
         let base = free_block(40);
         let out = Command::new("bash")
@@ -55,6 +61,7 @@ impl Cluster {
             pg_url: format!("postgres://postgres@127.0.0.1:{}/sdsim", base + 3),
             pids: HashMap::new(),
             http: HashMap::new(),
+            _alone: alone,
         };
         cluster.read_state();
         assert!(
@@ -135,9 +142,14 @@ impl Drop for Cluster {
 
 /// A port `p` such that `p..p + n` are all free on loopback now.
 fn free_block(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    use std::hash::{BuildHasher, Hasher};
+    // Fresh random keys each time: a different start for every call and every test binary.
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(2654435761) + attempt * 7919) % 2_000) as u16 * 20;
+        // Below the ephemeral range (32768 up), where outgoing connections take their ports.
+        let base = 20_000 + (seed.wrapping_add(attempt * 7919) % 600) as u16 * 20;
         let free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
             return base;
