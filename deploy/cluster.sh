@@ -5,7 +5,7 @@
 #
 #   deploy/cluster.sh up [--gateways 2] [--auth 2] [--projects 2] [--simulations 2]
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
-#                        [--lists] [--tls] [--set section.key=value]...
+#                        [--lists] [--gateway-only] [--tls] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
@@ -14,7 +14,9 @@
 # gateways, /health and /metrics on every process), B+11+3k (its role's gRPC) and B+12+3k (its
 # role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
 # nothing else. --lists gives each gateway every project and simulation instance
-# (gateway.project_service = "a,b"), for the mesh client; --set goes to every sdsim process.
+# (gateway.project_service = "a,b"), for the mesh client; --gateway-only runs the gateways
+# without the auth role (once they verify tokens with the auth instances' keys); --set goes to
+# every sdsim process.
 # --tls: a CA made with openssl in $state/tls signs one certificate for the service processes
 # (auth, project, simulation: every listener speaks TLS, and their gRPC requires a client
 # certificate from the CA: mutual TLS) and one client certificate the gateways present;
@@ -29,6 +31,7 @@ state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
 profile=release
 lists=false
+gateway_roles='["gateway", "auth"]'
 tls=false
 sets=()
 while [ $# -gt 0 ]; do
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --debug) profile=debug; shift ;;
     --bin) bin="$2"; shift 2 ;;
     --lists) lists=true; shift ;;
+    --gateway-only) gateway_roles='["gateway"]'; shift ;;
     --tls) tls=true; shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
@@ -254,11 +258,11 @@ up() {
   done
   local servers="" gateway_ports=()
   for ((i = 1; i <= gateways; i++)); do
-    # TODO(gwauth): '["gateway"]' once a gateway-only process verifies tokens with the auth
-    # service's keys and serves /api/auth/* through the auth instances; until then each
-    # gateway runs the auth role in-process (same database, same signing keys).
+    # TODO(gwauth): --gateway-only by default once a gateway-only process verifies tokens
+    # with the auth service's keys and serves /api/auth/* through the auth instances; until
+    # then each gateway runs the auth role in-process (same database, same signing keys).
     port=$((base + 10 + 3 * k))
-    start_sdsim "gateway-$i" '["gateway", "auth"]' "$port" $((base + 11 + 3 * k)) $((base + 12 + 3 * k))
+    start_sdsim "gateway-$i" "$gateway_roles" "$port" $((base + 11 + 3 * k)) $((base + 12 + 3 * k))
     servers+="    server gateway-$i 127.0.0.1:$port check"$'\n'
     gateway_ports+=("$port")
     k=$((k + 1)) gateway_index=$((gateway_index + 1))

@@ -258,7 +258,7 @@ fn registered(cluster: &Cluster, service: &str, instance: &str) -> bool {
             failover: the meshclient branch), the registry (services:{service}:{instance} with \
             a TTL: the registry branch) and gateway-only processes verifying tokens (gwauth)"]
 fn the_cluster_survives_each_fault_within_two_seconds() {
-    let cluster = Cluster::up(&[&SETS[..], &["--lists"]].concat());
+    let cluster = Cluster::up(&[&SETS[..], &["--lists", "--gateway-only"]].concat());
     let load = Load::start(cluster.lb, users(cluster.lb, 4), 20, 8);
     std::thread::sleep(Duration::from_secs(3));
     let mut faults = Vec::new();
