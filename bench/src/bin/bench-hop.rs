@@ -1,7 +1,7 @@
 //! `bench-hop`: the cost of the internal hop. `GET /api/projects/{id}` on one process running
 //! every role, against the same request on a gateway process (gateway and auth roles) that
-//! reaches a project-only process over gRPC — one after the other in the same run, on the same
-//! database and project. Per setup: requests/s, latency p50/p99/p99.9/max (HDR, from each
+//! reaches a project-only process over gRPC — alternating in the same run (`--runs`, medians),
+//! on the same database and project. Per setup: requests/s, latency p50/p99/p99.9/max (HDR, from each
 //! request's intended send time when `--rate` is set), and server CPU per request (every server
 //! process of the setup, from its CPU-time clock).
 //!
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use mimalloc::MiMalloc;
+use sdsim_bench::median;
 use sdsim_bench::proc_sample::cpu_seconds;
 use sdsim_bench::process::{free_port, pinned, stop};
 use sdsim_bench::sdsim_process::{create_project_from_template, get_json, register_and_login};
@@ -57,7 +58,10 @@ struct Args {
     /// Pin the load generator to this CPU.
     #[arg(long)]
     client_cpu: Option<usize>,
-    /// Also write the figures as JSON here.
+    /// Runs of each setup, alternating; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Also write the median figures as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -164,6 +168,21 @@ struct Figures {
 impl Figures {
     fn per_second(&self) -> f64 {
         self.completed as f64 / self.seconds
+    }
+
+    /// Each figure's median over `runs` (of one setup); counts are summed.
+    fn median(runs: &[Figures]) -> Figures {
+        let of = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
+        let seconds = runs.iter().map(|f| f.seconds).sum::<f64>() / runs.len() as f64;
+        Figures {
+            name: runs[0].name,
+            completed: (of(|f| f.per_second()) * seconds).round() as u64,
+            errors: runs.iter().map(|f| f.errors).sum(),
+            seconds,
+            latency_ms: [0, 1, 2, 3]
+                .map(|i| median(runs.iter().map(|f| f.latency_ms[i]).collect())),
+            cpu_us_per_request: of(|f| f.cpu_us_per_request),
+        }
     }
 }
 
@@ -301,6 +320,7 @@ async fn one_connection(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    ensure!(args.runs >= 1, "--runs must be at least 1");
     let dir = std::env::temp_dir().join(format!("sdsim-bench-hop-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let storage = args
@@ -309,32 +329,13 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("hop.db").display()));
     let storage_set = format!("storage.url={storage}");
 
-    // Setup 1: every role in one process. It also creates the user and the project both
-    // setups read.
+    // Every role in one process; it also creates the user and the project both setups read.
     let all = Server::start(&args, &dir, "all-roles", std::slice::from_ref(&storage_set))?;
     let token = register_and_login(all.http, &format!("hop{}@example.com", std::process::id()))?;
     let id = create_project_from_template(all.http, &token, "three-tier")?;
     let path = format!("/api/projects/{id}");
-    let request = |addr: SocketAddr| {
-        sdsim_loadtest::run::build_request(
-            "GET",
-            &addr.to_string(),
-            &path,
-            &[format!("Authorization: Bearer {token}")],
-            b"",
-        )
-    };
-    let local = measure(
-        &args,
-        "all roles, one process",
-        all.http,
-        request(all.http),
-        &[&all],
-    )?;
-    drop(all);
-
-    // Setup 2: the gateway (with auth, so it verifies the token itself) reaches a
-    // project-only process over gRPC.
+    // The gateway (with auth, so it verifies the token itself) reaching a project-only
+    // process over gRPC.
     let project = Server::start(
         &args,
         &dir,
@@ -363,31 +364,53 @@ fn main() -> anyhow::Result<()> {
         status == 200,
         "the split setup cannot read the project: {status} {body}"
     );
-    let hop = measure(
-        &args,
-        "gateway -> project over gRPC",
-        gateway.http,
-        request(gateway.http),
-        &[&gateway, &project],
-    )?;
-    drop((gateway, project));
+    let request = |addr: SocketAddr| {
+        sdsim_loadtest::run::build_request(
+            "GET",
+            &addr.to_string(),
+            &path,
+            &[format!("Authorization: Bearer {token}")],
+            b"",
+        )
+    };
+    // Alternating, so a disturbance of the machine falls on both setups alike; every process
+    // stays up throughout (an idle one costs next to nothing).
+    let (mut local, mut hop) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        local.push(measure(
+            &args,
+            "all roles, one process",
+            all.http,
+            request(all.http),
+            &[&all],
+        )?);
+        hop.push(measure(
+            &args,
+            "gateway -> project over gRPC",
+            gateway.http,
+            request(gateway.http),
+            &[&gateway, &project],
+        )?);
+    }
+    drop((all, gateway, project));
 
     let mode = match args.rate {
         Some(r) => format!("open loop, {r} req/s"),
         None => "closed loop".to_string(),
     };
     println!(
-        "GET /api/projects/{{id}}: {} connections, {mode}, {} s measured after {} s warm-up, {} shard(s) per process, {}",
-        args.connections, args.duration, args.warmup, args.shards, sdsim_bench::machine_line()
+        "GET /api/projects/{{id}}: {} connections, {mode}, {} s measured after {} s warm-up, {} shard(s) per process, {} run(s) alternating, {}",
+        args.connections, args.duration, args.warmup, args.shards, args.runs, sdsim_bench::machine_line()
     );
-    println!(
-        "{:<30} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12}",
+    let header = format!(
+        "{:<36} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12}",
         "setup", "req/s", "errors", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/req"
     );
-    for f in [&local, &hop] {
+    println!("{header}");
+    let line = |f: &Figures, label: &str| {
         println!(
-            "{:<30} {:>9.0} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.1}",
-            f.name,
+            "{:<36} {:>9.0} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.1}",
+            label,
             f.per_second(),
             f.errors,
             f.latency_ms[0],
@@ -396,11 +419,20 @@ fn main() -> anyhow::Result<()> {
             f.latency_ms[3],
             f.cpu_us_per_request
         );
+    };
+    for (run, (l, h)) in local.iter().zip(&hop).enumerate() {
+        line(l, &format!("{} (run {})", l.name, run + 1));
+        line(h, &format!("{} (run {})", h.name, run + 1));
     }
+    let (local, hop) = (Figures::median(&local), Figures::median(&hop));
+    println!("medians:");
+    line(&local, local.name);
+    line(&hop, hop.name);
     println!(
-        "the hop: x{:.2} throughput, +{:.3} ms p50, x{:.2} server CPU per request",
+        "the hop (medians): x{:.2} throughput, +{:.3} ms p50, +{:.3} ms p99, x{:.2} server CPU per request",
         hop.per_second() / local.per_second(),
         hop.latency_ms[0] - local.latency_ms[0],
+        hop.latency_ms[1] - local.latency_ms[1],
         hop.cpu_us_per_request / local.cpu_us_per_request
     );
     if let Some(out) = &args.out {
@@ -414,7 +446,7 @@ fn main() -> anyhow::Result<()> {
         };
         let doc = serde_json::json!({
             "connections": args.connections, "rate": args.rate, "duration_s": args.duration,
-            "shards": args.shards, "setups": [json(&local), json(&hop)],
+            "shards": args.shards, "runs": args.runs, "medians": [json(&local), json(&hop)],
         });
         std::fs::write(out, serde_json::to_string_pretty(&doc)?)?;
     }
