@@ -68,6 +68,7 @@ install_missing() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v curl >/dev/null || missing+=(curl)
+  if $tls; then command -v openssl >/dev/null || missing+=(openssl); fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages)"
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,7 +1,8 @@
-//! Processes for the multi-process tests (`cluster.rs`, `split_tls.rs`): `sdsim serve`
-//! subprocesses of the debug binary with one role set each, HAProxy, and a certificate
-//! authority for TLS between them. Everything started here is killed when its handle drops,
-//! a panicking test included.
+//! Processes for the multi-process tests: [`Node`], one `sdsim serve` subprocess of the debug
+//! binary with its own roles, and [`Pki`], a certificate authority for TLS between them
+//! (`split_tls.rs`); [`cluster`], the whole cluster through `deploy/cluster.sh` and a load
+//! generator (`cluster.rs`). Everything started here is stopped when its handle drops, a
+//! panicking test included.
 #![allow(dead_code)]
 
 pub mod cluster;
