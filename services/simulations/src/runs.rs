@@ -13,7 +13,8 @@
 //! analysis (whose confirmation re-run happens on a helper thread, not the shard) are stored.
 //! `stop` reaches the run's shard through the mesh and takes effect within one slice; it waits
 //! for the run to record its end (a notification from the run, not polling) for at most
-//! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
+//! `simulation.stop_timeout`, then answers 503 `timeout`. A stop (or failure) recorded by
+//! another instance sharing the database ends the run at its next `simulation.status_check`. Designs over
 //! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
 use sdsim_core::runtime::Shard;

@@ -2,7 +2,7 @@
 //! for one of the shard's `simulation.runs_per_shard` slots, advances the engine in slices that
 //! yield, publishes metrics points and lifecycle events, and records how each run ended.
 
-use super::{Simulations, FINISH_RETRY_FOR};
+use super::{Simulations, FINISH_RETRY_FOR, TERMINAL};
 use sdsim_core::runtime::Shard;
 use sdsim_engine::engine::Simulation;
 use sdsim_projects::design_limits::parse_design;
@@ -139,17 +139,18 @@ impl Simulations {
             self.simulate(&job, &stop.set).await
         } else {
             self.finish_row(&job.id, "stopped", None, None, None).await;
-            Ok(false)
+            Ok(Ended::Stopped)
         };
         // The end is recorded: whoever is stopping this run may answer now.
         stop.ended();
         if let Some(runner) = Shard::current().get::<Runner>() {
             runner.stops.borrow_mut().remove(&job.id);
         }
-        let (status, error) = match &outcome {
-            Ok(true) => ("completed", None),
-            Ok(false) => ("stopped", None),
-            Err(e) => ("failed", Some(e.clone())),
+        let (status, error) = match outcome {
+            Ok(Ended::Completed) => ("completed", None),
+            Ok(Ended::Stopped) => ("stopped", None),
+            Ok(Ended::Elsewhere { status, error }) => (status, error),
+            Err(e) => ("failed", Some(e)),
         };
         let event = Lifecycle {
             event: status,
@@ -162,11 +163,11 @@ impl Simulations {
         publish(&format!("notifications:user:{}", job.user_id), &event).await;
     }
 
-    /// Runs the engine; `Ok(true)` when it ran to the end, `Ok(false)` when stopped.
-    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<bool, String> {
+    /// Runs the engine and records how the run ended (unless another instance recorded it).
+    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<Ended, String> {
         if stop.get() {
             self.finish_row(&job.id, "stopped", None, None, None).await;
-            return Ok(false);
+            return Ok(Ended::Stopped);
         }
         let parsed = match parse_design(&job.design).await {
             Ok(parsed) => parsed,
@@ -201,7 +202,7 @@ impl Simulations {
             .map_err(|e| e.to_string())?;
         if claimed == 0 {
             // Stopped while it was on its way to this shard.
-            return Ok(false);
+            return Ok(Ended::Stopped);
         }
         let channel = format!("simulation:data:{}", job.id);
         publish(
@@ -218,6 +219,8 @@ impl Simulations {
         let mut sim = Simulation::new(design.clone());
         let began = Instant::now();
         let mut next_point = began + self.config.metrics_interval;
+        let mut next_check = began + self.config.status_check;
+        let mut elsewhere = None;
         // Simulated time per engine step: at most 1/2000 of the run, shrunk while one step takes
         // more than a quarter of a slice (busy designs), grown back while steps are cheap.
         let max_step = (job.duration / 2000.0).max(1e-3);
@@ -244,6 +247,13 @@ impl Simulations {
             if stop.get() {
                 break;
             }
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + self.config.status_check;
+                if let Some(ended) = self.ended_elsewhere(&job.id).await {
+                    elsewhere = Some(ended);
+                    break;
+                }
+            }
             if Instant::now() >= next_point {
                 next_point += self.config.metrics_interval;
                 publish(&channel, &point(&sim, job, "metrics")).await;
@@ -256,6 +266,12 @@ impl Simulations {
                 // monoio then polls neither sockets, timers nor other threads' answers.
                 sdsim_core::mesh::yield_to_driver().await;
             }
+        }
+        if let Some(Ended::Elsewhere { status, error }) = elsewhere {
+            // Its end is recorded already (and must not be overwritten): only say it here.
+            tracing::info!(simulation = %job.id, status, "run ended by another instance");
+            publish(&channel, &point(&sim, job, status)).await;
+            return Ok(Ended::Elsewhere { status, error });
         }
         let finished = sim.is_finished();
         let kind = if finished { "completed" } else { "stopped" };
@@ -281,8 +297,47 @@ impl Simulations {
         };
         self.finish_row(&job.id, kind, None, Some(report_json), Some(analysis))
             .await;
-        Ok(finished)
+        Ok(if finished {
+            Ended::Completed
+        } else {
+            Ended::Stopped
+        })
     }
+
+    /// How the run ended when its row no longer says `running`: another instance stopped it
+    /// or failed it. An unreadable row keeps the run going (the database may be briefly down).
+    async fn ended_elsewhere(&self, id: &str) -> Option<Ended> {
+        let rows = self
+            .store
+            .query(
+                "SELECT status, COALESCE(error, '') FROM simulation_schema.simulations WHERE id = $1",
+                vec![id.into()],
+            )
+            .await
+            .ok()?;
+        let row = rows.first()?;
+        let status = row.text(0).ok()?;
+        let status = TERMINAL.into_iter().find(|s| *s == status)?;
+        let error = row
+            .text(1)
+            .ok()
+            .filter(|e| !e.is_empty())
+            .map(str::to_string);
+        Some(Ended::Elsewhere { status, error })
+    }
+}
+
+/// How a run ended.
+enum Ended {
+    /// It ran to the end here.
+    Completed,
+    /// It was stopped here.
+    Stopped,
+    /// Another instance recorded its end (`status`, with `error` when it failed).
+    Elsewhere {
+        status: &'static str,
+        error: Option<String>,
+    },
 }
 
 /// One shard's runner: where jobs arrive and their stop flags.
