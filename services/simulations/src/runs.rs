@@ -32,6 +32,7 @@ use std::time::Duration;
 
 mod runner;
 
+use crate::reports::ReportQueue;
 use runner::{Job, Runner, Stop};
 
 /// What a caller asks for.
@@ -85,7 +86,8 @@ pub struct Results {
     pub simulation: Run,
     /// The engine's report (per component, end to end, SLOs).
     pub report: sonic_rs::Value,
-    /// Bottleneck findings with recommendations.
+    /// Bottleneck findings with recommendations; `null` while the reports queue (Redis set)
+    /// has not produced them yet.
     pub analysis: sonic_rs::Value,
 }
 
@@ -115,6 +117,8 @@ pub struct Simulations {
     /// When this service started (Unix ms): runs of this instance created before it are left
     /// over from a previous life.
     started_ms: i64,
+    /// `async:reports:queue`, when Redis is set.
+    reports: Option<Arc<ReportQueue>>,
 }
 
 /// How long the end of a run is retried while the database is unavailable.
@@ -156,7 +160,15 @@ impl Simulations {
             },
             instance,
             started_ms: now_ms(),
+            reports: None,
         }
+    }
+
+    /// Completed runs are analysed through `queue` (by any simulation instance) while Redis
+    /// is up, and this instance takes its share of the queue's jobs.
+    pub fn with_reports(mut self, queue: ReportQueue) -> Simulations {
+        self.reports = Some(Arc::new(queue));
+        self
     }
 
     /// Marks the runs this instance left queued or running in an earlier life (a crash, a kill,
@@ -453,7 +465,7 @@ impl Simulations {
         let row = self
             .store
             .query_opt(
-                "SELECT COALESCE(report, 'null'), COALESCE(analysis, '[]') FROM simulation_schema.simulations WHERE id = $1",
+                "SELECT COALESCE(report, 'null'), COALESCE(analysis, 'null') FROM simulation_schema.simulations WHERE id = $1",
                 vec![id.into()],
             )
             .await?
