@@ -523,14 +523,20 @@ fn an_admin_websocket_sees_logins_and_logouts() {
                 .insert("authorization", format!("Bearer {token}").parse().unwrap());
             tokio_tungstenite::connect_async(req).await.unwrap().0
         };
+        // An event that never comes fails the test rather than hanging it.
         let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
-            loop {
-                match ws.next().await.unwrap().unwrap() {
-                    Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    other => panic!("{other:?}"),
+            let message = async {
+                loop {
+                    match ws.next().await.unwrap().unwrap() {
+                        Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                        other => panic!("{other:?}"),
+                    }
                 }
-            }
+            };
+            tokio::time::timeout(Duration::from_secs(10), message)
+                .await
+                .expect("a WebSocket message within 10 s")
         };
         let mut ws = connect(root_token.clone()).await;
         for channel in [
