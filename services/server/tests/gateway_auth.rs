@@ -85,10 +85,58 @@ fn gateway_process(
         &project_at,
         &token,
         "ratelimit.enabled=false",
-        "auth.revocation_sync=200ms",
     ];
     sets.extend_from_slice(extra);
     start(&sets)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `addr`'s gateway, authenticated with `token`.
+async fn ws_connect(addr: SocketAddr, token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The next message; an event that never comes fails the test rather than hanging it.
+async fn ws_next(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let message = async {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), message)
+        .await
+        .expect("a WebSocket message within 10 s")
+}
+
+/// Subscribes to `channel`; the answer.
+async fn ws_subscribe(ws: &mut Ws, channel: &str) -> Value {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let op = json!({"op": "subscribe", "channel": channel});
+    ws.send(Message::text(op.to_string())).await.unwrap();
+    ws_next(ws).await
+}
+
+/// Makes an admin account on the auth service of `server`.
+fn create_admin(server: &Server, email: &str) {
+    let auth = std::sync::Arc::clone(server.auth().unwrap());
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async { auth.create_user(email, STRONG, &["admin"]).await.unwrap() });
 }
 
 /// The `kid` in an access token's header.
@@ -154,11 +202,12 @@ fn a_gateway_only_process_serves_the_account_api_through_a_remote_auth_service()
         &tokens,
         "ratelimit.enabled=false",
     ]);
+    // Without Redis, revocations reach the gateway through the shared database.
     let gw = gateway_process(
         &db,
         auth_grpc,
         Some(project.project_grpc_addr().unwrap()),
-        &[],
+        &["auth.revocation_sync=200ms"],
     );
     let addr = gw.local_addr();
     // The all-roles reference, on a database of its own.
@@ -490,91 +539,48 @@ fn after_a_key_rotation_the_gateway_accepts_tokens_of_the_new_key() {
 }
 
 #[test]
-fn an_admin_websocket_sees_logins_and_logouts() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
+fn an_admin_websocket_sees_logins_logouts_and_role_changes() {
     let server = start(&["ratelimit.enabled=false"]);
     let addr = server.local_addr();
-    let admin = std::sync::Arc::clone(server.auth().unwrap());
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        admin
-            .create_user("root@example.com", STRONG, &["admin"])
-            .await
-            .unwrap();
-    });
+    create_admin(&server, "root@example.com");
     let (_, root) = login(addr, "root@example.com", STRONG);
     let root_token = root["access_token"].as_str().unwrap().to_string();
     let (status, user) = register(addr, "eve@example.com");
     assert_eq!(status, 201);
     let eve_id = user["user"]["id"].as_str().unwrap().to_string();
-    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    tokio_rt.block_on(async {
-        let connect = |token: String| async move {
-            let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::connect_async(req).await.unwrap().0
-        };
-        // An event that never comes fails the test rather than hanging it.
-        let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
-            let message = async {
-                loop {
-                    match ws.next().await.unwrap().unwrap() {
-                        Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-                        Message::Ping(_) | Message::Pong(_) => continue,
-                        other => panic!("{other:?}"),
-                    }
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), message)
-                .await
-                .expect("a WebSocket message within 10 s")
-        };
-        let mut ws = connect(root_token.clone()).await;
+    rt.block_on(async {
+        let mut ws = ws_connect(addr, &root_token).await;
         for channel in [
             "auth:events:login",
             "auth:events:logout",
             "auth:events:permission_changed",
         ] {
-            ws.send(Message::text(
-                json!({"op": "subscribe", "channel": channel}).to_string(),
-            ))
-            .await
-            .unwrap();
-            let ok = next(&mut ws).await;
+            let ok = ws_subscribe(&mut ws, channel).await;
             assert_eq!(ok["op"], "subscribed", "{ok}");
         }
-        // A user may not read the instance-wide feed.
         let (_, eve) = tokio::task::spawn_blocking(move || login(addr, "eve@example.com", STRONG))
             .await
             .unwrap();
         let eve_token = eve["access_token"].as_str().unwrap().to_string();
-        let login_event = next(&mut ws).await;
+        let login_event = ws_next(&mut ws).await;
         assert_eq!(login_event["op"], "event", "{login_event}");
         assert_eq!(login_event["channel"], "auth:events:login");
         assert_eq!(login_event["data"]["user_id"], eve_id.as_str());
         assert_eq!(login_event["data"]["session_id"], eve["session_id"]);
         assert!(login_event["data"]["at_ms"].as_i64().unwrap() > 0);
+        let refresh = eve["refresh_token"].as_str().unwrap();
+        let text = login_event.to_string();
         assert!(
-            !login_event.to_string().contains(&eve_token),
-            "an event never carries a token"
+            !text.contains(&eve_token) && !text.contains(refresh),
+            "an event never carries a token: {text}"
         );
-        let mut eve_ws = connect(eve_token.clone()).await;
-        eve_ws
-            .send(Message::text(
-                json!({"op": "subscribe", "channel": "auth:events:login"}).to_string(),
-            ))
-            .await
-            .unwrap();
-        let denied = next(&mut eve_ws).await;
+        // A user may not read the instance-wide feed.
+        let mut eve_ws = ws_connect(addr, &eve_token).await;
+        let denied = ws_subscribe(&mut eve_ws, "auth:events:login").await;
         assert_eq!(denied["code"], "forbidden", "{denied}");
         drop(eve_ws);
         let t = eve_token.clone();
@@ -584,7 +590,7 @@ fn an_admin_websocket_sees_logins_and_logouts() {
         .await
         .unwrap();
         assert_eq!(status, 204);
-        let logout_event = next(&mut ws).await;
+        let logout_event = ws_next(&mut ws).await;
         assert_eq!(
             logout_event["channel"], "auth:events:logout",
             "{logout_event}"
@@ -592,35 +598,98 @@ fn an_admin_websocket_sees_logins_and_logouts() {
         assert_eq!(logout_event["data"]["user_id"], eve_id.as_str());
         assert_eq!(logout_event["data"]["session_id"], eve["session_id"]);
         // Roles changed by an admin: the user's new roles and permissions.
-        let (root_token, eve_id2) = (root_token.clone(), eve_id.clone());
+        let (root_token, path) = (
+            root_token.clone(),
+            format!("/api/auth/users/{eve_id}/roles"),
+        );
         let (status, v) = tokio::task::spawn_blocking(move || {
-            call(
-                addr,
-                "PUT",
-                &format!("/api/auth/users/{eve_id2}/roles"),
-                Some(&root_token),
-                Some(json!({"roles": ["admin", "user"]})),
-            )
+            let roles = json!({"roles": ["admin", "user"]});
+            call(addr, "PUT", &path, Some(&root_token), Some(roles))
         })
         .await
         .unwrap();
         assert_eq!(status, 200, "{v}");
-        let changed = next(&mut ws).await;
+        let changed = ws_next(&mut ws).await;
         assert_eq!(
             changed["channel"], "auth:events:permission_changed",
             "{changed}"
         );
         assert_eq!(changed["data"]["user_id"], eve_id.as_str());
         assert_eq!(changed["data"]["roles"], json!(["admin", "user"]));
-        assert!(
-            changed["data"]["permissions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p == "admin:users"),
-            "{changed}"
-        );
+        let permissions = changed["data"]["permissions"].as_array().unwrap();
+        assert!(permissions.iter().any(|p| p == "admin:users"), "{changed}");
         assert!(changed["data"].get("session_id").is_none(), "{changed}");
     });
     stop(server);
+}
+
+/// Waits until `addr`'s Redis bridge is connected.
+fn redis_up(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = call(addr, "GET", "/health/redis", None, None);
+        if v["status"] == "up" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/health/redis: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn through_redis_a_gateway_only_process_gets_revocations_and_auth_events_at_once() {
+    let redis = sdsim_testing::redis::Redis::start();
+    let url = redis.url_setting();
+    let db = sdsim_testing::postgres::fresh_database_url();
+    // Storage reads of revoked sessions an hour apart: only Redis can bring a revocation fast.
+    let hourly = "auth.revocation_sync=1h";
+    let auth = auth_process(&db, &[&url, hourly]);
+    let gw = gateway_process(&db, auth.auth_grpc_addr().unwrap(), None, &[&url, hourly]);
+    let addr = gw.local_addr();
+    redis_up(auth.local_addr());
+    redis_up(addr);
+    create_admin(&auth, "root@example.com");
+    let (status, root) = login(addr, "root@example.com", STRONG);
+    assert_eq!(status, 200, "{root}");
+    let root_token = root["access_token"].as_str().unwrap().to_string();
+    me_until(addr, &root_token, 200, Duration::from_secs(10));
+    assert_eq!(register(addr, "ivy@example.com").0, 201);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // An admin on the gateway sees the events the auth process publishes.
+        let mut ws = ws_connect(addr, &root_token).await;
+        for channel in ["auth:events:login", "auth:events:logout"] {
+            let ok = ws_subscribe(&mut ws, channel).await;
+            assert_eq!(ok["op"], "subscribed", "{ok}");
+        }
+        let (status, ivy) =
+            tokio::task::spawn_blocking(move || login(addr, "ivy@example.com", STRONG))
+                .await
+                .unwrap();
+        assert_eq!(status, 200, "{ivy}");
+        let event = ws_next(&mut ws).await;
+        assert_eq!(event["channel"], "auth:events:login", "{event}");
+        assert_eq!(event["data"]["session_id"], ivy["session_id"]);
+        let token = ivy["access_token"].as_str().unwrap().to_string();
+        let t = token.clone();
+        tokio::task::spawn_blocking(move || {
+            me_until(addr, &t, 200, Duration::from_secs(10));
+            assert_eq!(
+                call(addr, "POST", "/api/auth/logout", Some(&t), None).0,
+                204
+            );
+            // Revoked by the auth process; the gateway learns it through Redis.
+            me_until(addr, &t, 401, Duration::from_secs(5));
+        })
+        .await
+        .unwrap();
+        let event = ws_next(&mut ws).await;
+        assert_eq!(event["channel"], "auth:events:logout", "{event}");
+        assert_eq!(event["data"]["session_id"], ivy["session_id"]);
+    });
+    stop(gw);
+    stop(auth);
 }
