@@ -169,6 +169,19 @@ fn me_until(addr: SocketAddr, token: &str, want: u16, within: Duration) -> Value
     }
 }
 
+/// Polls `/health/ready` until 200 (as a load balancer would); the last answer.
+fn ready_within(addr: SocketAddr, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, v) = call(addr, "GET", "/health/ready", None, None);
+        if status == 200 {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "/health/ready: {status} {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn register(addr: SocketAddr, email: &str) -> (u16, Value) {
     call(
         addr,
@@ -227,8 +240,11 @@ fn a_gateway_only_process_serves_the_account_api_through_a_remote_auth_service()
     assert_eq!(t["token_type"], "Bearer");
     assert_eq!(t["user"]["id"], id.as_str());
     let access = t["access_token"].as_str().unwrap().to_string();
-    // The gateway fetched the auth service's keys at start: it verifies the token itself.
-    let me = me_until(addr, &access, 200, Duration::from_secs(10));
+    // Ready once it has fetched the auth service's keys: it verifies the token itself.
+    let ready = ready_within(addr, Duration::from_secs(10));
+    assert!(ready["verification_keys"].as_u64().unwrap() >= 1, "{ready}");
+    let (status, me) = call(addr, "GET", "/api/auth/me", Some(&access), None);
+    assert_eq!(status, 200, "{me}");
     assert_eq!(me["user"]["id"], id.as_str());
     assert_eq!(me["session_id"], t["session_id"]);
     assert!(me["expires_at"].as_i64().unwrap() > 0);
@@ -290,24 +306,26 @@ fn a_gateway_only_process_serves_the_account_api_through_a_remote_auth_service()
     assert_eq!(status, 201, "{p}");
     assert_eq!(p["owner_id"], id.as_str());
 
-    // Logout through the gateway; the gateway then refuses the token (storage reconcile).
+    // Logout through the gateway; then every shard of the gateway refuses the token (each
+    // reads the revoked sessions from storage every 200 ms here; no Redis in this test).
     assert_eq!(
         call(addr, "POST", "/api/auth/logout", Some(&access), None).0,
         204
     );
     let refused = me_until(addr, &access, 401, Duration::from_secs(10));
     assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
-    assert_eq!(
-        call(
-            addr,
-            "POST",
-            "/api/projects",
-            Some(&access),
-            Some(json!({"name": "X", "template_id": "three-tier"}))
-        )
-        .0,
-        401
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refusals = 0;
+    // Each call is a fresh connection, which may land on either shard: ten refusals in a row.
+    while refusals < 10 {
+        let body = json!({"name": "X", "template_id": "three-tier"});
+        let (status, v) = call(addr, "POST", "/api/projects", Some(&access), Some(body));
+        refusals = if status == 401 { refusals + 1 } else { 0 };
+        assert!(
+            status == 401 || Instant::now() < deadline,
+            "POST /api/projects with a revoked token: {status} {v}"
+        );
+    }
 
     // The error cases answer exactly as an all-roles process does.
     assert_eq!(register(local, "ada@example.com").0, 201);
@@ -472,6 +490,22 @@ fn a_gateway_only_process_serves_the_account_api_through_a_remote_auth_service()
     stop(project);
     stop(auth);
     stop(reference);
+}
+
+#[test]
+fn a_gateway_that_cannot_reach_the_auth_service_is_not_ready_and_says_so() {
+    let db = sdsim_testing::postgres::fresh_database_url();
+    // Nothing listens there.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], sdsim_testing::free_port()));
+    let gw = gateway_process(&db, nowhere, None, &[]);
+    let addr = gw.local_addr();
+    let (status, ready) = call(addr, "GET", "/health/ready", None, None);
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["verification_keys"], 0, "{ready}");
+    let (status, e) = login(addr, "ada@example.com", STRONG);
+    assert_eq!(status, 503, "{e}");
+    assert_eq!(e["error"]["code"], "unavailable", "{e}");
+    stop(gw);
 }
 
 #[test]
