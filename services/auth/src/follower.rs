@@ -91,32 +91,103 @@ impl KeyFollower {
         }
         let follower = Arc::clone(self);
         shard.spawn("auth-key-fetch", async move {
-            let mut failures = 0u32;
-            loop {
-                let fetched_at = Instant::now();
-                let next = match follower.fetch(&*auth).await {
-                    Ok(_) => {
-                        failures = 0;
-                        follower.config.key_reload
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(error = %e, failures, "verification keys not fetched");
-                        // Retried soon (a starting auth service), never faster than the
-                        // unknown-key bound.
-                        (UNKNOWN_KEY_REFETCH * failures.min(10)).min(follower.config.key_reload)
-                    }
-                };
-                monoio::select! {
-                    _ = monoio::time::sleep(next) => {}
-                    _ = follower.unknown_key.notified() => {
-                        let since = fetched_at.elapsed();
-                        if since < UNKNOWN_KEY_REFETCH {
-                            monoio::time::sleep(UNKNOWN_KEY_REFETCH - since).await;
-                        }
+            follower.follow(|| follower.fetch(&*auth)).await;
+        });
+    }
+
+    /// Fetches the keys with `fetch` now, then every `auth.key_reload`, and again after a
+    /// token names an unknown key — never sooner than [`UNKNOWN_KEY_REFETCH`] after the last
+    /// fetch. A failed fetch is retried sooner (a starting auth service), backing off.
+    async fn follow<F, Fut>(&self, mut fetch: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<usize, Failure>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            let fetched_at = Instant::now();
+            let next = match fetch().await {
+                Ok(_) => {
+                    failures = 0;
+                    self.config.key_reload
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "verification keys not fetched");
+                    (UNKNOWN_KEY_REFETCH * failures.min(10)).min(self.config.key_reload)
+                }
+            };
+            monoio::select! {
+                _ = monoio::time::sleep(next) => {}
+                _ = self.unknown_key.notified() => {
+                    let since = fetched_at.elapsed();
+                    if since < UNKNOWN_KEY_REFETCH {
+                        monoio::time::sleep(UNKNOWN_KEY_REFETCH - since).await;
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A token whose header names a key nobody has (refused before its signature is looked at).
+    fn token_of_unknown_key() -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"EdDSA","typ":"JWT","kid":"made-up"}"#);
+        format!("{header}.{}.{}", b64.encode(b"{}"), b64.encode([7u8; 64]))
+    }
+
+    #[test]
+    fn tokens_of_unknown_keys_prompt_fetches_at_most_once_a_second() {
+        let dir = std::env::temp_dir().join(format!("sdsim-follower-{}", std::process::id()));
+        let store = Store::open(
+            &format!("sqlite://{}/sdsim.db", dir.display()),
+            &Default::default(),
+        )
+        .unwrap();
+        let config = AuthConfig {
+            // Only unknown keys can prompt a fetch within the test.
+            key_reload: Duration::from_secs(3600),
+            ..AuthConfig::default()
+        };
+        let follower = KeyFollower::new(&config, store);
+        let fetches = Cell::new(0u32);
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let (count, elapsed) = rt.block_on(async {
+            let began = Instant::now();
+            let following = follower.follow(|| {
+                fetches.set(fetches.get() + 1);
+                std::future::ready(Ok(0))
+            });
+            let flood = async {
+                // Forged tokens every 5 ms until the third fetch (or 10 s).
+                while fetches.get() < 3 && began.elapsed() < Duration::from_secs(10) {
+                    let refused = follower.verifier().verify(&token_of_unknown_key(), 0);
+                    assert_eq!(refused, Err(crate::token::Problem::UnknownKey));
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (fetches.get(), began.elapsed())
+            };
+            monoio::select! {
+                _ = following => unreachable!("the follower never returns"),
+                done = flood => done,
+            }
         });
+        let _ = std::fs::remove_dir_all(dir);
+        // Fetch k (the first at start) comes at least k - 1 seconds after the start.
+        assert_eq!(count, 3, "unknown keys prompted fetches within {elapsed:?}");
+        assert!(
+            elapsed >= UNKNOWN_KEY_REFETCH * 2,
+            "3 fetches within {elapsed:?}: the refetch bound is one a second"
+        );
     }
 }
