@@ -2,8 +2,11 @@
 //! implementation in this process by [`Auth`].
 //!
 //! [`AuthContract::register`] serves any implementation over gRPC and [`RemoteAuth`]
-//! implements the trait over gRPC. None of these methods authenticates its caller (they are
-//! the checks other services make); how each request and response travels is in `wire.rs`.
+//! implements the trait over gRPC. Two groups of methods: the checks other services make and
+//! the public account routes (register, login, refresh, ...), which authenticate no caller;
+//! and the routes that act on the caller's own account (logout, me, roles), which take the
+//! [`Caller`] — a user's token, or a gateway's service token acting for `user_id`. How each
+//! request and response travels is in `wire.rs` and `wire_account.rs`.
 
 use crate::service::{now, union_of, Auth, SessionState, Tokens, User};
 use crate::token::Problem;

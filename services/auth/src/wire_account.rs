@@ -282,3 +282,65 @@ impl ResponseWire<pb::GetSigningKeysResponse> for VerificationKeys {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str, alg: &str, bytes: usize) -> pb::VerificationKey {
+        pb::VerificationKey {
+            kid: kid.into(),
+            alg: alg.into(),
+            public_key: vec![1; bytes],
+        }
+    }
+
+    #[test]
+    fn signing_keys_cross_the_wire_and_unusable_ones_are_refused() {
+        let keys = VerificationKeys {
+            keys: vec![("k1".into(), vec![1; 32]), ("k2".into(), vec![2; 32])],
+            refresh_by: 1_700_000_060,
+        };
+        let message: pb::GetSigningKeysResponse = keys.clone().into_message();
+        assert_eq!(VerificationKeys::from_message(message).unwrap(), keys);
+        // A ring with such a key would refuse every token: the answer is refused instead.
+        for bad in [
+            key("k", "RS256", 32),
+            key("k", "EdDSA", 31),
+            key("", "EdDSA", 32),
+        ] {
+            let message = pb::GetSigningKeysResponse {
+                keys: vec![key("k1", "EdDSA", 32), bad],
+                refresh_by: 0,
+            };
+            let refused = VerificationKeys::from_message(message).unwrap_err();
+            assert!(matches!(refused, Failure::Unavailable(_)), "{refused}");
+        }
+    }
+
+    #[test]
+    fn account_requests_pass_through_unchecked_so_the_service_names_the_field() {
+        // An empty email reaches the service, whose error a local caller would get too.
+        let m = pb::RegisterRequest {
+            email: String::new(),
+            password: String::new(),
+        };
+        let a = NewAccount::from_message(m).unwrap();
+        assert_eq!((a.email.as_str(), a.password.as_str()), ("", ""));
+        // The acting user travels in user_id; the target of a role change separately.
+        let m: pb::SetUserRolesRequest = RoleChange {
+            user_id: "target".into(),
+            roles: vec!["admin".into()],
+        }
+        .into_message("actor");
+        assert_eq!(
+            (m.user_id.as_str(), m.target_user_id.as_str()),
+            ("actor", "target")
+        );
+        let back = RoleChange::from_message(m).unwrap();
+        assert_eq!(
+            (back.user_id.as_str(), back.roles),
+            ("target", vec!["admin".to_string()])
+        );
+    }
+}
