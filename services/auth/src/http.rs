@@ -19,6 +19,8 @@ use sdsim_net::http::types::{
     error, json, json_body as body, ClientAddr, PathParams, Request, Response,
 };
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -147,9 +149,20 @@ fn client(req: &Request) -> String {
         .unwrap_or_default()
 }
 
+/// Called with the session id after the auth service in another process ended a session: the
+/// gateway applies the revocation on its own shards at once, rather than at its next read of
+/// storage (the auth service's own announcement arrives only through Redis).
+pub type AfterLogout = Rc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()>>>>;
+
 /// Mounts the routes on `router`: `auth` is the service in this process or in another one
-/// (the answers are the same); `authn` authenticates the routes that need a caller.
-pub fn register(router: &mut Router, auth: &Rc<dyn AuthService>, authn: &Arc<dyn Authenticate>) {
+/// (the answers are the same); `authn` authenticates the routes that need a caller;
+/// `after_logout` runs after each successful logout (a remote `auth` needs it).
+pub fn register(
+    router: &mut Router,
+    auth: &Rc<dyn AuthService>,
+    authn: &Arc<dyn Authenticate>,
+    after_logout: Option<AfterLogout>,
+) {
     let a = Rc::clone(auth);
     add(router, Method::POST, "/api/auth/register", move |req| {
         let a = Rc::clone(&a);
@@ -191,12 +204,21 @@ pub fn register(router: &mut Router, auth: &Rc<dyn AuthService>, authn: &Arc<dyn
     });
     let (a, n) = (Rc::clone(auth), Arc::clone(authn));
     add(router, Method::POST, "/api/auth/logout", move |req| {
-        let (a, n) = (Rc::clone(&a), Arc::clone(&n));
+        let (a, n, after) = (Rc::clone(&a), Arc::clone(&n), after_logout.clone());
         async move {
             let who = try_or!(account_holder(&*n, &req));
-            let session = who.session.as_ref().map(|s| s.id.to_string());
-            match a.sign_out(&who, session.unwrap_or_default()).await {
-                Ok(()) => empty(StatusCode::NO_CONTENT),
+            let session = who
+                .session
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default();
+            match a.sign_out(&who, session.clone()).await {
+                Ok(()) => {
+                    if let Some(after) = after {
+                        after(session).await;
+                    }
+                    empty(StatusCode::NO_CONTENT)
+                }
                 Err(f) => failure(&f),
             }
         }

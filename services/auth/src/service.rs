@@ -474,17 +474,7 @@ impl Auth {
                 tracing::warn!("revocation not applied on every shard through the mesh");
             }
         }
-        let message = Revocation {
-            sessions: sessions.to_vec(),
-            until,
-            at_us: now_us(),
-        };
-        if let Some(bus) = sdsim_core::bus::Bus::local() {
-            let data = sonic_rs::to_vec(&message).unwrap_or_default();
-            if let Err(e) = bus.publish(REVOCATIONS, data.into()).await {
-                tracing::warn!(error = %e, "revocation not published on the bus");
-            }
-        }
+        announce_revocation(sessions.to_vec(), until).await;
         tracing::info!(count = sessions.len(), why, "sessions revoked");
         Ok(())
     }
@@ -552,6 +542,23 @@ impl Auth {
     /// Whether `user` holds `permission` (from storage, for other services).
     pub async fn holds_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
         Ok(self.grants(user).await?.1.iter().any(|p| p == permission))
+    }
+}
+
+/// Announces revoked sessions on the bus channel [`REVOCATIONS`]: every shard of this instance
+/// and, through Redis, every instance refuses their tokens until `until` (best effort: storage
+/// is the record, which every shard reads every `auth.revocation_sync`).
+pub async fn announce_revocation(sessions: Vec<String>, until: i64) {
+    let message = Revocation {
+        sessions,
+        until,
+        at_us: now_us(),
+    };
+    if let Some(bus) = sdsim_core::bus::Bus::local() {
+        let data = sonic_rs::to_vec(&message).unwrap_or_default();
+        if let Err(e) = bus.publish(REVOCATIONS, data.into()).await {
+            tracing::warn!(error = %e, "revocation not published on the bus");
+        }
     }
 }
 

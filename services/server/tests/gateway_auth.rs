@@ -492,6 +492,45 @@ fn a_gateway_only_process_serves_the_account_api_through_a_remote_auth_service()
     stop(reference);
 }
 
+/// Calls `GET /api/auth/me` on fresh connections (either shard) until ten in a row answer
+/// `want`; panics with the last answer after `within`.
+fn every_shard_answers(addr: SocketAddr, token: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        let (status, v) = call(addr, "GET", "/api/auth/me", Some(token), None);
+        in_a_row = if status == want { in_a_row + 1 } else { 0 };
+        assert!(
+            status == want || Instant::now() < deadline,
+            "GET /api/auth/me: {status} {v}, wanted {want}"
+        );
+    }
+}
+
+#[test]
+fn a_logout_through_the_gateway_is_applied_on_its_shards_at_once_without_redis() {
+    let db = sdsim_testing::postgres::fresh_database_url();
+    // Storage reads an hour apart and no Redis: only the gateway's own announcement of the
+    // logout can make its shards refuse the token.
+    let hourly = "auth.revocation_sync=1h";
+    let auth = auth_process(&db, &[hourly]);
+    let gw = gateway_process(&db, auth.auth_grpc_addr().unwrap(), None, &[hourly]);
+    let addr = gw.local_addr();
+    ready_within(addr, Duration::from_secs(10));
+    assert_eq!(register(addr, "lea@example.com").0, 201);
+    let (status, t) = login(addr, "lea@example.com", STRONG);
+    assert_eq!(status, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap();
+    every_shard_answers(addr, token, 200, Duration::from_secs(5));
+    assert_eq!(
+        call(addr, "POST", "/api/auth/logout", Some(token), None).0,
+        204
+    );
+    every_shard_answers(addr, token, 401, Duration::from_secs(5));
+    stop(gw);
+    stop(auth);
+}
+
 #[test]
 fn a_gateway_that_cannot_reach_the_auth_service_is_not_ready_and_says_so() {
     let db = sdsim_testing::postgres::fresh_database_url();

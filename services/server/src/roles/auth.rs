@@ -9,11 +9,14 @@ use crate::error::StartError;
 use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListeners};
 use crate::role::{ShardContext, ShardRole};
 use sdsim_auth::follower::KeyFollower;
+use sdsim_auth::http::AfterLogout;
 use sdsim_auth::{Auth, AuthContract, AuthService, RemoteAuth};
 use sdsim_contract::Authenticate;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -102,10 +105,22 @@ impl Role for AuthRole {
             ),
             _ => {}
         }
+        let remote_client = local.is_none() && client.is_some();
+        let ttl = self.config.auth.access_ttl.as_secs() as i64;
         Box::new(AuthOnShard {
             local,
             client,
             authn: Arc::clone(&on.gateway.authenticator),
+            // Every token of the session was issued before the logout: none outlives `ttl`.
+            after_logout: remote_client.then(|| {
+                Rc::new(move |session: String| {
+                    let until = sdsim_auth::service::now() + ttl;
+                    Box::pin(sdsim_auth::service::announce_revocation(
+                        vec![session],
+                        until,
+                    )) as Pin<Box<dyn Future<Output = ()>>>
+                }) as AfterLogout
+            }),
         })
     }
 }
@@ -116,18 +131,20 @@ struct AuthOnShard {
     /// The service as the public listener reaches it: in process, else over gRPC.
     client: Option<Rc<dyn AuthService>>,
     authn: Arc<dyn Authenticate>,
+    /// With a remote service: applies a logout's revocation on this process's shards at once.
+    after_logout: Option<AfterLogout>,
 }
 
 impl ShardRole for AuthOnShard {
     fn public_routes(&self, router: &mut Router) {
         if let Some(auth) = &self.client {
-            sdsim_auth::http::register(router, auth, &self.authn);
+            sdsim_auth::http::register(router, auth, &self.authn, self.after_logout.clone());
         }
     }
 
     fn own_routes(&self, router: &mut Router) {
         if let Some(auth) = &self.local {
-            sdsim_auth::http::register(router, auth, &self.authn);
+            sdsim_auth::http::register(router, auth, &self.authn, None);
         }
     }
 
