@@ -184,6 +184,9 @@ impl Config {
                     problems.address(key, addr);
                 }
             }
+            if !self.has_role("auth") && !self.gateway.auth_service.is_empty() {
+                problems.address("gateway.auth_service", &self.gateway.auth_service);
+            }
         }
         if let Some(ca) = &self.grpc.client_ca {
             if !self.tls.enabled() {
