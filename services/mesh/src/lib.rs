@@ -16,5 +16,5 @@ pub mod registry_config;
 pub use directory::{
     registry_key, Directory, EntryError, Instance, InstanceStatus, Service, Source,
 };
-pub use registry::{Load, Registry, RegistryOptions, RegistryStats};
+pub use registry::{Load, Registry, RegistryError, RegistryOptions, RegistryStats};
 pub use registry_config::RegistryConfig;

@@ -94,7 +94,13 @@ pub struct RegistryOptions {
     pub load: LoadFn,
     /// Told about expired registrations of other instances.
     pub on_expired: Option<ExpiredFn>,
+    /// Completes when the process starts to shut down: `draining` is published then (the
+    /// same as [`Registry::drain`]).
+    pub draining: Option<DrainSignal>,
 }
+
+/// A future that completes when the process starts to drain (any runtime's waker works).
+pub type DrainSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 enum Command {
     /// Publish `draining` now.
@@ -125,6 +131,16 @@ impl Registry {
             source,
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut options = options;
+        if let Some(signal) = options.draining.take() {
+            let to_worker = tx.clone();
+            // Forwarded from inside the worker's runtime, so the signal needs no thread of its own.
+            let forward: DrainSignal = Box::pin(async move {
+                signal.await;
+                let _ = to_worker.send(Command::Drain);
+            });
+            options.draining = Some(forward);
+        }
         let stats = Arc::new(RegistryStats::default());
         let worker = Worker {
             client,
@@ -232,6 +248,9 @@ impl Worker {
                 return;
             }
         };
+        if let Some(forward) = self.options.draining.take() {
+            rt.spawn(forward);
+        }
         rt.block_on(async move {
             let mut backoff = Duration::from_millis(100);
             loop {

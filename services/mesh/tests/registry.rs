@@ -63,6 +63,7 @@ fn options(
         entries,
         load,
         on_expired,
+        draining: None,
     }
 }
 

@@ -26,7 +26,7 @@ use sdsim_store::{Row, Statement, Store};
 use serde::Serialize;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod runner;
@@ -114,6 +114,10 @@ pub struct Simulations {
     /// When this service started (Unix ms): runs of this instance created before it are left
     /// over from a previous life.
     started_ms: i64,
+    /// Instances whose registration expired, with when it was noticed (Unix ms): the first
+    /// shard installed fails their runs.
+    expired: tokio::sync::mpsc::UnboundedSender<(String, i64)>,
+    expired_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, i64)>>>,
 }
 
 /// How long the end of a run is retried while the database is unavailable.
@@ -135,6 +139,12 @@ const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project
 /// before runs had owners (`instance IS NULL`) count as this instance's.
 const FAIL_ORPHANED_RUNS: &str = "UPDATE simulation_schema.simulations SET status = 'failed', finished_at = $3, error = $4 WHERE status IN ('queued', 'running') AND (instance = $1 OR instance IS NULL) AND created_at < $2";
 
+/// Marks the runs of instance `$1`, whose registration expired, accepted up to when that was
+/// noticed (`created_at <= $2`) and still queued or running, as failed. Conditional on the
+/// status, so when several survivors run it each run is failed once, by the first; the bound
+/// on `created_at` spares the runs of the instance's next life if it is back already.
+const FAIL_EXPIRED_RUNS: &str = "UPDATE simulation_schema.simulations SET status = 'failed', finished_at = $3, error = $4 WHERE status IN ('queued', 'running') AND instance = $1 AND created_at <= $2";
+
 impl Simulations {
     /// The service of instance `instance`; `shards` is the number of shards that will run
     /// [`Simulations::install_shard`].
@@ -145,6 +155,7 @@ impl Simulations {
         shards: usize,
         instance: String,
     ) -> Simulations {
+        let (expired, expired_rx) = tokio::sync::mpsc::unbounded_channel();
         Simulations {
             store,
             projects,
@@ -155,7 +166,49 @@ impl Simulations {
             },
             instance,
             started_ms: now_ms(),
+            expired,
+            expired_rx: Mutex::new(Some(expired_rx)),
         }
+    }
+
+    /// Instance `instance`'s registration expired (it stopped answering without draining):
+    /// its queued and running runs are failed by one shard (retried while the database
+    /// is down). Returns at once; callable from any thread.
+    pub fn instance_expired(&self, instance: &str) {
+        if instance == self.instance {
+            return; // Our own runs are ours to finish.
+        }
+        let _ = self.expired.send((instance.to_string(), now_ms()));
+    }
+
+    /// Fails the runs `instance` accepted up to `noticed_ms` and left queued or running, with
+    /// the reason; returns how many this call failed (0 when another survivor got there first).
+    pub async fn fail_runs_of_expired(
+        &self,
+        instance: &str,
+        noticed_ms: i64,
+    ) -> Result<u64, Failure> {
+        let reason = format!("instance {instance} stopped answering: registration expired");
+        Ok(self
+            .store
+            .execute(
+                FAIL_EXPIRED_RUNS,
+                vec![
+                    instance.to_string().into(),
+                    noticed_ms.into(),
+                    now_ms().into(),
+                    reason.into(),
+                ],
+            )
+            .await?)
+    }
+
+    /// Takes the queue of expired instances (once, for the sweeper of the first shard).
+    fn take_expired(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, i64)>> {
+        self.expired_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Marks the runs this instance left queued or running in an earlier life (a crash, a kill,
