@@ -208,6 +208,12 @@ impl Config {
         if self.redis.url.is_none() || self.registry.advertise_host.is_some() {
             return;
         }
+        // A bad redis.url is reported once, by its own section.
+        let mut redis = Problems::new();
+        self.redis.validate(&mut redis);
+        if redis.into_result().is_err() {
+            return;
+        }
         let unspecified = self.listeners().into_iter().find(|(_, addr)| {
             addr.parse::<std::net::SocketAddr>()
                 .is_ok_and(|a| a.ip().is_unspecified())
