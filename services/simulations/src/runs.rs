@@ -605,4 +605,83 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(plan.contains("simulations_active"), "plan:\n{plan}");
     }
+
+    /// When several survivors notice the same expiry, each run is failed once, by the first;
+    /// runs of other instances, finished runs and runs newer than the expiry are left alone.
+    #[test]
+    fn the_runs_of_an_expired_instance_are_failed_once_whatever_the_survivors() {
+        let dir = std::env::temp_dir().join(format!("sdsim-expired-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}", dir.display());
+        let store = Store::open(&url, &sdsim_store::Options::default()).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let survivor = |name: &str| {
+            let projects = Arc::new(Projects::new(store.clone()));
+            Simulations::new(
+                store.clone(),
+                projects,
+                SimulationConfig::default(),
+                1,
+                name.to_string(),
+            )
+        };
+        let (first, second) = (survivor("alive-1"), survivor("alive-2"));
+        let statuses = rt.block_on(async {
+            sdsim_store::migrate::run(&store).await.unwrap();
+            let rows: [(&str, &str, &str, i64); 5] = [
+                ("r-running", "dead", "running", 100),
+                ("r-queued", "dead", "queued", 200),
+                ("r-next-life", "dead", "running", 900),
+                ("r-other", "alive-1", "running", 100),
+                ("r-done", "dead", "completed", 100),
+            ];
+            for (id, instance, status, created) in rows {
+                store
+                    .execute(
+                        "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) VALUES ($1, 'p', 1, 'u', $2, 1000, 1, $3, $4)",
+                        vec![id.into(), status.into(), created.into(), instance.into()],
+                    )
+                    .await
+                    .unwrap();
+            }
+            let counts = (
+                first.fail_runs_of_expired("dead", 500).await.unwrap(),
+                second.fail_runs_of_expired("dead", 500).await.unwrap(),
+            );
+            let rows = store
+                .query(
+                    "SELECT id, status, COALESCE(error, '') FROM simulation_schema.simulations ORDER BY id",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let rows: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|r| {
+                    let text = |i| r.text(i).unwrap().to_string();
+                    (text(0), text(1), text(2))
+                })
+                .collect();
+            (counts, rows)
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let ((by_first, by_second), rows) = statuses;
+        assert_eq!((by_first, by_second), (2, 0), "{rows:?}");
+        let reason = "instance dead stopped answering: registration expired";
+        let want = [
+            ("r-done", "completed", ""),
+            ("r-next-life", "running", ""),
+            ("r-other", "running", ""),
+            ("r-queued", "failed", reason),
+            ("r-running", "failed", reason),
+        ];
+        let got: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(got, want);
+    }
 }
