@@ -11,6 +11,7 @@ use sdsim_mesh::Directory;
 use sdsim_mesh::{Instance, Registry, RegistryOptions, Service};
 use sdsim_net::server::ListenerSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub(crate) struct Process<'a> {
     pub(crate) shards: usize,
     pub(crate) shutdown: &'a Arc<Shutdown>,
     pub(crate) directory: &'a Arc<Directory>,
+    /// gRPC calls being served, counted by every gRPC listener.
+    pub(crate) grpc_in_flight: &'a Arc<AtomicU64>,
 }
 
 /// Starts the registry for `process`, when Redis is configured. `on_expired` hears of
@@ -40,10 +43,14 @@ pub(crate) fn start(
         return Ok(None);
     };
     let entries = entries(&process)?;
-    let counted = Arc::clone(process.shutdown);
+    let (counted, calls) = (
+        Arc::clone(process.shutdown),
+        Arc::clone(process.grpc_in_flight),
+    );
     let load: LoadFn = Arc::new(move || Load {
-        // No process-wide count of calls in flight exists yet; connections are counted.
-        in_flight: 0,
+        // What peers send through the mesh arrives over gRPC; the gateway's own HTTP requests
+        // are not calls of a service.
+        in_flight: calls.load(Ordering::Relaxed),
         connections: counted.open_connections() as u64,
     });
     let shutdown = Arc::clone(process.shutdown);

@@ -19,7 +19,7 @@ use sdsim_net::http::router::Router;
 use sdsim_net::server::ConnStats;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +67,7 @@ impl Server {
         };
         let verifier = auth.as_ref().map(|a| Arc::clone(a.verifier()));
         let shutdown = Shutdown::new(shards);
+        let grpc_in_flight = Arc::new(AtomicU64::new(0));
         // Registered before the shards serve: the listeners are bound, so a peer that connects
         // at once waits in the backlog instead of being refused.
         let registry = crate::registration::start(
@@ -77,6 +78,7 @@ impl Server {
                 shards,
                 shutdown: &shutdown,
                 directory: &directory,
+                grpc_in_flight: &grpc_in_flight,
             },
             expired_handler(&roles),
         )?;
@@ -113,6 +115,7 @@ impl Server {
             public,
             tls,
             grpc_tls,
+            grpc_in_flight,
         });
         let shared = Arc::clone(&composition);
         let extra_routes: Arc<shard::ExtraRoutes> = Arc::new(extra_routes);

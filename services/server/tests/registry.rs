@@ -12,12 +12,15 @@ mod subprocess;
 mod support;
 
 use sdsim_mesh::{registry_key, Instance, InstanceStatus, Service};
+use sdsim_simulations::pb as ps;
 use sdsim_testing::postgres::fresh_database_url;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use subprocess::{Ports, Redis, Sdsim};
 use support::{call, login, register, start, STRONG};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic_prost::ProstCodec;
 
 /// A bound on a hang on a busy machine, not a measure of speed.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -56,6 +59,8 @@ fn a_server_registers_its_roles_answers_health_for_each_then_drains_and_deregist
         "instance.id=reg-one",
         "registry.ttl=3s",
         "registry.heartbeat=250ms",
+        "simulation.metrics_interval=100ms",
+        "ratelimit.enabled=false",
     ]);
     let addr = server.local_addr();
     let expected: Vec<(Service, Option<SocketAddr>, SocketAddr)> = vec![
@@ -93,6 +98,49 @@ fn a_server_registers_its_roles_answers_health_for_each_then_drains_and_deregist
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
         assert!(ttl > 0 && ttl <= 3000, "{key}: TTL {ttl} ms");
     }
+
+    // A call being served is advertised at the next heartbeat, and its end too: a live
+    // metrics stream of a running run.
+    register(addr, "ada@example.com");
+    let ada = token(addr.port(), "ada@example.com");
+    let run = slow_run(addr.port(), &ada);
+    let key = registry_key(Service::Simulation, "reg-one");
+    let rt = support::runtime();
+    let sim_grpc = server.simulation_grpc_addr().unwrap();
+    let (grpc, stream) = rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{sim_grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let mut req = tonic::Request::new(ps::GetLiveMetricsRequest {
+            simulation_id: run.clone(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {ada}").parse().unwrap());
+        let mut stream = grpc
+            .server_streaming(
+                req,
+                PathAndQuery::from_static("/sdsim.simulation.v1.SimulationService/GetLiveMetrics"),
+                ProstCodec::<ps::GetLiveMetricsRequest, ps::GetLiveMetricsResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().expect("a first point");
+        (grpc, stream)
+    });
+    wait_for("the call advertised", || {
+        redis_get(&mut conn, &key).filter(|v| v.contains("\"in_flight\":1,"))
+    });
+    // The client goes away with its connection; the stream's next send ends the call.
+    drop((stream, grpc, rt));
+    wait_for("the call's end advertised", || {
+        redis_get(&mut conn, &key).filter(|v| v.contains("\"in_flight\":0,"))
+    });
 
     // Every instance the registry knows is asked, and answers.
     let body = wait_for("/health/services to list the four registrations", || {
