@@ -63,6 +63,8 @@ pub struct RegistryStats {
     pub failures: AtomicU64,
     /// Registrations of other instances seen to expire.
     pub expired: AtomicU64,
+    /// Keys of this process found written by another process (the same `instance.id` twice).
+    pub conflicts: AtomicU64,
 }
 
 /// Why the registry did not start.
@@ -151,6 +153,7 @@ impl Registry {
             draining: false,
             known: HashMap::new(),
             deleted: HashSet::new(),
+            conflicting: HashSet::new(),
             malformed: HashMap::new(),
         };
         std::thread::Builder::new()
@@ -211,6 +214,8 @@ struct Worker {
     known: HashMap<String, (Service, Instance)>,
     /// Keys whose instance announced their deletion since the last read (clean stops).
     deleted: HashSet<String>,
+    /// Own keys already reported as written by another process.
+    conflicting: HashSet<String>,
     /// Malformed entries already logged and counted, with the value that was refused.
     malformed: HashMap<String, Vec<u8>>,
 }
@@ -495,6 +500,7 @@ impl Worker {
             self.directory.set(service, list, Source::Registry);
         }
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.find_conflicts(&found);
         let own: HashSet<String> = self
             .options
             .entries
@@ -517,6 +523,27 @@ impl Worker {
         self.known = found;
         self.deleted.clear();
         Ok(())
+    }
+
+    /// Reports (once per key) an own key holding another process's entry: two processes run
+    /// with the same `instance.id` and overwrite each other's registration.
+    fn find_conflicts(&mut self, found: &HashMap<String, (Service, Instance)>) {
+        for (service, mine) in &self.options.entries {
+            let key = crate::directory::registry_key(*service, &mine.id);
+            let Some((_, seen)) = found.get(&key) else {
+                continue;
+            };
+            let same_process = (seen.started_at_ms, seen.grpc, seen.http)
+                == (mine.started_at_ms, mine.grpc, mine.http);
+            if !same_process && self.conflicting.insert(key.clone()) {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    %key,
+                    other = %seen.to_json(),
+                    "another process registers under this instance.id: give each process its own instance.id"
+                );
+            }
+        }
     }
 }
 

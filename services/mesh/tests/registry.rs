@@ -416,3 +416,51 @@ fn static_addresses_stand_until_the_registry_knows_an_instance_of_their_service(
     assert_eq!(directory.instances(Service::Auth)[0].id, "a");
     drop(auth);
 }
+
+#[test]
+fn another_process_writing_this_instances_key_is_reported_once() {
+    let redis = Redis::start();
+    let mut conn = redis_conn(&redis);
+    // Heartbeats far apart: the key the test writes stays until the registry reads it.
+    let slow = Duration::from_secs(60);
+    let me = instance("twin", 9900);
+    let registry = Registry::start(
+        &redis.url(),
+        options(
+            slow * 3,
+            slow,
+            vec![(Service::Project, me.clone())],
+            no_load(),
+            None,
+        ),
+        Arc::new(Directory::new()),
+    )
+    .unwrap();
+    wait_for("connected", || registry.stats.up.load(Ordering::Relaxed));
+    assert_eq!(
+        registry.stats.conflicts.load(Ordering::Relaxed),
+        0,
+        "its own entry"
+    );
+    let key = registry_key(Service::Project, "twin");
+    let mut other = me.clone();
+    other.started_at_ms += 1;
+    other.grpc = addr(9950);
+    for _ in 0..2 {
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(other.to_json())
+            .query(&mut conn)
+            .unwrap();
+        let reads = registry.stats.refreshes.load(Ordering::Relaxed);
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(&key)
+            .query(&mut conn)
+            .unwrap();
+        wait_for("a read", || {
+            registry.stats.refreshes.load(Ordering::Relaxed) > reads
+        });
+    }
+    assert_eq!(registry.stats.conflicts.load(Ordering::Relaxed), 1);
+}
