@@ -129,6 +129,9 @@ fn help(name: &str) -> &'static str {
         "sdsim_registry_heartbeats_total" => "Registrations written by heartbeats.",
         "sdsim_registry_heartbeats_failed_total" => "Heartbeats that could not be written.",
         "sdsim_registry_expired_total" => "Registrations of other instances seen to expire.",
+        "sdsim_registry_conflicts_total" => {
+            "Own registry keys found written by another process (the same instance.id twice)."
+        }
         "sdsim_auth_token_checks_total" => {
             "Access-token checks (HTTP, WebSocket, gRPC ValidateToken): cache_hit = accepted from the shard cache, signature_checked = signatures verified (accepted or not); a refused token also counts under its reason."
         }
@@ -262,6 +265,7 @@ fn add_registry(snapshot: &mut Snapshot, g: &GatewayState) {
                 &r.heartbeats_failed,
             ),
             ("sdsim_registry_expired_total", &r.expired),
+            ("sdsim_registry_conflicts_total", &r.conflicts),
         ];
         for (name, value) in counters {
             snapshot
