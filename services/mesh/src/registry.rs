@@ -312,6 +312,10 @@ impl Worker {
         if let Err(e) = within("subscribe", pubsub.subscribe(CHANNEL)).await {
             return Ended::Lost(e);
         }
+        // What vanished while we were away may have vanished with Redis itself (a restart
+        // loses every key): only a disappearance seen on one connection counts as an expiry.
+        self.known.clear();
+        self.deleted.clear();
         // Registered and read once before saying we are up.
         if let Err(e) = self.heartbeat(&mut conn, true).await {
             return Ended::Lost(e);

@@ -464,3 +464,55 @@ fn another_process_writing_this_instances_key_is_reported_once() {
     }
     assert_eq!(registry.stats.conflicts.load(Ordering::Relaxed), 1);
 }
+
+/// A Redis restart loses every key: instances missing afterwards did not expire (the live ones
+/// register again), so nothing is reported and no survivor fails their runs.
+#[test]
+fn keys_lost_with_a_redis_restart_are_not_taken_for_expired_registrations() {
+    let mut redis = Redis::start();
+    let expired: Arc<Mutex<Vec<String>>> = Arc::default();
+    let on_expired: ExpiredFn = {
+        let expired = Arc::clone(&expired);
+        Arc::new(move |_, i| expired.lock().unwrap().push(i.id.clone()))
+    };
+    let directory = Arc::new(Directory::new());
+    let watcher = Registry::start(
+        &redis.url(),
+        options(
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            vec![],
+            no_load(),
+            Some(on_expired),
+        ),
+        Arc::clone(&directory),
+    )
+    .unwrap();
+    let mut conn = redis_conn(&redis);
+    let key = registry_key(Service::Simulation, "elsewhere");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(instance("elsewhere", 9990).to_json())
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut conn)
+        .unwrap();
+    wait_for("the instance listed", || {
+        directory.instances(Service::Simulation).len() == 1
+    });
+    redis.kill();
+    wait_for("down", || !watcher.stats.up.load(Ordering::Relaxed));
+    redis.launch();
+    wait_for("up again", || watcher.stats.up.load(Ordering::Relaxed));
+    let reads = watcher.stats.refreshes.load(Ordering::Relaxed);
+    wait_for("two more reads", || {
+        watcher.stats.refreshes.load(Ordering::Relaxed) >= reads + 2
+    });
+    assert!(directory.instances(Service::Simulation).is_empty());
+    assert!(
+        expired.lock().unwrap().is_empty(),
+        "{:?}",
+        expired.lock().unwrap()
+    );
+    assert_eq!(watcher.stats.expired.load(Ordering::Relaxed), 0);
+}
