@@ -170,6 +170,35 @@ fn a_server_registers_its_roles_answers_health_for_each_then_drains_and_deregist
             "api-gateway"
         ]
     );
+    // An instance registered at an address nobody listens on is listed as unreachable.
+    let closed = SocketAddr::from(([127, 0, 0, 1], sdsim_testing::free_port()));
+    let mut ghost = Instance::fixed(closed);
+    ghost.id = "ghost".into();
+    let ghost_key = registry_key(Service::Project, "ghost");
+    let _: () = redis::cmd("SET")
+        .arg(&ghost_key)
+        .arg(ghost.to_json())
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut conn)
+        .unwrap();
+    let body = wait_for("/health/services to list the ghost", || {
+        let body = health_services(addr);
+        (body["instances"].as_array().unwrap().len() == 5).then_some(body)
+    });
+    assert_eq!(body["status"], "degraded", "{body}");
+    let ghost_seen = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "ghost")
+        .unwrap()
+        .clone();
+    assert_eq!(ghost_seen["status"], "unreachable", "{body}");
+    assert_eq!(ghost_seen["address"], closed.to_string(), "{body}");
+    assert!(ghost_seen["latency_ms"].is_null(), "{body}");
+    let _: i64 = redis::cmd("DEL").arg(&ghost_key).query(&mut conn).unwrap();
+
     let (status, ready, _) = call(addr, "GET", "/health/ready", None, None);
     assert_eq!(status, 200, "{ready}");
     assert_eq!(
