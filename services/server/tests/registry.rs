@@ -143,10 +143,15 @@ fn a_server_registers_its_roles_answers_health_for_each_then_drains_and_deregist
     });
 
     // Every instance the registry knows is asked, and answers.
-    let body = wait_for("/health/services to list the four registrations", || {
-        let body = health_services(addr);
-        (body["instances"].as_array().unwrap().len() == 4).then_some(body)
-    });
+    // The gateway is ready once the bus bridge is connected too.
+    let body = wait_for(
+        "/health/services to list four serving registrations",
+        || {
+            let body = health_services(addr);
+            (body["instances"].as_array().unwrap().len() == 4 && body["status"] == "ok")
+                .then_some(body)
+        },
+    );
     assert_eq!(body["registry"]["status"], "up", "{body}");
     assert_eq!(body["status"], "ok", "{body}");
     for instance in body["instances"].as_array().unwrap() {
@@ -244,6 +249,60 @@ fn a_server_registers_its_roles_answers_health_for_each_then_drains_and_deregist
         .query(&mut conn)
         .unwrap();
     assert!(left.is_empty(), "deleted at the end: {left:?}");
+}
+
+#[test]
+fn while_redis_is_down_health_says_so_and_the_last_instances_known_are_still_asked() {
+    let mut redis = Redis::start();
+    let redis_url = format!("redis.url={}", redis.url());
+    let server = start(&[
+        &redis_url,
+        "instance.id=reg-outage",
+        "registry.ttl=3s",
+        "registry.heartbeat=250ms",
+    ]);
+    let addr = server.local_addr();
+    let registry_of = |body: &Value| body["registry"]["status"].as_str().unwrap().to_string();
+    wait_for("four serving instances, registry up", || {
+        let body = health_services(addr);
+        let all = body["instances"].as_array().unwrap().len() == 4 && body["status"] == "ok";
+        (registry_of(&body) == "up" && all).then_some(())
+    });
+    redis.kill();
+    // The gateway's readiness includes Redis (the bus bridge notices the outage on its own
+    // connection), so it is not ready while Redis is down: HAProxy takes it out.
+    let gateway_ready = |body: &Value| {
+        body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["service"] == "api-gateway" && i["status"] == "serving")
+    };
+    let body = wait_for("registry down, gateway not ready", || {
+        let body = health_services(addr);
+        (registry_of(&body) == "down" && !gateway_ready(&body)).then_some(body)
+    });
+    let instances = body["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 4, "the last known instances stay: {body}");
+    // The services still answer gRPC health.
+    for i in instances.iter().filter(|i| i["service"] != "api-gateway") {
+        assert_eq!(i["status"], "serving", "{body}");
+    }
+    let metrics = support::get(addr, "/metrics").text();
+    assert!(metrics.contains("sdsim_registry_up 0"), "{metrics}");
+    // Redis comes back empty: the registrations are written again by themselves.
+    redis.launch();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    wait_for("registered again", || {
+        redis_get(&mut conn, &registry_key(Service::Auth, "reg-outage"))
+    });
+    wait_for("registry up", || {
+        (registry_of(&health_services(addr)) == "up").then_some(())
+    });
+    support::stop(server);
 }
 
 #[test]
