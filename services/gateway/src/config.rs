@@ -17,6 +17,10 @@ pub struct GatewayConfig {
     /// Where the simulation service's gRPC listener is, when this process does not run the
     /// `simulation` role.
     pub simulation_service: String,
+    /// Where the auth service's gRPC listener is, when this process does not run the `auth`
+    /// role: with `service_token` set, `/api/auth/*` is served through it and access tokens are
+    /// verified here with the keys fetched from it. Empty: neither.
+    pub auth_service: String,
     /// The token this gateway presents to services in other processes (they list it in
     /// `auth.tokens` with the `service` role). Set, the gateway serves the project and
     /// simulation routes of roles it does not run through those services; empty, it does not.
@@ -32,6 +36,7 @@ impl Default for GatewayConfig {
             listen: "0.0.0.0:8000".into(),
             project_service: "127.0.0.1:10000".into(),
             simulation_service: "127.0.0.1:11000".into(),
+            auth_service: String::new(),
             service_token: String::new(),
             service_timeout: Duration::from_secs(15),
         }

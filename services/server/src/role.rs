@@ -39,6 +39,11 @@ pub trait Role: Send + Sync {
     fn health(&self) -> ServiceHealth;
     /// Sets the role up on one shard (its tasks, its clients) and says what the shard serves.
     fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole>;
+    /// What it does when another instance's registration expires (that instance stopped
+    /// answering without draining); `None`: nothing.
+    fn registration_expired(&self) -> Option<sdsim_mesh::registry::ExpiredFn> {
+        None
+    }
 }
 
 /// What one shard serves for a role.
@@ -81,6 +86,9 @@ pub struct Parts<'a> {
     /// The instances of every service this process may call (static addresses, or the
     /// registry when Redis is set).
     pub directory: Arc<Directory>,
+    /// Keys fetched from the auth service elsewhere, when the gateway reaches it remotely
+    /// (used when no role of this process starts the auth service).
+    pub auth_keys: Option<Arc<sdsim_auth::follower::KeyFollower>>,
     auth: Option<Arc<Auth>>,
     projects: Option<Arc<Projects>>,
 }
@@ -93,6 +101,7 @@ impl<'a> Parts<'a> {
             shards,
             store,
             directory: Arc::new(Directory::new()),
+            auth_keys: None,
             auth: None,
             projects: None,
         }

@@ -10,6 +10,7 @@ use sdsim_contract::Authenticate;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
+use sdsim_simulations::reports::ReportQueue;
 use sdsim_simulations::{RemoteSimulations, SimulationContract, SimulationService, Simulations};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,6 +44,13 @@ impl SimulationRole {
                 parts.shards,
                 config.instance.resolved_id(),
             );
+            let simulations = match &config.redis.url {
+                Some(url) => simulations.with_reports(
+                    ReportQueue::start(url, &config.instance.resolved_id())
+                        .map_err(|e| StartError::Redis(e.to_string()))?,
+                ),
+                None => simulations,
+            };
             Some((Arc::new(simulations), listeners))
         } else {
             None
@@ -68,6 +76,16 @@ impl Role for SimulationRole {
 
     fn health(&self) -> ServiceHealth {
         self.health.clone()
+    }
+
+    fn registration_expired(&self) -> Option<sdsim_mesh::registry::ExpiredFn> {
+        let (simulations, _) = self.local.as_ref()?;
+        let simulations = Arc::clone(simulations);
+        Some(Arc::new(move |service, instance| {
+            if service == sdsim_mesh::Service::Simulation {
+                simulations.instance_expired(&instance.id);
+            }
+        }))
     }
 
     fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole> {
