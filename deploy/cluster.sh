@@ -5,7 +5,7 @@
 #
 #   deploy/cluster.sh up [--gateways 2] [--auth 2] [--projects 2] [--simulations 2]
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
-#                        [--lists] [--gateway-only] [--tls] [--set section.key=value]...
+#                        [--lists] [--gateway-with-auth] [--tls] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
@@ -14,9 +14,11 @@
 # gateways, /health and /metrics on every process), B+11+3k (its role's gRPC) and B+12+3k (its
 # role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
 # nothing else. --lists gives each gateway every project and simulation instance
-# (gateway.project_service = "a,b"), for the mesh client; --gateway-only runs the gateways
-# without the auth role (once they verify tokens with the auth instances' keys); --set goes to
-# every sdsim process.
+# (gateway.project_service = "a,b"), for the mesh client. The gateways run the gateway role
+# only: gateway i serves /api/auth/* through auth instance i (mod their count,
+# gateway.auth_service) and verifies tokens with the keys it fetches from it;
+# --gateway-with-auth runs the auth role in each gateway instead. --set goes to every sdsim
+# process.
 # --tls: a CA made with openssl in $state/tls signs one certificate for the service processes
 # (auth, project, simulation: every listener speaks TLS, and their gRPC requires a client
 # certificate from the CA: mutual TLS) and one client certificate the gateways present;
@@ -31,7 +33,7 @@ state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
 profile=release
 lists=false
-gateway_roles='["gateway", "auth"]'
+gateway_roles='["gateway"]'
 tls=false
 sets=()
 while [ $# -gt 0 ]; do
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --debug) profile=debug; shift ;;
     --bin) bin="$2"; shift 2 ;;
     --lists) lists=true; shift ;;
-    --gateway-only) gateway_roles='["gateway"]'; shift ;;
+    --gateway-with-auth) gateway_roles='["gateway", "auth"]'; shift ;;
     --tls) tls=true; shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
@@ -56,6 +58,8 @@ for n in "$gateways" "$auth" "$projects" "$simulations" "$base"; do
 done
 [ "$gateways" -ge 1 ] && [ "$projects" -ge 1 ] && [ "$simulations" -ge 1 ] ||
   { echo "cluster.sh: --gateways, --projects and --simulations must be at least 1" >&2; exit 2; }
+[ "$gateway_roles" = '["gateway", "auth"]' ] || [ "$auth" -ge 1 ] ||
+  { echo "cluster.sh: gateways without the auth role need an --auth instance (or --gateway-with-auth)" >&2; exit 2; }
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # PostgreSQL refuses to run as root: as root, its programs run as the postgres account.
@@ -156,6 +160,9 @@ start_sdsim() {
     echo "listen = \"127.0.0.1:$http\""
     if [[ "$roles" == *'"gateway"'* ]]; then
       echo "service_token = \"$token\""
+      if [[ "$roles" != *'"auth"'* ]]; then
+        echo "auth_service = \"${auth_addrs[$((gateway_index % ${#auth_addrs[@]}))]}\""
+      fi
       if $lists; then
         echo "project_service = \"$(IFS=,; echo "${project_addrs[*]}")\""
         echo "simulation_service = \"$(IFS=,; echo "${simulation_addrs[*]}")\""
@@ -242,10 +249,12 @@ up() {
   "$bin" migrate --set "storage.url=$pg_url" >"$state/migrate.log" 2>&1
 
   local k=0 i port
-  project_addrs=() simulation_addrs=()
+  project_addrs=() simulation_addrs=() auth_addrs=()
   for ((i = 0; i < projects; i++)); do project_addrs+=("127.0.0.1:$((base + 11 + 3 * (k + i)))"); done
   k=$((k + projects))
   for ((i = 0; i < simulations; i++)); do simulation_addrs+=("127.0.0.1:$((base + 11 + 3 * (k + i)))"); done
+  k=$((k + simulations))
+  for ((i = 0; i < auth; i++)); do auth_addrs+=("127.0.0.1:$((base + 11 + 3 * (k + i)))"); done
   k=0
   gateway_index=0
   for ((i = 1; i <= projects; i++)); do
@@ -259,9 +268,8 @@ up() {
   done
   local servers="" gateway_ports=()
   for ((i = 1; i <= gateways; i++)); do
-    # TODO(gwauth): --gateway-only by default once a gateway-only process verifies tokens
-    # with the auth service's keys and serves /api/auth/* through the auth instances; until
-    # then each gateway runs the auth role in-process (same database, same signing keys).
+    # With --gateway-with-auth each gateway also runs the auth role in-process (same
+    # database, same signing keys).
     port=$((base + 10 + 3 * k))
     start_sdsim "gateway-$i" "$gateway_roles" "$port" $((base + 11 + 3 * k)) $((base + 12 + 3 * k))
     servers+="    server gateway-$i 127.0.0.1:$port check"$'\n'
