@@ -4,10 +4,24 @@
 //! - [`directory`]: [`Directory`], the process-wide list of the instances of every
 //!   [`Service`], fed by static addresses or by the Redis registry and read by every shard
 //!   without a lock on the call path; [`Instance`], one registry entry.
+//! - [`config`]: [`MeshConfig`], the `[mesh]` section (pool sizes, thresholds, breakers,
+//!   retries).
+//! - [`sizing`]: the pure decision whether a pool grows or shrinks ([`sizing::decide`]).
+//! - [`breaker`]: [`Breaker`], one instance's circuit breaker over an injected clock.
+//! - [`budget`]: [`RetryBudget`], the token bucket that bounds retries.
+//! - [`balance`]: power of two choices ([`balance::pick`]) and the latency average.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod balance;
+pub mod breaker;
+pub mod budget;
+pub mod config;
 pub mod directory;
+pub mod sizing;
 
+pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
+pub use budget::RetryBudget;
+pub use config::MeshConfig;
 pub use directory::{
     registry_key, Directory, EntryError, Instance, InstanceStatus, Service, Source,
 };
