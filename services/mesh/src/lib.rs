@@ -10,14 +10,21 @@
 //! - [`breaker`]: [`Breaker`], one instance's circuit breaker over an injected clock.
 //! - [`budget`]: [`RetryBudget`], the token bucket that bounds retries.
 //! - [`balance`]: power of two choices ([`balance::pick`]) and the latency average.
+//! - [`cap`]: [`cap::OpenConnections`], the process-wide count `mesh.max_connections` caps.
+//! - `pool`: one shard's connections to one instance, resized in the background.
+//! - [`target`]: [`Target`], one service as one shard calls it: pools, balancing, breakers,
+//!   retries. `sdsim_contract::Remote` is a thin wrapper over it.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod balance;
 pub mod breaker;
 pub mod budget;
+pub mod cap;
 pub mod config;
 pub mod directory;
+mod pool;
 pub mod sizing;
+pub mod target;
 
 pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
 pub use budget::RetryBudget;
@@ -25,3 +32,4 @@ pub use config::MeshConfig;
 pub use directory::{
     registry_key, Directory, EntryError, Instance, InstanceStatus, Service, Source,
 };
+pub use target::{is_idempotent_read, Target};

@@ -14,6 +14,7 @@ use sdsim_core::config::{
     TlsConfig,
 };
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
+use sdsim_mesh::MeshConfig;
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
 use sdsim_store::StorageConfig;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// This process's identity among the instances sharing a database.
     pub instance: InstanceConfig,
+    /// The service mesh client: pools, balancing, breakers, retries.
+    pub mesh: MeshConfig,
 }
 
 impl Default for Config {
@@ -94,6 +97,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             grpc: GrpcConfig::default(),
             instance: InstanceConfig::default(),
+            mesh: MeshConfig::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl Config {
         self.websocket.validate(&mut problems);
         self.bus.validate(&mut problems);
         self.grpc.validate(&mut problems);
+        self.mesh.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
     }
@@ -179,9 +184,13 @@ impl Config {
                     &self.gateway.simulation_service,
                 ),
             ];
-            for (role, key, addr) in remote {
-                if !self.has_role(role) {
-                    problems.address(key, addr);
+            for (role, key, list) in remote {
+                if !self.has_role(role) && list.is_empty() && self.redis.url.is_none() {
+                    problems.bad(
+                        key,
+                        String::new(),
+                        &format!("a gateway without the {role} role needs its address"),
+                    );
                 }
             }
         }
