@@ -214,7 +214,8 @@ impl Pool {
         self.queued.set(self.queued.get() - 1);
         self.labels
             .gauge("sdsim_mesh_queue_depth", self.queued.get() as i64);
-        opened?;
+        // No connection: the call never left.
+        opened.map_err(Status::not_sent)?;
         self.add(Rc::clone(&conn));
         Ok(conn)
     }

@@ -258,11 +258,12 @@ impl Target {
         self.budget.borrow_mut().deposit();
         let idempotent = is_idempotent_read(path);
         let mut tried: Vec<Rc<Pool>> = Vec::new();
+        let mut last: Option<Status> = None;
         loop {
             let (pool, probe) = match self.choose(&tried) {
                 Ok(chosen) => chosen,
                 // After a failed attempt, its error says more than "no other instance".
-                Err(status) => return Err(status),
+                Err(status) => return Err(last.unwrap_or(status)),
             };
             let mut attempt = Attempt::start(&pool, probe);
             let outcome = match pool.connection().await {
@@ -291,6 +292,7 @@ impl Target {
             }
             self.inc("sdsim_mesh_retries_total");
             tracing::debug!(service = self.service.registry_name(), path, %status, "mesh retry");
+            last = Some(status);
         }
     }
 
@@ -330,8 +332,12 @@ impl Target {
         self.refresh();
         self.budget.borrow_mut().deposit();
         let mut tried: Vec<Rc<Pool>> = Vec::new();
+        let mut last: Option<Status> = None;
         loop {
-            let (pool, probe) = self.choose(&tried)?;
+            let (pool, probe) = match self.choose(&tried) {
+                Ok(chosen) => chosen,
+                Err(status) => return Err(last.unwrap_or(status)),
+            };
             let mut attempt = Attempt::start(&pool, probe);
             let outcome = match pool.connection().await {
                 Ok(conn) => {
@@ -357,6 +363,7 @@ impl Target {
                 return Err(status);
             }
             self.inc("sdsim_mesh_retries_total");
+            last = Some(status);
         }
     }
 }

@@ -153,13 +153,23 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
         .map(|a| of(&text, "sdsim_mesh_calls_total", *a))
         .collect();
     println!("calls per instance: {spread:?}");
-    assert!(spread.iter().all(|&n| n >= 1.0), "every instance: {spread:?}");
+    assert!(
+        spread.iter().all(|&n| n >= 1.0),
+        "every instance: {spread:?}"
+    );
     assert!(spread.iter().sum::<f64>() >= 121.0, "{spread:?}");
     for a in &addrs {
-        assert!(of(&text, "sdsim_mesh_pool_connections", *a) >= 1.0, "{text}");
+        assert!(
+            of(&text, "sdsim_mesh_pool_connections", *a) >= 1.0,
+            "{text}"
+        );
     }
     assert_eq!(
-        metric(&text, "sdsim_mesh_instances", &[("service", "project-service")]),
+        metric(
+            &text,
+            "sdsim_mesh_instances",
+            &[("service", "project-service")]
+        ),
         Some(3.0)
     );
 
@@ -194,7 +204,12 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     };
     assert_eq!(transitions(&open, "open"), 1.0, "{open}");
     assert!(
-        metric(&open, "sdsim_mesh_retries_total", &[("service", "project-service")]).unwrap_or(0.0)
+        metric(
+            &open,
+            "sdsim_mesh_retries_total",
+            &[("service", "project-service")]
+        )
+        .unwrap_or(0.0)
             >= 1.0,
         "the refused calls were retried: {open}"
     );
@@ -233,7 +248,10 @@ fn a_pool_grows_under_load_shrinks_when_idle_and_the_cap_holds() {
     let storage = storage();
     let p1 = project(&storage, None);
     let p2 = project(&storage, None);
-    let addrs = [p1.project_grpc_addr().unwrap(), p2.project_grpc_addr().unwrap()];
+    let addrs = [
+        p1.project_grpc_addr().unwrap(),
+        p2.project_grpc_addr().unwrap(),
+    ];
     // One call per connection is "full": concurrent calls make a pool grow. The cap (3) is
     // below what two pools of up to 4 would take.
     let g = gateway(
@@ -284,7 +302,10 @@ fn a_pool_grows_under_load_shrinks_when_idle_and_the_cap_holds() {
     });
     println!("largest pool {most}, most connections at once {most_total}");
     assert!(most >= 2.0, "a pool grew under load");
-    assert!(most_total <= 3.0, "mesh.max_connections holds: {most_total}");
+    assert!(
+        most_total <= 3.0,
+        "mesh.max_connections holds: {most_total}"
+    );
 
     // Idle: every pool goes back to its minimum.
     let deadline = Instant::now() + Duration::from_secs(20);
