@@ -129,23 +129,23 @@ fn help(name: &str) -> &'static str {
         "sdsim_auth_revocation_delay_seconds" => {
             "Time from a session revocation's publication to its application on a shard."
         }
-        "sdsim_mesh_pool_connections" => {
+        "sdsim_upstream_pool_connections" => {
             "Mesh connections open to a target instance, summed over shards."
         }
-        "sdsim_mesh_in_flight" => "Mesh calls in flight to a target instance.",
-        "sdsim_mesh_queue_depth" => "Mesh calls waiting for a connection to an instance.",
-        "sdsim_mesh_calls_total" => "Mesh call attempts sent to a target instance.",
-        "sdsim_mesh_call_failures_total" => {
+        "sdsim_upstream_in_flight" => "Mesh calls in flight to a target instance.",
+        "sdsim_upstream_waiting" => "Mesh calls waiting for a connection to an instance.",
+        "sdsim_upstream_calls_total" => "Mesh call attempts sent to a target instance.",
+        "sdsim_upstream_call_failures_total" => {
             "Mesh call attempts an instance did not answer (they count for its breaker)."
         }
-        "sdsim_mesh_breaker_open" => "Shards whose circuit breaker of the instance is open.",
-        "sdsim_mesh_breaker_transitions_total" => "Circuit breaker state changes, by new state.",
-        "sdsim_mesh_retries_total" => "Mesh calls sent again to another instance.",
-        "sdsim_mesh_retry_budget_exhausted_total" => {
+        "sdsim_upstream_breaker_open" => "Shards whose circuit breaker of the instance is open.",
+        "sdsim_upstream_breaker_transitions_total" => "Circuit breaker state changes, by new state.",
+        "sdsim_upstream_retries_total" => "Mesh calls sent again to another instance.",
+        "sdsim_upstream_retry_budget_exhausted_total" => {
             "Mesh retries refused because the retry budget was spent."
         }
-        "sdsim_mesh_instances" => "Instances of a service in the directory.",
-        "sdsim_mesh_discovery_age_ms" => "Time since a service's instances were last refreshed.",
+        "sdsim_upstream_instances" => "Instances of a service in the directory.",
+        "sdsim_upstream_discovery_age_ms" => "Time since a service's instances were last refreshed.",
         _ => "sdsim metric.",
     }
 }
@@ -166,7 +166,7 @@ async fn prometheus(g: &GatewayState) -> Response {
     for (from, to, depth) in mesh.queue_depths() {
         snapshot.gauges.insert(
             Key::with2(
-                "sdsim_mesh_queue_depth",
+                "sdsim_upstream_waiting",
                 ("from", LabelValue::Int(from.index() as u64)),
                 ("to", LabelValue::Int(to.index() as u64)),
             ),

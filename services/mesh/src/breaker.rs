@@ -26,7 +26,7 @@ impl BreakerState {
         }
     }
 
-    /// The value of the `sdsim_mesh_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
+    /// The value of the `sdsim_upstream_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
     pub fn gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,

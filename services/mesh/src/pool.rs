@@ -63,7 +63,7 @@ impl Labels {
     fn transition(&self, to: BreakerState) {
         if let Some(m) = &self.metrics {
             let key = Key::with3(
-                "sdsim_mesh_breaker_transitions_total",
+                "sdsim_upstream_breaker_transitions_total",
                 ("service", LabelValue::Str(self.service.registry_name())),
                 ("instance", LabelValue::Str(self.instance)),
                 ("to", LabelValue::Str(to.name())),
@@ -71,7 +71,7 @@ impl Labels {
             m.inc(key, 1);
             // Summed over shards: how many shards have this instance's breaker open.
             m.gauge_set(
-                self.key("sdsim_mesh_breaker_open"),
+                self.key("sdsim_upstream_breaker_open"),
                 i64::from(to == BreakerState::Open),
             );
         }
@@ -115,8 +115,8 @@ pub(crate) struct Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.set_short(false);
-        self.labels.gauge("sdsim_mesh_pool_connections", 0);
-        self.labels.gauge("sdsim_mesh_in_flight", 0);
+        self.labels.gauge("sdsim_upstream_pool_connections", 0);
+        self.labels.gauge("sdsim_upstream_in_flight", 0);
     }
 }
 
@@ -183,7 +183,7 @@ impl Pool {
     fn add(&self, conn: Rc<Conn>) {
         self.conns.borrow_mut().push(conn);
         self.labels
-            .gauge("sdsim_mesh_pool_connections", self.size() as i64);
+            .gauge("sdsim_upstream_pool_connections", self.size() as i64);
     }
 
     /// The least-loaded open connection; with none open, this call opens one itself (the
@@ -209,11 +209,11 @@ impl Pool {
         })?;
         self.queued.set(self.queued.get() + 1);
         self.labels
-            .gauge("sdsim_mesh_queue_depth", self.queued.get() as i64);
+            .gauge("sdsim_upstream_waiting", self.queued.get() as i64);
         let opened = conn.client.connect_now().await;
         self.queued.set(self.queued.get() - 1);
         self.labels
-            .gauge("sdsim_mesh_queue_depth", self.queued.get() as i64);
+            .gauge("sdsim_upstream_waiting", self.queued.get() as i64);
         // No connection: the call never left.
         opened.map_err(Status::not_sent)?;
         self.add(Rc::clone(&conn));
@@ -244,7 +244,7 @@ impl Pool {
 
     pub(crate) fn in_flight_changed(&self) {
         self.labels
-            .gauge("sdsim_mesh_in_flight", i64::from(self.in_flight.get()));
+            .gauge("sdsim_upstream_in_flight", i64::from(self.in_flight.get()));
     }
 
     fn set_short(&self, short: bool) {
@@ -333,7 +333,7 @@ impl Pool {
             // The next shrink waits for another quiet period.
             self.low_since.set(Some(now));
             self.labels
-                .gauge("sdsim_mesh_pool_connections", self.size() as i64);
+                .gauge("sdsim_upstream_pool_connections", self.size() as i64);
         }
     }
 }

@@ -165,7 +165,7 @@ impl Target {
         if self.report_gauges {
             if let Some(m) = &self.metrics {
                 let key = Key::with1(
-                    "sdsim_mesh_instances",
+                    "sdsim_upstream_instances",
                     ("service", LabelValue::Str(self.service.registry_name())),
                 );
                 m.gauge_set(key, instances.len() as i64);
@@ -202,7 +202,7 @@ impl Target {
         if self.report_gauges {
             if let (Some(m), Some(age)) = (&self.metrics, self.directory.age(self.service)) {
                 let key = Key::with1(
-                    "sdsim_mesh_discovery_age_ms",
+                    "sdsim_upstream_discovery_age_ms",
                     ("service", LabelValue::Str(self.service.registry_name())),
                 );
                 m.gauge_set(key, age.as_millis() as i64);
@@ -287,10 +287,10 @@ impl Target {
                 return Err(status);
             }
             if !self.budget.borrow_mut().withdraw(Instant::now()) {
-                self.inc("sdsim_mesh_retry_budget_exhausted_total");
+                self.inc("sdsim_upstream_retry_budget_exhausted_total");
                 return Err(status);
             }
-            self.inc("sdsim_mesh_retries_total");
+            self.inc("sdsim_upstream_retries_total");
             tracing::debug!(service = self.service.registry_name(), path, %status, "mesh retry");
             last = Some(status);
         }
@@ -362,7 +362,7 @@ impl Target {
             {
                 return Err(status);
             }
-            self.inc("sdsim_mesh_retries_total");
+            self.inc("sdsim_upstream_retries_total");
             last = Some(status);
         }
     }
@@ -383,7 +383,7 @@ impl Attempt {
     fn start(pool: &Rc<Pool>, probe: bool) -> Attempt {
         pool.in_flight.set(pool.in_flight.get() + 1);
         pool.in_flight_changed();
-        pool.labels.inc("sdsim_mesh_calls_total");
+        pool.labels.inc("sdsim_upstream_calls_total");
         Attempt {
             pool: Rc::clone(pool),
             conn: None,
@@ -404,7 +404,7 @@ impl Attempt {
         self.pool
             .record(now, now.duration_since(self.started), failed);
         if failed {
-            self.pool.labels.inc("sdsim_mesh_call_failures_total");
+            self.pool.labels.inc("sdsim_upstream_call_failures_total");
         }
     }
 }

@@ -150,7 +150,7 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     let text = metrics(gw);
     let spread: Vec<f64> = addrs
         .iter()
-        .map(|a| of(&text, "sdsim_mesh_calls_total", *a))
+        .map(|a| of(&text, "sdsim_upstream_calls_total", *a))
         .collect();
     println!("calls per instance: {spread:?}");
     assert!(
@@ -160,14 +160,14 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     assert!(spread.iter().sum::<f64>() >= 121.0, "{spread:?}");
     for a in &addrs {
         assert!(
-            of(&text, "sdsim_mesh_pool_connections", *a) >= 1.0,
+            of(&text, "sdsim_upstream_pool_connections", *a) >= 1.0,
             "{text}"
         );
     }
     assert_eq!(
         metric(
             &text,
-            "sdsim_mesh_instances",
+            "sdsim_upstream_instances",
             &[("service", "project-service")]
         ),
         Some(3.0)
@@ -186,7 +186,7 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
             failures.push((status, body));
         }
         let text = metrics(gw);
-        if of(&text, "sdsim_mesh_breaker_open", stopped) == 1.0 {
+        if of(&text, "sdsim_upstream_breaker_open", stopped) == 1.0 {
             break text;
         }
         assert!(calls < 300, "the breaker of {stopped} never opened: {text}");
@@ -197,7 +197,7 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
         let addr = stopped.to_string();
         metric(
             text,
-            "sdsim_mesh_breaker_transitions_total",
+            "sdsim_upstream_breaker_transitions_total",
             &[("instance", &addr), ("to", to)],
         )
         .unwrap_or(0.0)
@@ -206,7 +206,7 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     assert!(
         metric(
             &open,
-            "sdsim_mesh_retries_total",
+            "sdsim_upstream_retries_total",
             &[("service", "project-service")]
         )
         .unwrap_or(0.0)
@@ -215,12 +215,12 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     );
 
     // Open: calls go elsewhere and succeed.
-    let before = of(&open, "sdsim_mesh_calls_total", stopped);
+    let before = of(&open, "sdsim_upstream_calls_total", stopped);
     for _ in 0..10 {
         assert_eq!(get_project(gw, &token, &id).0, 200);
     }
     let text = metrics(gw);
-    assert_eq!(of(&text, "sdsim_mesh_calls_total", stopped), before);
+    assert_eq!(of(&text, "sdsim_upstream_calls_total", stopped), before);
 
     // Back on the same address: after the cool-down a probe closes the breaker and the
     // instance gets calls again.
@@ -235,8 +235,8 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
         assert!(Instant::now() < deadline, "never closed: {text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(of(&closed, "sdsim_mesh_breaker_open", stopped), 0.0);
-    assert!(of(&closed, "sdsim_mesh_calls_total", stopped) > before);
+    assert_eq!(of(&closed, "sdsim_upstream_breaker_open", stopped), 0.0);
+    assert!(of(&closed, "sdsim_upstream_calls_total", stopped) > before);
 
     for s in [g, p1, p3, back] {
         support_stop(s);
@@ -286,7 +286,7 @@ fn a_pool_grows_under_load_shrinks_when_idle_and_the_cap_holds() {
                 let text = metrics(gw);
                 let sizes: Vec<f64> = addrs
                     .iter()
-                    .map(|a| of(&text, "sdsim_mesh_pool_connections", *a))
+                    .map(|a| of(&text, "sdsim_upstream_pool_connections", *a))
                     .collect();
                 most = sizes.iter().copied().fold(most, f64::max);
                 most_total = most_total.max(sizes.iter().sum());
@@ -313,7 +313,7 @@ fn a_pool_grows_under_load_shrinks_when_idle_and_the_cap_holds() {
         let text = metrics(gw);
         let sizes: Vec<f64> = addrs
             .iter()
-            .map(|a| of(&text, "sdsim_mesh_pool_connections", *a))
+            .map(|a| of(&text, "sdsim_upstream_pool_connections", *a))
             .collect();
         if sizes.iter().all(|&n| n <= 1.0) {
             break;
