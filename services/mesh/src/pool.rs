@@ -104,6 +104,11 @@ pub(crate) struct Pool {
     bounds: (usize, usize),
     conns: RefCell<Vec<Rc<Conn>>>,
     opening: Cell<bool>,
+    /// A call is opening the pool's first connection; the others wait for it.
+    call_connecting: Cell<bool>,
+    connected: tokio::sync::Notify,
+    /// Why the last connect failed (what the calls that waited for it answer).
+    connect_error: RefCell<Option<Status>>,
     pub(crate) queued: Cell<usize>,
     pub(crate) in_flight: Cell<u32>,
     pub(crate) breaker: RefCell<Breaker>,
@@ -151,6 +156,9 @@ impl Pool {
             bounds,
             conns: RefCell::new(Vec::new()),
             opening: Cell::new(false),
+            call_connecting: Cell::new(false),
+            connected: tokio::sync::Notify::new(),
+            connect_error: RefCell::new(None),
             queued: Cell::new(0),
             in_flight: Cell::new(0),
             breaker: RefCell::new(Breaker::new(policy, Instant::now())),
@@ -186,18 +194,53 @@ impl Pool {
             .gauge("sdsim_upstream_pool_connections", self.size() as i64);
     }
 
-    /// The least-loaded open connection; with none open, this call opens one itself (the
-    /// only connect a call ever waits for) and counts as queued meanwhile.
+    fn least_loaded(&self) -> Option<Rc<Conn>> {
+        let conns = self.conns.borrow();
+        let loads: Vec<u32> = conns.iter().map(|c| c.in_flight.get()).collect();
+        least_loaded(&loads).map(|i| Rc::clone(&conns[i]))
+    }
+
+    /// The end of a connect: the connection joins the pool, or its failure is kept; either
+    /// way the calls waiting for it go on.
+    fn connected_or(&self, conn: &Rc<Conn>, opened: &Result<(), Status>) {
+        match opened {
+            Ok(()) => self.add(Rc::clone(conn)),
+            Err(status) => *self.connect_error.borrow_mut() = Some(status.clone()),
+        }
+        self.connected.notify_waiters();
+    }
+
+    fn set_queued(&self, queued: usize) {
+        self.queued.set(queued);
+        self.labels.gauge("sdsim_upstream_waiting", queued as i64);
+    }
+
+    /// The least-loaded open connection. With none open, the first call opens one (unless
+    /// the pool is opening one already) and the calls behind it wait for that connect (a call waits for one connect at most, and a
+    /// burst on an empty pool opens one connection, not one per call); they count as queued.
     pub(crate) async fn connection(&self) -> Result<Rc<Conn>, Status> {
-        let best = {
-            let conns = self.conns.borrow();
-            let loads: Vec<u32> = conns.iter().map(|c| c.in_flight.get()).collect();
-            least_loaded(&loads).map(|i| Rc::clone(&conns[i]))
-        };
-        if let Some(conn) = best {
+        if let Some(conn) = self.least_loaded() {
             return Ok(conn);
         }
+        if self.call_connecting.get() || self.opening.get() {
+            let connected = self.connected.notified();
+            self.set_queued(self.queued.get() + 1);
+            connected.await;
+            self.set_queued(self.queued.get() - 1);
+            return self.least_loaded().ok_or_else(|| {
+                let why = self.connect_error.borrow().clone();
+                why.unwrap_or_else(|| {
+                    Status::new(
+                        Code::Unavailable,
+                        format!("{}: no connection could be opened", self.addr),
+                    )
+                })
+                .not_sent()
+            });
+        }
         let conn = self.new_conn().ok_or_else(|| {
+            // Lower-priority services see this pool short and give connections back.
+            self.set_short(true);
             Status::new(
                 Code::Unavailable,
                 format!(
@@ -207,16 +250,14 @@ impl Pool {
             )
             .not_sent()
         })?;
-        self.queued.set(self.queued.get() + 1);
-        self.labels
-            .gauge("sdsim_upstream_waiting", self.queued.get() as i64);
+        self.call_connecting.set(true);
+        self.set_queued(self.queued.get() + 1);
         let opened = conn.client.connect_now().await;
-        self.queued.set(self.queued.get() - 1);
-        self.labels
-            .gauge("sdsim_upstream_waiting", self.queued.get() as i64);
+        self.set_queued(self.queued.get() - 1);
+        self.call_connecting.set(false);
+        self.connected_or(&conn, &opened);
         // No connection: the call never left.
         opened.map_err(Status::not_sent)?;
-        self.add(Rc::clone(&conn));
         Ok(conn)
     }
 
@@ -311,9 +352,9 @@ impl Pool {
                 return;
             };
             pool.opening.set(false);
+            pool.connected_or(&conn, &opened);
             match opened {
                 Ok(()) => {
-                    pool.add(conn);
                     // Keep going until the decision says enough (one connect at a time).
                     pool.resize(Instant::now());
                 }

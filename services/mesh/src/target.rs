@@ -266,6 +266,8 @@ impl Target {
                 Err(status) => return Err(last.unwrap_or(status)),
             };
             let mut attempt = Attempt::start(&pool, probe);
+            // Load rose: the pool may need to grow before this call ends.
+            pool.resize(Instant::now());
             let outcome = match pool.connection().await {
                 Ok(conn) => {
                     attempt.on(&conn);
