@@ -576,9 +576,12 @@ async fn serve_call(
     let gone = Code::Cancelled;
     match handler {
         Handler::Unary(f) => {
+            let bound = deadline.unwrap_or(server_bound);
+            // Without grpc-timeout, the server's own bound is what the calls the handler
+            // makes must meet too.
             let outcome = monoio::time::timeout_at(
-                deadline.unwrap_or(server_bound).into(),
-                crate::deadline::within(deadline, f(call, message)),
+                bound.into(),
+                crate::deadline::within(Some(bound), f(call, message)),
             )
             .await;
             let reply = match outcome {
