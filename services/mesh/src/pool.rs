@@ -122,6 +122,7 @@ impl Drop for Pool {
         self.set_short(false);
         self.labels.gauge("sdsim_upstream_pool_connections", 0);
         self.labels.gauge("sdsim_upstream_in_flight", 0);
+        self.labels.gauge("sdsim_upstream_breaker_open", 0);
     }
 }
 
