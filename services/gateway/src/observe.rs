@@ -166,7 +166,7 @@ async fn prometheus(g: &GatewayState) -> Response {
     for (from, to, depth) in mesh.queue_depths() {
         snapshot.gauges.insert(
             Key::with2(
-                "sdsim_upstream_waiting",
+                "sdsim_mesh_queue_depth",
                 ("from", LabelValue::Int(from.index() as u64)),
                 ("to", LabelValue::Int(to.index() as u64)),
             ),
