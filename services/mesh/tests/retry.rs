@@ -176,3 +176,34 @@ fn the_retry_budget_bounds_retries() {
         assert_eq!((bad_calls.get(), good_calls.get()), (2, 1));
     });
 }
+
+#[test]
+fn a_draining_instance_gets_no_call() {
+    run(async {
+        let (draining_calls, good_calls) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let draining = serve(false, Rc::clone(&draining_calls));
+        let good = serve(false, Rc::clone(&good_calls));
+        let directory = Arc::new(Directory::new());
+        let mut leaving = Instance::fixed(draining);
+        leaving.status = sdsim_mesh::InstanceStatus::Draining;
+        directory.set(
+            Service::Project,
+            vec![leaving, Instance::fixed(good)],
+            Source::Static,
+        );
+        let t = Target::new(
+            Service::Project,
+            directory,
+            MeshConfig::default(),
+            0,
+            1,
+            None,
+        );
+        for i in 0..20u64 {
+            // Whatever the draws, the draining instance is not among the choices.
+            t.set_random(Box::new(move || i));
+            let _: String = t.unary(WRITE, &String::new(), opts()).await.unwrap();
+        }
+        assert_eq!((draining_calls.get(), good_calls.get()), (0, 20));
+    });
+}
