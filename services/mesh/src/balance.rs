@@ -2,7 +2,7 @@
 //! calls and a moving average of latency; within an instance, the least-loaded connection.
 //! The random source is injected so tests are deterministic.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the balancer knows of one instance.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,29 +50,43 @@ pub fn least_loaded(in_flight: &[u32]) -> Option<usize> {
     (0..in_flight.len()).min_by_key(|&i| in_flight[i])
 }
 
-/// An exponentially weighted moving average of latency.
+/// An exponentially weighted moving average of latency that also fades with time since its
+/// last sample, so an instance that was slow once is tried again after a while instead of
+/// losing every draw for ever (the "peak EWMA" idea of linkerd and finagle).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Ewma {
     value_us: f64,
+    at: Option<Instant>,
 }
 
 impl Ewma {
     /// Weight of a new sample: about the last ten calls count.
     const ALPHA: f64 = 0.2;
+    /// Time constant of the fading: after this long without a sample, the average is 1/e of
+    /// what it was.
+    const FADE: Duration = Duration::from_secs(1);
 
-    /// Adds one sample.
-    pub fn observe(&mut self, latency: Duration) {
+    /// Adds one sample taken at `now`.
+    pub fn observe(&mut self, latency: Duration, now: Instant) {
         let sample = latency.as_secs_f64() * 1e6;
-        self.value_us = if self.value_us == 0.0 {
+        let current = self.micros(now);
+        self.value_us = if self.at.is_none() {
             sample
         } else {
-            self.value_us + Self::ALPHA * (sample - self.value_us)
+            current + Self::ALPHA * (sample - current)
         };
+        self.at = Some(now);
     }
 
-    /// The average, in microseconds (0 before any sample).
-    pub fn micros(&self) -> f64 {
-        self.value_us
+    /// The average at `now`, in microseconds (0 before any sample).
+    pub fn micros(&self, now: Instant) -> f64 {
+        match self.at {
+            None => 0.0,
+            Some(at) => {
+                let idle = now.saturating_duration_since(at).as_secs_f64();
+                self.value_us * (-idle / Self::FADE.as_secs_f64()).exp()
+            }
+        }
     }
 }
 
@@ -210,10 +224,41 @@ mod tests {
     fn least_loaded_connection_and_latency_average() {
         assert_eq!(least_loaded(&[]), None);
         assert_eq!(least_loaded(&[3, 1, 1, 2]), Some(1));
+        let t0 = Instant::now();
         let mut e = Ewma::default();
-        e.observe(Duration::from_micros(100));
-        assert_eq!(e.micros(), 100.0);
-        e.observe(Duration::from_micros(600));
-        assert_eq!(e.micros(), 200.0);
+        assert_eq!(e.micros(t0), 0.0);
+        e.observe(Duration::from_micros(100), t0);
+        assert_eq!(e.micros(t0), 100.0);
+        e.observe(Duration::from_micros(600), t0);
+        assert_eq!(e.micros(t0), 200.0);
+    }
+
+    #[test]
+    fn an_idle_average_fades_so_a_once_slow_instance_is_tried_again() {
+        let t0 = Instant::now();
+        let mut slow = Ewma::default();
+        slow.observe(Duration::from_millis(10), t0);
+        let later = t0 + Duration::from_secs(3);
+        // e^-3 of 10 ms is about 0.5 ms.
+        assert!((slow.micros(later) - 10_000.0 * (-3.0f64).exp()).abs() < 1e-6);
+        let mut fast = Ewma::default();
+        fast.observe(Duration::from_millis(1), later);
+        let loads = [
+            InstanceLoad {
+                eligible: true,
+                in_flight: 0,
+                latency_us: slow.micros(later),
+            },
+            InstanceLoad {
+                eligible: true,
+                in_flight: 0,
+                latency_us: fast.micros(later),
+            },
+        ];
+        assert_eq!(
+            pick(&loads, &mut || 1),
+            Some(0),
+            "the faded one wins the draw"
+        );
     }
 }

@@ -266,7 +266,7 @@ impl Pool {
     pub(crate) fn record(&self, now: Instant, latency: Duration, failed: bool) {
         if !failed {
             let mut l = self.latency.get();
-            l.observe(latency);
+            l.observe(latency, now);
             self.latency.set(l);
         }
         if let Some(to) = self.breaker.borrow_mut().record(now, !failed) {
@@ -304,7 +304,7 @@ impl Pool {
             opening: self.opening.get(),
             in_flight: self.in_flight.get() as usize,
             queued: self.queued.get(),
-            mean_latency: Some(Duration::from_micros(self.latency.get().micros() as u64))
+            mean_latency: Some(Duration::from_micros(self.latency.get().micros(now) as u64))
                 .filter(|d| !d.is_zero()),
             low_for: Duration::ZERO,
         };

@@ -222,7 +222,7 @@ impl Target {
                     && !tried.iter().any(|t| Rc::ptr_eq(t, p))
                     && p.breaker.borrow().would_admit(now),
                 in_flight: p.in_flight.get(),
-                latency_us: p.latency.get().micros(),
+                latency_us: p.latency.get().micros(now),
             })
             .collect();
         let name = self.service.registry_name();

@@ -179,6 +179,8 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
     support_stop(p2);
     let mut failures = Vec::new();
     let mut calls = 0;
+    // The stopped instance is drawn again once its latency average has faded below the others'.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let open = loop {
         let (status, body) = get_project(gw, &token, &id);
         calls += 1;
@@ -189,7 +191,10 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
         if of(&text, "sdsim_upstream_breaker_open", stopped) == 1.0 {
             break text;
         }
-        assert!(calls < 300, "the breaker of {stopped} never opened: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "the breaker of {stopped} never opened after {calls} calls: {text}"
+        );
     };
     println!("{calls} calls until the breaker opened; failed: {failures:?}");
     assert!(failures.is_empty(), "{failures:?}");
