@@ -51,8 +51,10 @@ fn peer(answer: Answer) -> SocketAddr {
                 1 => {
                     respond(&mut s, answer, stream);
                     if let Answer::GoAwayThenClose(_) = answer {
-                        // Let the client read the GOAWAY before the close.
-                        std::thread::sleep(Duration::from_millis(100));
+                        // A clean close (FIN, after reading what the client sent), so that
+                        // the client sees the end of the connection, not a reset.
+                        s.shutdown(std::net::Shutdown::Write).unwrap();
+                        let _ = std::io::copy(&mut s, &mut std::io::sink());
                         return;
                     }
                 }
