@@ -116,11 +116,6 @@ impl Client {
         self.ready_sender().await.map(drop)
     }
 
-    /// The address it calls.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     async fn start(
         &self,
         path: &str,
