@@ -4,8 +4,9 @@
 Stubs are generated at run time with grpcio-tools from the repository's proto/ directory, so the
 check always runs against the .proto files in this checkout (no generated code is checked in).
 
-Flow: register and log in over HTTP, call every AuthService RPC and grpc.health.v1 Check, then
-log out over HTTP and wait for ValidateToken to report the token revoked. One line per check on
+Flow: register and log in over HTTP, call every AuthService RPC (the account RPCs with a second
+account of their own) and grpc.health.v1 Check, then log out over HTTP and wait for
+ValidateToken to report the token revoked. One line per check on
 stdout; the first failure is printed on stderr and the exit code is 1.
 
     python3 tests/python/auth_client.py --grpc 127.0.0.1:9000 --http 127.0.0.1:8000
@@ -14,6 +15,7 @@ Needs: python3 -m pip install "grpcio==1.*" "grpcio-tools==1.*"  (./test.sh does
 """
 
 import argparse
+import base64
 import importlib
 import json
 import pathlib
@@ -110,6 +112,72 @@ def tamper_signature(token):
     return f"{head}.{payload}.{signature[:at]}{flipped}{signature[at + 1:]}"
 
 
+def account_rpcs(auth, pb, http_access, validate):
+    """The account API's RPCs (what a gateway in another process calls for /api/auth/*)."""
+    email = f"py-rpc-{uuid.uuid4().hex[:12]}@example.com"
+    r = auth.Register(pb.RegisterRequest(email=email.upper(), password=PASSWORD), timeout=RPC_TIMEOUT_S)
+    check("Register: the account, email normalised, role user",
+          r.account.user.email == email and list(r.account.user.roles) == ["user"]
+          and "project:write" in r.account.permissions, str(r))
+    e = rpc_error(auth.Register, pb.RegisterRequest(email=email, password=PASSWORD))
+    check("Register(same email) -> ALREADY_EXISTS", e.code() == grpc.StatusCode.ALREADY_EXISTS,
+          f"{e.code()}: {e.details()}")
+    e = rpc_error(auth.Register, pb.RegisterRequest(email="not-an-email", password=PASSWORD))
+    check("Register(bad email) -> INVALID_ARGUMENT naming email",
+          e.code() == grpc.StatusCode.INVALID_ARGUMENT and "email" in (e.details() or ""),
+          f"{e.code()}: {e.details()}")
+    e = rpc_error(auth.Login, pb.LoginRequest(email=email, password="wrong " + PASSWORD))
+    check("Login(wrong password) -> UNAUTHENTICATED", e.code() == grpc.StatusCode.UNAUTHENTICATED,
+          f"{e.code()}: {e.details()}")
+    t = auth.Login(pb.LoginRequest(email=email, password=PASSWORD, client_ip="192.0.2.7"),
+                   timeout=RPC_TIMEOUT_S).tokens
+    check("Login: tokens of a new session for the account",
+          t.access_token and t.refresh_token and t.session_id and t.expires_in > 0
+          and t.account.user.id == r.account.user.id, str(t))
+    check("Login: the access token validates", validate(t.access_token).valid)
+    n = auth.Refresh(pb.RefreshRequest(refresh_token=t.refresh_token), timeout=RPC_TIMEOUT_S).tokens
+    check("Refresh: new tokens, same session",
+          n.session_id == t.session_id and n.refresh_token != t.refresh_token, str(n))
+    e = rpc_error(auth.Refresh, pb.RefreshRequest(refresh_token="not-a-refresh-token"))
+    check("Refresh(unknown token) -> UNAUTHENTICATED", e.code() == grpc.StatusCode.UNAUTHENTICATED,
+          f"{e.code()}: {e.details()}")
+    bearer = [("authorization", f"Bearer {n.access_token}")]
+    me = auth.GetMe(pb.GetMeRequest(), metadata=bearer, timeout=RPC_TIMEOUT_S)
+    check("GetMe (the user's own token): the account", me.account.user.email == email, str(me))
+    e = rpc_error(auth.GetMe, pb.GetMeRequest())
+    check("GetMe without a token -> UNAUTHENTICATED", e.code() == grpc.StatusCode.UNAUTHENTICATED,
+          f"{e.code()}: {e.details()}")
+    e = rpc_error(lambda m, timeout: auth.SetUserRoles(m, metadata=bearer, timeout=timeout),
+                  pb.SetUserRolesRequest(target_user_id=me.account.user.id, roles=["admin"]))
+    check("SetUserRoles by a user -> PERMISSION_DENIED naming admin:users",
+          e.code() == grpc.StatusCode.PERMISSION_DENIED and "admin:users" in (e.details() or ""),
+          f"{e.code()}: {e.details()}")
+    e = rpc_error(auth.VerifyEmail, pb.VerifyEmailRequest(token="not-a-mailed-token"))
+    check("VerifyEmail(unknown token) -> INVALID_ARGUMENT naming token",
+          e.code() == grpc.StatusCode.INVALID_ARGUMENT and "token" in (e.details() or ""),
+          f"{e.code()}: {e.details()}")
+    auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email), timeout=RPC_TIMEOUT_S)
+    auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email="nobody@example.com"),
+                              timeout=RPC_TIMEOUT_S)
+    check("RequestPasswordReset: the same empty answer for any email", True)
+    e = rpc_error(auth.ConfirmPasswordReset,
+                  pb.ConfirmPasswordResetRequest(token="not-a-mailed-token", password=PASSWORD))
+    check("ConfirmPasswordReset(unknown token) -> INVALID_ARGUMENT",
+          e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{e.code()}: {e.details()}")
+    keys = auth.GetSigningKeys(pb.GetSigningKeysRequest(), timeout=RPC_TIMEOUT_S)
+    head = json.loads(base64.urlsafe_b64decode(http_access.split(".")[0] + "=="))
+    check("GetSigningKeys: the key of the access token, EdDSA, 32 bytes, refresh_by ahead",
+          any(k.kid == head["kid"] and k.alg == "EdDSA" and len(k.public_key) == 32 for k in keys.keys)
+          and keys.refresh_by > time.time(), str(keys))
+    auth.Logout(pb.LogoutRequest(), metadata=bearer, timeout=RPC_TIMEOUT_S)
+    began = time.monotonic()
+    while validate(n.access_token).valid:
+        if time.monotonic() - began > REVOCATION_WAIT_S:
+            raise CheckFailed(f"ValidateToken still valid {REVOCATION_WAIT_S} s after Logout")
+        time.sleep(0.01)
+    check("Logout (the user's own token): its session is revoked", True)
+
+
 def run(grpc_addr, http_addr, pb, pb_grpc, health_pb, health_grpc):
     email = f"py-{uuid.uuid4().hex[:12]}@example.com"
 
@@ -191,6 +259,8 @@ def run(grpc_addr, http_addr, pb, pb_grpc, health_pb, health_grpc):
     check(f"grpc.health.v1 Check({AUTH_SERVICE}): SERVING",
           hc.status == health_pb.HealthCheckResponse.SERVING,
           health_pb.HealthCheckResponse.ServingStatus.Name(hc.status))
+
+    account_rpcs(auth, pb, access, validate)
 
     nope = channel.unary_unary(
         f"/{AUTH_SERVICE}/Nope",

@@ -38,7 +38,7 @@ struct CacheCounts {
 }
 
 /// One cache in the report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct CacheReport {
     /// Lookups that found their key.
     pub hits: u64,

@@ -63,7 +63,7 @@ impl Default for ClientCounts {
 }
 
 /// One source's client in the report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ClientReport {
     /// Client requests started (first attempts).
     pub first_tries: u64,

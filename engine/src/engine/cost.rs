@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 const HOUR_S: f64 = 3600.0;
 
 /// What the measured part of a run cost.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct CostReport {
     /// Every priced component's cost per hour, added up.
     pub per_hour: f64,
@@ -27,7 +27,7 @@ pub struct CostReport {
 }
 
 /// What one component cost.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ComponentCost {
     /// Instances in service, averaged over the measured time.
     pub mean_instances: f64,

@@ -59,7 +59,7 @@ impl GoodputSeries {
 }
 
 /// One window of the goodput series.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct GoodputPoint {
     /// Start of the window (simulated seconds).
     pub t_s: f64,
@@ -83,12 +83,12 @@ impl GoodputPoint {
 }
 
 /// Whether the run came back after its faults.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Metastability {
     /// `unaffected` (goodput never fell below the threshold from the first fault on),
     /// `recovered` (it fell, and stayed at or above it from `recovered_at_s` to the end), or
     /// `metastable` (still below it in the last window, long after the trigger ended).
-    pub verdict: &'static str,
+    pub verdict: String,
     /// When the last fault ended (simulated seconds).
     pub trigger_end_s: f64,
     /// Start of the window from which goodput stayed at or above the threshold.
@@ -142,7 +142,7 @@ pub(super) fn verdict(design: &Design, points: &[GoodputPoint], now: f64) -> Opt
         "unaffected"
     };
     Some(Metastability {
-        verdict,
+        verdict: verdict.to_string(),
         trigger_end_s: trigger_end,
         recovered_at_s: if verdict == "metastable" {
             None

@@ -96,7 +96,7 @@ impl ComponentStats {
 }
 
 /// One component in the report (times in milliseconds of simulated time).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ComponentReport {
     /// `source`, `service`, `api_gateway`.
     pub kind: String,
@@ -131,7 +131,7 @@ pub struct ComponentReport {
 }
 
 /// End-to-end figures.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EndToEnd {
     /// Requests the sources emitted.
     pub arrivals: u64,
@@ -156,7 +156,7 @@ pub struct EndToEnd {
 }
 
 /// The report of a run (or a snapshot of one in progress).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Report {
     /// Simulated time reached.
     pub simulated_s: f64,
@@ -175,19 +175,19 @@ pub struct Report {
     /// Faults, breakers and scaling decisions, in order.
     pub timeline: Vec<super::TimelineEntry>,
     /// Schema version 2: each source's client, by source id.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clients: BTreeMap<String, super::ClientReport>,
     /// Schema version 2: each cache with a capacity, by id.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caches: BTreeMap<String, super::CacheReport>,
     /// Schema version 2: goodput against offered load, per window of the whole run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goodput: Vec<super::GoodputPoint>,
     /// Schema version 2: whether goodput came back after the last fault ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metastability: Option<super::Metastability>,
     /// Schema version 2: what the run cost, when a component has a price.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<super::CostReport>,
 }
 
@@ -205,7 +205,7 @@ pub struct ReportV2 {
 }
 
 /// One service-level objective, checked.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct SloResult {
     /// Its name.
     pub name: String,
@@ -515,7 +515,7 @@ impl Report {
 }
 
 /// One point of the per-interval series (NDJSON), cumulative since the warm-up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Series {
     /// Simulated time.
     pub t_s: f64,

@@ -45,7 +45,8 @@ pub struct AuthConfig {
     /// A new key is published (JWKS, other instances) this long before it signs.
     #[serde(with = "duration")]
     pub key_publish_delay: Duration,
-    /// How often keys are re-read from storage (keys made by other instances).
+    /// How often keys are re-read from storage (keys made by other instances), or fetched from
+    /// the auth service by a gateway that does not run it.
     #[serde(with = "duration")]
     pub key_reload: Duration,
     /// How often each shard reads the sessions revoked since the last one it saw from storage:

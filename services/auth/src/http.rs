@@ -6,7 +6,9 @@
 //! the caller from the one authentication layer ([`crate::authn`]) and need a user's access
 //! token: a static token has no account or session.
 
-use crate::service::{Auth, Failure};
+use crate::contract::{AuthService, NewAccount, PasswordReset, RoleChange, SignIn};
+use crate::service::Failure;
+use crate::token::KeyRing;
 use http::header::CACHE_CONTROL;
 use http::{HeaderValue, Method, StatusCode};
 use sdsim_contract::{empty, http_caller, response as failure, Authenticate, Caller, ServiceError};
@@ -17,6 +19,9 @@ use sdsim_net::http::types::{
     error, json, json_body as body, ClientAddr, PathParams, Request, Response,
 };
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Metric: register, login and refresh calls by outcome (`ok` or the error code).
@@ -144,52 +149,83 @@ fn client(req: &Request) -> String {
         .unwrap_or_default()
 }
 
-/// Mounts the routes on `router`; `authn` authenticates the routes that need a caller.
-pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authenticate>) {
-    let a = Arc::clone(auth);
+/// Called with the session id after the auth service in another process ended a session: the
+/// gateway applies the revocation on its own shards at once, rather than at its next read of
+/// storage (the auth service's own announcement arrives only through Redis).
+pub type AfterLogout = Rc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// Mounts the routes on `router`: `auth` is the service in this process or in another one
+/// (the answers are the same); `authn` authenticates the routes that need a caller;
+/// `after_logout` runs after each successful logout (a remote `auth` needs it).
+pub fn register(
+    router: &mut Router,
+    auth: &Rc<dyn AuthService>,
+    authn: &Arc<dyn Authenticate>,
+    after_logout: Option<AfterLogout>,
+) {
+    let a = Rc::clone(auth);
     add(router, Method::POST, "/api/auth/register", move |req| {
-        let a = Arc::clone(&a);
+        let a = Rc::clone(&a);
         async move {
             let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
-            let r = a.register(&c.email, &c.password).await;
+            let account = NewAccount {
+                email: c.email.into_owned(),
+                password: c.password.into_owned(),
+            };
+            let r = a.create_account(account).await;
             count("register", &r);
             respond(StatusCode::CREATED, r.map(|user| UserOut { user }))
         }
     });
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(router, Method::POST, "/api/auth/login", move |req| {
-        let a = Arc::clone(&a);
+        let a = Rc::clone(&a);
         async move {
             let c: Credentials = try_or!(body(&req, r#"{"email": string, "password": string}"#));
-            let r = a.login(&c.email, &c.password, &client(&req)).await;
+            let attempt = SignIn {
+                email: c.email.into_owned(),
+                password: c.password.into_owned(),
+                client_ip: client(&req),
+            };
+            let r = a.sign_in(attempt).await;
             count("login", &r);
             respond(StatusCode::OK, r)
         }
     });
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(router, Method::POST, "/api/auth/refresh", move |req| {
-        let a = Arc::clone(&a);
+        let a = Rc::clone(&a);
         async move {
             let b: RefreshBody = try_or!(body(&req, r#"{"refresh_token": string}"#));
-            let r = a.refresh(&b.refresh_token).await;
+            let r = a.refresh_session(b.refresh_token).await;
             count("refresh", &r);
             respond(StatusCode::OK, r)
         }
     });
-    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
+    let (a, n) = (Rc::clone(auth), Arc::clone(authn));
     add(router, Method::POST, "/api/auth/logout", move |req| {
-        let (a, n) = (Arc::clone(&a), Arc::clone(&n));
+        let (a, n, after) = (Rc::clone(&a), Arc::clone(&n), after_logout.clone());
         async move {
             let who = try_or!(account_holder(&*n, &req));
-            match a.logout(&who).await {
-                Ok(()) => empty(StatusCode::NO_CONTENT),
+            let session = who
+                .session
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default();
+            match a.sign_out(&who, session.clone()).await {
+                Ok(()) => {
+                    if let Some(after) = after {
+                        after(session).await;
+                    }
+                    empty(StatusCode::NO_CONTENT)
+                }
                 Err(f) => failure(&f),
             }
         }
     });
-    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
+    let (a, n) = (Rc::clone(auth), Arc::clone(authn));
     add(router, Method::GET, "/api/auth/me", move |req| {
-        let (a, n) = (Arc::clone(&a), Arc::clone(&n));
+        let (a, n) = (Rc::clone(&a), Arc::clone(&n));
         async move {
             let who = try_or!(account_holder(&*n, &req));
             let (session_id, expires_at) = who
@@ -197,7 +233,7 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authentic
                 .as_ref()
                 .map(|s| (s.id.to_string(), s.expires_at))
                 .unwrap_or_default();
-            let r = a.user(&who.user_id).await.map(|user| Me {
+            let r = a.get_me(&who, ()).await.map(|user| Me {
                 user,
                 session_id,
                 expires_at,
@@ -205,25 +241,25 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authentic
             respond(StatusCode::OK, r)
         }
     });
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(router, Method::POST, "/api/auth/verify-email", move |req| {
-        let a = Arc::clone(&a);
+        let a = Rc::clone(&a);
         async move {
             let b: TokenBody = try_or!(body(&req, r#"{"token": string}"#));
-            let r = a.verify_email(&b.token).await.map(|user| UserOut { user });
+            let r = a.confirm_email(b.token).await.map(|user| UserOut { user });
             respond(StatusCode::OK, r)
         }
     });
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(
         router,
         Method::POST,
         "/api/auth/password-reset",
         move |req| {
-            let a = Arc::clone(&a);
+            let a = Rc::clone(&a);
             async move {
                 let b: EmailBody = try_or!(body(&req, r#"{"email": string}"#));
-                match a.request_reset(&b.email).await {
+                match a.request_password_reset(b.email).await {
                     // The same answer whether or not the account exists.
                     Ok(()) => empty(StatusCode::ACCEPTED),
                     Err(f) => failure(&f),
@@ -231,29 +267,33 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authentic
             }
         },
     );
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(
         router,
         Method::POST,
         "/api/auth/password-reset/confirm",
         move |req| {
-            let a = Arc::clone(&a);
+            let a = Rc::clone(&a);
             async move {
                 let b: ResetBody = try_or!(body(&req, r#"{"token": string, "password": string}"#));
-                match a.reset_password(&b.token, &b.password).await {
+                let reset = PasswordReset {
+                    token: b.token,
+                    password: b.password,
+                };
+                match a.confirm_password_reset(reset).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(f) => failure(&f),
                 }
             }
         },
     );
-    let (a, n) = (Arc::clone(auth), Arc::clone(authn));
+    let (a, n) = (Rc::clone(auth), Arc::clone(authn));
     add(
         router,
         Method::PUT,
         "/api/auth/users/{id}/roles",
         move |req| {
-            let (a, n) = (Arc::clone(&a), Arc::clone(&n));
+            let (a, n) = (Rc::clone(&a), Arc::clone(&n));
             async move {
                 let who = try_or!(account_holder(&*n, &req));
                 let b: RolesBody = try_or!(body(&req, r#"{"roles": [string]}"#));
@@ -263,16 +303,25 @@ pub fn register(router: &mut Router, auth: &Arc<Auth>, authn: &Arc<dyn Authentic
                     .and_then(|p| p.get("id"))
                     .unwrap_or_default()
                     .to_string();
-                let r = a.set_roles(&who, &id, &b.roles).await;
+                let change = RoleChange {
+                    user_id: id,
+                    roles: b.roles,
+                };
+                let r = a.set_user_roles(&who, change).await;
                 respond(StatusCode::OK, r.map(|user| UserOut { user }))
             }
         },
     );
-    let a = Arc::clone(auth);
+    let a = Rc::clone(auth);
     add(router, Method::GET, "/.well-known/jwks.json", move |_req| {
-        let a = Arc::clone(&a);
+        let a = Rc::clone(&a);
         async move {
-            let mut resp = json(StatusCode::OK, &a.key_ring().jwks());
+            let keys = match a.get_signing_keys(()).await {
+                Ok(k) => k,
+                Err(f) => return failure(&f),
+            };
+            let jwks = KeyRing::new(None, keys.keys).jwks();
+            let mut resp = json(StatusCode::OK, &jwks);
             resp.headers_mut().insert(
                 CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=60"),

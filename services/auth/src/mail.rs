@@ -78,6 +78,10 @@ pub struct Mail {
 /// Attempts after which a mail is given up (and logged).
 const MAX_ATTEMPTS: i64 = 8;
 
+/// Seconds a dispatcher's claim on a mail lasts: far longer than a send takes, short enough
+/// that a mail claimed by an instance that died goes out the same hour.
+pub const CLAIM_LEASE_S: i64 = 300;
+
 impl Mail {
     /// From `auth.mail_sender` ("log" or "file:PATH").
     pub fn from_config(setting: &str) -> std::io::Result<Mail> {
@@ -114,22 +118,36 @@ impl Mail {
         self.wake.notify_one();
     }
 
-    /// Sends what is due; returns how many were sent.
+    /// Sends what is due; returns how many were sent. Each mail is claimed before it is sent,
+    /// so dispatchers of several instances on one database never both send it: the claim is a
+    /// conditional update that only one of them can win (PostgreSQL re-checks the condition
+    /// of a row another transaction changed meanwhile). A claim lasts [`CLAIM_LEASE_S`]; a
+    /// mail whose dispatcher died mid-send goes out again after it.
     pub async fn dispatch_once(&self, store: &Store, now: i64) -> Result<usize, StoreError> {
         let rows = store
             .query(
-                "SELECT id, kind, recipient, payload, attempts FROM auth_schema.outbox WHERE sent_at IS NULL AND attempts < $1 ORDER BY id LIMIT 100",
-                vec![Value::Int(MAX_ATTEMPTS)],
+                "SELECT id, kind, recipient, payload, attempts FROM auth_schema.outbox WHERE sent_at IS NULL AND attempts < $1 AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY id LIMIT 100",
+                vec![Value::Int(MAX_ATTEMPTS), Value::Int(now)],
             )
             .await?;
         let mut sent = 0;
         for row in rows {
             let id = row.int(0)?;
+            let claimed = store
+                .execute(
+                    "UPDATE auth_schema.outbox SET claimed_until = $2 WHERE id = $1 AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3)",
+                    vec![Value::Int(id), Value::Int(now + CLAIM_LEASE_S), Value::Int(now)],
+                )
+                .await?;
+            if claimed != 1 {
+                // Another dispatcher sent it or is sending it.
+                continue;
+            }
             match self.sender.send(row.text(1)?, row.text(2)?, row.text(3)?) {
                 Ok(()) => {
                     store
                         .execute(
-                            "UPDATE auth_schema.outbox SET sent_at = $2, payload = '', attempts = attempts + 1 WHERE id = $1",
+                            "UPDATE auth_schema.outbox SET sent_at = $2, payload = '', attempts = attempts + 1, claimed_until = NULL WHERE id = $1",
                             vec![Value::Int(id), Value::Int(now)],
                         )
                         .await?;
@@ -140,7 +158,7 @@ impl Mail {
                     tracing::warn!(id, attempts, error = %e, "mail not sent");
                     store
                         .execute(
-                            "UPDATE auth_schema.outbox SET attempts = $2 WHERE id = $1",
+                            "UPDATE auth_schema.outbox SET attempts = $2, claimed_until = NULL WHERE id = $1",
                             vec![Value::Int(id), Value::Int(attempts)],
                         )
                         .await?;

@@ -5,6 +5,7 @@ mod accounts;
 mod keys;
 
 use crate::config::AuthConfig;
+use crate::events::AuthEvent;
 use crate::mail::Mail;
 use crate::password::{self, Hasher};
 use crate::token::{Claims, KeyRing, Keys};
@@ -12,6 +13,9 @@ use crate::verifier::Verifier;
 use sdsim_contract::Caller;
 use sdsim_store::{Statement, Store, StoreError, Value};
 use std::sync::Arc;
+
+/// Why [`Auth::session`] calls a session inactive when it is another user's.
+pub const OTHER_USERS_SESSION: &str = "the session belongs to another user";
 
 /// Bus channel carrying revoked sessions to every shard and, through Redis, every instance.
 pub const REVOCATIONS: &str = "auth:internal:revocations";
@@ -174,18 +178,7 @@ impl Auth {
     /// Sessions revoked at or after `since` (Unix seconds), with when: what a shard that has
     /// seen every revocation before `since` reads to catch up.
     pub async fn revocations_since(&self, since: i64) -> Result<Vec<(String, i64)>, Failure> {
-        // `revoked_at IS NOT NULL` repeats the condition of the partial index (migration 6).
-        let rows = self
-            .store
-            .query(
-                "SELECT id, revoked_at FROM auth_schema.sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
-                vec![Value::Int(since)],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.text(0)?.to_string(), r.int(1)?)))
-            .collect::<Result<_, StoreError>>()
-            .map_err(Failure::from)
+        revocations_since(&self.store, since).await
     }
 
     /// The first column of every row, as text.
@@ -331,7 +324,9 @@ impl Auth {
                 self.refresh_row(&refresh, &session, now, expires),
             ])
             .await?;
-        self.issue(&id, &session, refresh, now).await
+        let tokens = self.issue(&id, &session, refresh, now).await?;
+        crate::events::publish(crate::events::LOGIN, &AuthEvent::session(&id, &session)).await;
+        Ok(tokens)
     }
 
     fn refresh_row(&self, secret: &str, session: &str, now: i64, expires: i64) -> Statement {
@@ -479,17 +474,7 @@ impl Auth {
                 tracing::warn!("revocation not applied on every shard through the mesh");
             }
         }
-        let message = Revocation {
-            sessions: sessions.to_vec(),
-            until,
-            at_us: now_us(),
-        };
-        if let Some(bus) = sdsim_core::bus::Bus::local() {
-            let data = sonic_rs::to_vec(&message).unwrap_or_default();
-            if let Err(e) = bus.publish(REVOCATIONS, data.into()).await {
-                tracing::warn!(error = %e, "revocation not published on the bus");
-            }
-        }
+        announce_revocation(sessions.to_vec(), until).await;
         tracing::info!(count = sessions.len(), why, "sessions revoked");
         Ok(())
     }
@@ -510,8 +495,15 @@ impl Auth {
                 "only a user's access token has a session to end".into(),
             ));
         };
-        self.revoke_sessions(&[session.id.to_string()], "logout")
-            .await
+        self.end_session(&who.user_id, &session.id).await
+    }
+
+    /// Ends `user`'s session `session` (revoked everywhere) and announces it.
+    pub async fn end_session(&self, user: &str, session: &str) -> Result<(), Failure> {
+        self.revoke_sessions(&[session.to_string()], "logout")
+            .await?;
+        crate::events::publish(crate::events::LOGOUT, &AuthEvent::session(user, session)).await;
+        Ok(())
     }
 
     /// Whether a session is active.
@@ -532,7 +524,7 @@ impl Auth {
         };
         let expires_at = row.int(1)?;
         let reason = if user.is_some_and(|u| u != row.text(0).unwrap_or_default()) {
-            "the session belongs to another user"
+            OTHER_USERS_SESSION
         } else if row.opt_int(2)?.is_some() {
             "revoked"
         } else if expires_at <= now() {
@@ -551,6 +543,38 @@ impl Auth {
     pub async fn holds_permission(&self, user: &str, permission: &str) -> Result<bool, Failure> {
         Ok(self.grants(user).await?.1.iter().any(|p| p == permission))
     }
+}
+
+/// Announces revoked sessions on the bus channel [`REVOCATIONS`]: every shard of this instance
+/// and, through Redis, every instance refuses their tokens until `until` (best effort: storage
+/// is the record, which every shard reads every `auth.revocation_sync`).
+pub async fn announce_revocation(sessions: Vec<String>, until: i64) {
+    let message = Revocation {
+        sessions,
+        until,
+        at_us: now_us(),
+    };
+    if let Some(bus) = sdsim_core::bus::Bus::local() {
+        let data = sonic_rs::to_vec(&message).unwrap_or_default();
+        if let Err(e) = bus.publish(REVOCATIONS, data.into()).await {
+            tracing::warn!(error = %e, "revocation not published on the bus");
+        }
+    }
+}
+
+/// Sessions revoked at or after `since` (Unix seconds) in `store`, with when.
+pub async fn revocations_since(store: &Store, since: i64) -> Result<Vec<(String, i64)>, Failure> {
+    // `revoked_at IS NOT NULL` repeats the condition of the partial index (migration 6).
+    let rows = store
+        .query(
+            "SELECT id, revoked_at FROM auth_schema.sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
+            vec![Value::Int(since)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.text(0)?.to_string(), r.int(1)?)))
+        .collect::<Result<_, StoreError>>()
+        .map_err(Failure::from)
 }
 
 /// The permissions of `roles` together, sorted, each once.

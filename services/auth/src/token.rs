@@ -262,6 +262,14 @@ impl KeyRing {
         Ok(claims)
     }
 
+    /// Every (`kid`, raw public key), oldest first.
+    pub fn public_keys(&self) -> Vec<(String, Vec<u8>)> {
+        self.order
+            .iter()
+            .map(|kid| (kid.clone(), self.public[kid].clone()))
+            .collect()
+    }
+
     /// The JWKS document (RFC 7517, OKP keys of RFC 8037).
     pub fn jwks(&self) -> Jwks {
         Jwks {

@@ -39,6 +39,8 @@ pub struct Verifier {
     keys: Arc<Keys>,
     issuer: String,
     capacity: usize,
+    /// Told when a token names a key the ring lacks (whoever fetches keys fetches sooner).
+    unknown_key: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// One shard's state.
@@ -81,7 +83,15 @@ impl Verifier {
             keys,
             issuer,
             capacity,
+            unknown_key: None,
         }
+    }
+
+    /// The same verifier, telling `signal` whenever a token names a key it does not know (the
+    /// key may be newer than the ring: a process that fetches its keys fetches them again).
+    pub fn signalling_unknown_keys(mut self, signal: Arc<tokio::sync::Notify>) -> Verifier {
+        self.unknown_key = Some(signal);
+        self
     }
 
     /// The key ring.
@@ -142,6 +152,11 @@ impl Verifier {
             let result = Self::check(local, key, token, &self.issuer, now, self.capacity);
             if let Err(p) = result {
                 local.refused[p.index()] += 1;
+                if p == Problem::UnknownKey {
+                    if let Some(signal) = &self.unknown_key {
+                        signal.notify_one();
+                    }
+                }
             }
             result
         })

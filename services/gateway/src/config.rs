@@ -19,7 +19,9 @@ pub struct GatewayConfig {
     /// `simulation` role (one, a comma-separated list or an array).
     pub simulation_service: AddressList,
     /// Where the auth service's gRPC listeners are, when this process does not run the `auth`
-    /// role (one, a comma-separated list or an array; empty: none).
+    /// role (one, a comma-separated list or an array): with `service_token` set,
+    /// `/api/auth/*` is served through it and access tokens are verified here with the keys
+    /// fetched from it. Empty: neither.
     pub auth_service: AddressList,
     /// The token this gateway presents to services in other processes (they list it in
     /// `auth.tokens` with the `service` role). Set, the gateway serves the project and

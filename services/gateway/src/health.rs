@@ -1,7 +1,8 @@
 //! Health endpoints. Load balancers poll them, so the rate limiter exempts `/health*`.
 //!
 //! - `/health`: liveness — the shard answers.
-//! - `/health/ready`: readiness — 503 once the server drains, or when storage is down.
+//! - `/health/ready`: readiness — 503 once the server drains, when storage is down, or while a
+//!   gateway without the auth service has no key to verify tokens with.
 //! - `/health/database`, `/health/redis`, `/health/services`: one component each, saying what is
 //!   true of this build and configuration (a component that is not configured says so).
 
@@ -166,13 +167,21 @@ struct Ready {
     uptime_s: f64,
     storage: Component,
     redis: Component,
+    /// Keys that verify access tokens, when this process verifies them: a gateway that has not
+    /// fetched any from the auth service yet would refuse every user, so it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification_keys: Option<usize>,
 }
 
 async fn ready(g: &GatewayState) -> Response {
     let phase = g.shutdown.phase();
     let storage = storage_check(g).await;
     let redis = redis_check(g);
-    let is_ready = phase == Phase::Accepting && storage.healthy() && redis.healthy();
+    let verification_keys = g.verifier.as_ref().map(|v| v.keys().current().1.len());
+    let is_ready = phase == Phase::Accepting
+        && storage.healthy()
+        && redis.healthy()
+        && verification_keys != Some(0);
     let body = Ready {
         status: if is_ready { "ready" } else { "not_ready" },
         phase: phase.name(),
@@ -181,6 +190,7 @@ async fn ready(g: &GatewayState) -> Response {
         uptime_s: g.started.elapsed().as_secs_f64(),
         storage,
         redis,
+        verification_keys,
     };
     let code = if is_ready {
         StatusCode::OK

@@ -129,6 +129,12 @@ fn help(name: &str) -> &'static str {
         "sdsim_auth_revocation_delay_seconds" => {
             "Time from a session revocation's publication to its application on a shard."
         }
+        "sdsim_reports_queued_total" => {
+            "Completed runs whose analysis was queued on async:reports:queue (Redis set)."
+        }
+        "sdsim_reports_analysed_total" => {
+            "Analyses this instance took from async:reports:queue and stored."
+        }
         "sdsim_upstream_pool_connections" => {
             "Mesh connections open to a target instance, summed over shards."
         }

@@ -56,6 +56,11 @@ pub struct SimulationConfig {
     /// (the run still stops at its next slice).
     #[serde(with = "duration")]
     pub stop_timeout: Duration,
+    /// How often a running simulation re-reads its own row: a stop or a failure recorded by
+    /// another instance (a stop that reached a different simulation instance, or survivors
+    /// failing the runs of an instance whose registration expired) ends it within this time.
+    #[serde(with = "duration")]
+    pub status_check: Duration,
 }
 
 impl Default for SimulationConfig {
@@ -72,6 +77,7 @@ impl Default for SimulationConfig {
             slice: Duration::from_millis(1),
             max_design_bytes: 1 << 20,
             stop_timeout: Duration::from_secs(5),
+            status_check: Duration::from_secs(1),
         }
     }
 }
@@ -111,6 +117,7 @@ impl SimulationConfig {
             ("simulation.metrics_interval", self.metrics_interval),
             ("simulation.slice", self.slice),
             ("simulation.stop_timeout", self.stop_timeout),
+            ("simulation.status_check", self.status_check),
         ] {
             problems.positive(key, d);
         }

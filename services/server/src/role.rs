@@ -80,6 +80,9 @@ pub struct Parts<'a> {
     /// The instances of every service this process may call (static addresses, or the
     /// registry when Redis is set).
     pub directory: Arc<Directory>,
+    /// Keys fetched from the auth service elsewhere, when the gateway reaches it remotely
+    /// (used when no role of this process starts the auth service).
+    pub auth_keys: Option<Arc<sdsim_auth::follower::KeyFollower>>,
     auth: Option<Arc<Auth>>,
     projects: Option<Arc<Projects>>,
 }
@@ -94,6 +97,7 @@ impl<'a> Parts<'a> {
             shards,
             store,
             directory,
+            auth_keys: None,
             auth: None,
             projects: None,
         }

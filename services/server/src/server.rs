@@ -62,7 +62,12 @@ impl Server {
             ),
             None => None,
         };
-        let verifier = auth.as_ref().map(|a| Arc::clone(a.verifier()));
+        // A gateway without the auth service verifies with the keys it fetches from it.
+        let verifier = match (&auth, &parts.auth_keys) {
+            (Some(a), _) => Some(Arc::clone(a.verifier())),
+            (None, Some(keys)) => Some(Arc::clone(keys.verifier())),
+            (None, None) => None,
+        };
         let gateway = Arc::new(GatewayState {
             authenticator: Arc::new(Authenticator::new(&config.auth, verifier.clone())),
             store: Some(store),

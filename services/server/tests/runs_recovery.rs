@@ -207,3 +207,76 @@ fn runs_left_running_by_a_crash_are_failed_at_restart_and_free_the_limit() {
     stop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two instances share one database. A stop that reaches the instance not running the run is
+/// recorded there; the instance running it sees that at its next status check and lets the
+/// run go, so its slot frees for the next run (before, it simulated on to the end while the
+/// run already read `stopped`).
+#[sdsim_testing::backends(epoll, io_uring)]
+fn a_run_stopped_through_another_instance_ends_where_it_runs() {
+    let dir = temp_dir();
+    let storage = format!("storage.url=sqlite://{}/sdsim.db", dir.display());
+    let with = |id: &'static str| {
+        vec![
+            storage.clone(),
+            "ratelimit.enabled=false".into(),
+            format!("instance.id={id}"),
+            // One slot in all: a run that does not let go keeps the next one queued.
+            "runtime.shards=1".into(),
+            "runtime.cpus=[0]".into(),
+            "simulation.runs_per_shard=1".into(),
+            "simulation.status_check=100ms".into(),
+        ]
+    };
+    let sets_a = with("node-a");
+    let runner = start(&sets_a.iter().map(String::as_str).collect::<Vec<_>>());
+    let a = runner.local_addr();
+    let ada = token_of(a, "ada@example.com");
+    let bob = token_of(a, "bob@example.com");
+    let (pa, pb) = (new_project(a, &ada), new_project(a, &bob));
+    let (status, run, _) = call(a, "POST", "/api/simulations", Some(&ada), Some(slow(&pa)));
+    assert_eq!(status, 202, "{run}");
+    let ada_run = run["simulation_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(a, &ada, &ada_run)["status"] != "running" {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let sets_b = with("node-b");
+    let other = start(&sets_b.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = other.local_addr();
+    let (status, stopped, _) = call(
+        b,
+        "POST",
+        &format!("/api/simulations/{ada_run}/stop"),
+        Some(&ada),
+        None,
+    );
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+
+    // Bob's run can only start on node-a once ada's run has let go of the only slot.
+    let (status, run, _) = call(a, "POST", "/api/simulations", Some(&bob), Some(slow(&pb)));
+    assert_eq!(status, 202, "{run}");
+    let bob_run = run["simulation_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = status_of(a, &bob, &bob_run);
+        if run["status"] == "running" {
+            break;
+        }
+        assert_eq!(run["status"], "queued", "{run}");
+        assert!(
+            Instant::now() < deadline,
+            "node-a kept simulating the run stopped through node-b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The end node-b recorded stands.
+    let ended = status_of(a, &ada, &ada_run);
+    assert_eq!(ended["status"], "stopped", "{ended}");
+    stop(other);
+    stop(runner);
+    let _ = std::fs::remove_dir_all(dir);
+}

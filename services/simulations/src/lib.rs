@@ -9,6 +9,8 @@
 //!   ([`RemoteSimulations`]).
 //! - `wire`: how the contract's requests and responses travel in `sdsim.simulation.v1` messages.
 //! - `live`: a run's live metrics as a gRPC stream.
+//! - [`reports`]: [`reports::ReportQueue`], `async:reports:queue`: completed runs analysed by
+//!   any simulation instance when Redis is set.
 //! - [`http`]: the HTTP API (`/api/simulations/*`) over the contract.
 //! - [`pb`]: the messages of `proto/sdsim/simulation/v1`.
 //!
@@ -19,6 +21,7 @@
 pub mod contract;
 pub mod http;
 mod live;
+pub mod reports;
 pub mod runs;
 mod wire;
 

@@ -13,7 +13,8 @@
 //! analysis (whose confirmation re-run happens on a helper thread, not the shard) are stored.
 //! `stop` reaches the run's shard through the mesh and takes effect within one slice; it waits
 //! for the run to record its end (a notification from the run, not polling) for at most
-//! `simulation.stop_timeout`, then answers 503 `timeout`. Designs over
+//! `simulation.stop_timeout`, then answers 503 `timeout`. A stop (or failure) recorded by
+//! another instance sharing the database ends the run at its next `simulation.status_check`. Designs over
 //! `simulation.max_design_bytes` are refused (413), and large ones are parsed off the shard.
 
 use sdsim_core::runtime::Shard;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 mod runner;
 
+use crate::reports::ReportQueue;
 use runner::{Job, Runner, Stop};
 
 /// What a caller asks for.
@@ -84,7 +86,8 @@ pub struct Results {
     pub simulation: Run,
     /// The engine's report (per component, end to end, SLOs).
     pub report: sonic_rs::Value,
-    /// Bottleneck findings with recommendations.
+    /// Bottleneck findings with recommendations; `null` while the reports queue (Redis set)
+    /// has not produced them yet.
     pub analysis: sonic_rs::Value,
 }
 
@@ -114,6 +117,8 @@ pub struct Simulations {
     /// When this service started (Unix ms): runs of this instance created before it are left
     /// over from a previous life.
     started_ms: i64,
+    /// `async:reports:queue`, when Redis is set.
+    reports: Option<Arc<ReportQueue>>,
 }
 
 /// How long the end of a run is retried while the database is unavailable.
@@ -155,7 +160,15 @@ impl Simulations {
             },
             instance,
             started_ms: now_ms(),
+            reports: None,
         }
+    }
+
+    /// Completed runs are analysed through `queue` (by any simulation instance) while Redis
+    /// is up, and this instance takes its share of the queue's jobs.
+    pub fn with_reports(mut self, queue: ReportQueue) -> Simulations {
+        self.reports = Some(Arc::new(queue));
+        self
     }
 
     /// Marks the runs this instance left queued or running in an earlier life (a crash, a kill,
@@ -452,7 +465,7 @@ impl Simulations {
         let row = self
             .store
             .query_opt(
-                "SELECT COALESCE(report, 'null'), COALESCE(analysis, '[]') FROM simulation_schema.simulations WHERE id = $1",
+                "SELECT COALESCE(report, 'null'), COALESCE(analysis, 'null') FROM simulation_schema.simulations WHERE id = $1",
                 vec![id.into()],
             )
             .await?

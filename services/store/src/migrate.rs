@@ -54,6 +54,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0006_revoked_sessions.postgres.sql"),
         sqlite: include_str!("../migrations/0006_revoked_sessions.sqlite.sql"),
     },
+    Migration {
+        version: 7,
+        name: "outbox claims",
+        postgres: include_str!("../migrations/0007_outbox_claims.postgres.sql"),
+        sqlite: include_str!("../migrations/0007_outbox_claims.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.

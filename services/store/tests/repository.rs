@@ -31,7 +31,10 @@ async fn insert_user(store: &Store, id: &str, email: &str) -> Result<u64, StoreE
 
 /// The suite both backends must pass.
 async fn suite(store: &Store) {
-    assert_eq!(migrate::run(store).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        migrate::run(store).await.unwrap(),
+        vec![1, 2, 3, 4, 5, 6, 7]
+    );
     assert_eq!(
         migrate::run(store).await.unwrap(),
         Vec::<i64>::new(),
@@ -39,7 +42,7 @@ async fn suite(store: &Store) {
     );
     assert_eq!(
         migrate::applied(store).await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
     store.ping().await.unwrap();
 

@@ -287,7 +287,10 @@ impl Auth {
         self.store.batch(statements).await?;
         let sessions = self.open_sessions(user).await?;
         self.revoke_sessions(&sessions, "roles changed").await?;
-        self.user(user).await
+        let changed = self.user(user).await?;
+        let event = crate::events::AuthEvent::roles(user, &changed.roles, &changed.permissions);
+        crate::events::publish(crate::events::PERMISSION_CHANGED, &event).await;
+        Ok(changed)
     }
 }
 

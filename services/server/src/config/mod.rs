@@ -193,6 +193,7 @@ impl Config {
                     );
                 }
             }
+            // gateway.auth_service: every entry is checked with [gateway] (empty is allowed).
         }
         if let Some(ca) = &self.grpc.client_ca {
             if !self.tls.enabled() {

@@ -11,6 +11,7 @@ use sdsim_gateway::state::ServiceHealth;
 use sdsim_mesh::Service;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
+use sdsim_simulations::reports::ReportQueue;
 use sdsim_simulations::{RemoteSimulations, SimulationContract, SimulationService, Simulations};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,6 +45,13 @@ impl SimulationRole {
                 parts.shards,
                 config.instance.resolved_id(),
             );
+            let simulations = match &config.redis.url {
+                Some(url) => simulations.with_reports(
+                    ReportQueue::start(url, &config.instance.resolved_id())
+                        .map_err(|e| StartError::Redis(e.to_string()))?,
+                ),
+                None => simulations,
+            };
             Some((Arc::new(simulations), listeners))
         } else {
             None

@@ -2,8 +2,11 @@
 //! for one of the shard's `simulation.runs_per_shard` slots, advances the engine in slices that
 //! yield, publishes metrics points and lifecycle events, and records how each run ended.
 
-use super::{Simulations, FINISH_RETRY_FOR};
+use super::{Simulations, FINISH_RETRY_FOR, TERMINAL};
+use crate::reports::{ReportJob, Taken};
 use sdsim_core::runtime::Shard;
+use sdsim_engine::design::Design;
+use sdsim_engine::engine::stats::Report;
 use sdsim_engine::engine::Simulation;
 use sdsim_projects::design_limits::parse_design;
 use sdsim_projects::{now_ms, publish};
@@ -45,6 +48,14 @@ impl Simulations {
                             pause = (pause * 2).min(Duration::from_secs(10));
                         }
                     }
+                }
+            });
+        }
+        if let Some(mut taken) = self.reports.as_ref().and_then(|q| q.take_jobs()) {
+            let service = Arc::clone(self);
+            shard.spawn("simulation-reports", async move {
+                while let Some(job) = taken.recv().await {
+                    service.analyse_taken(job).await;
                 }
             });
         }
@@ -139,17 +150,18 @@ impl Simulations {
             self.simulate(&job, &stop.set).await
         } else {
             self.finish_row(&job.id, "stopped", None, None, None).await;
-            Ok(false)
+            Ok(Ended::Stopped)
         };
         // The end is recorded: whoever is stopping this run may answer now.
         stop.ended();
         if let Some(runner) = Shard::current().get::<Runner>() {
             runner.stops.borrow_mut().remove(&job.id);
         }
-        let (status, error) = match &outcome {
-            Ok(true) => ("completed", None),
-            Ok(false) => ("stopped", None),
-            Err(e) => ("failed", Some(e.clone())),
+        let (status, error) = match outcome {
+            Ok(Ended::Completed) => ("completed", None),
+            Ok(Ended::Stopped) => ("stopped", None),
+            Ok(Ended::Elsewhere { status, error }) => (status, error),
+            Err(e) => ("failed", Some(e)),
         };
         let event = Lifecycle {
             event: status,
@@ -162,11 +174,11 @@ impl Simulations {
         publish(&format!("notifications:user:{}", job.user_id), &event).await;
     }
 
-    /// Runs the engine; `Ok(true)` when it ran to the end, `Ok(false)` when stopped.
-    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<bool, String> {
+    /// Runs the engine and records how the run ended (unless another instance recorded it).
+    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<Ended, String> {
         if stop.get() {
             self.finish_row(&job.id, "stopped", None, None, None).await;
-            return Ok(false);
+            return Ok(Ended::Stopped);
         }
         let parsed = match parse_design(&job.design).await {
             Ok(parsed) => parsed,
@@ -186,11 +198,7 @@ impl Simulations {
                 return Err(why);
             }
         };
-        design.duration = job.duration;
-        if design.warmup >= design.duration {
-            design.warmup = design.duration * 0.1;
-        }
-        design.seed = job.seed;
+        as_run(&mut design, job.duration, job.seed);
         let claimed = self
             .store
             .execute(
@@ -201,7 +209,7 @@ impl Simulations {
             .map_err(|e| e.to_string())?;
         if claimed == 0 {
             // Stopped while it was on its way to this shard.
-            return Ok(false);
+            return Ok(Ended::Stopped);
         }
         let channel = format!("simulation:data:{}", job.id);
         publish(
@@ -218,6 +226,8 @@ impl Simulations {
         let mut sim = Simulation::new(design.clone());
         let began = Instant::now();
         let mut next_point = began + self.config.metrics_interval;
+        let mut next_check = began + self.config.status_check;
+        let mut elsewhere = None;
         // Simulated time per engine step: at most 1/2000 of the run, shrunk while one step takes
         // more than a quarter of a slice (busy designs), grown back while steps are cheap.
         let max_step = (job.duration / 2000.0).max(1e-3);
@@ -244,6 +254,13 @@ impl Simulations {
             if stop.get() {
                 break;
             }
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + self.config.status_check;
+                if let Some(ended) = self.ended_elsewhere(&job.id).await {
+                    elsewhere = Some(ended);
+                    break;
+                }
+            }
             if Instant::now() >= next_point {
                 next_point += self.config.metrics_interval;
                 publish(&channel, &point(&sim, job, "metrics")).await;
@@ -257,32 +274,175 @@ impl Simulations {
                 sdsim_core::mesh::yield_to_driver().await;
             }
         }
+        if let Some(Ended::Elsewhere { status, error }) = elsewhere {
+            // Its end is recorded already (and must not be overwritten): only say it here.
+            tracing::info!(simulation = %job.id, status, "run ended by another instance");
+            publish(&channel, &point(&sim, job, status)).await;
+            return Ok(Ended::Elsewhere { status, error });
+        }
         let finished = sim.is_finished();
         let kind = if finished { "completed" } else { "stopped" };
         publish(&channel, &point(&sim, job, kind)).await;
         let report = sim.report();
         let report_json = sonic_rs::to_string(&report).unwrap_or_else(|_| "null".into());
-        let analysis = if finished {
-            // The analysis confirms its recommendations by re-running the design: a helper
-            // thread does that, not the shard.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let spawned = std::thread::Builder::new()
-                .name("sdsim-analysis".into())
-                .spawn(move || {
-                    let findings = sdsim_engine::analysis::analyze(&design, &report, 0.7);
-                    let _ = tx.send(sonic_rs::to_string(&findings).unwrap_or_else(|_| "[]".into()));
-                });
-            match spawned {
-                Ok(_) => rx.await.unwrap_or_else(|_| "[]".into()),
-                Err(_) => "[]".into(),
-            }
-        } else {
-            "[]".into()
+        // With Redis up, any simulation instance analyses a completed run (the analysis stays
+        // null until then); otherwise this instance does.
+        let queue = self
+            .reports
+            .as_ref()
+            .filter(|q| finished && q.stats.up.load(Ordering::Relaxed));
+        let analysis = match (finished, queue) {
+            (false, _) => Some("[]".to_string()),
+            (true, Some(_)) => None,
+            (true, None) => Some(analyze_off_shard(design, report).await),
         };
-        self.finish_row(&job.id, kind, None, Some(report_json), Some(analysis))
+        let queued = queue.map(|_| report_json.clone());
+        self.finish_row(&job.id, kind, None, Some(report_json), analysis)
             .await;
-        Ok(finished)
+        if let (Some(q), Some(report)) = (queue, queued) {
+            // After the row: the analysis must land on the stored report, not under it.
+            q.push(&ReportJob {
+                simulation_id: job.id.clone(),
+                design: job.design.clone(),
+                duration_s: job.duration,
+                seed: job.seed,
+                report,
+            });
+            count("sdsim_reports_queued_total");
+        }
+        Ok(if finished {
+            Ended::Completed
+        } else {
+            Ended::Stopped
+        })
     }
+
+    /// Does one analysis from the reports queue and stores it (retrying while the database is
+    /// unavailable), then acknowledges it. A job that is not one, or whose design no longer
+    /// parses, is acknowledged without an analysis (logged), so it does not come back.
+    async fn analyse_taken(&self, taken: Taken) {
+        let Some(queue) = self.reports.as_ref() else {
+            return;
+        };
+        let job = match taken.job {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(error = %e, "report queue: dropping a value that is not a job");
+                queue.done(taken.raw);
+                return;
+            }
+        };
+        let report = sonic_rs::from_str::<Report>(&job.report).map_err(|e| e.to_string());
+        let design = match parse_design(&job.design).await {
+            Ok(Ok(design)) => Ok(design),
+            Ok(Err(problems)) => Err(format!("the design no longer validates: {}", problems[0])),
+            Err(busy) => Err(busy.to_string()),
+        };
+        let (mut design, report) = match (design, report) {
+            (Ok(d), Ok(r)) => (d, r),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(simulation = %job.simulation_id, error = %e, "report queue: job cannot be analysed; dropped");
+                queue.done(taken.raw);
+                return;
+            }
+        };
+        as_run(&mut design, job.duration_s, job.seed);
+        let analysis = analyze_off_shard(design, report).await;
+        let giving_up = Instant::now() + FINISH_RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let stored = self
+                .store
+                .execute(
+                    "UPDATE simulation_schema.simulations SET analysis = $1 WHERE id = $2",
+                    vec![analysis.as_str().into(), job.simulation_id.as_str().into()],
+                )
+                .await;
+            match stored {
+                Ok(_) => break,
+                Err(StoreError::Unavailable(e)) if Instant::now() < giving_up => {
+                    tracing::warn!(simulation = %job.simulation_id, error = %e, "storing an analysis: retrying");
+                    monoio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // Left on this instance's list: its next start puts it back on the queue.
+                    tracing::error!(simulation = %job.simulation_id, error = %e, "could not store an analysis");
+                    return;
+                }
+            }
+        }
+        count("sdsim_reports_analysed_total");
+        queue.done(taken.raw);
+    }
+
+    /// How the run ended when its row no longer says `running`: another instance stopped it
+    /// or failed it. An unreadable row keeps the run going (the database may be briefly down).
+    async fn ended_elsewhere(&self, id: &str) -> Option<Ended> {
+        let rows = self
+            .store
+            .query(
+                "SELECT status, COALESCE(error, '') FROM simulation_schema.simulations WHERE id = $1",
+                vec![id.into()],
+            )
+            .await
+            .ok()?;
+        let row = rows.first()?;
+        let status = row.text(0).ok()?;
+        let status = TERMINAL.into_iter().find(|s| *s == status)?;
+        let error = row
+            .text(1)
+            .ok()
+            .filter(|e| !e.is_empty())
+            .map(str::to_string);
+        Some(Ended::Elsewhere { status, error })
+    }
+}
+
+/// Applies a run's duration and seed to its design (a warm-up as long as the run shrinks to a
+/// tenth of it).
+pub(crate) fn as_run(design: &mut Design, duration: f64, seed: u64) {
+    design.duration = duration;
+    if design.warmup >= design.duration {
+        design.warmup = design.duration * 0.1;
+    }
+    design.seed = seed;
+}
+
+/// The bottleneck analysis of `report` as JSON, computed on a helper thread: it confirms its
+/// recommendations by re-running the design, which is no work for a shard.
+pub(crate) async fn analyze_off_shard(design: Design, report: Report) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sdsim-analysis".into())
+        .spawn(move || {
+            let findings = sdsim_engine::analysis::analyze(&design, &report, 0.7);
+            let _ = tx.send(sonic_rs::to_string(&findings).unwrap_or_else(|_| "[]".into()));
+        });
+    match spawned {
+        Ok(_) => rx.await.unwrap_or_else(|_| "[]".into()),
+        Err(_) => "[]".into(),
+    }
+}
+
+/// Adds one to this shard's counter `name`.
+pub(crate) fn count(name: &'static str) {
+    if let Some(metrics) = Shard::current().get::<sdsim_core::metrics::Metrics>() {
+        metrics.inc(sdsim_core::metrics::Key::plain(name), 1);
+    }
+}
+
+/// How a run ended.
+enum Ended {
+    /// It ran to the end here.
+    Completed,
+    /// It was stopped here.
+    Stopped,
+    /// Another instance recorded its end (`status`, with `error` when it failed).
+    Elsewhere {
+        status: &'static str,
+        error: Option<String>,
+    },
 }
 
 /// One shard's runner: where jobs arrive and their stop flags.
