@@ -32,6 +32,8 @@ use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -61,6 +63,25 @@ pub struct Settings {
     /// The deadline of a unary call that came without `grpc-timeout`, and the bound on reading
     /// any call's request message (30 s).
     pub unary_timeout: Duration,
+    /// Counts the calls being served, when set (shared by every connection of the process:
+    /// the registry advertises it as the instance's load).
+    pub in_flight: Option<Arc<AtomicU64>>,
+}
+
+/// One call counted in [`Settings::in_flight`] while it lives.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicU64>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Settings {
@@ -75,6 +96,7 @@ impl Default for Settings {
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Some(Duration::from_secs(5 * 60)),
             unary_timeout: Duration::from_secs(30),
+            in_flight: None,
         }
     }
 }
@@ -366,8 +388,10 @@ pub async fn serve_connection<IO>(
             Some(Ok((req, respond))) => {
                 let services = Rc::clone(&services);
                 let settings = Rc::clone(&settings);
+                let counted = settings.in_flight.as_ref().map(InFlight::enter);
                 sdsim_core::runtime::spawn("grpc-call", async move {
                     handle_stream(req, respond, peer, &services, &settings).await;
+                    drop(counted);
                 });
             }
             Some(Err(e)) => {

@@ -1,19 +1,31 @@
 //! Health endpoints. Load balancers poll them, so the rate limiter exempts `/health*`.
 //!
-//! - `/health`: liveness — the shard answers.
+//! - `/health`: liveness — the shard answers. Its body stays `{"status":"ok"}`: the HTTP
+//!   benchmarks compare it byte for byte with peer servers, and a liveness probe must not wait
+//!   on the database.
 //! - `/health/ready`: readiness — 503 once the server drains, when storage is down, or while a
-//!   gateway without the auth service has no key to verify tokens with.
+//!   gateway without the auth service has no key to verify tokens with; with the seed's
+//!   fields: the services this process runs, its instance, the database's and Redis's state,
+//!   the time.
 //! - `/health/database`, `/health/redis`, `/health/services`: one component each, saying what is
-//!   true of this build and configuration (a component that is not configured says so).
+//!   true of this build and configuration (a component that is not configured says so);
+//!   `/health/services` also asks every known instance of every service (gRPC health, or the
+//!   HTTP readiness of a gateway) concurrently, each within [`INSTANCE_CHECK_TIMEOUT`].
 
 use crate::state::{GatewayState, ServiceHealth};
 use http::StatusCode;
 use sdsim_core::config::redacted_url;
 use sdsim_core::shutdown::Phase;
+use sdsim_mesh::{Instance, Service};
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{json, Request, Response};
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long `/health/services` waits for one instance's answer.
+pub const INSTANCE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Registers the health routes.
 pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
@@ -49,12 +61,59 @@ pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
     add(router, "/health/redis", |g| {
         component_response(redis_check(g))
     });
-    add(router, "/health/services", services);
+    let g = Arc::clone(state);
+    router
+        .route(
+            http::Method::GET,
+            "/health/services",
+            move |_req: Request| {
+                let g = Arc::clone(&g);
+                async move { services(&g).await }
+            },
+        )
+        .expect("health routes do not conflict");
 }
 
 #[derive(Serialize)]
 struct Status {
     status: &'static str,
+}
+
+/// The registry names of the services this process runs, comma-separated.
+fn service_names(g: &GatewayState) -> String {
+    g.services
+        .iter()
+        .filter(|s| s.configured)
+        .filter_map(|s| Service::from_role(s.name))
+        .map(Service::registry_name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn rfc3339_now() -> String {
+    rfc3339(sdsim_mesh::directory::now_ms())
+}
+
+/// `ms` after the Unix epoch as `2026-01-31T12:00:00.123Z`.
+fn rfc3339(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The state of one component.
@@ -161,6 +220,16 @@ pub fn redis_check(g: &GatewayState) -> Component {
 #[derive(Serialize)]
 struct Ready {
     status: &'static str,
+    /// The registry names of the services this process runs, comma-separated.
+    service: String,
+    /// `instance.id`.
+    instance: String,
+    /// The storage's state (`up`, `down`), as `storage.status`.
+    database: &'static str,
+    /// Redis's state (`up`, `down`, `not_configured`), as `redis.status`.
+    redis_status: &'static str,
+    /// RFC 3339, UTC.
+    timestamp: String,
     phase: &'static str,
     shards: usize,
     open_connections: usize,
@@ -184,6 +253,11 @@ async fn ready(g: &GatewayState) -> Response {
         && verification_keys != Some(0);
     let body = Ready {
         status: if is_ready { "ready" } else { "not_ready" },
+        service: service_names(g),
+        instance: g.instance.clone(),
+        database: storage.status,
+        redis_status: redis.status,
+        timestamp: rfc3339_now(),
         phase: phase.name(),
         shards: g.shards,
         open_connections: g.shutdown.open_connections(),
@@ -202,16 +276,165 @@ async fn ready(g: &GatewayState) -> Response {
 
 #[derive(Serialize)]
 struct Services<'a> {
+    /// `ok`, or `degraded` when a known instance did not answer as serving.
     status: &'static str,
     services: &'a [ServiceHealth],
+    /// Where the instances below come from.
+    registry: RegistryHealth,
+    /// Every known instance of every service, asked now.
+    instances: Vec<InstanceHealth>,
 }
 
-fn services(g: &GatewayState) -> Response {
+#[derive(Serialize)]
+struct RegistryHealth {
+    /// `up`, `down` (the last instances known are used), `not_configured` (static addresses).
+    status: &'static str,
+    /// Registry entries ignored as malformed so far.
+    malformed: u64,
+}
+
+/// What one instance answered.
+#[derive(Serialize)]
+struct InstanceHealth {
+    service: &'static str,
+    id: String,
+    /// The address asked (gRPC; HTTP for a gateway).
+    address: Option<SocketAddr>,
+    /// What the registry says of it (`healthy`, `draining`).
+    registered: sdsim_mesh::InstanceStatus,
+    /// `serving`, `not_serving`, `unreachable`, `timeout`, `no_address`.
+    status: &'static str,
+    /// Round-trip time of the check, when it got an answer.
+    latency_ms: Option<f64>,
+    detail: String,
+    /// The mesh client's circuit breaker for it; `null` until the mesh client reports one.
+    breaker: Option<String>,
+}
+
+async fn services(g: &GatewayState) -> Response {
+    let known: Vec<(Service, Instance)> = Service::ALL
+        .into_iter()
+        .flat_map(|s| {
+            g.directory
+                .instances(s)
+                .iter()
+                .map(move |i| (s, i.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let instances =
+        futures_util::future::join_all(known.into_iter().map(|(s, i)| check_instance(s, i))).await;
+    let registry = RegistryHealth {
+        status: match &g.registry {
+            None => "not_configured",
+            Some(r) if r.up.load(std::sync::atomic::Ordering::Relaxed) => "up",
+            Some(_) => "down",
+        },
+        malformed: g.directory.malformed(),
+    };
+    let all_serving = instances.iter().all(|i| i.status == "serving");
     json(
         StatusCode::OK,
         &Services {
-            status: "ok",
+            status: if all_serving { "ok" } else { "degraded" },
             services: &g.services,
+            registry,
+            instances,
         },
     )
+}
+
+/// Asks one instance: gRPC health `Check` for a service with gRPC, `GET /health/ready` for
+/// a gateway.
+async fn check_instance(service: Service, instance: Instance) -> InstanceHealth {
+    let address = instance.grpc.or(instance.http);
+    let began = Instant::now();
+    let outcome = match (instance.grpc, instance.http) {
+        (Some(addr), _) => monoio::time::timeout(INSTANCE_CHECK_TIMEOUT, grpc_check(addr)).await,
+        (None, Some(addr)) => monoio::time::timeout(INSTANCE_CHECK_TIMEOUT, http_check(addr)).await,
+        (None, None) => Ok(Err(("no_address", "the instance gives no address".into()))),
+    };
+    let took = began.elapsed();
+    let (status, detail, latency_ms) = match outcome {
+        Ok(Ok(())) => ("serving", String::new(), Some(took.as_secs_f64() * 1e3)),
+        Ok(Err(("not_serving", why))) => ("not_serving", why, Some(took.as_secs_f64() * 1e3)),
+        Ok(Err((status, why))) => (status, why, None),
+        Err(_) => (
+            "timeout",
+            format!("no answer within {INSTANCE_CHECK_TIMEOUT:?}"),
+            None,
+        ),
+    };
+    InstanceHealth {
+        service: service.registry_name(),
+        id: instance.id,
+        address,
+        registered: instance.status,
+        status,
+        latency_ms,
+        detail,
+        breaker: None,
+    }
+}
+
+type Check = Result<(), (&'static str, String)>;
+
+async fn grpc_check(addr: SocketAddr) -> Check {
+    use sdsim_net::grpc::pb::health::health_check_response::ServingStatus;
+    use sdsim_net::grpc::pb::health::{HealthCheckRequest, HealthCheckResponse};
+    let client = sdsim_net::grpc::client::Client::new(addr);
+    let answer: Result<HealthCheckResponse, _> = client
+        .unary(
+            "/grpc.health.v1.Health/Check",
+            &HealthCheckRequest {
+                service: String::new(),
+            },
+            sdsim_net::grpc::client::CallOptions::timeout(INSTANCE_CHECK_TIMEOUT),
+        )
+        .await;
+    match answer {
+        Ok(r) if r.status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(r) => Err((
+            "not_serving",
+            format!(
+                "grpc.health.v1 status {:?}",
+                ServingStatus::try_from(r.status).unwrap_or(ServingStatus::Unknown)
+            ),
+        )),
+        Err(e) => Err(("unreachable", e.to_string())),
+    }
+}
+
+async fn http_check(addr: SocketAddr) -> Check {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let unreachable = |e: std::io::Error| ("unreachable", format!("{addr}: {e}"));
+    let mut tcp = monoio::net::TcpStream::connect(addr)
+        .await
+        .map_err(unreachable)?;
+    let request =
+        format!("GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (written, _) = tcp.write_all(request.into_bytes()).await;
+    written.map_err(unreachable)?;
+    // The status line is in the first bytes of the answer.
+    let (read, buf) = tcp.read(Vec::with_capacity(64)).await;
+    read.map_err(unreachable)?;
+    let head = String::from_utf8_lossy(&buf);
+    match head.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        Some(code) => Err(("not_serving", format!("GET /health/ready answered {code}"))),
+        None => Err(("unreachable", format!("{addr}: no HTTP answer"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 }

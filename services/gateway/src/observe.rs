@@ -120,6 +120,18 @@ fn help(name: &str) -> &'static str {
         "sdsim_redis_received_total" => "Events received from other instances.",
         "sdsim_redis_receive_dropped_total" => "Received events dropped (a shard queue full).",
         "sdsim_redis_failures_total" => "Redis connection failures.",
+        "sdsim_registry_up" => "1 when the service registry is connected to Redis.",
+        "sdsim_registry_instances" => "Instances of each service in this process's directory.",
+        "sdsim_registry_malformed_total" => "Registry entries ignored as malformed.",
+        "sdsim_registry_discovery_age_seconds" => {
+            "Seconds since each service's instances were last refreshed (static or registry)."
+        }
+        "sdsim_registry_heartbeats_total" => "Registrations written by heartbeats.",
+        "sdsim_registry_heartbeats_failed_total" => "Heartbeats that could not be written.",
+        "sdsim_registry_expired_total" => "Registrations of other instances seen to expire.",
+        "sdsim_registry_conflicts_total" => {
+            "Own registry keys found written by another process (the same instance.id twice)."
+        }
         "sdsim_auth_token_checks_total" => {
             "Access-token checks (HTTP, WebSocket, gRPC ValidateToken): cache_hit = accepted from the shard cache, signature_checked = signatures verified (accepted or not); a refused token also counts under its reason."
         }
@@ -228,6 +240,7 @@ async fn prometheus(g: &GatewayState) -> Response {
             b.up.load(Ordering::Relaxed) as i64,
         );
     }
+    add_registry(&mut snapshot, g);
     if let Some(verifier) = &g.verifier {
         add_token_checks(&mut snapshot, verifier).await;
     }
@@ -246,6 +259,47 @@ async fn prometheus(g: &GatewayState) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(text),
     )
+}
+
+/// The directory of instances and, with Redis, the registry's counters.
+fn add_registry(snapshot: &mut Snapshot, g: &GatewayState) {
+    for service in sdsim_mesh::Service::ALL {
+        let label = ("service", LabelValue::Str(service.registry_name()));
+        snapshot.gauges.insert(
+            Key::with1("sdsim_registry_instances", label.clone()),
+            g.directory.instances(service).len() as i64,
+        );
+        if let Some(age) = g.directory.age(service) {
+            snapshot.gauges.insert(
+                Key::with1("sdsim_registry_discovery_age_seconds", label),
+                age.as_secs() as i64,
+            );
+        }
+    }
+    snapshot.counters.insert(
+        Key::plain("sdsim_registry_malformed_total"),
+        g.directory.malformed(),
+    );
+    if let Some(r) = &g.registry {
+        let counters = [
+            ("sdsim_registry_heartbeats_total", &r.heartbeats),
+            (
+                "sdsim_registry_heartbeats_failed_total",
+                &r.heartbeats_failed,
+            ),
+            ("sdsim_registry_expired_total", &r.expired),
+            ("sdsim_registry_conflicts_total", &r.conflicts),
+        ];
+        for (name, value) in counters {
+            snapshot
+                .counters
+                .insert(Key::plain(name), value.load(Ordering::Relaxed));
+        }
+        snapshot.gauges.insert(
+            Key::plain("sdsim_registry_up"),
+            r.up.load(Ordering::Relaxed) as i64,
+        );
+    }
 }
 
 /// Every shard's token verifier counters: checks by result, cache size, revoked sessions.

@@ -72,6 +72,13 @@ pub struct GatewayState {
     pub verifier: Option<Arc<Verifier>>,
     /// One line per role for `/health/services`, in the order of the role list.
     pub services: Vec<ServiceHealth>,
+    /// The instances of every service this process knows (static addresses or the registry):
+    /// `/health/services` asks each of them.
+    pub directory: Arc<sdsim_mesh::Directory>,
+    /// The registry's counters, when `redis.url` is set.
+    pub registry: Option<Arc<sdsim_mesh::RegistryStats>>,
+    /// This process's `instance.id`, resolved.
+    pub instance: String,
 }
 
 /// A random number per process (bus channel epochs, the Redis instance id).

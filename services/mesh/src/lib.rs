@@ -14,6 +14,9 @@
 //! - `pool`: one shard's connections to one instance, resized in the background.
 //! - [`target`]: [`Target`], one service as one shard calls it: pools, balancing, breakers,
 //!   retries. `sdsim_contract::Remote` is a thin wrapper over it.
+//! - [`registry`]: [`Registry`], this process's registrations in Redis (heartbeats,
+//!   `draining`, deletion) and the watch that fills the directory from the registry;
+//!   [`RegistryConfig`], its `[registry]` section.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod balance;
@@ -23,6 +26,8 @@ pub mod cap;
 pub mod config;
 pub mod directory;
 mod pool;
+pub mod registry;
+pub mod registry_config;
 pub mod sizing;
 pub mod target;
 
@@ -32,4 +37,6 @@ pub use config::MeshConfig;
 pub use directory::{
     registry_key, Directory, EntryError, Instance, InstanceStatus, Service, Source,
 };
+pub use registry::{Load, Registry, RegistryError, RegistryOptions, RegistryStats};
+pub use registry_config::RegistryConfig;
 pub use target::{is_idempotent_read, Target};

@@ -25,6 +25,8 @@ pub(crate) struct Composition {
     pub(crate) public: ListenerSet,
     /// TLS for HTTP listeners, when `tls.cert` and `tls.key` are set.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// gRPC calls being served by this process, every listener and shard together.
+    pub(crate) grpc_in_flight: Arc<std::sync::atomic::AtomicU64>,
     /// TLS for gRPC listeners (ALPN h2, client certificates when `grpc.client_ca` is set).
     pub(crate) grpc_tls: Option<tokio_rustls::TlsAcceptor>,
 }

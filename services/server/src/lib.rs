@@ -13,12 +13,14 @@
 //! - `composition`: what every shard of a server shares.
 //! - `shard`: one shard, top-down — install the roles, build the routers, serve the listeners.
 //! - `listen`: HTTP connection settings and the gRPC accept loop.
+//! - `registration`: this process in the Redis service registry (when `redis.url` is set).
 #![warn(missing_docs, unreachable_pub)]
 
 mod composition;
 pub mod config;
 pub mod error;
 mod listen;
+mod registration;
 pub mod role;
 pub mod roles;
 pub mod server;

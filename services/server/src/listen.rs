@@ -57,6 +57,7 @@ pub(crate) async fn grpc_accept_loop(
         unary_timeout: grpc.unary_timeout,
         max_connection_age: grpc.max_connection_age,
         max_connection_age_grace: Some(grpc.max_connection_age_grace).filter(|g| !g.is_zero()),
+        in_flight: Some(Arc::clone(&c.grpc_in_flight)),
     });
     while let Some((stream, peer, guard)) = sdsim_net::server::next_connection(
         shard,

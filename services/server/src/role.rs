@@ -38,6 +38,11 @@ pub trait Role: Send + Sync {
     fn health(&self) -> ServiceHealth;
     /// Sets the role up on one shard (its tasks, its clients) and says what the shard serves.
     fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole>;
+    /// What it does when another instance's registration expires (that instance stopped
+    /// answering without draining); `None`: nothing.
+    fn registration_expired(&self) -> Option<sdsim_mesh::registry::ExpiredFn> {
+        None
+    }
 }
 
 /// What one shard serves for a role.

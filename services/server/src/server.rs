@@ -13,11 +13,13 @@ use sdsim_core::shutdown::Shutdown;
 use sdsim_gateway::redis_bridge::Bridge;
 use sdsim_gateway::state::GatewaySections;
 use sdsim_gateway::GatewayState;
+use sdsim_mesh::registry::ExpiredFn;
+use sdsim_mesh::Registry;
 use sdsim_net::http::router::Router;
 use sdsim_net::server::ConnStats;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +28,7 @@ pub struct Server {
     runtime: Runtime,
     composition: Arc<Composition>,
     local_addr: SocketAddr,
+    registry: Option<Registry>,
 }
 
 impl Server {
@@ -68,6 +71,22 @@ impl Server {
             (None, Some(keys)) => Some(Arc::clone(keys.verifier())),
             (None, None) => None,
         };
+        let shutdown = Shutdown::new(shards);
+        let grpc_in_flight = Arc::new(AtomicU64::new(0));
+        // Registered before the shards serve: the listeners are bound, so a peer that connects
+        // at once waits in the backlog instead of being refused.
+        let registry = crate::registration::start(
+            crate::registration::Process {
+                config: &config,
+                roles: &roles,
+                public: &public,
+                shards,
+                shutdown: &shutdown,
+                directory: &directory,
+                grpc_in_flight: &grpc_in_flight,
+            },
+            expired_handler(&roles),
+        )?;
         let gateway = Arc::new(GatewayState {
             authenticator: Arc::new(Authenticator::new(&config.auth, verifier.clone())),
             store: Some(store),
@@ -83,11 +102,14 @@ impl Server {
                 storage: config.storage.clone(),
                 redis: config.redis.clone(),
             },
-            shutdown: Shutdown::new(shards),
+            shutdown,
             conn_stats: Arc::new(ConnStats::default()),
             stalls: Arc::clone(&spec.stalls),
             started: Instant::now(),
             shards,
+            directory: Arc::clone(&directory),
+            registry: registry.as_ref().map(|r| Arc::clone(&r.stats)),
+            instance: config.instance.resolved_id(),
         });
         let composition = Arc::new(Composition {
             config: Arc::new(config),
@@ -98,6 +120,7 @@ impl Server {
             public,
             tls,
             grpc_tls,
+            grpc_in_flight,
         });
         let shared = Arc::clone(&composition);
         let extra_routes: Arc<shard::ExtraRoutes> = Arc::new(extra_routes);
@@ -115,6 +138,7 @@ impl Server {
             runtime,
             composition,
             local_addr,
+            registry,
         })
     }
 
@@ -176,10 +200,35 @@ impl Server {
         self.composition.auth.as_ref()
     }
 
-    /// Waits until every shard has stopped.
-    pub fn join(self) -> io::Result<()> {
-        self.runtime.join()
+    /// The registry of this process, when `redis.url` is set.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
     }
+
+    /// Waits until every shard has stopped, then deletes this process's registrations.
+    pub fn join(self) -> io::Result<()> {
+        let joined = self.runtime.join();
+        if let Some(registry) = &self.registry {
+            crate::registration::stop(registry);
+        }
+        joined
+    }
+}
+
+/// What the roles do when another instance's registration expires, as one handler.
+fn expired_handler(roles: &[Box<dyn crate::role::Role>]) -> Option<ExpiredFn> {
+    let handlers: Vec<ExpiredFn> = roles
+        .iter()
+        .filter_map(|r| r.registration_expired())
+        .collect();
+    if handlers.is_empty() {
+        return None;
+    }
+    Some(Arc::new(move |service, instance| {
+        for handler in &handlers {
+            handler(service, instance);
+        }
+    }))
 }
 
 type Acceptor = Option<tokio_rustls::TlsAcceptor>;

@@ -27,7 +27,7 @@ use sdsim_store::{Row, Statement, Store};
 use serde::Serialize;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod runner;
@@ -119,6 +119,10 @@ pub struct Simulations {
     started_ms: i64,
     /// `async:reports:queue`, when Redis is set.
     reports: Option<Arc<ReportQueue>>,
+    /// Instances whose registration expired, with when it was noticed (Unix ms): the first
+    /// shard installed fails their runs.
+    expired: tokio::sync::mpsc::UnboundedSender<(String, i64)>,
+    expired_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, i64)>>>,
 }
 
 /// How long the end of a run is retried while the database is unavailable.
@@ -140,6 +144,12 @@ const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project
 /// before runs had owners (`instance IS NULL`) count as this instance's.
 const FAIL_ORPHANED_RUNS: &str = "UPDATE simulation_schema.simulations SET status = 'failed', finished_at = $3, error = $4 WHERE status IN ('queued', 'running') AND (instance = $1 OR instance IS NULL) AND created_at < $2";
 
+/// Marks the runs of instance `$1`, whose registration expired, accepted up to when that was
+/// noticed (`created_at <= $2`) and still queued or running, as failed. Conditional on the
+/// status, so when several survivors run it each run is failed once, by the first; the bound
+/// on `created_at` spares the runs of the instance's next life if it is back already.
+const FAIL_EXPIRED_RUNS: &str = "UPDATE simulation_schema.simulations SET status = 'failed', finished_at = $3, error = $4 WHERE status IN ('queued', 'running') AND instance = $1 AND created_at <= $2";
+
 impl Simulations {
     /// The service of instance `instance`; `shards` is the number of shards that will run
     /// [`Simulations::install_shard`].
@@ -150,6 +160,7 @@ impl Simulations {
         shards: usize,
         instance: String,
     ) -> Simulations {
+        let (expired, expired_rx) = tokio::sync::mpsc::unbounded_channel();
         Simulations {
             store,
             projects,
@@ -161,6 +172,8 @@ impl Simulations {
             instance,
             started_ms: now_ms(),
             reports: None,
+            expired,
+            expired_rx: Mutex::new(Some(expired_rx)),
         }
     }
 
@@ -169,6 +182,46 @@ impl Simulations {
     pub fn with_reports(mut self, queue: ReportQueue) -> Simulations {
         self.reports = Some(Arc::new(queue));
         self
+    }
+
+    /// Instance `instance`'s registration expired (it stopped answering without draining):
+    /// its queued and running runs are failed by one shard (retried while the database
+    /// is down). Returns at once; callable from any thread.
+    pub fn instance_expired(&self, instance: &str) {
+        if instance == self.instance {
+            return; // Our own runs are ours to finish.
+        }
+        let _ = self.expired.send((instance.to_string(), now_ms()));
+    }
+
+    /// Fails the runs `instance` accepted up to `noticed_ms` and left queued or running, with
+    /// the reason; returns how many this call failed (0 when another survivor got there first).
+    pub async fn fail_runs_of_expired(
+        &self,
+        instance: &str,
+        noticed_ms: i64,
+    ) -> Result<u64, Failure> {
+        let reason = format!("instance {instance} stopped answering: registration expired");
+        Ok(self
+            .store
+            .execute(
+                FAIL_EXPIRED_RUNS,
+                vec![
+                    instance.to_string().into(),
+                    noticed_ms.into(),
+                    now_ms().into(),
+                    reason.into(),
+                ],
+            )
+            .await?)
+    }
+
+    /// Takes the queue of expired instances (once, for the sweeper of the first shard).
+    fn take_expired(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, i64)>> {
+        self.expired_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Marks the runs this instance left queued or running in an earlier life (a crash, a kill,
@@ -564,5 +617,84 @@ mod tests {
         });
         let _ = std::fs::remove_dir_all(&dir);
         assert!(plan.contains("simulations_active"), "plan:\n{plan}");
+    }
+
+    /// When several survivors notice the same expiry, each run is failed once, by the first;
+    /// runs of other instances, finished runs and runs newer than the expiry are left alone.
+    #[test]
+    fn the_runs_of_an_expired_instance_are_failed_once_whatever_the_survivors() {
+        let dir = std::env::temp_dir().join(format!("sdsim-expired-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}", dir.display());
+        let store = Store::open(&url, &sdsim_store::Options::default()).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let survivor = |name: &str| {
+            let projects = Arc::new(Projects::new(store.clone()));
+            Simulations::new(
+                store.clone(),
+                projects,
+                SimulationConfig::default(),
+                1,
+                name.to_string(),
+            )
+        };
+        let (first, second) = (survivor("alive-1"), survivor("alive-2"));
+        let statuses = rt.block_on(async {
+            sdsim_store::migrate::run(&store).await.unwrap();
+            let rows: [(&str, &str, &str, i64); 5] = [
+                ("r-running", "dead", "running", 100),
+                ("r-queued", "dead", "queued", 200),
+                ("r-next-life", "dead", "running", 900),
+                ("r-other", "alive-1", "running", 100),
+                ("r-done", "dead", "completed", 100),
+            ];
+            for (id, instance, status, created) in rows {
+                store
+                    .execute(
+                        "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) VALUES ($1, 'p', 1, 'u', $2, 1000, 1, $3, $4)",
+                        vec![id.into(), status.into(), created.into(), instance.into()],
+                    )
+                    .await
+                    .unwrap();
+            }
+            let counts = (
+                first.fail_runs_of_expired("dead", 500).await.unwrap(),
+                second.fail_runs_of_expired("dead", 500).await.unwrap(),
+            );
+            let rows = store
+                .query(
+                    "SELECT id, status, COALESCE(error, '') FROM simulation_schema.simulations ORDER BY id",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let rows: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|r| {
+                    let text = |i| r.text(i).unwrap().to_string();
+                    (text(0), text(1), text(2))
+                })
+                .collect();
+            (counts, rows)
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let ((by_first, by_second), rows) = statuses;
+        assert_eq!((by_first, by_second), (2, 0), "{rows:?}");
+        let reason = "instance dead stopped answering: registration expired";
+        let want = [
+            ("r-done", "completed", ""),
+            ("r-next-life", "running", ""),
+            ("r-other", "running", ""),
+            ("r-queued", "failed", reason),
+            ("r-running", "failed", reason),
+        ];
+        let got: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

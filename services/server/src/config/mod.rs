@@ -14,7 +14,7 @@ use sdsim_core::config::{
     TlsConfig,
 };
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
-use sdsim_mesh::MeshConfig;
+use sdsim_mesh::{MeshConfig, RegistryConfig};
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
 use sdsim_store::StorageConfig;
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,8 @@ pub struct Config {
     pub instance: InstanceConfig,
     /// The service mesh client: pools, balancing, breakers, retries.
     pub mesh: MeshConfig,
+    /// The service registry in Redis: TTL, heartbeat, advertised address.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             instance: InstanceConfig::default(),
             mesh: MeshConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl Config {
         self.bus.validate(&mut problems);
         self.grpc.validate(&mut problems);
         self.mesh.validate(&mut problems);
+        self.registry.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
     }
@@ -195,6 +199,7 @@ impl Config {
             }
             // gateway.auth_service: every entry is checked with [gateway] (empty is allowed).
         }
+        self.validate_advertised(problems);
         if let Some(ca) = &self.grpc.client_ca {
             if !self.tls.enabled() {
                 problems.bad(
@@ -204,6 +209,60 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// With Redis, every listener this process registers must be reachable by peers: one that
+    /// binds an unspecified address needs `registry.advertise_host`.
+    fn validate_advertised(&self, problems: &mut Problems) {
+        if self.redis.url.is_none() || self.registry.advertise_host.is_some() {
+            return;
+        }
+        // A bad redis.url is reported once, by its own section.
+        let mut redis = Problems::new();
+        self.redis.validate(&mut redis);
+        if redis.into_result().is_err() {
+            return;
+        }
+        let unspecified = self.listeners().into_iter().find(|(_, addr)| {
+            addr.parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified())
+        });
+        if let Some((key, addr)) = unspecified {
+            problems.bad(
+                "registry.advertise_host",
+                "(unset)".into(),
+                &format!(
+                    "required with redis.url: {key} = {addr} binds an unspecified address, which peers cannot connect to"
+                ),
+            );
+        }
+    }
+
+    /// The listeners of the roles this process runs: (config key, address).
+    pub fn listeners(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if self.has_role("gateway") {
+            out.push(("gateway.listen", self.gateway.listen.as_str()));
+        }
+        if self.has_role("auth") {
+            out.push(("auth.grpc_listen", self.auth.grpc_listen.as_str()));
+            out.push(("auth.http_listen", self.auth.http_listen.as_str()));
+        }
+        if self.has_role("project") {
+            out.push(("project.grpc_listen", self.project.grpc_listen.as_str()));
+            out.push(("project.http_listen", self.project.http_listen.as_str()));
+        }
+        if self.has_role("simulation") {
+            out.push((
+                "simulation.grpc_listen",
+                self.simulation.grpc_listen.as_str(),
+            ));
+            out.push((
+                "simulation.http_listen",
+                self.simulation.http_listen.as_str(),
+            ));
+        }
+        out
     }
 
     /// Whether this process runs `role`.

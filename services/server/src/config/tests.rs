@@ -206,7 +206,11 @@ fn storage_and_redis_urls_are_refused_once_with_their_reason_and_no_password() {
         "redis.url=redis://:pw@127.0.0.1:6379/2",
         "redis.url=redis://cache",
     ] {
-        load(&[fine]).unwrap().validate().unwrap();
+        // The default listeners bind 0.0.0.0: with Redis, peers need the advertised address.
+        load(&[fine, "registry.advertise_host=10.0.0.7"])
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 }
 

@@ -79,6 +79,16 @@ impl Role for SimulationRole {
         self.health.clone()
     }
 
+    fn registration_expired(&self) -> Option<sdsim_mesh::registry::ExpiredFn> {
+        let (simulations, _) = self.local.as_ref()?;
+        let simulations = Arc::clone(simulations);
+        Some(Arc::new(move |service, instance| {
+            if service == sdsim_mesh::Service::Simulation {
+                simulations.instance_expired(&instance.id);
+            }
+        }))
+    }
+
     fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole> {
         if let Some((simulations, _)) = &self.local {
             simulations.install_shard(on.shard);

@@ -59,6 +59,31 @@ impl Simulations {
                 }
             });
         }
+        if let Some(mut expired) = self.take_expired() {
+            let service = Arc::clone(self);
+            shard.spawn("simulation-expired-runs", async move {
+                while let Some((instance, noticed_ms)) = expired.recv().await {
+                    let mut pause = Duration::from_millis(200);
+                    loop {
+                        match service.fail_runs_of_expired(&instance, noticed_ms).await {
+                            Ok(n) => {
+                                tracing::warn!(
+                                    runs = n,
+                                    %instance,
+                                    "runs of an instance whose registration expired marked failed"
+                                );
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, %instance, "failing an expired instance's runs: retrying");
+                                monoio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_secs(10));
+                            }
+                        }
+                    }
+                }
+            });
+        }
         let service = Arc::clone(self);
         let index = shard.id().index();
         shard.spawn("simulation-runner", async move {
