@@ -148,6 +148,9 @@ impl Pool {
             service,
             instance: intern(&instance.id),
         };
+        // Present from the start, so `/health/services` tells a closed breaker from an instance
+        // this process does not call.
+        labels.gauge("sdsim_upstream_breaker_open", 0);
         Pool {
             instance: RefCell::new(instance),
             addr,

@@ -208,6 +208,24 @@ fn calls_spread_over_instances_survive_a_stopped_one_and_its_breaker_opens_and_c
         .unwrap_or(0.0)
     };
     assert_eq!(transitions(&open, "open"), 1.0, "{open}");
+    // `/health/services` shows what the gateway's mesh client decided, next to what the
+    // instance answered when asked.
+    let health: Value = serde_json::from_str(&get(gw, "/health/services").text()).unwrap();
+    let projects = health["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["service"] == "project-service");
+    for instance in projects {
+        let (status, breaker) = if instance["address"] == stopped.to_string() {
+            ("unreachable", "open")
+        } else {
+            ("serving", "closed")
+        };
+        assert_eq!(instance["status"], status, "{health}");
+        assert_eq!(instance["breaker"], breaker, "{health}");
+    }
+    assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         metric(
             &open,
