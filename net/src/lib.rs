@@ -11,6 +11,7 @@
 //! - [`middleware`]: one list of layers for HTTP and gRPC, assembled in one place (request id,
 //!   CORS, load shedding, rate limit, metrics, access log), and the HTTP-only steps
 //!   (compression, timing, panic recovery).
+//! - [`deadline`]: the deadline of the request being served, which outbound calls inherit.
 //! - [`grpc`]: gRPC over h2, server (every call through the same layers) and client.
 //! - [`tls`]: loading certificates into a rustls acceptor.
 //! - [`ws`]: WebSocket: the sans-IO frame codec, the upgrade handshake, permessage-deflate and
@@ -18,6 +19,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod conn;
+pub mod deadline;
 pub mod grpc;
 pub mod http;
 pub mod json;

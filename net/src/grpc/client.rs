@@ -207,13 +207,20 @@ impl Client {
         Ok(ready)
     }
 
+    /// Opens the connection now unless it is open (a pool warms connections in the
+    /// background so that calls do not wait for a connect).
+    pub async fn connect_now(&self) -> Result<(), Status> {
+        self.ready_sender().await.map(drop)
+    }
+
     async fn start(
         &self,
         path: &str,
         message: &[u8],
         opts: &CallOptions,
     ) -> Result<Option<RecvStream>, Status> {
-        let mut sender = self.ready_sender().await?;
+        // Until the request's stream exists, nothing reached the server.
+        let mut sender = self.ready_sender().await.map_err(Status::not_sent)?;
         let mut req = Request::post(format!("http://{}{path}", self.authority))
             .body(())
             .map_err(|e| Status::new(Code::Internal, format!("bad request for {path}: {e}")))?;
@@ -230,10 +237,10 @@ impl Client {
         if let Some(deadline) = opts.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Status::new(
-                    Code::DeadlineExceeded,
-                    "deadline passed before the call",
-                ));
+                return Err(
+                    Status::new(Code::DeadlineExceeded, "deadline passed before the call")
+                        .not_sent(),
+                );
             }
             // Milliseconds, rounded up, at most 8 digits.
             let ms = left.as_micros().div_ceil(1000).min(99_999_999);
@@ -244,7 +251,7 @@ impl Client {
         let gone = |e: h2::Error| Status::new(Code::Unavailable, format!("{path}: {e}"));
         let (response, mut send) = sender.send_request(req, false).map_err(|e| {
             self.sender.borrow_mut().take();
-            gone(e)
+            gone(e).not_sent()
         })?;
         send.send_data(frame::encode(message, false), true)
             .map_err(gone)?;
@@ -252,7 +259,13 @@ impl Client {
             if e.is_go_away() || e.is_io() {
                 self.sender.borrow_mut().take();
             }
-            gone(e)
+            let unsent = refused_before_processing(&e);
+            let status = gone(e);
+            if unsent {
+                status.not_sent()
+            } else {
+                status
+            }
         })?;
         let (parts, body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
@@ -453,6 +466,13 @@ impl Reader {
             }
         }
     }
+}
+
+/// Whether the server provably did not process the stream: it refused it (RST_STREAM
+/// REFUSED_STREAM, RFC 9113 §8.7), or its GOAWAY named a last stream below it (h2 fails
+/// exactly those streams with the remote GOAWAY as soon as it arrives).
+fn refused_before_processing(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
 }
 
 /// The status in `headers`: `None` without `grpc-status`, `Some(Ok(()))` for OK.

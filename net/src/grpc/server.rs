@@ -600,9 +600,14 @@ async fn serve_call(
     let gone = Code::Cancelled;
     match handler {
         Handler::Unary(f) => {
-            let outcome =
-                monoio::time::timeout_at(deadline.unwrap_or(server_bound).into(), f(call, message))
-                    .await;
+            let bound = deadline.unwrap_or(server_bound);
+            // Without grpc-timeout, the server's own bound is what the calls the handler
+            // makes must meet too.
+            let outcome = monoio::time::timeout_at(
+                bound.into(),
+                crate::deadline::within(Some(bound), f(call, message)),
+            )
+            .await;
             let reply = match outcome {
                 Err(_) if deadline.is_some() => {
                     Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"))
@@ -653,7 +658,7 @@ async fn serve_call(
                 gzip,
                 max: settings.max_message_bytes,
             };
-            let run = f(call, message, responses);
+            let run = crate::deadline::within(deadline, f(call, message, responses));
             let result = match monoio::time::timeout_at(until(deadline).into(), run).await {
                 Ok(r) => r,
                 Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),

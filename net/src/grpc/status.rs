@@ -63,6 +63,10 @@ pub struct Status {
     /// Machine-readable details (`google.rpc.Status.details`), sent base64-encoded in
     /// `grpc-status-details-bin` as the richer error model of gRPC prescribes.
     pub details: Vec<Any>,
+    /// Set by the client when the call provably never reached the server's handler (no
+    /// connection, the stream was never opened or was refused, GOAWAY before it): a mesh may
+    /// retry it on another instance even when the method is not idempotent. Never on the wire.
+    pub unsent: bool,
 }
 
 /// `google.protobuf.Any`: a message and its type URL.
@@ -150,7 +154,14 @@ impl Status {
             code,
             message: message.into(),
             details: Vec::new(),
+            unsent: false,
         }
+    }
+
+    /// The same status, marked as a call that never reached the server ([`Status::unsent`]).
+    pub fn not_sent(mut self) -> Status {
+        self.unsent = true;
+        self
     }
 
     /// Adds an `ErrorInfo` detail.

@@ -156,6 +156,10 @@ impl App {
                 ext.insert(MatchedRoute(pattern));
                 let handled = dispatch(lookup, req, &stack.metrics, &ex.request_id)
                     .instrument(ex.span.clone());
+                // What the handler calls in other services must answer before it is
+                // abandoned.
+                let until = Instant::now() + stack.handler_timeout;
+                let handled = crate::deadline::within(Some(until), handled);
                 match monoio::time::timeout(stack.handler_timeout, handled).await {
                     Ok(response) => response,
                     Err(_) => ex

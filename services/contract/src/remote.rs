@@ -5,13 +5,20 @@
 //! each request, and the user's permissions and administrator flag as metadata
 //! ([`USER_PERMISSIONS`], [`USER_ADMIN`]); the service then authorizes that user exactly as in
 //! process (see [`crate::serve::caller`]).
+//!
+//! The calls go through a [`Target`]: the service's instances (static list or registry), a
+//! pool of connections per instance, balancing, breakers, retries of what provably did not
+//! start. A call's deadline is the smaller of the remote timeout and the deadline of the
+//! request being served ([`sdsim_net::deadline`]).
 
 use crate::Caller;
 use http::HeaderValue;
-use sdsim_net::grpc::client::{CallOptions, Client, Responses};
+use sdsim_mesh::{MeshConfig, Target};
+use sdsim_net::grpc::client::{CallOptions, Responses};
 use sdsim_net::grpc::Status;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Metadata a service sets to forward the user's permissions (comma-separated).
 pub const USER_PERMISSIONS: &str = "sdsim-user-permissions";
@@ -23,37 +30,56 @@ pub const USER_ADMIN: &str = "sdsim-user-admin";
 #[error("the service token is not a valid header value")]
 pub struct InvalidServiceToken;
 
-/// A connection to a service in another process, for this shard.
+/// A service in another process, as this shard calls it.
 pub struct Remote {
-    client: Client,
+    target: Rc<Target>,
     authorization: HeaderValue,
     timeout: Duration,
 }
 
 impl Remote {
-    /// A client of the service at `addr` that authenticates with `service_token` and gives
-    /// each unary call `timeout`.
+    /// A client of the one server at `addr` (tools and tests) that authenticates with
+    /// `service_token` and gives each unary call `timeout`.
     pub fn new(
         addr: SocketAddr,
         service_token: &str,
         timeout: Duration,
     ) -> Result<Remote, InvalidServiceToken> {
-        Remote::over(Client::new(addr), service_token, timeout)
+        let config = MeshConfig {
+            pool_min: 1,
+            ..MeshConfig::default()
+        };
+        Remote::over(Target::fixed(addr, config), service_token, timeout)
     }
 
-    /// Like [`Remote::new`] over a client already set up (TLS, keepalive).
+    /// A client of the instances `target` reaches.
     pub fn over(
-        client: Client,
+        target: Rc<Target>,
         service_token: &str,
         timeout: Duration,
     ) -> Result<Remote, InvalidServiceToken> {
         let authorization = HeaderValue::from_str(&format!("Bearer {service_token}"))
             .map_err(|_| InvalidServiceToken)?;
         Ok(Remote {
-            client,
+            target,
             authorization,
             timeout,
         })
+    }
+
+    /// The mesh target the calls go through.
+    pub fn target(&self) -> &Rc<Target> {
+        &self.target
+    }
+
+    /// The deadline of a unary call started now: the timeout, or sooner when the request
+    /// being served must be answered sooner.
+    fn deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeout;
+        match sdsim_net::deadline::current() {
+            Some(inbound) => own.min(inbound),
+            None => own,
+        }
     }
 
     fn options(&self, who: Option<&Caller>, mut opts: CallOptions) -> CallOptions {
@@ -82,11 +108,16 @@ impl Remote {
         M: prost::Message,
         R: prost::Message + Default,
     {
-        let opts = self.options(who, CallOptions::timeout(self.timeout));
-        self.client.unary(path, message, opts).await
+        let opts = CallOptions {
+            deadline: Some(self.deadline()),
+            ..CallOptions::default()
+        };
+        let opts = self.options(who, opts);
+        self.target.unary(path, message, opts).await
     }
 
-    /// A server-streaming call of `path`: no deadline, it lasts as long as the stream.
+    /// A server-streaming call of `path`: no deadline of its own, it lasts as long as the
+    /// stream (or as the request being served, when that has one).
     pub async fn server_streaming<M, R>(
         &self,
         path: &str,
@@ -97,7 +128,11 @@ impl Remote {
         M: prost::Message,
         R: prost::Message + Default,
     {
-        let opts = self.options(who, CallOptions::default());
-        self.client.server_streaming(path, message, opts).await
+        let opts = CallOptions {
+            deadline: sdsim_net::deadline::current(),
+            ..CallOptions::default()
+        };
+        let opts = self.options(who, opts);
+        self.target.server_streaming(path, message, opts).await
     }
 }

@@ -11,16 +11,18 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// Address the gateway listens on (one SO_REUSEPORT socket per shard).
     pub listen: String,
-    /// Where the project service's gRPC listener is, when this process does not run the
-    /// `project` role.
-    pub project_service: String,
-    /// Where the simulation service's gRPC listener is, when this process does not run the
-    /// `simulation` role.
-    pub simulation_service: String,
-    /// Where the auth service's gRPC listener is, when this process does not run the `auth`
-    /// role: with `service_token` set, `/api/auth/*` is served through it and access tokens are
-    /// verified here with the keys fetched from it. Empty: neither.
-    pub auth_service: String,
+    /// Where the project service's gRPC listeners are, when this process does not run the
+    /// `project` role: one address, a comma-separated list or an array; calls are balanced
+    /// over them (the Redis registry, when on, replaces the list).
+    pub project_service: AddressList,
+    /// Where the simulation service's gRPC listeners are, when this process does not run the
+    /// `simulation` role (one, a comma-separated list or an array).
+    pub simulation_service: AddressList,
+    /// Where the auth service's gRPC listeners are, when this process does not run the `auth`
+    /// role (one, a comma-separated list or an array): with `service_token` set,
+    /// `/api/auth/*` is served through it and access tokens are verified here with the keys
+    /// fetched from it. Empty: neither.
+    pub auth_service: AddressList,
     /// The token this gateway presents to services in other processes (they list it in
     /// `auth.tokens` with the `service` role). Set, the gateway serves the project and
     /// simulation routes of roles it does not run through those services; empty, it does not.
@@ -34,12 +36,75 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: "0.0.0.0:8000".into(),
-            project_service: "127.0.0.1:10000".into(),
-            simulation_service: "127.0.0.1:11000".into(),
-            auth_service: String::new(),
+            project_service: AddressList::one("127.0.0.1:10000"),
+            simulation_service: AddressList::one("127.0.0.1:11000"),
+            auth_service: AddressList::default(),
             service_token: String::new(),
             service_timeout: Duration::from_secs(15),
         }
+    }
+}
+
+/// Addresses of a service's instances: written as one `IP:port`, a comma-separated list of
+/// them, or a TOML array; kept in order, blanks dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddressList(pub Vec<String>);
+
+impl AddressList {
+    /// A list of one address.
+    pub fn one(addr: &str) -> AddressList {
+        AddressList(vec![addr.to_string()])
+    }
+
+    /// The list in `text` (comma-separated).
+    pub fn parse(text: &str) -> AddressList {
+        AddressList(
+            text.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    /// Whether it names no address.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Its addresses, parsed; the error names the first that is not `IP:port`.
+    pub fn socket_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        self.0
+            .iter()
+            .map(|a| a.parse().map_err(|_| a.clone()))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for AddressList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl Serialize for AddressList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            List(Vec<String>),
+        }
+        Ok(match Form::deserialize(deserializer)? {
+            Form::Text(text) => AddressList::parse(&text),
+            Form::List(list) => AddressList::parse(&list.join(",")),
+        })
     }
 }
 
@@ -128,6 +193,19 @@ impl GatewayConfig {
             );
         }
         problems.positive("gateway.service_timeout", self.service_timeout);
+        for (key, list) in [
+            ("gateway.project_service", &self.project_service),
+            ("gateway.simulation_service", &self.simulation_service),
+            ("gateway.auth_service", &self.auth_service),
+        ] {
+            if let Err(bad) = list.socket_addrs() {
+                problems.bad(
+                    key,
+                    bad,
+                    "not an IP:port address (a list is comma-separated)",
+                );
+            }
+        }
     }
 }
 

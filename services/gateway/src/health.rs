@@ -15,11 +15,13 @@
 use crate::state::{GatewayState, ServiceHealth};
 use http::StatusCode;
 use sdsim_core::config::redacted_url;
+use sdsim_core::metrics::{LabelValue, Snapshot};
 use sdsim_core::shutdown::Phase;
 use sdsim_mesh::{Instance, Service};
 use sdsim_net::http::router::Router;
 use sdsim_net::http::types::{json, Request, Response};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -307,8 +309,9 @@ struct InstanceHealth {
     /// Round-trip time of the check, when it got an answer.
     latency_ms: Option<f64>,
     detail: String,
-    /// The mesh client's circuit breaker for it; `null` until the mesh client reports one.
-    breaker: Option<String>,
+    /// This process's circuit breaker for it: `closed`, or `open` when it is open on at least
+    /// one shard; `null` when this process does not call it.
+    breaker: Option<&'static str>,
 }
 
 async fn services(g: &GatewayState) -> Response {
@@ -322,8 +325,18 @@ async fn services(g: &GatewayState) -> Response {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let instances =
+    let mut instances =
         futures_util::future::join_all(known.into_iter().map(|(s, i)| check_instance(s, i))).await;
+    let breakers = breakers(&crate::observe::gather().await);
+    for i in &mut instances {
+        i.breaker = breakers.get(&(i.service, i.id.as_str())).map(|open| {
+            if *open > 0 {
+                "open"
+            } else {
+                "closed"
+            }
+        });
+    }
     let registry = RegistryHealth {
         status: match &g.registry {
             None => "not_configured",
@@ -342,6 +355,23 @@ async fn services(g: &GatewayState) -> Response {
             instances,
         },
     )
+}
+
+/// Per (service, instance id) this process calls: on how many shards its breaker is open (the
+/// mesh client's `sdsim_upstream_breaker_open` gauges, summed over shards).
+fn breakers(snapshot: &Snapshot) -> HashMap<(&'static str, &'static str), i64> {
+    let mut open = HashMap::new();
+    for (key, value) in &snapshot.gauges {
+        if key.name != "sdsim_upstream_breaker_open" {
+            continue;
+        }
+        if let (Some(LabelValue::Str(service)), Some(LabelValue::Str(instance))) =
+            (key.label("service"), key.label("instance"))
+        {
+            *open.entry((*service, *instance)).or_insert(0) += value;
+        }
+    }
+    open
 }
 
 /// Asks one instance: gRPC health `Check` for a service with gRPC, `GET /health/ready` for

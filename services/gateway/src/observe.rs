@@ -147,6 +147,23 @@ fn help(name: &str) -> &'static str {
         "sdsim_reports_analysed_total" => {
             "Analyses this instance took from async:reports:queue and stored."
         }
+        "sdsim_upstream_pool_connections" => {
+            "Mesh connections open to a target instance, summed over shards."
+        }
+        "sdsim_upstream_in_flight" => "Mesh calls in flight to a target instance.",
+        "sdsim_upstream_waiting" => "Mesh calls waiting for a connection to an instance.",
+        "sdsim_upstream_calls_total" => "Mesh call attempts sent to a target instance.",
+        "sdsim_upstream_call_failures_total" => {
+            "Mesh call attempts an instance did not answer (they count for its breaker)."
+        }
+        "sdsim_upstream_breaker_open" => "Shards whose circuit breaker of the instance is open.",
+        "sdsim_upstream_breaker_transitions_total" => "Circuit breaker state changes, by new state.",
+        "sdsim_upstream_retries_total" => "Mesh calls sent again to another instance.",
+        "sdsim_upstream_retry_budget_exhausted_total" => {
+            "Mesh retries refused because the retry budget was spent."
+        }
+        "sdsim_upstream_instances" => "Instances of a service in the directory.",
+        "sdsim_upstream_discovery_age_ms" => "Time since a service's instances were last refreshed.",
         _ => "sdsim metric.",
     }
 }

@@ -235,6 +235,7 @@ pub struct Directory {
     entries: [RwLock<Entry>; 4],
     generation: AtomicU64,
     malformed: AtomicU64,
+    connections: crate::cap::OpenConnections,
 }
 
 impl Default for Directory {
@@ -257,6 +258,7 @@ impl Directory {
             entries: [empty(), empty(), empty(), empty()],
             generation: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            connections: crate::cap::OpenConnections::default(),
         }
     }
 
@@ -317,6 +319,12 @@ impl Directory {
     /// Counts a registry entry that was ignored.
     pub fn count_malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The process's open mesh connections (the count `mesh.max_connections` caps); it lives
+    /// here because the directory is the one mesh object every shard of a process shares.
+    pub fn connections(&self) -> &crate::cap::OpenConnections {
+        &self.connections
     }
 
     /// Registry entries ignored so far.

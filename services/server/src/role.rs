@@ -12,11 +12,12 @@ use sdsim_auth::Auth;
 use sdsim_contract::Remote;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::Shard;
+use sdsim_gateway::config::AddressList;
 use sdsim_gateway::realtime::Realtime;
 use sdsim_gateway::state::ServiceHealth;
 use sdsim_gateway::GatewayState;
-use sdsim_mesh::Directory;
-use sdsim_net::grpc::client::{Client, Connect, Keepalive};
+use sdsim_mesh::{Directory, Instance, Service, Source, Target};
+use sdsim_net::grpc::client::{Connect, Keepalive};
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_net::server::{bind_reuseport, ListenerSet};
@@ -96,11 +97,13 @@ pub struct Parts<'a> {
 impl<'a> Parts<'a> {
     /// Parts over `store`, nothing started yet.
     pub fn new(config: &'a Config, store: sdsim_store::Store, shards: usize) -> Parts<'a> {
+        let directory = Arc::new(Directory::new());
+        fill_static(&directory, config);
         Parts {
             config,
             shards,
             store,
-            directory: Arc::new(Directory::new()),
+            directory,
             auth_keys: None,
             auth: None,
             projects: None,
@@ -199,11 +202,11 @@ pub fn bind(key: &str, addr: &str, shards: usize) -> Result<ListenerSet, StartEr
         .map_err(|e| StartError::Listen(io::Error::new(e.kind(), format!("{key} = {addr}: {e}"))))
 }
 
-/// Where the gateway reaches a role that runs elsewhere: its gRPC address, when this process
+/// Where the gateway reaches a role that runs elsewhere: its gRPC addresses, when this process
 /// runs the gateway role with `gateway.service_token` set.
-pub fn remote_address<'c>(config: &'c Config, addr: &'c str) -> Option<&'c str> {
+pub fn remote_address(config: &Config, list: &AddressList) -> Option<String> {
     let gw = &config.gateway;
-    (!gw.service_token.is_empty() && config.has_role("gateway")).then_some(addr)
+    (!gw.service_token.is_empty() && config.has_role("gateway")).then(|| list.to_string())
 }
 
 /// How the internal gRPC client connects: TLS from `grpc.client_tls_*` (mutual TLS with
@@ -228,19 +231,52 @@ pub fn client_connect(config: &Config) -> Result<Connect, sdsim_net::tls::TlsErr
     })
 }
 
-/// A gRPC client of the service at `addr` (see [`remote_address`]) for one shard.
-pub fn remote(config: &Config, addr: &str) -> Option<Remote> {
+/// Puts the static addresses of the services this process does not run into `directory`
+/// (`gateway.auth_service`, `gateway.project_service`, `gateway.simulation_service`). The
+/// Redis registry, when it runs, replaces them with what it finds.
+pub fn fill_static(directory: &Directory, config: &Config) {
     let gw = &config.gateway;
-    let addr = addr.parse().ok()?;
-    let connect = match client_connect(config) {
-        Ok(connect) => connect,
+    for (service, list) in [
+        (Service::Auth, &gw.auth_service),
+        (Service::Project, &gw.project_service),
+        (Service::Simulation, &gw.simulation_service),
+    ] {
+        if config.has_role(service.role()) {
+            continue;
+        }
+        // Validation refused any address that does not parse.
+        let instances = list
+            .socket_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Instance::fixed)
+            .collect::<Vec<_>>();
+        if !instances.is_empty() {
+            directory.set(service, instances, Source::Static);
+        }
+    }
+}
+
+/// The mesh client of `service` (see [`remote_address`]) for the shard `on` sets up: its
+/// instances come from the process's directory, its numbers go to the shard's metrics.
+pub fn remote(config: &Config, service: Service, on: &ShardContext<'_>) -> Option<Remote> {
+    let gw = &config.gateway;
+    let target = Target::new(
+        service,
+        Arc::clone(on.directory),
+        config.mesh.clone(),
+        on.shard.id().0,
+        on.shard.count(),
+        Some(Rc::clone(on.metrics)),
+    );
+    match client_connect(config) {
+        Ok(connect) => target.set_connect(connect),
         Err(e) => {
             tracing::error!(error = %e, "internal gRPC client TLS");
             return None;
         }
-    };
-    let client = Client::with_connect(addr, connect);
-    match Remote::over(client, &gw.service_token, gw.service_timeout) {
+    }
+    match Remote::over(target, &gw.service_token, gw.service_timeout) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::error!(error = %e, "gateway.service_token");

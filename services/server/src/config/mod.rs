@@ -14,7 +14,7 @@ use sdsim_core::config::{
     TlsConfig,
 };
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
-use sdsim_mesh::RegistryConfig;
+use sdsim_mesh::{MeshConfig, RegistryConfig};
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
 use sdsim_store::StorageConfig;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// This process's identity among the instances sharing a database.
     pub instance: InstanceConfig,
+    /// The service mesh client: pools, balancing, breakers, retries.
+    pub mesh: MeshConfig,
     /// The service registry in Redis: TTL, heartbeat, advertised address.
     pub registry: RegistryConfig,
 }
@@ -97,6 +99,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             grpc: GrpcConfig::default(),
             instance: InstanceConfig::default(),
+            mesh: MeshConfig::default(),
             registry: RegistryConfig::default(),
         }
     }
@@ -147,6 +150,7 @@ impl Config {
         self.websocket.validate(&mut problems);
         self.bus.validate(&mut problems);
         self.grpc.validate(&mut problems);
+        self.mesh.validate(&mut problems);
         self.registry.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
@@ -184,14 +188,16 @@ impl Config {
                     &self.gateway.simulation_service,
                 ),
             ];
-            for (role, key, addr) in remote {
-                if !self.has_role(role) {
-                    problems.address(key, addr);
+            for (role, key, list) in remote {
+                if !self.has_role(role) && list.is_empty() && self.redis.url.is_none() {
+                    problems.bad(
+                        key,
+                        String::new(),
+                        &format!("a gateway without the {role} role needs its address"),
+                    );
                 }
             }
-            if !self.has_role("auth") && !self.gateway.auth_service.is_empty() {
-                problems.address("gateway.auth_service", &self.gateway.auth_service);
-            }
+            // gateway.auth_service: every entry is checked with [gateway] (empty is allowed).
         }
         self.validate_advertised(problems);
         if let Some(ca) = &self.grpc.client_ca {

@@ -213,3 +213,61 @@ fn storage_and_redis_urls_are_refused_once_with_their_reason_and_no_password() {
             .unwrap();
     }
 }
+
+/// The service addresses take one address, a comma-separated list or an array; a bad entry
+/// is named with its key; the lists fill the directory for the roles this process lacks.
+#[test]
+fn service_address_lists_load_validate_and_fill_the_directory() {
+    use sdsim_mesh::{Directory, Service};
+    let two = ["10.0.0.1:10000", "10.0.0.2:10000"];
+    for set in [
+        "gateway.project_service=10.0.0.1:10000,10.0.0.2:10000",
+        r#"gateway.project_service=["10.0.0.1:10000", " 10.0.0.2:10000"]"#,
+    ] {
+        let c = load(&[set]).unwrap();
+        assert_eq!(c.gateway.project_service.0, two, "{set}");
+    }
+    let errors = load(&["gateway.simulation_service=10.0.0.1:11000, nonsense"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("gateway.simulation_service") && text.contains("nonsense"),
+        "{text}"
+    );
+
+    let gateway_only = load(&[
+        r#"roles=["gateway", "auth"]"#,
+        "gateway.project_service=10.0.0.1:10000,10.0.0.2:10000",
+    ])
+    .unwrap();
+    let directory = Directory::new();
+    crate::role::fill_static(&directory, &gateway_only);
+    let ids: Vec<String> = directory
+        .instances(Service::Project)
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(ids, two);
+    assert_eq!(directory.instances(Service::Simulation).len(), 1);
+    assert!(
+        directory.instances(Service::Auth).is_empty(),
+        "auth runs here"
+    );
+
+    let all_roles = Directory::new();
+    crate::role::fill_static(&all_roles, &Config::default());
+    assert!(all_roles.instances(Service::Project).is_empty());
+}
+
+#[test]
+fn mesh_settings_are_validated_with_their_key() {
+    let errors = load(&["mesh.pool_max=2"]).unwrap().validate().unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].to_string().contains("mesh.pool_max"),
+        "{errors:?}"
+    );
+}

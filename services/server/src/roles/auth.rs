@@ -13,6 +13,7 @@ use sdsim_auth::http::AfterLogout;
 use sdsim_auth::{Auth, AuthContract, AuthService, RemoteAuth};
 use sdsim_contract::Authenticate;
 use sdsim_gateway::state::ServiceHealth;
+use sdsim_mesh::Service;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use std::future::Future;
@@ -49,8 +50,7 @@ impl AuthRole {
             None
         };
         let remote = remote_address(config, &config.gateway.auth_service)
-            .filter(|addr| local.is_none() && !addr.is_empty())
-            .map(str::to_string);
+            .filter(|addrs| local.is_none() && !addrs.is_empty());
         // Made here, used only when no role of this process starts the auth service (the
         // project and simulation roles start it, later in the list, and verify with its keys).
         let keys = remote
@@ -87,8 +87,9 @@ impl Role for AuthRole {
             .as_ref()
             .map(|(a, _)| Rc::new(Arc::clone(a)) as Rc<dyn AuthService>);
         let client = local.clone().or_else(|| {
-            let addr = self.remote.as_deref()?;
-            remote(&self.config, addr).map(|r| Rc::new(RemoteAuth(r)) as Rc<dyn AuthService>)
+            self.remote.as_ref()?;
+            remote(&self.config, Service::Auth, on)
+                .map(|r| Rc::new(RemoteAuth(r)) as Rc<dyn AuthService>)
         });
         match (on.auth, &self.keys, &client) {
             (Some(auth), _, _) => sdsim_auth::install_shard(

@@ -8,6 +8,7 @@ use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListener
 use crate::role::{ShardContext, ShardRole};
 use sdsim_contract::Authenticate;
 use sdsim_gateway::state::ServiceHealth;
+use sdsim_mesh::Service;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_projects::projects::{ProjectContract, ProjectService, Projects, RemoteProjects};
@@ -41,7 +42,7 @@ impl ProjectRole {
             None
         };
         let remote = remote_address(config, &config.gateway.project_service);
-        let health = health_line(config, "project", local.is_some(), remote);
+        let health = health_line(config, "project", local.is_some(), remote.as_deref());
         Ok(Box::new(ProjectRole {
             local,
             config: Arc::new(config.clone()),
@@ -70,8 +71,9 @@ impl Role for ProjectRole {
             .map(|(p, _)| Rc::new(Arc::clone(p)) as Rc<dyn ProjectService>);
         let config = &self.config;
         let client = local.clone().or_else(|| {
-            let addr = remote_address(config, &config.gateway.project_service)?;
-            remote(config, addr).map(|r| Rc::new(RemoteProjects(r)) as Rc<dyn ProjectService>)
+            remote_address(config, &config.gateway.project_service)?;
+            remote(config, Service::Project, on)
+                .map(|r| Rc::new(RemoteProjects(r)) as Rc<dyn ProjectService>)
         });
         Box::new(ProjectOnShard {
             local,

@@ -8,6 +8,7 @@ use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListener
 use crate::role::{ShardContext, ShardRole};
 use sdsim_contract::Authenticate;
 use sdsim_gateway::state::ServiceHealth;
+use sdsim_mesh::Service;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_simulations::reports::ReportQueue;
@@ -56,7 +57,7 @@ impl SimulationRole {
             None
         };
         let remote = remote_address(config, &config.gateway.simulation_service);
-        let health = health_line(config, "simulation", local.is_some(), remote);
+        let health = health_line(config, "simulation", local.is_some(), remote.as_deref());
         Ok(Box::new(SimulationRole {
             local,
             config: Arc::new(config.clone()),
@@ -98,8 +99,9 @@ impl Role for SimulationRole {
             .map(|(s, _)| Rc::new(Arc::clone(s)) as Rc<dyn SimulationService>);
         let config = &self.config;
         let client = local.clone().or_else(|| {
-            let addr = remote_address(config, &config.gateway.simulation_service)?;
-            remote(config, addr).map(|r| Rc::new(RemoteSimulations(r)) as Rc<dyn SimulationService>)
+            remote_address(config, &config.gateway.simulation_service)?;
+            remote(config, Service::Simulation, on)
+                .map(|r| Rc::new(RemoteSimulations(r)) as Rc<dyn SimulationService>)
         });
         // Who may watch `simulation:data:{id}` is the simulation service's decision.
         on.realtime.set_runs(client.clone());
