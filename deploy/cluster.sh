@@ -5,7 +5,7 @@
 #
 #   deploy/cluster.sh up [--gateways 2] [--auth 2] [--projects 2] [--simulations 2]
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
-#                        [--lists] [--gateway-with-auth] [--tls] [--set section.key=value]...
+#                        [--gateway-with-auth] [--tls] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
@@ -13,11 +13,11 @@
 # Redis B+2, PostgreSQL B+3; sdsim process k (0, 1, ...) gets B+10+3k (HTTP: the API on
 # gateways, /health and /metrics on every process), B+11+3k (its role's gRPC) and B+12+3k (its
 # role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
-# nothing else. --lists gives each gateway every project and simulation instance
-# (gateway.project_service = "a,b"), for the mesh client. The gateways run the gateway role
-# only: gateway i serves /api/auth/* through auth instance i (mod their count,
-# gateway.auth_service) and verifies tokens with the keys it fetches from it;
-# --gateway-with-auth runs the auth role in each gateway instead. --set goes to every sdsim
+# nothing else. Every gateway gets every auth, project and simulation instance's address
+# (gateway.auth_service = "a,b", ...): the mesh client balances over them, and the Redis
+# registry replaces the lists with what it finds. The gateways run the gateway role only,
+# verifying tokens with the keys they fetch from the auth instances; --gateway-with-auth runs
+# the auth role in each gateway instead. --set goes to every sdsim
 # process.
 # --tls: a CA made with openssl in $state/tls signs one certificate for the service processes
 # (auth, project, simulation: every listener speaks TLS, and their gRPC requires a client
@@ -32,7 +32,6 @@ gateways=2 auth=2 projects=2 simulations=2 base=18000
 state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
 profile=release
-lists=false
 gateway_roles='["gateway"]'
 tls=false
 sets=()
@@ -46,7 +45,6 @@ while [ $# -gt 0 ]; do
     --state) state="$2"; shift 2 ;;
     --debug) profile=debug; shift ;;
     --bin) bin="$2"; shift 2 ;;
-    --lists) lists=true; shift ;;
     --gateway-with-auth) gateway_roles='["gateway", "auth"]'; shift ;;
     --tls) tls=true; shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
@@ -161,17 +159,10 @@ start_sdsim() {
     if [[ "$roles" == *'"gateway"'* ]]; then
       echo "service_token = \"$token\""
       if [[ "$roles" != *'"auth"'* ]]; then
-        echo "auth_service = \"${auth_addrs[$((gateway_index % ${#auth_addrs[@]}))]}\""
+        echo "auth_service = \"$(IFS=,; echo "${auth_addrs[*]}")\""
       fi
-      if $lists; then
-        echo "project_service = \"$(IFS=,; echo "${project_addrs[*]}")\""
-        echo "simulation_service = \"$(IFS=,; echo "${simulation_addrs[*]}")\""
-      else
-        # TODO(mesh): --lists by default once the mesh client takes address lists; until
-        # then each gateway talks to one instance of each, spread over the gateways.
-        echo "project_service = \"${project_addrs[$((gateway_index % ${#project_addrs[@]}))]}\""
-        echo "simulation_service = \"${simulation_addrs[$((gateway_index % ${#simulation_addrs[@]}))]}\""
-      fi
+      echo "project_service = \"$(IFS=,; echo "${project_addrs[*]}")\""
+      echo "simulation_service = \"$(IFS=,; echo "${simulation_addrs[*]}")\""
     fi
     # The service token is accepted everywhere (it names the gateways as callers); each role
     # run here gets the listeners.
@@ -256,7 +247,6 @@ up() {
   k=$((k + simulations))
   for ((i = 0; i < auth; i++)); do auth_addrs+=("127.0.0.1:$((base + 11 + 3 * (k + i)))"); done
   k=0
-  gateway_index=0
   for ((i = 1; i <= projects; i++)); do
     start_sdsim "project-$i" '["project"]' $((base + 10 + 3 * k)) $((base + 11 + 3 * k)) $((base + 12 + 3 * k)); k=$((k + 1))
   done
@@ -274,7 +264,7 @@ up() {
     start_sdsim "gateway-$i" "$gateway_roles" "$port" $((base + 11 + 3 * k)) $((base + 12 + 3 * k))
     servers+="    server gateway-$i 127.0.0.1:$port check"$'\n'
     gateway_ports+=("$port")
-    k=$((k + 1)) gateway_index=$((gateway_index + 1))
+    k=$((k + 1))
   done
   while read -r name http _ scheme; do
     wait_started "$name" "${http##*:}" "$scheme"

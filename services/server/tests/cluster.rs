@@ -114,9 +114,9 @@ fn faults_one_at_a_time_haproxy_takes_a_killed_gateway_out_and_no_accepted_write
     );
     assert!(registered(&cluster, "auth-service", "auth-2"));
 
-    // A stopped simulation instance accepts connections and never answers. Until the mesh
-    // client fails over, the gateway wired to it fails its run listings (after
-    // gateway.service_timeout); measured and printed, and confined to that step.
+    // A stopped simulation instance accepts connections and never answers: run listings sent
+    // to it fail after gateway.service_timeout until its breaker opens; measured and
+    // printed, and confined to that step.
     let stopped = load.now();
     cluster.signal("simulation-1", libc::SIGSTOP);
     std::thread::sleep(Duration::from_secs(3));
@@ -247,11 +247,11 @@ fn a_mutual_tls_cluster_serves_every_journey() {
     accepted_writes_kept(&cluster, &sent);
 }
 
-/// Time from `fault` until the last failure of a request due after it (zero without one): how
-/// long the cluster took to serve everything again.
-fn recovery(sent: &[Sent], fault: Duration) -> Duration {
+/// Time from `fault` until the last failure of a request due after it and before the `next`
+/// fault (zero without one): how long the cluster took to serve everything again.
+fn recovery(sent: &[Sent], fault: Duration, next: Duration) -> Duration {
     sent.iter()
-        .filter(|s| s.due >= fault && !s.ok())
+        .filter(|s| s.due >= fault && s.due < next && !s.ok())
         .map(|s| s.due - fault)
         .max()
         .unwrap_or_default()
@@ -277,11 +277,15 @@ fn registered(cluster: &Cluster, service: &str, instance: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs the mesh client: gateway.project_service and simulation_service as lists \
-            (cluster.sh --lists), balancing, failover and breakers reported in /health/services \
-            (the meshclient branch)"]
+#[ignore = "fails on today's main: 2-4 s after SIGSTOP of a simulation instance 86.2% of \
+            requests succeeded (one run): calls to the stopped instance wait out \
+            gateway.service_timeout (2 s here) before they count against its breaker; the kills \
+            of an auth, a project and a gateway instance met 99%, the registry forgot each, the \
+            breaker opened and closed"]
 fn the_cluster_survives_each_fault_within_two_seconds() {
-    let cluster = Cluster::up(&[&SETS[..], &["--lists"]].concat());
+    // The default registry.ttl (10 s): the stopped simulation instance must stay registered
+    // while its breaker opens.
+    let cluster = Cluster::up(&SETS);
     let load = Load::start(cluster.lb, users(cluster.lb, 4), 20, 8);
     std::thread::sleep(Duration::from_secs(3));
     let mut faults = Vec::new();
@@ -293,7 +297,7 @@ fn the_cluster_survives_each_fault_within_two_seconds() {
         let at = load.now();
         cluster.signal(name, libc::SIGKILL);
         faults.push((name, at));
-        // The registry forgets the killed instance within its TTL (10 s), and says so.
+        // The registry forgets the killed instance within its TTL (10 s), polled every 20 ms.
         let gone = when(&load, &format!("the registry forgets {name}"), || {
             !registered(&cluster, service, name)
         });
@@ -335,8 +339,9 @@ fn the_cluster_survives_each_fault_within_two_seconds() {
     std::thread::sleep(Duration::from_secs(2));
     let sent = load.finish();
 
-    for (name, at) in &faults {
-        let took = recovery(&sent, *at);
+    for (i, (name, at)) in faults.iter().enumerate() {
+        let next = faults.get(i + 1).map_or(Duration::MAX, |(_, t)| *t);
+        let took = recovery(&sent, *at, next);
         println!(
             "{name}: back to 100% success {:.0} ms after the fault",
             took.as_secs_f64() * 1000.0
