@@ -138,6 +138,7 @@ fn an_unanswered_ping_drops_the_connection_and_the_next_call_reconnects() {
                 keepalive: Some(Keepalive {
                     interval: Duration::from_millis(50),
                     timeout: Duration::from_millis(300),
+                    late: Duration::from_millis(300),
                 }),
                 ..Connect::default()
             },

@@ -230,9 +230,16 @@ pub struct GrpcConfig {
     pub client_cert: Option<String>,
     /// Mutual TLS: the PEM private key of `client_cert`.
     pub client_key: Option<String>,
-    /// The internal client pings each connection this often (HTTP/2 PING); "0s": never.
+    /// The internal client pings each connection this often (HTTP/2 PING); "0s": never. A
+    /// ping is also how a frozen instance (it accepts connections and calls but answers
+    /// nothing) is found, so this bounds failover: keep it near a second.
     #[serde(with = "duration")]
     pub client_keepalive: Duration,
+    /// A ping unanswered this long makes the mesh client stop sending the instance new calls
+    /// (its breaker opens) while another instance of the service takes them; the connection
+    /// stays until `client_keepalive_timeout`.
+    #[serde(with = "duration")]
+    pub client_ping_late: Duration,
     /// A ping unanswered this long drops the connection: its calls fail over and the next call
     /// reconnects.
     #[serde(with = "duration")]
@@ -256,7 +263,8 @@ impl Default for GrpcConfig {
             client_tls_name: None,
             client_cert: None,
             client_key: None,
-            client_keepalive: Duration::from_secs(20),
+            client_keepalive: Duration::from_secs(1),
+            client_ping_late: Duration::from_millis(500),
             client_keepalive_timeout: Duration::from_secs(10),
         }
     }
@@ -380,6 +388,7 @@ impl GrpcConfig {
                 "grpc.client_keepalive_timeout",
                 self.client_keepalive_timeout,
             ),
+            ("grpc.client_ping_late", self.client_ping_late),
         ] {
             problems.positive(key, d);
         }

@@ -56,8 +56,11 @@ impl CallOptions {
 pub struct Keepalive {
     /// Time from one pong (or the connection's start) to the next ping.
     pub interval: Duration,
-    /// How long a ping may go unanswered.
+    /// How long a ping may go unanswered before the connection is dropped.
     pub timeout: Duration,
+    /// A ping unanswered this long is late: the hook of [`Client::on_late_ping`] runs (the
+    /// connection is kept until `timeout`).
+    pub late: Duration,
 }
 
 /// How a [`Client`] opens its connection.
@@ -89,6 +92,7 @@ pub struct Client {
     max_message_bytes: usize,
     sender: RefCell<Option<SendRequest<Bytes>>>,
     keepalive_drops: Rc<Cell<u64>>,
+    unanswered: RefCell<Option<Rc<dyn Fn()>>>,
 }
 
 impl Client {
@@ -106,7 +110,15 @@ impl Client {
             max_message_bytes: 4 << 20,
             sender: RefCell::new(None),
             keepalive_drops: Rc::new(Cell::new(0)),
+            unanswered: RefCell::new(None),
         }
+    }
+
+    /// Calls `hook` (on this shard) each time a keepalive ping is late ([`Keepalive::late`]):
+    /// the mesh stops sending the instance new calls at once, long before the connection is
+    /// dropped.
+    pub fn on_late_ping(&self, hook: Rc<dyn Fn()>) {
+        *self.unanswered.borrow_mut() = Some(hook);
     }
 
     /// Connections this client dropped because a keepalive ping went unanswered.
@@ -168,6 +180,7 @@ impl Client {
             .keepalive
             .and_then(|k| Some((k, connection.ping_pong()?)));
         let (addr, drops) = (self.addr, Rc::clone(&self.keepalive_drops));
+        let hook = self.unanswered.borrow().clone();
         // h2 needs its connection future driven (docs/architecture.md). Dropping it (when a
         // ping goes unanswered) fails the calls in flight and makes the sender refuse new ones.
         sdsim_core::runtime::spawn("grpc-client-connection", async move {
@@ -177,7 +190,7 @@ impl Client {
             };
             monoio::select! {
                 _ = &mut connection => {}
-                unanswered = ping_until_unanswered(pinger, keepalive) => if unanswered {
+                unanswered = ping_until_unanswered(pinger, keepalive, hook) => if unanswered {
                     drops.set(drops.get() + 1);
                     tracing::warn!(
                         %addr,
@@ -365,11 +378,26 @@ impl Client {
 
 /// Pings until a ping goes unanswered for `keepalive.timeout` (`true`) or the connection ends
 /// (`false`).
-async fn ping_until_unanswered(mut pinger: h2::PingPong, keepalive: Keepalive) -> bool {
+async fn ping_until_unanswered(
+    mut pinger: h2::PingPong,
+    keepalive: Keepalive,
+    late: Option<Rc<dyn Fn()>>,
+) -> bool {
+    let suspect = keepalive.late.min(keepalive.timeout);
     loop {
         monoio::time::sleep(keepalive.interval).await;
-        let pong = pinger.ping(h2::Ping::opaque());
-        match monoio::time::timeout(keepalive.timeout, pong).await {
+        let mut pong = std::pin::pin!(pinger.ping(h2::Ping::opaque()));
+        match monoio::time::timeout(suspect, &mut pong).await {
+            Ok(Ok(_pong)) => continue,
+            Ok(Err(_)) => return false,
+            Err(_) => {}
+        }
+        // Late: the peer may be frozen. Say so at once (the mesh stops sending it new calls),
+        // and drop the connection only if the pong never comes.
+        if let Some(late) = &late {
+            late();
+        }
+        match monoio::time::timeout(keepalive.timeout - suspect, pong).await {
             Ok(Ok(_pong)) => continue,
             Ok(Err(_)) => return false,
             Err(_) => return true,

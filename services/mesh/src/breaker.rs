@@ -164,6 +164,18 @@ impl Breaker {
         changed
     }
 
+    /// Opens it at `now` whatever the counts say: the instance stopped answering the
+    /// connection's pings (a frozen or partitioned process accepts connections and calls but
+    /// answers nothing, so waiting for calls to fail would take their whole deadline). An open
+    /// breaker's cool-down starts again. Returns the new state when it changed.
+    pub fn trip(&mut self, now: Instant) -> Option<BreakerState> {
+        let before = self.state(now);
+        self.state = BreakerState::Open;
+        self.opened_at = now;
+        self.probe_out = false;
+        (before != BreakerState::Open).then_some(BreakerState::Open)
+    }
+
     /// A probe that never reached the instance (cancelled, deadline before sending): the next
     /// call may probe instead.
     pub fn abandon(&mut self) {
@@ -233,6 +245,26 @@ mod tests {
         assert_eq!(b.record(t0 + 5 * S, false), Some(Open));
         assert_eq!(b.admit(t0 + 9 * S).0, Refused);
         assert_eq!(b.admit(t0 + 10 * S).0, Probe);
+    }
+
+    #[test]
+    fn a_trip_opens_it_at_once_and_restarts_an_open_ones_cooldown() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        assert_eq!(b.trip(t0), Some(Open));
+        assert_eq!(b.admit(t0).0, Refused);
+        // Tripped again just before the cool-down ends: it stays open a whole cool-down more.
+        let late = t0 + policy().cooldown - S / 10;
+        assert_eq!(b.trip(late), None);
+        assert_eq!(b.admit(t0 + policy().cooldown).0, Refused);
+        assert_eq!(b.admit(late + policy().cooldown).0, Probe);
+        assert_eq!(b.record(late + policy().cooldown, true), Some(Closed));
+        // A half-open breaker whose probe is out is tripped back to open.
+        let mut b = Breaker::new(policy(), t0);
+        b.trip(t0);
+        assert_eq!(b.admit(t0 + policy().cooldown).0, Probe);
+        assert_eq!(b.trip(t0 + policy().cooldown), Some(Open));
+        assert_eq!(b.admit(t0 + policy().cooldown).0, Refused);
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub(crate) struct Pool {
     pub(crate) latency: Cell<Ewma>,
     low_since: Cell<Option<Instant>>,
     short: Cell<bool>,
+    /// Set by a connection whose keepalive ping was late; see [`Pool::take_late_ping`].
+    late_ping: Rc<Cell<bool>>,
 }
 
 impl Drop for Pool {
@@ -172,6 +174,7 @@ impl Pool {
             latency: Cell::new(Ewma::default()),
             low_since: Cell::new(None),
             short: Cell::new(false),
+            late_ping: Rc::new(Cell::new(false)),
         }
     }
 
@@ -192,13 +195,34 @@ impl Pool {
         let open = self.directory.connections();
         open.try_open(service, self.config.max_connections)
             .then(|| {
+                let client = Client::with_connect(self.addr, self.connect.clone());
+                let late = Rc::clone(&self.late_ping);
+                client.on_late_ping(Rc::new(move || late.set(true)));
                 Rc::new(Conn {
-                    client: Client::with_connect(self.addr, self.connect.clone()),
+                    client,
                     in_flight: Cell::new(0),
                     directory: Arc::clone(&self.directory),
                     service,
                 })
             })
+    }
+
+    /// Whether a ping of one of its connections was late since the last look (and forgets it).
+    pub(crate) fn take_late_ping(&self) -> bool {
+        self.late_ping.replace(false)
+    }
+
+    /// Opens the breaker now: the instance stopped answering pings (frozen or cut off), and
+    /// calls sent to it would wait out their deadline.
+    pub(crate) fn eject(&self, now: Instant) {
+        tracing::warn!(
+            service = self.labels.service.registry_name(),
+            instance = self.labels.instance,
+            "mesh: the instance is late answering pings; its breaker opens"
+        );
+        if let Some(to) = self.breaker.borrow_mut().trip(now) {
+            self.transition(to);
+        }
     }
 
     fn add(&self, conn: Rc<Conn>) {

@@ -39,6 +39,28 @@ fn is_failure(status: &Status) -> bool {
         )
 }
 
+/// Opens the breaker of each instance whose ping was late, as long as another instance takes
+/// calls (as Envoy's outlier detection never ejects every host): with none left, a slow but
+/// living instance keeps its calls rather than every call failing at once.
+fn eject_late(pools: &[Rc<Pool>], now: Instant) {
+    for (i, pool) in pools.iter().enumerate() {
+        if !pool.take_late_ping() {
+            continue;
+        }
+        let others = pools.iter().enumerate().any(|(j, p)| {
+            j != i && p.instance.borrow().is_healthy() && p.breaker.borrow().would_admit(now)
+        });
+        if others {
+            pool.eject(now);
+        } else {
+            tracing::warn!(
+                instance = pool.labels.instance,
+                "mesh: a ping was late, but no other instance takes calls: kept"
+            );
+        }
+    }
+}
+
 /// One service, as one shard calls it.
 pub struct Target {
     service: Service,
@@ -208,6 +230,7 @@ impl Target {
     fn tick(&self) {
         self.refresh();
         let now = Instant::now();
+        eject_late(&self.pools.borrow(), now);
         for pool in self.pools.borrow().iter() {
             pool.resize(now);
         }
@@ -227,6 +250,7 @@ impl Target {
     fn choose(&self, tried: &[Rc<Pool>]) -> Result<(Rc<Pool>, bool), Status> {
         let now = Instant::now();
         let pools = self.pools.borrow();
+        eject_late(&pools, now);
         let loads: Vec<InstanceLoad> = pools
             .iter()
             .map(|p| InstanceLoad {

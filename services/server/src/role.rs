@@ -223,6 +223,7 @@ pub fn client_connect(config: &Config) -> Result<Connect, sdsim_net::tls::TlsErr
     let keepalive = (!grpc.client_keepalive.is_zero()).then_some(Keepalive {
         interval: grpc.client_keepalive,
         timeout: grpc.client_keepalive_timeout,
+        late: grpc.client_ping_late,
     });
     Ok(Connect {
         tls,
