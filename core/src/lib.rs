@@ -11,6 +11,7 @@
 //! - [`shutdown`]: the graceful-shutdown state machine (accepting → draining → closed).
 //! - [`metrics`]: per-shard counters and HDR histograms, merged at scrape time.
 //! - [`bus`]: the sharded pub/sub bus (owner-shard sequencing, history, batched fan-out).
+//! - [`civil`]: [`civil::Civil`], a Unix time as a UTC date and time of day (timestamps).
 //! - [`config`]: the configuration types, loading, overrides and validation.
 //! - [`load`]: the shard's queueing delay (a probe task) and the CoDel-style overload decision
 //!   that load shedding acts on.
@@ -18,6 +19,7 @@
 
 pub mod blocking;
 pub mod bus;
+pub mod civil;
 pub mod config;
 pub mod load;
 pub mod mesh;
