@@ -357,3 +357,66 @@ fn the_cluster_survives_each_fault_within_two_seconds() {
     }
     accepted_writes_kept(&cluster, &sent);
 }
+
+/// A benchmark, not a check (`bench/run.sh` runs it in release; ignored in the suite): the
+/// failover time of a frozen instance, over repeated freezes. A project instance is
+/// SIGSTOPped for 3 s, then continued, `FREEZES` times, 8 s apart, under journeys at 20 a
+/// second through HAProxy with every setting at its default but rate limiting and shedding
+/// off. A call held by the frozen instance does not fail (it waits, and the instance answers
+/// after SIGCONT, well within `gateway.service_timeout`), so a freeze shows as latency: per
+/// freeze, the requests due while it was frozen that failed or took longer than `SLOW`, and
+/// the failover time — from the freeze to the due time of the last such request (0 when
+/// none): every request due after it was answered within `SLOW`. Prints each and the
+/// distribution.
+#[test]
+#[ignore = "a benchmark: bench/run.sh runs it (release)"]
+fn failover_times_over_repeated_freezes() {
+    const FREEZES: usize = 10;
+    const SLOW: Duration = Duration::from_millis(500);
+    const FROZEN: Duration = Duration::from_secs(3);
+    let cluster = Cluster::up(&SETS[..4]);
+    let load = Load::start(cluster.lb, users(cluster.lb, 4), 20, 8);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut freezes = Vec::new();
+    for _ in 0..FREEZES {
+        let at = load.now();
+        cluster.signal("project-1", libc::SIGSTOP);
+        freezes.push(at);
+        std::thread::sleep(FROZEN);
+        cluster.signal("project-1", libc::SIGCONT);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = load.finish();
+    let mut times = Vec::new();
+    for (i, at) in freezes.iter().enumerate() {
+        // Requests due while it was frozen: one due later is not this freeze's to fail over.
+        let thawed = *at + FROZEN;
+        let hit: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.due >= *at && s.due < thawed && (!s.ok() || s.done - s.due > SLOW))
+            .collect();
+        let took = hit.iter().map(|s| s.due - *at).max().unwrap_or_default();
+        let failed = hit.iter().filter(|s| !s.ok()).count();
+        let worst = hit.iter().map(|s| s.done - s.due).max().unwrap_or_default();
+        println!(
+            "freeze {}: {} slower than {SLOW:?} ({failed} failed, slowest {:.0} ms), failover {:.0} ms",
+            i + 1,
+            hit.len(),
+            worst.as_secs_f64() * 1000.0,
+            took.as_secs_f64() * 1000.0
+        );
+        times.push(took);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "failover over {FREEZES} freezes: min {:.0} ms, median {:.0} ms, max {:.0} ms; {} requests, {} failed",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1]),
+        sent.len(),
+        sent.iter().filter(|s| !s.ok()).count()
+    );
+    accepted_writes_kept(&cluster, &sent);
+}
