@@ -30,6 +30,12 @@ pub struct MeshConfig {
     /// How long utilisation must stay low before a pool gives a connection back.
     #[serde(with = "duration")]
     pub scale_down_after: Duration,
+    /// Bound on opening one connection: TCP connect, TLS and the HTTP/2 handshake (seed 004:
+    /// a new connection is ready in under 500 ms). A frozen instance's kernel still accepts
+    /// connections, so the handshake is what times out, and the calls waiting for it are sent
+    /// to another instance.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
     /// Connections the whole process may hold to every instance of every service.
     pub max_connections: usize,
     /// Share of `max_connections` (0–1) from which services of lower priority give idle
@@ -67,6 +73,7 @@ impl Default for MeshConfig {
             scale_up_latency: Duration::from_millis(50),
             scale_down_utilisation: 0.3,
             scale_down_after: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(1),
             max_connections: 1000,
             rebalance_from: 0.9,
             breaker_failures: 5,
@@ -128,6 +135,7 @@ impl MeshConfig {
         for (key, d) in [
             ("mesh.scale_up_latency", self.scale_up_latency),
             ("mesh.scale_down_after", self.scale_down_after),
+            ("mesh.connect_timeout", self.connect_timeout),
             ("mesh.breaker_window", self.breaker_window),
             ("mesh.breaker_cooldown", self.breaker_cooldown),
         ] {

@@ -228,7 +228,7 @@ pub fn client_connect(config: &Config) -> Result<Connect, sdsim_net::tls::TlsErr
     Ok(Connect {
         tls,
         keepalive,
-        ..Connect::default()
+        connect_timeout: config.mesh.connect_timeout,
     })
 }
 

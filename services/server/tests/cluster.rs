@@ -406,6 +406,11 @@ fn failover_times_over_repeated_freezes() {
             worst.as_secs_f64() * 1000.0,
             took.as_secs_f64() * 1000.0
         );
+        if took > Duration::from_secs(1) {
+            for s in &hit {
+                println!("  {}", describe(s));
+            }
+        }
         times.push(took);
     }
     times.sort();
