@@ -375,7 +375,9 @@ fn failover_times_over_repeated_freezes() {
     const SLOW: Duration = Duration::from_millis(500);
     const FROZEN: Duration = Duration::from_secs(3);
     let cluster = Cluster::up(&SETS[..4]);
-    let load = Load::start(cluster.lb, users(cluster.lb, 4), 20, 8);
+    // 32 workers: requests held by the frozen instance must not leave the generator short of
+    // workers (the schedule would then queue in the generator, not in the cluster).
+    let load = Load::start(cluster.lb, users(cluster.lb, 4), 20, 32);
     std::thread::sleep(Duration::from_secs(3));
     let mut freezes = Vec::new();
     for _ in 0..FREEZES {
