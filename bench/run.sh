@@ -16,6 +16,8 @@ echo "== the internal hop: GET /api/projects/{id} on an all-roles process vs gat
 target/release/bench-hop --runs 3 --server-cpu 0 --client-cpu 1 --out "bench/results/$stamp-hop.json" | tee "bench/results/$stamp-hop.md"
 echo "== failover: a project instance of the loopback cluster frozen (SIGSTOP) 10 times under journeys through HAProxy"
 cargo test --release -p sdsim-server --test cluster -- --ignored failover_times_over_repeated_freezes --nocapture | grep -E '^(freeze|failover)' | tee "bench/results/$stamp-failover.md"
+echo "== mesh pools over a load ramp: one gateway's connections to each project instance"
+cargo test --release -p sdsim-server --test cluster -- --ignored pool_sizes_over_a_load_ramp --nocapture | tee "bench/results/$stamp-pool-ramp.md"
 echo "== simulation engine (sdsim vs Ciw, CPU 1)"
 python3 -c 'import ciw' 2>/dev/null || python3 -m pip install --quiet "ciw==3.*"
 target/release/bench-sim --runs 3 | tee "bench/results/$stamp-sim.md"

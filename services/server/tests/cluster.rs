@@ -427,3 +427,91 @@ fn failover_times_over_repeated_freezes() {
     );
     accepted_writes_kept(&cluster, &sent);
 }
+
+/// The `sdsim_upstream_pool_connections` of each project instance in the `/metrics` of the
+/// gateway whose HTTP port is `gateway`.
+fn pool_sizes(gateway: u16) -> Vec<(String, f64)> {
+    let (_, text) = request(gateway, "GET", "/metrics", None, None).unwrap_or_default();
+    let mut sizes: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("sdsim_upstream_pool_connections{"))
+        .filter(|l| l.contains("service=\"project-service\""))
+        .filter_map(|l| {
+            let instance = l
+                .split("instance=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_string();
+            Some((instance, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    sizes.sort_by(|a, b| a.0.cmp(&b.0));
+    sizes
+}
+
+/// A benchmark, not a check (`bench/run.sh` runs it; ignored in the suite): the pools of one
+/// gateway to the two project instances over a load ramp. Journeys through HAProxy to the
+/// only gateway step up from 10 to 160 a second (5 s per step), then stop; the gateway's
+/// `sdsim_upstream_pool_connections` per instance (summed over its 2 shards) is sampled every
+/// 250 ms and printed as a table and a bar chart. The pools are sized to show movement at
+/// loopback latencies: `mesh.streams_per_connection=1` (a connection is "full" with one call in
+/// flight), `mesh.pool_min=2`, `mesh.scale_down_after=3s`.
+#[test]
+#[ignore = "a benchmark: bench/run.sh runs it"]
+fn pool_sizes_over_a_load_ramp() {
+    let cluster = Cluster::up(
+        &[
+            &SETS[..4],
+            &["--gateways", "1"],
+            &[
+                "--set",
+                "mesh.streams_per_connection=1",
+                "--set",
+                "mesh.pool_min=2",
+                "--set",
+                "mesh.scale_down_after=3s",
+            ],
+        ]
+        .concat(),
+    );
+    let tokens = users(cluster.lb, 8);
+    let start = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = std::sync::Arc::clone(&stop);
+        let gateway = cluster.http["gateway-1"];
+        std::thread::spawn(move || {
+            let mut rows = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                rows.push((start.elapsed(), pool_sizes(gateway)));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            rows
+        })
+    };
+    let mut steps = Vec::new();
+    for rate in [10, 20, 40, 80, 160] {
+        steps.push((start.elapsed(), rate));
+        let load = Load::start(cluster.lb, tokens.clone(), rate, 64);
+        std::thread::sleep(Duration::from_secs(5));
+        let sent = load.finish();
+        let failed = sent.iter().filter(|s| !s.ok()).count();
+        println!(
+            "{rate:>4} journeys/s: {} requests, {failed} failed",
+            sent.len()
+        );
+    }
+    steps.push((start.elapsed(), 0));
+    std::thread::sleep(Duration::from_secs(12));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rows = sampler.join().unwrap();
+    println!("steps (s, journeys/s): {steps:?}");
+    for (t, sizes) in rows.iter().step_by(2) {
+        let bars: Vec<String> = sizes
+            .iter()
+            .map(|(i, n)| format!("{i:<10} {n:>3} {:<12}", "#".repeat(*n as usize)))
+            .collect();
+        println!("{:>6.2}s  {}", t.as_secs_f64(), bars.join("  "));
+    }
+}
