@@ -143,6 +143,22 @@ impl Target {
         self.service
     }
 
+    /// This shard's breaker of each instance, by instance id, after looking at late pings.
+    pub fn breakers(&self) -> Vec<(String, crate::BreakerState)> {
+        let now = Instant::now();
+        let pools = self.pools.borrow();
+        eject_late(&pools, now);
+        pools
+            .iter()
+            .map(|p| {
+                (
+                    p.instance.borrow().id.clone(),
+                    p.breaker.borrow().state(now),
+                )
+            })
+            .collect()
+    }
+
     /// Open connections of this shard per instance id (tests, health).
     pub fn pool_sizes(&self) -> Vec<(String, usize)> {
         self.pools

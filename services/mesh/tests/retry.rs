@@ -1,7 +1,9 @@
 //! Retries on real sockets: an instance that answers UNAVAILABLE after the call started gets
 //! exactly one attempt of a call that writes, while a read is sent again to another instance;
 //! an instance that is gone before the call (connection refused) costs no call, whatever the
-//! method; with every breaker open the service fails fast, naming itself.
+//! method; with every breaker open the service fails fast, naming itself; an instance that
+//! stops answering (a proxy in front of it stops forwarding, as a SIGSTOPped process does) gets
+//! no new call once a keepalive ping to it is late.
 
 use sdsim_core::shutdown::Phase;
 use sdsim_mesh::{Directory, Instance, MeshConfig, Service, Source, Target};
@@ -205,5 +207,98 @@ fn a_draining_instance_gets_no_call() {
             let _: String = t.unary(WRITE, &String::new(), opts()).await.unwrap();
         }
         assert_eq!((draining_calls.get(), good_calls.get()), (0, 20));
+    });
+}
+
+/// A TCP proxy to `backend` that forwards until [`Freezer::freeze`], then holds every byte
+/// (a frozen process: the connection stays open, nothing comes back).
+struct Freezer {
+    addr: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Freezer {
+    fn start(backend: SocketAddr) -> Freezer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&frozen);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = std::net::TcpStream::connect(backend).unwrap();
+                let pairs = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (mut from, mut to) in pairs {
+                    let frozen = Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Freezer { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_frozen_instance_gets_no_new_call_once_its_ping_is_late() {
+    run(async {
+        let (frozen_calls, good_calls) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let behind = serve(false, Rc::clone(&frozen_calls));
+        let good = serve(false, Rc::clone(&good_calls));
+        let proxy = Freezer::start(behind);
+        let t = target(&[proxy.addr, good], proxy.addr, MeshConfig::default());
+        // Pings every 50 ms, late after 100 ms; the connection itself is dropped only after a
+        // minute, so only the late ping can keep calls away from the frozen instance.
+        t.set_connect(sdsim_net::grpc::client::Connect {
+            keepalive: Some(sdsim_net::grpc::client::Keepalive {
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_secs(60),
+                late: Duration::from_millis(100),
+            }),
+            ..sdsim_net::grpc::client::Connect::default()
+        });
+        let first: String = t.unary(READ, &String::new(), opts()).await.unwrap();
+        assert_eq!(first, behind.port().to_string(), "the first draw");
+        proxy.freeze();
+        // What the mesh decided, polled: a bound on a hang, not on speed.
+        let id = proxy.addr.to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let open = t
+                .breakers()
+                .iter()
+                .any(|(i, s)| *i == id && *s == sdsim_mesh::BreakerState::Open);
+            if open {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the frozen instance's breaker never opened: {:?}",
+                t.breakers()
+            );
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Every new call goes to the other instance (each would hang a minute otherwise).
+        let patient = || CallOptions::timeout(Duration::from_secs(60));
+        for _ in 0..5 {
+            let answer: String = t.unary(WRITE, &String::new(), patient()).await.unwrap();
+            assert_eq!(answer, good.port().to_string());
+        }
+        assert_eq!((frozen_calls.get(), good_calls.get()), (1, 5));
     });
 }
