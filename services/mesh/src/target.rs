@@ -412,8 +412,11 @@ impl Target {
             if !status.unsent
                 || status.code == Code::DeadlineExceeded
                 || tried.len() >= self.config.max_attempts as usize
-                || !self.budget.borrow_mut().withdraw(Instant::now())
             {
+                return Err(status);
+            }
+            if !self.budget.borrow_mut().withdraw(Instant::now()) {
+                self.inc("sdsim_upstream_retry_budget_exhausted_total");
                 return Err(status);
             }
             self.inc("sdsim_upstream_retries_total");

@@ -2,9 +2,10 @@
 //! `Target` of two instances: one a raw HTTP/2 peer that refuses the stream (RST_STREAM
 //! REFUSED_STREAM) or sends GOAWAY naming a last stream below the call's, the other a real
 //! gRPC server that counts its handler runs. A write refused that way runs exactly once, on the
-//! other instance, and spends the retry budget; a write whose stream the GOAWAY covers and that
-//! is then cut, or that gets RST_STREAM with another code after the request was sent, may have
-//! run, so it is not sent again.
+//! other instance, and spends the retry budget (so does a refused server-streaming call, and
+//! both count the budget running out); a write whose stream the GOAWAY covers and that is then
+//! cut, or that gets RST_STREAM with another code after the request was sent, may have run, so
+//! it is not sent again.
 
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
 use sdsim_core::shutdown::Phase;
@@ -309,6 +310,40 @@ fn a_refused_write_runs_once_on_the_other_instance_and_spends_the_budget() {
         assert_eq!(
             (counter(&metrics, RETRIES), counter(&metrics, EXHAUSTED)),
             (1, 1)
+        );
+    });
+}
+
+#[test]
+fn a_refused_stream_starts_on_the_other_instance_within_the_budget() {
+    run(async {
+        let refusing = RawPeer::start(Answer::Refuse);
+        let runs = Rc::new(Cell::new(0));
+        let good = serve(Rc::clone(&runs));
+        let metrics = Rc::new(Metrics::new());
+        let t = target(&[refusing.addr, good], refusing.addr, one_retry(), &metrics);
+
+        let mut watch = t
+            .server_streaming::<String, String>(WATCH, &String::new(), opts())
+            .await
+            .unwrap();
+        assert_eq!(
+            watch.message().await.unwrap(),
+            Some(good.port().to_string())
+        );
+        assert_eq!((refusing.counts(), runs.get()), ((1, 0), 1));
+        assert_eq!(counter(&metrics, RETRIES), 1);
+
+        let second = t
+            .server_streaming::<String, String>(WATCH, &String::new(), opts())
+            .await;
+        let second = second.err().expect("the budget is spent");
+        assert!(second.unsent, "{second:?}");
+        assert_eq!((refusing.counts(), runs.get()), ((2, 0), 1));
+        assert_eq!(
+            (counter(&metrics, RETRIES), counter(&metrics, EXHAUSTED)),
+            (1, 1),
+            "(retries, budget exhausted)"
         );
     });
 }
