@@ -7,12 +7,15 @@
 #                        [--debug | --bin PATH] [--base-port 18000] [--state DIR]
 #                        [--gateway-with-auth] [--tls] [--set section.key=value]...
 #   deploy/cluster.sh status [--state DIR]
+#   deploy/cluster.sh restart NAME [--state DIR]
 #   deploy/cluster.sh down [--state DIR]
 #
 # Ports from --base-port B: HAProxy (the entry point) B, its stats B+1 (/stats, /metrics),
 # Redis B+2, PostgreSQL B+3; sdsim process k (0, 1, ...) gets B+10+3k (HTTP: the API on
 # gateways, /health and /metrics on every process), B+11+3k (its role's gRPC) and B+12+3k (its
-# role's HTTP). `down` stops exactly the processes `up` recorded (PID and program checked), and
+# role's HTTP). `restart NAME` (gateway-1, project-2, ...) stops that one sdsim process if it still
+# runs (SIGTERM: it drains) and starts it again with the same config file, binary and --set
+# options, waiting until it is ready; a killed instance comes back this way. `down` stops exactly the processes `up` recorded (PID and program checked), and
 # nothing else. Every gateway gets every auth, project and simulation instance's address
 # (gateway.auth_service = "a,b", ...): the mesh client balances over them, and the Redis
 # registry replaces the lists with what it finds. The gateways run the gateway role only,
@@ -28,6 +31,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 command="${1:-}"
 [ $# -gt 0 ] && shift
+target=""
+if [ "$command" = restart ] && [ $# -gt 0 ] && [[ "$1" != --* ]]; then target="$1"; shift; fi
 gateways=2 auth=2 projects=2 simulations=2 base=18000
 state="${SDSIM_CLUSTER_STATE:-$repo/.cluster}"
 bin=""
@@ -196,11 +201,17 @@ start_sdsim() {
     echo "[instance]"
     echo "id = \"$name\""
   } >"$cfg"
-  setsid "$bin" --config "$cfg" "${sets[@]}" serve >"$state/$name.log" 2>&1 </dev/null &
-  record $! "$name" "$(basename "$bin")"
+  launch "$name"
   local scheme=http
   if $tls && [[ "$roles" != *'"gateway"'* ]]; then scheme=https; fi
   echo "$name http=127.0.0.1:$http grpc=127.0.0.1:$grpc $scheme" >>"$state/instances"
+}
+
+# Starts sdsim process $1 from its config file, appending to its log, and records its pid.
+launch() {
+  local name="$1"
+  setsid "$bin" --config "$state/$name.toml" "${sets[@]}" serve >>"$state/$name.log" 2>&1 </dev/null &
+  record $! "$name" "$(basename "$bin")"
 }
 
 up() {
@@ -219,6 +230,9 @@ up() {
   : >"$state/instances"
   if $tls; then make_certificates; fi
   token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+  # What `restart` needs to start a process again exactly as `up` did: the binary, then the
+  # --set options, one argument per line.
+  { echo "$bin"; [ ${#sets[@]} -eq 0 ] || printf '%s\n' "${sets[@]}"; } >"$state/launch"
   echo "$token" >"$state/service_token"
   lb_port=$base stats_port=$((base + 1)) redis_port=$((base + 2)) pg_port=$((base + 3))
 
@@ -315,25 +329,50 @@ down() {
   # Newest first: HAProxy, gateways, services, then PostgreSQL and Redis.
   tac "$state/pids" | while read -r pid name program; do
     alive "$pid" "$program" || continue
-    kill -CONT "$pid" 2>/dev/null || true
     if [ "$name" = postgres ]; then
       as_postgres "$(pg_bin pg_ctl)" -D "$state/pg/data" -m fast -w stop >/dev/null || kill -TERM "$pid"
-    else
-      kill -TERM "$pid" 2>/dev/null || true
     fi
-    for _ in $(seq 1 300); do alive "$pid" "$program" || break; sleep 0.1; done
-    if alive "$pid" "$program"; then
-      echo "$name (pid $pid) ignored SIGTERM for 30 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_process "$pid" "$name" "$program"
   done
   rm -f "$state/pids"
   echo "sdsim cluster down (logs kept in $state)"
 }
 
+# Stops process $2 (pid $1, program $3): SIGTERM (SIGCONT first: a stopped process cannot
+# drain), SIGKILL after 30 s.
+stop_process() {
+  local pid="$1" name="$2" program="$3"
+  kill -CONT "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do alive "$pid" "$program" || return 0; sleep 0.1; done
+  echo "$name (pid $pid) ignored SIGTERM for 30 s: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+restart() {
+  [ -s "$state/pids" ] || { echo "no cluster in $state" >&2; exit 1; }
+  state="$(cd "$state" && pwd)"
+  [ -n "$target" ] || { echo "cluster.sh: restart needs a process name (see status)" >&2; exit 2; }
+  [ -f "$state/$target.toml" ] ||
+    { echo "cluster.sh: $target is not an sdsim process of this cluster (see status)" >&2; exit 2; }
+  local pid program scheme http
+  read -r pid _ program < <(awk -v n="$target" '$2 == n' "$state/pids")
+  if alive "$pid" "$program"; then stop_process "$pid" "$target" "$program"; fi
+  mapfile -t sets <"$state/launch"
+  bin="${sets[0]}"
+  sets=("${sets[@]:1}")
+  awk -v n="$target" '$2 != n' "$state/pids" >"$state/pids.new" && mv "$state/pids.new" "$state/pids"
+  echo "--- restarted by cluster.sh $(date -u +%FT%TZ)" >>"$state/$target.log"
+  launch "$target"
+  read -r _ http _ scheme < <(awk -v n="$target" '$1 == n' "$state/instances")
+  wait_started "$target" "${http##*:}" "$scheme"
+  echo "$target restarted: pid $(awk -v n="$target" '$2 == n { print $1 }' "$state/pids")"
+}
+
 case "$command" in
   up) up ;;
   status) status ;;
+  restart) restart ;;
   down) down ;;
-  *) echo "usage: deploy/cluster.sh up|status|down [options] (see the top of this file)" >&2; exit 2 ;;
+  *) echo "usage: deploy/cluster.sh up|status|restart NAME|down [options] (see the top of this file)" >&2; exit 2 ;;
 esac

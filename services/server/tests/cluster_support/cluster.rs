@@ -108,6 +108,38 @@ impl Cluster {
         );
     }
 
+    /// `cluster.sh restart name`: the process starts again with its config (after SIGTERM if
+    /// it still runs) and is ready when this returns. Panics with the script's output when it
+    /// fails.
+    pub fn restart(&mut self, name: &str) {
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .args(["restart", name])
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .expect("bash runs deploy/cluster.sh");
+        assert!(
+            out.status.success(),
+            "cluster.sh restart {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.read_state();
+    }
+
+    /// The sum of the counter `name` in process `process`'s `/metrics`, over the series whose
+    /// labels contain `labeled`.
+    pub fn counter(&self, process: &str, name: &str, labeled: &str) -> f64 {
+        let (_, text) =
+            request(self.http[process], "GET", "/metrics", None, None).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter(|l| l.contains(labeled))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// HAProxy's view of gateway `name`: `UP`, `DOWN`, `UP 1/2`, ... (stats CSV `status`).
     pub fn lb_status(&self, name: &str) -> Option<String> {
         let (status, body) = request(self.stats, "GET", "/stats;csv", None, None).ok()?;
