@@ -259,7 +259,7 @@ mod connect {
             match self {
                 Dialer::Sdsim => "sdsim internal client (`connect_now`)",
                 Dialer::Tonic => "peer: tonic `Endpoint::connect()`",
-                Dialer::Bare => "limit: TCP + rustls + `h2::client::handshake`",
+                Dialer::Bare => "limit: TCP (+ rustls) + `h2::client::handshake`",
             }
         }
     }
