@@ -150,6 +150,12 @@ fn help(name: &str) -> &'static str {
         "sdsim_upstream_pool_connections" => {
             "Mesh connections open to a target instance, summed over shards."
         }
+        "sdsim_upstream_connect_seconds" => {
+            "Time to open a mesh connection to a target instance (TCP, TLS and HTTP/2 handshakes), successful connects only."
+        }
+        "sdsim_upstream_connect_failures_total" => {
+            "Mesh connections to a target instance that could not be opened (refused, timed out, TLS or HTTP/2 handshake failed)."
+        }
         "sdsim_upstream_in_flight" => "Mesh calls in flight to a target instance.",
         "sdsim_upstream_waiting" => "Mesh calls waiting for a connection to an instance.",
         "sdsim_upstream_calls_total" => "Mesh call attempts sent to a target instance.",
