@@ -293,6 +293,8 @@ mod connect {
         let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
         let acceptor = sdsim_net::tls::load_acceptor(&cert, &key, &[b"h2"])?;
         let client_tls = ClientTls::load(&cert, None, None)?;
+        // Both are loaded: the files are not needed any more.
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let (bound, addrs) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("connect-server".into())
