@@ -16,8 +16,16 @@
 //! - [`ws`]: the WebSocket benchmark `bench-ws` (idle memory, fan-out), driving the load
 //!   generator's WebSocket engine.
 //! - [`proto`]: the tonic server and client of `sdsim.auth.v1.AuthService` (generated).
+//! - [`project_proto`]: the tonic server and client of `sdsim.project.v1.ProjectService`
+//!   (generated; the split peer of `bench-hop`).
+//! - [`peer_projects`]: what `peer-projects` and its split version (`peer-projects-front`,
+//!   `peer-projects-back`) share: token checks, the SQLite pool, the row read, the answers.
+//! - [`bare`]: HTTP/1.1 framing and the fixed answers of the bare servers (`bare-answer`,
+//!   `bare-hop`).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bare;
+pub mod peer_projects;
 pub mod proc_sample;
 pub mod projects;
 pub mod sdsim_process;
@@ -31,6 +39,12 @@ pub mod ws;
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("sdsim.auth.v1");
+}
+
+/// `sdsim.project.v1`, generated from `proto/` by tonic-prost-build (see `build.rs`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod project_proto {
+    tonic::include_proto!("sdsim.project.v1");
 }
 
 /// Helpers that start, wait for and stop a pinned server process.

@@ -142,7 +142,8 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-fn get_text(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+/// `GET url`, with a bearer token if given; the status and the body as text.
+pub fn get_text(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     let mut req = agent().get(url);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));

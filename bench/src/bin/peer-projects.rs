@@ -25,23 +25,25 @@
 //! connection avoids SQLITE_BUSY retries), each job run with `spawn_blocking`; mimalloc (sdsim
 //! uses it too). Not done (sdsim does it): publishing `project:events:updated`, and re-reading
 //! the row after an update.
+//!
+//! The token check, the pool, the row read and the answer are `sdsim_bench::peer_projects`,
+//! shared with the split version of this peer (`peer-projects-front` → `peer-projects-back`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mimalloc::MiMalloc;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, TransactionBehavior};
+use sdsim_bench::peer_projects::{
+    db, fail, load, open_database, pin, runtime, ApiError, Pool, Project, Verifier,
+};
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -69,232 +71,10 @@ struct Args {
     readers: usize,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, name TEXT NOT NULL,
-  description TEXT NOT NULL DEFAULT '', design TEXT NOT NULL, settings TEXT NOT NULL DEFAULT '{}',
-  template_id TEXT, version BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS project_versions (project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-  version BIGINT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, design TEXT NOT NULL,
-  settings TEXT NOT NULL, author_id TEXT NOT NULL, summary TEXT NOT NULL, created_at BIGINT NOT NULL,
-  PRIMARY KEY (project_id, version));
-CREATE TABLE IF NOT EXISTS project_members (project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-  user_id TEXT NOT NULL, role TEXT NOT NULL, added_by TEXT NOT NULL, added_at BIGINT NOT NULL,
-  PRIMARY KEY (project_id, user_id));
-CREATE INDEX IF NOT EXISTS project_members_user ON project_members (user_id);";
-
-fn open(path: &str) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-    )?;
-    Ok(conn)
-}
-
-/// A fixed set of SQLite connections; a job takes one on the blocking pool.
-struct Pool {
-    conns: Mutex<Vec<Connection>>,
-    permits: Semaphore,
-}
-
-impl Pool {
-    fn new(conns: Vec<Connection>) -> Pool {
-        Pool {
-            permits: Semaphore::new(conns.len()),
-            conns: Mutex::new(conns),
-        }
-    }
-
-    async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
-        job: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .conns
-                .lock()
-                .unwrap()
-                .pop()
-                .expect("a permit means a free connection");
-            let result = job(&mut conn);
-            pool.conns.lock().unwrap().push(conn);
-            result
-        })
-        .await
-        .map_err(|_| unavailable())?
-    }
-}
-
 struct App {
-    keys: HashMap<String, DecodingKey>,
-    validation: Validation,
+    verifier: Verifier,
     readers: Arc<Pool>,
     writer: Arc<Pool>,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    perms: Vec<String>,
-    #[serde(default)]
-    roles: Vec<String>,
-}
-
-/// An error answer: a status and `{"error": {...}}`.
-struct ApiError {
-    status: StatusCode,
-    body: serde_json::Value,
-}
-
-fn fail(status: StatusCode, code: &str, message: String) -> ApiError {
-    ApiError {
-        status,
-        body: serde_json::json!({"error": {"code": code, "message": message}}),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
-
-fn unavailable() -> ApiError {
-    fail(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "storage".into(),
-    )
-}
-
-fn db(e: rusqlite::Error) -> ApiError {
-    fail(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("storage: {e}"),
-    )
-}
-
-fn not_found(id: &str) -> ApiError {
-    fail(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("project {id} not found"),
-    )
-}
-
-impl App {
-    /// The caller (user id, admin) if the bearer token is valid and grants `perm`.
-    fn caller(&self, headers: &HeaderMap, perm: &str) -> Result<(String, bool), ApiError> {
-        let unauthorized = || {
-            fail(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required".into(),
-            )
-        };
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized())?;
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|k| self.keys.get(k))
-            .ok_or_else(unauthorized)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(|_| unauthorized())?
-            .claims;
-        let admin = claims.roles.iter().any(|r| r == "admin");
-        if !admin && !claims.perms.iter().any(|p| p == perm) {
-            return Err(fail(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("the token lacks the {perm} permission"),
-            ));
-        }
-        Ok((claims.sub, admin))
-    }
-}
-
-/// A project as sdsim returns it; `design` and `settings` pass through as raw JSON.
-#[derive(Serialize)]
-struct Project {
-    id: String,
-    name: String,
-    description: String,
-    owner_id: String,
-    design: Box<RawValue>,
-    settings: Box<RawValue>,
-    template_id: Option<String>,
-    version: i64,
-    created_at: i64,
-    updated_at: i64,
-    role: String,
-}
-
-const COLUMNS: &str = "id, name, description, owner_id, design, settings, template_id, version, created_at, updated_at";
-
-fn raw(text: String) -> Result<Box<RawValue>, ApiError> {
-    RawValue::from_string(text).map_err(|e| {
-        fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })
-}
-
-/// The caller's role in `id` (admins own everything), and the project row.
-fn load(conn: &Connection, id: &str, user: &str, admin: bool) -> Result<Project, ApiError> {
-    let role: Option<String> = if admin {
-        Some("owner".into())
-    } else {
-        conn.prepare_cached(
-            "SELECT role FROM project_members WHERE project_id = ?1 AND user_id = ?2",
-        )
-        .and_then(|mut s| s.query_row((id, user), |r| r.get(0)).optional())
-        .map_err(db)?
-    };
-    let role = role.ok_or_else(|| not_found(id))?;
-    let row = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM projects WHERE id = ?1"))
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, i64>(9)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(db)?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Project {
-        id: row.0,
-        name: row.1,
-        description: row.2,
-        owner_id: row.3,
-        design: raw(row.4)?,
-        settings: raw(row.5)?,
-        template_id: row.6,
-        version: row.7,
-        created_at: row.8,
-        updated_at: row.9,
-        role,
-    })
 }
 
 async fn get_project(
@@ -302,7 +82,7 @@ async fn get_project(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Project>, ApiError> {
-    let (user, admin) = app.caller(&headers, "project:read")?;
+    let (user, admin) = app.verifier.caller(&headers, "project:read")?;
     let project = app
         .readers
         .run(move |conn| load(conn, &id, &user, admin))
@@ -353,7 +133,7 @@ async fn put_project(
     headers: HeaderMap,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<Project>, ApiError> {
-    let (user, admin) = app.caller(&headers, "project:write")?;
+    let (user, admin) = app.verifier.caller(&headers, "project:write")?;
     if let Some(name) = &body.name {
         let n = name.trim().chars().count();
         if n == 0 || n > 200 || name.chars().any(char::is_control) {
@@ -475,110 +255,22 @@ fn update(
     Ok(p)
 }
 
-/// Inserts the seed projects (version 1 content as their first version, the owner as member).
-fn seed(conn: &mut Connection, path: &str) -> anyhow::Result<usize> {
-    let projects: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let tx = conn.transaction()?;
-    for p in &projects {
-        let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-        let (id, owner) = (text("id"), text("owner_id"));
-        let (design, settings) = (p["design"].to_string(), p["settings"].to_string());
-        let (version, created) = (
-            p["version"].as_i64().unwrap_or(1),
-            p["created_at"].as_i64().unwrap_or(0),
-        );
-        tx.execute(
-            &format!(
-                "INSERT INTO projects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ),
-            (
-                &id,
-                text("name"),
-                text("description"),
-                &owner,
-                &design,
-                &settings,
-                p["template_id"].as_str(),
-                version,
-                created,
-                p["updated_at"].as_i64().unwrap_or(created),
-            ),
-        )?;
-        tx.execute(
-            "INSERT INTO project_versions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '{\"created\":true}', ?8)",
-            (&id, version, text("name"), text("description"), &design, &settings, &owner, created),
-        )?;
-        tx.execute(
-            "INSERT INTO project_members VALUES (?1, ?2, 'owner', ?2, ?3)",
-            (&id, &owner, created),
-        )?;
-    }
-    tx.commit()?;
-    Ok(projects.len())
-}
-
-fn fetch_jwks(url: &str) -> anyhow::Result<String> {
-    if let Some(path) = url.strip_prefix("file://") {
-        return Ok(std::fs::read_to_string(path)?);
-    }
-    Ok(ureq::get(url).call()?.body_mut().read_to_string()?)
-}
-
-/// Pins the process to `cpus` (threads started later inherit the mask).
-fn pin(cpus: &[usize]) -> std::io::Result<()> {
-    if cpus.is_empty() {
-        return Ok(());
-    }
-    // SAFETY: a zeroed cpu_set_t with the given bits set, for the calling (main) thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pin(&args.cpus)?;
-    let workers = std::thread::available_parallelism()?.get();
-    let set: JwkSet = serde_json::from_str(&fetch_jwks(&args.jwks)?)?;
-    let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        if let Some(kid) = &jwk.common.key_id {
-            keys.insert(kid.clone(), DecodingKey::from_jwk(jwk)?);
-        }
-    }
-    anyhow::ensure!(!keys.is_empty(), "the JWKS has no key with a kid");
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_issuer(&["sdsim"]);
-    validation.set_audience(&["sdsim"]);
-    validation.leeway = 0;
-
-    let mut writer = open(&args.db)?;
-    writer.execute_batch(SCHEMA)?;
-    if let Some(path) = &args.seed {
-        let n = seed(&mut writer, path)?;
-        eprintln!("peer-projects: {n} projects loaded");
-    }
-    let readers = (0..args.readers.max(1))
-        .map(|_| open(&args.db))
-        .collect::<Result<Vec<_>, _>>()?;
+    let verifier = Verifier::from_jwks(&args.jwks)?;
+    let (writer, readers) = open_database(
+        &args.db,
+        args.seed.as_deref(),
+        args.readers,
+        "peer-projects",
+    )?;
     let app = Arc::new(App {
-        keys,
-        validation,
+        verifier,
         readers: Arc::new(Pool::new(readers)),
         writer: Arc::new(Pool::new(vec![writer])),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let router = Router::new()
             .route("/api/projects/{id}", get(get_project).put(put_project))
             .route("/health", get(|| async { "ok" }))
