@@ -642,7 +642,7 @@ fn pool_sizes(gateway: u16) -> Vec<(String, f64)> {
 
 /// A benchmark, not a check (`bench/run.sh` runs it; ignored in the suite): the pools of one
 /// gateway to the two project instances over a load ramp. Journeys through HAProxy to the
-/// only gateway step up from 10 to 160 a second (5 s per step), then stop; the gateway's
+/// only gateway step up from 20 to 1,280 a second (5 s per step), then stop; the gateway's
 /// `sdsim_upstream_pool_connections` per instance (summed over its 2 shards) is sampled every
 /// 250 ms and printed as a table and a bar chart. The pools are sized to show movement at
 /// loopback latencies: `mesh.streams_per_connection=1` (a connection is "full" with one call in
@@ -681,7 +681,7 @@ fn pool_sizes_over_a_load_ramp() {
         })
     };
     let mut steps = Vec::new();
-    for rate in [10, 20, 40, 80, 160] {
+    for rate in [20, 80, 320, 640, 1280] {
         steps.push((start.elapsed(), rate));
         let load = Load::start(cluster.lb, tokens.clone(), rate, 64);
         std::thread::sleep(Duration::from_secs(5));
