@@ -189,6 +189,11 @@ impl Client {
                 return;
             };
             monoio::select! {
+                // The connection first: when a pong and the ping's timeout are ready in the same
+                // wake-up (a frozen peer continued), the pong is read before the timeout is
+                // looked at, and a connection that answered is not dropped (with the calls just
+                // sent on it).
+                biased;
                 _ = &mut connection => {}
                 unanswered = ping_until_unanswered(pinger, keepalive, hook) => if unanswered {
                     drops.set(drops.get() + 1);
