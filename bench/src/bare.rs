@@ -57,6 +57,35 @@ pub fn request_end(buf: &[u8]) -> anyhow::Result<Option<usize>> {
     Ok((buf.len() >= head + body).then_some(head + body))
 }
 
+/// Writes `out` (emptying it), then reads what the client sent next onto the end of `buf`;
+/// `false` once the client closed. monoio takes the buffers by value and hands them back.
+pub async fn write_then_read(
+    stream: &mut monoio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    if !out.is_empty() {
+        let (result, mut written) = stream.write_all(std::mem::take(out)).await;
+        result?;
+        written.clear();
+        *out = written;
+    }
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(8192);
+    }
+    // monoio reads from a buffer's start; a slice from `len` appends.
+    let (len, capacity) = (buf.len(), buf.capacity());
+    let (result, slice) = stream
+        .read(monoio::buf::IoBufMut::slice_mut(
+            std::mem::take(buf),
+            len..capacity,
+        ))
+        .await;
+    *buf = slice.into_inner();
+    Ok(result? > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,14 +62,18 @@ impl Pool {
         let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            // A job that panicked left the list whole: a poisoned lock is still usable.
             let mut conn = pool
                 .conns
                 .lock()
-                .unwrap()
+                .unwrap_or_else(|e| e.into_inner())
                 .pop()
                 .expect("a permit means a free connection");
             let result = job(&mut conn);
-            pool.conns.lock().unwrap().push(conn);
+            pool.conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
             result
         })
         .await

@@ -9,9 +9,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
-use sdsim_bench::bare::{request_end, response};
+use sdsim_bench::bare::{request_end, response, write_then_read};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -38,22 +37,7 @@ async fn serve(mut stream: TcpStream, answer: Rc<[u8]>) -> anyhow::Result<()> {
             out.extend_from_slice(&answer);
         }
         buf.drain(..used);
-        if !out.is_empty() {
-            let (result, written) = stream.write_all(out).await;
-            result?;
-            out = written;
-            out.clear();
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
-        }
-        // monoio reads from a buffer's start; a slice from `len` appends.
-        let (len, capacity) = (buf.len(), buf.capacity());
-        let (result, slice) = stream
-            .read(monoio::buf::IoBufMut::slice_mut(buf, len..capacity))
-            .await;
-        buf = slice.into_inner();
-        if result? == 0 {
+        if !write_then_read(&mut stream, &mut buf, &mut out).await? {
             return Ok(());
         }
     }

@@ -17,9 +17,9 @@ use anyhow::{ensure, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use h2::client::SendRequest;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
+use monoio::io::IntoPollIo;
 use monoio::net::{TcpListener, TcpStream};
-use sdsim_bench::bare::{json_body, request_end, response_head};
+use sdsim_bench::bare::{json_body, request_end, response_head, write_then_read};
 use std::net::SocketAddr;
 
 #[derive(Parser)]
@@ -122,22 +122,7 @@ async fn front_connection(
             }
         }
         buf.drain(..used);
-        if !out.is_empty() {
-            let (result, written) = stream.write_all(out).await;
-            result?;
-            out = written;
-            out.clear();
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
-        }
-        // monoio reads from a buffer's start; a slice from `len` appends.
-        let (len, capacity) = (buf.len(), buf.capacity());
-        let (result, slice) = stream
-            .read(monoio::buf::IoBufMut::slice_mut(buf, len..capacity))
-            .await;
-        buf = slice.into_inner();
-        if result? == 0 {
+        if !write_then_read(&mut stream, &mut buf, &mut out).await? {
             return Ok(());
         }
     }

@@ -307,7 +307,10 @@ mod connect {
                 rt.block_on(async move {
                     let plain = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
                     let tls = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                    let _ = bound.send((plain.local_addr().unwrap(), tls.local_addr().unwrap()));
+                    let _ = bound.send((
+                        plain.local_addr().expect("a bound listener has an address"),
+                        tls.local_addr().expect("a bound listener has an address"),
+                    ));
                     let (_keep, phase) = tokio::sync::watch::channel(Phase::Accepting);
                     let services = Rc::new(Services::new());
                     let settings = Rc::new(Settings::default());

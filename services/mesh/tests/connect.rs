@@ -3,12 +3,12 @@
 //! `sdsim_upstream_connect_seconds` for its instance, a connection reused is none, and a
 //! refused connect is one `sdsim_upstream_connect_failures_total` and no observation.
 
+mod support;
+
 use sdsim_core::metrics::{LabelValue, Metrics, Snapshot};
-use sdsim_core::shutdown::Phase;
 use sdsim_mesh::{Directory, Instance, MeshConfig, Service, Source, Target};
 use sdsim_net::grpc::client::CallOptions;
-use sdsim_net::grpc::server::serve_connection;
-use sdsim_net::grpc::{Services, Settings, Status};
+use sdsim_net::grpc::{Services, Status};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,32 +26,8 @@ fn serve() -> SocketAddr {
     services.unary(GET, |_call, _req: String| async {
         Ok::<_, Status>(String::new())
     });
-    let services = Rc::new(services);
-    let (_keep, phase) = tokio::sync::watch::channel(Phase::Accepting);
-    sdsim_core::runtime::spawn("test-accept", async move {
-        let _keep = _keep;
-        loop {
-            let (stream, peer) = listener.accept().await.unwrap();
-            use monoio::io::IntoPollIo;
-            sdsim_core::runtime::spawn(
-                "test-connection",
-                serve_connection(
-                    stream.into_poll_io().unwrap(),
-                    peer,
-                    Rc::clone(&services),
-                    Rc::new(Settings::default()),
-                    phase.clone(),
-                ),
-            );
-        }
-    });
+    support::accept(listener, services);
     addr
-}
-
-/// An address nothing listens on.
-fn gone() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// A project-service target of the one instance at `addr`, recording into `metrics`.
@@ -166,7 +142,7 @@ fn each_connection_a_pool_grows_by_is_one_connect() {
 #[test]
 fn a_refused_connect_counts_one_failure_and_no_connect_time() {
     run(async {
-        let addr = gone();
+        let addr = support::gone();
         let metrics = Rc::new(Metrics::new());
         let config = MeshConfig {
             pool_min: 1,

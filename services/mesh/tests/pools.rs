@@ -3,11 +3,11 @@
 //! process-wide cap holds, and a lower-priority service gives an idle connection back to a
 //! higher-priority one that is short.
 
-use sdsim_core::shutdown::Phase;
+mod support;
+
 use sdsim_mesh::{Directory, Instance, MeshConfig, Service, Source, Target};
 use sdsim_net::grpc::client::CallOptions;
-use sdsim_net::grpc::server::serve_connection;
-use sdsim_net::grpc::{Services, Settings, Status};
+use sdsim_net::grpc::{Services, Status};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,25 +27,7 @@ fn serve(open: tokio::sync::watch::Receiver<bool>) -> SocketAddr {
             Ok::<_, Status>(String::new())
         }
     });
-    let services = Rc::new(services);
-    let (_keep, phase) = tokio::sync::watch::channel(Phase::Accepting);
-    sdsim_core::runtime::spawn("test-accept", async move {
-        let _keep = _keep;
-        loop {
-            let (stream, peer) = listener.accept().await.unwrap();
-            use monoio::io::IntoPollIo;
-            sdsim_core::runtime::spawn(
-                "test-connection",
-                serve_connection(
-                    stream.into_poll_io().unwrap(),
-                    peer,
-                    Rc::clone(&services),
-                    Rc::new(Settings::default()),
-                    phase.clone(),
-                ),
-            );
-        }
-    });
+    support::accept(listener, services);
     addr
 }
 

@@ -7,12 +7,13 @@
 //! cut, or that gets RST_STREAM with another code after the request was sent, may have run, so
 //! it is not sent again.
 
+mod support;
+
 use sdsim_core::metrics::{Key, LabelValue, Metrics};
-use sdsim_core::shutdown::Phase;
 use sdsim_mesh::{Directory, Instance, MeshConfig, Service, Source, Target};
 use sdsim_net::grpc::client::CallOptions;
-use sdsim_net::grpc::server::{serve_connection, Stream};
-use sdsim_net::grpc::{Code, Services, Settings, Status};
+use sdsim_net::grpc::server::Stream;
+use sdsim_net::grpc::{Code, Services, Status};
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,25 +52,7 @@ fn serve(runs: Rc<Cell<u32>>) -> SocketAddr {
             async move { out.send(&port).await }
         },
     );
-    let services = Rc::new(services);
-    let (_keep, phase) = tokio::sync::watch::channel(Phase::Accepting);
-    sdsim_core::runtime::spawn("test-accept", async move {
-        let _keep = _keep;
-        loop {
-            let (stream, peer) = listener.accept().await.unwrap();
-            use monoio::io::IntoPollIo;
-            sdsim_core::runtime::spawn(
-                "test-connection",
-                serve_connection(
-                    stream.into_poll_io().unwrap(),
-                    peer,
-                    Rc::clone(&services),
-                    Rc::new(Settings::default()),
-                    phase.clone(),
-                ),
-            );
-        }
-    });
+    support::accept(listener, services);
     addr
 }
 

@@ -5,11 +5,11 @@
 //! stops answering (a proxy in front of it stops forwarding, as a SIGSTOPped process does) gets
 //! no new call once a keepalive ping to it is late.
 
-use sdsim_core::shutdown::Phase;
+mod support;
+
 use sdsim_mesh::{Directory, Instance, MeshConfig, Service, Source, Target};
 use sdsim_net::grpc::client::CallOptions;
-use sdsim_net::grpc::server::serve_connection;
-use sdsim_net::grpc::{Code, Services, Settings, Status};
+use sdsim_net::grpc::{Code, Services, Status};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -38,32 +38,8 @@ fn serve(failing: bool, started: Rc<Cell<u32>>) -> SocketAddr {
             }
         });
     }
-    let services = Rc::new(services);
-    let (_keep, phase) = tokio::sync::watch::channel(Phase::Accepting);
-    sdsim_core::runtime::spawn("test-accept", async move {
-        let _keep = _keep;
-        loop {
-            let (stream, peer) = listener.accept().await.unwrap();
-            use monoio::io::IntoPollIo;
-            sdsim_core::runtime::spawn(
-                "test-connection",
-                serve_connection(
-                    stream.into_poll_io().unwrap(),
-                    peer,
-                    Rc::clone(&services),
-                    Rc::new(Settings::default()),
-                    phase.clone(),
-                ),
-            );
-        }
-    });
+    support::accept(listener, services);
     addr
-}
-
-/// An address nothing listens on.
-fn gone() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// A target of `addrs` whose balancer always draws `first` first (the directory sorts
@@ -125,7 +101,7 @@ fn a_call_to_an_instance_that_is_gone_is_retried_whatever_the_method() {
     run(async {
         let good_calls = Rc::new(Cell::new(0));
         let good = serve(false, Rc::clone(&good_calls));
-        let dead = gone();
+        let dead = support::gone();
         let t = target(&[dead, good], dead, MeshConfig::default());
         let write: String = t.unary(WRITE, &String::new(), opts()).await.unwrap();
         assert_eq!(write, good.port().to_string());
@@ -136,7 +112,7 @@ fn a_call_to_an_instance_that_is_gone_is_retried_whatever_the_method() {
 #[test]
 fn with_every_breaker_open_the_service_fails_fast_naming_itself() {
     run(async {
-        let dead = gone();
+        let dead = support::gone();
         let config = MeshConfig {
             breaker_failures: 1,
             breaker_cooldown: Duration::from_secs(3600),
