@@ -93,6 +93,7 @@ pub struct Client {
     sender: RefCell<Option<SendRequest<Bytes>>>,
     keepalive_drops: Rc<Cell<u64>>,
     unanswered: RefCell<Option<Rc<dyn Fn()>>>,
+    dropped: RefCell<Option<Rc<dyn Fn()>>>,
 }
 
 impl Client {
@@ -111,6 +112,7 @@ impl Client {
             sender: RefCell::new(None),
             keepalive_drops: Rc::new(Cell::new(0)),
             unanswered: RefCell::new(None),
+            dropped: RefCell::new(None),
         }
     }
 
@@ -119,6 +121,12 @@ impl Client {
     /// dropped.
     pub fn on_late_ping(&self, hook: Rc<dyn Fn()>) {
         *self.unanswered.borrow_mut() = Some(hook);
+    }
+
+    /// Calls `hook` (on this shard) each time this client drops a connection because a
+    /// keepalive ping went unanswered (the calls on it fail UNAVAILABLE).
+    pub fn on_keepalive_drop(&self, hook: Rc<dyn Fn()>) {
+        *self.dropped.borrow_mut() = Some(hook);
     }
 
     /// Connections this client dropped because a keepalive ping went unanswered.
@@ -181,6 +189,7 @@ impl Client {
             .and_then(|k| Some((k, connection.ping_pong()?)));
         let (addr, drops) = (self.addr, Rc::clone(&self.keepalive_drops));
         let hook = self.unanswered.borrow().clone();
+        let on_drop = self.dropped.borrow().clone();
         // h2 needs its connection future driven (docs/architecture.md). Dropping it (when a
         // ping goes unanswered) fails the calls in flight and makes the sender refuse new ones.
         sdsim_core::runtime::spawn("grpc-client-connection", async move {
@@ -197,6 +206,9 @@ impl Client {
                 _ = &mut connection => {}
                 unanswered = ping_until_unanswered(pinger, keepalive, hook) => if unanswered {
                     drops.set(drops.get() + 1);
+                    if let Some(on_drop) = &on_drop {
+                        on_drop();
+                    }
                     tracing::warn!(
                         %addr,
                         timeout = ?keepalive.timeout,

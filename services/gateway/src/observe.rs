@@ -156,6 +156,9 @@ fn help(name: &str) -> &'static str {
         "sdsim_upstream_connect_failures_total" => {
             "Mesh connections to a target instance that could not be opened (refused, timed out, TLS or HTTP/2 handshake failed)."
         }
+        "sdsim_upstream_keepalive_drops_total" => {
+            "Mesh connections to a target instance dropped because a keepalive ping went unanswered (the calls on them failed)."
+        }
         "sdsim_upstream_in_flight" => "Mesh calls in flight to a target instance.",
         "sdsim_upstream_waiting" => "Mesh calls waiting for a connection to an instance.",
         "sdsim_upstream_calls_total" => "Mesh call attempts sent to a target instance.",

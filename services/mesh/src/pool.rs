@@ -217,6 +217,10 @@ impl Pool {
                 let client = Client::with_connect(self.addr, self.connect.clone());
                 let late = Rc::clone(&self.late_ping);
                 client.on_late_ping(Rc::new(move || late.set(true)));
+                let labels = self.labels.clone();
+                client.on_keepalive_drop(Rc::new(move || {
+                    labels.inc("sdsim_upstream_keepalive_drops_total")
+                }));
                 Rc::new(Conn {
                     client,
                     in_flight: Cell::new(0),
