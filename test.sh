@@ -11,9 +11,11 @@ step "dependencies"
 if ! python3 -c "import ciw" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "ciw==3.*"
 fi
-# grpcio and grpcio-tools (PyPI): tests/python/auth_client.py, the AuthService from a Python client.
-if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check "grpcio==1.*" "grpcio-tools==1.*"
+# grpcio, grpcio-tools and grpcio-reflection (PyPI): tests/python/auth_client.py, the
+# AuthService from a Python client, and tests/python/reflection_client.py, server reflection.
+if ! python3 -c "import grpc, grpc_tools, grpc_reflection" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "grpcio==1.*" "grpcio-tools==1.*" \
+    "grpcio-reflection==1.*"
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # redis-server and PostgreSQL (Debian packages): the tests start their own servers on free

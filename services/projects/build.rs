@@ -9,6 +9,13 @@ fn main() {
     let file = root.join("sdsim/project/v1/project.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let descriptors = protox::compile([&file], [&root]).expect("proto/ compiles");
+    // Server reflection answers from the same descriptors the types are generated from.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out.join("file_descriptor_set.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )
+    .expect("OUT_DIR is writable");
     prost_build::Config::new()
         .compile_fds(descriptors)
         .expect("prost generates the project types");

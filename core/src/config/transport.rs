@@ -217,6 +217,10 @@ pub struct GrpcConfig {
     /// reading any call's request); past it the call ends DEADLINE_EXCEEDED.
     #[serde(with = "duration")]
     pub unary_timeout: Duration,
+    /// Server reflection (`grpc.reflection.v1` and `v1alpha`) on every gRPC listener, so
+    /// grpcurl and Postman list the services and their messages without `.proto` files. It
+    /// shows the API's shape, never data; turn it off to hide even that.
+    pub reflection: bool,
     /// Mutual TLS: a PEM file of CA certificates; when set (and `tls.cert`/`tls.key` are), gRPC
     /// clients must present a certificate signed by one of them.
     pub client_ca: Option<String>,
@@ -258,6 +262,7 @@ impl Default for GrpcConfig {
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Duration::from_secs(5 * 60),
             unary_timeout: Duration::from_secs(30),
+            reflection: true,
             client_ca: None,
             client_tls_ca: None,
             client_tls_name: None,

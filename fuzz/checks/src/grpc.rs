@@ -1,6 +1,6 @@
-//! gRPC message frames (`sdsim_net::grpc::frame`) and the `grpc-status-details-bin` trailer
+//! gRPC message frames (`sdsim_net::grpc::frame`), the `grpc-status-details-bin` trailer
 //! (`sdsim_net::grpc::Status`, and the projects' error table: `sdsim_contract::status`,
-//! `Failure::from_status`).
+//! `Failure::from_status`), and server reflection requests (`sdsim_net::grpc::reflection`).
 
 use crate::alloc::peak_while;
 use crate::ALLOCATION_SLACK;
@@ -75,4 +75,49 @@ pub fn status_details(data: &[u8]) {
         again.message = status_of(&failure).message;
         assert_eq!(Failure::from_status(&again), failure);
     }
+}
+
+/// `grpc_reflection`: any bytes that decode as a reflection request get an answer that
+/// carries the request, and is a list, files that decode as descriptors, an empty extension
+/// list, or NOT_FOUND / INVALID_ARGUMENT; a stream never sends a file twice unasked.
+pub fn reflection(data: &[u8]) {
+    use prost::Message;
+    use sdsim_net::grpc::pb::reflection_v1::server_reflection_response::MessageResponse;
+    use sdsim_net::grpc::pb::reflection_v1::ServerReflectionRequest;
+    use sdsim_net::grpc::reflection::Reflection;
+    let Ok(request) = ServerReflectionRequest::decode(data) else {
+        return;
+    };
+    thread_local! {
+        static INDEX: Reflection = Reflection::new(&[
+            sdsim_net::grpc::FILE_DESCRIPTOR_SET,
+            sdsim_auth::FILE_DESCRIPTOR_SET,
+            sdsim_projects::FILE_DESCRIPTOR_SET,
+            sdsim_simulations::FILE_DESCRIPTOR_SET,
+        ])
+        .expect("the built-in descriptor sets index");
+    }
+    INDEX.with(|index| {
+        let mut sent = std::collections::HashSet::new();
+        for _ in 0..2 {
+            let answer = index.answer(request.clone(), &mut sent);
+            assert_eq!(answer.original_request.as_ref(), Some(&request));
+            assert_eq!(answer.valid_host, request.host);
+            match answer.message_response.expect("every request is answered") {
+                MessageResponse::FileDescriptorResponse(files) => {
+                    assert!(!files.file_descriptor_proto.is_empty());
+                    for file in &files.file_descriptor_proto {
+                        prost_types::FileDescriptorProto::decode(&file[..])
+                            .expect("a served file decodes as a descriptor");
+                    }
+                }
+                MessageResponse::ErrorResponse(e) => assert!(
+                    [Code::NotFound as i32, Code::InvalidArgument as i32].contains(&e.error_code),
+                    "{e:?}"
+                ),
+                MessageResponse::ListServicesResponse(_)
+                | MessageResponse::AllExtensionNumbersResponse(_) => {}
+            }
+        }
+    });
 }

@@ -58,6 +58,10 @@ pub const TARGETS: &[Target] = &[
         check: grpc::frames,
     },
     Target {
+        name: "grpc_reflection",
+        check: grpc::reflection,
+    },
+    Target {
         name: "grpc_status_details",
         check: grpc::status_details,
     },

@@ -121,6 +121,7 @@ type Streaming = Rc<dyn Fn(Call, Bytes, Responses) -> LocalBoxFuture<'static, Re
 enum Handler {
     Unary(Unary),
     Streaming(Streaming),
+    Bidi(super::bidi::Bidi),
 }
 
 /// A registered method: its handler and its names.
@@ -197,18 +198,34 @@ impl Services {
             let f = Rc::clone(&f);
             Box::pin(async move {
                 let req = decode_request::<Req>(&bytes)?;
-                f(
-                    call,
-                    req,
-                    Stream {
-                        out,
-                        _type: PhantomData,
-                    },
-                )
-                .await
+                f(call, req, Stream::new(out)).await
             })
         });
         self.register(path, Handler::Streaming(handler));
+    }
+
+    /// Registers a bidirectional-streaming method: the handler reads the client's messages
+    /// from [`Requests`](super::bidi::Requests) while it sends through [`Stream`].
+    pub fn bidi_streaming<Req, Resp, F, Fut>(&mut self, path: &str, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call, super::bidi::Requests<Req>, Stream<Resp>) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<(), Status>> + 'static,
+    {
+        self.register(path, Handler::Bidi(super::bidi::erase(f)));
+    }
+
+    /// The services (`package.Service`) with at least one method here, sorted.
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .methods
+            .keys()
+            .filter_map(|path| Some(path.strip_prefix('/')?.split_once('/')?.0.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Whether `path` is served.
@@ -256,6 +273,13 @@ pub struct Stream<T> {
 }
 
 impl<T: prost::Message> Stream<T> {
+    pub(super) fn new(out: Responses) -> Stream<T> {
+        Stream {
+            out,
+            _type: PhantomData,
+        }
+    }
+
     /// Sends one message; waits while the client's flow-control window is closed. An error
     /// means the client went away (CANCELLED): stop producing.
     pub async fn send(&mut self, message: &T) -> Result<(), Status> {
@@ -562,6 +586,33 @@ async fn serve_call(
             }
         },
     };
+    let accepts_gzip_reply = request_gzip && accepts_gzip;
+    if let Handler::Bidi(f) = handler {
+        let call = Call {
+            metadata: parts.headers,
+            deadline,
+            peer,
+            extensions,
+        };
+        let Ok(stream) = respond.send_response(grpc_headers(accepts_gzip_reply, metadata), false)
+        else {
+            return Code::Cancelled;
+        };
+        let slot = Rc::new(RefCell::new(Some(stream)));
+        let responses = Responses {
+            slot: Rc::clone(&slot),
+            gzip: accepts_gzip_reply,
+            max: settings.max_message_bytes,
+        };
+        let run = f(
+            call,
+            body,
+            settings.max_message_bytes,
+            request_gzip,
+            responses,
+        );
+        return finish_stream(&slot, deadline, run).await;
+    }
     // Without a client deadline the server's own bounds the wait: a unary call gets
     // `unary_timeout`; any call's request must arrive within it (a client that opens a stream and
     // never sends its message does not hold a handler slot forever).
@@ -592,10 +643,7 @@ async fn serve_call(
         peer,
         extensions,
     };
-    let gzip = request_gzip && accepts_gzip;
-    let until = |d: Option<Instant>| {
-        d.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
-    };
+    let gzip = accepts_gzip_reply;
     // The client left before the answer was sent.
     let gone = Code::Cancelled;
     match handler {
@@ -658,19 +706,33 @@ async fn serve_call(
                 gzip,
                 max: settings.max_message_bytes,
             };
-            let run = crate::deadline::within(deadline, f(call, message, responses));
-            let result = match monoio::time::timeout_at(until(deadline).into(), run).await {
-                Ok(r) => r,
-                Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),
-            };
-            // A send cut off by the deadline took the stream with it: h2 resets the stream.
-            let stream = slot.borrow_mut().take();
-            let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
-            match stream {
-                Some(mut stream) => finish(&mut stream, &status),
-                None => status.code,
-            }
+            finish_stream(&slot, deadline, f(call, message, responses)).await
         }
+        Handler::Bidi(_) => {
+            unreachable!("bidirectional calls are served before the request is read")
+        }
+    }
+}
+
+/// Runs a streaming handler within the call's deadline, then sends its trailers; returns the
+/// call's code.
+async fn finish_stream(
+    slot: &Rc<RefCell<Option<SendStream<Bytes>>>>,
+    deadline: Option<Instant>,
+    run: impl std::future::Future<Output = Result<(), Status>>,
+) -> Code {
+    let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
+    let run = crate::deadline::within(deadline, run);
+    let result = match monoio::time::timeout_at(until.into(), run).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::new(Code::DeadlineExceeded, "deadline exceeded")),
+    };
+    // A send cut off by the deadline took the stream with it: h2 resets the stream.
+    let stream = slot.borrow_mut().take();
+    let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
+    match stream {
+        Some(mut stream) => finish(&mut stream, &status),
+        None => status.code,
     }
 }
 

@@ -49,6 +49,10 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/sdsim.auth.v1.rs"));
 }
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `proto/sdsim/auth/v1/auth.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
 /// Why the auth service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

@@ -32,6 +32,10 @@ pub mod pb {
     }
 }
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `proto/sdsim/project/v1/project.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
 pub use error::{DesignProblem, Failure};
 pub use sdsim_contract::Caller;
 pub use sdsim_core::new_id;

@@ -10,6 +10,7 @@ use sdsim_contract::Authenticate;
 use sdsim_core::metrics::Metrics;
 use sdsim_core::runtime::Shard;
 use sdsim_net::grpc::health::Health;
+use sdsim_net::grpc::reflection::Reflection;
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_net::middleware::service_callers::IsServiceToken;
@@ -101,6 +102,9 @@ fn serve_role(
         };
         let phase = sdsim_net::server::shard_phase(shard, &c.gateway.shutdown);
         Health::new(&["", name], phase).register(&mut services);
+        if c.config.grpc.reflection {
+            reflection().register(&mut services);
+        }
         let services = Rc::new(services);
         let (s, c) = (shard.clone(), Arc::clone(c));
         shard.spawn(grpc_task, async move {
@@ -165,4 +169,16 @@ fn service_tokens(config: &Config) -> Option<IsServiceToken> {
                 .authenticate(Some(token))
                 .is_ok_and(|caller| caller.is_service())
     }))
+}
+
+/// The descriptors of every gRPC contract this binary can serve, for server reflection (each
+/// listener lists only the services it has).
+fn reflection() -> Reflection {
+    Reflection::new(&[
+        sdsim_net::grpc::FILE_DESCRIPTOR_SET,
+        sdsim_auth::FILE_DESCRIPTOR_SET,
+        sdsim_projects::FILE_DESCRIPTOR_SET,
+        sdsim_simulations::FILE_DESCRIPTOR_SET,
+    ])
+    .expect("the descriptor sets built from proto/ decode and agree")
 }

@@ -1,5 +1,6 @@
 //! The `sdsim` binary's AuthService from another language: `tests/python/auth_client.py`, a
-//! grpcio client with stubs generated at run time from `proto/`, runs against a real server.
+//! grpcio client with stubs generated at run time from `proto/`, runs against a real server;
+//! `tests/python/reflection_client.py` finds the same service through server reflection alone.
 //! Python with grpcio and grpcio-tools is required (`./test.sh` installs them); without them the
 //! test fails rather than skipping, so a missing dependency never passes unnoticed.
 
@@ -15,7 +16,12 @@ const CLIENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/python/auth_client.py"
 );
-const PIP_INSTALL: &str = r#"python3 -m pip install "grpcio==1.*" "grpcio-tools==1.*""#;
+const REFLECTION_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/python/reflection_client.py"
+);
+const PIP_INSTALL: &str =
+    r#"python3 -m pip install "grpcio==1.*" "grpcio-tools==1.*" "grpcio-reflection==1.*""#;
 
 /// A running `sdsim serve`; killed on drop so a failed assertion leaves no server behind.
 struct Server {
@@ -40,6 +46,11 @@ impl Server {
             .args(["--set", &format!("storage.url=sqlite://{}", db.display())])
             .current_dir(dir)
             .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+            // The other roles' default ports would collide between the tests of this file.
+            .env("SDSIM__PROJECT__GRPC_LISTEN", "127.0.0.1:0")
+            .env("SDSIM__PROJECT__HTTP_LISTEN", "127.0.0.1:0")
+            .env("SDSIM__SIMULATION__GRPC_LISTEN", "127.0.0.1:0")
+            .env("SDSIM__SIMULATION__HTTP_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,10 +157,10 @@ fn free_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], sdsim_testing::free_port()))
 }
 
-/// Fails (never skips) when python3, grpcio or grpcio-tools is missing.
+/// Fails (never skips) when python3, grpcio, grpcio-tools or grpcio-reflection is missing.
 fn require_python_grpc() {
     let probe = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
+        .args(["-c", "import grpc, grpc_tools, grpc_reflection"])
         .output();
     let why = match probe {
         Ok(out) if out.status.success() => return,
@@ -157,7 +168,7 @@ fn require_python_grpc() {
         Err(e) => format!("python3: {e}"),
     };
     panic!(
-        "python3 with grpcio and grpcio-tools is required ({why}); ./test.sh installs them, \
+        "python3 with grpcio, grpcio-tools and grpcio-reflection is required ({why}); ./test.sh installs them, \
          or run: {PIP_INSTALL}"
     );
 }
@@ -190,6 +201,31 @@ fn a_python_grpcio_client_calls_every_auth_service_method() {
             client.status
         );
     }
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "sdsim exit code after SIGTERM:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_python_reflection_client_lists_the_services_and_calls_a_method_without_proto_files() {
+    require_python_grpc();
+    let dir = sdsim_testing::temp_dir("python-reflection");
+    let server = Server::start(&dir);
+    let client = Command::new("python3")
+        .arg(REFLECTION_CLIENT)
+        .args(["--grpc", &server.grpc.to_string()])
+        .output()
+        .expect("run python3");
+    let report = text(&client);
+    println!("{report}");
+    if !client.status.success() {
+        let (_, log) = server.stop();
+        panic!(
+            "reflection_client.py exited with {}\n{report}--- server log\n{log}",
+            client.status
+        );
+    }
+    assert!(report.contains("all reflection checks passed"), "{report}");
     let (code, log) = server.stop();
     assert_eq!(code, Some(0), "sdsim exit code after SIGTERM:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);

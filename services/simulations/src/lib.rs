@@ -31,6 +31,10 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/sdsim.simulation.v1.rs"));
 }
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `proto/sdsim/simulation/v1/simulation.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
 pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
 pub use runs::{Results, Run, Simulations, StartRequest, Validation};
 pub use sdsim_projects::Failure;
