@@ -17,6 +17,10 @@ if ! python3 -c "import grpc, grpc_tools, grpc_reflection" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "grpcio==1.*" "grpcio-tools==1.*" \
     "grpcio-reflection==1.*"
 fi
+# Schemathesis (PyPI): tests/openapi/run.sh, the running server against docs/openapi.json.
+if ! python3 -c "import schemathesis" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.*"
+fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # redis-server and PostgreSQL (Debian packages): the tests start their own servers on free
 # loopback ports, as the postgres account when run as root, and stop them when they finish.
@@ -51,3 +55,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "schemathesis against docs/openapi.json"
+tests/openapi/run.sh

@@ -98,6 +98,14 @@ impl Router {
         Ok(self)
     }
 
+    /// Every registered (method, pattern) pair, in registration order: what the router serves,
+    /// for checks that compare it with a description of the API.
+    pub fn routes(&self) -> impl Iterator<Item = (&Method, &'static str)> + '_ {
+        self.routes
+            .iter()
+            .flat_map(|r| r.methods.iter().map(move |(m, _)| (m, r.pattern)))
+    }
+
     /// Finds the handler for `method` and `path`.
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup {
         let Ok(found) = self.table.at(path) else {
@@ -185,6 +193,15 @@ mod tests {
             _ => panic!("expected 405"),
         }
         assert!(matches!(r.lookup(&Method::GET, "/nope"), Lookup::NotFound));
+        let listed: Vec<(String, &str)> = r.routes().map(|(m, p)| (m.to_string(), p)).collect();
+        assert_eq!(
+            listed,
+            [
+                ("GET".to_string(), "/api/projects/{id}"),
+                ("PUT".to_string(), "/api/projects/{id}"),
+                ("GET".to_string(), "/files/{*path}"),
+            ]
+        );
         match r.lookup(&Method::GET, "/files/a/b.txt") {
             Lookup::Found { params, .. } => assert_eq!(params.get("path"), Some("a/b.txt")),
             _ => panic!("expected a match"),

@@ -11,11 +11,13 @@
 //!   `/api/monitoring/performance` (p50/p95/p99 per route).
 //! - [`realtime`]: WebSocket `/ws`, `POST /api/publish`, the bus glue, connection limits.
 //! - [`redis_bridge`]: bus events between instances over Redis pub/sub.
+//! - [`openapi`]: `/openapi.json`, the OpenAPI description of the whole HTTP API.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
 pub mod health;
 pub mod observe;
+pub mod openapi;
 pub mod realtime;
 pub mod redis_bridge;
 pub mod state;
@@ -28,11 +30,13 @@ use sdsim_net::http::router::Router;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// The gateway's routes on the public listener: health, metrics, monitoring, real time.
+/// The gateway's routes on the public listener: health, metrics, monitoring, real time, the
+/// API's description.
 pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
     health::register(router, state);
     observe::register(router, state);
     realtime::register(router, state);
+    openapi::register(router);
 }
 
 /// Installs the gateway on one shard: the bus and real-time state, and the task that hands

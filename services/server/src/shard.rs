@@ -87,6 +87,7 @@ fn serve_role(
     if let Some(Ok(listener)) = listeners.http.take(index) {
         let mut router = Router::new();
         sdsim_gateway::health::register(&mut router, &c.gateway);
+        sdsim_gateway::openapi::register(&mut router);
         on_shard.own_routes(&mut router);
         let ctx = http_context(c, App::new(router, layers.stack()));
         let s = shard.clone();
