@@ -6,6 +6,7 @@ use sdsim_core::config::Overrides;
 use sdsim_core::runtime::RuntimeSpec;
 use sdsim_net::middleware::access_log::{self, LineFormat};
 use sdsim_net::middleware::log_writer::LogWriter;
+use sdsim_net::otel::{ExportSettings, Exporter};
 use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::process::ExitCode;
@@ -84,6 +85,11 @@ pub(crate) fn main() -> ExitCode {
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut overrides = Overrides::default();
     overrides.from_env(std::env::vars())?;
+    // OTEL_EXPORTER_OTLP_ENDPOINT and the like: over the file and SDSIM__ variables, under
+    // --set.
+    for text in sdsim_net::otel::config::env_overrides(std::env::vars()) {
+        overrides.set(&text)?;
+    }
     for set in &cli.set {
         overrides.set(set)?;
     }
@@ -257,8 +263,39 @@ fn create_data_dir(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the span exporter when `[otel]` is on, and installs it for the shards' middleware.
+/// It must be [finished](Exporter::finish) after the shards stop, so that their last spans
+/// are sent.
+fn start_tracing(config: &Config) -> anyhow::Result<Option<Exporter>> {
+    let otel = &config.otel;
+    if !otel.enabled {
+        return Ok(None);
+    }
+    let settings = ExportSettings {
+        url: otel.traces_url(),
+        service_name: otel.service_name_for(&config.roles),
+        instance_id: Some(config.instance.resolved_id()),
+        queue_spans: otel.queue_spans,
+        batch_spans: 512,
+        interval: std::time::Duration::from_secs(1),
+        attempts: 4,
+        timeout: std::time::Duration::from_secs(10),
+        sampler: otel.sampler(),
+    };
+    tracing::info!(
+        url = settings.url,
+        service_name = settings.service_name,
+        sampler = otel.sampler,
+        "exporting spans over OTLP/HTTP"
+    );
+    let exporter = Exporter::start(settings).context("starting the span exporter thread")?;
+    sdsim_net::otel::install(&exporter);
+    Ok(Some(exporter))
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let access_writer = init_logging(&config)?;
+    let exporter = start_tracing(&config)?;
     raise_fd_limit(&config);
     create_data_dir(&config)?;
     let timeout = config.server.shutdown_timeout;
@@ -269,6 +306,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     let shutdown = std::sync::Arc::clone(server.shutdown());
     server.join().context("running the shards")?;
+    if let Some(exporter) = exporter {
+        let totals = exporter.finish();
+        tracing::info!(
+            exported = totals.exported,
+            dropped = totals.dropped,
+            failures = totals.failures,
+            "span exporter finished"
+        );
+    }
     if let Some(writer) = access_writer {
         let totals = writer.finish();
         if totals.lost > 0 {

@@ -15,6 +15,7 @@ use sdsim_core::config::{
 };
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
 use sdsim_mesh::{MeshConfig, RegistryConfig};
+use sdsim_net::otel::config::OtelConfig;
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
 use sdsim_store::StorageConfig;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,8 @@ pub struct Config {
     pub mesh: MeshConfig,
     /// The service registry in Redis: TTL, heartbeat, advertised address.
     pub registry: RegistryConfig,
+    /// OpenTelemetry tracing: spans exported over OTLP.
+    pub otel: OtelConfig,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             instance: InstanceConfig::default(),
             mesh: MeshConfig::default(),
             registry: RegistryConfig::default(),
+            otel: OtelConfig::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl Config {
         self.grpc.validate(&mut problems);
         self.mesh.validate(&mut problems);
         self.registry.validate(&mut problems);
+        self.otel.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
     }
