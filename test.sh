@@ -17,6 +17,11 @@ if ! python3 -c "import grpc, grpc_tools, grpc_reflection" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "grpcio==1.*" "grpcio-tools==1.*" \
     "grpcio-reflection==1.*"
 fi
+# opentelemetry-proto (PyPI): tests/python/otlp_receiver.py, the OTLP/HTTP receiver that
+# services/server/tests/otel.rs exports spans to.
+if ! python3 -c "import opentelemetry.proto.collector.trace.v1" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==1.*"
+fi
 # Schemathesis (PyPI): tests/openapi/run.sh, the running server against docs/openapi.json.
 if ! python3 -c "import schemathesis" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.*"

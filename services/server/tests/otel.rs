@@ -348,6 +348,8 @@ fn one_request_through_the_gateway_is_one_trace_across_both_processes() {
         metrics.contains("sdsim_otel_spans_dropped_total 0"),
         "{metrics}"
     );
+    websocket_operations_are_spans_of_the_upgrade(port, &token, &receiver);
+
     // On a graceful stop the exporter sends what it still holds, and says what it did.
     let rest = gateway.stop();
     let finished = rest
@@ -370,6 +372,67 @@ fn one_request_through_the_gateway_is_one_trace_across_both_processes() {
             "an unsampled trace was exported: {line}"
         );
     }
+}
+
+/// A WebSocket session whose upgrade continues a sampled trace: its `auth` and a refused
+/// `subscribe` are spans of that trace, children of the upgrade request's span.
+fn websocket_operations_are_spans_of_the_upgrade(port: u16, token: &str, receiver: &Proc) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    const WS_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://127.0.0.1:{port}/ws")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "traceparent",
+            format!("00-{WS_TRACE}-{CALLER_SPAN}-01").parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        for op in [
+            json!({"op": "auth", "token": token}),
+            json!({"op": "subscribe", "channel": "no spaces allowed"}),
+        ] {
+            ws.send(Message::text(op.to_string())).await.unwrap();
+            loop {
+                let reply = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                    .await
+                    .expect("an answer within 30 s")
+                    .unwrap()
+                    .unwrap();
+                if let Message::Text(text) = reply {
+                    let reply: Value = serde_json::from_str(&text).unwrap();
+                    assert_ne!(reply["op"], "event", "{reply}");
+                    break;
+                }
+            }
+        }
+        ws.close(None).await.unwrap();
+    });
+    let spans = spans_of(receiver, WS_TRACE, |spans| {
+        ["GET /ws", "ws auth", "ws subscribe"]
+            .iter()
+            .all(|name| spans.iter().any(|s| s["name"] == *name))
+    });
+    let named = |name: &str| spans.iter().find(|s| s["name"] == name).unwrap();
+    let upgrade = named("GET /ws");
+    assert_eq!(upgrade["parent_span_id"], CALLER_SPAN);
+    assert_eq!(upgrade["attributes"]["http.response.status_code"], 101);
+    let auth = named("ws auth");
+    assert_eq!(auth["parent_span_id"], upgrade["span_id"], "{auth}");
+    assert_eq!(auth["status_code"], "STATUS_CODE_UNSET");
+    let subscribe = named("ws subscribe");
+    assert_eq!(subscribe["parent_span_id"], upgrade["span_id"]);
+    assert_eq!(
+        subscribe["attributes"]["websocket.channel"],
+        "no spaces allowed"
+    );
+    assert_eq!(subscribe["status_code"], "STATUS_CODE_ERROR", "{subscribe}");
 }
 
 /// Requests through a process configured with `env`, then a graceful stop: the spans the
