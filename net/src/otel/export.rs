@@ -11,15 +11,16 @@
 //!   tried again after 100 ms, 200 ms, 400 ms…, up to [`ExportSettings::attempts`] times,
 //!   while the queue keeps filling (and dropping); every failed send is counted
 //!   (`sdsim_otel_export_failures_total`), a batch given up is counted as dropped.
-//! - **Shutdown**: [`Exporter::finish`] sends what the queue still holds (one attempt per
-//!   batch), then returns.
+//! - **Shutdown**: [`Exporter::finish`] stops retrying, sends what the queue still holds (one
+//!   attempt per batch, for at most [`ExportSettings::timeout`]; what is left then is dropped),
+//!   and returns: a receiver that does not answer delays a stop by about two timeouts.
 
 use super::proto::{collector, common, resource, trace};
 use super::sampler::Sampler;
 use super::span::{key_value, SpanRecord};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,9 @@ pub struct ExportStats {
     pub dropped: AtomicU64,
     /// Failed sends.
     pub failures: AtomicU64,
+    /// When [`Exporter::finish`] was called: from then on a failed send is not retried, and
+    /// one timeout later nothing more is sent.
+    closing_at: OnceLock<Instant>,
 }
 
 enum Message {
@@ -145,6 +149,7 @@ impl Exporter {
     /// Sends what the queue holds, stops the thread and says what it did. Spans recorded
     /// afterwards are dropped.
     pub fn finish(mut self) -> ExportTotals {
+        let _ = self.spans.stats.closing_at.set(Instant::now());
         // Waits for room: this is the main thread at shutdown, not a shard.
         let _ = self.spans.queue.send(Message::Close);
         if let Some(thread) = self.thread.take() {
@@ -254,6 +259,13 @@ fn send_batch(
     let count = batch.len() as u64;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=attempts.max(1) {
+        let flushed_long_enough = stats
+            .closing_at
+            .get()
+            .is_some_and(|at| at.elapsed() >= settings.timeout);
+        if flushed_long_enough {
+            break;
+        }
         let failed = match post(agent, &settings.url, &body) {
             Ok(()) => {
                 stats.exported.fetch_add(count, Ordering::Relaxed);
@@ -262,7 +274,8 @@ fn send_batch(
             Err(failed) => failed,
         };
         stats.failures.fetch_add(1, Ordering::Relaxed);
-        if !failed.retry || attempt >= attempts {
+        let stopping = stats.closing_at.get().is_some();
+        if !failed.retry || attempt >= attempts || stopping {
             tracing::warn!(
                 url = settings.url,
                 spans = count,
@@ -372,6 +385,66 @@ mod tests {
         assert_eq!(totals.exported, 0);
         assert_eq!(totals.dropped, 3 + 1 + 2);
         assert!(totals.failures >= 2, "{totals:?}");
+    }
+
+    /// Reads one whole request (head and `Content-Length` body) from `conn`; returns the head.
+    fn read_request(conn: &mut std::net::TcpStream) -> String {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = std::io::Read::read(conn, &mut buf).unwrap();
+            assert!(n > 0, "the exporter closed mid-request");
+            bytes.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if bytes.len() >= end + 4 + length {
+                return text[..end].to_owned();
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_answered_503_is_retried_and_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let exporter = Exporter::start(ExportSettings {
+            attempts: 3,
+            ..settings(url, 16)
+        })
+        .unwrap();
+        assert!(exporter.spans().record(span(1)));
+        for status in ["503 Service Unavailable", "200 OK"] {
+            let (mut conn, _) = listener.accept().unwrap();
+            let head = read_request(&mut conn);
+            assert!(head.starts_with("POST /v1/traces HTTP/1.1"), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            std::io::Write::write_all(&mut conn, answer.as_bytes()).unwrap();
+        }
+        let totals = exporter.finish();
+        assert_eq!(
+            totals,
+            ExportTotals {
+                exported: 1,
+                dropped: 0,
+                failures: 1
+            }
+        );
     }
 
     #[test]

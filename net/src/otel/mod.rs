@@ -34,6 +34,12 @@ use std::time::Instant;
 
 static INSTALLED: Mutex<Option<Spans>> = Mutex::new(None);
 
+thread_local! {
+    /// [`installed`] as this thread first saw it: a shard asks on every sampled call, and the
+    /// exporter is installed before the shards start.
+    static HERE: Option<Spans> = installed();
+}
+
 /// Makes every middleware stack built from now on (one per shard and listener) record spans
 /// into `exporter` and sample with its sampler. The server binary calls it once, before the
 /// shards start.
@@ -88,9 +94,9 @@ impl ClientSpan {
         if self.context.flags & 1 == 0 {
             return;
         }
-        let Some(spans) = installed() else {
+        if !HERE.with(Option::is_some) {
             return;
-        };
+        }
         let (service, method) = span::rpc_parts(&self.path);
         let mut record = SpanRecord::ended_now(
             &self.context,
@@ -106,6 +112,10 @@ impl ClientSpan {
         if code != Code::Ok {
             record.error = Some(format!("{}: {message}", code.name()));
         }
-        spans.record(record);
+        HERE.with(|here| {
+            if let Some(spans) = here {
+                spans.record(record);
+            }
+        });
     }
 }

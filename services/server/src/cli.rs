@@ -279,7 +279,7 @@ fn start_tracing(config: &Config) -> anyhow::Result<Option<Exporter>> {
         batch_spans: 512,
         interval: std::time::Duration::from_secs(1),
         attempts: 4,
-        timeout: std::time::Duration::from_secs(10),
+        timeout: std::time::Duration::from_secs(5),
         sampler: otel.sampler(),
     };
     tracing::info!(
