@@ -269,6 +269,13 @@ fn one_request_through_the_gateway_is_one_trace_across_both_processes() {
             ("OTEL_TRACES_SAMPLER", "parentbased_always_off".into()),
         ],
     );
+    // A gateway-only process is ready once it has the auth service's verification keys.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sdsim_testing::http::get(addr, "/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let token = login(port, "ada@example.com");
     let caller = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     let (status, templates, traceparent) = request(
@@ -342,7 +349,6 @@ fn one_request_through_the_gateway_is_one_trace_across_both_processes() {
     let (status, _, unsampled) = request(port, "GET", "/api/templates", Some(&token), None, None);
     assert_eq!(status, 200);
     assert!(unsampled.ends_with("-00"), "{unsampled}");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let metrics = sdsim_testing::http::get(addr, "/metrics").text();
     assert!(
         metrics.contains("sdsim_otel_spans_dropped_total 0"),
