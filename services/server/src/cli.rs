@@ -102,13 +102,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) -> anyhow::Result<Option<LogWriter>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-        eprintln!(
-            "sdsim: log.level = {:?} is not a valid filter ({e}); using info",
-            config.log.level
-        );
-        EnvFilter::new("info")
-    });
+    // RUST_LOG, when set, wins over log.level, as in every tracing-based program; a filter
+    // that does not parse stops the start (log.level was checked with the configuration).
+    let filter = match std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(from_env) => EnvFilter::try_new(&from_env).map_err(|e| {
+            anyhow::anyhow!("RUST_LOG = {from_env:?} is not a tracing filter ({e})")
+        })?,
+        None => EnvFilter::try_new(&config.log.level)
+            .map_err(|e| anyhow::anyhow!("log.level = {:?}: {e}", config.log.level))?,
+    };
     // Colours only for a person reading a terminal: escape codes in a file or a pipe are noise,
     // and the access lines, formatted without them, would differ from the rest.
     let builder = tracing_subscriber::fmt()
