@@ -10,6 +10,9 @@
 //!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
 //!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
+//! - [`import`]: designs read from telemetry: the OpenTelemetry Collector's servicegraph
+//!   metrics (Prometheus text, [`import::prometheus`]) → a version-2 design
+//!   ([`import::otel_servicegraph`]).
 //! - [`sweep`]: a design run over a grid of parameter values ([`sweep::Parameter`]), a row of
 //!   figures per point ([`sweep::SweepRow`]) and the knee.
 //!
@@ -19,4 +22,5 @@
 pub mod analysis;
 pub mod design;
 pub mod engine;
+pub mod import;
 pub mod sweep;
