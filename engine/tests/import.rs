@@ -115,6 +115,19 @@ fn a_known_design_comes_back_from_its_servicegraph_metrics() {
     let known = parse(KNOWN).unwrap_or_else(|p| panic!("{p:?}"));
     let (before, stats) = run(known.clone());
     let metrics = synthesize(&known, &stats);
+    // The README's example scrape is this one (the run is deterministic for its seed).
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/servicegraph.prom"
+    );
+    if std::env::var_os("SDSIM_WRITE_EXAMPLE").is_some() {
+        std::fs::write(example, &metrics).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(example).unwrap_or_default(),
+        metrics,
+        "{example} is not the scrape of the known design: SDSIM_WRITE_EXAMPLE=1 rewrites it"
+    );
     let imported = otel_servicegraph(&metrics, &ImportOptions::new(before.measured_s))
         .unwrap_or_else(|e| panic!("{e}\n{metrics}"));
     // The same graph: the sources, one service per server, the API's 1.5 database calls as
@@ -295,4 +308,75 @@ fn errors_name_the_line_and_the_field() {
     }
     let bad_window = otel_servicegraph(&full(0, COUNT), &ImportOptions::new(0.0));
     assert_eq!(bad_window.unwrap_err(), ImportError::BadWindow(0.0));
+}
+
+/// The lines of one edge: `n` requests, `failed` of them failed, server-side durations adding
+/// up to `sum_s` (all under 10 ms when `fast`), and its connection type.
+fn edge(client: &str, server: &str, n: u32, failed: u32, sum_s: f64, kind: &str) -> String {
+    let labels = format!("client=\"{client}\",server=\"{server}\",connection_type=\"{kind}\"");
+    let mut text = format!("traces_service_graph_request_total{{{labels}}} {n}\n");
+    if failed > 0 {
+        text += &format!("traces_service_graph_request_failed_total{{{labels}}} {failed}\n");
+    }
+    text += &format!(
+        "traces_service_graph_request_server_seconds_bucket{{{labels},le=\"0.1\"}} {n}\n\
+         traces_service_graph_request_server_seconds_bucket{{{labels},le=\"+Inf\"}} {n}\n\
+         traces_service_graph_request_server_seconds_sum{{{labels}}} {sum_s}\n\
+         traces_service_graph_request_server_seconds_count{{{labels}}} {n}\n"
+    );
+    text
+}
+
+fn component<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {doc}"))
+}
+
+#[test]
+fn failures_the_calls_do_not_explain_are_the_services_own() {
+    // 20 % of the API's requests fail; each calls the database once, which fails 10 %: the
+    // API's own share is 1 − 0.8 / 0.9.
+    let text = edge("user", "api", 100, 20, 5.0, "") + &edge("api", "db", 100, 10, 1.0, "database");
+    let imported = otel_servicegraph(&text, &ImportOptions::new(100.0)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&imported.document).unwrap();
+    let api = component(&doc, "api");
+    let own = api["error_rate"].as_f64().unwrap();
+    assert!((own - (1.0 - 0.8 / 0.9)).abs() < 1e-5, "{own}");
+    assert_eq!(component(&doc, "db")["error_rate"], 0.1);
+    // 50 ms per API request, 10 of them waiting for the database.
+    assert_eq!(api["service_time"]["mean_ms"], 40.0);
+    assert_eq!(api["calls"][0]["to"], "db");
+}
+
+#[test]
+fn a_messaging_edge_is_a_hand_off_and_its_time_stays_with_the_producer() {
+    let text = edge("user", "api", 100, 0, 3.0, "")
+        + &edge("api", "worker", 50, 0, 10.0, "messaging_system");
+    let imported = otel_servicegraph(&text, &ImportOptions::new(100.0)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&imported.document).unwrap();
+    let api = component(&doc, "api");
+    assert_eq!(api["routes"][0]["to"], "worker");
+    assert_eq!(api["routes"][0]["p"], 0.5);
+    assert!(api.get("calls").is_none(), "{api}");
+    assert_eq!(api["service_time"]["mean_ms"], 30.0);
+    // Two messages per request cannot be handed off.
+    let text = edge("user", "api", 100, 0, 3.0, "")
+        + &edge("api", "worker", 200, 0, 10.0, "messaging_system");
+    let err = otel_servicegraph(&text, &ImportOptions::new(100.0)).unwrap_err();
+    assert!(matches!(err, ImportError::TooManyMessages { .. }), "{err}");
+}
+
+#[test]
+fn more_than_a_hundred_calls_per_request_are_refused_with_the_edge() {
+    let text = edge("user", "api", 1, 0, 1.0, "") + &edge("api", "db", 101, 0, 0.1, "");
+    let err = otel_servicegraph(&text, &ImportOptions::new(100.0)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("`api` calls `db` 101.000 times per request"),
+        "{err}"
+    );
 }

@@ -116,6 +116,25 @@ pub enum ImportError {
         /// Messages per request served.
         ratio: f64,
     },
+    /// An edge carries more calls per request than a design lists (100).
+    #[error("`{client}` calls `{server}` {ratio:.3} times per request: more than 100 calls per request on one edge cannot be written as calls")]
+    TooManyCalls {
+        /// The caller.
+        client: String,
+        /// The callee.
+        server: String,
+        /// Calls per request served.
+        ratio: f64,
+    },
+    /// A node holds more requests in service (rate × response time) than the import sizes
+    /// workers for (100,000): the window is probably wrong.
+    #[error("`{server}` would hold {erlangs:.0} requests in service (rate × response time): more than 100000; is --window-s right?")]
+    TooBusy {
+        /// The node.
+        server: String,
+        /// Requests in service by Little's law.
+        erlangs: f64,
+    },
     /// `--window-s` is not a positive number of seconds.
     #[error("the window must be a positive number of seconds, not {0}")]
     BadWindow(f64),

@@ -37,6 +37,10 @@ const WAIT_SHARE: f64 = 0.01;
 const MIN_CV: f64 = 0.1;
 /// How close to 1 a coefficient of variation must be for an exponential fit.
 const EXPONENTIAL_WITHIN: f64 = 0.1;
+/// Calls per request on one edge beyond which the edge is refused (each call is a list entry).
+pub(super) const MAX_CALLS_PER_REQUEST: f64 = 100.0;
+/// Requests in service at one node beyond which it is refused (workers are sized to it).
+pub(super) const MAX_ERLANGS: f64 = 100_000.0;
 
 #[derive(Serialize)]
 struct Document {
@@ -91,9 +95,19 @@ struct EdgeDoc {
     p: f64,
 }
 
-fn round(x: f64, decimals: i32) -> f64 {
+/// `x` to six significant digits: readable, and never a small rate rounded to 0.
+fn round(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let decimals = 6 - x.abs().log10().ceil() as i32;
     let scale = 10f64.powi(decimals);
-    (x * scale).round() / scale
+    let rounded = (x * scale).round() / scale;
+    if rounded.is_finite() {
+        rounded
+    } else {
+        x
+    }
 }
 
 /// Erlang C: the probability that a request waits at an M/M/c station offered `a` erlangs.
@@ -148,13 +162,18 @@ pub(super) fn build(graph: &Graph, options: &ImportOptions) -> Result<Imported, 
         s.failed += e.failed;
         s.latency.add(&e.server_latency);
     }
-    // A node without server-side spans (a virtual node) is timed by its callers.
+    // A node without server-side spans (a virtual node: no histogram, or durations of 0) is
+    // timed by its callers.
     for (server, s) in served.iter_mut() {
-        if s.latency.count > 0.0 {
+        if s.latency.count > 0.0 && s.latency.sum_s > 0.0 {
             continue;
         }
+        let mut seen_by_clients = Latency::default();
         for e in live.iter().filter(|e| e.server == *server) {
-            s.latency.add(&e.client_latency);
+            seen_by_clients.add(&e.client_latency);
+        }
+        if seen_by_clients.count > 0.0 {
+            s.latency = seen_by_clients;
         }
         if s.latency.count == 0.0 {
             let line = live
@@ -190,7 +209,7 @@ pub(super) fn build(graph: &Graph, options: &ImportOptions) -> Result<Imported, 
         components.push(ComponentDoc::Source {
             id,
             kind: "source",
-            rate_per_s: round(e.requests / options.window_s, 6),
+            rate_per_s: round(e.requests / options.window_s),
             to: e.server.clone(),
         });
     }
@@ -248,9 +267,16 @@ fn service(
             handed_off += r;
             routes.push(EdgeDoc {
                 to: e.server.clone(),
-                p: round(r.min(1.0), 6),
+                p: round(r.min(1.0)),
             });
             continue;
+        }
+        if r > MAX_CALLS_PER_REQUEST {
+            return Err(ImportError::TooManyCalls {
+                client: id.to_string(),
+                server: e.server.clone(),
+                ratio: r,
+            });
         }
         let time = call_time(e, served);
         let (mean, var) = (time.mean_s().unwrap_or(0.0), time.variance_s2());
@@ -270,7 +296,7 @@ fn service(
         if rest >= 1e-6 {
             calls.push(EdgeDoc {
                 to: e.server.clone(),
-                p: round(rest, 6),
+                p: round(rest),
             });
         }
         if r > 1.0 {
@@ -278,7 +304,7 @@ fn service(
                 "{id} calls {} {r:.3} times per request: written as {whole} call(s) with p = 1{}",
                 e.server,
                 if rest >= 1e-6 {
-                    format!(" and one with p = {}", round(rest, 6))
+                    format!(" and one with p = {}", round(rest))
                 } else {
                     String::new()
                 }
@@ -292,7 +318,12 @@ fn service(
         });
     }
     let mut own = response - downstream;
-    if own < 0.01 * response {
+    if response <= 0.0 {
+        notes.push(format!(
+            "{id}: every response took 0 s; its own time is set to 1 µs"
+        ));
+        own = 1e-6;
+    } else if own < 0.01 * response {
         notes.push(format!(
             "{id}: its calls take {:.3} ms per request, its responses {:.3} ms (parallel calls?); its own time is set to 1 % of its response time",
             downstream * 1e3,
@@ -302,7 +333,7 @@ fn service(
     }
     let own_var = s.latency.variance_s2() - downstream_var;
     let cv = (own_var.max(0.0).sqrt() / own).max(MIN_CV);
-    let mean_ms = round(own * 1e3, 3).max(0.001);
+    let mean_ms = round(own * 1e3);
     let service_time = if (cv - 1.0).abs() <= EXPONENTIAL_WITHIN {
         DistDoc::Exponential {
             dist: "exponential",
@@ -312,7 +343,7 @@ fn service(
         DistDoc::Lognormal {
             dist: "lognormal",
             mean_ms,
-            stddev_ms: round(cv * own * 1e3, 3),
+            stddev_ms: round(cv * own * 1e3),
         }
     };
     let failed = (s.failed / s.requests).min(1.0);
@@ -322,6 +353,12 @@ fn service(
         0.0
     };
     let offered = s.requests / options.window_s * response;
+    if offered.is_nan() || offered > MAX_ERLANGS {
+        return Err(ImportError::TooBusy {
+            server: id.to_string(),
+            erlangs: offered,
+        });
+    }
     Ok(ComponentDoc::Service {
         id: id.to_string(),
         kind: "service",
@@ -330,7 +367,7 @@ fn service(
         service_time,
         calls,
         routes,
-        error_rate: (round(error_rate, 6) > 0.0).then(|| round(error_rate, 6)),
+        error_rate: (error_rate >= 1e-6).then(|| round(error_rate)),
     })
 }
 
