@@ -13,6 +13,7 @@
 //! - [`import`]: designs read from telemetry: the OpenTelemetry Collector's servicegraph
 //!   metrics (Prometheus text, [`import::prometheus`]) → a version-2 design
 //!   ([`import::otel_servicegraph`]).
+//! - [`plot`]: goodput over time as an SVG chart (`sdsim simulate --plot-goodput`).
 //! - [`sweep`]: a design run over a grid of parameter values ([`sweep::Parameter`]), a row of
 //!   figures per point ([`sweep::SweepRow`]) and the knee.
 //!
@@ -23,4 +24,5 @@ pub mod analysis;
 pub mod design;
 pub mod engine;
 pub mod import;
+pub mod plot;
 pub mod sweep;
