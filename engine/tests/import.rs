@@ -7,7 +7,9 @@
 use sdsim_engine::design::{parse, Design, Kind};
 use sdsim_engine::engine::stats::{ComponentStats, Report};
 use sdsim_engine::engine::Simulation;
-use sdsim_engine::import::{otel_servicegraph, ImportError, ImportOptions};
+use sdsim_engine::import::{
+    otel_servicegraph, otel_servicegraph_between, ImportError, ImportOptions,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -377,6 +379,35 @@ fn more_than_a_hundred_calls_per_request_are_refused_with_the_edge() {
     assert!(
         err.to_string()
             .starts_with("`api` calls `db` 101.000 times per request"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_scrapes_give_what_happened_between_them() {
+    let before = edge("user", "api", 100, 0, 5.0, "");
+    // 200 more requests taking 8 s in all; the database edge is new in the later scrape.
+    let after = edge("user", "api", 300, 0, 13.0, "") + &edge("api", "db", 100, 0, 1.0, "");
+    let imported = otel_servicegraph_between(&before, &after, &ImportOptions::new(100.0)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&imported.document).unwrap();
+    assert_eq!(component(&doc, "user")["rate_per_s"], 2.0);
+    let api = component(&doc, "api");
+    // 40 ms per request, half of them calling the database for 10 ms.
+    assert_eq!(api["calls"][0]["p"], 0.5);
+    assert_eq!(api["service_time"]["mean_ms"], 35.0);
+    // A counter that fell: the collector restarted between the scrapes.
+    let restarted = edge("user", "api", 50, 0, 2.0, "");
+    let err =
+        otel_servicegraph_between(&before, &restarted, &ImportOptions::new(100.0)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "line 1: `traces_service_graph_request_total{client=\"user\",connection_type=\"\",server=\"api\"}` fell from 100 to 50"
+        ),
+        "{err}"
+    );
+    let err = otel_servicegraph_between("a{", &after, &ImportOptions::new(100.0)).unwrap_err();
+    assert!(
+        err.to_string().starts_with("the earlier scrape: line 1:"),
         "{err}"
     );
 }

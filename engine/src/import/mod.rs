@@ -62,6 +62,9 @@ pub enum ImportError {
     /// The text is not valid Prometheus exposition format.
     #[error(transparent)]
     Parse(#[from] prometheus::ParseError),
+    /// The earlier scrape (`--before`) is not valid Prometheus exposition format.
+    #[error("the earlier scrape: {0}")]
+    EarlierScrape(prometheus::ParseError),
     /// A metric the design needs has no sample at all.
     #[error("no `{0}` samples: is this a scrape of the servicegraph connector's metrics?")]
     MissingMetric(&'static str),
@@ -135,6 +138,19 @@ pub enum ImportError {
         /// Requests in service by Little's law.
         erlangs: f64,
     },
+    /// A servicegraph series is lower in the later scrape than in the earlier one: the
+    /// collector restarted (or the series was dropped and started again) between the two.
+    #[error("line {line}: `{series}` fell from {before} to {after} between the scrapes (did the collector restart?)")]
+    CounterReset {
+        /// Line of the series in the later scrape.
+        line: usize,
+        /// The series.
+        series: String,
+        /// Its value in the earlier scrape.
+        before: f64,
+        /// Its value in the later scrape.
+        after: f64,
+    },
     /// `--window-s` is not a positive number of seconds.
     #[error("the window must be a positive number of seconds, not {0}")]
     BadWindow(f64),
@@ -145,6 +161,52 @@ pub enum ImportError {
     /// the engine cannot run, such as calls that always loop).
     #[error("the imported design is not valid: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Design(Vec<Problem>),
+}
+
+/// Reads two scrapes of the servicegraph connector's metrics, `window_s` apart, into a design
+/// of what happened between them: every series of the later scrape less its value in the
+/// earlier one (a series new in the later scrape counts from 0). Errors name lines of `after`,
+/// except [`ImportError::EarlierScrape`].
+pub fn otel_servicegraph_between(
+    before: &str,
+    after: &str,
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    if !(options.window_s.is_finite() && options.window_s > 0.0) {
+        return Err(ImportError::BadWindow(options.window_s));
+    }
+    let earlier = prometheus::parse(before).map_err(ImportError::EarlierScrape)?;
+    let mut later = prometheus::parse(after)?;
+    let values: std::collections::HashMap<String, f64> = earlier
+        .samples
+        .iter()
+        .filter(|s| servicegraph::is_servicegraph(&s.name))
+        .map(|s| (s.series(), s.value))
+        .collect();
+    for s in later
+        .samples
+        .iter_mut()
+        .filter(|s| servicegraph::is_servicegraph(&s.name))
+    {
+        let Some(&was) = values.get(&s.series()) else {
+            continue;
+        };
+        // Equal infinities (a `+Inf` bound is a label, but a value may be one) leave nothing.
+        if s.value == was {
+            s.value = 0.0;
+        } else if s.value < was {
+            return Err(ImportError::CounterReset {
+                line: s.line,
+                series: s.series(),
+                before: was,
+                after: s.value,
+            });
+        } else {
+            s.value -= was;
+        }
+    }
+    let graph = servicegraph::Graph::read(&later)?;
+    model::build(&graph, options)
 }
 
 /// Reads a scrape of the servicegraph connector's metrics (Prometheus text) into a design.

@@ -50,6 +50,14 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// `name{a="x",b="y"}` with the labels sorted: the series, whatever order they came in.
+    pub fn series(&self) -> String {
+        let mut labels: Vec<&(String, String)> = self.labels.iter().collect();
+        labels.sort();
+        let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{}{{{}}}", self.name, inner.join(","))
+    }
+
     /// The value of label `name`, if the sample has it.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
@@ -141,7 +149,7 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
             continue;
         }
         let sample = sample_line(body, line).map_err(at)?;
-        let key = series_key(&sample);
+        let key = sample.series();
         if !series.insert(key.clone()) {
             return Err(at(LineError::DuplicateSeries(key)));
         }
@@ -149,14 +157,6 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
         out.samples.push(sample);
     }
     Ok(out)
-}
-
-/// `name{a="x",b="y"}` with the labels sorted: one series whatever the order they came in.
-fn series_key(sample: &Sample) -> String {
-    let mut labels: Vec<&(String, String)> = sample.labels.iter().collect();
-    labels.sort();
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{}{{{}}}", sample.name, inner.join(","))
 }
 
 fn comment_line(

@@ -120,6 +120,12 @@ fn named(name: &str, base: &str) -> bool {
             .is_some_and(|prefix| prefix.ends_with('_'))
 }
 
+/// Whether `name` is one of the servicegraph metrics the import reads (a bucket, sum or
+/// count of its histograms included).
+pub fn is_servicegraph(name: &str) -> bool {
+    named(name, REQUESTS) || named(name, FAILED) || histogram_part(name).is_some()
+}
+
 fn histogram_part(name: &str) -> Option<(Histo, Part)> {
     for (histo, base) in [
         (Histo::Server, SERVER_SECONDS),

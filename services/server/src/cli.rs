@@ -54,10 +54,14 @@ enum DesignCommand {
         from: String,
         /// The metrics (a scrape of the exporter's /metrics); `-` reads standard input.
         metrics: String,
-        /// Seconds the counters cover: they count from the collector's start (or the last
-        /// reset of the series) to the scrape.
+        /// Seconds the counters cover: from the collector's start to the scrape, or from the
+        /// --before scrape to this one.
         #[arg(long, value_name = "SECONDS")]
         window_s: f64,
+        /// An earlier scrape: the design is what happened between the two, and --window-s
+        /// is the time between them.
+        #[arg(long, value_name = "FILE")]
+        before: Option<String>,
         /// Write the design to this file instead of standard output.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<String>,
@@ -97,8 +101,9 @@ pub(crate) fn main() -> ExitCode {
             from: _,
             metrics,
             window_s,
+            before,
             output,
-        }) => design_import(&metrics, window_s, output.as_deref()),
+        }) => design_import(&metrics, before.as_deref(), window_s, output.as_deref()),
         Command::Migrate => migrate(&config),
         Command::User(UserCommand::Add { email, roles }) => user_add(&config, &email, &roles),
     };
@@ -112,15 +117,29 @@ pub(crate) fn main() -> ExitCode {
 }
 
 /// `sdsim design import`: the design on standard output (or `output`), notes on standard error.
-fn design_import(metrics: &str, window_s: f64, output: Option<&str>) -> anyhow::Result<()> {
-    use sdsim_engine::import::{otel_servicegraph, ImportOptions};
-    let text = if metrics == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-    } else {
-        std::fs::read_to_string(metrics).with_context(|| format!("reading {metrics}"))?
+fn design_import(
+    metrics: &str,
+    before: Option<&str>,
+    window_s: f64,
+    output: Option<&str>,
+) -> anyhow::Result<()> {
+    use sdsim_engine::import::{otel_servicegraph, otel_servicegraph_between, ImportOptions};
+    let read = |path: &str| {
+        if path == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+        }
     };
-    let imported = otel_servicegraph(&text, &ImportOptions::new(window_s))
-        .with_context(|| format!("importing {metrics}"))?;
+    let text = read(metrics)?;
+    let options = ImportOptions::new(window_s);
+    let imported = match before {
+        Some(path) => otel_servicegraph_between(&read(path)?, &text, &options)
+            .with_context(|| format!("importing {metrics} since {path}"))?,
+        None => {
+            otel_servicegraph(&text, &options).with_context(|| format!("importing {metrics}"))?
+        }
+    };
     for note in &imported.notes {
         eprintln!("sdsim: note: {note}");
     }

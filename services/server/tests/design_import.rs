@@ -91,6 +91,24 @@ fn a_bad_scrape_is_refused_with_its_line() {
         path.to_str().unwrap(),
     ]);
     assert!(stderr(&no_window).contains("--window-s"));
+    // The same scrape twice: nothing happened between them.
+    let same = sdsim(&[
+        "design",
+        "import",
+        "--from",
+        "otel-servicegraph",
+        EXAMPLE,
+        "--before",
+        EXAMPLE,
+        "--window-s",
+        "60",
+    ]);
+    assert!(!same.status.success());
+    assert!(
+        stderr(&same).contains("no requests in the window"),
+        "{}",
+        stderr(&same)
+    );
 }
 
 #[test]
