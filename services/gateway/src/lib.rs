@@ -11,9 +11,11 @@
 //!   `/api/monitoring/performance` (p50/p95/p99 per route).
 //! - [`realtime`]: WebSocket `/ws`, `POST /api/publish`, the bus glue, connection limits.
 //! - [`redis_bridge`]: bus events between instances over Redis pub/sub.
+//! - [`console`]: the browser console at `/` and its embedded assets.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod observe;
 pub mod realtime;
@@ -28,8 +30,10 @@ use sdsim_net::http::router::Router;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// The gateway's routes on the public listener: health, metrics, monitoring, real time.
+/// The gateway's routes on the public listener: health, metrics, monitoring, real time, the
+/// console.
 pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
+    console::register(router);
     health::register(router, state);
     observe::register(router, state);
     realtime::register(router, state);
