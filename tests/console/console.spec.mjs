@@ -100,6 +100,7 @@ async function points(page, id) {
 
 async function main() {
   mkdirSync(shots, { recursive: true });
+  rmSync(join(shots, 'failure.png'), { force: true });
   const server = await startServer();
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -120,6 +121,40 @@ async function main() {
       if (m.type() === 'error' && !provoked.test(m.text())) problems.push(`console: ${m.text()}`);
     });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    // The page's WebSocket goes through this test (routed before the page loads), which drops the first connection after
+    // two events: the page must resume where it was (`since`, `epoch`) and miss nothing.
+    const sockets = { opened: 0, subscribes: [], lastSeqBeforeDrop: 0, firstSeqAfterResume: null };
+    await page.routeWebSocket(/\/ws$/, (ws) => {
+      const n = ++sockets.opened;
+      const server = ws.connectToServer();
+      let dropped = false;
+      ws.onMessage((m) => {
+        const msg = JSON.parse(m);
+        if (msg.op === 'subscribe') sockets.subscribes.push(msg);
+        server.send(m);
+      });
+      let events = 0;
+      server.onMessage((m) => {
+        if (dropped) return;
+        const msg = JSON.parse(m);
+        if (msg.op === 'event' && n === 1) {
+          events += 1;
+          sockets.lastSeqBeforeDrop = msg.seq;
+          ws.send(m);
+          if (events === 2) {
+            dropped = true;
+            ws.close({ code: 4001, reason: 'dropped by the test' });
+            server.close();
+          }
+          return;
+        }
+        if (msg.op === 'event' && n === 2 && sockets.firstSeqAfterResume === null) {
+          sockets.firstSeqAfterResume = msg.seq;
+        }
+        ws.send(m);
+      });
+    });
+
     await page.goto(server.url);
 
     // Register, then sign in with the keyboard only.
@@ -164,9 +199,13 @@ async function main() {
     // Run it and watch: progress rises, the charts receive points.
     await page.evaluate(() => {
       window.progressSeen = [];
+      window.statusSeen = [];
       const text = document.querySelector('#progress-text');
       new MutationObserver(() => window.progressSeen.push(parseInt(text.textContent, 10)))
         .observe(text, { childList: true, characterData: true, subtree: true });
+      const status = document.querySelector('#run-status');
+      new MutationObserver(() => window.statusSeen.push(status.textContent))
+        .observe(status, { childList: true, characterData: true, subtree: true });
     });
     await byTestId(page, 'run-duration').fill('120');
     await byTestId(page, 'run-speed').fill('20');
@@ -197,6 +236,16 @@ async function main() {
     assert.ok(await points(page, 'chart-utilisation') > 0);
     assert.ok(await points(page, 'chart-queue') > 0);
     await shot(page, '06-report');
+
+    // The dropped connection was resumed from the last event the page had, with nothing lost.
+    assert.ok(sockets.opened >= 2, `the page reconnected (${sockets.opened} connections)`);
+    const [first, resumed] = sockets.subscribes;
+    assert.equal(first.since, 0);
+    assert.equal(resumed.since, sockets.lastSeqBeforeDrop);
+    assert.ok(resumed.epoch, 'the resume names the epoch');
+    assert.equal(sockets.firstSeqAfterResume, sockets.lastSeqBeforeDrop + 1, 'no event was skipped');
+    const statuses = await page.evaluate(() => window.statusSeen);
+    assert.ok(statuses.some((t) => t.includes('missed points recovered')), statuses.join('\n'));
 
     // A second run, flat out, and the two side by side.
     await byTestId(page, 'run-speed').fill('0');
