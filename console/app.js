@@ -282,9 +282,10 @@ function stopRun() {
   setLive(false);
 }
 
+// Each point carries the timeline entries since the previous one (what-if changes among them,
+// so its `changes` list would only repeat them).
 function timelineEntries(data) {
-  const m = data.metrics || {};
-  return [...(data.timeline || []), ...(m.timeline || []), ...(data.changes || [])];
+  return [...(data.timeline || []), ...((data.metrics || {}).timeline || [])];
 }
 
 function onPoint(run, data) {
@@ -308,9 +309,7 @@ function onPoint(run, data) {
   c.latency.push(t, values);
   perComponent(c.utilisation, t, m.utilization || {}, 100);
   perComponent(c.queue, t, m.mean_queue_length || {}, 1);
-  for (const e of timelineEntries(data)) {
-    timeline.add({ t_s: e.t_s, component: e.component, event: e.event || describeChange(e) }, 'run');
-  }
+  for (const e of timelineEntries(data)) timeline.add(e, 'run');
   if (data.type === 'completed' || data.type === 'stopped') finish(run, data.type).catch(fail);
 }
 
@@ -356,10 +355,8 @@ async function showResults(id) {
     }
     renderReport($('report'), r.report);
     renderBottlenecks($('bottlenecks'), r.analysis);
+    // The report's timeline holds the what-if changes too (its `changes` repeat them).
     for (const e of (r.report && r.report.timeline) || []) timeline.add(e, 'run');
-    for (const c of (r.report && r.report.changes) || []) {
-      timeline.add({ t_s: c.t_s, component: c.component, event: c.event || describeChange(c) }, 'run');
-    }
     // With a reports queue (Redis), the analysis arrives after the report.
     if (r.analysis !== null && r.analysis !== undefined) return r;
     await pause(1000);
