@@ -3,7 +3,9 @@
 // (with the keyboard), creates a project from `three-tier`, runs it, watches the progress rise
 // and the charts fill, crashes an instance of a component while it runs and finds the crash on
 // the timeline, reads the report and the bottlenecks, runs it again and compares the two runs,
-// and looks at the project on a phone-sized screen. A screenshot of each step goes to
+// and looks at the project on a phone-sized screen; meanwhile it drops the page's WebSocket once
+// (the page must resume) and the 12-second access token is rotated (the page must refresh it
+// before it expires, with no request refused). A screenshot of each step goes to
 // CONSOLE_SHOTS (default target/console-shots). Every wait is for a condition in the page,
 // never for a length of time.
 //
@@ -52,6 +54,8 @@ async function startServer() {
     'simulation.http_listen=127.0.0.1:0', 'simulation.grpc_listen=127.0.0.1:0',
     `storage.url=sqlite://${join(data, 'sdsim.db')}`,
     'runtime.shards=2',
+    // Short-lived access tokens, so the page must refresh them while the test runs.
+    'auth.access_ttl=12s',
   ];
   const child = spawn(bin, ['serve', ...sets.flatMap((s) => ['--set', s])], {
     cwd: data,
@@ -121,6 +125,10 @@ async function main() {
       if (m.type() === 'error' && !provoked.test(m.text())) problems.push(`console: ${m.text()}`);
     });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    const refreshes = [];
+    page.on('response', (r) => {
+      if (r.url().endsWith('/api/auth/refresh')) refreshes.push(r.status());
+    });
     // The page's WebSocket goes through this test (routed before the page loads), which drops the first connection after
     // two events: the page must resume where it was (`since`, `epoch`) and miss nothing.
     const sockets = { opened: 0, subscribes: [], lastSeqBeforeDrop: 0, firstSeqAfterResume: null };
@@ -263,6 +271,14 @@ async function main() {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.waitForFunction(() => document.documentElement.scrollWidth <= 390, null, WAIT);
     await shot(page, '08-phone');
+
+    // The 12-second access token was rotated before it expired (a 401 on the way would be a
+    // console error above), and the page goes on working with the new one.
+    if (!refreshes.length) await page.waitForResponse((r) => r.url().endsWith('/api/auth/refresh'), WAIT);
+    assert.ok(refreshes.length >= 1 && refreshes.every((s) => s === 200), `refreshes: ${refreshes}`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('a.brand').click();
+    await page.locator('#project-list a').first().waitFor(WAIT);
 
     // Sign out: back to the sign-in form.
     await byTestId(page, 'sign-out').click();
