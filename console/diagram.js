@@ -105,8 +105,11 @@ export function drawDiagram(container, design, { onSelect, selected } = {}) {
       pos.set(c.id, vertical ? { x: b, y: a } : { x: a, y: b });
     });
   }
-  const w = (vertical ? breadth * across : depth * step) + 16;
-  const h = (vertical ? depth * step : breadth * across) + 16;
+  // The last layer and the last row need no gap after them.
+  const long = depth * step - LAYER_GAP + 16;
+  const wide = breadth * across - ROW_GAP + 16;
+  const w = vertical ? wide : long;
+  const h = vertical ? long : wide;
   const svg = el('svg', {
     viewBox: `0 0 ${w} ${h}`,
     class: 'diagram-svg',
