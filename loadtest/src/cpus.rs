@@ -3,19 +3,9 @@
 //! 1), and a `--cpus` list (or a scenario's `load.cpus`) only within that mask, so the load
 //! never lands on the CPUs kept for the server.
 
-/// The CPUs of this process's affinity mask, ascending.
+/// The CPUs of this process's affinity mask, ascending (the shards' rule too).
 pub fn allowed() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled in by sched_getaffinity for this
-    // process (pid 0) with its own size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect()
-    }
+    sdsim_core::shard::affinity_cpus()
 }
 
 /// The CPUs to run on, one thread each: `requested` (from `key`) when given, each within
