@@ -209,7 +209,7 @@ impl App {
                     method = method_label(method),
                     path = &*ex.path,
                     status = status.as_u16(),
-                    duration_ms = elapsed.as_secs_f64() * 1e3,
+                    duration_ms = sdsim_core::millis(elapsed),
                     request_id = ex.request_id,
                     "slow request"
                 );

@@ -34,11 +34,39 @@ enum Command {
     Config,
     /// Simulate a system design document and print its report.
     Simulate(crate::simulate::SimulateArgs),
+    /// Work with design documents.
+    #[command(subcommand)]
+    Design(DesignCommand),
     /// Apply pending storage migrations to `storage.url` and list what was applied.
     Migrate,
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DesignCommand {
+    /// Write a design from a real system's telemetry: a service per node, calls weighted by
+    /// the observed counts, service times fitted to the latency histograms.
+    Import {
+        /// The telemetry's format: `otel-servicegraph`, the Prometheus text of the
+        /// OpenTelemetry Collector's servicegraph connector metrics.
+        #[arg(long = "from", value_parser = ["otel-servicegraph"])]
+        from: String,
+        /// The metrics (a scrape of the exporter's /metrics); `-` reads standard input.
+        metrics: String,
+        /// Seconds the counters cover: from the collector's start to the scrape, or from the
+        /// --before scrape to this one.
+        #[arg(long, value_name = "SECONDS")]
+        window_s: f64,
+        /// An earlier scrape: the design is what happened between the two, and --window-s
+        /// is the time between them.
+        #[arg(long, value_name = "FILE")]
+        before: Option<String>,
+        /// Write the design to this file instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +98,13 @@ pub(crate) fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .context("printing the configuration"),
         Command::Simulate(args) => crate::simulate::run(args),
+        Command::Design(DesignCommand::Import {
+            from: _,
+            metrics,
+            window_s,
+            before,
+            output,
+        }) => design_import(&metrics, before.as_deref(), window_s, output.as_deref()),
         Command::Migrate => migrate(&config),
         Command::User(UserCommand::Add { email, roles }) => user_add(&config, &email, &roles),
     };
@@ -79,6 +114,41 @@ pub(crate) fn main() -> ExitCode {
             eprintln!("sdsim: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `sdsim design import`: the design on standard output (or `output`), notes on standard error.
+fn design_import(
+    metrics: &str,
+    before: Option<&str>,
+    window_s: f64,
+    output: Option<&str>,
+) -> anyhow::Result<()> {
+    use sdsim_engine::import::{otel_servicegraph, otel_servicegraph_between, ImportOptions};
+    let read = |path: &str| {
+        if path == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+        }
+    };
+    let text = read(metrics)?;
+    let options = ImportOptions::new(window_s);
+    let imported = match before {
+        Some(path) => otel_servicegraph_between(&read(path)?, &text, &options)
+            .with_context(|| format!("importing {metrics} since {path}"))?,
+        None => {
+            otel_servicegraph(&text, &options).with_context(|| format!("importing {metrics}"))?
+        }
+    };
+    for note in &imported.notes {
+        eprintln!("sdsim: note: {note}");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &imported.document).with_context(|| format!("writing {path}"))
+        }
+        None => crate::simulate::emit(&imported.document),
     }
 }
 
@@ -108,13 +178,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) -> anyhow::Result<Option<LogWriter>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-        eprintln!(
-            "sdsim: log.level = {:?} is not a valid filter ({e}); using info",
-            config.log.level
-        );
-        EnvFilter::new("info")
-    });
+    // RUST_LOG, when set, wins over log.level, as in every tracing-based program; a filter
+    // that does not parse stops the start (log.level was checked with the configuration).
+    let filter = match std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(from_env) => EnvFilter::try_new(&from_env).map_err(|e| {
+            anyhow::anyhow!("RUST_LOG = {from_env:?} is not a tracing filter ({e})")
+        })?,
+        None => EnvFilter::try_new(&config.log.level)
+            .map_err(|e| anyhow::anyhow!("log.level = {:?}: {e}", config.log.level))?,
+    };
     // Colours only for a person reading a terminal: escape codes in a file or a pipe are noise,
     // and the access lines, formatted without them, would differ from the rest.
     let builder = tracing_subscriber::fmt()

@@ -178,6 +178,15 @@ impl Config {
 
     /// What depends on more than one section.
     fn validate_across(&self, problems: &mut Problems) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.bad(
+                "log.level",
+                self.log.level.clone(),
+                &format!(
+                    "is not a tracing filter ({e}); e.g. \"info\" or \"sdsim_mesh=debug,info\""
+                ),
+            );
+        }
         if !self.gateway.service_token.is_empty() {
             // A gateway with a service token serves the roles it does not run through their
             // services elsewhere.
