@@ -447,6 +447,35 @@ mod tests {
         );
     }
 
+    /// Spans still waiting for their batch's interval are sent by `finish`.
+    #[test]
+    fn finish_sends_what_is_queued() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let exporter = Exporter::start(ExportSettings {
+            interval: Duration::from_secs(3600),
+            ..settings(url, 16)
+        })
+        .unwrap();
+        let spans = exporter.spans();
+        for n in 1..=3 {
+            assert!(spans.record(span(n)));
+        }
+        let receiver = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            read_request(&mut conn);
+            std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+        });
+        let totals = exporter.finish();
+        receiver.join().unwrap();
+        assert_eq!(totals.exported, 3, "{totals:?}");
+        assert_eq!((totals.dropped, totals.failures), (0, 0));
+    }
+
     #[test]
     fn the_request_decodes_as_otlp() {
         let resource = resource::Resource {
