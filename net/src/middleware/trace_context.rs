@@ -7,7 +7,8 @@
 //! (never an error). Either way the request gets a span-id of its own, and:
 //!
 //! - the [`TraceContext`] goes in [`Exchange::extensions`], for the later layers and the
-//!   handler (and, one day, the calls it makes);
+//!   handler; the adapters make it `crate::otel::current` while the handler runs, so the
+//!   gRPC calls it makes carry it on (`crate::otel::ClientSpan`);
 //! - `trace_id` and `span_id` go on the exchange's span, so they are on the access-log line
 //!   and on every event the handler logs;
 //! - the answer carries `traceparent: 00-<trace-id>-<span-id>-<flags>` (HTTP header, gRPC

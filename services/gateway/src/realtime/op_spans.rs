@@ -30,7 +30,13 @@ impl OpSpans {
         }
     }
 
-    /// The span of an operation starting now: a child of the upgrade's span.
+    /// Whether spans are exported at all (an exporter is installed).
+    pub(super) fn recording(&self) -> bool {
+        self.spans.is_some()
+    }
+
+    /// The span of an operation starting now: a child of the upgrade's span. Begun with
+    /// tracing off too: the calls the operation makes still carry its trace on.
     pub(super) fn begin(&self) -> Option<OpSpan> {
         let upgrade = self.upgrade.as_ref()?;
         Some(OpSpan {

@@ -296,11 +296,12 @@ impl Session {
         };
         let (name, channel) = match &op {
             ClientOp::Auth { .. } => ("auth", None),
-            ClientOp::Subscribe { channel, .. } => ("subscribe", Some(channel.clone())),
-            ClientOp::Unsubscribe { channel } => ("unsubscribe", Some(channel.clone())),
+            ClientOp::Subscribe { channel, .. } => ("subscribe", Some(channel)),
+            ClientOp::Unsubscribe { channel } => ("unsubscribe", Some(channel)),
             ClientOp::Ping => return self.send(&ServerOp::Pong),
         };
         let span = self.spans.begin();
+        let channel = channel.filter(|_| self.spans.recording()).cloned();
         self.refused.replace(None);
         let context = span.as_ref().map(|s| s.context.clone());
         // The calls the operation makes are children of its span.
