@@ -77,6 +77,11 @@ impl Simulation {
         Ok(sim)
     }
 
+    /// The timeline so far: faults, scaling decisions and what-if changes, in order.
+    pub fn timeline(&self) -> &[super::TimelineEntry] {
+        &self.dynamics.timeline
+    }
+
     /// The changes applied so far, with their times.
     pub fn changes(&self) -> &[AppliedChange] {
         &self.whatif.applied

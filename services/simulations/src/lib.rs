@@ -32,5 +32,5 @@ pub mod pb {
 }
 
 pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
-pub use runs::{Results, Run, Simulations, StartRequest, Validation};
+pub use runs::{ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation};
 pub use sdsim_projects::Failure;

@@ -31,7 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod runner;
+mod whatif;
 
+pub use whatif::{
+    changes_of_body, ChangeAccepted, ChangeRequest, MAX_CHANGES_PER_REQUEST, MAX_CHANGES_PER_RUN,
+};
 use crate::reports::ReportQueue;
 use runner::{Job, Runner, Stop};
 
