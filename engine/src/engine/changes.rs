@@ -460,9 +460,15 @@ impl Serialize for Point<'_> {
 
 impl<'de> Deserialize<'de> for Change {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Change, D::Error> {
-        let v = Value::deserialize(d)?;
+        let v = any_value(d)?;
         Change::from_json(&v, "$").map_err(|p| serde::de::Error::custom(&p[0]))
     }
+}
+
+/// A JSON value from any deserializer (a sonic-rs value deserializes only from sonic-rs).
+fn any_value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    sonic_rs::to_value(&v).map_err(serde::de::Error::custom)
 }
 
 /// A change as it was applied: the simulated time it took effect, then the change's fields.
@@ -485,7 +491,7 @@ impl Serialize for AppliedChange {
 
 impl<'de> Deserialize<'de> for AppliedChange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AppliedChange, D::Error> {
-        let mut v = Value::deserialize(d)?;
+        let mut v = any_value(d)?;
         let t_s = v.get("t_s").and_then(|t| t.as_f64());
         let Some(t_s) = t_s.filter(|t| t.is_finite() && *t >= 0.0) else {
             return Err(serde::de::Error::custom(

@@ -8,7 +8,9 @@
 
 use crate::live;
 use crate::pb;
-use crate::runs::{ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation};
+use crate::runs::{
+    ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
+};
 use sdsim_contract::{Emit, Pending, ServiceHealth};
 use sdsim_projects::{Caller, Failure};
 

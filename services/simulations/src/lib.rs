@@ -32,5 +32,7 @@ pub mod pb {
 }
 
 pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
-pub use runs::{ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation};
+pub use runs::{
+    ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
+};
 pub use sdsim_projects::Failure;

@@ -33,11 +33,11 @@ use std::time::Duration;
 mod runner;
 mod whatif;
 
+use crate::reports::ReportQueue;
+use runner::{Job, Runner, Stop};
 pub use whatif::{
     changes_of_body, ChangeAccepted, ChangeRequest, MAX_CHANGES_PER_REQUEST, MAX_CHANGES_PER_RUN,
 };
-use crate::reports::ReportQueue;
-use runner::{Job, Runner, Stop};
 
 /// What a caller asks for.
 #[derive(Debug, Clone, Default)]

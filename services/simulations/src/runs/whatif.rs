@@ -93,7 +93,8 @@ impl Inbox {
                 "simulation {id} is not running: changes apply to a running run"
             )));
         };
-        let list: sonic_rs::Value = sonic_rs::from_str(changes).map_err(|e| invalid("$.changes", e))?;
+        let list: sonic_rs::Value =
+            sonic_rs::from_str(changes).map_err(|e| invalid("$.changes", e))?;
         let accepted = parse_changes(&list, design, "$.changes").map_err(|p| problems(&p))?;
         let taken = self.taken.get() + accepted.len();
         if taken > MAX_CHANGES_PER_RUN {
@@ -129,7 +130,9 @@ fn problems(p: &[Problem]) -> Failure {
         message.push_str(&format!("; {other}"));
     }
     Failure::InvalidChange {
-        field: p.first().map_or_else(|| "$.changes".into(), |p| p.path.clone()),
+        field: p
+            .first()
+            .map_or_else(|| "$.changes".into(), |p| p.path.clone()),
         message,
     }
 }
@@ -139,7 +142,10 @@ pub fn changes_of_body(body: &[u8]) -> Result<String, Failure> {
     let v: sonic_rs::Value = sdsim_net::json::decode(body)
         .map_err(|e| invalid("$", format!("the body must be {{\"changes\": [...]}}: {e}")))?;
     let Some(obj) = v.as_object() else {
-        return Err(invalid("$", "the body must be an object: {\"changes\": [...]}"));
+        return Err(invalid(
+            "$",
+            "the body must be an object: {\"changes\": [...]}",
+        ));
     };
     for (key, _) in obj.iter() {
         if key != "changes" {
@@ -150,7 +156,10 @@ pub fn changes_of_body(body: &[u8]) -> Result<String, Failure> {
         }
     }
     let Some(list) = obj.get(&"changes") else {
-        return Err(invalid("$.changes", "missing (required): an array of changes"));
+        return Err(invalid(
+            "$.changes",
+            "missing (required): an array of changes",
+        ));
     };
     match list.as_array().map(|a| a.len()) {
         None => Err(invalid("$.changes", "must be an array of changes")),
@@ -166,7 +175,11 @@ pub fn changes_of_body(body: &[u8]) -> Result<String, Failure> {
 impl Simulations {
     /// Changes run `id` while it runs (only who started it may; others get 404 as for a run
     /// they cannot see). A queued run has not started: 409 as for a finished one.
-    pub async fn change(&self, who: &Caller, req: ChangeRequest) -> Result<ChangeAccepted, Failure> {
+    pub async fn change(
+        &self,
+        who: &Caller,
+        req: ChangeRequest,
+    ) -> Result<ChangeAccepted, Failure> {
         who.require("simulation:start")?;
         let id = req.simulation_id;
         let run = self.get(who, &id).await?;
