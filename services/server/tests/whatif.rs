@@ -367,6 +367,26 @@ fn a_queued_run_refuses_changes_and_grpc_changes_a_running_one() {
             e.message(),
             "$.changes[0].value: concurrency must be an integer in 1..=100000"
         );
+        // GetLiveMetrics, attached before the change.
+        let mut live_req = tonic::Request::new(ps::GetLiveMetricsRequest {
+            simulation_id: first.clone(),
+            ..Default::default()
+        });
+        live_req
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {}", ada.token).parse().unwrap());
+        client.ready().await.unwrap();
+        let mut live = client
+            .server_streaming(
+                live_req,
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/sdsim.simulation.v1.SimulationService/GetLiveMetrics",
+                ),
+                tonic_prost::ProstCodec::<ps::GetLiveMetricsRequest, ps::GetLiveMetricsResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
         client.ready().await.unwrap();
         let ok = client
             .unary(
@@ -383,6 +403,15 @@ fn a_queued_run_refuses_changes_and_grpc_changes_a_running_one() {
             r#"[{"op":"set","component":"web","field":"rate_per_s","value":50.0}]"#
         );
         assert!(ok.simulated_s > 0.0, "{ok:?}");
+        let entry = loop {
+            let m = live.message().await.unwrap().expect("points until the change shows");
+            let point = m.point.unwrap_or_default();
+            if let Some(e) = point.timeline.into_iter().find(|e| e.component == "web") {
+                break e;
+            }
+        };
+        assert_eq!(entry.event, "what-if: rate_per_s 120 → 50");
+        assert_eq!(entry.t_s, ok.simulated_s);
     });
     for id in [&first, &second] {
         let (status, v) = as_user(
