@@ -180,6 +180,24 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
+    /// A checker of a fragment read against the newest schema (a what-if change).
+    pub(crate) fn new() -> Checker {
+        Checker {
+            problems: Vec::new(),
+            version: SCHEMA_VERSION,
+        }
+    }
+
+    /// The problems found so far.
+    pub(crate) fn into_problems(self) -> Vec<Problem> {
+        self.problems
+    }
+
+    /// Whether no problem was found.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
     /// Fields of schema version 2 in an older document: refused, so a version-1 document
     /// always means what it meant when it was written.
     fn needs_v2(&mut self, obj: &Value, path: &str, keys: &[&str]) {

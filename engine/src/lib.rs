@@ -8,7 +8,9 @@
 //!   slices (`advance_to`), memory bounded by the requests in the system;
 //!   [`engine::dist`] (random streams and distributions), [`engine::stats`] (statistics, report);
 //!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
-//!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
+//!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict; live
+//!   what-if [`engine::changes`] applied to a running simulation (`Simulation::apply`) and
+//!   replayed exactly (`Simulation::with_changes`).
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
 //! - [`import`]: designs read from telemetry: the OpenTelemetry Collector's servicegraph
 //!   metrics (Prometheus text, [`import::prometheus`]) → a version-2 design

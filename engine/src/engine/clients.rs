@@ -179,6 +179,9 @@ impl Simulation {
 
     /// A closed-loop user of `source` has thought: it sends its next request.
     pub(super) fn user_wakes(&mut self, source: usize) {
+        if self.user_leaves(source) {
+            return;
+        }
         let Kind::Source(src) = &self.design.components[source].kind else {
             return;
         };

@@ -211,7 +211,7 @@ impl Simulation {
     }
 
     /// Takes `n` instances down (or back up); waiting requests of crashed instances fail.
-    fn crash(&mut self, component: usize, n: usize, start: bool) -> usize {
+    pub(super) fn crash(&mut self, component: usize, n: usize, start: bool) -> usize {
         let Some(st) = self.stations[component].as_mut() else {
             return 0;
         };

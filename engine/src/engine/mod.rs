@@ -16,6 +16,7 @@ mod arrivals;
 mod behavior;
 mod cache;
 mod calls;
+pub mod changes;
 mod clients;
 mod cost;
 mod dynamics;
@@ -23,16 +24,18 @@ mod goodput;
 pub mod kinds;
 mod overload;
 mod report;
+mod whatif;
 
 pub use cache::CacheReport;
 pub use clients::ClientReport;
 pub use cost::{ComponentCost, CostReport};
 pub use dynamics::TimelineEntry;
 pub use goodput::{GoodputPoint, Metastability};
+pub use whatif::ApplyError;
 pub mod dist;
 pub mod stats;
 
-use crate::design::{Design, Kind};
+use crate::design::{Design, Discipline, Kind};
 use dist::Rng;
 use stats::ComponentStats;
 use std::cmp::Ordering;
@@ -154,6 +157,9 @@ struct StationState {
     degraded: bool,
     /// Whether the station autoscales (skips its bookkeeping otherwise).
     autoscaled: bool,
+    /// FIFO with no timeout and no workers to retire: freed workers take the next waiting
+    /// request on `next_waiting`'s lean path.
+    fifo_fast: bool,
     /// Added to every service time (latency faults).
     extra_latency: f64,
     /// Replaces the error rate while an error-rate fault lasts.
@@ -201,6 +207,7 @@ pub struct Simulation {
     events_processed: u64,
     measuring_since: f64,
     finished: bool,
+    whatif: whatif::WhatIf,
 }
 
 impl Simulation {
@@ -239,6 +246,7 @@ impl Simulation {
                     ],
                     degraded: false,
                     autoscaled: s.autoscale.is_some(),
+                    fifo_fast: s.timeout.is_none() && s.discipline == Discipline::Fifo,
                     extra_latency: 0.0,
                     error_override: None,
                     scale: dynamics::ScaleState::default(),
@@ -289,6 +297,7 @@ impl Simulation {
             events_processed: 0,
             measuring_since: 0.0,
             finished: false,
+            whatif: whatif::WhatIf::default(),
         };
         sim.balancer_turn = vec![0; sim.design.components.len()];
         sim.class_stats = sim
@@ -351,6 +360,21 @@ impl Simulation {
     /// can interleave the simulation with other work.
     pub fn advance_to(&mut self, t: f64) {
         let until = t.min(self.design.duration);
+        // A replay's recorded changes (`whatif`); a run without them pays this one check.
+        if !self.whatif.scripted_is_empty() && !self.replay_changes_until(until) {
+            return;
+        }
+        if !self.run_events(until) {
+            return;
+        }
+        self.advance_clock(until);
+        if until >= self.design.duration {
+            self.finished = true;
+        }
+    }
+
+    /// Runs the events up to `until`; false when the run finished on the way.
+    fn run_events(&mut self, until: f64) -> bool {
         loop {
             // Each source has exactly one pending arrival: they wait beside the heap (a short
             // scan) instead of in it, which saves a push and a pop per request.
@@ -383,13 +407,10 @@ impl Simulation {
                 }
             }
             if self.finished {
-                return;
+                return false;
             }
         }
-        self.advance_clock(until);
-        if until >= self.design.duration {
-            self.finished = true;
-        }
+        true
     }
 
     /// Runs to the end.

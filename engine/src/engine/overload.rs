@@ -26,15 +26,19 @@ impl Simulation {
         let Kind::Station(s) = &self.design.components[component].kind else {
             return None;
         };
-        let (timeout, discipline) = (s.timeout, s.discipline);
         let st = self.stations[component].as_mut()?;
         let inst = &mut st.instances[instance];
-        if timeout.is_none() && discipline == Discipline::Fifo {
+        if st.fifo_fast {
             // The common case, kept as lean as before disciplines existed.
             let n = inst.waiting.pop_front()?;
             st.waiting -= 1;
             return Some(n);
         }
+        if inst.busy > st.concurrency {
+            // A what-if cut the workers: this one retires instead.
+            return None;
+        }
+        let (timeout, discipline) = (s.timeout, s.discipline);
         loop {
             let n = match discipline {
                 Discipline::Lifo => inst.waiting.pop_back(),

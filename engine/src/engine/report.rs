@@ -38,6 +38,7 @@ impl Simulation {
             self.now,
         )
         .with_timeline(self.dynamics.timeline.clone())
+        .with_changes(self.changes().to_vec())
         .with_v2(self.v2_report(measured))
         .with_cost(&self.design)
     }

@@ -216,6 +216,10 @@ pub struct Report {
     /// Schema version 2: what the run cost, when a component has a price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<super::CostReport>,
+    /// What-if changes applied while the run went, each with its simulated time: replaying
+    /// the design and seed with them gives this report again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::changes::AppliedChange>,
 }
 
 /// The parts of a report that only version-2 designs have.
@@ -336,6 +340,7 @@ impl Report {
             goodput: Vec::new(),
             metastability: None,
             cost: None,
+            changes: Vec::new(),
         };
         report.slos = design.slos.iter().map(|slo| report.check(slo)).collect();
         report
@@ -344,6 +349,12 @@ impl Report {
     /// Attaches the run's timeline.
     pub fn with_timeline(mut self, timeline: Vec<super::TimelineEntry>) -> Report {
         self.timeline = timeline;
+        self
+    }
+
+    /// Attaches the what-if changes applied.
+    pub fn with_changes(mut self, changes: Vec<super::changes::AppliedChange>) -> Report {
+        self.changes = changes;
         self
     }
 

@@ -56,6 +56,19 @@ pub enum Failure {
     /// was awaited and the bound.
     #[error("{0}")]
     Timeout(String),
+    /// A what-if change to a running simulation is wrong (400 `invalid_change` /
+    /// INVALID_ARGUMENT); `field` is its JSON path, e.g. `$.changes[0].value`.
+    #[error("{field}: {message}")]
+    InvalidChange {
+        /// The JSON path of the wrong field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A what-if change to a run that is not running (409 `run_finished` /
+    /// FAILED_PRECONDITION).
+    #[error("{0}")]
+    RunFinished(String),
 }
 
 impl From<StoreError> for Failure {
@@ -143,12 +156,25 @@ impl ServiceError for Failure {
                 "TIMEOUT",
             )
             .retry_after(1),
+            Failure::InvalidChange { .. } => ErrorCodes::new(
+                H::BAD_REQUEST,
+                "invalid_change",
+                G::InvalidArgument,
+                "INVALID_CHANGE",
+            ),
+            Failure::RunFinished(_) => ErrorCodes::new(
+                H::CONFLICT,
+                "run_finished",
+                G::FailedPrecondition,
+                "RUN_FINISHED",
+            ),
         }
     }
 
     fn violations(&self) -> Vec<(&str, &str)> {
         match self {
             Failure::Invalid { field, message } => vec![(field.as_ref(), message.as_str())],
+            Failure::InvalidChange { field, message } => vec![(field.as_str(), message.as_str())],
             Failure::Design(problems) => problems
                 .iter()
                 .map(|p| (p.path.as_str(), p.message.as_str()))
@@ -185,6 +211,14 @@ impl ServiceError for Failure {
             Some("UNAVAILABLE") => Failure::Unavailable(message),
             Some("TOO_LARGE") => Failure::TooLarge(message),
             Some("TIMEOUT") => Failure::Timeout(message),
+            Some("INVALID_CHANGE") => match r.violations.into_iter().next() {
+                Some((field, message)) => Failure::InvalidChange { field, message },
+                None => Failure::InvalidChange {
+                    field: "$".into(),
+                    message,
+                },
+            },
+            Some("RUN_FINISHED") => Failure::RunFinished(message),
             _ => match r.code {
                 Code::InvalidArgument => invalid(message),
                 Code::NotFound => Failure::NotFound(message),
@@ -225,6 +259,11 @@ mod tests {
             Failure::Unavailable("storage: down".into()),
             Failure::TooLarge("design: 2000000 bytes of JSON is over the limit".into()),
             Failure::Timeout("stop: the run did not end within 5s".into()),
+            Failure::InvalidChange {
+                field: "$.changes[0].value".into(),
+                message: "instances must be an integer in 1..=1000".into(),
+            },
+            Failure::RunFinished("simulation s is completed".into()),
         ];
         for f in failures {
             let status = sdsim_contract::status(&f);

@@ -8,7 +8,9 @@
 
 use crate::live;
 use crate::pb;
-use crate::runs::{Results, Run, Simulations, StartRequest, Validation};
+use crate::runs::{
+    ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
+};
 use sdsim_contract::{Emit, Pending, ServiceHealth};
 use sdsim_projects::{Caller, Failure};
 
@@ -47,6 +49,9 @@ sdsim_contract::contract! {
         caller fn get_simulation_history(HistoryQuery) -> Vec<Run>
             = GetSimulationHistory(pb::GetSimulationHistoryRequest)
                 -> pb::GetSimulationHistoryResponse;
+        /// Changes a running run (live what-if) at its next slice.
+        caller fn change_simulation(ChangeRequest) -> ChangeAccepted
+            = ChangeSimulation(pb::ChangeSimulationRequest) -> pb::ChangeSimulationResponse;
         /// Serving while storage answers, with the runs queued and running here.
         open fn health_check(()) -> SimulationHealth
             = HealthCheck(pb::HealthCheckRequest) -> pb::HealthCheckResponse;
@@ -137,6 +142,14 @@ impl SimulationService for Simulations {
         q: HistoryQuery,
     ) -> Pending<'a, Vec<Run>, Failure> {
         Box::pin(async move { self.history(who, q.project_id.as_deref(), q.limit).await })
+    }
+
+    fn change_simulation<'a>(
+        &'a self,
+        who: &'a Caller,
+        req: ChangeRequest,
+    ) -> Pending<'a, ChangeAccepted, Failure> {
+        Box::pin(self.change(who, req))
     }
 
     fn health_check<'a>(&'a self, (): ()) -> Pending<'a, SimulationHealth, Failure> {

@@ -4,7 +4,7 @@
 //! (`sdsim_projects::http`).
 
 use crate::contract::HistoryQuery;
-use crate::{SimulationService, StartRequest};
+use crate::{ChangeRequest, SimulationService, StartRequest};
 use http::{Method, StatusCode};
 use sdsim_contract::{http_caller, Authenticate};
 use sdsim_net::http::router::Router;
@@ -118,6 +118,21 @@ pub fn register_simulations(
         StatusCode::OK,
         s.get_simulation_status(&who, param(&req, "id")).await
     ));
+    route!(Method::PATCH, "/api/simulations/{id}", |s, who, req| {
+        // Malformed bodies are refused here, before a trip to the run's shard.
+        let changes = match crate::runs::changes_of_body(req.body()) {
+            Ok(changes) => changes,
+            Err(f) => return respond::<()>(StatusCode::BAD_REQUEST, Err(f)),
+        };
+        let change = ChangeRequest {
+            simulation_id: param(&req, "id"),
+            changes,
+        };
+        respond(
+            StatusCode::ACCEPTED,
+            s.change_simulation(&who, change).await,
+        )
+    });
     route!(Method::POST, "/api/simulations/{id}/stop", |s, who, req| {
         respond(
             StatusCode::OK,

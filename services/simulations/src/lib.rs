@@ -3,7 +3,8 @@
 //! - [`runs`]: the service ([`Simulations`]): a bounded instance-wide queue, per-user limits,
 //!   execution on a shard in slices that yield (its runner), live metrics on
 //!   `simulation:data:{id}`, lifecycle on `simulation:events:*`, results and bottleneck analysis
-//!   in storage.
+//!   in storage; live what-if changes ([`ChangeRequest`]) reach the run on its shard and apply
+//!   at its next slice.
 //! - [`contract`]: [`SimulationService`], what HTTP handlers, the gateway's real-time code and
 //!   remote callers use; its gRPC registration ([`SimulationContract`]) and remote client
 //!   ([`RemoteSimulations`]).
@@ -36,5 +37,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
 
 pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
-pub use runs::{Results, Run, Simulations, StartRequest, Validation};
+pub use runs::{
+    ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
+};
 pub use sdsim_projects::Failure;

@@ -36,6 +36,16 @@ struct LivePoint {
     progress: f64,
     events: u64,
     metrics: LiveSeries,
+    /// Timeline entries since the previous point (points of older runners have none).
+    #[serde(default)]
+    timeline: Vec<LiveTimelineEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiveTimelineEntry {
+    t_s: f64,
+    component: String,
+    event: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -131,6 +141,15 @@ pub(crate) async fn stream(
             completed: m.completed,
             progress: p.progress,
             events: p.events,
+            timeline: p
+                .timeline
+                .into_iter()
+                .map(|e| ps::TimelineEntry {
+                    t_s: e.t_s,
+                    component: e.component,
+                    event: e.event,
+                })
+                .collect(),
         };
         let sent = out.emit(message(state, Some(point))).await;
         if sent.is_err() || state != ps::RunState::Running {

@@ -31,9 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod runner;
+mod whatif;
 
 use crate::reports::ReportQueue;
 use runner::{Job, Runner, Stop};
+pub use whatif::{
+    changes_of_body, ChangeAccepted, ChangeRequest, MAX_CHANGES_PER_REQUEST, MAX_CHANGES_PER_RUN,
+};
 
 /// What a caller asks for.
 #[derive(Debug, Clone, Default)]

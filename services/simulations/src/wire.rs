@@ -3,7 +3,7 @@
 
 use crate::contract::{Analysis, HistoryQuery, SimulationHealth};
 use crate::pb;
-use crate::runs::{Results, Run, StartRequest, Validation};
+use crate::runs::{ChangeAccepted, ChangeRequest, Results, Run, StartRequest, Validation};
 use sdsim_contract::{required, RequestWire, ResponseWire, ServiceHealth};
 use sdsim_projects::projects::wire::{json_text, json_value};
 use sdsim_projects::{DesignProblem, Failure};
@@ -18,6 +18,7 @@ sdsim_contract::acts_for!(
     pb::GetPerformanceAnalysisRequest,
     pb::ValidateConfigurationRequest,
     pb::GetSimulationHistoryRequest,
+    pb::ChangeSimulationRequest,
 );
 
 /// The service answered a message without the run.
@@ -405,6 +406,46 @@ impl ResponseWire<pb::HealthCheckResponse> for SimulationHealth {
             },
             queued: m.queued.max(0) as usize,
             running: m.running.max(0) as usize,
+        })
+    }
+}
+
+impl RequestWire<pb::ChangeSimulationRequest> for ChangeRequest {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::ChangeSimulationRequest {
+        pb::ChangeSimulationRequest {
+            user_id: user_id.into(),
+            simulation_id: self.simulation_id,
+            changes_json: self.changes,
+        }
+    }
+    fn from_message(m: pb::ChangeSimulationRequest) -> Result<ChangeRequest, Failure> {
+        Ok(ChangeRequest {
+            simulation_id: required(m.simulation_id, "simulation_id")?,
+            changes: m.changes_json,
+        })
+    }
+}
+
+impl ResponseWire<pb::ChangeSimulationResponse> for ChangeAccepted {
+    type Error = Failure;
+    fn into_message(self) -> pb::ChangeSimulationResponse {
+        pb::ChangeSimulationResponse {
+            simulation_id: self.id,
+            accepted_json: sonic_rs::to_string(&self.accepted).unwrap_or_else(|_| "[]".into()),
+            simulated_s: self.simulated_s,
+        }
+    }
+    fn from_message(m: pb::ChangeSimulationResponse) -> Result<Self, Failure> {
+        let accepted = sonic_rs::from_str(&m.accepted_json).map_err(|e| {
+            Failure::Unavailable(format!(
+                "the simulation service answered changes that do not read back: {e}"
+            ))
+        })?;
+        Ok(ChangeAccepted {
+            id: m.simulation_id,
+            accepted,
+            simulated_s: m.simulated_s,
         })
     }
 }

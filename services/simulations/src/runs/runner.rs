@@ -6,8 +6,9 @@ use super::{Simulations, FINISH_RETRY_FOR, TERMINAL};
 use crate::reports::{ReportJob, Taken};
 use sdsim_core::runtime::Shard;
 use sdsim_engine::design::Design;
+use sdsim_engine::engine::changes::AppliedChange;
 use sdsim_engine::engine::stats::Report;
-use sdsim_engine::engine::Simulation;
+use sdsim_engine::engine::{Simulation, TimelineEntry};
 use sdsim_projects::design_limits::parse_design;
 use sdsim_projects::{now_ms, publish};
 use sdsim_store::{StoreError, Value};
@@ -172,7 +173,7 @@ impl Simulations {
     /// got a slot).
     async fn execute(&self, job: Job, stop: &Stop, started: bool) {
         let outcome = if started {
-            self.simulate(&job, &stop.set).await
+            self.simulate(&job, stop).await
         } else {
             self.finish_row(&job.id, "stopped", None, None, None).await;
             Ok(Ended::Stopped)
@@ -200,7 +201,8 @@ impl Simulations {
     }
 
     /// Runs the engine and records how the run ended (unless another instance recorded it).
-    async fn simulate(&self, job: &Job, stop: &Cell<bool>) -> Result<Ended, String> {
+    async fn simulate(&self, job: &Job, control: &Stop) -> Result<Ended, String> {
+        let stop = &control.set;
         if stop.get() {
             self.finish_row(&job.id, "stopped", None, None, None).await;
             return Ok(Ended::Stopped);
@@ -224,6 +226,7 @@ impl Simulations {
             }
         };
         as_run(&mut design, job.duration, job.seed);
+        control.inbox.open(&design);
         let claimed = self
             .store
             .execute(
@@ -258,7 +261,11 @@ impl Simulations {
         let max_step = (job.duration / 2000.0).max(1e-3);
         let mut step = max_step;
         let budget = self.config.slice;
+        // Timeline entries published so far (each point carries the ones since the last).
+        let mut logged = 0;
         while !sim.is_finished() {
+            // What-if changes accepted since the last slice, at the time their answer gave.
+            control.inbox.apply_to(&mut sim);
             // How far the run may be by now: paced, or all of it.
             let target = if job.speed > 0.0 {
                 (began.elapsed().as_secs_f64() * job.speed).min(job.duration)
@@ -276,6 +283,7 @@ impl Simulations {
                     step = (step * 2.0).min(max_step);
                 }
             }
+            control.inbox.after_slice(sim.now(), sim.is_finished());
             if stop.get() {
                 break;
             }
@@ -288,7 +296,7 @@ impl Simulations {
             }
             if Instant::now() >= next_point {
                 next_point += self.config.metrics_interval;
-                publish(&channel, &point(&sim, job, "metrics")).await;
+                publish(&channel, &point(&sim, job, "metrics", &mut logged)).await;
             }
             if sim.now() >= target && !sim.is_finished() {
                 // Paced and caught up: wait for the clock (at most until the next point).
@@ -299,15 +307,16 @@ impl Simulations {
                 sdsim_core::mesh::yield_to_driver().await;
             }
         }
+        control.inbox.close();
         if let Some(Ended::Elsewhere { status, error }) = elsewhere {
             // Its end is recorded already (and must not be overwritten): only say it here.
             tracing::info!(simulation = %job.id, status, "run ended by another instance");
-            publish(&channel, &point(&sim, job, status)).await;
+            publish(&channel, &point(&sim, job, status, &mut logged)).await;
             return Ok(Ended::Elsewhere { status, error });
         }
         let finished = sim.is_finished();
         let kind = if finished { "completed" } else { "stopped" };
-        publish(&channel, &point(&sim, job, kind)).await;
+        publish(&channel, &point(&sim, job, kind, &mut logged)).await;
         let report = sim.report();
         let report_json = sonic_rs::to_string(&report).unwrap_or_else(|_| "null".into());
         // With Redis up, any simulation instance analyses a completed run (the analysis stays
@@ -486,10 +495,13 @@ impl Runner {
     }
 }
 
-/// Asks a run to stop: checked between slices, and wakes a run still waiting for a slot.
+/// Asks a run to stop: checked between slices, and wakes a run still waiting for a slot;
+/// and takes the run's what-if changes.
 #[derive(Default)]
 pub(super) struct Stop {
     pub(super) set: Cell<bool>,
+    /// What-if changes for the run's next slice.
+    pub(super) inbox: super::whatif::Inbox,
     pub(super) notify: tokio::sync::Notify,
     /// Callers of `stop` waiting for the run to record its end.
     waiting: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
@@ -541,10 +553,26 @@ struct Point<'a> {
     sim_time_s: f64,
     events: u64,
     metrics: sdsim_engine::engine::stats::Series,
+    /// Timeline entries (faults, scaling, what-if changes) since the previous point.
+    timeline: &'a [TimelineEntry],
+    /// Every what-if change applied so far, with its simulated time.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    changes: &'a [AppliedChange],
 }
 
-fn point<'a>(sim: &Simulation, job: &'a Job, kind: &'static str) -> Point<'a> {
+/// The run's point now; `logged` counts the timeline entries points have carried.
+fn point<'a>(
+    sim: &'a Simulation,
+    job: &'a Job,
+    kind: &'static str,
+    logged: &mut usize,
+) -> Point<'a> {
+    let timeline = sim.timeline();
+    let new = &timeline[(*logged).min(timeline.len())..];
+    *logged = timeline.len();
     Point {
+        timeline: new,
+        changes: sim.changes(),
         r#type: kind,
         simulation_id: &job.id,
         progress: (sim.now() / job.duration).clamp(0.0, 1.0),
