@@ -33,6 +33,9 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 # HAProxy (Debian package): the load-balancer tier of the cluster test (config/haproxy.cfg).
 command -v haproxy >/dev/null || missing+=(haproxy)
+# Prometheus (Debian package, with promtool): services/server/tests/prometheus.rs checks and
+# unit-tests config/prometheus/ and runs a Prometheus against sdsim.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -40,6 +43,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed service redis-server stop >/dev/null 2>&1 || true
   sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
   sudo_if_needed service haproxy stop >/dev/null 2>&1 || true
+  sudo_if_needed service prometheus stop >/dev/null 2>&1 || true
+  sudo_if_needed service prometheus-node-exporter stop >/dev/null 2>&1 || true
 fi
 
 # A one-shot build gains nothing from incremental state, which roughly doubles the target's size.
