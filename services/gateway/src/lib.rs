@@ -14,6 +14,7 @@
 //! - [`openapi`]: `/openapi.json`, the OpenAPI description of the whole HTTP API.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alerts;
 pub mod config;
 pub mod health;
 pub mod observe;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
     health::register(router, state);
     observe::register(router, state);
+    alerts::register(router, state);
     realtime::register(router, state);
     openapi::register(router);
 }
@@ -47,6 +49,9 @@ pub fn install_shard(
     metrics: Rc<Metrics>,
 ) -> Rc<realtime::Realtime> {
     let rt = realtime::install(shard, state, metrics);
+    if shard.id().index() == 0 && state.config.alerts.enabled {
+        shard.spawn("alerts", alerts::run(Arc::clone(state)));
+    }
     let inbound = state
         .redis
         .as_ref()

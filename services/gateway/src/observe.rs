@@ -274,17 +274,9 @@ async fn prometheus(g: &GatewayState) -> Response {
             i64::from(storage.status == "up"),
         );
     }
-    let overloads = shard
-        .mesh()
-        .broadcast(|| {
-            Shard::current()
-                .get::<Overload>()
-                .map(|o| (o.last_delay(), o.overloaded()))
-        })
-        .await;
     let mut delays = String::new();
-    for (index, part) in overloads.into_iter().enumerate() {
-        let Ok(Some((delay, overloaded))) = part else {
+    for (index, part) in shard_loads().await.into_iter().enumerate() {
+        let Some((delay, overloaded)) = part else {
             continue;
         };
         snapshot.gauges.insert(
@@ -316,6 +308,22 @@ async fn prometheus(g: &GatewayState) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(text),
     )
+}
+
+/// Each shard's last queueing delay and whether it limits admissions, in shard order; `None`
+/// for a shard that does not measure it (shedding off) or did not answer.
+pub(crate) async fn shard_loads() -> Vec<Option<(std::time::Duration, bool)>> {
+    Shard::current()
+        .mesh()
+        .broadcast(|| {
+            Shard::current()
+                .get::<Overload>()
+                .map(|o| (o.last_delay(), o.overloaded()))
+        })
+        .await
+        .into_iter()
+        .map(|part| part.ok().flatten())
+        .collect()
 }
 
 /// The directory of instances and, with Redis, the registry's counters.

@@ -256,9 +256,11 @@ async fn subscribe(port: u16, token: &str, channel: &str) -> Ws {
     ws
 }
 
+/// The next text message; panics when none arrives within [`HANG`] (pings do not count).
 async fn next_json(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + HANG;
     loop {
-        let msg = tokio::time::timeout(HANG, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("a WebSocket message")
             .unwrap()

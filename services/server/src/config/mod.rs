@@ -13,6 +13,7 @@ use sdsim_core::config::{
     LogConfig, Overrides, Problems, RateLimitConfig, RuntimeConfig, ServerConfig, SheddingConfig,
     TlsConfig,
 };
+use sdsim_gateway::alerts::AlertsConfig;
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
 use sdsim_mesh::{MeshConfig, RegistryConfig};
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
@@ -74,6 +75,8 @@ pub struct Config {
     pub mesh: MeshConfig,
     /// The service registry in Redis: TTL, heartbeat, advertised address.
     pub registry: RegistryConfig,
+    /// The in-process alerts: thresholds, evaluation interval, cooldown.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             instance: InstanceConfig::default(),
             mesh: MeshConfig::default(),
             registry: RegistryConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl Config {
         self.grpc.validate(&mut problems);
         self.mesh.validate(&mut problems);
         self.registry.validate(&mut problems);
+        self.alerts.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
     }
