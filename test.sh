@@ -17,6 +17,16 @@ if ! python3 -c "import grpc, grpc_tools, grpc_reflection" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "grpcio==1.*" "grpcio-tools==1.*" \
     "grpcio-reflection==1.*"
 fi
+# opentelemetry-proto (PyPI): tests/python/otlp_receiver.py, the OTLP/HTTP receiver that
+# services/server/tests/otel.rs exports spans to.
+if ! python3 -c "import opentelemetry.proto.collector.trace.v1" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==1.*"
+fi
+# kubernetes-validate (PyPI, with its bundled schemas): services/server/tests/deploy.rs checks
+# deploy/k8s/ with it.
+if ! command -v kubernetes-validate >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==1.*"
+fi
 # Schemathesis (PyPI): tests/openapi/run.sh, the running server against docs/openapi.json.
 if ! python3 -c "import schemathesis" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.*"
@@ -33,6 +43,13 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 # HAProxy (Debian package): the load-balancer tier of the cluster test (config/haproxy.cfg).
 command -v haproxy >/dev/null || missing+=(haproxy)
+# systemd-analyze (Debian's systemd): deploy.rs verifies the units in deploy/systemd/.
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+# Chromium and Node (Debian packages): the console test drives the page at / in a real browser
+# through playwright-core (npm, below), which uses this Chromium and downloads no browser.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 # Prometheus (Debian package, with promtool): services/server/tests/prometheus.rs checks and
 # unit-tests config/prometheus/ and runs a Prometheus against sdsim.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
@@ -63,3 +80,10 @@ cargo test --workspace --locked
 
 step "schemathesis against docs/openapi.json"
 tests/openapi/run.sh
+
+step "console in a browser (tests/console)"
+# playwright-core at the version tests/console/package-lock.json pins; the test starts the
+# sdsim binary `cargo test` built on a free loopback port, drives Chromium through the page,
+# saves a screenshot of each step under target/console-shots/ and stops the server.
+npm ci --prefix tests/console --no-audit --no-fund --silent
+node tests/console/console.spec.mjs

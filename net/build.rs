@@ -1,6 +1,6 @@
 //! Generates the Rust types of the `.proto` files this crate serves (grpc.health.v1,
-//! grpc.reflection.v1 and v1alpha) with prost, compiling the files with protox (pure Rust: no
-//! system protoc needed).
+//! grpc.reflection.v1 and v1alpha) and of the OTLP trace messages its span exporter sends,
+//! with prost, compiling the files with protox (pure Rust: no system protoc needed).
 
 fn main() {
     // Read at run time, not baked in with `env!`: cargo reuses a compiled build script for an
@@ -27,4 +27,15 @@ fn main() {
     prost_build::Config::new()
         .compile_fds(descriptors)
         .expect("prost generates the health and reflection types");
+    // Compiled apart: the exporter sends these, no listener serves them, so reflection does
+    // not list them.
+    let otlp = ["opentelemetry/proto/collector/trace/v1/trace_service.proto"].map(|f| root.join(f));
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("opentelemetry").display()
+    );
+    let otlp = protox::compile(&otlp, [&root]).expect("proto/opentelemetry compiles");
+    prost_build::Config::new()
+        .compile_fds(otlp)
+        .expect("prost generates the OTLP trace types");
 }

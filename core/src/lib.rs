@@ -29,6 +29,14 @@ pub mod shard;
 pub mod shutdown;
 pub mod stall;
 
+/// `d` in milliseconds to the microsecond, for logs: `23.124`, never the float noise of
+/// `as_secs_f64() * 1e3` (`0.023124000000000002`). A whole number of microseconds divided by
+/// 1,000 is the double nearest that decimal, and floats print as the shortest text that reads
+/// back as the same double.
+pub fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
+
 /// A random UUID (version 4) string, for row ids.
 pub fn new_id() -> String {
     use ring::rand::SecureRandom;
@@ -47,4 +55,26 @@ pub fn new_id() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn millis_print_without_float_noise() {
+        for (d, text) in [
+            (Duration::from_nanos(23_124_000), "23.124"),
+            (Duration::from_nanos(23_124), "0.023"),
+            (Duration::from_nanos(23_124_999), "23.124"),
+            (Duration::from_micros(1), "0.001"),
+            (Duration::from_secs(3), "3000.0"),
+            (Duration::from_micros(100_000_007), "100000.007"),
+        ] {
+            assert_eq!(format!("{:?}", super::millis(d)), text, "{d:?}");
+        }
+        // What the logs printed before.
+        let noisy = Duration::from_nanos(23_124).as_secs_f64() * 1e3;
+        assert_eq!(format!("{noisy:?}"), "0.023124000000000002");
+    }
 }

@@ -99,8 +99,8 @@ impl StallDetector {
         tracing::warn!(
             shard = self.shard,
             task,
-            held_ms = held.as_secs_f64() * 1e3,
-            threshold_ms = self.threshold.as_secs_f64() * 1e3,
+            held_ms = crate::millis(held),
+            threshold_ms = crate::millis(self.threshold),
             "stall: a task held its shard too long"
         );
     }

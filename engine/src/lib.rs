@@ -10,6 +10,10 @@
 //!   schema version 2 adds closed-loop clients with timeouts and retries, caches with a
 //!   capacity, contention, LIFO and CoDel, and goodput with a metastability verdict.
 //! - [`analysis`]: bottleneck ranking and M/M/c sizing, confirmed by a re-run.
+//! - [`import`]: designs read from telemetry: the OpenTelemetry Collector's servicegraph
+//!   metrics (Prometheus text, [`import::prometheus`]) → a version-2 design
+//!   ([`import::otel_servicegraph`]).
+//! - [`plot`]: goodput over time as an SVG chart (`sdsim simulate --plot-goodput`).
 //! - [`sweep`]: a design run over a grid of parameter values ([`sweep::Parameter`]), a row of
 //!   figures per point ([`sweep::SweepRow`]) and the knee.
 //!
@@ -19,4 +23,6 @@
 pub mod analysis;
 pub mod design;
 pub mod engine;
+pub mod import;
+pub mod plot;
 pub mod sweep;

@@ -118,6 +118,19 @@ write("design_document", "empty-object", "{}")
 write("design_document", "wrong-types", '{"components": 3, "duration_s": "x"}')
 write("design_document", "deep", '{"components":' + "[" * 100 + "]" * 100 + '}')
 
+# servicegraph_metrics
+write("servicegraph_metrics", "example.prom", read("docs/examples/servicegraph.prom"))
+for k, v in {
+    "one-edge": '# TYPE traces_service_graph_request_total counter\ntraces_service_graph_request_total{client="user",server="api"} 100\ntraces_service_graph_request_server_seconds_bucket{client="user",server="api",le="0.01"} 40\ntraces_service_graph_request_server_seconds_bucket{client="user",server="api",le="+Inf"} 100\ntraces_service_graph_request_server_seconds_sum{client="user",server="api"} 2.5\ntraces_service_graph_request_server_seconds_count{client="user",server="api"} 100\n',
+    "namespaced-messaging": 'ns_traces_service_graph_request_total{client="api",server="q",connection_type="messaging_system"} 5\nns_traces_service_graph_request_total{client="user",server="api"} 4\nns_traces_service_graph_request_client_seconds_bucket{client="api",server="q",le="+Inf"} 5\nns_traces_service_graph_request_client_seconds_sum{client="api",server="q"} 0.5\nns_traces_service_graph_request_client_seconds_count{client="api",server="q"} 5\nns_traces_service_graph_request_server_seconds_bucket{client="user",server="api",le="+Inf"} 4\nns_traces_service_graph_request_server_seconds_sum{client="user",server="api"} 1\nns_traces_service_graph_request_server_seconds_count{client="user",server="api"} 4\n',
+    "escapes": 'm{a="x\\\\y\\"z\\n",} -1.5e-3 -17\n# HELP m a \\\\ b\n',
+    "negative": 'traces_service_graph_request_total{client="u",server="a"} -1\n',
+    "not-cumulative": 'traces_service_graph_request_total{client="u",server="a"} 1\ntraces_service_graph_request_server_seconds_bucket{client="u",server="a",le="1"} 5\ntraces_service_graph_request_server_seconds_bucket{client="u",server="a",le="+Inf"} 1\n',
+    "cycle": 'traces_service_graph_request_total{client="a",server="b"} 10\ntraces_service_graph_request_total{client="b",server="a"} 10\ntraces_service_graph_request_server_seconds_bucket{client="a",server="b",le="+Inf"} 10\ntraces_service_graph_request_server_seconds_sum{client="a",server="b"} 1\ntraces_service_graph_request_server_seconds_count{client="a",server="b"} 10\ntraces_service_graph_request_server_seconds_bucket{client="b",server="a",le="+Inf"} 10\ntraces_service_graph_request_server_seconds_sum{client="b",server="a"} 2\ntraces_service_graph_request_server_seconds_count{client="b",server="a"} 10\n',
+    "bad-label": 'a{b="1" 2\n',
+}.items():
+    write("servicegraph_metrics", k, v)
+
 # config_file
 default = read("config/default.toml").decode()
 write("config_file", "default.toml", default)

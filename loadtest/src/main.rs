@@ -10,6 +10,7 @@ use sdsim_loadtest::flow::{run_flow_with, FlowLoad, FlowSeriesPoint};
 use sdsim_loadtest::report::SeriesPoint;
 use sdsim_loadtest::run::{build_request, run_http_with, GrpcCall, HttpLoad, Protocol};
 use sdsim_loadtest::scenario::Scenario;
+use sdsim_loadtest::thresholds;
 use sdsim_loadtest::ws::{Op, WsLoad, WsOptions, WsSeriesPoint};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -48,6 +49,10 @@ struct Outputs {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// A pass/fail criterion, e.g. 'p99 < 50ms', 'errors < 0.1%', 'login: p99 < 200ms'
+    /// (repeatable); when one fails the process exits with code 99 after writing its outputs.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -80,9 +85,10 @@ struct HttpArgs {
     /// Connections in total.
     #[arg(long, default_value_t = 50)]
     connections: usize,
-    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-    #[arg(long, default_value = "0")]
-    cpus: String,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3 (one thread each), within the
+    /// affinity mask the process was started with; default: every CPU of that mask.
+    #[arg(long)]
+    cpus: Option<String>,
     /// HTTP method.
     #[arg(long, default_value = "GET")]
     method: String,
@@ -132,9 +138,10 @@ struct GrpcArgs {
     /// HTTP/2 connections in total (one call in flight on each).
     #[arg(long, default_value_t = 50)]
     connections: usize,
-    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-    #[arg(long, default_value = "0")]
-    cpus: String,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3 (one thread each), within the
+    /// affinity mask the process was started with; default: every CPU of that mask.
+    #[arg(long)]
+    cpus: Option<String>,
     /// Interval of the time series and the progress line.
     #[arg(long, default_value = "1s")]
     interval: String,
@@ -190,9 +197,10 @@ struct WsArgs {
     /// {"op":"ping"} per second over all connections (each sends its share).
     #[arg(long)]
     send_rate: Option<f64>,
-    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3.
-    #[arg(long, default_value = "0")]
-    cpus: String,
+    /// CPUs to pin the generator's threads to, e.g. 1 or 2,3 (one thread each), within the
+    /// affinity mask the process was started with; default: every CPU of that mask.
+    #[arg(long)]
+    cpus: Option<String>,
     /// Source addresses, round robin, e.g. 127.0.0.1-127.0.0.50 (beyond 64K connections).
     #[arg(long)]
     sources: Option<String>,
@@ -230,11 +238,17 @@ fn positive(text: &str, flag: &str) -> anyhow::Result<Duration> {
     Ok(d)
 }
 
-fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
-    text.split(',')
-        .map(|c| c.trim().parse())
-        .collect::<Result<_, _>>()
-        .context("--cpus")
+/// `--cpus`, or every CPU of the affinity mask without it.
+fn parse_cpus(text: Option<&str>) -> anyhow::Result<Vec<usize>> {
+    let requested: Vec<usize> = match text {
+        None => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(|c| c.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--cpus")?,
+    };
+    sdsim_loadtest::cpus::resolve(&requested, "--cpus")
 }
 
 /// Splits an http:// URL into (address, authority, path).
@@ -278,7 +292,7 @@ fn http(args: HttpArgs) -> anyhow::Result<()> {
         outputs,
     } = args;
     let (addr, authority, path) = target(&url)?;
-    let cpus = parse_cpus(&cpus)?;
+    let cpus = parse_cpus(cpus.as_deref())?;
     if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
         bail!("--rate and --connections must be positive");
     }
@@ -328,7 +342,7 @@ fn grpc(args: GrpcArgs) -> anyhow::Result<()> {
         .with_context(|| format!("resolving {addr}"))?
         .next()
         .context("no address")?;
-    let cpus = parse_cpus(&cpus)?;
+    let cpus = parse_cpus(cpus.as_deref())?;
     if rate.is_some_and(|r| r <= 0.0) || connections == 0 {
         bail!("--rate and --connections must be positive");
     }
@@ -408,7 +422,7 @@ fn ws(args: WsArgs) -> anyhow::Result<()> {
         publish_token,
         publish_connections,
         send_rate,
-        cpus: parse_cpus(&cpus)?,
+        cpus: parse_cpus(cpus.as_deref())?,
         sources,
         interval: duration(&interval)?,
     };
@@ -421,11 +435,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         scenario,
         vars,
-        outputs,
+        mut outputs,
     } = args;
     let text = std::fs::read_to_string(&scenario).with_context(|| format!("reading {scenario}"))?;
     let mut parsed =
         Scenario::parse(&text).with_context(|| format!("{scenario} is not a valid scenario"))?;
+    outputs.thresholds.extend(parsed.threshold_texts());
     for var in &vars {
         let Some(flow) = parsed.flow.as_mut() else {
             bail!("--var: only a flow scenario has [flow.vars]");
@@ -581,6 +596,7 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
     if load.interval.is_zero() {
         bail!("the interval must be positive");
     }
+    let checks = thresholds::prepare(&outputs.thresholds, &["run"], Some("run"))?;
     let mut series = Series::create(outputs)?;
     let step = load.interval.as_secs_f64();
     let started = std::time::SystemTime::now();
@@ -605,6 +621,7 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
     })?;
     series.finish()?;
     print!("{}", report.table());
+    let verdicts = thresholds::check_all(&checks, "run", |_| Some(report.clone()));
     let measured_from = started + Duration::from_millis(200) + load.warmup;
     write_outputs(
         outputs,
@@ -612,7 +629,7 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
             let title = plot_title(params, None);
             sdsim_loadtest::plot::percentile_svg(&title, &[("latency", &report.histogram)])
         },
-        |p| report.to_json(p),
+        |p| thresholds::with_verdicts(report.to_json(p), &verdicts),
         params,
         |file| {
             sdsim_loadtest::report::write_interval_log(
@@ -622,11 +639,15 @@ fn execute(load: &HttpLoad, outputs: &Outputs, params: &[(&str, String)]) -> any
                 &intervals,
             )
         },
-    )
+    )?;
+    conclude(&verdicts);
+    Ok(())
 }
 
 /// Runs a WebSocket load, printing progress and the table, writing the outputs asked for.
 fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> anyhow::Result<()> {
+    let names = Op::ALL.map(Op::name);
+    let checks = thresholds::prepare(&outputs.thresholds, &names, None)?;
     let mut series = Series::create(outputs)?;
     let started = std::time::SystemTime::now();
     let mut intervals: Vec<(u64, Op, hdrhistogram::Histogram<u64>)> = Vec::new();
@@ -647,6 +668,10 @@ fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> an
     })?;
     series.finish()?;
     print!("{}", report.table());
+    let verdicts = thresholds::check_all(&checks, "", |line| {
+        let op = Op::ALL.into_iter().find(|op| op.name() == line)?;
+        Some(report.report(op))
+    });
     write_outputs(
         outputs,
         || {
@@ -657,7 +682,7 @@ fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> an
                 Op::ALL.iter().map(|op| (op.name(), report.report(*op))),
             )
         },
-        |p| report.to_json(p),
+        |p| thresholds::with_verdicts(report.to_json(p), &verdicts),
         params,
         |file| {
             let tagged = intervals
@@ -665,7 +690,9 @@ fn execute_ws(load: &WsLoad, outputs: &Outputs, params: &[(&str, String)]) -> an
                 .map(|(index, op, h)| (*index, op.name(), h));
             hlog_by_type(file, started, load.interval, tagged)
         },
-    )
+    )?;
+    conclude(&verdicts);
+    Ok(())
 }
 
 /// Runs a flow, printing progress and the table per step, writing the outputs asked for.
@@ -674,9 +701,11 @@ fn execute_flow(
     outputs: &Outputs,
     params: &[(&str, String)],
 ) -> anyhow::Result<()> {
+    let types = &load.flow.types;
+    let names: Vec<&str> = types.iter().map(String::as_str).collect();
+    let checks = thresholds::prepare(&outputs.thresholds, &names, Some("flow"))?;
     let mut series = Series::create(outputs)?;
     let started = std::time::SystemTime::now();
-    let types = &load.flow.types;
     let mut intervals: Vec<(u64, usize, hdrhistogram::Histogram<u64>)> = Vec::new();
     let report = run_flow_with(load, |index, active, tally| {
         if outputs.hlog.is_some() {
@@ -694,6 +723,10 @@ fn execute_flow(
     })?;
     series.finish()?;
     print!("{}", report.table());
+    let verdicts = thresholds::check_all(&checks, "flow", |line| {
+        let t = types.iter().position(|name| name == line)?;
+        Some(report.report(t))
+    });
     write_outputs(
         outputs,
         || {
@@ -703,7 +736,7 @@ fn execute_flow(
                 (0..types.len()).map(|t| (types[t].as_str(), report.report(t))),
             )
         },
-        |p| report.to_json(p),
+        |p| thresholds::with_verdicts(report.to_json(p), &verdicts),
         params,
         |file| {
             let tagged = intervals
@@ -711,5 +744,25 @@ fn execute_flow(
                 .map(|(index, t, h)| (*index, types[*t].as_str(), h));
             hlog_by_type(file, started, load.interval, tagged)
         },
-    )
+    )?;
+    conclude(&verdicts);
+    Ok(())
+}
+
+/// Prints the verdicts; when one failed, ends the process with
+/// [`thresholds::EXIT_CODE`] (the outputs are written by then).
+fn conclude(verdicts: &[thresholds::Verdict]) {
+    if verdicts.is_empty() {
+        return;
+    }
+    print!("{}", thresholds::table(verdicts));
+    let failed = verdicts.iter().filter(|v| !v.passed).count();
+    if failed > 0 {
+        let _ = std::io::stdout().flush();
+        eprintln!(
+            "sdsim-loadtest: {failed} of {} thresholds failed",
+            verdicts.len()
+        );
+        std::process::exit(thresholds::EXIT_CODE);
+    }
 }

@@ -31,6 +31,11 @@ pub struct Scenario {
     /// Open-loop phases; none = a closed-loop run of `load.duration`.
     #[serde(default)]
     pub phases: Vec<PhaseSpec>,
+    /// `[thresholds]`: pass/fail criteria per line of the table (`run` for a `[target]` run,
+    /// `flow` and each step for a flow, the operations for a WebSocket run), e.g.
+    /// `login = ["p99 < 200ms", "errors < 1%"]`; see [`crate::thresholds`].
+    #[serde(default)]
+    pub thresholds: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What a scenario loads.
@@ -122,7 +127,8 @@ impl Target {
 pub struct LoadShape {
     /// Connections in total.
     pub connections: usize,
-    /// CPUs for the generator's threads.
+    /// CPUs for the generator's threads, within the process's affinity mask; empty (the
+    /// default): every CPU of that mask.
     pub cpus: Vec<usize>,
     /// Unmeasured warm-up.
     pub warmup: String,
@@ -138,7 +144,7 @@ impl Default for LoadShape {
     fn default() -> Self {
         LoadShape {
             connections: 50,
-            cpus: vec![0],
+            cpus: Vec::new(),
             warmup: "2s".into(),
             duration: "10s".into(),
             interval: "1s".into(),
@@ -206,6 +212,12 @@ impl Scenario {
     /// [`Scenario::parse`] with `resolve` turning the flow steps' `host:port` into addresses.
     pub fn parse_with(text: &str, resolve: &Resolver) -> anyhow::Result<Scenario> {
         let scenario: Scenario = toml::from_str(text)?;
+        for (line, list) in &scenario.thresholds {
+            for t in list {
+                crate::thresholds::Threshold::parse(t)
+                    .map_err(|e| anyhow::anyhow!("thresholds.{line}: {e}"))?;
+            }
+        }
         for (key, value) in [
             ("load.warmup", &scenario.load.warmup),
             ("load.duration", &scenario.load.duration),
@@ -216,9 +228,6 @@ impl Scenario {
         }
         if scenario.load.connections == 0 {
             anyhow::bail!("load.connections: must be at least 1");
-        }
-        if scenario.load.cpus.is_empty() {
-            anyhow::bail!("load.cpus: name at least one CPU");
         }
         if parse_duration(&scenario.load.interval).is_ok_and(|d| d.is_zero()) {
             anyhow::bail!("load.interval: must be positive");
@@ -326,7 +335,7 @@ impl Scenario {
         Ok(Some(FlowLoad::new(
             flow,
             self.phase_list()?,
-            self.load.cpus.clone(),
+            crate::cpus::resolve(&self.load.cpus, "load.cpus")?,
             interval,
         )))
     }
@@ -375,7 +384,7 @@ impl Scenario {
                 .publish_connections
                 .unwrap_or(defaults.publish_connections),
             send_rate: t.send_rate,
-            cpus: self.load.cpus.clone(),
+            cpus: crate::cpus::resolve(&self.load.cpus, "load.cpus")?,
             sources: t.sources.clone(),
             interval: d(&self.load.interval)?,
         }))
@@ -401,12 +410,22 @@ impl Scenario {
             rate: None,
             duration,
             warmup: d(&self.load.warmup)?,
-            cpus: self.load.cpus.clone(),
+            cpus: crate::cpus::resolve(&self.load.cpus, "load.cpus")?,
             interval: d(&self.load.interval)?,
             phases,
             protocol: Default::default(),
             timeout: d(&self.load.timeout)?,
         })
+    }
+}
+
+impl Scenario {
+    /// The `[thresholds]` as `--threshold` expressions (`line: criterion`).
+    pub fn threshold_texts(&self) -> Vec<String> {
+        self.thresholds
+            .iter()
+            .flat_map(|(line, list)| list.iter().map(move |t| format!("{line}: {t}")))
+            .collect()
     }
 }
 

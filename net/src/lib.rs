@@ -12,6 +12,7 @@
 //!   CORS, load shedding, rate limit, metrics, access log), and the HTTP-only steps
 //!   (compression, timing, panic recovery).
 //! - [`deadline`]: the deadline of the request being served, which outbound calls inherit.
+//! - [`otel`]: OpenTelemetry tracing: sampling, spans, the OTLP exporter thread.
 //! - [`grpc`]: gRPC over h2, server (every call through the same layers) and client.
 //! - [`tls`]: loading certificates into a rustls acceptor.
 //! - [`ws`]: WebSocket: the sans-IO frame codec, the upgrade handshake, permessage-deflate and
@@ -24,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod middleware;
+pub mod otel;
 pub mod server;
 pub mod tls;
 pub mod transport;

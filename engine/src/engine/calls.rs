@@ -166,6 +166,7 @@ impl Simulation {
             .latency
             .as_ref()
             .map(|d| d.sample(&mut self.routing_rng));
+        self.stats[caller].count_call(call);
         let child = self.alloc(Request {
             born: self.now,
             entered: self.now,

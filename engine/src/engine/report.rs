@@ -18,6 +18,13 @@ impl Simulation {
         stats
     }
 
+    /// Each component's statistics so far, in design order (after the warm-up, like the
+    /// report): what telemetry of the modelled system would show (response-time histograms,
+    /// attempts per call), for exporters and tests that rebuild it.
+    pub fn component_stats(&self) -> Vec<ComponentStats> {
+        self.current_stats()
+    }
+
     /// A snapshot of the statistics so far (the final report once finished).
     pub fn report(&self) -> Report {
         let measured = (self.now - self.measuring_since).max(1e-12);

@@ -29,6 +29,8 @@ pub struct ComponentStats {
     wait_sum: f64,
     response_sum: f64,
     response_us: Histogram<u64>,
+    /// Attempts sent on each of the component's calls, by index in its `calls`.
+    calls_sent: Vec<u64>,
 }
 
 impl ComponentStats {
@@ -48,6 +50,7 @@ impl ComponentStats {
             wait_sum: 0.0,
             response_sum: 0.0,
             response_us: Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds"),
+            calls_sent: Vec::new(),
         }
     }
 
@@ -77,6 +80,30 @@ impl ComponentStats {
         self.wait_sum += wait;
         let us = (response * 1e6 + 0.5) as u64;
         let _ = self.response_us.record(us.clamp(1, MAX_US));
+    }
+
+    /// Counts one attempt sent on call `call` (index in the component's `calls`).
+    pub(crate) fn count_call(&mut self, call: usize) {
+        if self.calls_sent.len() <= call {
+            self.calls_sent.resize(call + 1, 0);
+        }
+        self.calls_sent[call] += 1;
+    }
+
+    /// Attempts sent on each call since the last reset, by index in the component's `calls`
+    /// (shorter when the last calls were never taken): what a tracer sees as client spans.
+    pub fn calls_sent(&self) -> &[u64] {
+        &self.calls_sent
+    }
+
+    /// Response times of the requests served, in microseconds of simulated time.
+    pub fn response_histogram(&self) -> &Histogram<u64> {
+        &self.response_us
+    }
+
+    /// The sum of the response times of the requests served, in seconds.
+    pub fn response_sum_s(&self) -> f64 {
+        self.response_sum
     }
 
     fn ms_at(&self, q: f64) -> f64 {

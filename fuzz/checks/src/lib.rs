@@ -8,6 +8,7 @@
 //! - [`grpc`]: gRPC message frames and `grpc-status-details-bin` (`sdsim_net::grpc`).
 //! - [`token`]: access tokens (`sdsim_auth::token`).
 //! - [`design`]: design documents (`sdsim_engine::design`, `sdsim_projects::projects`).
+//! - [`metrics`]: Prometheus text and the servicegraph import (`sdsim_engine::import`).
 //! - [`config`]: the configuration file and its `--set` / `SDSIM__` overrides
 //!   (`sdsim_server::config`).
 //! - [`bodies`]: every JSON request body of the HTTP API (auth, projects, simulations).
@@ -25,6 +26,7 @@ pub mod config;
 pub mod design;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod realtime;
 pub mod scenario;
 pub mod token;
@@ -72,6 +74,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "design_document",
         check: design::document,
+    },
+    Target {
+        name: "servicegraph_metrics",
+        check: metrics::servicegraph_metrics,
     },
     Target {
         name: "config_file",

@@ -39,7 +39,7 @@ pub struct WsOptions {
     pub publish_connections: usize,
     /// Application pings per second over all connections.
     pub send_rate: Option<f64>,
-    /// CPUs of the generator's threads.
+    /// CPUs of the generator's threads, within the affinity mask; empty: all of the mask.
     pub cpus: Vec<usize>,
     /// Source addresses, e.g. `127.0.0.1-127.0.0.50`.
     pub sources: Option<String>,
@@ -64,7 +64,7 @@ impl Default for WsOptions {
             publish_token: None,
             publish_connections: 4,
             send_rate: None,
-            cpus: vec![0],
+            cpus: Vec::new(),
             sources: None,
             interval: Duration::from_secs(1),
         }
@@ -115,7 +115,7 @@ impl WsOptions {
             token: self.token.clone(),
             publish,
             ping_rate: self.send_rate,
-            cpus: self.cpus.clone(),
+            cpus: crate::cpus::resolve(&self.cpus, "cpus")?,
             sources,
             interval: self.interval,
             read_buffer: super::DEFAULT_READ_BUFFER,

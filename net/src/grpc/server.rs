@@ -18,6 +18,7 @@ use super::frame;
 use super::method::MethodName;
 use super::status::{parse_timeout, Code, Status};
 use crate::middleware::layer::{Ended, Exchange, Layers, Outcome, UNMATCHED};
+use crate::middleware::trace_context::TraceContext;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use h2::server::SendResponse;
@@ -508,9 +509,11 @@ async fn handle_stream(
                 metadata,
                 extensions: ex.extensions.clone(),
             };
-            serve_call(call, registered, respond, settings)
-                .instrument(ex.span.clone())
-                .await
+            let trace = ex.extensions.get::<TraceContext>().cloned();
+            let served =
+                serve_call(call, registered, respond, settings).instrument(ex.span.clone());
+            // The calls the method makes are children of this call's span.
+            crate::otel::current::traced(trace, served).await
         }
     };
     let outcome = Outcome {

@@ -105,7 +105,7 @@ impl Layer for BufferedAccessLog {
 /// The line as a `tracing` event in the exchange's span.
 fn emit_event(ex: &Exchange, outcome: &Outcome) {
     let _in_exchange = ex.span.enter();
-    let duration_ms = outcome.elapsed.as_secs_f64() * 1e3;
+    let duration_ms = sdsim_core::millis(outcome.elapsed);
     let path: &str = &ex.path;
     let request_id = ex.request_id.as_str();
     match (&ex.protocol, outcome.ended) {
@@ -336,7 +336,7 @@ fn text_line(buf: &mut Vec<u8>, stamp: Stamp<'_>, ex: &Exchange, outcome: &Outco
     buf.extend_from_slice(b" duration_ms=");
     {
         use std::io::Write;
-        let _ = write!(buf, "{:?}", outcome.elapsed.as_secs_f64() * 1e3);
+        let _ = write!(buf, "{:?}", sdsim_core::millis(outcome.elapsed));
     }
     buf.extend_from_slice(b" request_id=");
     push_debug_str(buf, &ex.request_id);
@@ -391,7 +391,7 @@ fn json_line(buf: &mut Vec<u8>, stamp: Stamp<'_>, ex: &Exchange, outcome: &Outco
         Fields::Mismatched => {}
     }
     buf.extend_from_slice(b",\"duration_ms\":");
-    let duration_ms = outcome.elapsed.as_secs_f64() * 1e3;
+    let duration_ms = sdsim_core::millis(outcome.elapsed);
     buf.extend_from_slice(ryu::Buffer::new().format_finite(duration_ms).as_bytes());
     buf.extend_from_slice(b",\"request_id\":");
     push_json_str(buf, &ex.request_id);

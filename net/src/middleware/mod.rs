@@ -3,7 +3,8 @@
 //! of the configuration. In order:
 //!
 //! 1. [`request_id`]: a sane incoming `x-request-id` is kept, otherwise one is generated;
-//!    echoed in the response (header / gRPC metadata); then [`trace_context`] (W3C);
+//!    echoed in the response (header / gRPC metadata); then [`trace_context`] (W3C; with
+//!    `[otel]` on it samples, and [`server_spans`] records a span per request or call);
 //! 2. [`cors`] (HTTP only): preflights (`OPTIONS` with `Origin`) are answered here; CORS
 //!    response headers;
 //! 3. [`shed`]: while the shard is overloaded (queueing delay above `shedding.target` for a
@@ -41,6 +42,7 @@ pub mod log_writer;
 pub mod ratelimit;
 pub mod request_id;
 pub mod request_metrics;
+pub mod server_spans;
 pub mod service_callers;
 pub mod shed;
 pub mod trace_context;
@@ -156,6 +158,9 @@ impl App {
                 ext.insert(MatchedRoute(pattern));
                 let handled = dispatch(lookup, req, &stack.metrics, &ex.request_id)
                     .instrument(ex.span.clone());
+                // The calls the handler makes are children of this request's span.
+                let trace = ex.extensions.get::<trace_context::TraceContext>().cloned();
+                let handled = crate::otel::current::traced(trace, handled);
                 // What the handler calls in other services must answer before it is
                 // abandoned.
                 let until = Instant::now() + stack.handler_timeout;
@@ -204,7 +209,7 @@ impl App {
                     method = method_label(method),
                     path = &*ex.path,
                     status = status.as_u16(),
-                    duration_ms = elapsed.as_secs_f64() * 1e3,
+                    duration_ms = sdsim_core::millis(elapsed),
                     request_id = ex.request_id,
                     "slow request"
                 );
@@ -313,7 +318,14 @@ impl Stack {
         let rate_limit = ClientRateLimit::install(&cfg.ratelimit, Rc::clone(&metrics));
         let mut layers = Layers::new();
         layers.push(RequestIds::new(shard_index));
-        layers.push(trace_context::TraceContexts::new());
+        let tracing = crate::otel::installed();
+        layers.push(match &tracing {
+            Some(spans) => trace_context::TraceContexts::with_sampler(spans.sampler()),
+            None => trace_context::TraceContexts::new(),
+        });
+        if let Some(spans) = tracing {
+            layers.push(server_spans::ServerSpans::new(spans));
+        }
         let cors = Cors::new(&cfg.cors);
         let cors_on = cors.is_some();
         if let Some(cors) = cors {

@@ -7,7 +7,8 @@
 //! (never an error). Either way the request gets a span-id of its own, and:
 //!
 //! - the [`TraceContext`] goes in [`Exchange::extensions`], for the later layers and the
-//!   handler (and, one day, the calls it makes);
+//!   handler; the adapters make it `crate::otel::current` while the handler runs, so the
+//!   gRPC calls it makes carry it on (`crate::otel::ClientSpan`);
 //! - `trace_id` and `span_id` go on the exchange's span, so they are on the access-log line
 //!   and on every event the handler logs;
 //! - the answer carries `traceparent: 00-<trace-id>-<span-id>-<flags>` (HTTP header, gRPC
@@ -15,11 +16,14 @@
 //!   logs, and the incoming `tracestate` unchanged when it is valid (it is dropped with an
 //!   invalid `traceparent`, or when it breaks the list rules).
 //!
-//! Nothing is sampled or exported here: a new trace has flags `00`, and a continued one keeps
-//! the caller's sampled (and Level 2 random-id) bits.
+//! Sampling: without tracing (`[otel]` off) a new trace has flags `00` and a continued one
+//! keeps the caller's sampled (and Level 2 random-id) bits. With a sampler
+//! ([`TraceContexts::with_sampler`]) the sampled bit is its decision, which the answer, the
+//! calls made for the request and the span exporter then follow.
 
 use super::access_log;
 use super::layer::{Check, Exchange, Layer};
+use crate::otel::sampler::Sampler;
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName};
 use std::cell::Cell;
@@ -307,6 +311,18 @@ pub struct TraceContexts {
     /// SplitMix64 state: ids need to be unique and unguessable enough for tracing, not secret,
     /// and a system call per request would cost more than the rest of the layer.
     state: Cell<u64>,
+    /// Decides the sampled bit when tracing is on.
+    sampler: Option<Sampler>,
+}
+
+thread_local! {
+    static IDS: TraceContexts = TraceContexts::new();
+}
+
+/// A new span-id from this thread's generator (for spans other than a request's own: the
+/// calls it makes, the operations of a WebSocket session).
+pub fn new_span_id() -> SpanId {
+    IDS.with(TraceContexts::new_span_id)
 }
 
 impl TraceContexts {
@@ -324,6 +340,15 @@ impl TraceContexts {
         };
         TraceContexts {
             state: Cell::new(seed),
+            sampler: None,
+        }
+    }
+
+    /// A layer that sets the sampled bit as `sampler` decides.
+    pub fn with_sampler(sampler: Sampler) -> TraceContexts {
+        TraceContexts {
+            sampler: Some(sampler),
+            ..TraceContexts::new()
         }
     }
 
@@ -359,7 +384,7 @@ impl TraceContexts {
     /// The context of a request with `metadata`: the caller's trace continued, or a new one.
     pub fn context_for(&self, metadata: &HeaderMap) -> TraceContext {
         let span_id = self.new_span_id();
-        match Traceparent::from_metadata(metadata) {
+        let mut context = match Traceparent::from_metadata(metadata) {
             Some(Ok(parent)) => TraceContext {
                 trace_id: parent.trace_id,
                 span_id,
@@ -376,7 +401,13 @@ impl TraceContexts {
                 flags: 0,
                 state: None,
             },
+        };
+        if let Some(sampler) = &self.sampler {
+            let parent_flags = context.parent_id.map(|_| context.flags);
+            let sampled = sampler.sampled(&context.trace_id, parent_flags);
+            context.flags = (context.flags & !1) | u8::from(sampled);
         }
+        context
     }
 }
 

@@ -9,7 +9,7 @@ use super::deflate;
 use crate::http::types::{error, Request, Response};
 use base64::Engine;
 use http::header::{
-    HeaderValue, CONNECTION, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    HeaderValue, CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
     SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{StatusCode, Version};
@@ -148,10 +148,11 @@ pub fn check(req: &Request, policy: &Policy) -> Result<Accepted, Refused> {
             ));
         }
         let origin = origin.to_str().unwrap_or("");
-        let allowed = policy
-            .allowed_origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+        let allowed = same_origin(origin, req)
+            || policy
+                .allowed_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
         if !allowed {
             return Err(Refused::new(
                 StatusCode::FORBIDDEN,
@@ -194,6 +195,23 @@ pub fn check(req: &Request, policy: &Policy) -> Result<Accepted, Refused> {
     })
 }
 
+/// Whether `origin` (`http://host[:port]` or `https://…`) names the host the request was sent
+/// to (`Host`): a page served by this server opening its own WebSocket, such as the console at
+/// `/`. A browser sends the origin of the page that opens the socket, so another site's page
+/// never matches; the socket still needs a bearer token, which is never a cookie.
+fn same_origin(origin: &str, req: &Request) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    req.headers()
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
+}
+
 /// `Sec-WebSocket-Accept` for a client key.
 pub fn accept_key(key: &[u8]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
@@ -227,6 +245,46 @@ pub fn switching_protocols(accepted: &Accepted) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_origin(host: &str, origin: &str) -> Request {
+        http::Request::builder()
+            .uri("/ws")
+            .header("host", host)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("origin", origin)
+            .body(bytes::Bytes::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_page_of_this_server_may_open_a_websocket_with_no_origin_configured() {
+        let policy = Policy {
+            allowed_origins: Vec::new(),
+            compression: false,
+        };
+        for (host, origin) in [
+            ("127.0.0.1:8000", "http://127.0.0.1:8000"),
+            ("Console.Example", "https://console.example"),
+        ] {
+            assert!(
+                check(&with_origin(host, origin), &policy).is_ok(),
+                "{origin} on {host}"
+            );
+        }
+        for (host, origin) in [
+            ("127.0.0.1:8000", "http://127.0.0.1:8001"),
+            ("127.0.0.1:8000", "http://evil.example"),
+            ("app.example", "http://app.example.evil"),
+            ("app.example", "app.example"),
+            ("app.example", "null"),
+        ] {
+            let refused = check(&with_origin(host, origin), &policy).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{origin} on {host}");
+        }
+    }
 
     #[test]
     fn accept_key_matches_rfc_example() {

@@ -10,12 +10,18 @@
 //! pool of connections per instance, balancing, breakers, retries of what provably did not
 //! start. A call's deadline is the smaller of the remote timeout and the deadline of the
 //! request being served ([`sdsim_net::deadline`]).
+//!
+//! A call made while a request is served is a client span of that request's trace
+//! ([`ClientSpan`]): its `traceparent` goes out with the call, so the callee's span is its
+//! child, and it is exported (when tracing is on and the trace sampled) once the call ends
+//! (for a server stream: once the stream has started).
 
 use crate::Caller;
 use http::HeaderValue;
 use sdsim_mesh::{MeshConfig, Target};
 use sdsim_net::grpc::client::{CallOptions, Responses};
-use sdsim_net::grpc::Status;
+use sdsim_net::grpc::{Code, Status};
+use sdsim_net::otel::ClientSpan;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -112,8 +118,14 @@ impl Remote {
             deadline: Some(self.deadline()),
             ..CallOptions::default()
         };
-        let opts = self.options(who, opts);
-        self.target.unary(path, message, opts).await
+        let mut opts = self.options(who, opts);
+        let span = ClientSpan::start(path);
+        if let Some(span) = &span {
+            span.propagate(&mut opts.metadata);
+        }
+        let result = self.target.unary(path, message, opts).await;
+        end(span, &result);
+        result
     }
 
     /// A server-streaming call of `path`: no deadline of its own, it lasts as long as the
@@ -132,7 +144,23 @@ impl Remote {
             deadline: sdsim_net::deadline::current(),
             ..CallOptions::default()
         };
-        let opts = self.options(who, opts);
-        self.target.server_streaming(path, message, opts).await
+        let mut opts = self.options(who, opts);
+        let span = ClientSpan::start(path);
+        if let Some(span) = &span {
+            span.propagate(&mut opts.metadata);
+        }
+        let result = self.target.server_streaming(path, message, opts).await;
+        end(span, &result);
+        result
+    }
+}
+
+/// Records the client span of a call that ended with `result`.
+fn end<T>(span: Option<ClientSpan>, result: &Result<T, Status>) {
+    if let Some(span) = span {
+        match result {
+            Ok(_) => span.end(Code::Ok, ""),
+            Err(status) => span.end(status.code, &status.message),
+        }
     }
 }

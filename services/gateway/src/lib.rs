@@ -12,10 +12,12 @@
 //! - [`realtime`]: WebSocket `/ws`, `POST /api/publish`, the bus glue, connection limits.
 //! - [`redis_bridge`]: bus events between instances over Redis pub/sub.
 //! - [`openapi`]: `/openapi.json`, the OpenAPI description of the whole HTTP API.
+//! - [`console`]: the browser console at `/` and its embedded assets.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod alerts;
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod observe;
 pub mod openapi;
@@ -32,8 +34,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// The gateway's routes on the public listener: health, metrics, monitoring, real time, the
-/// API's description.
+/// API's description, the console.
 pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
+    console::register(router);
     health::register(router, state);
     observe::register(router, state);
     alerts::register(router, state);

@@ -69,6 +69,11 @@ fn help(name: &str) -> &'static str {
             "Rate-limit checks whose owner shard was unreachable (allowed)."
         }
         "sdsim_http_handler_panics_total" => "Handler panics answered with 500.",
+        "sdsim_otel_spans_exported_total" => "Spans the OTLP receiver accepted.",
+        "sdsim_otel_spans_dropped_total" => {
+            "Spans dropped: the export queue (otel.queue_spans) was full, or their batch was given up."
+        }
+        "sdsim_otel_export_failures_total" => "Span export requests that failed (each retry counts).",
         "sdsim_access_log_dropped_total" => {
             "Access-log lines dropped because the log writer was behind."
         }
@@ -234,6 +239,19 @@ async fn prometheus(g: &GatewayState) -> Response {
     ];
     for (name, value) in counters {
         snapshot.counters.insert(Key::plain(name), value);
+    }
+    if let Some(spans) = sdsim_net::otel::installed() {
+        let stats = spans.stats();
+        let otel = [
+            (sdsim_net::otel::export::SPANS_EXPORTED, &stats.exported),
+            (sdsim_net::otel::export::SPANS_DROPPED, &stats.dropped),
+            (sdsim_net::otel::export::EXPORT_FAILURES, &stats.failures),
+        ];
+        for (name, value) in otel {
+            snapshot
+                .counters
+                .insert(Key::plain(name), value.load(Ordering::Relaxed));
+        }
     }
     snapshot.gauges.insert(
         Key::plain("sdsim_blocking_queued"),

@@ -6,6 +6,7 @@ use sdsim_core::config::Overrides;
 use sdsim_core::runtime::RuntimeSpec;
 use sdsim_net::middleware::access_log::{self, LineFormat};
 use sdsim_net::middleware::log_writer::LogWriter;
+use sdsim_net::otel::{ExportSettings, Exporter};
 use sdsim_server::config::Config;
 use sdsim_server::Server;
 use std::process::ExitCode;
@@ -33,11 +34,39 @@ enum Command {
     Config,
     /// Simulate a system design document and print its report.
     Simulate(crate::simulate::SimulateArgs),
+    /// Work with design documents.
+    #[command(subcommand)]
+    Design(DesignCommand),
     /// Apply pending storage migrations to `storage.url` and list what was applied.
     Migrate,
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DesignCommand {
+    /// Write a design from a real system's telemetry: a service per node, calls weighted by
+    /// the observed counts, service times fitted to the latency histograms.
+    Import {
+        /// The telemetry's format: `otel-servicegraph`, the Prometheus text of the
+        /// OpenTelemetry Collector's servicegraph connector metrics.
+        #[arg(long = "from", value_parser = ["otel-servicegraph"])]
+        from: String,
+        /// The metrics (a scrape of the exporter's /metrics); `-` reads standard input.
+        metrics: String,
+        /// Seconds the counters cover: from the collector's start to the scrape, or from the
+        /// --before scrape to this one.
+        #[arg(long, value_name = "SECONDS")]
+        window_s: f64,
+        /// An earlier scrape: the design is what happened between the two, and --window-s
+        /// is the time between them.
+        #[arg(long, value_name = "FILE")]
+        before: Option<String>,
+        /// Write the design to this file instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +98,13 @@ pub(crate) fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .context("printing the configuration"),
         Command::Simulate(args) => crate::simulate::run(args),
+        Command::Design(DesignCommand::Import {
+            from: _,
+            metrics,
+            window_s,
+            before,
+            output,
+        }) => design_import(&metrics, before.as_deref(), window_s, output.as_deref()),
         Command::Migrate => migrate(&config),
         Command::User(UserCommand::Add { email, roles }) => user_add(&config, &email, &roles),
     };
@@ -81,9 +117,49 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
+/// `sdsim design import`: the design on standard output (or `output`), notes on standard error.
+fn design_import(
+    metrics: &str,
+    before: Option<&str>,
+    window_s: f64,
+    output: Option<&str>,
+) -> anyhow::Result<()> {
+    use sdsim_engine::import::{otel_servicegraph, otel_servicegraph_between, ImportOptions};
+    let read = |path: &str| {
+        if path == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+        }
+    };
+    let text = read(metrics)?;
+    let options = ImportOptions::new(window_s);
+    let imported = match before {
+        Some(path) => otel_servicegraph_between(&read(path)?, &text, &options)
+            .with_context(|| format!("importing {metrics} since {path}"))?,
+        None => {
+            otel_servicegraph(&text, &options).with_context(|| format!("importing {metrics}"))?
+        }
+    };
+    for note in &imported.notes {
+        eprintln!("sdsim: note: {note}");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &imported.document).with_context(|| format!("writing {path}"))
+        }
+        None => crate::simulate::emit(&imported.document),
+    }
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut overrides = Overrides::default();
     overrides.from_env(std::env::vars())?;
+    // OTEL_EXPORTER_OTLP_ENDPOINT and the like: over the file and SDSIM__ variables, under
+    // --set.
+    for text in sdsim_net::otel::config::env_overrides(std::env::vars()) {
+        overrides.set(&text)?;
+    }
     for set in &cli.set {
         overrides.set(set)?;
     }
@@ -102,13 +178,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) -> anyhow::Result<Option<LogWriter>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-        eprintln!(
-            "sdsim: log.level = {:?} is not a valid filter ({e}); using info",
-            config.log.level
-        );
-        EnvFilter::new("info")
-    });
+    // RUST_LOG, when set, wins over log.level, as in every tracing-based program; a filter
+    // that does not parse stops the start (log.level was checked with the configuration).
+    let filter = match std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(from_env) => EnvFilter::try_new(&from_env).map_err(|e| {
+            anyhow::anyhow!("RUST_LOG = {from_env:?} is not a tracing filter ({e})")
+        })?,
+        None => EnvFilter::try_new(&config.log.level)
+            .map_err(|e| anyhow::anyhow!("log.level = {:?}: {e}", config.log.level))?,
+    };
     // Colours only for a person reading a terminal: escape codes in a file or a pipe are noise,
     // and the access lines, formatted without them, would differ from the rest.
     let builder = tracing_subscriber::fmt()
@@ -257,8 +338,39 @@ fn create_data_dir(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the span exporter when `[otel]` is on, and installs it for the shards' middleware.
+/// It must be [finished](Exporter::finish) after the shards stop, so that their last spans
+/// are sent.
+fn start_tracing(config: &Config) -> anyhow::Result<Option<Exporter>> {
+    let otel = &config.otel;
+    if !otel.enabled {
+        return Ok(None);
+    }
+    let settings = ExportSettings {
+        url: otel.traces_url(),
+        service_name: otel.service_name_for(&config.roles),
+        instance_id: Some(config.instance.resolved_id()),
+        queue_spans: otel.queue_spans,
+        batch_spans: 512,
+        interval: std::time::Duration::from_secs(1),
+        attempts: 4,
+        timeout: std::time::Duration::from_secs(5),
+        sampler: otel.sampler(),
+    };
+    tracing::info!(
+        url = settings.url,
+        service_name = settings.service_name,
+        sampler = otel.sampler,
+        "exporting spans over OTLP/HTTP"
+    );
+    let exporter = Exporter::start(settings).context("starting the span exporter thread")?;
+    sdsim_net::otel::install(&exporter);
+    Ok(Some(exporter))
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let access_writer = init_logging(&config)?;
+    let exporter = start_tracing(&config)?;
     raise_fd_limit(&config);
     create_data_dir(&config)?;
     let timeout = config.server.shutdown_timeout;
@@ -269,6 +381,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     let shutdown = std::sync::Arc::clone(server.shutdown());
     server.join().context("running the shards")?;
+    if let Some(exporter) = exporter {
+        let totals = exporter.finish();
+        tracing::info!(
+            exported = totals.exported,
+            dropped = totals.dropped,
+            failures = totals.failures,
+            "span exporter finished"
+        );
+    }
     if let Some(writer) = access_writer {
         let totals = writer.finish();
         if totals.lost > 0 {

@@ -1,9 +1,9 @@
-//! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS]
+//! `sdsim simulate DESIGN.json [--json] [--series FILE] [--interval SECONDS] [--plot-goodput FILE.svg]
 //! [--sweep PATH=VALUES]... [--slo-p99 MS]`
 
 use anyhow::{bail, Context};
 use sdsim_engine::engine::Simulation;
-use sdsim_engine::{analysis, design, sweep};
+use sdsim_engine::{analysis, design, plot, sweep};
 use std::io::Write;
 
 /// Arguments of `sdsim simulate`.
@@ -27,6 +27,9 @@ pub struct SimulateArgs {
     /// `components[users].rate_per_s=10,20,40`; several make the grid (256 points at most).
     #[arg(long, value_name = "PATH=VALUES")]
     pub sweep: Vec<String>,
+    /// Draw goodput, attempts and offered load over time (schema version 2) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot_goodput: Option<String>,
     /// With `--sweep`: the p99 (end to end, ms) the knee must stay within.
     #[arg(long, value_name = "MS")]
     pub slo_p99: Option<f64>,
@@ -91,6 +94,21 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         None => sim.run(),
     }
     let report = sim.report();
+    if let Some(path) = &args.plot_goodput {
+        if report.goodput.is_empty() {
+            bail!("--plot-goodput draws the goodput series of a version-2 design (\"version\": 2); {} has none", args.design);
+        }
+        let title = std::path::Path::new(&args.design)
+            .file_name()
+            .map_or(args.design.clone(), |n| n.to_string_lossy().into_owned());
+        let svg = plot::goodput_svg(
+            &title,
+            &report.goodput,
+            &plot::fault_windows(&design, report.simulated_s),
+            report.metastability.as_ref(),
+        );
+        std::fs::write(path, svg).with_context(|| format!("writing {path}"))?;
+    }
     let findings = analysis::analyze(&design, &report, args.target_utilization);
     if args.json {
         let output = Output {
@@ -105,8 +123,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
 /// `--sweep`: every point of the grid, a table (or JSON) and the knee.
 fn run_sweep(args: &SimulateArgs, text: &str) -> anyhow::Result<()> {
-    if args.series.is_some() {
-        bail!("--series writes one run's series: it does not combine with --sweep");
+    if args.series.is_some() || args.plot_goodput.is_some() {
+        bail!("--series and --plot-goodput show one run: they do not combine with --sweep");
     }
     if let Some(slo) = args.slo_p99 {
         if !(slo.is_finite() && slo > 0.0) {
@@ -145,7 +163,7 @@ fn run_sweep(args: &SimulateArgs, text: &str) -> anyhow::Result<()> {
 
 /// Writes `text` to standard output. A reader that went away (`sdsim simulate ... | head`) is
 /// not an error: `print!` panicked with a backtrace there.
-fn emit(text: &str) -> anyhow::Result<()> {
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

@@ -181,15 +181,16 @@ fn text(out: &Output) -> String {
     )
 }
 
-#[test]
-fn a_python_grpcio_client_calls_every_auth_service_method() {
+/// Runs `script` with `args(server)` against a fresh server; panics with the client's output
+/// and the server's log when the client fails, or when the server does not exit 0 on
+/// SIGTERM. The client's output.
+fn run_client(name: &str, script: &str, args: impl Fn(&Server) -> Vec<String>) -> String {
     require_python_grpc();
-    let dir = sdsim_testing::temp_dir("python-grpc");
+    let dir = sdsim_testing::temp_dir(name);
     let server = Server::start(&dir);
     let client = Command::new("python3")
-        .arg(CLIENT)
-        .args(["--grpc", &server.grpc.to_string()])
-        .args(["--http", &server.gateway.to_string()])
+        .arg(script)
+        .args(args(&server))
         .output()
         .expect("run python3");
     let report = text(&client);
@@ -197,36 +198,32 @@ fn a_python_grpcio_client_calls_every_auth_service_method() {
     if !client.status.success() {
         let (_, log) = server.stop();
         panic!(
-            "auth_client.py exited with {}\n{report}--- server log\n{log}",
+            "{script} exited with {}\n{report}--- server log\n{log}",
             client.status
         );
     }
     let (code, log) = server.stop();
     assert_eq!(code, Some(0), "sdsim exit code after SIGTERM:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
+#[test]
+fn a_python_grpcio_client_calls_every_auth_service_method() {
+    run_client("python-grpc", CLIENT, |server| {
+        vec![
+            "--grpc".into(),
+            server.grpc.to_string(),
+            "--http".into(),
+            server.gateway.to_string(),
+        ]
+    });
 }
 
 #[test]
 fn a_python_reflection_client_lists_the_services_and_calls_a_method_without_proto_files() {
-    require_python_grpc();
-    let dir = sdsim_testing::temp_dir("python-reflection");
-    let server = Server::start(&dir);
-    let client = Command::new("python3")
-        .arg(REFLECTION_CLIENT)
-        .args(["--grpc", &server.grpc.to_string()])
-        .output()
-        .expect("run python3");
-    let report = text(&client);
-    println!("{report}");
-    if !client.status.success() {
-        let (_, log) = server.stop();
-        panic!(
-            "reflection_client.py exited with {}\n{report}--- server log\n{log}",
-            client.status
-        );
-    }
+    let report = run_client("python-reflection", REFLECTION_CLIENT, |server| {
+        vec!["--grpc".into(), server.grpc.to_string()]
+    });
     assert!(report.contains("all reflection checks passed"), "{report}");
-    let (code, log) = server.stop();
-    assert_eq!(code, Some(0), "sdsim exit code after SIGTERM:\n{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

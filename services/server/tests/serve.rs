@@ -186,8 +186,9 @@ fn two_shards_each_pinned_with_its_own_listener_and_sigterm_exits_zero() {
 #[test]
 fn configuration_errors_name_the_key_and_exit_2() {
     let dir = tempdir("bad-config");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["serve", "--set", "ratelimit.burst=0"], "ratelimit.burst"),
+        (&["serve", "--set", "log.level=sdsim=loud"], "log.level"),
         (&["serve", "--set", "ratelimit.brust=5"], "ratelimit.brust"),
         (&["serve", "--set", "runtime.shards=many"], "runtime.shards"),
         (
@@ -214,6 +215,64 @@ fn configuration_errors_name_the_key_and_exit_2() {
     assert!(out.status.success());
     assert!(text.contains("shards = 3"), "{text}");
     assert!(text.contains("burst = 77"), "{text}");
+}
+
+#[test]
+fn rust_log_wins_over_log_level_and_piped_output_has_no_colour() {
+    let dir = tempdir("rust-log");
+    // log.level shows one info line, RUST_LOG another: which one comes out says which won.
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(&dir)
+        .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("SDSIM__ROLES", r#"["gateway"]"#)
+        .env("SDSIM__LOG__LEVEL", "warn,sdsim_server::server=info")
+        .env("RUST_LOG", "warn,sdsim_server::shard=info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // Bounds a hang only: without the line the server is stopped and the read below ends.
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: a signal to the child this test started (gone already if it ended).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("no shard serving line: {seen:?}");
+        }
+        let serving = line.contains("shard serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(watchdog);
+    let text = seen.concat();
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+    assert!(!text.contains("gateway listening"), "log.level won: {text}");
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .current_dir(&dir)
+        .env("SDSIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "sdsim=loud")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RUST_LOG") && err.contains("sdsim=loud"),
+        "{err}"
+    );
 }
 
 #[test]

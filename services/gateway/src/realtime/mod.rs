@@ -4,10 +4,12 @@
 //! - [`session`]: one client connection — authentication, subscribe / unsubscribe / ping, events.
 //! - [`policy`]: who may subscribe to which channel.
 //! - [`limits`]: connections per instance, per IP, per user.
+//! - `op_spans`: a span per session operation when tracing is on.
 //!
 //! Services publish with [`publish`] (or `Bus::publish`) on any shard.
 
 pub mod limits;
+mod op_spans;
 pub mod policy;
 pub mod session;
 
@@ -269,9 +271,13 @@ async fn upgrade(req: Request) -> Response {
     };
     let deflate = accepted.deflate;
     let slots = vec![Some(instance_slot), ip_slot, user_slot];
+    let upgrade = req
+        .extensions()
+        .get::<sdsim_net::middleware::trace_context::TraceContext>()
+        .cloned();
     let token = sdsim_net::ws::upgrade::register(move |conn| {
         Box::pin(async move {
-            session::run(conn, deflate, identity, slots).await;
+            session::run(conn, deflate, identity, slots, upgrade).await;
         })
     });
     let mut resp = handshake::switching_protocols(&accepted);

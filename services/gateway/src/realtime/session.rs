@@ -9,15 +9,18 @@
 //! client that does not authenticate within `websocket.auth_timeout` is closed with 1008.
 
 use super::limits::{self, LimitKey, Slot};
+use super::op_spans::OpSpans;
 use super::{policy, ClientSink, Realtime, WS_ACCEPTED, WS_CLOSED, WS_MESSAGES_IN, WS_OPEN};
 use sdsim_contract::Caller;
 use sdsim_core::bus::{Since, Subscription};
 use sdsim_core::metrics::{Key, LabelValue};
 use sdsim_core::runtime::Shard;
+use sdsim_net::middleware::trace_context::TraceContext;
 use sdsim_net::ws::close;
 use sdsim_net::ws::socket::{End, Upgraded, WebSocket};
 use sdsim_net::ws::Message;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -171,6 +174,9 @@ struct Session {
     identity: Option<Caller>,
     subscriptions: HashMap<String, Subscription>,
     slots: Vec<Slot>,
+    spans: OpSpans,
+    /// The `error` code sent for the operation being handled, if one was.
+    refused: RefCell<Option<String>>,
 }
 
 impl Session {
@@ -181,6 +187,7 @@ impl Session {
     }
 
     fn fail(&self, code: &str, message: &str, channel: Option<&str>) {
+        self.refused.replace(Some(code.to_owned()));
         self.send(&ServerOp::Error {
             code,
             message,
@@ -287,6 +294,25 @@ impl Session {
             Ok(op) => op,
             Err(refused) => return self.fail("bad_request", &refused.to_string(), None),
         };
+        let (name, channel) = match &op {
+            ClientOp::Auth { .. } => ("auth", None),
+            ClientOp::Subscribe { channel, .. } => ("subscribe", Some(channel)),
+            ClientOp::Unsubscribe { channel } => ("unsubscribe", Some(channel)),
+            ClientOp::Ping => return self.send(&ServerOp::Pong),
+        };
+        let span = self.spans.begin();
+        let channel = channel.filter(|_| self.spans.recording()).cloned();
+        self.refused.replace(None);
+        let context = span.as_ref().map(|s| s.context.clone());
+        // The calls the operation makes are children of its span.
+        sdsim_net::otel::current::traced(context, self.apply(op)).await;
+        if let Some(span) = span {
+            let refused = self.refused.take();
+            self.spans.end(span, name, channel.as_deref(), refused);
+        }
+    }
+
+    async fn apply(&mut self, op: ClientOp) {
         match op {
             ClientOp::Auth { token } => self.authenticate(&token).await,
             ClientOp::Subscribe {
@@ -316,6 +342,7 @@ pub async fn run(
     deflate: bool,
     identity: Option<Caller>,
     slots: Vec<Option<Slot>>,
+    upgrade: Option<TraceContext>,
 ) {
     let Some(rt) = Shard::try_current().and_then(|s| s.get::<Realtime>()) else {
         return;
@@ -336,6 +363,8 @@ pub async fn run(
         identity,
         subscriptions: HashMap::new(),
         slots: slots.into_iter().flatten().collect(),
+        spans: OpSpans::new(upgrade),
+        refused: RefCell::new(None),
     };
     let mut timed_out = false;
     loop {

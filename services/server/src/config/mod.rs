@@ -16,6 +16,7 @@ use sdsim_core::config::{
 use sdsim_gateway::alerts::AlertsConfig;
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
 use sdsim_mesh::{MeshConfig, RegistryConfig};
+use sdsim_net::otel::config::OtelConfig;
 use sdsim_projects::config::{ProjectConfig, SimulationConfig};
 use sdsim_store::StorageConfig;
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,8 @@ pub struct Config {
     pub mesh: MeshConfig,
     /// The service registry in Redis: TTL, heartbeat, advertised address.
     pub registry: RegistryConfig,
+    /// OpenTelemetry tracing: spans exported over OTLP.
+    pub otel: OtelConfig,
     /// The in-process alerts: thresholds, evaluation interval, cooldown.
     pub alerts: AlertsConfig,
 }
@@ -104,6 +107,7 @@ impl Default for Config {
             instance: InstanceConfig::default(),
             mesh: MeshConfig::default(),
             registry: RegistryConfig::default(),
+            otel: OtelConfig::default(),
             alerts: AlertsConfig::default(),
         }
     }
@@ -156,6 +160,7 @@ impl Config {
         self.grpc.validate(&mut problems);
         self.mesh.validate(&mut problems);
         self.registry.validate(&mut problems);
+        self.otel.validate(&mut problems);
         self.alerts.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
@@ -178,6 +183,15 @@ impl Config {
 
     /// What depends on more than one section.
     fn validate_across(&self, problems: &mut Problems) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.bad(
+                "log.level",
+                self.log.level.clone(),
+                &format!(
+                    "is not a tracing filter ({e}); e.g. \"info\" or \"sdsim_mesh=debug,info\""
+                ),
+            );
+        }
         if !self.gateway.service_token.is_empty() {
             // A gateway with a service token serves the roles it does not run through their
             // services elsewhere.

@@ -1,0 +1,9 @@
+//! libFuzzer target `servicegraph_metrics`: the checks of
+//! [`sdsim_fuzz_checks::metrics::servicegraph_metrics`].
+#![no_main]
+
+#[global_allocator]
+static ALLOCATOR: sdsim_fuzz_checks::alloc::CountingAllocator =
+    sdsim_fuzz_checks::alloc::CountingAllocator;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sdsim_fuzz_checks::metrics::servicegraph_metrics(data));
