@@ -50,6 +50,9 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# Prometheus (Debian package, with promtool): services/server/tests/prometheus.rs checks and
+# unit-tests config/prometheus/ and runs a Prometheus against sdsim.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -57,6 +60,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed service redis-server stop >/dev/null 2>&1 || true
   sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
   sudo_if_needed service haproxy stop >/dev/null 2>&1 || true
+  sudo_if_needed service prometheus stop >/dev/null 2>&1 || true
+  sudo_if_needed service prometheus-node-exporter stop >/dev/null 2>&1 || true
 fi
 
 # A one-shot build gains nothing from incremental state, which roughly doubles the target's size.

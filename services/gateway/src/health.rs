@@ -97,7 +97,7 @@ fn rfc3339_now() -> String {
 }
 
 /// `ms` after the Unix epoch as `2026-01-31T12:00:00.123Z`.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let civil = sdsim_core::civil::Civil::from_unix(ms / 1000);
     format!("{}.{:03}Z", civil.rfc3339_seconds(), ms % 1000)
 }

@@ -15,6 +15,7 @@
 //! - [`console`]: the browser console at `/` and its embedded assets.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alerts;
 pub mod config;
 pub mod console;
 pub mod health;
@@ -38,6 +39,7 @@ pub fn register(router: &mut Router, state: &Arc<GatewayState>) {
     console::register(router);
     health::register(router, state);
     observe::register(router, state);
+    alerts::register(router, state);
     realtime::register(router, state);
     openapi::register(router);
 }
@@ -50,6 +52,9 @@ pub fn install_shard(
     metrics: Rc<Metrics>,
 ) -> Rc<realtime::Realtime> {
     let rt = realtime::install(shard, state, metrics);
+    if shard.id().index() == 0 && state.config.alerts.enabled {
+        shard.spawn("alerts", alerts::run(Arc::clone(state)));
+    }
     let inbound = state
         .redis
         .as_ref()

@@ -4,10 +4,12 @@
 //! mesh (one message per shard), merges them (HDR histograms add exactly), and adds the
 //! process-wide figures: open connections per shard, mesh queue depths, stalls, forced closes.
 
+use crate::health;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use http::StatusCode;
 use sdsim_auth::verifier::Verifier;
+use sdsim_core::load::Overload;
 use sdsim_core::metrics::{Key, LabelValue, Metrics, Snapshot};
 use sdsim_core::runtime::Shard;
 use sdsim_net::http::router::Router;
@@ -104,6 +106,13 @@ fn help(name: &str) -> &'static str {
             "Handlers abandoned at http.handler_timeout (answered 503 timeout)."
         }
         "sdsim_uptime_seconds" => "Seconds since the server started.",
+        "sdsim_storage_up" => {
+            "1 when storage answered SELECT 1 within storage.connect_timeout at this scrape."
+        }
+        "sdsim_shard_queue_delay_seconds" => {
+            "Each shard's last measured queueing delay (measured while shedding.enabled)."
+        }
+        "sdsim_shard_overloaded" => "1 while the shard limits admissions (load shedding).",
         "sdsim_ws_connections" => "Open WebSocket connections.",
         "sdsim_ws_connections_total" => "WebSocket connections accepted.",
         "sdsim_ws_refused_total" => "WebSocket upgrades refused, by reason.",
@@ -275,7 +284,38 @@ async fn prometheus(g: &GatewayState) -> Response {
         Key::plain("sdsim_uptime_seconds"),
         g.started.elapsed().as_secs() as i64,
     );
+    // Alerting on a dead database needs a series that says so; absent when no role uses storage.
+    let storage = health::storage_check(g).await;
+    if storage.status != "not_configured" {
+        snapshot.gauges.insert(
+            Key::plain("sdsim_storage_up"),
+            i64::from(storage.status == "up"),
+        );
+    }
+    let mut delays = String::new();
+    for (index, part) in shard_loads().await.into_iter().enumerate() {
+        let Some((delay, overloaded)) = part else {
+            continue;
+        };
+        snapshot.gauges.insert(
+            Key::with1(
+                "sdsim_shard_overloaded",
+                ("shard", LabelValue::Int(index as u64)),
+            ),
+            i64::from(overloaded),
+        );
+        delays.push_str(&format!(
+            "sdsim_shard_queue_delay_seconds{{shard=\"{index}\"}} {}\n",
+            delay.as_secs_f64()
+        ));
+    }
     let mut text = snapshot.render_prometheus(help);
+    if !delays.is_empty() {
+        text.push_str(&format!(
+            "# HELP sdsim_shard_queue_delay_seconds {}\n# TYPE sdsim_shard_queue_delay_seconds gauge\n{delays}",
+            help("sdsim_shard_queue_delay_seconds")
+        ));
+    }
     text.push_str(&format!(
         "# HELP sdsim_stall_seconds_total {}\n# TYPE sdsim_stall_seconds_total counter\nsdsim_stall_seconds_total {}\n",
         help("sdsim_stall_seconds_total"),
@@ -286,6 +326,22 @@ async fn prometheus(g: &GatewayState) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(text),
     )
+}
+
+/// Each shard's last queueing delay and whether it limits admissions, in shard order; `None`
+/// for a shard that does not measure it (shedding off) or did not answer.
+pub(crate) async fn shard_loads() -> Vec<Option<(std::time::Duration, bool)>> {
+    Shard::current()
+        .mesh()
+        .broadcast(|| {
+            Shard::current()
+                .get::<Overload>()
+                .map(|o| (o.last_delay(), o.overloaded()))
+        })
+        .await
+        .into_iter()
+        .map(|part| part.ok().flatten())
+        .collect()
 }
 
 /// The directory of instances and, with Redis, the registry's counters.

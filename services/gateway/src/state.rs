@@ -1,6 +1,7 @@
 //! What every shard of the gateway role shares: the configuration, the process-wide counters,
 //! and what the health and metrics endpoints report about the other roles.
 
+use crate::alerts::{Alerts, AlertsConfig};
 use crate::config::{RedisConfig, WebSocketConfig};
 use crate::redis_bridge::Bridge;
 use sdsim_auth::verifier::Verifier;
@@ -41,6 +42,8 @@ pub struct GatewaySections {
     pub storage: StorageConfig,
     /// `[redis]`: what `/health/redis` names.
     pub redis: RedisConfig,
+    /// `[alerts]`: the in-process alerts' thresholds.
+    pub alerts: AlertsConfig,
 }
 
 /// The gateway role's process-wide state, shared by every shard.
@@ -79,6 +82,8 @@ pub struct GatewayState {
     pub registry: Option<Arc<sdsim_mesh::RegistryStats>>,
     /// This process's `instance.id`, resolved.
     pub instance: String,
+    /// The in-process alerts (`/api/monitoring/alerts`).
+    pub alerts: Alerts,
 }
 
 /// A random number per process (bus channel epochs, the Redis instance id).

@@ -103,6 +103,7 @@ impl Server {
                 http: config.http.clone(),
                 storage: config.storage.clone(),
                 redis: config.redis.clone(),
+                alerts: config.alerts.clone(),
             },
             shutdown,
             conn_stats: Arc::new(ConnStats::default()),
@@ -112,6 +113,7 @@ impl Server {
             directory: Arc::clone(&directory),
             registry: registry.as_ref().map(|r| Arc::clone(&r.stats)),
             instance: config.instance.resolved_id(),
+            alerts: Default::default(),
         });
         let composition = Arc::new(Composition {
             config: Arc::new(config),

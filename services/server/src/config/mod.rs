@@ -13,6 +13,7 @@ use sdsim_core::config::{
     LogConfig, Overrides, Problems, RateLimitConfig, RuntimeConfig, ServerConfig, SheddingConfig,
     TlsConfig,
 };
+use sdsim_gateway::alerts::AlertsConfig;
 use sdsim_gateway::config::{GatewayConfig, RedisConfig, WebSocketConfig};
 use sdsim_mesh::{MeshConfig, RegistryConfig};
 use sdsim_net::otel::config::OtelConfig;
@@ -77,6 +78,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// OpenTelemetry tracing: spans exported over OTLP.
     pub otel: OtelConfig,
+    /// The in-process alerts: thresholds, evaluation interval, cooldown.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             mesh: MeshConfig::default(),
             registry: RegistryConfig::default(),
             otel: OtelConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl Config {
         self.mesh.validate(&mut problems);
         self.registry.validate(&mut problems);
         self.otel.validate(&mut problems);
+        self.alerts.validate(&mut problems);
         self.validate_across(&mut problems);
         problems.into_result()
     }
