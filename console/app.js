@@ -204,7 +204,7 @@ function resetRunPanel() {
   if (state.charts) Object.values(state.charts).forEach((c) => c.destroy());
   state.charts = {
     throughput: new TimeChart($('chart-throughput'), { title: 'Throughput', unit: 'completed /s', labels: ['throughput'] }),
-    latency: new TimeChart($('chart-latency'), { title: 'Latency (mean)', unit: 'ms', labels: ['interval mean', 'mean since warm-up'] }),
+    latency: new TimeChart($('chart-latency'), { title: 'Latency: p50, p99 and mean since warm-up; interval mean', unit: 'ms', labels: ['p50', 'p99', 'mean since warm-up', 'interval mean'] }),
     utilisation: new TimeChart($('chart-utilisation'), { title: 'Utilisation', unit: '%', labels: [] }),
     queue: new TimeChart($('chart-queue'), { title: 'Queue length', unit: 'waiting', labels: [] }),
   };
@@ -302,7 +302,12 @@ function onPoint(run, data) {
     values.throughput = done / (t - last.t);
     if (done > 0) values['interval mean'] = (m.mean_ms * m.completed - last.mean * last.completed) / done;
   }
-  if (m.completed > 0) values['mean since warm-up'] = m.mean_ms;
+  if (m.completed > 0) {
+    values['mean since warm-up'] = m.mean_ms;
+    // Points of runners older than the percentiles carry none.
+    if (m.p50_ms !== undefined) values.p50 = m.p50_ms;
+    if (m.p99_ms !== undefined) values.p99 = m.p99_ms;
+  }
   run.last = { t, completed: m.completed, mean: m.mean_ms };
   const c = state.charts;
   c.throughput.push(t, values);

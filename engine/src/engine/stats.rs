@@ -561,6 +561,12 @@ pub struct Series {
     pub completed: u64,
     /// Mean end-to-end latency so far.
     pub mean_ms: f64,
+    /// Median end-to-end latency so far (0 before the first completion).
+    #[serde(default)]
+    pub p50_ms: f64,
+    /// 99th percentile of the end-to-end latency so far (0 before the first completion).
+    #[serde(default)]
+    pub p99_ms: f64,
     /// Utilisation per component id.
     pub utilization: BTreeMap<String, f64>,
     /// Mean queue length per component id.
@@ -589,6 +595,8 @@ impl Series {
             t_s: now,
             completed: e2e.completed,
             mean_ms: ComponentStats::mean(e2e.response_sum, e2e.completed),
+            p50_ms: e2e.ms_at(0.5),
+            p99_ms: e2e.ms_at(0.99),
             utilization,
             mean_queue_length: queue,
         }

@@ -34,3 +34,41 @@ pub fn document(data: &[u8]) {
         "a design differs from itself"
     );
 }
+
+/// `whatif_changes`: any text as the `changes` of `PATCH /api/simulations/{id}` against a
+/// running `three-tier.json`: refused with every problem at a path under `$.changes`, or
+/// accepted changes that read back equal from their JSON, apply to the running simulation, and
+/// let it run on.
+pub fn whatif_changes(data: &[u8]) {
+    use sdsim_engine::engine::changes::{parse_changes, Change};
+    let Some(text) = crate::text(data) else {
+        return;
+    };
+    let Ok(list) = sonic_rs::from_str::<sonic_rs::Value>(text) else {
+        return;
+    };
+    let mut design =
+        sdsim_engine::design::parse(include_str!("../../../config/designs/three-tier.json"))
+            .expect("the template parses");
+    design.duration = 30.0;
+    match parse_changes(&list, &design, "$.changes") {
+        Err(problems) => {
+            assert!(!problems.is_empty());
+            for p in &problems {
+                assert!(p.path.starts_with("$.changes"), "{}: {}", p.path, p.message);
+            }
+        }
+        Ok(changes) => {
+            let mut sim = sdsim_engine::engine::Simulation::new(design);
+            sim.advance_to(1.0);
+            for change in &changes {
+                let json = sonic_rs::to_value(change).expect("a change serialises");
+                let back = Change::from_json(&json, "$").expect("a change reads back");
+                assert_eq!(&back, change);
+                sim.apply(change)
+                    .expect("an accepted change applies to a running run");
+            }
+            sim.advance_to(2.0);
+        }
+    }
+}

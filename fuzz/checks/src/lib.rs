@@ -60,6 +60,10 @@ pub const TARGETS: &[Target] = &[
         check: grpc::frames,
     },
     Target {
+        name: "whatif_changes",
+        check: design::whatif_changes,
+    },
+    Target {
         name: "grpc_reflection",
         check: grpc::reflection,
     },

@@ -57,6 +57,9 @@ fn alerts(addr: SocketAddr, token: Option<&str>) -> (u16, Value) {
     (status, body)
 }
 
+/// The alerts an error burst raises, by name.
+const ERROR_ALERTS: [&str; 2] = ["SdsimCriticalErrorRate", "SdsimHighErrorRate"];
+
 #[test]
 fn an_error_burst_is_listed_and_announced_once_then_resolved_after_the_cooldown() {
     let server = support::start(&[
@@ -92,7 +95,13 @@ fn an_error_burst_is_listed_and_announced_once_then_resolved_after_the_cooldown(
             assert_eq!(support::get(addr, "/test/panic").status, 500);
         }
         let (_, body) = alerts(addr, Some(ADMIN));
-        let list = body["alerts"].as_array().unwrap().clone();
+        let list: Vec<Value> = body["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| ERROR_ALERTS.contains(&a["name"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect();
         if list.len() == 2 {
             break list;
         }
@@ -131,6 +140,11 @@ fn an_error_burst_is_listed_and_announced_once_then_resolved_after_the_cooldown(
             let data = &m["data"];
             assert_eq!(data["type"], "alert", "{m}");
             let name = data["alert"]["name"].as_str().unwrap().to_string();
+            // On a busy machine a debug server also stalls (SdsimShardStalls), rightly: only
+            // the error-rate alerts are this test's.
+            if !ERROR_ALERTS.contains(&name.as_str()) {
+                continue;
+            }
             let state = data["state"].as_str().unwrap().to_string();
             let states = seen.entry(name).or_default();
             let expected = if states.len().is_multiple_of(2) {
@@ -144,10 +158,17 @@ fn an_error_burst_is_listed_and_announced_once_then_resolved_after_the_cooldown(
     });
     assert_eq!(
         seen.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["SdsimCriticalErrorRate", "SdsimHighErrorRate"]
+        ERROR_ALERTS
     );
     let (_, body) = alerts(addr, Some(ADMIN));
-    assert_eq!(body["alerts"], json!([]), "{body}");
+    let still: Vec<&str> = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .filter(|n| ERROR_ALERTS.contains(n))
+        .collect();
+    assert!(still.is_empty(), "{body}");
     support::stop(server);
 }
 

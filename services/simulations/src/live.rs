@@ -53,6 +53,10 @@ struct LiveSeries {
     t_s: f64,
     completed: u64,
     mean_ms: f64,
+    #[serde(default)]
+    p50_ms: f64,
+    #[serde(default)]
+    p99_ms: f64,
     utilization: BTreeMap<String, f64>,
     mean_queue_length: BTreeMap<String, f64>,
 }
@@ -135,6 +139,8 @@ pub(crate) async fn stream(
             throughput_per_s: throughput,
             latency: Some(ps::LatencySummary {
                 mean_ms: m.mean_ms,
+                p50_ms: m.p50_ms,
+                p99_ms: m.p99_ms,
                 ..Default::default()
             }),
             components,

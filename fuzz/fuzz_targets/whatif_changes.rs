@@ -1,0 +1,8 @@
+//! libFuzzer target `whatif_changes`: the checks of [`sdsim_fuzz_checks::design::whatif_changes`].
+#![no_main]
+
+#[global_allocator]
+static ALLOCATOR: sdsim_fuzz_checks::alloc::CountingAllocator =
+    sdsim_fuzz_checks::alloc::CountingAllocator;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sdsim_fuzz_checks::design::whatif_changes(data));
