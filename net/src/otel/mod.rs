@@ -47,9 +47,16 @@ pub fn install(exporter: &Exporter) {
     *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(exporter.spans());
 }
 
-/// Where spans go, when an exporter is [`install`]ed.
+/// Where spans go, when an exporter is [`install`]ed. Takes a process-wide lock: for setting
+/// up; per request use [`here`].
 pub fn installed() -> Option<Spans> {
     INSTALLED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// [`installed`] as this thread first saw it, without the lock: what a shard asks per request
+/// or per WebSocket session (the exporter is installed before the shards start).
+pub fn here() -> Option<Spans> {
+    HERE.with(Option::clone)
 }
 
 /// The client span of one outbound gRPC call, made on behalf of the request being served

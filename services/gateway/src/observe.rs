@@ -240,7 +240,7 @@ async fn prometheus(g: &GatewayState) -> Response {
     for (name, value) in counters {
         snapshot.counters.insert(Key::plain(name), value);
     }
-    if let Some(spans) = sdsim_net::otel::installed() {
+    if let Some(spans) = sdsim_net::otel::here() {
         let stats = spans.stats();
         let otel = [
             (sdsim_net::otel::export::SPANS_EXPORTED, &stats.exported),

@@ -26,7 +26,7 @@ impl OpSpans {
     pub(super) fn new(upgrade: Option<TraceContext>) -> OpSpans {
         OpSpans {
             upgrade,
-            spans: sdsim_net::otel::installed(),
+            spans: sdsim_net::otel::here(),
         }
     }
 
