@@ -168,6 +168,9 @@ start_sdsim() {
       fi
       echo "project_service = \"$(IFS=,; echo "${project_addrs[*]}")\""
       echo "simulation_service = \"$(IFS=,; echo "${simulation_addrs[*]}")\""
+    elif [[ "$roles" == *'"simulation"'* ]]; then
+      # A simulation instance forwards a live change to the instance running the run.
+      echo "service_token = \"$token\""
     fi
     # The service token is accepted everywhere (it names the gateways as callers); each role
     # run here gets the listeners.

@@ -124,13 +124,15 @@ impl Target {
     /// A target of one fixed address with its own directory and no metrics (tools and tests
     /// that reach one server).
     pub fn fixed(addr: std::net::SocketAddr, config: MeshConfig) -> Rc<Target> {
+        Target::one(Service::Gateway, Instance::fixed(addr), config)
+    }
+
+    /// A target of one instance of `service` only, with its own directory and no metrics:
+    /// for a call that must reach that instance (the one that holds a run), not any.
+    pub fn one(service: Service, instance: Instance, config: MeshConfig) -> Rc<Target> {
         let directory = Arc::new(Directory::new());
-        directory.set(
-            Service::Gateway,
-            vec![Instance::fixed(addr)],
-            Source::Static,
-        );
-        Target::new(Service::Gateway, directory, config, 0, 1, None)
+        directory.set(service, vec![instance], Source::Static);
+        Target::new(service, directory, config, 0, 1, None)
     }
 
     /// Replaces the random source of the balancer (deterministic tests).

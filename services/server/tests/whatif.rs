@@ -3,7 +3,11 @@
 //! timeline of its live points (WebSocket, GetLiveMetrics) and in its report, and the engine
 //! replaying the stored report's changes gives that report again; bad changes are refused
 //! with the field named and the run goes on; queued, finished and other users' runs refuse.
+//! With two instances sharing storage and a registry, a change sent to the one that does not
+//! run the run is forwarded to the one that does.
 
+#[allow(dead_code, unused_imports)]
+mod subprocess;
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
@@ -437,4 +441,146 @@ fn a_queued_run_refuses_changes_and_grpc_changes_a_running_one() {
         "{results}"
     );
     stop(server);
+}
+
+/// The token each instance presents to the other (and accepts from it).
+const SERVICE_TOKEN: &str = "whatif-forwarding-token-0123456789";
+
+/// Two instances share PostgreSQL and a Redis registry; a run started on A is changed
+/// through B, which does not run it: B forwards the change to A, whose next live points
+/// carry it. Without the service token, B says why it cannot forward.
+#[test]
+fn a_change_sent_to_another_instance_is_forwarded_to_the_one_running_the_run() {
+    let database = sdsim_testing::postgres::fresh_database_url();
+    let redis = subprocess::Redis::start();
+    let env = |id: &str, token: &str| {
+        [
+            ("SDSIM__STORAGE__URL", database.clone()),
+            ("SDSIM__REDIS__URL", redis.url()),
+            ("SDSIM__INSTANCE__ID", id.to_string()),
+            ("SDSIM__REGISTRY__HEARTBEAT", "200ms".into()),
+            ("SDSIM__RUNTIME__SHARDS", "1".into()),
+            ("SDSIM__RATELIMIT__ENABLED", "false".into()),
+            ("SDSIM__SIMULATION__METRICS_INTERVAL", "100ms".into()),
+            ("SDSIM__GATEWAY__SERVICE_TOKEN", token.to_string()),
+            (
+                "SDSIM__AUTH__TOKENS",
+                format!(
+                    r#"[{{token="{SERVICE_TOKEN}",user="simulation-peer",roles=["service"]}}]"#
+                ),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    };
+    // One after the other: both would apply the migrations to the empty database at once.
+    let a = subprocess::Sdsim::start(
+        "whatif-a",
+        subprocess::Ports::free(),
+        env("whatif-a", SERVICE_TOKEN),
+    );
+    let b = subprocess::Sdsim::start(
+        "whatif-b",
+        subprocess::Ports::free(),
+        env("whatif-b", SERVICE_TOKEN),
+    );
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (a_addr, b_addr) = (at(a.ports.http), at(b.ports.http));
+    let ada_at_a = user(a_addr, "ada@example.com");
+    let (status, tokens) = login(b_addr, "ada@example.com", STRONG);
+    assert_eq!(status, 200, "{tokens}");
+    let ada_at_b = User {
+        token: tokens["access_token"].as_str().unwrap().to_string(),
+    };
+    // 60 simulated seconds at 0.5 per second: two minutes to change it in.
+    let (id, channel) = start_run(a_addr, &ada_at_a, 0.5);
+    wait_status(a_addr, &ada_at_a, &id, &["running"]);
+    // B knows A's simulation instance from the registry before the change is sent.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body, _) = call(b_addr, "GET", "/health/services", None, None);
+        assert_eq!(status, 200, "{body}");
+        let listed = body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == "whatif-a" && i["service"] == "simulation-service");
+        if listed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never listed A: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    runtime().block_on(async {
+        let mut ws = subscribe(a_addr, &ada_at_a.token, &channel).await;
+        let (status, accepted) = patch(
+            b_addr,
+            &ada_at_b,
+            &id,
+            json!({"changes": [{"op": "set", "component": "api", "field": "instances", "value": 2}]}),
+        );
+        assert_eq!(status, 202, "{accepted}");
+        assert_eq!(accepted["id"], id.as_str());
+        let t = accepted["simulated_s"].as_f64().unwrap();
+        loop {
+            let m = next_point(&mut ws).await;
+            let data = &m["data"];
+            let entries = data["timeline"].as_array().cloned().unwrap_or_default();
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e["event"] == "what-if: instances 1 → 2")
+            {
+                assert_eq!(e["t_s"].as_f64(), Some(t), "{data}");
+                break;
+            }
+            assert_ne!(data["type"], "completed", "the run ended without the change: {m}");
+        }
+    });
+    // The owner's checks hold when forwarded: a bad change is refused naming the field.
+    let (status, code, message) = refused(
+        b_addr,
+        &ada_at_b,
+        &id,
+        json!({"changes": [{"op": "set", "component": "nope", "field": "instances", "value": 2}]}),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "invalid_change"),
+        "{message}"
+    );
+    assert_eq!(
+        message,
+        "$.changes[0].component: no component `nope` in the design"
+    );
+    drop(b);
+
+    // An instance without a service token cannot forward, and says what to set.
+    let c = subprocess::Sdsim::start("whatif-c", subprocess::Ports::free(), env("whatif-c", ""));
+    let c_addr = at(c.ports.http);
+    let (status, tokens) = login(c_addr, "ada@example.com", STRONG);
+    assert_eq!(status, 200, "{tokens}");
+    let ada_at_c = User {
+        token: tokens["access_token"].as_str().unwrap().to_string(),
+    };
+    let (status, code, message) = refused(
+        c_addr,
+        &ada_at_c,
+        &id,
+        json!({"changes": [{"op": "clear", "component": "api"}]}),
+    );
+    assert_eq!(status, 503, "{code}: {message}");
+    assert!(
+        message.contains("runs on instance whatif-a") && message.contains("gateway.service_token"),
+        "{message}"
+    );
+    let (status, run) = as_user(
+        a_addr,
+        &ada_at_a,
+        "POST",
+        &format!("/api/simulations/{id}/stop"),
+        None,
+    );
+    assert_eq!(status, 200, "{run}");
+    drop((a, c));
 }

@@ -38,6 +38,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use contract::{RemoteSimulations, SimulationContract, SimulationService};
 pub use runs::{
-    ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
+    ChangeAccepted, ChangeRequest, OwnerLookup, Owners, Results, Run, Simulations, StartRequest,
+    Validation,
 };
 pub use sdsim_projects::Failure;

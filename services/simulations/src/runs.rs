@@ -36,7 +36,8 @@ mod whatif;
 use crate::reports::ReportQueue;
 use runner::{Job, Runner, Stop};
 pub use whatif::{
-    changes_of_body, ChangeAccepted, ChangeRequest, MAX_CHANGES_PER_REQUEST, MAX_CHANGES_PER_RUN,
+    changes_of_body, ChangeAccepted, ChangeRequest, OwnerLookup, Owners, MAX_CHANGES_PER_REQUEST,
+    MAX_CHANGES_PER_RUN,
 };
 
 /// What a caller asks for.

@@ -4,15 +4,23 @@
 
 use crate::config::Config;
 use crate::error::StartError;
-use crate::role::{health_line, remote, remote_address, Parts, Role, RoleListeners};
+use crate::role::{
+    client_connect, health_line, remote, remote_address, Parts, Role, RoleListeners,
+};
 use crate::role::{ShardContext, ShardRole};
 use sdsim_contract::Authenticate;
+use sdsim_contract::Remote;
 use sdsim_gateway::state::ServiceHealth;
-use sdsim_mesh::Service;
+use sdsim_mesh::{Service, Target};
 use sdsim_net::grpc::Services;
 use sdsim_net::http::router::Router;
 use sdsim_simulations::reports::ReportQueue;
-use sdsim_simulations::{RemoteSimulations, SimulationContract, SimulationService, Simulations};
+use sdsim_simulations::{
+    Failure, Owners, RemoteSimulations, SimulationContract, SimulationService, Simulations,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -92,6 +100,9 @@ impl Role for SimulationRole {
     fn on_shard(&self, on: &ShardContext<'_>) -> Box<dyn ShardRole> {
         if let Some((simulations, _)) = &self.local {
             simulations.install_shard(on.shard);
+            if let Some(owners) = owners(&self.config, on) {
+                on.shard.insert(owners);
+            }
         }
         let local = self
             .local
@@ -139,4 +150,51 @@ impl ShardRole for SimulationOnShard {
         SimulationContract::register(services, Rc::clone(s), Arc::clone(&self.authn));
         Some(SimulationContract::SERVICE)
     }
+}
+
+/// An instance reached at an address, and its service there.
+type Reached = (SocketAddr, Rc<dyn SimulationService>);
+
+/// How this shard forwards a live change to the simulation instance holding the run: the
+/// instance as the registry (or the static list) gives it, one connection pool per instance
+/// kept while its address stays the same. None without `gateway.service_token`, the token the
+/// other instances must accept.
+fn owners(config: &Arc<Config>, on: &ShardContext<'_>) -> Option<Owners> {
+    if config.gateway.service_token.is_empty() {
+        return None;
+    }
+    let connect = match client_connect(config) {
+        Ok(connect) => connect,
+        Err(e) => {
+            tracing::error!(error = %e, "internal gRPC client TLS");
+            return None;
+        }
+    };
+    let directory = Arc::clone(on.directory);
+    let config = Arc::clone(config);
+    let known: RefCell<HashMap<String, Reached>> = RefCell::default();
+    Some(Owners(Rc::new(move |id: &str| {
+        let instances = directory.instances(Service::Simulation);
+        let found = instances.iter().find(|i| i.id == id);
+        let Some((instance, addr)) = found.and_then(|i| Some((i, i.grpc?))) else {
+            return Err(Failure::Unavailable(format!(
+                "simulation instance {id} holds the run but is not in the registry with a gRPC address"
+            )));
+        };
+        if let Some((at, service)) = known.borrow().get(id) {
+            if *at == addr {
+                return Ok(Rc::clone(service));
+            }
+        }
+        let target = Target::one(Service::Simulation, instance.clone(), config.mesh.clone());
+        target.set_connect(connect.clone());
+        let gw = &config.gateway;
+        let remote = Remote::over(target, &gw.service_token, gw.service_timeout)
+            .map_err(|e| Failure::Unavailable(format!("gateway.service_token: {e}")))?;
+        let service = Rc::new(RemoteSimulations(remote)) as Rc<dyn SimulationService>;
+        known
+            .borrow_mut()
+            .insert(id.to_string(), (addr, Rc::clone(&service)));
+        Ok(service)
+    })))
 }

@@ -3,9 +3,15 @@
 //! against the run's design and queues them, and the runner applies them at its next slice,
 //! at the simulated time the answer gives. The engine logs each on the run's timeline and
 //! lists it in the report's `changes`, from which a replay gives the same report.
+//!
+//! A change that reaches an instance which does not run the run (the gateway's balancer chose
+//! another simulation instance) is forwarded to the instance the run's row names, over gRPC
+//! with the caller it acts for ([`Owners`], set up by the server from the registry). The owner
+//! never forwards: a run its row gives to it and that it does not hold is not running.
 
 use super::runner::Runner;
 use super::Simulations;
+use crate::contract::SimulationService;
 use sdsim_core::runtime::Shard;
 use sdsim_engine::design::{Design, Problem};
 use sdsim_engine::engine::changes::{parse_changes, Change};
@@ -14,6 +20,7 @@ use sdsim_projects::{Caller, Failure};
 use serde::Serialize;
 use sonic_rs::JsonContainerTrait;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 /// Most changes one request may carry.
 pub const MAX_CHANGES_PER_REQUEST: usize = 100;
@@ -181,7 +188,7 @@ impl Simulations {
         req: ChangeRequest,
     ) -> Result<ChangeAccepted, Failure> {
         who.require("simulation:start")?;
-        let id = req.simulation_id;
+        let id = req.simulation_id.clone();
         let run = self.get(who, &id).await?;
         if run.user_id != *who.user_id {
             return Err(Failure::NotFound(format!("simulation {id} not found")));
@@ -192,7 +199,7 @@ impl Simulations {
                 run.status
             )));
         }
-        let (key, changes) = (id.clone(), req.changes);
+        let (key, changes) = (id.clone(), req.changes.clone());
         let answer = Shard::current()
             .mesh()
             .broadcast(move || {
@@ -204,10 +211,51 @@ impl Simulations {
             .await
             .into_iter()
             .find_map(|r| r.ok().flatten());
-        answer.unwrap_or_else(|| {
-            Err(Failure::Unavailable(format!(
-                "simulation {id} is not running on this instance: live changes reach only the instance that runs it"
-            )))
-        })
+        match answer {
+            Some(answer) => answer,
+            None => self.change_elsewhere(who, req).await,
+        }
+    }
+
+    /// Forwards `req` to the instance the run's row names, when that is another one.
+    async fn change_elsewhere(
+        &self,
+        who: &Caller,
+        req: ChangeRequest,
+    ) -> Result<ChangeAccepted, Failure> {
+        let id = &req.simulation_id;
+        let row = self
+            .store
+            .query_opt(
+                "SELECT instance FROM simulation_schema.simulations WHERE id = $1",
+                vec![id.as_str().into()],
+            )
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("simulation {id} not found")))?;
+        // Runs from before runs had owners count as this instance's (as at restart).
+        let owner = match row.text(0) {
+            Ok(owner) => owner.to_string(),
+            Err(_) => self.instance.clone(),
+        };
+        if owner == self.instance {
+            return Err(Failure::Unavailable(format!(
+                "simulation {id} is not running: this instance ({owner}) holds it and no shard runs it (it is ending)"
+            )));
+        }
+        let Some(owners) = Shard::current().get::<Owners>() else {
+            return Err(Failure::Unavailable(format!(
+                "simulation {id} runs on instance {owner}: this instance cannot forward changes to it (set gateway.service_token, accepted by the other instances' auth.tokens)"
+            )));
+        };
+        let service = (owners.0)(&owner)?;
+        service.change_simulation(who, req).await
     }
 }
+
+/// How a shard reaches simulation instance `id` (another process, found in the registry) to
+/// forward a live change to the run it holds. The server installs one per shard when it can
+/// call other instances.
+pub struct Owners(pub Rc<OwnerLookup>);
+
+/// The service of the simulation instance named, or why it cannot be reached (503).
+pub type OwnerLookup = dyn Fn(&str) -> Result<Rc<dyn SimulationService>, Failure>;
