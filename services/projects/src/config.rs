@@ -61,6 +61,10 @@ pub struct SimulationConfig {
     /// failing the runs of an instance whose registration expired) ends it within this time.
     #[serde(with = "duration")]
     pub status_check: Duration,
+    /// Points a sweep may have at most (a request may ask for fewer, never more).
+    pub sweep_max_points: usize,
+    /// Points of one sweep running at once; 0 = one per shard of the instance driving it.
+    pub sweep_concurrency: usize,
 }
 
 impl Default for SimulationConfig {
@@ -78,6 +82,8 @@ impl Default for SimulationConfig {
             max_design_bytes: 1 << 20,
             stop_timeout: Duration::from_secs(5),
             status_check: Duration::from_secs(1),
+            sweep_max_points: 256,
+            sweep_concurrency: 0,
         }
     }
 }
@@ -113,6 +119,7 @@ impl SimulationConfig {
             );
         }
         problems.at_least("simulation.max_design_bytes", self.max_design_bytes, 1024);
+        problems.at_least("simulation.sweep_max_points", self.sweep_max_points, 1);
         for (key, d) in [
             ("simulation.metrics_interval", self.metrics_interval),
             ("simulation.slice", self.slice),
