@@ -114,8 +114,9 @@ pub fn sweep_of_body(body: &[u8]) -> Result<SweepRequest, Failure> {
 /// Reads the `parameters` array: each `{"path", "values": [JSON, ...]}` or
 /// `{"path", "range": [FROM, TO]}` (whole numbers, both ends), each path once.
 pub fn parameters_of(text: &str) -> Result<Vec<Parameter>, Failure> {
-    let list: Value =
-        sonic_rs::from_str(text).map_err(|e| invalid("$.parameters", format!("not JSON: {e}")))?;
+    // Bounded nesting: over gRPC the text comes as the caller wrote it.
+    let list: Value = sdsim_net::json::decode(text.as_bytes())
+        .map_err(|e| invalid("$.parameters", format!("not JSON: {e}")))?;
     let Some(items) = list.as_array() else {
         return Err(invalid(
             "$.parameters",
