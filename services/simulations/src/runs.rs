@@ -227,18 +227,21 @@ impl Simulations {
         noticed_ms: i64,
     ) -> Result<u64, Failure> {
         let reason = format!("instance {instance} stopped answering: registration expired");
-        Ok(self
+        let params: Vec<sdsim_store::Value> = vec![
+            instance.to_string().into(),
+            noticed_ms.into(),
+            now_ms().into(),
+            reason.into(),
+        ];
+        let failed = self
             .store
-            .execute(
-                FAIL_EXPIRED_RUNS,
-                vec![
-                    instance.to_string().into(),
-                    noticed_ms.into(),
-                    now_ms().into(),
-                    reason.into(),
-                ],
-            )
-            .await?)
+            .execute(FAIL_EXPIRED_RUNS, params.clone())
+            .await?;
+        // Its sweeps lost their driver with it.
+        self.store
+            .execute(crate::sweeps::FAIL_EXPIRED_SWEEPS, params)
+            .await?;
+        Ok(failed)
     }
 
     /// Takes the queue of expired instances (once, for the sweeper of the first shard).
@@ -259,18 +262,21 @@ impl Simulations {
             self.instance
         );
         let now = now_ms();
-        Ok(self
+        let params: Vec<sdsim_store::Value> = vec![
+            self.instance.clone().into(),
+            self.started_ms.into(),
+            now.into(),
+            reason.into(),
+        ];
+        let failed = self
             .store
-            .execute(
-                FAIL_ORPHANED_RUNS,
-                vec![
-                    self.instance.clone().into(),
-                    self.started_ms.into(),
-                    now.into(),
-                    reason.into(),
-                ],
-            )
-            .await?)
+            .execute(FAIL_ORPHANED_RUNS, params.clone())
+            .await?;
+        // The sweeps it drove then have no driver any more.
+        self.store
+            .execute(crate::sweeps::FAIL_ORPHANED_SWEEPS, params)
+            .await?;
+        Ok(failed)
     }
 
     /// The storage.

@@ -90,6 +90,9 @@ pub struct Sweep {
     pub created_at: i64,
     /// Unix ms.
     pub finished_at: Option<i64>,
+    /// Why it failed (its instance stopped while driving it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The channel of its progress events.
     pub channel: String,
 }
@@ -114,7 +117,15 @@ pub(crate) struct PointJob {
 /// under the user's lock, as runs are).
 const INSERT_SWEEP: &str = "INSERT INTO simulation_schema.sweeps (id, project_id, project_version, user_id, status, spec, points, points_done, created_at, instance) SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.sweeps WHERE user_id = $4 AND status = 'running') < $10";
 
-const SWEEP_COLUMNS: &str = "id, project_id, project_version, user_id, status, spec, points, points_done, knee, created_at, finished_at";
+const SWEEP_COLUMNS: &str = "id, project_id, project_version, user_id, status, spec, points, points_done, knee, created_at, finished_at, COALESCE(error, '')";
+
+/// Fails the sweeps instance `$1` drove and left running when it accepted them before it
+/// started (`created_at < $2`): their driver died with its previous life.
+pub(crate) const FAIL_ORPHANED_SWEEPS: &str = "UPDATE simulation_schema.sweeps SET status = 'failed', finished_at = $3, error = $4 WHERE status = 'running' AND instance = $1 AND created_at < $2";
+
+/// Fails the running sweeps of instance `$1`, whose registration expired, accepted up to when
+/// that was noticed (`created_at <= $2`); conditional on the status, as for its runs.
+pub(crate) const FAIL_EXPIRED_SWEEPS: &str = "UPDATE simulation_schema.sweeps SET status = 'failed', finished_at = $3, error = $4 WHERE status = 'running' AND instance = $1 AND created_at <= $2";
 
 fn channel(id: &str) -> String {
     format!("simulation:sweep:{id}")
@@ -143,6 +154,7 @@ fn sweep_of(row: &Row) -> Result<Sweep, Failure> {
         knee: row.opt_int(8)?.map(|k| k as usize),
         created_at: row.int(9)?,
         finished_at: row.opt_int(10)?,
+        error: Some(row.text(11)?.to_string()).filter(|e| !e.is_empty()),
     })
 }
 
@@ -386,5 +398,85 @@ pub(crate) fn placement(d: &driver::Drive, job: &PointJob) -> Placement {
         // A sweep wants its table, not a live show: its points run flat out.
         speed: 0.0,
         sweep: Some((d.id.clone(), job.index)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sdsim_projects::config::SimulationConfig;
+    use sdsim_projects::projects::Projects;
+    use sdsim_store::Store;
+
+    /// A sweep's driver lives in the instance that accepted it: when that instance is found
+    /// gone (restarted, or its registration expired), its running sweeps are failed, so they
+    /// stop counting against their users' sweeps; others' sweeps and ended ones are left.
+    #[test]
+    fn the_sweeps_of_a_gone_instance_are_failed() {
+        let dir = std::env::temp_dir().join(format!("sdsim-sweeps-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}", dir.display());
+        let store = Store::open(&url, &sdsim_store::Options::default()).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let service = Simulations::new(
+            store.clone(),
+            Arc::new(Projects::new(store.clone())),
+            SimulationConfig::default(),
+            1,
+            "me".to_string(),
+        );
+        let rows = rt.block_on(async {
+            sdsim_store::migrate::run(&store).await.unwrap();
+            let later = now_ms() + 60_000;
+            let rows: [(&str, &str, &str, i64); 5] = [
+                ("s-mine-old", "me", "running", 100),
+                ("s-mine-new", "me", "running", later),
+                ("s-dead", "dead", "running", 100),
+                ("s-dead-done", "dead", "completed", 100),
+                ("s-alive", "alive", "running", 100),
+            ];
+            for (id, instance, status, created) in rows {
+                store
+                    .execute(
+                        "INSERT INTO simulation_schema.sweeps (id, project_id, project_version, user_id, status, spec, points, points_done, created_at, instance) VALUES ($1, 'p', 1, 'u', $2, '{}', 1, '[null]', $3, $4)",
+                        vec![id.into(), status.into(), created.into(), instance.into()],
+                    )
+                    .await
+                    .unwrap();
+            }
+            service.fail_orphaned_runs().await.unwrap();
+            service.fail_runs_of_expired("dead", 500).await.unwrap();
+            let rows = store
+                .query(
+                    "SELECT id, status, COALESCE(error, '') FROM simulation_schema.sweeps ORDER BY id",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    let text = |i| r.text(i).unwrap().to_string();
+                    (text(0), text(1), !text(2).is_empty())
+                })
+                .collect::<Vec<_>>()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let got: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("s-alive", "running", false),
+                ("s-dead", "failed", true),
+                ("s-dead-done", "completed", false),
+                ("s-mine-new", "running", false),
+                ("s-mine-old", "failed", true),
+            ]
+        );
     }
 }

@@ -579,6 +579,7 @@ impl ResponseWire<pb::Sweep> for Sweep {
             knee: self.knee.map(|k| k as u64),
             created_at: self.created_at,
             finished_at: self.finished_at.unwrap_or(0),
+            error: self.error.unwrap_or_default(),
             channel: self.channel,
         }
     }
@@ -607,6 +608,7 @@ impl ResponseWire<pb::Sweep> for Sweep {
             knee: m.knee.map(|k| k as usize),
             created_at: m.created_at,
             finished_at: (m.finished_at != 0).then_some(m.finished_at),
+            error: (!m.error.is_empty()).then_some(m.error),
             channel: m.channel,
         })
     }
