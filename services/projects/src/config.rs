@@ -36,7 +36,8 @@ pub struct SimulationConfig {
     pub max_queued: usize,
     /// Runs executing at once on one shard (each in slices that yield).
     pub runs_per_shard: usize,
-    /// Runs one user may have queued or running at once (over → 429).
+    /// Runs one user may have queued or running at once, a running sweep counting as one and
+    /// its points not at all (over → 429).
     pub max_runs_per_user: usize,
     /// Simulated seconds per wall-clock second when a run does not say (0 = as fast as the shard
     /// allows).

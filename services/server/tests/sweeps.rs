@@ -361,10 +361,12 @@ fn bad_sweeps_are_refused_naming_the_field() {
 
 #[sdsim_testing::backends(epoll)]
 fn a_stopped_sweep_starts_no_more_points() {
-    let server = start(&["ratelimit.enabled=false"]);
+    // Two runs per user: the sweep counts as one, whatever its points.
+    let server = start(&["ratelimit.enabled=false", "simulation.max_runs_per_user=2"]);
     let addr = server.local_addr();
     let ada = user(addr, "ada@example.com");
     let p = project(addr, &ada, DESIGN);
+    let other = project(addr, &ada, DESIGN);
     // Eight long points: two run at a time (one per shard), far from done when stopped.
     let (status, started) = as_user(
         addr,
@@ -393,6 +395,29 @@ fn a_stopped_sweep_starts_no_more_points() {
         assert!(Instant::now() < deadline, "no point runs: {history}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A long run of another project: the sweep and it are ada's two.
+    let start_run = || {
+        as_user(
+            addr,
+            &ada,
+            "POST",
+            "/api/simulations",
+            Some(json!({"project_id": other, "duration_s": 80000, "speed": 0})),
+        )
+    };
+    let (status, run) = start_run();
+    assert_eq!(status, 202, "{run}");
+    let (status, refused) = start_run();
+    assert_eq!(status, 429, "{refused}");
+    let (status, refused) = as_user(
+        addr,
+        &ada,
+        "POST",
+        "/api/simulations/sweeps",
+        Some(json!({"project_id": other, "parameters": [
+            {"path": "components[api].instances", "values": [1]}]})),
+    );
+    assert_eq!(status, 429, "{refused}");
     let (status, stopped) = as_user(
         addr,
         &ada,
@@ -430,5 +455,8 @@ fn a_stopped_sweep_starts_no_more_points() {
         "{sweep}"
     );
     assert_eq!(sweep["knee"], Value::Null);
+    // Ended, the sweep no longer counts.
+    let (status, run) = start_run();
+    assert_eq!(status, 202, "{run}");
     stop(server);
 }

@@ -139,17 +139,18 @@ const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
 
 const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, ''), COALESCE(sweep_id, '')";
 
-/// Queues a run, recorded under instance `$9`, unless its user already has `$8` queued or
-/// running. The count's condition is word for word the one of the `simulations_active` partial
-/// index (migration 4), so it reads only the user's active runs, not their whole history. Run
+/// Queues a run, recorded under instance `$9`, unless its user already has `$8` runs queued or
+/// running and sweeps running (a sweep counts once, not its points). The runs' condition is word
+/// for word the one of the `simulations_active` partial index (migration 4), so it reads only
+/// the user's active runs, not their whole history; the sweeps' that of `sweeps_active`. Run
 /// with [`Store::batch_exclusive`] keyed by the user: under READ COMMITTED two concurrent
 /// inserts would both count the same runs and both pass.
-const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8";
+const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running') AND sweep_id IS NULL) + (SELECT COUNT(*) FROM simulation_schema.sweeps WHERE user_id = $4 AND status = 'running') < $8";
 
 /// Records a point of sweep `$8` (its place in the grid `$9`), under instance `$10`, while the
-/// sweep is running. Points do not count against the per-user limit: the sweep bounds them
-/// (`simulation.sweep_concurrency` at a time), and a sweep whose next point were refused
-/// because of its own running points could never finish.
+/// sweep is running. Points do not count against the per-user limit, their sweep does: it
+/// bounds them (`simulation.sweep_concurrency` at a time), and a sweep whose next point were
+/// refused because of its own running points could stall.
 const INSERT_SWEEP_POINT: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, sweep_id, sweep_index, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM simulation_schema.sweeps WHERE id = $8 AND status = 'running')";
 
 /// A run to queue: who, what and how long; a sweep's point names its sweep and index.
@@ -443,7 +444,7 @@ impl Simulations {
             Ok(_) => {
                 self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                 return Err(Failure::TooMany(format!(
-                    "you have {} runs queued or running (simulation.max_runs_per_user); wait for one to end or stop one",
+                    "you have {} runs queued or running and sweeps running (simulation.max_runs_per_user); wait for one to end or stop one",
                     self.config.max_runs_per_user
                 )));
             }
@@ -666,7 +667,7 @@ mod tests {
     use super::*;
 
     /// Starting a run must not slow down as a user's history grows: on SQLite the per-user
-    /// count uses the partial index of active runs.
+    /// count uses the partial indexes of active runs and running sweeps.
     #[test]
     fn the_per_user_count_reads_only_active_runs() {
         let dir = std::env::temp_dir().join(format!("sdsim-plan-{}", std::process::id()));
@@ -691,6 +692,7 @@ mod tests {
         });
         let _ = std::fs::remove_dir_all(&dir);
         assert!(plan.contains("simulations_active"), "plan:\n{plan}");
+        assert!(plan.contains("sweeps_active"), "plan:\n{plan}");
     }
 
     /// When several survivors notice the same expiry, each run is failed once, by the first;

@@ -11,9 +11,10 @@
 //! then `{"type": "completed", "knee"}` (or `stopped`). The table so far is stored with the
 //! sweep, so `get_sweep` answers from any instance sharing the database.
 //!
-//! Points run outside the per-user run limit (`simulation.max_runs_per_user`): the sweep
-//! bounds them itself, and a sweep whose next point were refused because of its own running
-//! points would stall. The sweep is what counts: a user has at most that many sweeps running.
+//! The per-user limit (`simulation.max_runs_per_user`) counts the sweep, not its points: a
+//! running sweep is one of its user's runs for a start (of a run or a sweep), and its points
+//! are queued outside the limit. The sweep bounds them itself, and a sweep whose next point
+//! were refused because of its own running points would stall.
 
 use crate::runs::{Placement, Simulations};
 use sdsim_core::runtime::Shard;
@@ -113,9 +114,10 @@ pub(crate) struct PointJob {
     seed: u64,
 }
 
-/// Records a sweep unless its user already has `$10` running (checked in the same statement,
-/// under the user's lock, as runs are).
-const INSERT_SWEEP: &str = "INSERT INTO simulation_schema.sweeps (id, project_id, project_version, user_id, status, spec, points, points_done, created_at, instance) SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.sweeps WHERE user_id = $4 AND status = 'running') < $10";
+/// Records a sweep unless its user already has `$10` runs queued or running and sweeps
+/// running (the count of a run's start; a sweep's points are not runs of its user's here),
+/// in the same statement, under the user's lock, as runs are.
+const INSERT_SWEEP: &str = "INSERT INTO simulation_schema.sweeps (id, project_id, project_version, user_id, status, spec, points, points_done, created_at, instance) SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running') AND sweep_id IS NULL) + (SELECT COUNT(*) FROM simulation_schema.sweeps WHERE user_id = $4 AND status = 'running') < $10";
 
 const SWEEP_COLUMNS: &str = "id, project_id, project_version, user_id, status, spec, points, points_done, knee, created_at, finished_at, COALESCE(error, '')";
 
@@ -269,7 +271,7 @@ impl Simulations {
             .await?;
         if inserted.first().copied().unwrap_or(0) != 1 {
             return Err(Failure::TooMany(format!(
-                "you have {} sweeps running (simulation.max_runs_per_user); wait for one to end or stop one",
+                "you have {} runs queued or running and sweeps running (simulation.max_runs_per_user); wait for one to end or stop one",
                 self.config.max_runs_per_user
             )));
         }

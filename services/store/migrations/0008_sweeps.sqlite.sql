@@ -18,6 +18,8 @@ CREATE TABLE simulation_schema.sweeps (
     instance TEXT
 );
 CREATE INDEX simulation_schema.sweeps_user ON sweeps (user_id, created_at);
+-- The per-user limit counts a user's running sweeps (with their runs) at every start.
+CREATE INDEX simulation_schema.sweeps_active ON sweeps (user_id) WHERE status = 'running';
 -- A run that is a point of a sweep names it, and its place in the grid.
 ALTER TABLE simulation_schema.simulations ADD COLUMN sweep_id TEXT;
 ALTER TABLE simulation_schema.simulations ADD COLUMN sweep_index BIGINT;
