@@ -460,3 +460,80 @@ fn a_stopped_sweep_starts_no_more_points() {
     assert_eq!(status, 202, "{run}");
     stop(server);
 }
+
+/// A sweep whose points find the instance's queue full waits for a place instead of failing
+/// them: every point runs once the queue has room.
+#[sdsim_testing::backends(epoll)]
+fn points_wait_for_a_place_in_a_full_queue() {
+    let server = start(&[
+        "ratelimit.enabled=false",
+        "simulation.runs_per_shard=1",
+        "simulation.max_queued=1",
+        "simulation.max_runs_per_user=5",
+    ]);
+    let addr = server.local_addr();
+    let ada = user(addr, "ada@example.com");
+    let p = project(addr, &ada, DESIGN);
+    let run = |duration: f64| {
+        let (status, run) = as_user(
+            addr,
+            &ada,
+            "POST",
+            "/api/simulations",
+            Some(json!({"project_id": p, "duration_s": duration, "speed": 0})),
+        );
+        assert_eq!(status, 202, "{run}");
+        run["simulation_id"].as_str().unwrap().to_string()
+    };
+    let status_of = |id: &str| {
+        let (_, run) = as_user(addr, &ada, "GET", &format!("/api/simulations/{id}"), None);
+        run["status"].as_str().unwrap().to_string()
+    };
+    let wait_for = |id: &str, wanted: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status_of(id) != wanted {
+            assert!(Instant::now() < deadline, "{id} is not {wanted}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Both shards' one slot taken by long runs, and the queue's one place by a third.
+    let (a, b) = (run(80000.0), run(80000.0));
+    wait_for(&a, "running");
+    wait_for(&b, "running");
+    let c = run(80000.0);
+    assert_eq!(status_of(&c), "queued");
+    let (status, started) = as_user(
+        addr,
+        &ada,
+        "POST",
+        "/api/simulations/sweeps",
+        Some(json!({"project_id": p, "duration_s": 20, "parameters": [
+            {"path": "components[users].rate_per_s", "values": [10, 20]}]})),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    for run in [&c, &a] {
+        let (status, v) = as_user(
+            addr,
+            &ada,
+            "POST",
+            &format!("/api/simulations/{run}/stop"),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+    }
+    let sweep = wait_sweep(addr, &ada, &id, &["completed", "stopped", "failed"]);
+    assert_eq!(sweep["status"], "completed", "{sweep}");
+    let statuses: Vec<&Value> = sweep["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [&json!("completed"), &json!("completed")],
+        "{sweep}"
+    );
+    stop(server);
+}

@@ -1,9 +1,11 @@
 //! Drives one sweep from the shard that accepted it: queues its points in grid order, at most
 //! `concurrency` at a time, as runs of its user (each placed like any run, on the least busy
 //! shard); when a point's run has recorded its end, reads its report, stores the table so far
-//! and publishes the point on `simulation:sweep:{id}`. A stop is the sweep's stored status:
-//! checked before each point is queued (and by the point's insert itself), so none starts
-//! after it; the running ones are stopped by whoever stopped the sweep.
+//! and publishes the point on `simulation:sweep:{id}`. A point that finds the instance's queue
+//! full (`simulation.max_queued`) waits for a place rather than fail: the sweep is in no hurry.
+//! A stop is the sweep's stored status: checked before each point is queued (and by the
+//! point's insert itself), so none starts after it; the running ones are stopped by whoever
+//! stopped the sweep.
 
 use super::{channel, knee_of, placement, row_of_report, to_json, PointJob, SweepPoint};
 use crate::runs::Simulations;
@@ -45,6 +47,10 @@ struct EndEvent<'a> {
     knee: Option<usize>,
 }
 
+/// How long a sweep with no point running waits before it asks again for a place in a full
+/// queue (`simulation.max_queued`).
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(50);
+
 /// How long the writes of a sweep's progress are retried while the database is unavailable.
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -56,15 +62,17 @@ impl Simulations {
         let mut next = 0;
         let mut stopped = false;
         loop {
-            while !stopped && pending.len() < d.concurrency.max(1) && next < d.jobs.len() {
+            // The instance's queue is full: this point waits for one of ours to end, or a pause.
+            let mut full = false;
+            while !stopped && !full && pending.len() < d.concurrency.max(1) && next < d.jobs.len() {
                 let job = &d.jobs[next];
-                next += 1;
                 if self.sweep_stopped(&d.id).await {
                     stopped = true;
                     break;
                 }
                 match self.enqueue(placement(&d, job)).await {
                     Ok((run, ended)) => {
+                        next += 1;
                         if self.sweep_stopped(&d.id).await {
                             // Stopped while this point was being recorded: whoever stopped
                             // the sweep may not have seen it; the run ends at its next
@@ -79,8 +87,10 @@ impl Simulations {
                             (index, run)
                         });
                     }
+                    Err(Failure::QueueFull(_)) => full = true,
                     Err(Failure::Conflict(_)) => stopped = true,
                     Err(e) => {
+                        next += 1;
                         let point = SweepPoint {
                             index: job.index,
                             values: job.values.clone(),
@@ -92,6 +102,13 @@ impl Simulations {
                         self.point_done(&d, &mut table, point).await;
                     }
                 }
+            }
+            if pending.is_empty() {
+                if full && !stopped {
+                    monoio::time::sleep(QUEUE_FULL_PAUSE).await;
+                    continue;
+                }
+                break;
             }
             let Some((index, run)) = pending.next().await else {
                 break;
