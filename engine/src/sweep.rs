@@ -85,13 +85,7 @@ impl Parameter {
                 else {
                     return Err(bad("a range is two whole numbers, FROM..TO"));
                 };
-                if from > to {
-                    return Err(bad("a range goes up: FROM..TO with FROM ≤ TO"));
-                }
-                if to - from >= MAX_RANGE {
-                    return Err(bad(&format!("a range has at most {MAX_RANGE} values")));
-                }
-                (from..=to).map(|v| v.to_string()).collect()
+                range(from, to).map_err(|reason| bad(&reason))?
             }
             None => values.split(',').map(|v| v.trim().to_string()).collect(),
         };
@@ -107,6 +101,44 @@ impl Parameter {
             values,
         })
     }
+}
+
+impl Parameter {
+    /// A parameter whose values are already JSON (a request body's `{"path", "values"}`):
+    /// the path is checked, the values kept as their JSON text. The reason names no field:
+    /// the caller knows where the parameter came from.
+    pub fn from_json(path: &str, values: &[Value]) -> Result<Parameter, String> {
+        check_path(path)?;
+        if values.is_empty() {
+            return Err("no values: a parameter takes at least one".into());
+        }
+        Ok(Parameter {
+            path: path.to_string(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        })
+    }
+}
+
+/// The whole numbers `from..=to` as values (both ends; at most [`MAX_RANGE`] of them).
+pub fn range(from: u64, to: u64) -> Result<Vec<String>, String> {
+    if from > to {
+        return Err("a range goes up: FROM..TO with FROM ≤ TO".into());
+    }
+    if to - from >= MAX_RANGE {
+        return Err(format!("a range has at most {MAX_RANGE} values"));
+    }
+    Ok((from..=to).map(|v| v.to_string()).collect())
+}
+
+/// Whether `path` reads as keys and selectors (`components[api].instances`).
+pub fn check_path(path: &str) -> Result<(), String> {
+    segments(path).map(|_| ())
+}
+
+/// Sets the field at `path` of the design document `doc` to `value`, as a sweep point does;
+/// the reason of a refusal starts with the path.
+pub fn set_field(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    set(doc, path, value)
 }
 
 /// One key of a path and its selector, if any.
@@ -198,7 +230,7 @@ pub fn grid(parameters: &[Parameter], max: usize) -> Result<Vec<Vec<usize>>, Swe
 }
 
 /// The most utilised component of a point.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Busiest {
     /// Its id.
     pub component: String,
@@ -207,7 +239,7 @@ pub struct Busiest {
 }
 
 /// The figures of one point.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct SweepRow {
     /// The value of each parameter at this point, as written.
     pub values: Vec<String>,
@@ -225,6 +257,9 @@ pub struct SweepRow {
     pub busiest: Option<Busiest>,
     /// The cost per hour, when the design has prices.
     pub cost_per_hour: Option<f64>,
+    /// The cost of a million successful requests, when the design has prices and some
+    /// succeeded.
+    pub cost_per_million_requests: Option<f64>,
 }
 
 impl SweepRow {
@@ -254,6 +289,7 @@ impl SweepRow {
             drop_rate: e.dropped as f64 / e.arrivals.max(1) as f64,
             busiest,
             cost_per_hour: report.cost.as_ref().map(|c| c.per_hour),
+            cost_per_million_requests: report.cost.as_ref().and_then(|c| c.per_million_requests),
         }
     }
 }
@@ -268,31 +304,55 @@ pub fn run(
         .map_err(|e| SweepError::Document(format!("the design is not valid JSON: {e}")))?;
     let mut rows = Vec::new();
     for point in grid(parameters, max_points)? {
-        let mut at = doc.clone();
-        let mut values = Vec::new();
-        for (p, &v) in parameters.iter().zip(&point) {
-            let literal = &p.values[v];
-            let value: Value = sonic_rs::from_str(literal)
-                .map_err(|e| SweepError::Document(format!("{}: `{literal}`: {e}", p.path)))?;
-            set(&mut at, &p.path, value).map_err(SweepError::Document)?;
-            values.push(literal.clone());
-        }
-        let design = design::parse(&at.to_string()).map_err(|problems| {
-            let named: Vec<String> = parameters
-                .iter()
-                .zip(&values)
-                .map(|(p, v)| format!("{}={v}", p.path))
-                .collect();
-            SweepError::InvalidPoint {
-                point: named.join(", "),
-                problems,
-            }
-        })?;
+        let (at, values) = apply_point(&doc, parameters, &point)?;
+        let design = check_point(&at, parameters, &values)?;
         let mut sim = Simulation::new(design);
         sim.run();
         rows.push(SweepRow::from_report(values, &sim.report()));
     }
     Ok(rows)
+}
+
+/// The design document `doc` at `point` (a value index per parameter, as [`grid`] gives),
+/// and the point's values as written.
+pub fn apply_point(
+    doc: &Value,
+    parameters: &[Parameter],
+    point: &[usize],
+) -> Result<(Value, Vec<String>), SweepError> {
+    let mut at = doc.clone();
+    let mut values = Vec::new();
+    for (p, &v) in parameters.iter().zip(point) {
+        let literal = &p.values[v];
+        let value: Value = sonic_rs::from_str(literal)
+            .map_err(|e| SweepError::Document(format!("{}: `{literal}`: {e}", p.path)))?;
+        set(&mut at, &p.path, value).map_err(SweepError::Document)?;
+        values.push(literal.clone());
+    }
+    Ok((at, values))
+}
+
+/// The design of a point's document, or the point (`path=value, ...`) with the engine's
+/// problems.
+pub fn check_point(
+    at: &Value,
+    parameters: &[Parameter],
+    values: &[String],
+) -> Result<design::Design, SweepError> {
+    design::parse(&at.to_string()).map_err(|problems| SweepError::InvalidPoint {
+        point: describe(parameters, values),
+        problems,
+    })
+}
+
+/// A point as people read it: `components[api].instances=2, ...`.
+pub fn describe(parameters: &[Parameter], values: &[String]) -> String {
+    let named: Vec<String> = parameters
+        .iter()
+        .zip(values)
+        .map(|(p, v)| format!("{}={v}", p.path))
+        .collect();
+    named.join(", ")
 }
 
 /// The knee: the row with the largest offered load whose p99 is at most `slo_p99_ms`. Loads

@@ -76,6 +76,14 @@ fn each_row_is_the_run_of_its_point_and_the_knee_is_the_fewest_instances_within_
         assert_eq!(row, &direct, "{instances} instances");
         // A fixed-size design: the cost is exactly the instances at their price.
         assert_eq!(row.cost_per_hour, Some(instances as f64 * 0.2));
+        // And a million successful requests cost the measured time's cost over their number.
+        let cost = sim.report().cost.unwrap();
+        let per_million = cost.measured / cost.successful_requests as f64 * 1e6;
+        let got = row.cost_per_million_requests.unwrap();
+        assert!(
+            (got - per_million).abs() <= 1e-9 * per_million,
+            "{got} vs {per_million}"
+        );
         assert_eq!(row.busiest.as_ref().unwrap().component, "api");
     }
     // 25 req/s of 100 ms on one instance is 2.5 times its capacity: it drops, and is full.

@@ -326,3 +326,50 @@ pub fn project_import(data: &[u8]) {
         import_document(&again.to_string()).expect("a document written again imports");
     assert_eq!(reimported, new);
 }
+
+/// `sweep_request`: `POST /api/simulations/sweeps` bodies, then their `parameters` as the
+/// service reads them (also what gRPC `StartSweep` carries). Every refusal names a field by
+/// JSON path; numbers read are finite; accepted parameters have a well-formed path, at least
+/// one value, and every value is JSON.
+pub fn sweep_request(data: &[u8]) {
+    use sdsim_projects::Failure;
+    use sdsim_simulations::sweeps::{parameters_of, sweep_of_body};
+    let named = |f: &Failure| match f {
+        Failure::Invalid { field, message } => {
+            assert!(field.starts_with('$'), "refused at `{field}`: {message}");
+        }
+        other => panic!("refused as {other:?}: not a field"),
+    };
+    let body = match sweep_of_body(data) {
+        Ok(body) => body,
+        Err(f) => return named(&f),
+    };
+    for (key, value) in [
+        ("slo_p99_ms", body.slo_p99_ms),
+        ("duration_s", body.duration_s),
+    ] {
+        assert!(
+            value.is_none_or(f64::is_finite),
+            "{key} = {value:?} accepted"
+        );
+    }
+    match parameters_of(&body.parameters) {
+        Err(f) => {
+            named(&f);
+            if let Failure::Invalid { field, .. } = &f {
+                assert!(field.starts_with("$.parameters"), "{field}");
+            }
+        }
+        Ok(parameters) => {
+            assert!(!parameters.is_empty());
+            for p in &parameters {
+                sdsim_engine::sweep::check_path(&p.path).expect("an accepted path is well formed");
+                assert!(!p.values.is_empty(), "{}: no values", p.path);
+                for v in &p.values {
+                    sonic_rs::from_str::<sonic_rs::Value>(v).expect("a value is JSON");
+                }
+            }
+            let _ = sdsim_engine::sweep::grid(&parameters, sdsim_engine::sweep::MAX_POINTS);
+        }
+    }
+}

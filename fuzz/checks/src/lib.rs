@@ -112,6 +112,10 @@ pub const TARGETS: &[Target] = &[
         check: bodies::simulation_start,
     },
     Target {
+        name: "sweep_request",
+        check: bodies::sweep_request,
+    },
+    Target {
         name: "other_json_bodies",
         check: bodies::other,
     },

@@ -36,7 +36,8 @@ pub struct SimulationConfig {
     pub max_queued: usize,
     /// Runs executing at once on one shard (each in slices that yield).
     pub runs_per_shard: usize,
-    /// Runs one user may have queued or running at once (over → 429).
+    /// Runs one user may have queued or running at once, a running sweep counting as one and
+    /// its points not at all (over → 429).
     pub max_runs_per_user: usize,
     /// Simulated seconds per wall-clock second when a run does not say (0 = as fast as the shard
     /// allows).
@@ -61,6 +62,10 @@ pub struct SimulationConfig {
     /// failing the runs of an instance whose registration expired) ends it within this time.
     #[serde(with = "duration")]
     pub status_check: Duration,
+    /// Points a sweep may have at most (a request may ask for fewer, never more).
+    pub sweep_max_points: usize,
+    /// Points of one sweep running at once; 0 = one per shard of the instance driving it.
+    pub sweep_concurrency: usize,
 }
 
 impl Default for SimulationConfig {
@@ -78,6 +83,8 @@ impl Default for SimulationConfig {
             max_design_bytes: 1 << 20,
             stop_timeout: Duration::from_secs(5),
             status_check: Duration::from_secs(1),
+            sweep_max_points: 256,
+            sweep_concurrency: 0,
         }
     }
 }
@@ -113,6 +120,7 @@ impl SimulationConfig {
             );
         }
         problems.at_least("simulation.max_design_bytes", self.max_design_bytes, 1024);
+        problems.at_least("simulation.sweep_max_points", self.sweep_max_points, 1);
         for (key, d) in [
             ("simulation.metrics_interval", self.metrics_interval),
             ("simulation.slice", self.slice),

@@ -152,7 +152,7 @@ fn run_sweep(args: &SimulateArgs, text: &str) -> anyhow::Result<()> {
         out.push_str(&match knee {
             Some(i) => format!(
                 "knee: {} — the largest load ({:.2}/s offered) with p99 within {slo} ms\n",
-                describe(&parameters, &rows[i].values),
+                sweep::describe(&parameters, &rows[i].values),
                 rows[i].offered_per_s
             ),
             None => format!("knee: none — no point keeps p99 within {slo} ms\n"),
@@ -172,13 +172,4 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         written => Ok(written?),
     }
-}
-
-fn describe(parameters: &[sweep::Parameter], values: &[String]) -> String {
-    let parts: Vec<String> = parameters
-        .iter()
-        .zip(values)
-        .map(|(p, v)| format!("{}={v}", p.path))
-        .collect();
-    parts.join(", ")
 }

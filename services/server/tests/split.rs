@@ -2,7 +2,7 @@
 //! process A runs the gateway and auth roles, process B the project and simulation roles. A
 //! serves the project and simulation HTTP routes through B's gRPC services (service token,
 //! forwarded user context), checks WebSocket subscriptions to a run's live metrics with B, and
-//! delivers the points B publishes through Redis.
+//! delivers the points B publishes through Redis; a sweep takes the same path.
 //!
 //! Needs PostgreSQL's and redis-server's Debian packages (test.sh installs them).
 
@@ -361,4 +361,72 @@ fn the_tour_with_roles_split_over_two_processes_on_postgres() {
     );
     assert_eq!(status, 200, "{history}");
     assert_eq!(history["simulations"][0]["simulation_id"], sid.as_str());
+
+    // A sweep through the gateway: refusals name the field across the gRPC hop, the progress
+    // comes through Redis, the table from the other process.
+    let (status, e) = call(
+        port,
+        "POST",
+        "/api/simulations/sweeps",
+        Some(&ada),
+        Some(json!({"project_id": id, "parameters": [
+            {"path": "components[nope].instances", "values": [1]}]})),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(
+        e["error"]["message"],
+        "$.parameters[0].path: `components` has no `nope`"
+    );
+    let (status, started) = call(
+        port,
+        "POST",
+        "/api/simulations/sweeps",
+        Some(&ada),
+        Some(json!({"project_id": id, "duration_s": 20, "parameters": [
+            {"path": "components[app].instances", "range": [2, 3]}]})),
+    );
+    assert_eq!(status, 202, "{started}");
+    let sweep_id = started["id"].as_str().unwrap().to_string();
+    let channel = started["channel"].as_str().unwrap().to_string();
+    let events = rt.block_on(async {
+        let (_, refused) = ws_subscribe(port, &eve, &channel).await;
+        assert_eq!(refused["code"], "forbidden", "{refused}");
+        let (mut ws, first) = ws_subscribe(port, &ada, &channel).await;
+        assert_eq!(first["op"], "subscribed", "{first}");
+        let mut events = Vec::new();
+        loop {
+            let m = next_json(&mut ws).await;
+            let kind = m["data"]["type"].as_str().unwrap().to_string();
+            events.push(m["data"].clone());
+            if kind != "point" {
+                break events;
+            }
+        }
+    });
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2]["type"], "completed", "{events:?}");
+    let (status, sweep) = call(
+        port,
+        "GET",
+        &format!("/api/simulations/sweeps/{sweep_id}"),
+        Some(&ada),
+        None,
+    );
+    assert_eq!(status, 200, "{sweep}");
+    assert_eq!(sweep["status"], "completed", "{sweep}");
+    let values: Vec<&Value> = sweep["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["values"])
+        .collect();
+    assert_eq!(values, [&json!(["2"]), &json!(["3"])], "{sweep}");
+    let (status, _) = call(
+        port,
+        "GET",
+        &format!("/api/simulations/sweeps/{sweep_id}"),
+        Some(&eve),
+        None,
+    );
+    assert_eq!(status, 404);
 }

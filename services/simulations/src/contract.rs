@@ -11,6 +11,7 @@ use crate::pb;
 use crate::runs::{
     ChangeAccepted, ChangeRequest, Results, Run, Simulations, StartRequest, Validation,
 };
+use crate::sweeps::{Sweep, SweepRequest, SweepStarted};
 use sdsim_contract::{Emit, Pending, ServiceHealth};
 use sdsim_projects::{Caller, Failure};
 
@@ -52,6 +53,13 @@ sdsim_contract::contract! {
         /// Changes a running run (live what-if) at its next slice.
         caller fn change_simulation(ChangeRequest) -> ChangeAccepted
             = ChangeSimulation(pb::ChangeSimulationRequest) -> pb::ChangeSimulationResponse;
+        /// Starts a sweep of a project's design over a grid of parameter values.
+        caller fn start_sweep(SweepRequest) -> SweepStarted
+            = StartSweep(pb::StartSweepRequest) -> pb::StartSweepResponse;
+        /// A sweep's status and table so far (by id).
+        caller fn get_sweep(SweepId) -> Sweep = GetSweep(pb::GetSweepRequest) -> pb::Sweep;
+        /// Stops a running sweep (by id).
+        caller fn stop_sweep(SweepId) -> Sweep = StopSweep(pb::StopSweepRequest) -> pb::Sweep;
         /// Serving while storage answers, with the runs queued and running here.
         open fn health_check(()) -> SimulationHealth
             = HealthCheck(pb::HealthCheckRequest) -> pb::HealthCheckResponse;
@@ -61,6 +69,10 @@ sdsim_contract::contract! {
 /// A finished run's bottleneck findings (the analysis JSON of [`Results::analysis`]).
 #[derive(Debug, Clone)]
 pub struct Analysis(pub sonic_rs::Value);
+
+/// A sweep's id (a type of its own: a run's id is a `String` on the same wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepId(pub String);
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
@@ -150,6 +162,22 @@ impl SimulationService for Simulations {
         req: ChangeRequest,
     ) -> Pending<'a, ChangeAccepted, Failure> {
         Box::pin(self.change(who, req))
+    }
+
+    fn start_sweep<'a>(
+        &'a self,
+        who: &'a Caller,
+        req: SweepRequest,
+    ) -> Pending<'a, SweepStarted, Failure> {
+        Box::pin(self.start_sweep(who, req))
+    }
+
+    fn get_sweep<'a>(&'a self, who: &'a Caller, id: SweepId) -> Pending<'a, Sweep, Failure> {
+        Box::pin(async move { Simulations::get_sweep(self, who, &id.0).await })
+    }
+
+    fn stop_sweep<'a>(&'a self, who: &'a Caller, id: SweepId) -> Pending<'a, Sweep, Failure> {
+        Box::pin(async move { Simulations::stop_sweep(self, who, &id.0).await })
     }
 
     fn health_check<'a>(&'a self, (): ()) -> Pending<'a, SimulationHealth, Failure> {

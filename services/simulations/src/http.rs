@@ -3,7 +3,7 @@
 //! runs in this process or in another one. Errors are the project service's error bodies
 //! (`sdsim_projects::http`).
 
-use crate::contract::HistoryQuery;
+use crate::contract::{HistoryQuery, SweepId};
 use crate::{ChangeRequest, SimulationService, StartRequest};
 use http::{Method, StatusCode};
 use sdsim_contract::{http_caller, Authenticate};
@@ -114,6 +114,30 @@ pub fn register_simulations(
             s.validate_configuration(&who, b.design.to_string()).await,
         )
     });
+    route!(Method::POST, "/api/simulations/sweeps", |s, who, req| {
+        // The JSON types are checked here; what the fields mean, by the service.
+        let sweep = match crate::sweeps::sweep_of_body(req.body()) {
+            Ok(sweep) => sweep,
+            Err(f) => return respond::<()>(StatusCode::BAD_REQUEST, Err(f)),
+        };
+        respond(StatusCode::ACCEPTED, s.start_sweep(&who, sweep).await)
+    });
+    route!(
+        Method::GET,
+        "/api/simulations/sweeps/{id}",
+        |s, who, req| {
+            let id = SweepId(param(&req, "id"));
+            respond(StatusCode::OK, s.get_sweep(&who, id).await)
+        }
+    );
+    route!(
+        Method::DELETE,
+        "/api/simulations/sweeps/{id}",
+        |s, who, req| {
+            let id = SweepId(param(&req, "id"));
+            respond(StatusCode::OK, s.stop_sweep(&who, id).await)
+        }
+    );
     route!(Method::GET, "/api/simulations/{id}", |s, who, req| respond(
         StatusCode::OK,
         s.get_simulation_status(&who, param(&req, "id")).await

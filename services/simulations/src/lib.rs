@@ -5,6 +5,8 @@
 //!   `simulation:data:{id}`, lifecycle on `simulation:events:*`, results and bottleneck analysis
 //!   in storage; live what-if changes ([`ChangeRequest`]) reach the run on its shard and apply
 //!   at its next slice.
+//! - [`sweeps`]: a design over a grid of parameter values, each point a run, driven from the
+//!   shard that accepted it; its table and knee stored, its progress on `simulation:sweep:{id}`.
 //! - [`contract`]: [`SimulationService`], what HTTP handlers, the gateway's real-time code and
 //!   remote callers use; its gRPC registration ([`SimulationContract`]) and remote client
 //!   ([`RemoteSimulations`]).
@@ -24,6 +26,7 @@ pub mod http;
 mod live;
 pub mod reports;
 pub mod runs;
+pub mod sweeps;
 mod wire;
 
 /// Types generated from `proto/sdsim/simulation/v1` (`sdsim.simulation.v1`).
@@ -42,3 +45,4 @@ pub use runs::{
     Validation,
 };
 pub use sdsim_projects::Failure;
+pub use sweeps::{Sweep, SweepPoint, SweepRequest, SweepStarted};

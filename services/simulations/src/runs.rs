@@ -82,6 +82,9 @@ pub struct Run {
     pub error: Option<String>,
     /// Where live metrics are published.
     pub websocket_channel: String,
+    /// The sweep this run is a point of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_id: Option<String>,
 }
 
 /// A finished run's results.
@@ -114,11 +117,11 @@ struct Shared {
 /// The simulation service.
 pub struct Simulations {
     store: Store,
-    projects: Arc<Projects>,
-    config: SimulationConfig,
+    pub(crate) projects: Arc<Projects>,
+    pub(crate) config: SimulationConfig,
     shared: Shared,
     /// This instance's name (`instance.id`), recorded with every run it accepts.
-    instance: String,
+    pub(crate) instance: String,
     /// When this service started (Unix ms): runs of this instance created before it are left
     /// over from a previous life.
     started_ms: i64,
@@ -135,14 +138,33 @@ const FINISH_RETRY_FOR: Duration = Duration::from_secs(600);
 
 const TERMINAL: [&str; 3] = ["completed", "stopped", "failed"];
 
-const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, '')";
+const COLUMNS: &str = "id, project_id, project_version, user_id, status, duration_ms, seed, created_at, started_at, finished_at, COALESCE(error, ''), COALESCE(sweep_id, '')";
 
-/// Queues a run, recorded under instance `$9`, unless its user already has `$8` queued or
-/// running. The count's condition is word for word the one of the `simulations_active` partial
-/// index (migration 4), so it reads only the user's active runs, not their whole history. Run
+/// Queues a run, recorded under instance `$9`, unless its user already has `$8` runs queued or
+/// running and sweeps running (a sweep counts once, not its points). The runs' condition is word
+/// for word the one of the `simulations_active` partial index (migration 4), so it reads only
+/// the user's active runs, not their whole history; the sweeps' that of `sweeps_active`. Run
 /// with [`Store::batch_exclusive`] keyed by the user: under READ COMMITTED two concurrent
 /// inserts would both count the same runs and both pass.
-const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running')) < $8";
+const INSERT_RUN: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $9 WHERE (SELECT COUNT(*) FROM simulation_schema.simulations WHERE user_id = $4 AND status IN ('queued', 'running') AND sweep_id IS NULL) + (SELECT COUNT(*) FROM simulation_schema.sweeps WHERE user_id = $4 AND status = 'running') < $8";
+
+/// Records a point of sweep `$8` (its place in the grid `$9`), under instance `$10`, while the
+/// sweep is running. Points do not count against the per-user limit, their sweep does: it
+/// bounds them (`simulation.sweep_concurrency` at a time), and a sweep whose next point were
+/// refused because of its own running points could stall.
+const INSERT_SWEEP_POINT: &str = "INSERT INTO simulation_schema.simulations (id, project_id, project_version, user_id, status, duration_ms, seed, created_at, sweep_id, sweep_index, instance) SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM simulation_schema.sweeps WHERE id = $8 AND status = 'running')";
+
+/// A run to queue: who, what and how long; a sweep's point names its sweep and index.
+pub(crate) struct Placement {
+    pub(crate) user_id: String,
+    pub(crate) project_id: String,
+    pub(crate) version: i64,
+    pub(crate) design: String,
+    pub(crate) duration: f64,
+    pub(crate) seed: u64,
+    pub(crate) speed: f64,
+    pub(crate) sweep: Option<(String, usize)>,
+}
 
 /// Marks the runs instance `$1` accepted before it started (`created_at < $2`) and left queued
 /// or running as failed: that instance is this process, so whatever ran them is gone. Runs from
@@ -207,18 +229,21 @@ impl Simulations {
         noticed_ms: i64,
     ) -> Result<u64, Failure> {
         let reason = format!("instance {instance} stopped answering: registration expired");
-        Ok(self
+        let params: Vec<sdsim_store::Value> = vec![
+            instance.to_string().into(),
+            noticed_ms.into(),
+            now_ms().into(),
+            reason.into(),
+        ];
+        let failed = self
             .store
-            .execute(
-                FAIL_EXPIRED_RUNS,
-                vec![
-                    instance.to_string().into(),
-                    noticed_ms.into(),
-                    now_ms().into(),
-                    reason.into(),
-                ],
-            )
-            .await?)
+            .execute(FAIL_EXPIRED_RUNS, params.clone())
+            .await?;
+        // Its sweeps lost their driver with it.
+        self.store
+            .execute(crate::sweeps::FAIL_EXPIRED_SWEEPS, params)
+            .await?;
+        Ok(failed)
     }
 
     /// Takes the queue of expired instances (once, for the sweeper of the first shard).
@@ -239,18 +264,21 @@ impl Simulations {
             self.instance
         );
         let now = now_ms();
-        Ok(self
+        let params: Vec<sdsim_store::Value> = vec![
+            self.instance.clone().into(),
+            self.started_ms.into(),
+            now.into(),
+            reason.into(),
+        ];
+        let failed = self
             .store
-            .execute(
-                FAIL_ORPHANED_RUNS,
-                vec![
-                    self.instance.clone().into(),
-                    self.started_ms.into(),
-                    now.into(),
-                    reason.into(),
-                ],
-            )
-            .await?)
+            .execute(FAIL_ORPHANED_RUNS, params.clone())
+            .await?;
+        // The sweeps it drove then have no driver any more.
+        self.store
+            .execute(crate::sweeps::FAIL_ORPHANED_SWEEPS, params)
+            .await?;
+        Ok(failed)
     }
 
     /// The storage.
@@ -340,6 +368,28 @@ impl Simulations {
             }
         };
         let seed = req.seed.unwrap_or(design.seed);
+        let (id, _ended) = self
+            .enqueue(Placement {
+                user_id: who.user_id.to_string(),
+                project_id: req.project_id.clone(),
+                version,
+                design: design_text,
+                duration,
+                seed,
+                speed,
+                sweep: None,
+            })
+            .await?;
+        self.get(who, &id).await
+    }
+
+    /// Takes a place in the instance's queue, records the run (under the per-user limit, or
+    /// as a point of its sweep) and hands it to the least busy shard. Returns its id and what
+    /// resolves once the run has recorded its end.
+    pub(crate) async fn enqueue(
+        &self,
+        p: Placement,
+    ) -> Result<(String, tokio::sync::oneshot::Receiver<()>), Failure> {
         // A place in the instance's queue first; given back if the run is not recorded.
         let max = self.config.max_queued;
         if self
@@ -356,33 +406,46 @@ impl Simulations {
         }
         let id = new_id();
         let now = now_ms();
+        let mut params: Vec<sdsim_store::Value> = vec![
+            id.clone().into(),
+            p.project_id.clone().into(),
+            p.version.into(),
+            p.user_id.clone().into(),
+            ((p.duration * 1000.0).round() as i64).into(),
+            (p.seed as i64).into(),
+            now.into(),
+        ];
+        let statement = match &p.sweep {
+            None => {
+                params.push((self.config.max_runs_per_user as i64).into());
+                params.push(self.instance.clone().into());
+                INSERT_RUN
+            }
+            Some((sweep, index)) => {
+                params.push(sweep.clone().into());
+                params.push((*index as i64).into());
+                params.push(self.instance.clone().into());
+                INSERT_SWEEP_POINT
+            }
+        };
         let inserted = self
             .store
             .batch_exclusive(
-                &format!("simulation-runs:{}", who.user_id),
-                vec![Statement::new(
-                    INSERT_RUN,
-                    vec![
-                        id.clone().into(),
-                        req.project_id.clone().into(),
-                        version.into(),
-                        who.user_id.as_ref().into(),
-                        ((duration * 1000.0).round() as i64).into(),
-                        (seed as i64).into(),
-                        now.into(),
-                        (self.config.max_runs_per_user as i64).into(),
-                        self.instance.clone().into(),
-                    ],
-                )],
+                &format!("simulation-runs:{}", p.user_id),
+                vec![Statement::new(statement, params)],
             )
             .await
             .map(|counts| counts.first().copied().unwrap_or(0));
         match inserted {
             Ok(1) => {}
+            Ok(_) if p.sweep.is_some() => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(Failure::Conflict("the sweep has been stopped".into()));
+            }
             Ok(_) => {
                 self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                 return Err(Failure::TooMany(format!(
-                    "you have {} runs queued or running (simulation.max_runs_per_user); wait for one to end or stop one",
+                    "you have {} runs queued or running and sweeps running (simulation.max_runs_per_user); wait for one to end or stop one",
                     self.config.max_runs_per_user
                 )));
             }
@@ -393,28 +456,29 @@ impl Simulations {
         }
         let job = Job {
             id: id.clone(),
-            project_id: req.project_id.clone(),
-            user_id: who.user_id.to_string(),
-            design: design_text,
-            duration,
-            seed,
-            speed,
+            project_id: p.project_id,
+            user_id: p.user_id,
+            design: p.design,
+            duration: p.duration,
+            seed: p.seed,
+            speed: p.speed,
         };
         let target = self.least_busy();
         self.shared.per_shard[target].fetch_add(1, Ordering::AcqRel);
         let sent = Shard::current()
             .mesh()
-            .send_to(ShardId(target), move || {
-                if let Some(runner) = Shard::current().get::<Runner>() {
-                    runner
-                        .stops
-                        .borrow_mut()
-                        .insert(job.id.clone(), Rc::new(Stop::default()));
-                    let _ = runner.jobs.send(job);
-                }
+            .submit_to(ShardId(target), move || {
+                let runner = Shard::current().get::<Runner>()?;
+                let stop = Rc::new(Stop::default());
+                let ended = stop.on_end();
+                runner.stops.borrow_mut().insert(job.id.clone(), stop);
+                runner.jobs.send(job).ok()?;
+                Some(ended)
             })
-            .await;
-        if sent.is_err() {
+            .await
+            .ok()
+            .flatten();
+        let Some(ended) = sent else {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             self.shared.per_shard[target].fetch_sub(1, Ordering::AcqRel);
             self.finish_row(
@@ -426,8 +490,13 @@ impl Simulations {
             )
             .await;
             return Err(Failure::Unavailable("the server is shutting down".into()));
-        }
-        self.get(who, &id).await
+        };
+        Ok((id, ended))
+    }
+
+    /// Shards of this instance that run simulations.
+    pub(crate) fn shards(&self) -> usize {
+        self.shared.per_shard.len()
     }
 
     fn least_busy(&self) -> usize {
@@ -566,7 +635,7 @@ impl Simulations {
     }
 }
 
-fn problem(p: sdsim_engine::design::Problem) -> DesignProblem {
+pub(crate) fn problem(p: sdsim_engine::design::Problem) -> DesignProblem {
     DesignProblem {
         path: p.path,
         message: p.message,
@@ -576,7 +645,9 @@ fn problem(p: sdsim_engine::design::Problem) -> DesignProblem {
 fn run_of(row: &Row) -> Result<Run, Failure> {
     let id = row.text(0)?.to_string();
     let error = row.text(10)?;
+    let sweep = row.text(11)?;
     Ok(Run {
+        sweep_id: (!sweep.is_empty()).then(|| sweep.to_string()),
         websocket_channel: format!("simulation:data:{id}"),
         simulation_id: id,
         project_id: row.text(1)?.to_string(),
@@ -597,7 +668,7 @@ mod tests {
     use super::*;
 
     /// Starting a run must not slow down as a user's history grows: on SQLite the per-user
-    /// count uses the partial index of active runs.
+    /// count uses the partial indexes of active runs and running sweeps.
     #[test]
     fn the_per_user_count_reads_only_active_runs() {
         let dir = std::env::temp_dir().join(format!("sdsim-plan-{}", std::process::id()));
@@ -622,6 +693,7 @@ mod tests {
         });
         let _ = std::fs::remove_dir_all(&dir);
         assert!(plan.contains("simulations_active"), "plan:\n{plan}");
+        assert!(plan.contains("sweeps_active"), "plan:\n{plan}");
     }
 
     /// When several survivors notice the same expiry, each run is failed once, by the first;

@@ -1,10 +1,12 @@
 //! How the simulation service's requests and responses travel in `sdsim.simulation.v1`
 //! messages (both directions: the gRPC server decodes what the remote client encodes).
 
-use crate::contract::{Analysis, HistoryQuery, SimulationHealth};
+use crate::contract::{Analysis, HistoryQuery, SimulationHealth, SweepId};
 use crate::pb;
 use crate::runs::{ChangeAccepted, ChangeRequest, Results, Run, StartRequest, Validation};
+use crate::sweeps::{Sweep, SweepPoint, SweepRequest, SweepStarted};
 use sdsim_contract::{required, RequestWire, ResponseWire, ServiceHealth};
+use sdsim_engine::sweep::{Busiest, SweepRow};
 use sdsim_projects::projects::wire::{json_text, json_value};
 use sdsim_projects::{DesignProblem, Failure};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
@@ -19,6 +21,9 @@ sdsim_contract::acts_for!(
     pb::ValidateConfigurationRequest,
     pb::GetSimulationHistoryRequest,
     pb::ChangeSimulationRequest,
+    pb::StartSweepRequest,
+    pb::GetSweepRequest,
+    pb::StopSweepRequest,
 );
 
 /// The service answered a message without the run.
@@ -64,6 +69,7 @@ fn run_pb(r: &Run) -> pb::GetSimulationStatusResponse {
         seed: r.seed,
         created_at: r.created_at,
         websocket_channel: r.websocket_channel.clone(),
+        sweep_id: r.sweep_id.clone().unwrap_or_default(),
     }
 }
 
@@ -81,6 +87,7 @@ fn run_of(r: pb::GetSimulationStatusResponse) -> Run {
         seed: r.seed,
         created_at: r.created_at,
         websocket_channel: r.websocket_channel,
+        sweep_id: (!r.sweep_id.is_empty()).then_some(r.sweep_id),
     }
 }
 
@@ -446,6 +453,163 @@ impl ResponseWire<pb::ChangeSimulationResponse> for ChangeAccepted {
             id: m.simulation_id,
             accepted,
             simulated_s: m.simulated_s,
+        })
+    }
+}
+
+impl RequestWire<pb::StartSweepRequest> for SweepRequest {
+    type Error = Failure;
+    fn into_message(self, user_id: &str) -> pb::StartSweepRequest {
+        pb::StartSweepRequest {
+            user_id: user_id.into(),
+            project_id: self.project_id,
+            parameters_json: self.parameters,
+            slo_p99_ms: self.slo_p99_ms,
+            duration_s: self.duration_s,
+            seed: self.seed,
+            max_points: self.max_points,
+        }
+    }
+    /// The fields are checked by the service, as for an HTTP body.
+    fn from_message(m: pb::StartSweepRequest) -> Result<SweepRequest, Failure> {
+        Ok(SweepRequest {
+            project_id: m.project_id,
+            parameters: m.parameters_json,
+            slo_p99_ms: m.slo_p99_ms,
+            duration_s: m.duration_s,
+            seed: m.seed,
+            max_points: m.max_points,
+        })
+    }
+}
+
+impl ResponseWire<pb::StartSweepResponse> for SweepStarted {
+    type Error = Failure;
+    fn into_message(self) -> pb::StartSweepResponse {
+        pb::StartSweepResponse {
+            sweep_id: self.id,
+            points: self.points as u64,
+            channel: self.channel,
+        }
+    }
+    fn from_message(m: pb::StartSweepResponse) -> Result<SweepStarted, Failure> {
+        Ok(SweepStarted {
+            id: m.sweep_id,
+            points: m.points as usize,
+            channel: m.channel,
+        })
+    }
+}
+
+/// Implements [`RequestWire`] for requests whose one field besides `user_id` is a sweep's id.
+macro_rules! sweep_id_request {
+    ($($message:path),* $(,)?) => {
+        $(impl RequestWire<$message> for SweepId {
+            type Error = Failure;
+            fn into_message(self, user_id: &str) -> $message {
+                $message { user_id: user_id.into(), sweep_id: self.0 }
+            }
+            fn from_message(m: $message) -> Result<SweepId, Failure> {
+                Ok(SweepId(required(m.sweep_id, "sweep_id")?))
+            }
+        })*
+    };
+}
+
+sweep_id_request!(pb::GetSweepRequest, pb::StopSweepRequest);
+
+fn sweep_row_pb(r: &SweepRow) -> pb::SweepRow {
+    let (component, utilization) = r.busiest.as_ref().map_or((String::new(), 0.0), |b| {
+        (b.component.clone(), b.utilization)
+    });
+    pb::SweepRow {
+        offered_per_s: r.offered_per_s,
+        throughput_per_s: r.throughput_per_s,
+        p50_ms: r.p50_ms,
+        p99_ms: r.p99_ms,
+        drop_rate: r.drop_rate,
+        busiest_component: component,
+        busiest_utilization: utilization,
+        cost_per_hour: r.cost_per_hour,
+        cost_per_million_requests: r.cost_per_million_requests,
+    }
+}
+
+fn sweep_row_of(values: Vec<String>, r: pb::SweepRow) -> SweepRow {
+    SweepRow {
+        values,
+        offered_per_s: r.offered_per_s,
+        throughput_per_s: r.throughput_per_s,
+        p50_ms: r.p50_ms,
+        p99_ms: r.p99_ms,
+        drop_rate: r.drop_rate,
+        busiest: (!r.busiest_component.is_empty()).then_some(Busiest {
+            component: r.busiest_component,
+            utilization: r.busiest_utilization,
+        }),
+        cost_per_hour: r.cost_per_hour,
+        cost_per_million_requests: r.cost_per_million_requests,
+    }
+}
+
+impl ResponseWire<pb::Sweep> for Sweep {
+    type Error = Failure;
+    fn into_message(self) -> pb::Sweep {
+        pb::Sweep {
+            sweep_id: self.id,
+            project_id: self.project_id,
+            project_version: self.project_version,
+            user_id: self.user_id,
+            status: self.status,
+            parameters: self.parameters,
+            slo_p99_ms: self.slo_p99_ms,
+            points: self.points as u64,
+            rows: self
+                .rows
+                .into_iter()
+                .map(|p| pb::SweepPoint {
+                    index: p.index as u64,
+                    row: p.row.as_ref().map(sweep_row_pb),
+                    values: p.values,
+                    simulation_id: p.simulation_id.unwrap_or_default(),
+                    status: p.status,
+                    error: p.error.unwrap_or_default(),
+                })
+                .collect(),
+            knee: self.knee.map(|k| k as u64),
+            created_at: self.created_at,
+            finished_at: self.finished_at.unwrap_or(0),
+            error: self.error.unwrap_or_default(),
+            channel: self.channel,
+        }
+    }
+    fn from_message(m: pb::Sweep) -> Result<Sweep, Failure> {
+        Ok(Sweep {
+            id: m.sweep_id,
+            project_id: m.project_id,
+            project_version: m.project_version,
+            user_id: m.user_id,
+            status: m.status,
+            parameters: m.parameters,
+            slo_p99_ms: m.slo_p99_ms,
+            points: m.points as usize,
+            rows: m
+                .rows
+                .into_iter()
+                .map(|p| SweepPoint {
+                    index: p.index as usize,
+                    row: p.row.map(|r| sweep_row_of(p.values.clone(), r)),
+                    values: p.values,
+                    simulation_id: (!p.simulation_id.is_empty()).then_some(p.simulation_id),
+                    status: p.status,
+                    error: (!p.error.is_empty()).then_some(p.error),
+                })
+                .collect(),
+            knee: m.knee.map(|k| k as usize),
+            created_at: m.created_at,
+            finished_at: (m.finished_at != 0).then_some(m.finished_at),
+            error: (!m.error.is_empty()).then_some(m.error),
+            channel: m.channel,
         })
     }
 }

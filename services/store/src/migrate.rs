@@ -60,6 +60,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0007_outbox_claims.postgres.sql"),
         sqlite: include_str!("../migrations/0007_outbox_claims.sqlite.sql"),
     },
+    Migration {
+        version: 8,
+        name: "sweeps",
+        postgres: include_str!("../migrations/0008_sweeps.postgres.sql"),
+        sqlite: include_str!("../migrations/0008_sweeps.sqlite.sql"),
+    },
 ];
 
 /// The versions already applied.

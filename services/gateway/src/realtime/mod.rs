@@ -68,8 +68,13 @@ impl Realtime {
     /// Whether `who` may read channel `channel` beyond the static policy: the live metrics of
     /// a run are for those who may see the run (a member of its project, or who started it).
     async fn may_read(&self, who: &Caller, channel: &str) -> Result<(), policy::Denied> {
-        let Some(id) = channel.strip_prefix("simulation:data:") else {
-            return Ok(());
+        let (id, sweep) = match (
+            channel.strip_prefix("simulation:data:"),
+            channel.strip_prefix("simulation:sweep:"),
+        ) {
+            (Some(id), _) => (id, false),
+            (_, Some(id)) => (id, true),
+            _ => return Ok(()),
         };
         if who.is_admin() {
             return Ok(());
@@ -81,8 +86,17 @@ impl Realtime {
                 message: "no simulation service is reachable to check access to this run".into(),
             });
         };
-        match runs.get_simulation_status(who, id.to_string()).await {
-            Ok(_) => Ok(()),
+        let seen = if sweep {
+            runs.get_sweep(who, sdsim_simulations::contract::SweepId(id.to_string()))
+                .await
+                .map(|_| ())
+        } else {
+            runs.get_simulation_status(who, id.to_string())
+                .await
+                .map(|_| ())
+        };
+        match seen {
+            Ok(()) => Ok(()),
             Err(sdsim_projects::Failure::Unavailable(m)) => Err(policy::Denied {
                 code: "unavailable",
                 message: m,

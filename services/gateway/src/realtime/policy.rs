@@ -7,6 +7,7 @@
 //!   `notifications:user:{id}`);
 //! - `simulation:data:{id}`: users who may see run `{id}` (checked with the simulation service
 //!   at subscribe time, after this policy) and admins;
+//! - `simulation:sweep:{id}`: likewise, users who may see sweep `{id}`, and admins;
 //! - `system:announcements`: any authenticated user;
 //! - anything else: refused as an unknown channel.
 
@@ -77,15 +78,16 @@ impl ChannelPolicy for DefaultPolicy {
                 ))
             };
         }
-        let prefix = "simulation:data:";
         let open = channel == "system:announcements"
-            || (channel.len() > prefix.len() && channel.starts_with(prefix));
+            || ["simulation:data:", "simulation:sweep:"]
+                .iter()
+                .any(|p| channel.len() > p.len() && channel.starts_with(p));
         if open {
             Ok(())
         } else {
             Err(Denied {
                 code: "bad_channel",
-                message: "unknown channel; namespaces: notifications:user:{id}, simulation:data:{id}, simulation:events:*, project:events:*, auth:events:*, system:announcements".into(),
+                message: "unknown channel; namespaces: notifications:user:{id}, simulation:data:{id}, simulation:sweep:{id}, simulation:events:*, project:events:*, auth:events:*, system:announcements".into(),
             })
         }
     }

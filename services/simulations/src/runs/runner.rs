@@ -28,6 +28,8 @@ impl Simulations {
             jobs: tx,
             stops: RefCell::new(HashMap::new()),
         });
+        // Sweeps started on this shard are driven from it.
+        shard.insert(crate::sweeps::Home(Arc::clone(self)));
         if shard.id().index() == 0 {
             let service = Arc::clone(self);
             shard.spawn("simulation-orphans", async move {
