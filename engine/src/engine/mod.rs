@@ -22,6 +22,7 @@ mod cost;
 mod dynamics;
 mod events;
 mod goodput;
+mod histogram;
 pub mod kinds;
 mod overload;
 mod report;
