@@ -76,7 +76,7 @@ impl ComponentStats {
         self.completed += 1;
         self.response_sum += response;
         self.wait_sum += wait;
-        self.response_us.record((response * 1e6 + 0.5) as u64);
+        self.response_us.record_seconds(response);
     }
 
     /// Counts one attempt sent on call `call` (index in the component's `calls`).
