@@ -1,10 +1,10 @@
 //! The discrete-event engine: no I/O, deterministic for a seed, runnable in slices.
 //!
 //! State changes only at events, kept in a heap ordered by (time, sequence) so equal times
-//! keep their scheduling order (`events`). Requests live in a slab reused as they finish, so memory
-//! follows the number of requests in the system, not the length of the run. Statistics are
-//! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
-//! between events.
+//! keep their scheduling order (`events`). Requests live in a slab reused as they finish, so
+//! memory follows the number of requests in the system, not the length of the run. Statistics
+//! are reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
+//! between events; response times are counted in HDR buckets (`histogram`).
 //!
 //! Schema version 2 lives in its own modules: `clients` (closed-loop users, timeouts, retries,
 //! retry budgets), `goodput` (the series and the metastability verdict), `cache` (capacity,
