@@ -169,10 +169,8 @@ impl Simulation {
             for _ in 0..closed.users {
                 let think = closed.think_time.sample(&mut self.source_rng[source]);
                 let key = self.key(think);
-                self.events.push(super::Event {
-                    key,
-                    kind: EventKind::UserWakes { source: id(source) },
-                });
+                self.events
+                    .push(key, EventKind::UserWakes { source: id(source) });
             }
         }
     }

@@ -1,10 +1,10 @@
 //! The discrete-event engine: no I/O, deterministic for a seed, runnable in slices.
 //!
-//! State changes only at events, kept in a binary heap ordered by (time, sequence) so equal
-//! times keep their scheduling order. Requests live in a slab reused as they finish, so memory
-//! follows the number of requests in the system, not the length of the run. Statistics are
-//! reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
-//! between events.
+//! State changes only at events, kept in a heap ordered by (time, sequence) so equal times
+//! keep their scheduling order (`events`). Requests live in a slab reused as they finish, so
+//! memory follows the number of requests in the system, not the length of the run. Statistics
+//! are reset when the warm-up ends; time-weighted ones (busy workers, queue length) integrate
+//! between events; response times are counted in HDR buckets (`histogram`).
 //!
 //! Schema version 2 lives in its own modules: `clients` (closed-loop users, timeouts, retries,
 //! retry budgets), `goodput` (the series and the metastability verdict), `cache` (capacity,
@@ -20,7 +20,9 @@ pub mod changes;
 mod clients;
 mod cost;
 mod dynamics;
+mod events;
 mod goodput;
+mod histogram;
 pub mod kinds;
 mod overload;
 mod report;
@@ -38,8 +40,7 @@ pub mod stats;
 use crate::design::{Design, Discipline, Kind};
 use dist::Rng;
 use stats::ComponentStats;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy)]
 enum EventKind {
@@ -76,33 +77,6 @@ enum EventKind {
 /// Event payloads hold indexes as `u32` to keep heap entries small (the heap moves them a lot).
 fn id(i: usize) -> u32 {
     i as u32
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Event {
-    /// Time bits (high 64) and sequence (low 64): simulated times are never negative, so
-    /// their IEEE bits order like the numbers, and one integer comparison orders by
-    /// (time, scheduling order).
-    key: u128,
-    kind: EventKind,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
-        other.key.cmp(&self.key)
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -186,7 +160,7 @@ pub struct Simulation {
     design: Design,
     now: f64,
     seq: u64,
-    events: BinaryHeap<Event>,
+    events: events::EventQueue,
     /// (next arrival key, source component) per source.
     arrivals: Vec<(u128, usize)>,
     slab: Vec<Request>,
@@ -281,7 +255,7 @@ impl Simulation {
             design,
             now: 0.0,
             seq: 0,
-            events: BinaryHeap::new(),
+            events: events::EventQueue::default(),
             arrivals: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
@@ -330,7 +304,7 @@ impl Simulation {
 
     fn schedule(&mut self, time: f64, kind: EventKind) {
         let key = self.key(time);
-        self.events.push(Event { key, kind });
+        self.events.push(key, kind);
     }
 
     /// The ordering key of something happening at `time`, scheduled now.
@@ -384,7 +358,7 @@ impl Simulation {
                 .enumerate()
                 .min_by_key(|(_, (key, _))| *key)
                 .map(|(k, (key, _))| (k, *key));
-            let next_event = self.events.peek().map(|e| e.key);
+            let next_event = self.events.first_key();
             let key = match (next_arrival, next_event) {
                 (Some((_, a)), Some(e)) => a.min(e),
                 (Some((_, a)), None) => a,
@@ -403,7 +377,7 @@ impl Simulation {
                     let Some(event) = self.events.pop() else {
                         break;
                     };
-                    self.handle(event.kind);
+                    self.handle(event);
                 }
             }
             if self.finished {

@@ -1,12 +1,10 @@
 //! Per-component statistics and the report built from them.
 
+use super::histogram::LatencyCounts;
 use crate::design::{Design, Kind, Slo};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Largest latency a histogram holds, in microseconds of simulated time (one hour).
-const MAX_US: u64 = 3_600_000_000;
 
 /// Counters and integrals of one component since the last reset.
 #[derive(Debug, Clone)]
@@ -28,7 +26,7 @@ pub struct ComponentStats {
     last: f64,
     wait_sum: f64,
     response_sum: f64,
-    response_us: Histogram<u64>,
+    response_us: LatencyCounts,
     /// Attempts sent on each of the component's calls, by index in its `calls`.
     calls_sent: Vec<u64>,
 }
@@ -49,7 +47,7 @@ impl ComponentStats {
             last: 0.0,
             wait_sum: 0.0,
             response_sum: 0.0,
-            response_us: Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds"),
+            response_us: LatencyCounts::new(),
             calls_sent: Vec::new(),
         }
     }
@@ -78,8 +76,7 @@ impl ComponentStats {
         self.completed += 1;
         self.response_sum += response;
         self.wait_sum += wait;
-        let us = (response * 1e6 + 0.5) as u64;
-        let _ = self.response_us.record(us.clamp(1, MAX_US));
+        self.response_us.record_seconds(response);
     }
 
     /// Counts one attempt sent on call `call` (index in the component's `calls`).
@@ -96,9 +93,10 @@ impl ComponentStats {
         &self.calls_sent
     }
 
-    /// Response times of the requests served, in microseconds of simulated time.
-    pub fn response_histogram(&self) -> &Histogram<u64> {
-        &self.response_us
+    /// Response times of the requests served, in microseconds of simulated time (built from
+    /// the engine's bucket counts on each call).
+    pub fn response_histogram(&self) -> Histogram<u64> {
+        self.response_us.histogram()
     }
 
     /// The sum of the response times of the requests served, in seconds.
@@ -106,11 +104,13 @@ impl ComponentStats {
         self.response_sum
     }
 
-    fn ms_at(&self, q: f64) -> f64 {
+    /// Response-time quantiles in milliseconds (0 before the first completion).
+    fn ms_at<const N: usize>(&self, quantiles: [f64; N]) -> [f64; N] {
         if self.completed == 0 {
-            return 0.0;
+            return [0.0; N];
         }
-        self.response_us.value_at_quantile(q) as f64 / 1e3
+        let h = self.response_us.histogram();
+        quantiles.map(|q| h.value_at_quantile(q) as f64 / 1e3)
     }
 
     fn mean(sum: f64, n: u64) -> f64 {
@@ -253,6 +253,8 @@ pub struct SloResult {
 impl EndToEnd {
     /// The end-to-end figures of `s` over `measured` seconds.
     pub(crate) fn from_stats(s: &ComponentStats, measured: f64) -> EndToEnd {
+        // The maximum is the top of its bucket, as `Histogram::max` reads it.
+        let [p50_ms, p95_ms, p99_ms, max_ms] = s.ms_at([0.50, 0.95, 0.99, 1.0]);
         EndToEnd {
             arrivals: s.arrivals,
             completed: s.completed,
@@ -260,14 +262,10 @@ impl EndToEnd {
             errors: s.errors,
             throughput_per_s: s.completed as f64 / measured,
             mean_ms: ComponentStats::mean(s.response_sum, s.completed),
-            p50_ms: s.ms_at(0.50),
-            p95_ms: s.ms_at(0.95),
-            p99_ms: s.ms_at(0.99),
-            max_ms: if s.completed == 0 {
-                0.0
-            } else {
-                s.response_us.max() as f64 / 1e3
-            },
+            p50_ms,
+            p95_ms,
+            p99_ms,
+            max_ms,
         }
     }
 }
@@ -296,6 +294,7 @@ impl Report {
             .iter()
             .zip(stats)
             .map(|(comp, s)| {
+                let [p50_ms, p95_ms, p99_ms] = s.ms_at([0.50, 0.95, 0.99]);
                 let report = ComponentReport {
                     kind: kind_name(&comp.kind).to_string(),
                     arrivals: s.arrivals,
@@ -313,9 +312,9 @@ impl Report {
                     mean_queue_length: s.queue_area / measured,
                     mean_wait_ms: ComponentStats::mean(s.wait_sum, s.completed),
                     mean_response_ms: ComponentStats::mean(s.response_sum, s.completed),
-                    p50_ms: s.ms_at(0.50),
-                    p95_ms: s.ms_at(0.95),
-                    p99_ms: s.ms_at(0.99),
+                    p50_ms,
+                    p95_ms,
+                    p99_ms,
                 };
                 (comp.id.clone(), report)
             })
@@ -591,12 +590,13 @@ impl Series {
                 queue.insert(comp.id.clone(), s.queue_area / measured);
             }
         }
+        let [p50_ms, p99_ms] = e2e.ms_at([0.5, 0.99]);
         Series {
             t_s: now,
             completed: e2e.completed,
             mean_ms: ComponentStats::mean(e2e.response_sum, e2e.completed),
-            p50_ms: e2e.ms_at(0.5),
-            p99_ms: e2e.ms_at(0.99),
+            p50_ms,
+            p99_ms,
             utilization,
             mean_queue_length: queue,
         }
