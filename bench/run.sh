@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 cargo build --release -p sdsim-server -p sdsim-bench -p sdsim-loadtest
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench/results
+echo "== start: exec of sdsim serve to its first 200 on /health (embedded default, fresh data each run)"
+python3 bench/start_to_health.py target/release/sdsim 7 | tee "bench/results/$stamp-start.md"
 echo "== mesh (sdsim mesh vs std::sync::mpsc, CPUs 0,1)"
 target/release/bench-mesh --runs 3 | tee "bench/results/$stamp-mesh.md"
 echo "== HTTP keep-alive (sdsim vs axum, server CPU 0, load CPU 1)"
