@@ -109,6 +109,20 @@ fn epoch_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// CPU seconds of `pid`'s Redis bridge thread (`sdsim-redis`), from its schedstat (ns).
+fn bridge_thread_cpu(pid: u32) -> Option<f64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() == "sdsim-redis" {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(ns / 1e9);
+        }
+    }
+    None
+}
+
 fn channel(k: u64, channels: usize) -> String {
     format!("simulation:data:{}", k % channels as u64)
 }
@@ -411,6 +425,8 @@ fn bare(args: &Args, rate: f64) -> anyhow::Result<Rows> {
             "all servers CPU µs/event",
             per(publisher_cpu + seen.cpu + redis_cpu),
         ),
+        ("A's bridge thread CPU µs/event", per(publisher_cpu)),
+        ("B's bridge thread CPU µs/event", per(seen.cpu)),
     ])
 }
 
@@ -461,9 +477,13 @@ fn through_sdsim(args: &Args, setup: Setup, rate: f64) -> anyhow::Result<Rows> {
         Some(b.child.id()),
         Some(redis.child.id()),
     ];
-    let cpu_now = || pids.map(|p| p.and_then(cpu_seconds).unwrap_or(0.0));
+    let cpu_now = || {
+        let [a, b, redis] = pids.map(|p| p.and_then(cpu_seconds).unwrap_or(0.0));
+        let bridge = |p: Option<u32>| p.and_then(bridge_thread_cpu).unwrap_or(0.0);
+        [a, b, redis, bridge(pids[0]), bridge(pids[1])]
+    };
     let control = WsControl::default();
-    let (mut cpu_start, mut cpu_end) = ([0.0; 3], [0.0; 3]);
+    let (mut cpu_start, mut cpu_end) = ([0.0; 5], [0.0; 5]);
     let mut injector = None;
     let mut hold_start = None;
     let report = run_ws_observed(&load, &control, |event| match event {
@@ -519,6 +539,8 @@ fn through_sdsim(args: &Args, setup: Setup, rate: f64) -> anyhow::Result<Rows> {
         ("B (subscriber) CPU µs/event", per(1)),
         ("redis-server CPU µs/event", per(2)),
         ("all servers CPU µs/event", per(0) + per(1) + per(2)),
+        ("A's bridge thread CPU µs/event", per(3)),
+        ("B's bridge thread CPU µs/event", per(4)),
     ];
     if let Some(a) = a {
         stop(a.child);
@@ -571,6 +593,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         out.push_str(&table(&args, rate, &results));
+        // Written after each rate too, so a run cut short keeps what it measured.
+        if let Some(path) = &args.out {
+            std::fs::write(path, &out)?;
+        }
     }
     out.push_str(&format!("\nload average {:.2} after\n", load_average()));
     write_report(args.out.as_deref(), "bridge", &out)?;
@@ -592,7 +618,10 @@ fn table(args: &Args, rate: f64, results: &[Vec<Rows>]) -> String {
     for (row, (name, _)) in names.iter().enumerate() {
         let medians: Vec<f64> = results
             .iter()
-            .map(|runs| median(runs.iter().map(|r| r[row].1).collect()))
+            .map(|runs| {
+                let values = runs.iter().filter_map(|r| r.get(row).map(|v| v.1));
+                median(values.collect())
+            })
             .collect();
         t.push_str(&format!("| {name} |"));
         for m in &medians {
