@@ -27,6 +27,8 @@ echo "== WebSocket: idle connections, fan-out to 10,000 subscribers on one chann
 for scenario in idle fanout fanout-many; do
   target/release/bench-ws --scenario "$scenario" --runs 3 | tee "bench/results/$stamp-ws-$scenario.md"
 done
+echo "== Redis bridge: events from instance A to WebSocket subscribers on instance B through redis-server, against sdsim of 3cf8dbf50 (one PUBLISH per round trip; pass its binary as SDSIM_BRIDGE_BASELINE) and bare pipelined PUBLISH/PSUBSCRIBE programs (servers CPU 0, load CPU 1)"
+target/release/bench-bridge --runs 3 ${SDSIM_BRIDGE_BASELINE:+--baseline "$SDSIM_BRIDGE_BASELINE"} --out "bench/results/$stamp-bridge.md"
 echo "== gRPC ValidateToken (sdsim vs tonic + jsonwebtoken, server CPU 0, load CPU 1; verification cost per token on CPU 1)"
 target/release/bench-auth --runs 3 --out "bench/results/$stamp-auth.md"
 echo "== load generator: sdsim-loadtest vs wrk 4.1.0 on sdsim GET /health (server CPU 0, generators CPU 1)"

@@ -128,6 +128,9 @@ fn help(name: &str) -> &'static str {
         "sdsim_bus_subscriptions" => "Channel subscriptions.",
         "sdsim_redis_up" => "1 when the Redis bridge is connected.",
         "sdsim_redis_published_total" => "Events published to other instances through Redis.",
+        "sdsim_redis_batches_total" => {
+            "Pipelined writes of PUBLISH commands (published / batches = mean batch size)."
+        }
         "sdsim_redis_publish_dropped_total" => {
             "Local events not sent to Redis (bridge down or its queue full)."
         }
@@ -261,6 +264,7 @@ async fn prometheus(g: &GatewayState) -> Response {
         let b = &bridge.stats;
         let redis = [
             ("sdsim_redis_published_total", &b.published),
+            ("sdsim_redis_batches_total", &b.batches),
             ("sdsim_redis_publish_dropped_total", &b.publish_dropped),
             ("sdsim_redis_received_total", &b.received),
             ("sdsim_redis_receive_dropped_total", &b.receive_dropped),

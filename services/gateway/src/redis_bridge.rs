@@ -1,23 +1,41 @@
 //! The Redis bridge: carries bus events between sdsim instances.
 //!
-//! redis 1.x needs a tokio runtime (docs/architecture.md), so one small thread runs a tokio current-thread
-//! runtime and owns both Redis connections: a publisher and a pattern subscriber on
-//! `sdsim:bus:*`. Owner shards hand it the events they sequence from local publishes (a bounded
-//! queue; full or disconnected → dropped and counted); it publishes each as
+//! redis 1.x needs a tokio runtime (docs/architecture.md), so one small thread runs a tokio
+//! current-thread runtime and owns both Redis connections: a publisher and a pattern subscriber
+//! on `sdsim:bus:*`. Owner shards hand it the events they sequence from local publishes (a
+//! bounded queue; full or disconnected → dropped and counted); it publishes each as
 //! `<instance id>\n<data>` on `sdsim:bus:<channel>`. Messages from other instances go to the
 //! channel's owner shard (bounded queue per shard), which sequences them like a local publish
 //! without sending them back out; our own messages are recognised by the instance id and
-//! skipped. One connection carries each direction, so per-channel order is kept.
+//! skipped.
+//!
+//! **Throughput.** The publisher does not wait a round trip per event: it takes everything
+//! waiting in the queue (up to [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_BYTES`]) and writes it
+//! as one pipeline of `PUBLISH` commands, then reads the replies; while one batch is in flight
+//! the next accumulates in the queue. The subscriber parses pushes in place ([`resp`]) and hands
+//! each event to its owner shard's queue. Both directions speak RESP2 by hand on their own
+//! socket; the redis crate is only used to read `redis.url`.
+//!
+//! **Order.** Per-channel order holds because every event of a channel is sequenced on one owner
+//! shard, which puts it in the one queue in order; the one publisher connection writes the
+//! queue's events in that order, and Redis executes one connection's commands in the order they
+//! arrive and delivers each to the one subscriber connection of every instance in that order.
+//! Pipelining changes when replies are read, not the order of commands on the connection.
 //!
 //! When Redis is down the instance keeps serving its own subscribers; `/health/redis` says
 //! `down` and the thread reconnects with exponential backoff (100 ms → 5 s).
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+pub mod resp;
+
+use bytes::{Buf, Bytes, BytesMut};
+use redis::{ConnectionAddr, ConnectionInfo};
 use sdsim_core::bus::{owner_of, Outlet};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Prefix of the Redis channels the bridge uses.
@@ -25,15 +43,24 @@ pub const PREFIX: &str = "sdsim:bus:";
 const OUT_QUEUE: usize = 65_536;
 const IN_QUEUE: usize = 65_536;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most events one pipelined write carries.
+pub const MAX_BATCH_EVENTS: usize = 512;
+/// A batch stops growing once its encoded commands pass this many bytes.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// How much the subscriber reads at once at least.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Counters and state, read by `/health/redis` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
     /// Connected and subscribed.
     pub up: AtomicBool,
-    /// Events published to Redis.
+    /// Events published to Redis (their `PUBLISH` was answered).
     pub published: AtomicU64,
-    /// Local events not sent (queue full or Redis down).
+    /// Pipelined writes of `PUBLISH` commands; `published / batches` is the mean batch size.
+    pub batches: AtomicU64,
+    /// Local events not sent (queue full or Redis down), or in a batch whose connection failed
+    /// before every reply came (Redis may have published some of those).
     pub publish_dropped: AtomicU64,
     /// Events received from other instances.
     pub received: AtomicU64,
@@ -57,6 +84,9 @@ pub enum BridgeError {
         /// The client's reason.
         source: redis::RedisError,
     },
+    /// `redis.url` names a Unix socket or TLS: the bridge speaks plain TCP.
+    #[error("redis.url: the Redis bridge connects over TCP only (redis://host:port)")]
+    NotTcp,
     /// The thread that owns the Redis connections could not be started.
     #[error("cannot start the Redis thread: {0}")]
     Thread(std::io::Error),
@@ -79,6 +109,10 @@ impl Bridge {
             url: url.to_string(),
             source,
         })?;
+        let server = client.get_connection_info().clone();
+        if !matches!(server.addr(), ConnectionAddr::Tcp(..)) {
+            return Err(BridgeError::NotTcp);
+        }
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let mut senders = Vec::with_capacity(shards);
         let mut receivers = Vec::with_capacity(shards);
@@ -89,7 +123,7 @@ impl Bridge {
         }
         let stats = Arc::new(BridgeStats::default());
         let thread = Worker {
-            client,
+            server,
             out: out_rx,
             shards: senders,
             stats: Arc::clone(&stats),
@@ -132,7 +166,7 @@ impl Bridge {
 }
 
 struct Worker {
-    client: redis::Client,
+    server: ConnectionInfo,
     out: mpsc::Receiver<(Arc<str>, Bytes)>,
     shards: Vec<mpsc::Sender<Remote>>,
     stats: Arc<BridgeStats>,
@@ -185,65 +219,168 @@ impl Worker {
     }
 
     async fn connected(&mut self) -> Result<(), String> {
-        let timeout = |what: &'static str| move |_| format!("{what}: timed out");
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+        let mut subscriber = open(&self.server)
             .await
-            .map_err(timeout("subscriber connect"))?
-            .map_err(|e| e.to_string())?;
-        pubsub
-            .psubscribe(format!("{PREFIX}*"))
+            .map_err(|e| format!("subscriber: {e}"))?;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut command = Vec::new();
+        resp::command(
+            &mut command,
+            &[b"PSUBSCRIBE", format!("{PREFIX}*").as_bytes()],
+        );
+        subscriber
+            .write_all(&command)
             .await
             .map_err(|e| e.to_string())?;
-        let mut publisher = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(timeout("publisher connect"))?
-        .map_err(|e| e.to_string())?;
+        let confirmed = tokio::time::timeout(CONNECT_TIMEOUT, reply(&mut subscriber, &mut buf));
+        match confirmed
+            .await
+            .map_err(|_| "PSUBSCRIBE: timed out".to_string())??
+        {
+            Reply::Array(kind) if kind == b"psubscribe" => {}
+            other => return Err(format!("PSUBSCRIBE answered {other:?}")),
+        }
+        let publisher = open(&self.server)
+            .await
+            .map_err(|e| format!("publisher: {e}"))?;
         self.stats.up.store(true, Ordering::Relaxed);
         sdsim_core::bus::remote_linked();
         tracing::info!(instance = %self.instance, "Redis bridge connected");
-        let mut messages = pubsub.into_on_message();
-        let mut payload = Vec::new();
+        let inbound = Inbound {
+            shards: &self.shards,
+            stats: &self.stats,
+            instance: self.instance.as_bytes(),
+        };
+        let in_flight = Cell::new(0);
+        let outbound = Outbound {
+            queue: &mut self.out,
+            stats: &self.stats,
+            instance: &self.instance,
+            in_flight: &in_flight,
+        };
+        let ended = tokio::select! {
+            done = outbound.run(publisher) => done,
+            failed = inbound.run(subscriber, buf) => failed,
+        };
+        // A batch whose replies did not all come may or may not have been published: counted
+        // as dropped, never sent again (a repeat would reach subscribers twice).
+        self.stats
+            .publish_dropped
+            .fetch_add(in_flight.get() as u64, Ordering::Relaxed);
+        ended
+    }
+}
+
+/// The publishing half: drains the queue into pipelined batches of `PUBLISH`.
+struct Outbound<'a> {
+    queue: &'a mut mpsc::Receiver<(Arc<str>, Bytes)>,
+    stats: &'a BridgeStats,
+    instance: &'a str,
+    /// Events of the batch awaiting its replies.
+    in_flight: &'a Cell<usize>,
+}
+
+impl Outbound<'_> {
+    /// Returns `Ok` when every sender is gone (the process is stopping), `Err` when the
+    /// connection fails (the batch in flight is left in `in_flight`).
+    async fn run(self, mut publisher: TcpStream) -> Result<(), String> {
+        let mut batch = Vec::with_capacity(MAX_BATCH_BYTES + 4096);
+        let mut replies = BytesMut::with_capacity(4096);
         loop {
-            tokio::select! {
-                msg = messages.next() => {
-                    let Some(msg) = msg else {
-                        return Err("subscriber connection closed".into());
-                    };
-                    self.received(msg.get_channel_name(), msg.get_payload_bytes());
+            let Some((channel, data)) = self.queue.recv().await else {
+                return Ok(());
+            };
+            batch.clear();
+            resp::publish(&mut batch, PREFIX, &channel, self.instance, &data);
+            let mut events = 1;
+            while events < MAX_BATCH_EVENTS && batch.len() < MAX_BATCH_BYTES {
+                let Ok((channel, data)) = self.queue.try_recv() else {
+                    break;
+                };
+                resp::publish(&mut batch, PREFIX, &channel, self.instance, &data);
+                events += 1;
+            }
+            // One batch in flight: the next one gathers in the queue meanwhile, so a batch grows
+            // with the load (one event when idle, so no added latency; up to the cap under a
+            // burst), and what a failure loses is at most this batch, counted below.
+            self.in_flight.set(events);
+            publisher
+                .write_all(&batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            read_counts(&mut publisher, &mut replies, events).await?;
+            self.in_flight.set(0);
+            self.stats
+                .published
+                .fetch_add(events as u64, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads `count` integer replies (one per `PUBLISH`).
+async fn read_counts(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut count: usize,
+) -> Result<(), String> {
+    loop {
+        let mut at = 0;
+        while count > 0 {
+            match resp::parse(&buf[at..]).map_err(|e| e.to_string())? {
+                None => break,
+                Some((resp::Frame::Integer(_), used)) => {
+                    at += used;
+                    count -= 1;
                 }
-                out = self.out.recv() => {
-                    let Some((channel, data)) = out else { return Ok(()) };
-                    payload.clear();
-                    payload.extend_from_slice(self.instance.as_bytes());
-                    payload.push(b'\n');
-                    payload.extend_from_slice(&data);
-                    let target = format!("{PREFIX}{channel}");
-                    let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                        .arg(&target)
-                        .arg(&payload[..])
-                        .query_async(&mut publisher)
-                        .await;
-                    published.map_err(|e| e.to_string())?;
-                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                Some((other, _)) => return Err(format!("PUBLISH answered {other:?}")),
+            }
+        }
+        buf.advance(at);
+        if count == 0 {
+            return Ok(());
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+/// The subscribing half: hands other instances' events to their owner shards.
+struct Inbound<'a> {
+    shards: &'a [mpsc::Sender<Remote>],
+    stats: &'a BridgeStats,
+    instance: &'a [u8],
+}
+
+impl Inbound<'_> {
+    /// Runs until the connection fails.
+    async fn run(self, mut subscriber: TcpStream, mut buf: BytesMut) -> Result<(), String> {
+        loop {
+            let mut at = 0;
+            while let Some((frame, used)) = resp::parse(&buf[at..]).map_err(|e| e.to_string())? {
+                at += used;
+                if let Some((channel, payload)) = frame.pmessage() {
+                    self.received(channel, payload);
                 }
             }
+            buf.advance(at);
+            read_more(&mut subscriber, &mut buf).await?;
         }
     }
 
-    fn received(&self, redis_channel: &str, payload: &[u8]) {
-        let Some(channel) = redis_channel.strip_prefix(PREFIX) else {
+    fn received(&self, redis_channel: &[u8], payload: &[u8]) {
+        let Some(channel) = redis_channel.strip_prefix(PREFIX.as_bytes()) else {
             return;
         };
         let Some(split) = payload.iter().position(|&b| b == b'\n') else {
             return;
         };
         let (from, data) = (&payload[..split], &payload[split + 1..]);
-        if from == self.instance.as_bytes() {
+        if from == self.instance {
             return; // Our own event, already delivered here.
         }
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return; // Not a channel name a bus accepts; no sdsim published it.
+        };
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let owner = owner_of(channel, self.shards.len()).index();
         let event = (channel.to_string(), Bytes::copy_from_slice(data));
@@ -251,4 +388,80 @@ impl Worker {
             self.stats.receive_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Reads what the socket has into `buf`; a closed connection is an error.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), String> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    match stream.read_buf(buf).await {
+        Ok(0) => Err("Redis closed the connection".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A reply during connection set-up, owned.
+#[derive(Debug)]
+enum Reply {
+    Simple(Vec<u8>),
+    Error(String),
+    Array(Vec<u8>),
+    Other,
+}
+
+async fn reply(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Reply, String> {
+    loop {
+        if let Some((frame, used)) = resp::parse(buf).map_err(|e| e.to_string())? {
+            let owned = match frame {
+                resp::Frame::Simple(s) => Reply::Simple(s.to_vec()),
+                resp::Frame::Error(e) => Reply::Error(String::from_utf8_lossy(e).into_owned()),
+                resp::Frame::Array([resp::Item::Bytes(kind), ..], _) => Reply::Array(kind.to_vec()),
+                _ => Reply::Other,
+            };
+            buf.advance(used);
+            return Ok(owned);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+/// Connects to the server of `redis.url` and authenticates if it names a password.
+async fn open(server: &ConnectionInfo) -> Result<TcpStream, String> {
+    let ConnectionAddr::Tcp(host, port) = server.addr() else {
+        return Err("not a TCP address".into());
+    };
+    let connect = TcpStream::connect((host.as_str(), *port));
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| "connect: timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    // Small batches (one event when idle) must leave at once.
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let settings = server.redis_settings();
+    if let Some(password) = settings.password() {
+        let mut command = Vec::new();
+        match settings.username() {
+            Some(user) => resp::command(
+                &mut command,
+                &[b"AUTH", user.as_bytes(), password.as_bytes()],
+            ),
+            None => resp::command(&mut command, &[b"AUTH", password.as_bytes()]),
+        }
+        stream
+            .write_all(&command)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(256);
+        let answer = tokio::time::timeout(CONNECT_TIMEOUT, reply(&mut stream, &mut buf))
+            .await
+            .map_err(|_| "AUTH: timed out".to_string())??;
+        match answer {
+            Reply::Simple(ok) if ok == b"OK" => {}
+            Reply::Error(e) => return Err(format!("AUTH: {e}")),
+            other => return Err(format!("AUTH answered {other:?}")),
+        }
+    }
+    Ok(stream)
 }
