@@ -25,7 +25,7 @@ echo "== WebSocket: idle connections, fan-out to 10,000 subscribers on one chann
 for scenario in idle fanout fanout-many; do
   target/release/bench-ws --scenario "$scenario" --runs 3 | tee "bench/results/$stamp-ws-$scenario.md"
 done
-echo "== gRPC ValidateToken (sdsim vs tonic + jsonwebtoken, server CPU 0, load CPU 1; verification cost per token on CPU 1)"
+echo "== gRPC ValidateToken, one token (cache hits) and 100,000 distinct tokens (cache misses), sdsim vs tonic + jsonwebtoken vs a bare h2 responder (the floor), server CPU 0, load CPU 1; verification cost per token on CPU 1"
 target/release/bench-auth --runs 3 --out "bench/results/$stamp-auth.md"
 echo "== load generator: sdsim-loadtest vs wrk 4.1.0 on sdsim GET /health (server CPU 0, generators CPU 1)"
 # wrk is a Debian package (4.1.0: closed loop only, no --rate); root installs it directly, as
