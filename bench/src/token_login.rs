@@ -63,3 +63,27 @@ pub fn strong_password() -> anyhow::Result<String> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
 }
+
+/// What one argon2id verification (a login's work) costs on one thread of `cpu`: median of 5
+/// rounds of 10, in ns.
+pub fn argon2_verify_ns(cpu: usize) -> anyhow::Result<f64> {
+    std::thread::spawn(move || {
+        crate::pin_current(cpu);
+        let hash = sdsim_auth::password::hash_now("correct horse battery staple")?;
+        let mut rounds = Vec::new();
+        for _ in 0..6 {
+            let began = std::time::Instant::now();
+            for _ in 0..10 {
+                ensure!(
+                    sdsim_auth::password::verify_now("correct horse battery staple", &hash),
+                    "argon2 rejects its own hash"
+                );
+            }
+            rounds.push(began.elapsed().as_nanos() as f64 / 10.0);
+        }
+        rounds.remove(0); // warm-up
+        Ok(crate::median(rounds))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the argon2 measurement panicked"))?
+}

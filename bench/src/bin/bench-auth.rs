@@ -33,9 +33,9 @@ use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::proto::ValidateTokenRequest;
 use sdsim_bench::token::{unix_now, Claims, Signer};
 use sdsim_bench::token_checks::{self, Target};
-use sdsim_bench::token_login::{login, register, strong_password, EMAIL};
+use sdsim_bench::token_login::{argon2_verify_ns, login, register, strong_password, EMAIL};
 use sdsim_bench::token_report::{load_table, run_line, summarize, Column, Measured};
-use sdsim_bench::{machine_line, median, token_batch, utc_stamp, verify_cost};
+use sdsim_bench::{machine_line, token_batch, utc_stamp, verify_cost};
 use sdsim_loadtest::report::Report;
 use sdsim_loadtest::run::{build_request, run_http, GrpcCall, HttpLoad, Protocol};
 use std::fmt::Write as _;
@@ -335,30 +335,6 @@ fn measure_logins(gateway: SocketAddr, password: &str, args: &Args) -> anyhow::R
     })
 }
 
-/// What one argon2id verification (a login's work) costs on one thread of `cpu`: median of 5
-/// rounds of 10, in ns.
-fn argon2_verify_ns(cpu: usize) -> anyhow::Result<f64> {
-    std::thread::spawn(move || {
-        sdsim_bench::pin_current(cpu);
-        let hash = sdsim_auth::password::hash_now("correct horse battery staple")?;
-        let mut rounds = Vec::new();
-        for _ in 0..6 {
-            let began = std::time::Instant::now();
-            for _ in 0..10 {
-                ensure!(
-                    sdsim_auth::password::verify_now("correct horse battery staple", &hash),
-                    "argon2 rejects its own hash"
-                );
-            }
-            rounds.push(began.elapsed().as_nanos() as f64 / 10.0);
-        }
-        rounds.remove(0); // warm-up
-        Ok(median(rounds))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the argon2 measurement panicked"))?
-}
-
 /// The login table: measured logins/s and latency against the bound one hashing thread sets.
 fn login_table(reports: &[Measured], verify_ns: f64, args: &Args) -> anyhow::Result<String> {
     let row = summarize(reports);
@@ -630,14 +606,19 @@ fn start_sdsim_and_peer(args: &Args, dir: &Path) -> anyhow::Result<Started> {
 }
 
 /// Runs `loads` against every target `args.runs` times, the targets alternating; appends a line
-/// per run to `per_run`. `messages(target)` gives the messages of a run (`None`: skip it).
+/// per run to `per_run`. `messages(target)` gives the messages of a run (`None`: skip it); with
+/// `resume`, each target's next run starts where its previous one stopped in them (a little
+/// past: calls are counted, not tracked), so a round robin goes on across runs instead of
+/// sending again the tokens the last run has just left in the cache.
 fn run_loads(
     args: &Args,
     servers: &[Server],
     loads: &[Load],
     per_run: &mut String,
+    resume: bool,
     mut messages: impl FnMut(usize) -> anyhow::Result<Option<Vec<bytes::Bytes>>>,
 ) -> anyhow::Result<Vec<Vec<Vec<Measured>>>> {
+    let mut offsets = vec![0usize; servers.len()];
     // results[load][server] = one run each.
     let mut results: Vec<Vec<Vec<Measured>>> = vec![vec![Vec::new(); servers.len()]; loads.len()];
     for run in 1..=args.runs {
@@ -648,8 +629,18 @@ fn run_loads(
                 order.reverse();
             }
             for s in order {
-                let Some(batch) = messages(s)? else { continue };
+                let Some(mut batch) = messages(s)? else {
+                    continue;
+                };
+                if resume && !batch.is_empty() {
+                    let by = offsets[s] % batch.len();
+                    batch.rotate_left(by);
+                }
                 let measured = measure(&servers[s], load, &batch, args)?;
+                // Measured calls, the warm-up's at the same pace, and 5 % to spare.
+                let sent = measured.report.counters.sent as f64;
+                let calls = sent * (1.0 + args.warmup / args.duration) * 1.05 + 100.0;
+                offsets[s] += calls as usize;
                 let line = run_line(servers[s].name, &load.label(), &measured);
                 eprintln!("run {run} {line}");
                 writeln!(per_run, "run {run} {line}")?;
@@ -693,7 +684,7 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
         .collect();
     let mut per_run = String::new();
     let per_point = Duration::from_secs_f64(args.duration + args.warmup);
-    let hits = run_loads(args, &servers, &loads, &mut per_run, |_| {
+    let hits = run_loads(args, &servers, &loads, &mut per_run, false, |_| {
         Ok(Some(vec![message(tokens.valid_for(per_point)?)]))
     })?;
     let miss_loads = [Load::Open(args.miss_rate), Load::Closed(args.connections)];
@@ -702,7 +693,7 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     } else {
         // The bare floor answers without looking at the token: nothing to add there.
         let bare = servers.len() > peer + 1;
-        let results = run_loads(args, &servers, &miss_loads, &mut per_run, |s| {
+        let results = run_loads(args, &servers, &miss_loads, &mut per_run, true, |s| {
             Ok((!(bare && s == servers.len() - 1)).then(|| miss.clone()))
         })?;
         Some(results)
