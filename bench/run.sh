@@ -29,7 +29,7 @@ for scenario in idle fanout fanout-many; do
 done
 echo "== Redis bridge: events from instance A to WebSocket subscribers on instance B through redis-server, against sdsim of 3cf8dbf50 (one PUBLISH per round trip; pass its binary as SDSIM_BRIDGE_BASELINE) and bare pipelined PUBLISH/PSUBSCRIBE programs (servers CPU 0, load CPU 1)"
 target/release/bench-bridge --runs 3 ${SDSIM_BRIDGE_BASELINE:+--baseline "$SDSIM_BRIDGE_BASELINE"} --out "bench/results/$stamp-bridge.md"
-echo "== gRPC ValidateToken (sdsim vs tonic + jsonwebtoken, server CPU 0, load CPU 1; verification cost per token on CPU 1)"
+echo "== gRPC ValidateToken, one token (cache hits) and 100,000 distinct tokens (cache misses), sdsim vs tonic + jsonwebtoken vs a bare h2 responder (the floor), server CPU 0, load CPU 1; verification cost per token on CPU 1"
 target/release/bench-auth --runs 3 --out "bench/results/$stamp-auth.md"
 echo "== load generator: sdsim-loadtest vs wrk 4.1.0 on sdsim GET /health (server CPU 0, generators CPU 1)"
 # wrk is a Debian package (4.1.0: closed loop only, no --rate); root installs it directly, as

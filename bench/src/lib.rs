@@ -11,7 +11,11 @@
 //! - [`split_load`]: open-loop HTTP load whose answers are split into admitted, shed (503) and
 //!   other, each with its own latency (`bench-shedding`).
 //! - [`token`]: Ed25519 JWTs shaped like sdsim's (minted with ring), JWKS, tampering.
+//! - [`token_batch`]: many distinct tokens signed with an sdsim instance's own key (the
+//!   cache-miss runs of `bench-auth`).
 //! - [`token_checks`]: the answers a ValidateToken server must give before it is measured.
+//! - [`token_login`]: `bench-auth`'s account on a fresh sdsim (register, log in).
+//! - [`token_report`]: `bench-auth`'s tables (latency, server CPU per call, cache hits, ratios).
 //! - [`verify_cost`]: ns per token check on one thread, ring against jsonwebtoken.
 //! - [`ws`]: the WebSocket benchmark `bench-ws` (idle memory, fan-out), driving the load
 //!   generator's WebSocket engine.
@@ -31,7 +35,10 @@ pub mod projects;
 pub mod sdsim_process;
 pub mod split_load;
 pub mod token;
+pub mod token_batch;
 pub mod token_checks;
+pub mod token_login;
+pub mod token_report;
 pub mod verify_cost;
 pub mod ws;
 

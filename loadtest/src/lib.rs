@@ -10,6 +10,8 @@
 //!   ([`flow::run_flow`]).
 //! - [`grpc`]: gRPC targets — any unary method of `proto/`, the request given as JSON.
 //! - [`report`]: counters, merged HDR histograms, the table and the JSON report.
+//! - [`pace`]: open-loop send times to the microsecond — a timerfd per sending task instead of
+//!   monoio's 1 ms timer ([`pace::Pacer`], the decision in [`pace::decide`]).
 //! - [`plot`]: latency-by-percentile plots (SVG).
 //! - [`scenario`]: scenario files (TOML) with open-loop phases, a WebSocket target, or a flow.
 //! - [`thresholds`]: pass/fail criteria (`p99 < 50ms`, `errors < 0.1%`) and the exit code.
@@ -21,6 +23,7 @@ pub mod client;
 pub mod cpus;
 pub mod flow;
 pub mod grpc;
+pub mod pace;
 pub mod plot;
 pub mod report;
 pub mod run;

@@ -369,6 +369,7 @@ fn grpc(args: GrpcArgs) -> anyhow::Result<()> {
         protocol: Protocol::Grpc(GrpcCall {
             path: format!("/{}", method.trim_start_matches('/')),
             message,
+            more_messages: Default::default(),
             metadata,
         }),
         timeout: positive(&timeout, "--timeout")?,

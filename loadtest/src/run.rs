@@ -5,9 +5,12 @@
 //! apart, staggered), a request's latency is measured from its **intended** send time, so a
 //! server that stalls is charged for every request that should have gone out meanwhile (no
 //! coordinated omission). A request sent more than one interval after its intended time is
-//! counted as `late`; it is still sent and measured from its intended time.
+//! counted as `late`; it is still sent and measured from its intended time. Connections wait
+//! for their send times with a [`Pacer`] (a timerfd, microsecond precision), not monoio's
+//! millisecond timer.
 
 use crate::client::{Connection, ExchangeError};
+use crate::pace::Pacer;
 use crate::report::{Counters, Report};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -65,6 +68,9 @@ pub struct GrpcCall {
     pub path: String,
     /// The encoded request message.
     pub message: Bytes,
+    /// More request messages: when not empty, calls send `message` and these in turn, round
+    /// robin over each load thread's calls (e.g. distinct tokens, so a server's cache misses).
+    pub more_messages: std::sync::Arc<[Bytes]>,
     /// Metadata sent with every call, e.g. `authorization`.
     pub metadata: Vec<(String, String)>,
 }
@@ -272,6 +278,16 @@ async fn worker(
     ticks: Option<std::sync::mpsc::Sender<Tick>>,
 ) -> (Histogram<u64>, Counters) {
     let tally = Rc::new(RefCell::new(Tally::new()));
+    // Thread t of T starts its round robin over the messages t/T of the way along, so two
+    // threads do not send the same message at the same time.
+    let messages = match &load.protocol {
+        Protocol::Grpc(call) => call.more_messages.len() + 1,
+        Protocol::Http => 1,
+    };
+    let thread = conns.first().copied().unwrap_or(0);
+    let cursor = Rc::new(std::cell::Cell::new(
+        thread * (messages / load.cpus.len().max(1)),
+    ));
     let mut tasks = Vec::new();
     for index in conns {
         let load = load.clone();
@@ -280,6 +296,7 @@ async fn worker(
             index,
             start,
             Rc::clone(&tally),
+            Rc::clone(&cursor),
         )));
     }
     let mut totals = Tally::new();
@@ -333,7 +350,20 @@ struct Outcome {
     keep: bool,
 }
 
-async fn exchange(conn: &mut Conn, load: &HttpLoad) -> Outcome {
+/// The request message of the next call: the only one, or the next of the round robin.
+fn next_message(call: &GrpcCall, cursor: &std::cell::Cell<usize>) -> Bytes {
+    if call.more_messages.is_empty() {
+        return call.message.clone();
+    }
+    let k = cursor.get();
+    cursor.set(k.wrapping_add(1));
+    match k % (call.more_messages.len() + 1) {
+        0 => call.message.clone(),
+        i => call.more_messages[i - 1].clone(),
+    }
+}
+
+async fn exchange(conn: &mut Conn, load: &HttpLoad, cursor: &std::cell::Cell<usize>) -> Outcome {
     match conn {
         Conn::Http(c) => match c.exchange(load.request.clone()).await {
             Ok(x) => Outcome {
@@ -366,7 +396,8 @@ async fn exchange(conn: &mut Conn, load: &HttpLoad) -> Outcome {
                     opts.metadata.insert(k, v);
                 }
             }
-            match client.unary_raw(&call.path, &call.message, opts).await {
+            let message = next_message(call, cursor);
+            match client.unary_raw(&call.path, &message, opts).await {
                 Ok(_) => Outcome {
                     error: None,
                     keep: true,
@@ -411,7 +442,13 @@ async fn open(load: &HttpLoad) -> std::io::Result<Conn> {
     }
 }
 
-async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefCell<Tally>>) {
+async fn connection(
+    load: HttpLoad,
+    index: usize,
+    start: Instant,
+    tally: Rc<RefCell<Tally>>,
+    cursor: Rc<std::cell::Cell<usize>>,
+) {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
     let since = |t: Instant| t.saturating_duration_since(measure_from).as_secs_f64();
@@ -419,6 +456,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
     let mut due = load.first_due(start, index).unwrap_or(start);
     sleep_until(start).await;
     let mut conn: Option<Conn> = None;
+    let mut pacer = Pacer::new();
     // One timer per connection, moved later before each exchange: moving a deadline later only
     // updates it (the wheel re-registers the entry when it comes due early), where a fresh
     // `timeout` per exchange inserted and removed a timer-wheel entry every time.
@@ -428,7 +466,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
             Some(step) => {
                 let now = Instant::now();
                 if now < due {
-                    sleep_until(due).await;
+                    pacer.until(due).await;
                 } else if now - due > step {
                     tally.borrow_mut().counters.late += u64::from(due >= measure_from);
                 }
@@ -464,7 +502,7 @@ async fn connection(load: HttpLoad, index: usize, start: Instant, tally: Rc<RefC
             .as_mut()
             .reset(monoio::time::Instant::now() + load.timeout);
         let result = monoio::select! {
-            outcome = exchange(active, &load) => Ok(outcome),
+            outcome = exchange(active, &load, &cursor) => Ok(outcome),
             _ = timer.as_mut() => Err(()),
         };
         let done = Instant::now();

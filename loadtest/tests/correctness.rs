@@ -383,6 +383,7 @@ fn grpc_load(addr: SocketAddr, method: &str) -> HttpLoad {
         protocol: sdsim_loadtest::run::Protocol::Grpc(sdsim_loadtest::run::GrpcCall {
             path: method.to_string(),
             message,
+            more_messages: Default::default(),
             metadata: vec![("x-test".into(), "1".into())],
         }),
         ..load(addr, 4, None, 2.0)

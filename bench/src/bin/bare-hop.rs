@@ -10,6 +10,10 @@
 //! project JSON); the front's CPU per request minus `bare-answer`'s for the same answer is what
 //! the hop itself costs at least: one more HTTP/2 exchange and loopback TCP both ways.
 //!
+//! With `--grpc` the back answers as a gRPC server would (`content-type: application/grpc`, the
+//! body as one length-prefixed message, `grpc-status: 0` in the trailers): the least a gRPC
+//! server can do per unary call, the floor the load generator measures against.
+//!
 //! `bare-hop back --listen 127.0.0.1:9401 --body-bytes 1500`
 //! `bare-hop front --listen 127.0.0.1:9400 --back 127.0.0.1:9401 --request-bytes 90`
 
@@ -38,6 +42,9 @@ enum Role {
         /// Length of the JSON body of every answer.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+        /// Answer as a gRPC unary call: the body as one message, `grpc-status: 0` trailers.
+        #[arg(long)]
+        grpc: bool,
     },
     /// The HTTP/1.1 server asking the back for every answer.
     Front {
@@ -53,30 +60,40 @@ enum Role {
     },
 }
 
-/// Answers `request` with `body` once its body has been read.
+/// Answers `request` with `body` once its body has been read; as gRPC (`body` is then the
+/// length-prefixed message) with `grpc`.
 async fn answer_one(
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     body: Bytes,
+    grpc: bool,
 ) -> anyhow::Result<()> {
     let mut incoming = request.into_body();
     while let Some(chunk) = incoming.data().await {
         let chunk = chunk?;
         incoming.flow_control().release_capacity(chunk.len())?;
     }
-    let head = http::Response::builder().status(200).body(())?;
-    let mut send = respond.send_response(head, false)?;
-    send.send_data(body, true)?;
+    let mut head = http::Response::builder().status(200);
+    if grpc {
+        head = head.header("content-type", "application/grpc");
+    }
+    let mut send = respond.send_response(head.body(())?, false)?;
+    send.send_data(body, !grpc)?;
+    if grpc {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        send.send_trailers(trailers)?;
+    }
     Ok(())
 }
 
-async fn back_connection(stream: TcpStream, body: Bytes) -> anyhow::Result<()> {
+async fn back_connection(stream: TcpStream, body: Bytes, grpc: bool) -> anyhow::Result<()> {
     let mut connection = h2::server::handshake(stream.into_poll_io()?).await?;
     while let Some(accepted) = connection.accept().await {
         let (request, respond) = accepted?;
         // Each stream on its own task: the connection is driven by `accept`, so a stream
         // awaited here would stall the others.
-        monoio::spawn(answer_one(request, respond, body.clone()));
+        monoio::spawn(answer_one(request, respond, body.clone(), grpc));
     }
     Ok(())
 }
@@ -158,15 +175,24 @@ async fn front(listen: SocketAddr, back: SocketAddr, request_bytes: usize) -> an
     }
 }
 
-async fn back(listen: SocketAddr, body_bytes: usize) -> anyhow::Result<()> {
-    let body = Bytes::from(json_body(body_bytes));
+async fn back(listen: SocketAddr, body_bytes: usize, grpc: bool) -> anyhow::Result<()> {
+    let json = json_body(body_bytes);
+    let body = if grpc {
+        // Uncompressed flag, big-endian length, the message.
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        framed.extend_from_slice(json.as_bytes());
+        Bytes::from(framed)
+    } else {
+        Bytes::from(json)
+    };
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let body = body.clone();
         monoio::spawn(async move {
-            let _ = back_connection(stream, body).await;
+            let _ = back_connection(stream, body, grpc).await;
         });
     }
 }
@@ -179,7 +205,11 @@ fn main() -> anyhow::Result<()> {
         .context("building the runtime")?;
     rt.block_on(async move {
         match args.role {
-            Role::Back { listen, body_bytes } => back(listen, body_bytes).await,
+            Role::Back {
+                listen,
+                body_bytes,
+                grpc,
+            } => back(listen, body_bytes, grpc).await,
             Role::Front {
                 listen,
                 back,

@@ -9,7 +9,15 @@
 //!    valid with the same user, and a tampered copy invalid.
 //! 4. The load generator (`sdsim-loadtest`'s engine, in this process, pinned to `--client-cpu`)
 //!    calls ValidateToken open loop at each of `--rates` (latency from each call's intended send
-//!    time) and closed loop; `--runs` times, the targets alternating. Medians are reported.
+//!    time) and closed loop; `--runs` times, the targets alternating. Medians are reported, with
+//!    each server's CPU time per call over the measured window (`/proc`).
+//! 5. Cache misses: `--miss-tokens` distinct tokens signed with sdsim's own key (read from its
+//!    key table, `sdsim_bench::token_batch`), sent round robin, more of them than sdsim's cache
+//!    holds (`--cache-entries`), open loop at `--miss-rate` and closed loop; sdsim's `/metrics`
+//!    shows the share answered from the cache.
+//! 6. The floor: `bare-hop back --grpc`, a bare HTTP/2 responder answering every call as gRPC,
+//!    under the same open-loop and closed-loop loads: what the load generator and loopback
+//!    measure when the server does nothing.
 //!
 //! `--self-test` needs no sdsim: it mints its own key and token (ring), gives `peer-auth` the
 //! JWKS as a `file://` URL, checks its answers and runs the load against the peer alone.
@@ -20,12 +28,14 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use mimalloc::MiMalloc;
 use prost::Message;
-use sdsim_bench::proc_sample::load_average;
+use sdsim_bench::proc_sample::{cpu_seconds, load_average};
 use sdsim_bench::process::{free_port, pinned, stop, wait_ready};
 use sdsim_bench::proto::ValidateTokenRequest;
 use sdsim_bench::token::{unix_now, Claims, Signer};
 use sdsim_bench::token_checks::{self, Target};
-use sdsim_bench::{machine_line, median, utc_stamp, verify_cost};
+use sdsim_bench::token_login::{argon2_verify_ns, login, register, strong_password, EMAIL};
+use sdsim_bench::token_report::{load_table, run_line, summarize, Column, Measured};
+use sdsim_bench::{machine_line, token_batch, utc_stamp, verify_cost};
 use sdsim_loadtest::report::Report;
 use sdsim_loadtest::run::{build_request, run_http, GrpcCall, HttpLoad, Protocol};
 use std::fmt::Write as _;
@@ -79,6 +89,19 @@ struct Args {
     /// The peer binary.
     #[arg(long, default_value = "target/release/peer-auth")]
     peer: String,
+    /// The bare responder (`bare-hop back --grpc`), the floor; "" leaves it out.
+    #[arg(long, default_value = "target/release/bare-hop")]
+    bare: String,
+    /// Distinct tokens of the cache-miss runs (0 = no such runs); more than `--cache-entries`.
+    #[arg(long, default_value_t = 100_000)]
+    miss_tokens: usize,
+    /// `auth.verify_cache_entries` of the cached sdsim: fewer than `--miss-tokens`, so a token
+    /// sent round robin is gone from the cache when it comes round again.
+    #[arg(long, default_value_t = 50_000)]
+    cache_entries: usize,
+    /// Open-loop rate of the cache-miss runs (calls/s); closed loop over `--connections` follows.
+    #[arg(long, default_value_t = 2000.0)]
+    miss_rate: f64,
     /// Peer only, with a self-minted key and token served as a file:// JWKS (no sdsim).
     #[arg(long)]
     self_test: bool,
@@ -92,6 +115,8 @@ struct Server {
     name: &'static str,
     addr: SocketAddr,
     child: Option<Child>,
+    /// sdsim's gateway, where its `/metrics` are.
+    gateway: Option<SocketAddr>,
 }
 
 impl Server {
@@ -107,7 +132,38 @@ impl Server {
             name,
             addr: ([127, 0, 0, 1], port).into(),
             child: Some(child),
+            gateway: None,
         })
+    }
+
+    /// The process's CPU time so far, s.
+    fn cpu(&self) -> f64 {
+        self.child
+            .as_ref()
+            .and_then(|c| cpu_seconds(c.id()))
+            .unwrap_or(f64::NAN)
+    }
+
+    /// sdsim's token checks so far: (answered from the cache, signatures checked).
+    fn token_checks(&self) -> Option<(u64, u64)> {
+        let gateway = self.gateway?;
+        let (status, text) =
+            sdsim_bench::sdsim_process::get_text(&format!("http://{gateway}/metrics"), None)
+                .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let counter = |result: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("sdsim_auth_token_checks_total{")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0, |v| v as u64)
+        };
+        Some((counter("cache_hit"), counter("signature_checked")))
     }
 }
 
@@ -149,62 +205,6 @@ impl TokenSource {
     }
 }
 
-const EMAIL: &str = "bench@example.com";
-
-fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
-    let response = ureq::post(url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .with_context(|| format!("POST {url}"))?;
-    let status = response.status().as_u16();
-    let text = response.into_body().read_to_string()?;
-    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    Ok((status, json))
-}
-
-/// Registers the benchmark account on a fresh sdsim.
-fn register(gateway: SocketAddr, password: &str) -> anyhow::Result<()> {
-    let url = format!("http://{gateway}/api/auth/register");
-    let (status, body) = post_json(
-        &url,
-        &serde_json::json!({"email": EMAIL, "password": password}),
-    )?;
-    ensure!(status == 201, "register answered {status}: {body}");
-    Ok(())
-}
-
-/// Logs in; returns the access token and its expiry (Unix seconds).
-fn login(gateway: SocketAddr, password: &str) -> anyhow::Result<(String, u64)> {
-    let url = format!("http://{gateway}/api/auth/login");
-    let (status, body) = post_json(
-        &url,
-        &serde_json::json!({"email": EMAIL, "password": password}),
-    )?;
-    ensure!(status == 200, "login answered {status}: {body}");
-    let token = body["access_token"]
-        .as_str()
-        .with_context(|| format!("login answer has no access_token: {body}"))?;
-    let expires_in = body["expires_in"].as_u64().unwrap_or(900);
-    Ok((token.to_owned(), unix_now() + expires_in))
-}
-
-/// 144 random bits, base64url, plus every character class a password policy may ask for.
-fn strong_password() -> anyhow::Result<String> {
-    use base64::Engine;
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 18];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("no randomness"))?;
-    Ok(format!(
-        "{}-Aa9!",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
-
 /// A load point: open loop at a rate over `--connections`, or closed loop over N connections.
 #[derive(Clone, Copy)]
 enum Load {
@@ -222,12 +222,68 @@ impl Load {
     }
 }
 
-fn measure(server: &Server, load: Load, token: &str, args: &Args) -> anyhow::Result<Report> {
-    let message = ValidateTokenRequest {
+/// The request message of a token.
+fn message(token: &str) -> bytes::Bytes {
+    ValidateTokenRequest {
         token: token.to_owned(),
         calling_service: "bench".into(),
     }
-    .encode_to_vec();
+    .encode_to_vec()
+    .into()
+}
+
+/// One run against `server`: the first of `messages` on every call, or all of them round robin;
+/// the server's CPU per call over the measured window, and sdsim's cache hit ratio over the run.
+fn measure(
+    server: &Server,
+    load: Load,
+    messages: &[bytes::Bytes],
+    args: &Args,
+) -> anyhow::Result<Measured> {
+    let checks_before = server.token_checks();
+    // run_http starts its connections 200 ms after it is called; the measured window follows
+    // the warm-up.
+    let window_start = std::time::Instant::now()
+        + Duration::from_millis(200)
+        + Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let report = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            std::thread::sleep(window_start.saturating_duration_since(std::time::Instant::now()));
+            let from = server.cpu();
+            std::thread::sleep(
+                (window_start + duration).saturating_duration_since(std::time::Instant::now()),
+            );
+            server.cpu() - from
+        });
+        let report = run_load(server, load, messages, args);
+        let cpu = sampler.join().unwrap_or(f64::NAN);
+        report.map(|r| (r, cpu))
+    });
+    let (report, cpu_s) = report?;
+    let calls = report.counters.completed.max(1) as f64;
+    let hit_ratio = match (checks_before, server.token_checks()) {
+        (Some((h0, m0)), Some((h1, m1))) if h1 + m1 > h0 + m0 => {
+            Some((h1 - h0) as f64 / ((h1 + m1) - (h0 + m0)) as f64)
+        }
+        _ => None,
+    };
+    Ok(Measured {
+        report,
+        cpu_us_per_call: cpu_s * 1e6 / calls,
+        hit_ratio,
+    })
+}
+
+fn run_load(
+    server: &Server,
+    load: Load,
+    messages: &[bytes::Bytes],
+    args: &Args,
+) -> anyhow::Result<Report> {
+    let (first, more) = messages
+        .split_first()
+        .context("a run needs a request message")?;
     run_http(&HttpLoad {
         addr: server.addr,
         request: bytes::Bytes::new(),
@@ -247,7 +303,8 @@ fn measure(server: &Server, load: Load, token: &str, args: &Args) -> anyhow::Res
         timeout: sdsim_loadtest::run::DEFAULT_TIMEOUT,
         protocol: Protocol::Grpc(GrpcCall {
             path: METHOD.into(),
-            message: message.into(),
+            message: first.clone(),
+            more_messages: more.into(),
             metadata: Vec::new(),
         }),
     })
@@ -278,32 +335,8 @@ fn measure_logins(gateway: SocketAddr, password: &str, args: &Args) -> anyhow::R
     })
 }
 
-/// What one argon2id verification (a login's work) costs on one thread of `cpu`: median of 5
-/// rounds of 10, in ns.
-fn argon2_verify_ns(cpu: usize) -> anyhow::Result<f64> {
-    std::thread::spawn(move || {
-        sdsim_bench::pin_current(cpu);
-        let hash = sdsim_auth::password::hash_now("correct horse battery staple")?;
-        let mut rounds = Vec::new();
-        for _ in 0..6 {
-            let began = std::time::Instant::now();
-            for _ in 0..10 {
-                ensure!(
-                    sdsim_auth::password::verify_now("correct horse battery staple", &hash),
-                    "argon2 rejects its own hash"
-                );
-            }
-            rounds.push(began.elapsed().as_nanos() as f64 / 10.0);
-        }
-        rounds.remove(0); // warm-up
-        Ok(median(rounds))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the argon2 measurement panicked"))?
-}
-
 /// The login table: measured logins/s and latency against the bound one hashing thread sets.
-fn login_table(reports: &[Report], verify_ns: f64, args: &Args) -> anyhow::Result<String> {
+fn login_table(reports: &[Measured], verify_ns: f64, args: &Args) -> anyhow::Result<String> {
     let row = summarize(reports);
     let bound = 1e9 / verify_ns;
     let mut out = format!(
@@ -328,50 +361,9 @@ Closed loop, {} connections, {} s after 1 s warm-up, `POST /api/auth/login` of o
         row.errors,
         verify_ns / 1e6,
         bound,
-        ratio(row.throughput, bound)
+        sdsim_bench::token_report::ratio(row.throughput, bound)
     )?;
     Ok(out)
-}
-
-/// The figures of one target at one load point, medians over runs (latencies in µs).
-struct Row {
-    throughput: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-    errors: u64,
-    late: u64,
-}
-
-fn summarize(reports: &[Report]) -> Row {
-    let med = |f: &dyn Fn(&Report) -> f64| median(reports.iter().map(f).collect());
-    Row {
-        throughput: med(&|r| r.throughput()),
-        p50: med(&|r| r.percentiles().p50 * 1e3),
-        p99: med(&|r| r.percentiles().p99 * 1e3),
-        p999: med(&|r| r.percentiles().p999 * 1e3),
-        max: med(&|r| r.percentiles().max * 1e3),
-        errors: reports.iter().map(|r| r.errors()).sum(),
-        late: reports.iter().map(|r| r.counters.late).sum(),
-    }
-}
-
-fn run_line(name: &str, load: Load, report: &Report) -> String {
-    let p = report.percentiles();
-    format!(
-        "{:<6} {:>12} {:>9.0} calls/s  p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs  max {:.0} µs  errors {} {:?}  late {}",
-        name,
-        load.label(),
-        report.throughput(),
-        p.p50 * 1e3,
-        p.p99 * 1e3,
-        p.p999 * 1e3,
-        p.max * 1e3,
-        report.errors(),
-        report.counters.errors,
-        report.counters.late
-    )
 }
 
 fn cost_table(iterations: u32, cpu: usize) -> anyhow::Result<String> {
@@ -437,6 +429,7 @@ fn start_sdsim(
     let mut sdsim = Server::start(name, sdsim_command(args, dir, &ports, extra), ports[0])?;
     let gateway = sdsim.addr;
     sdsim.addr = ([127, 0, 0, 1], ports[1]).into();
+    sdsim.gateway = Some(gateway);
     if let Some(child) = sdsim.child.as_mut() {
         wait_ready(ports[1], child).with_context(|| format!("{name}'s auth gRPC listener"))?;
     }
@@ -492,8 +485,29 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The servers to measure (sdsim first), their token, and the check lines for the report.
-type Started = (Vec<Server>, TokenSource, String);
+/// What the runs need once the servers are up.
+struct Started {
+    /// sdsim's configurations first, then the peer (`peer` is its index), then the bare floor.
+    servers: Vec<Server>,
+    peer: usize,
+    tokens: TokenSource,
+    /// The report lines of the answers checked.
+    checks: String,
+    /// The cache-miss runs' messages, one distinct token each (empty: no such runs).
+    miss: Vec<bytes::Bytes>,
+}
+
+/// `bare-hop back --grpc` on a free port, pinned as the servers are (none with `--bare ""`).
+fn start_bare(args: &Args) -> anyhow::Result<Option<Server>> {
+    if args.bare.is_empty() {
+        return Ok(None);
+    }
+    let port = free_port()?;
+    let mut command = pinned(&args.bare, args.server_cpu);
+    command.args(["back", "--grpc", "--body-bytes", "200", "--listen"]);
+    command.arg(format!("127.0.0.1:{port}"));
+    Server::start("bare h2 (floor)", command, port).map(Some)
+}
 
 /// Self-test: a self-minted key and token, `peer-auth` reading the JWKS from a file.
 fn start_self_test(args: &Args, dir: &Path) -> anyhow::Result<Started> {
@@ -511,12 +525,28 @@ fn start_self_test(args: &Args, dir: &Path) -> anyhow::Result<Started> {
         expires_at: claims.exp,
         login: None,
     };
-    Ok((vec![peer], tokens, checks))
+    let mut servers = vec![peer];
+    servers.extend(start_bare(args)?);
+    Ok(Started {
+        servers,
+        peer: 0,
+        tokens,
+        checks,
+        miss: Vec::new(),
+    })
 }
 
-/// sdsim on a fresh database, an account and its token, `peer-auth` on sdsim's JWKS URL.
+/// sdsim on a fresh database, an account and its token, `peer-auth` on sdsim's JWKS URL, the
+/// bare floor, and the cache-miss tokens.
 fn start_sdsim_and_peer(args: &Args, dir: &Path) -> anyhow::Result<Started> {
-    let (sdsim, gateway) = start_sdsim(args, dir, "sdsim", &[])?;
+    ensure!(
+        args.miss_tokens == 0 || args.miss_tokens > args.cache_entries,
+        "--miss-tokens {} must exceed --cache-entries {}: round robin over fewer tokens than the cache holds would hit it",
+        args.miss_tokens,
+        args.cache_entries
+    );
+    let cache = format!("auth.verify_cache_entries={}", args.cache_entries);
+    let (sdsim, gateway) = start_sdsim(args, dir, "sdsim", &[&cache])?;
     // The same database, so the same signing keys: the same tokens verify on both.
     let (uncached, _) = start_sdsim(
         args,
@@ -537,12 +567,88 @@ fn start_sdsim_and_peer(args: &Args, dir: &Path) -> anyhow::Result<Started> {
         None,
         false,
     )?;
+    let miss = if args.miss_tokens > 0 {
+        eprintln!(
+            "== signing {} distinct tokens with sdsim's key",
+            args.miss_tokens
+        );
+        let key = token_batch::signing_key(&dir.join("bench.db"), &token_batch::kid_of(&token)?)?;
+        let template = token_batch::claims_of(&token)?;
+        let now = sdsim_auth::service::now();
+        // Valid for the whole benchmark: these are not refreshed by logging in again.
+        let minted = token_batch::mint(key, &template, args.miss_tokens, now, 6 * 3600)?;
+        // Every target must accept them as it accepts the login's token.
+        token_checks::check(
+            &[target(&sdsim), target(&uncached), target(&peer)],
+            &minted[minted.len() - 1],
+            None,
+            None,
+            false,
+        )?;
+        minted.iter().map(|t| message(t)).collect()
+    } else {
+        Vec::new()
+    };
     let tokens = TokenSource {
         token,
         expires_at,
         login: Some((gateway, password)),
     };
-    Ok((vec![sdsim, uncached, peer], tokens, checks))
+    let mut servers = vec![sdsim, uncached, peer];
+    servers.extend(start_bare(args)?);
+    Ok(Started {
+        servers,
+        peer: 2,
+        tokens,
+        checks,
+        miss,
+    })
+}
+
+/// Runs `loads` against every target `args.runs` times, the targets alternating; appends a line
+/// per run to `per_run`. `messages(target)` gives the messages of a run (`None`: skip it); with
+/// `resume`, each target's next run starts where its previous one stopped in them (a little
+/// past: calls are counted, not tracked), so a round robin goes on across runs instead of
+/// sending again the tokens the last run has just left in the cache.
+fn run_loads(
+    args: &Args,
+    servers: &[Server],
+    loads: &[Load],
+    per_run: &mut String,
+    resume: bool,
+    mut messages: impl FnMut(usize) -> anyhow::Result<Option<Vec<bytes::Bytes>>>,
+) -> anyhow::Result<Vec<Vec<Vec<Measured>>>> {
+    let mut offsets = vec![0usize; servers.len()];
+    // results[load][server] = one run each.
+    let mut results: Vec<Vec<Vec<Measured>>> = vec![vec![Vec::new(); servers.len()]; loads.len()];
+    for run in 1..=args.runs {
+        for (l, &load) in loads.iter().enumerate() {
+            // Alternate which target goes first, so neither always runs on a warmer machine.
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if run % 2 == 0 {
+                order.reverse();
+            }
+            for s in order {
+                let Some(mut batch) = messages(s)? else {
+                    continue;
+                };
+                if resume && !batch.is_empty() {
+                    let by = offsets[s] % batch.len();
+                    batch.rotate_left(by);
+                }
+                let measured = measure(&servers[s], load, &batch, args)?;
+                // Measured calls, the warm-up's at the same pace, and 5 % to spare.
+                let sent = measured.report.counters.sent as f64;
+                let calls = sent * (1.0 + args.warmup / args.duration) * 1.05 + 100.0;
+                offsets[s] += calls as usize;
+                let line = run_line(servers[s].name, &load.label(), &measured);
+                eprintln!("run {run} {line}");
+                writeln!(per_run, "run {run} {line}")?;
+                results[l][s].push(measured);
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// Runs everything; returns the Markdown report.
@@ -557,7 +663,13 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     } else {
         String::new()
     };
-    let (servers, mut tokens, checks) = if args.self_test {
+    let Started {
+        servers,
+        peer,
+        mut tokens,
+        checks,
+        miss,
+    } = if args.self_test {
         start_self_test(args, dir)?
     } else {
         start_sdsim_and_peer(args, dir)?
@@ -570,53 +682,80 @@ fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
         .map(|&r| Load::Open(r))
         .chain([Load::Closed(1), Load::Closed(args.connections)])
         .collect();
-    // results[load][server] = one report per run.
-    let mut results: Vec<Vec<Vec<Report>>> = vec![vec![Vec::new(); servers.len()]; loads.len()];
     let mut per_run = String::new();
     let per_point = Duration::from_secs_f64(args.duration + args.warmup);
-    for run in 1..=args.runs {
-        for (l, &load) in loads.iter().enumerate() {
-            // Alternate which target goes first, so neither always runs on a warmer machine.
-            let mut order: Vec<usize> = (0..servers.len()).collect();
-            if run % 2 == 0 {
-                order.reverse();
-            }
-            for s in order {
-                let token = tokens.valid_for(per_point)?.to_owned();
-                let report = measure(&servers[s], load, &token, args)?;
-                let line = run_line(servers[s].name, load, &report);
-                eprintln!("run {run} {line}");
-                writeln!(per_run, "run {run} {line}")?;
-                results[l][s].push(report);
-            }
-        }
-    }
+    let hits = run_loads(args, &servers, &loads, &mut per_run, false, |_| {
+        Ok(Some(vec![message(tokens.valid_for(per_point)?)]))
+    })?;
+    let miss_loads = [Load::Open(args.miss_rate), Load::Closed(args.connections)];
+    let misses = if miss.is_empty() {
+        None
+    } else {
+        // The bare floor answers without looking at the token: nothing to add there.
+        let bare = servers.len() > peer + 1;
+        let results = run_loads(args, &servers, &miss_loads, &mut per_run, true, |s| {
+            Ok((!(bare && s == servers.len() - 1)).then(|| miss.clone()))
+        })?;
+        Some(results)
+    };
     let logins = match &tokens.login {
         Some((gateway, password)) if args.login_seconds > 0.0 => {
             let verify_ns = argon2_verify_ns(args.client_cpu)?;
-            let mut reports = Vec::new();
+            let mut runs = Vec::new();
             for run in 1..=args.runs {
-                let report = measure_logins(*gateway, password, args)?;
-                let line = run_line("sdsim login", Load::Closed(args.login_connections), &report);
+                let measured = Measured {
+                    report: measure_logins(*gateway, password, args)?,
+                    cpu_us_per_call: f64::NAN,
+                    hit_ratio: None,
+                };
+                let label = Load::Closed(args.login_connections).label();
+                let line = run_line("sdsim login", &label, &measured);
                 eprintln!("run {run} {line}");
                 writeln!(per_run, "run {run} {line}")?;
-                reports.push(report);
+                runs.push(measured);
             }
-            login_table(&reports, verify_ns, args)?
+            login_table(&runs, verify_ns, args)?
         }
         _ => String::new(),
     };
-    let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
-    drop(servers);
+    let columns: Vec<Column<'_>> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Column {
+            name: s.name,
+            sdsim: s.gateway.is_some() && i != peer,
+        })
+        .collect();
+    let labels = |loads: &[Load]| loads.iter().map(|l| l.label()).collect::<Vec<_>>();
 
     let mut out = header(args, load_at_start)?;
     out.push_str(&checks);
     out.push_str(&costs);
-    out.push_str(&load_table(&names, &loads, &results)?);
+    out.push_str(&load_table(
+        "ValidateToken under load, one token (sdsim answers from its cache)",
+        &columns,
+        peer,
+        &labels(&loads),
+        &hits,
+    )?);
+    if let Some(misses) = &misses {
+        out.push_str(&load_table(
+            &format!(
+                "ValidateToken under load, {} distinct tokens round robin (cache misses; sdsim's cache holds {})",
+                miss.len(),
+                args.cache_entries
+            ),
+            &columns,
+            peer,
+            &labels(&miss_loads),
+            misses,
+        )?);
+    }
     out.push_str(&logins);
     out.push_str("\n## Every run\n\n```\n");
     out.push_str(&per_run);
     out.push_str("```\n");
+    drop(servers);
     Ok(out)
 }
 
@@ -634,82 +773,17 @@ fn header(args: &Args, load_at_start: f64) -> anyhow::Result<String> {
             "# SELF-TEST: peer only, self-minted key and token (no sdsim)"
         )?;
     } else {
-        writeln!(out, "# sdsim: 1 shard, auth role in-process, called on auth.grpc_listen; fresh SQLite database, rate limit and access log off; \"sdsim (no cache)\": a second process on the same database (same keys) with auth.verify_cache_entries=0, so every call verifies the signature as the peer does")?;
+        writeln!(out, "# sdsim: 1 shard, auth role in-process, called on auth.grpc_listen; fresh SQLite database, rate limit and access log off, auth.verify_cache_entries={}; \"sdsim (no cache)\": a second process on the same database (same keys) with auth.verify_cache_entries=0, so every call verifies the signature as the peer does", args.cache_entries)?;
     }
     writeln!(out, "# peer: peer-auth, tonic 0.14 + jsonwebtoken 11 (EdDSA, aws-lc-rs backend), tokio multi-thread runtime with one worker per CPU it is pinned to, keys from the JWKS URL fetched once")?;
     writeln!(out, "# open loop: calls/s is the offered rate (every call due in the window is waited for); a server that cannot keep up shows it as latency and late calls (sent more than one interval after their intended time)")?;
-    writeln!(out, "# the load generator's timer has 1 ms resolution (monoio): an open-loop call goes out up to ~1 ms after its intended time and that delay is counted, for both targets alike; the 1-connection closed loop is the round trip without it")?;
-    writeln!(out, "# request: {{\"token\": <access token>, \"calling_service\": \"bench\"}}, the same token on every call (sdsim answers repeats from its per-shard cache of verified tokens; sdsim (no cache) and jsonwebtoken verify every call)")?;
+    writeln!(out, "# open-loop sends wait with a timerfd per connection (microsecond precision, sdsim_loadtest::pace); \"bare h2 (floor)\" is bare-hop back --grpc, a bare HTTP/2 responder answering every call with a fixed gRPC message: what the generator and loopback measure when the server does nothing")?;
+    writeln!(out, "# server CPU µs/call: the server process's user + system time over the measured window / calls completed in it; cache hits: sdsim's sdsim_auth_token_checks_total (cache_hit / (cache_hit + signature_checked)) over the run")?;
+    writeln!(out, "# request: {{\"token\": <access token>, \"calling_service\": \"bench\"}}: the first table sends the same token on every call (sdsim answers repeats from its per-shard cache of verified tokens; sdsim (no cache) and jsonwebtoken verify every call); the cache-miss table sends --miss-tokens distinct tokens signed with sdsim's own key (its claims, a jti each) round robin")?;
     writeln!(
         out,
         "# load average (1 min) of the machine: {load_at_start:.2} at the start, {:.2} at the end (other work on it skews the figures)",
         load_average()
     )?;
     Ok(out)
-}
-
-/// `a / b` with two decimals, or two significant digits when it is below 0.1.
-fn ratio(a: f64, b: f64) -> String {
-    let r = a / b;
-    if r > 0.0 && r < 0.1 {
-        let decimals = (1 - r.log10().floor() as i32).max(2) as usize;
-        format!("{r:.decimals$}×")
-    } else {
-        format!("{r:.2}×")
-    }
-}
-
-/// One row per target and load point, and the first / second ratios of the medians.
-fn load_table(
-    names: &[&str],
-    loads: &[Load],
-    results: &[Vec<Vec<Report>>],
-) -> anyhow::Result<String> {
-    let mut out = String::from("\n## ValidateToken under load\n\n| load | target | calls/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | late |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (load, per_target) in loads.iter().zip(results) {
-        let rows: Vec<Row> = per_target.iter().map(|r| summarize(r)).collect();
-        for (name, row) in names.iter().zip(&rows) {
-            writeln!(
-                out,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
-                load.label(),
-                name,
-                row.throughput,
-                row.p50,
-                row.p99,
-                row.p999,
-                row.max,
-                row.errors,
-                row.late
-            )?;
-        }
-        // Every sdsim configuration against the peer (the last target).
-        if let Some((b, ours)) = rows.split_last().filter(|(_, ours)| !ours.is_empty()) {
-            let peer = names[names.len() - 1];
-            for (name, a) in names.iter().zip(ours) {
-                writeln!(
-                    out,
-                    "| {} | **{name} / {peer}** | **{}** | {} | {} | {} | {} | | |",
-                    load.label(),
-                    ratio(a.throughput, b.throughput),
-                    ratio(a.p50, b.p50),
-                    ratio(a.p99, b.p99),
-                    ratio(a.p999, b.p999),
-                    ratio(a.max, b.max)
-                )?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ratios_keep_two_significant_digits() {
-        assert_eq!(super::ratio(7.0, 1.0), "7.00×");
-        assert_eq!(super::ratio(1.0, 4.0), "0.25×");
-        assert_eq!(super::ratio(7.0, 100.0), "0.070×");
-        assert_eq!(super::ratio(1299.0, 2_410_495.0), "0.00054×");
-    }
 }

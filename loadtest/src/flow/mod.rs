@@ -362,9 +362,10 @@ async fn arrive(ctx: Rc<Ctx>, thread: usize, start: Instant) {
     let threads = load.cpus.len();
     let deadline = start + load.duration() + load.flow.drain;
     let schedule = arrivals::Arrivals::new(&load.phases);
+    let mut pacer = crate::pace::Pacer::new();
     for (user, t, phase) in schedule.filter(|a| a.0 % threads as u64 == thread as u64) {
         let intended = start + Duration::from_secs_f64(t);
-        sleep_until(intended).await;
+        pacer.until(intended).await;
         let now = Instant::now();
         let stopped = load.stop_arrivals.as_ref().is_some_and(|s| s.load(Relaxed));
         if now >= deadline || stopped {

@@ -301,6 +301,7 @@ async fn publisher(ctx: Rc<Ctx>, p: usize, slot: usize) {
         }
     };
     let step = Duration::from_secs_f64(target.connections as f64 / target.rate);
+    let mut pacer = crate::pace::Pacer::new();
     let mut conn: Option<Connection> = None;
     let mut k = p as u64;
     let auth = target
@@ -312,7 +313,7 @@ async fn publisher(ctx: Rc<Ctx>, p: usize, slot: usize) {
         if intended >= end || ctx.stage.get().1 == Stage::Stopping {
             break;
         }
-        sleep_until(intended).await;
+        pacer.until(intended).await;
         if Instant::now().saturating_duration_since(intended) > step {
             ctx.tally.borrow_mut().counters(Op::Publish).late += 1;
         }

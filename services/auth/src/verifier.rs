@@ -1,6 +1,7 @@
 //! The token validation fast path: every shard verifies signatures itself with the key ring it
 //! last saw, remembers tokens it already verified (keyed by a SHA-256 prefix of the token,
-//! dropped when they expire or their session is revoked), and checks its own revocation set.
+//! dropped when they expire or their session is revoked; when full, the oldest eighth makes
+//! room), and checks its own revocation set.
 //! No cross-shard hop, no database, no lock on the hot path: the only shared state read is one
 //! atomic version number of the key ring.
 
@@ -43,12 +44,22 @@ pub struct Verifier {
     unknown_key: Option<Arc<tokio::sync::Notify>>,
 }
 
+/// A verified token's caller and when it was cached.
+struct Cached {
+    caller: Caller,
+    /// Insertion number (the shard's `inserted` count when it went in): eviction drops the
+    /// oldest.
+    seq: u64,
+}
+
 /// One shard's state.
 struct Local {
     owner: usize,
     version: u64,
     ring: Arc<KeyRing>,
-    cache: HashMap<u128, Caller>,
+    cache: HashMap<u128, Cached>,
+    /// Tokens cached so far (the next entry's `seq`).
+    inserted: u64,
     /// Revoked session id → until when it matters (its last token's expiry).
     revoked: HashMap<Arc<str>, i64>,
     hits: u64,
@@ -115,6 +126,7 @@ impl Verifier {
                     version,
                     ring,
                     cache: HashMap::new(),
+                    inserted: 0,
                     revoked: HashMap::new(),
                     hits: 0,
                     misses: 0,
@@ -147,7 +159,12 @@ impl Verifier {
                 Err(Problem::Malformed)
             });
         }
-        let key = cache_key(token);
+        // Without a cache there is nothing to look up: no SHA-256 of the token.
+        let key = if self.capacity == 0 {
+            0
+        } else {
+            cache_key(token)
+        };
         self.with_local(|local| {
             let result = Self::check(local, key, token, &self.issuer, now, self.capacity);
             if let Err(p) = result {
@@ -170,7 +187,7 @@ impl Verifier {
         now: i64,
         capacity: usize,
     ) -> Result<Caller, Problem> {
-        if let Some(hit) = local.cache.get(&key) {
+        if let Some(Cached { caller: hit, .. }) = local.cache.get(&key) {
             if now < expiry(hit) {
                 if hit
                     .session
@@ -195,9 +212,16 @@ impl Verifier {
             return Ok(verified);
         }
         if local.cache.len() >= capacity {
-            evict(&mut local.cache, now, capacity);
+            evict(&mut local.cache, local.inserted, now, capacity);
         }
-        local.cache.insert(key, verified.clone());
+        local.cache.insert(
+            key,
+            Cached {
+                caller: verified.clone(),
+                seq: local.inserted,
+            },
+        );
+        local.inserted += 1;
         Ok(verified)
     }
 
@@ -210,7 +234,7 @@ impl Verifier {
             }
             local
                 .cache
-                .retain(|_, v| !sessions.iter().any(|s| in_session(v, s)));
+                .retain(|_, v| !sessions.iter().any(|s| in_session(&v.caller, s)));
         })
     }
 
@@ -218,7 +242,7 @@ impl Verifier {
     pub fn sweep(&self, now: i64) {
         self.with_local(|local| {
             local.revoked.retain(|_, until| *until > now);
-            local.cache.retain(|_, v| expiry(v) > now);
+            local.cache.retain(|_, v| expiry(&v.caller) > now);
         })
     }
 
@@ -243,15 +267,15 @@ fn cache_key(token: &str) -> u128 {
     u128::from_le_bytes(bytes)
 }
 
-/// Makes room: expired entries first, then an arbitrary eighth.
-fn evict(cache: &mut HashMap<u128, Caller>, now: i64, capacity: usize) {
-    cache.retain(|_, v| expiry(v) > now);
-    if cache.len() >= capacity {
-        let drop: Vec<u128> = cache.keys().take((capacity / 8).max(1)).copied().collect();
-        for k in drop {
-            cache.remove(&k);
-        }
-    }
+/// Makes room: drops expired entries and the oldest eighth, keeping the newest seven eighths
+/// of the `inserted` so far. Oldest first, so a stream of distinct tokens (more than fit)
+/// turns the cache over instead of leaving some entries in it for good: the previous rule, an
+/// arbitrary eighth in hash-table order, kept evicting from the same end of the table, so
+/// entries at the other end stayed until they expired.
+fn evict(cache: &mut HashMap<u128, Cached>, inserted: u64, now: i64, capacity: usize) {
+    let keep = (capacity - (capacity / 8).max(1)) as u64;
+    let oldest_kept = inserted.saturating_sub(keep);
+    cache.retain(|_, v| v.seq >= oldest_kept && expiry(&v.caller) > now);
 }
 
 #[cfg(test)]
@@ -306,6 +330,37 @@ mod tests {
         assert_eq!((s.hits, s.misses, s.entries), (0, 3, 0));
         v.revoke(&["s1".to_string()], now + 60);
         assert_eq!(v.verify(&t, now), Err(Problem::Revoked));
+    }
+
+    #[test]
+    fn more_distinct_tokens_than_fit_turn_the_cache_over_oldest_first() {
+        let keys = Arc::new(Keys::default());
+        let key = Arc::new(SigningKey::generate().unwrap());
+        keys.replace(KeyRing::new(
+            Some(Arc::clone(&key)),
+            vec![(key.kid.clone(), key.public())],
+        ));
+        let capacity = 64;
+        let v = Verifier::new(Arc::clone(&keys), "sdsim".into(), capacity);
+        let now = 1_800_000_000;
+        // Round robin over more tokens than fit: each comes back after 79 others, by when it
+        // is among the oldest and gone, so every check verifies its signature.
+        let tokens: Vec<String> = (0..capacity + capacity / 4)
+            .map(|i| token(&keys, &format!("s{i}"), now))
+            .collect();
+        for _ in 0..4 {
+            for t in &tokens {
+                v.verify(t, now).unwrap();
+            }
+        }
+        let s = v.stats();
+        assert_eq!((s.hits, s.misses), (0, 4 * tokens.len() as u64));
+        assert!(s.entries <= capacity);
+        // The newest tokens are still cached: sent again at once, they hit.
+        for t in &tokens[tokens.len() - capacity / 2..] {
+            v.verify(t, now).unwrap();
+        }
+        assert_eq!(v.stats().hits, capacity as u64 / 2);
     }
 
     #[test]
