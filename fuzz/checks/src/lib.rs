@@ -13,6 +13,7 @@
 //!   (`sdsim_server::config`).
 //! - [`bodies`]: every JSON request body of the HTTP API (auth, projects, simulations).
 //! - [`realtime`]: `POST /api/publish` and the WebSocket client messages (`sdsim_gateway::realtime`).
+//! - [`redis`]: the Redis bridge's RESP2 frames (`sdsim_gateway::redis_bridge::resp`).
 //! - [`scenario`]: load-test scenario files with their flows (`sdsim_loadtest`).
 //! - [`alloc`]: the counting allocator the size limits are checked with.
 //!
@@ -28,6 +29,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod realtime;
+pub mod redis;
 pub mod scenario;
 pub mod token;
 pub mod ws;
@@ -126,6 +128,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "ws_client_message",
         check: realtime::client_message,
+    },
+    Target {
+        name: "redis_resp",
+        check: redis::resp,
     },
     Target {
         name: "loadtest_scenario",

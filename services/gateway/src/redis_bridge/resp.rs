@@ -20,7 +20,21 @@ pub enum RespError {
     /// An array nests arrays or holds more elements than any frame the bridge reads.
     #[error("RESP array of {0} elements, or nested: not a frame the bridge reads")]
     Array(i64),
+    /// A bulk string announces more bytes than [`MAX_BULK`]: refused before it is buffered.
+    #[error("RESP bulk string of {0} bytes, over the bridge's limit of {MAX_BULK}")]
+    TooLong(i64),
+    /// More than [`MAX_LINE`] bytes without a line end: refused before more is buffered.
+    #[error("RESP line longer than {MAX_LINE} bytes")]
+    LineTooLong,
 }
+
+/// The largest bulk string the bridge buffers: far above any bus event (the HTTP body, the
+/// WebSocket message and the gRPC message limits are all smaller), far below what would let a
+/// broken or hostile server grow a read buffer without end.
+pub const MAX_BULK: i64 = 64 * 1024 * 1024;
+
+/// The longest line (type byte to CRLF) the bridge buffers: numbers, `+OK`, `-ERR ...`.
+pub const MAX_LINE: usize = 64 * 1024;
 
 /// One element of an array frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +135,9 @@ fn scalar(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, RespError> {
             if len < 0 {
                 return Ok(Some((Item::Nil, at)));
             }
+            if len > MAX_BULK {
+                return Err(RespError::TooLong(len));
+            }
             let end = at + len as usize;
             if buf.len() < end + 2 {
                 return Ok(None);
@@ -136,7 +153,9 @@ fn scalar(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, RespError> {
 
 /// The text after the type byte up to CRLF, and the offset after the CRLF.
 fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, RespError> {
-    match buf.iter().position(|&b| b == b'\n') {
+    let window = &buf[..buf.len().min(MAX_LINE)];
+    match window.iter().position(|&b| b == b'\n') {
+        None if buf.len() >= MAX_LINE => Err(RespError::LineTooLong),
         None => Ok(None),
         Some(nl) if nl >= 1 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
         Some(_) => Err(RespError::Number),
@@ -252,6 +271,26 @@ mod tests {
         assert_eq!(parse(b"*9\r\n"), Err(RespError::Array(9)));
         assert_eq!(parse(b"*2\r\n*1\r\n"), Err(RespError::Array(2)));
         assert_eq!(parse(b":1\n"), Err(RespError::Number));
+        // Sizes are refused from the header, before the bytes are waited for.
+        assert_eq!(
+            parse(b"$67108865\r\n"),
+            Err(RespError::TooLong(MAX_BULK + 1))
+        );
+        assert_eq!(
+            parse(b"*4\r\n$8\r\npmessage\r\n$999999999999\r\n"),
+            Err(RespError::TooLong(999_999_999_999))
+        );
+        assert_eq!(
+            parse(b"$67108864\r\n"),
+            Ok(None),
+            "at the limit: waited for"
+        );
+        let endless = [b"+".as_slice(), &[b'x'; MAX_LINE]].concat();
+        assert_eq!(parse(&endless), Err(RespError::LineTooLong));
+        assert_eq!(parse(&endless[..MAX_LINE - 1]), Ok(None));
+        assert_eq!(parse(b"$-1"), Ok(None));
+        assert_eq!(parse(b"$\r\n"), Err(RespError::Number));
+        assert_eq!(parse(b":9999999999999999999\r\n"), Err(RespError::Number));
     }
 
     #[test]
