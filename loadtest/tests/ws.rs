@@ -296,12 +296,8 @@ fn a_single_client_subscribes_gets_answers_and_is_refused_a_wrong_token() {
 #[test]
 fn refused_connects_and_refused_upgrades_are_errors_by_kind() {
     let _one_at_a_time = serial();
-    // Nothing listens on a port just released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens there, and nothing can while the test runs.
+    let port = sdsim_testing::refused_addr().port();
     let load = WsOptions {
         url: format!("ws://127.0.0.1:{port}/ws"),
         connections: 10,

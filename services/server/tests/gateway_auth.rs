@@ -534,8 +534,8 @@ fn a_logout_through_the_gateway_is_applied_on_its_shards_at_once_without_redis()
 #[test]
 fn a_gateway_that_cannot_reach_the_auth_service_is_not_ready_and_says_so() {
     let db = sdsim_testing::postgres::fresh_database_url();
-    // Nothing listens there.
-    let nowhere = SocketAddr::from(([127, 0, 0, 1], sdsim_testing::free_port()));
+    // Nothing listens there, and nothing can while the test runs.
+    let nowhere = sdsim_testing::refused_addr();
     let gw = gateway_process(&db, nowhere, None, &[]);
     let addr = gw.local_addr();
     let (status, ready) = call(addr, "GET", "/health/ready", None, None);

@@ -31,27 +31,8 @@ pub(crate) fn accept(listener: monoio::net::TcpListener, services: Services) {
     });
 }
 
-/// An address nothing listens on, and nothing can: a TCP socket bound to it that never
-/// listens (a connect is refused) and stays open for the rest of the test process. A port
-/// bound and released instead can be handed to a server another test of the same binary binds
-/// to port 0 meanwhile, and the "refused" connect then succeeds.
+/// An address where a connect is refused (see [`sdsim_testing::refused_addr`]).
 #[allow(dead_code)] // Not every test file needs one.
 pub(crate) fn gone() -> SocketAddr {
-    // SAFETY: plain socket calls on a descriptor this function owns; `addr` and `len` are
-    // valid for the sizes passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let bound = libc::bind(fd, (&raw const addr).cast(), len);
-        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
-        let mut len = len;
-        let named = libc::getsockname(fd, (&raw mut addr).cast(), &mut len);
-        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
-        // The descriptor is left open on purpose: it holds the port until the process ends.
-        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(addr.sin_port)))
-    }
+    sdsim_testing::refused_addr()
 }
