@@ -124,6 +124,9 @@ fn scalar(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, RespError> {
     let Some(&kind) = buf.first() else {
         return Ok(None);
     };
+    if !matches!(kind, b'+' | b'-' | b':' | b'$') {
+        return Err(RespError::Type(kind));
+    }
     let Some((text, at)) = line(buf)? else {
         return Ok(None);
     };
@@ -157,7 +160,8 @@ fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, RespError> {
     match window.iter().position(|&b| b == b'\n') {
         None if buf.len() >= MAX_LINE => Err(RespError::LineTooLong),
         None => Ok(None),
-        Some(nl) if nl >= 1 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
+        // The type byte, then the text: a line end before both is no line.
+        Some(nl) if nl >= 2 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
         Some(_) => Err(RespError::Number),
     }
 }
@@ -271,6 +275,13 @@ mod tests {
         assert_eq!(parse(b"*9\r\n"), Err(RespError::Array(9)));
         assert_eq!(parse(b"*2\r\n*1\r\n"), Err(RespError::Array(2)));
         assert_eq!(parse(b":1\n"), Err(RespError::Number));
+        // A line end where the type byte should be (found by the fuzzer: it panicked).
+        assert_eq!(parse(b"\r\n"), Err(RespError::Type(b'\r')));
+        assert_eq!(parse(b"*\n"), Err(RespError::Number));
+        assert_eq!(parse(b"*1\r\n\r\n"), Err(RespError::Type(b'\r')));
+        let (frame, used) = parse(b"-1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((frame, used), (Frame::Error(b"1"), 4));
+        assert_eq!(parse(&b"-1\r\n\r\n"[used..]), Err(RespError::Type(b'\r')));
         // Sizes are refused from the header, before the bytes are waited for.
         assert_eq!(
             parse(b"$67108865\r\n"),
