@@ -33,7 +33,7 @@ async fn insert_user(store: &Store, id: &str, email: &str) -> Result<u64, StoreE
 async fn suite(store: &Store) {
     assert_eq!(
         migrate::run(store).await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 8]
     );
     assert_eq!(
         migrate::run(store).await.unwrap(),
@@ -42,7 +42,7 @@ async fn suite(store: &Store) {
     );
     assert_eq!(
         migrate::applied(store).await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 8]
     );
     store.ping().await.unwrap();
 
